@@ -1,0 +1,2 @@
+//! Placeholder: in-repo tokio echo baseline.
+fn main() {}

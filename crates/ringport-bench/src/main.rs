@@ -1,0 +1,2 @@
+//! Placeholder: the ringport-bench tool (see issue 6).
+fn main() {}

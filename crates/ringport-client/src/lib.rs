@@ -1,0 +1,2 @@
+//! ringport Rust client SDK.
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! ringport-io engine.

@@ -1,0 +1,2 @@
+//! ringport wire protocol, sans-IO.
+#![forbid(unsafe_code)]

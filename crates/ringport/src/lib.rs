@@ -1,0 +1,2 @@
+//! ringport gateway library.
+#![forbid(unsafe_code)]
