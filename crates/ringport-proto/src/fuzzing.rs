@@ -89,8 +89,8 @@ pub fn session_sequence(data: &[u8]) {
             }
             2 | 3 => s.handle_frame(scripted_frame(arg), now),
             4 => {
-                let class = [PushClass::Room, PushClass::Direct, PushClass::Urgent]
-                    [usize::from(arg % 3)];
+                let class =
+                    [PushClass::Room, PushClass::Direct, PushClass::Urgent][usize::from(arg % 3)];
                 next_offset += 1;
                 let stream = StreamName::Room(format!("r{}", arg % 4));
                 let _ = s.offer_push(class, &stream, next_offset, Bytes::from_static(b"x"));
@@ -170,4 +170,102 @@ fn scripted_frame(arg: u8) -> Frame {
         10 => Frame::Pong { nonce: 0 },
         _ => Frame::SleepAck { interval_ms: 1 },
     }
+}
+
+/// One realistic frame per op, in op-code order. The hex examples in
+/// `docs/protocol.md` are these frames (see `tests/spec_examples.rs`).
+pub fn sample_frames() -> Vec<Frame> {
+    use crate::{
+        Ack, PublishAck, Push, Resume, ResumeOutcome, ResumePoint, ResumeResult, RoomResult,
+        Skipped, WakeAck, Welcome,
+    };
+    let lobby = StreamName::Room("lobby".into());
+    let inbox = StreamName::User("u42".into());
+    vec![
+        Frame::Hello(Hello {
+            token: Bytes::from_static(b"tok"),
+            client_info: "sdk/1".into(),
+            resume: Some(Resume {
+                session_id: 7,
+                streams: vec![ResumePoint {
+                    stream: inbox.clone(),
+                    epoch: 1,
+                    last_offset: 41,
+                }],
+            }),
+        }),
+        Frame::Welcome(Welcome {
+            session_id: 7,
+            epoch: 1,
+            heartbeat_interval_ms: 30_000,
+            max_sleep_interval_ms: 300_000,
+            max_payload: 65_536,
+            max_rooms: 64,
+            server_time_ms: 1_700_000_000_000,
+        }),
+        Frame::Ping { nonce: 1 },
+        Frame::Pong { nonce: 1 },
+        Frame::Join(RoomRequest {
+            req_id: 1,
+            room: "lobby".into(),
+        }),
+        Frame::Leave(RoomRequest {
+            req_id: 2,
+            room: "lobby".into(),
+        }),
+        Frame::RoomResult(RoomResult {
+            req_id: 1,
+            status: Status::OK,
+        }),
+        Frame::Publish(Publish {
+            room: "lobby".into(),
+            seq: 5,
+            payload: Bytes::from_static(b"hi"),
+        }),
+        Frame::PublishAck(PublishAck {
+            seq: 5,
+            status: Status::OK,
+        }),
+        Frame::Push(Push {
+            stream: lobby.clone(),
+            epoch: 1,
+            offset: 100,
+            urgent: true,
+            payload: Bytes::from_static(b"hi"),
+        }),
+        Frame::Ack(Ack {
+            stream: inbox.clone(),
+            offset: 42,
+        }),
+        Frame::ResumeResult(ResumeResult {
+            stream: inbox,
+            outcome: ResumeOutcome::Gap,
+            old_epoch: 1,
+            new_epoch: 1,
+            missing_from: 42,
+            missing_to: 50,
+        }),
+        Frame::Sleep {
+            interval_ms: 120_000,
+        },
+        Frame::SleepAck {
+            interval_ms: 120_000,
+        },
+        Frame::Wake,
+        Frame::WakeAck(WakeAck {
+            skipped: vec![Skipped {
+                stream: lobby,
+                resume_from: 164,
+                count: 3,
+            }],
+        }),
+        Frame::Error {
+            code: Status::RATE_LIMITED,
+            text: "slow".into(),
+        },
+        Frame::Close {
+            reason: CloseReason::HEARTBEAT_TIMEOUT,
+            text: "heartbeat timeout".into(),
+        },
+    ]
 }

@@ -122,7 +122,10 @@ mod tests {
                 probes.push(t);
             }
         }
-        assert_eq!(probes, [91_000, 101_000, 111_000, 121_000, 131_000, 141_000]);
+        assert_eq!(
+            probes,
+            [91_000, 101_000, 111_000, 121_000, 131_000, 141_000]
+        );
         assert_eq!(hb.deadline(&cfg), 151_000);
         assert_eq!(hb.poll(151_000, &cfg), Beat::Expired);
     }

@@ -57,8 +57,8 @@ pub use codes::{CloseReason, Status};
 pub use error::Error;
 pub use frame::{Header, Op, DEFAULT_MAX_PAYLOAD, FLAG_URGENT, HEADER_LEN, VERSION};
 pub use ops::{
-    Ack, Frame, Hello, Publish, PublishAck, Push, Resume, ResumeOutcome, ResumePoint,
-    ResumeResult, RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
+    Ack, Frame, Hello, Publish, PublishAck, Push, Resume, ResumeOutcome, ResumePoint, ResumeResult,
+    RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
 };
 pub use session::{Event, PushClass, PushOutcome, Session, SessionConfig, State, WelcomeParams};
 pub use stream::{StreamName, KIND_ROOM, KIND_USER, MAX_NAME_LEN};

@@ -33,9 +33,7 @@ use crate::codec::Decoder;
 use crate::codes::{CloseReason, Status};
 use crate::error::Error;
 use crate::heartbeat::{Beat, Heartbeat};
-use crate::ops::{
-    Frame, PublishAck, Resume, ResumeResult, RoomResult, WakeAck, Welcome,
-};
+use crate::ops::{Frame, PublishAck, Resume, ResumeResult, RoomResult, WakeAck, Welcome};
 use crate::stream::StreamName;
 use sleep::Holdback;
 
@@ -129,7 +127,7 @@ pub struct WelcomeParams {
     pub server_time_ms: u64,
 }
 
-/// One server-side connection. About 120 bytes and no heap memory while
+/// One server-side connection: 112 bytes on 64-bit and no heap memory while
 /// idle; see the module docs for the calling contract.
 #[derive(Debug)]
 pub struct Session {
