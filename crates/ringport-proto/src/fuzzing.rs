@@ -93,7 +93,15 @@ pub fn session_sequence(data: &[u8]) {
                     [PushClass::Room, PushClass::Direct, PushClass::Urgent][usize::from(arg % 3)];
                 next_offset += 1;
                 let stream = StreamName::Room(format!("r{}", arg % 4));
-                let _ = s.offer_push(class, &stream, next_offset, Bytes::from_static(b"x"));
+                let frame = Frame::Push(crate::Push {
+                    stream: stream.clone(),
+                    epoch: 1,
+                    offset: next_offset,
+                    urgent: class == PushClass::Urgent,
+                    payload: Bytes::from_static(b"x"),
+                });
+                let bytes = frame.to_bytes().expect("push encodes");
+                let _ = s.offer_push(class, &stream, next_offset, bytes);
             }
             5 => s.close(CloseReason::GOING_AWAY, "bye", now),
             6 => s.transport_closed(),
