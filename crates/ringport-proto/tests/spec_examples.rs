@@ -13,7 +13,12 @@ const SPEC: &str = include_str!("../../../docs/protocol.md");
 /// Formats bytes as the spec does: the 8 header bytes on the first line, then
 /// the payload 16 bytes per line.
 fn hex_block(b: &[u8]) -> String {
-    let line = |c: &[u8]| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+    let line = |c: &[u8]| {
+        c.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let mut out = vec![line(&b[..8])];
     out.extend(b[8..].chunks(16).map(line));
     out.join("\n")
@@ -61,7 +66,10 @@ fn every_sample_frame_appears_in_the_spec() {
             missing.push(f.op());
         }
     }
-    assert!(missing.is_empty(), "spec lacks hex examples for {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "spec lacks hex examples for {missing:?}"
+    );
 }
 
 #[test]
@@ -71,6 +79,10 @@ fn spec_examples_decode_to_the_sample_frames() {
         .map(|b| Decoder::default().decode_slice(b).unwrap().unwrap().0)
         .collect();
     for f in sample_frames() {
-        assert!(decoded.contains(&f), "{:?} example decodes differently", f.op());
+        assert!(
+            decoded.contains(&f),
+            "{:?} example decodes differently",
+            f.op()
+        );
     }
 }
