@@ -180,10 +180,14 @@ impl Session {
     }
 
     /// Decodes and handles every complete frame at the front of `buf`.
-    /// A decode error closes the session with the matching reason.
+    ///
+    /// Leaves an incomplete trailing frame in `buf` for the next call. A
+    /// decode error closes the session with the matching reason and discards
+    /// the rest of `buf`; while draining, frames are still decoded so a peer
+    /// CLOSE is seen, but nothing else is acted on.
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: u64) {
         let decoder = Decoder::new(self.config.max_payload);
-        while !matches!(self.state, State::Draining | State::Closed) {
+        while self.state != State::Closed {
             match decoder.decode(buf) {
                 Ok(Some(frame)) => self.handle_frame(frame, now),
                 Ok(None) => return,
@@ -193,10 +197,11 @@ impl Session {
                         ref e => e.to_string(),
                     };
                     self.close_with(e.close_reason(), &text, now);
+                    break;
                 }
             }
         }
-        // Bytes after our CLOSE are not interpreted.
+        // After a corrupt frame (or once closed) nothing more is interpreted.
         buf.clear();
     }
 
@@ -408,6 +413,10 @@ impl Session {
     }
 
     /// Accepts the HELLO: sends WELCOME and starts the heartbeat at `now`.
+    ///
+    /// If the HELLO carried resume data, follow with one
+    /// [`send_resume_result`](Self::send_resume_result) per entry before
+    /// offering pushes of those streams.
     pub fn accept(&mut self, params: WelcomeParams, now: u64) -> Result<(), Error> {
         self.require_auth("accept")?;
         if params.session_id == 0 {

@@ -608,3 +608,21 @@ fn idle_session_is_small_and_holds_no_heap_memory() {
     assert_eq!(s.events.capacity(), 0);
     assert!(s.holdback.is_none());
 }
+
+#[test]
+fn draining_session_still_sees_a_peer_close_in_raw_input() {
+    let mut s = established(config(), 0);
+    s.close(CloseReason::GOING_AWAY, "", 0);
+    sent(&mut s);
+    let mut buf = BytesMut::new();
+    Frame::Ping { nonce: 1 }.encode(&mut buf).unwrap();
+    Frame::Close {
+        reason: CloseReason::NORMAL,
+        text: String::new(),
+    }
+    .encode(&mut buf)
+    .unwrap();
+    s.handle_input(&mut buf, 1);
+    assert_eq!(s.state(), State::Closed);
+    assert!(sent(&mut s).is_empty(), "no PONG after our CLOSE");
+}
