@@ -4,4 +4,5 @@
 //! [`serve::run`], so everything here compiles and is tested without the engine.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
