@@ -5,6 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod metrics;
+pub mod serve;
