@@ -183,14 +183,41 @@ impl Default for ProtocolConfig {
     }
 }
 
-/// `[auth]`: client authentication with HS256 JWTs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// `[auth]`: client authentication with HS256 JWTs. `Debug` redacts the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 signing secret; at least 32 bytes (RFC 7518 section 3.2).
     pub secret: Option<String>,
     /// Unset means: anonymous clients are allowed exactly when no secret is configured.
     pub allow_anonymous: Option<bool>,
+}
+
+fn redacted(v: &Option<String>) -> &'static str {
+    if v.is_some() {
+        "Some(<redacted>)"
+    } else {
+        "None"
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secret", &format_args!("{}", redacted(&self.secret)))
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("api_key", &format_args!("{}", redacted(&self.api_key)))
+            .field("max_body_size", &self.max_body_size)
+            .finish()
+    }
 }
 
 impl AuthConfig {
@@ -240,8 +267,8 @@ impl Default for HistoryConfig {
     }
 }
 
-/// `[admin]`: the HTTP API and `/metrics`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[admin]`: the HTTP API and `/metrics`. `Debug` redacts the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -619,6 +646,16 @@ mod tests {
         c.validate().unwrap();
         c.admin.api_key = Some("short".into());
         assert!(err(&c).starts_with("admin.api_key must be at least 16 bytes"));
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let mut c = Config::default();
+        c.auth.secret = Some("s".repeat(40));
+        c.admin.api_key = Some("k".repeat(20));
+        let text = format!("{c:?}");
+        assert!(!text.contains("ssss") && !text.contains("kkkk"), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 
     #[test]
