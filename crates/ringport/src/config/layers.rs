@@ -180,18 +180,37 @@ fn env_overrides(vars: &[(String, String)]) -> Result<Vec<Override>, ConfigError
                 origin,
             });
         } else if let Some(rest) = name.strip_prefix("RINGPORT_") {
-            // Names without `__` (e.g. RINGPORT_CONFIG) are not config keys.
             if let Some((section, key)) = rest.split_once("__") {
                 canonical.push(Override {
                     key: format!("{}.{}", section.to_lowercase(), key.to_lowercase()),
                     value: value.clone(),
                     origin,
                 });
+            } else if let Some(hint) = single_underscore_typo(rest) {
+                // Names without `__` (e.g. RINGPORT_CONFIG) are not config keys, but one that
+                // starts with a section name almost certainly meant to be.
+                return Err(ConfigError::UnknownKey { origin, key: hint });
             }
         }
     }
     aliases.extend(canonical);
     Ok(aliases)
+}
+
+/// `ENGINE_RING_ENTRIES` -> a hint naming `RINGPORT_ENGINE__RING_ENTRIES`.
+fn single_underscore_typo(rest: &str) -> Option<String> {
+    let lower = rest.to_lowercase();
+    super::keys::KEYS.iter().find_map(|d| {
+        (lower == format!("{}_{}", d.section, d.key)).then(|| {
+            format!(
+                "{}.{} (write RINGPORT_{}__{} with a double underscore)",
+                d.section,
+                d.key,
+                d.section.to_uppercase(),
+                d.key.to_uppercase()
+            )
+        })
+    })
 }
 
 fn apply(table: &mut toml::Table, o: &Override) -> Result<(), ConfigError> {
@@ -333,6 +352,24 @@ mod tests {
             .unwrap();
         assert_eq!(c.auth.secret.as_deref(), Some(secret_b.as_str()));
         assert_eq!(c.log.level, "warn");
+    }
+
+    #[test]
+    fn single_underscore_is_caught() {
+        let e = Layers::new()
+            .env(env(&[("RINGPORT_ENGINE_RING_ENTRIES", "8")]))
+            .resolve()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("RINGPORT_ENGINE__RING_ENTRIES with a double underscore"),
+            "{e}"
+        );
+        // Not a key at all: ignored (other tools may use RINGPORT_* names).
+        Layers::new()
+            .env(env(&[("RINGPORT_BENCH_CLIENTS", "8")]))
+            .resolve()
+            .unwrap();
     }
 
     #[test]
