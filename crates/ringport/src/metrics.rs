@@ -11,7 +11,7 @@ pub mod cells;
 pub mod families;
 pub mod text;
 
-pub use cells::{Registry, ShardRecorder};
+pub use cells::{RecorderSlots, Registry, ShardRecorder};
 pub use families::{
     CloseCause, ConnState, DeliveryKind, Direction, DropReason, MetricsSnapshot, ShardLoop,
     SkipReason,

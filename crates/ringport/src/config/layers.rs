@@ -136,7 +136,8 @@ fn merge_file(table: &mut toml::Table, name: &str, text: &str) -> Result<(), Con
         message: e.to_string().trim_end().to_owned(),
     })?;
     for (section, body) in parsed {
-        let Some(body) = body.as_table() else {
+        let known_section = super::keys::KEYS.iter().any(|d| d.section == section);
+        let Some(body) = body.as_table().filter(|_| known_section) else {
             return Err(ConfigError::UnknownKey {
                 origin,
                 key: section,
@@ -425,6 +426,14 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "engine.recv_buffers must be a power of two between 1 and 32768 (got 1000)"
+        );
+        let e = Layers::new()
+            .file_text("f.toml", "[enigne]\n")
+            .resolve()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config file f.toml: unknown config key `enigne`"
         );
         let e = Layers::new()
             .file_text("f.toml", "[engine\n")

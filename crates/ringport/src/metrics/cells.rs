@@ -210,6 +210,25 @@ impl ShardRecorder {
     }
 }
 
+/// Recorders waiting for their shards: the engine's shard factory is a shared `Fn`, so it
+/// takes shard `i`'s recorder from here on shard `i`'s thread.
+#[derive(Debug)]
+pub struct RecorderSlots(std::sync::Mutex<Vec<Option<ShardRecorder>>>);
+
+impl RecorderSlots {
+    pub fn new(recorders: Vec<ShardRecorder>) -> RecorderSlots {
+        RecorderSlots(std::sync::Mutex::new(
+            recorders.into_iter().map(Some).collect(),
+        ))
+    }
+
+    /// Shard `shard`'s recorder; `None` if out of range or already taken (one writer only).
+    pub fn take(&self, shard: usize) -> Option<ShardRecorder> {
+        let mut slots = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get_mut(shard).and_then(Option::take)
+    }
+}
+
 /// Read side: every shard's cells, summed at scrape time.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -292,6 +311,16 @@ mod tests {
         assert_eq!(s.history_bytes, 30);
         assert_eq!(s.shards.len(), 2);
         assert_eq!(s.shards[1].busy_ns, 3_000_000);
+    }
+
+    #[test]
+    fn each_recorder_is_taken_once() {
+        let (_reg, recs) = Registry::new(2);
+        let slots = RecorderSlots::new(recs);
+        assert!(slots.take(1).is_some());
+        assert!(slots.take(1).is_none());
+        assert!(slots.take(0).is_some());
+        assert!(slots.take(2).is_none());
     }
 
     #[test]
