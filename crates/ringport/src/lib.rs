@@ -11,3 +11,4 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod serve;
+pub mod streams;

@@ -1,0 +1,186 @@
+//! [`PublishDedupe`]: drop client publishes that were already published.
+//!
+//! A client numbers its PUBLISH frames (`seq`) and, after a reconnect,
+//! resends those it has no PUBLISH_ACK for with the same seq. The gateway
+//! remembers, per session, the seqs it has published: everything below
+//! `next` (the lowest seq not yet seen) plus a bounded set of seqs above it
+//! (seen out of order). A resent publish is acknowledged but not published
+//! again.
+//!
+//! Memory per session is bounded by `window`: a seq more than `window` ahead
+//! of `next` slides the window forward, and the seqs it passes over count as
+//! seen. A well-behaved client (seq +1 per publish, outbound queue no larger
+//! than the window) never triggers that.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// Whether a publish is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time: publish it, then acknowledge.
+    New,
+    /// Already published: acknowledge only.
+    Duplicate,
+}
+
+/// Seen client seqs of one session.
+#[derive(Debug, Clone, Default)]
+pub struct PublishDedupe {
+    /// Every seq below this has been seen.
+    next: u64,
+    /// Seqs ≥ `next + 1` seen out of order; at most `window` of them.
+    ahead: BTreeSet<u64>,
+}
+
+impl PublishDedupe {
+    /// Records `seq`; says whether it is new. `window` bounds memory.
+    pub fn check(&mut self, seq: u64, window: u64) -> Seen {
+        if seq < self.next || self.ahead.contains(&seq) {
+            return Seen::Duplicate;
+        }
+        if seq == self.next {
+            self.next += 1;
+            while self.ahead.remove(&self.next) {
+                self.next += 1;
+            }
+        } else {
+            self.ahead.insert(seq);
+            let window = window.max(1);
+            if seq - self.next > window {
+                // Slide: seqs left behind are treated as seen.
+                self.next = seq - window;
+                self.ahead = self.ahead.split_off(&self.next);
+                while self.ahead.remove(&self.next) {
+                    self.next += 1;
+                }
+            }
+        }
+        Seen::New
+    }
+
+    /// Lowest seq not yet seen (everything below was published).
+    pub fn next_expected(&self) -> u64 {
+        self.next
+    }
+
+    /// Seqs held out of order.
+    pub fn window_len(&self) -> usize {
+        self.ahead.len()
+    }
+}
+
+/// Per-session dedupe state, kept across reconnects of the session until it
+/// is idle for `idle_ms` (the resume window).
+#[derive(Debug)]
+pub struct PublishDedupes {
+    shards: Box<[Mutex<HashMap<u64, (PublishDedupe, u64)>>]>,
+    window: u64,
+}
+
+impl PublishDedupes {
+    /// A registry with `shards` locks and a per-session `window`.
+    pub fn new(shards: usize, window: u64) -> Self {
+        PublishDedupes {
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            window,
+        }
+    }
+
+    fn shard(&self, session: u64) -> &Mutex<HashMap<u64, (PublishDedupe, u64)>> {
+        &self.shards[(session % self.shards.len() as u64) as usize]
+    }
+
+    /// Records `seq` of `session` at `now`.
+    pub fn check(&self, session: u64, seq: u64, now: u64) -> Seen {
+        let mut map = self
+            .shard(session)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (d, used) = map.entry(session).or_default();
+        *used = now;
+        d.check(seq, self.window)
+    }
+
+    /// Forgets sessions unused since `now - idle_ms`; returns how many.
+    pub fn expire(&self, now: u64, idle_ms: u64) -> usize {
+        let cutoff = now.saturating_sub(idle_ms);
+        let mut n = 0;
+        for s in self.shards.iter() {
+            let mut map = s.lock().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|_, (_, used)| *used >= cutoff);
+            n += before - map.len();
+        }
+        n
+    }
+
+    /// Sessions tracked.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether no session is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_and_resent() {
+        let mut d = PublishDedupe::default();
+        for s in 0..5 {
+            assert_eq!(d.check(s, 8), Seen::New);
+        }
+        for s in 0..5 {
+            assert_eq!(d.check(s, 8), Seen::Duplicate, "resend of {s}");
+        }
+        assert_eq!(d.next_expected(), 5);
+        assert_eq!(d.window_len(), 0);
+    }
+
+    #[test]
+    fn out_of_order_fills_in() {
+        let mut d = PublishDedupe::default();
+        assert_eq!(d.check(1, 8), Seen::New);
+        assert_eq!(d.check(3, 8), Seen::New);
+        assert_eq!(d.check(3, 8), Seen::Duplicate);
+        assert_eq!(d.next_expected(), 0);
+        assert_eq!(d.check(0, 8), Seen::New);
+        assert_eq!(d.next_expected(), 2);
+        assert_eq!(d.check(2, 8), Seen::New);
+        assert_eq!(d.next_expected(), 4);
+        assert_eq!(d.window_len(), 0);
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let mut d = PublishDedupe::default();
+        for s in (1..1_000).step_by(2) {
+            d.check(s, 16);
+            assert!(d.window_len() <= 17);
+        }
+        assert_eq!(d.check(999, 16), Seen::Duplicate);
+        assert!(d.next_expected() >= 999 - 16);
+    }
+
+    #[test]
+    fn registry_per_session_and_expiry() {
+        let r = PublishDedupes::new(4, 64);
+        assert_eq!(r.check(1, 0, 0), Seen::New);
+        assert_eq!(r.check(2, 0, 10), Seen::New);
+        assert_eq!(r.check(1, 0, 20), Seen::Duplicate);
+        assert_eq!(r.expire(100, 85), 1, "session 2 idle since 10");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.check(2, 0, 100), Seen::New, "forgotten after expiry");
+    }
+}

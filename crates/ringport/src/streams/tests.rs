@@ -1,0 +1,162 @@
+//! Registry tests on a virtual clock.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringport_proto::{Decoder, Frame, Push, StreamName};
+
+use super::*;
+
+const LIM: HistoryLimits = HistoryLimits {
+    max_messages: 100,
+    max_age_ms: 60_000,
+};
+
+fn room(n: &str) -> StreamName {
+    StreamName::Room(n.into())
+}
+
+/// Appends a real PUSH frame, as the gateway does.
+fn publish(s: &Streams, stream: &StreamName, now: u64, body: &str) -> u64 {
+    let (_, off, _) = s.append_with_epoch(stream, now, &mut |epoch, offset| {
+        Frame::Push(Push {
+            stream: stream.clone(),
+            epoch,
+            offset,
+            urgent: false,
+            payload: Bytes::copy_from_slice(body.as_bytes()),
+        })
+        .to_bytes()
+        .unwrap()
+    });
+    off
+}
+
+fn decode_offsets(frames: &[Bytes]) -> Vec<u64> {
+    frames
+        .iter()
+        .map(|b| match Decoder::default().decode_slice(b).unwrap() {
+            Some((Frame::Push(p), _)) => p.offset,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn streams_are_independent() {
+    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    assert_eq!(publish(&s, &room("a"), 0, "x"), 1);
+    assert_eq!(publish(&s, &room("a"), 0, "x"), 2);
+    assert_eq!(publish(&s, &room("b"), 0, "x"), 1);
+    assert_eq!(s.stats().streams, 2);
+    assert_eq!(s.stats().messages, 3);
+}
+
+#[test]
+fn replay_is_a_consistent_snapshot() {
+    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    let a = room("a");
+    let epoch = s.epoch_of(&a, 0);
+    for i in 0..10 {
+        publish(&s, &a, i, "m");
+    }
+    let r = s.replay(&a, epoch, 4, 10);
+    assert_eq!(r.tail(), 10);
+    assert_eq!(decode_offsets(r.frames()), (5..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn process_restart_changes_epoch() {
+    let a = room("a");
+    let old = Streams::new(LIM, 2);
+    publish(&old, &a, 0, "m");
+    let old_epoch = old.epoch_of(&a, 0);
+    let new = Streams::new(LIM, 2);
+    publish(&new, &a, 0, "m");
+    match new.replay(&a, old_epoch, 1, 0) {
+        Replay::NotRecovered {
+            reason: NotRecoveredReason::EpochChanged,
+            epoch,
+            ..
+        } => assert_ne!(epoch, old_epoch),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn history_bytes_follow_appends_and_sweeps() {
+    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    for i in 0..10 {
+        publish(&s, &room(&format!("r{}", i % 3)), 0, "hello");
+    }
+    assert_eq!(s.history_bytes() as usize, s.stats().bytes);
+    assert!(s.history_bytes() > 0);
+    // Past the age bound, everything is trimmed and idle logs disappear.
+    s.sweep(60_001);
+    assert_eq!(s.history_bytes(), 0);
+    assert_eq!(s.stats().streams, 0);
+}
+
+#[test]
+fn swept_stream_comes_back_in_a_new_epoch() {
+    let s = Streams::with_epoch_seed(LIM, 1, 1);
+    let a = room("a");
+    publish(&s, &a, 0, "m");
+    let e1 = s.epoch_of(&a, 0);
+    s.sweep(100_000);
+    let e2 = s.epoch_of(&a, 100_000);
+    assert_ne!(e1, e2);
+    assert!(matches!(
+        s.replay(&a, e1, 1, 100_000),
+        Replay::NotRecovered {
+            reason: NotRecoveredReason::EpochChanged,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn inbox_acks_and_receipts() {
+    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    let u = StreamName::User("u1".into());
+    let epoch = s.epoch_of(&u, 0);
+    for _ in 0..5 {
+        publish(&s, &u, 0, "dm");
+    }
+    assert_eq!(s.ack(&u, 3), 3);
+    assert_eq!(s.ack(&u, 2), 0);
+    let r = s.receipts(&u).unwrap();
+    assert_eq!((r.acked, r.receipts, r.tail, r.epoch), (3, 3, 5, epoch));
+    // Client received all 5 but acked 3: 4 and 5 are redelivered.
+    assert_eq!(decode_offsets(s.replay(&u, epoch, 5, 0).frames()), [4, 5]);
+    assert_eq!(s.ack(&StreamName::User("nobody".into()), 9), 0);
+}
+
+#[test]
+fn concurrent_appends_get_distinct_contiguous_offsets() {
+    let s = Arc::new(Streams::with_epoch_seed(LIM, 2, 1));
+    let a = room("a");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            let a = a.clone();
+            std::thread::spawn(move || {
+                (0..500)
+                    .map(|_| publish(&s, &a, 0, "m"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=2_000).collect::<Vec<_>>());
+    // History is bounded by count and ends at the tail.
+    let r = s.replay(&a, s.epoch_of(&a, 0), 1_950, 0);
+    assert_eq!(
+        decode_offsets(r.frames()),
+        (1_951..=2_000).collect::<Vec<_>>()
+    );
+}
