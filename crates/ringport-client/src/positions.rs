@@ -1,0 +1,295 @@
+//! Per-stream positions: exactly-once delivery to the application.
+//!
+//! The client remembers, per stream, the epoch and the highest offset it
+//! handed to the application. A PUSH at or below it (same epoch) is a
+//! duplicate (a replay overlapping live traffic, an inbox redelivery) and is
+//! dropped. A jump forward or an epoch change that no RESUME_RESULT or
+//! WAKE_ACK announced is reported as a loss before the message is delivered:
+//! the application is never silently skipped past a hole.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use ringport_proto::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
+
+/// Why messages of a stream will never arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// Same epoch, offsets dropped by the server's history bounds.
+    Gap,
+    /// The stream restarted (server restart): a new epoch, offsets restart.
+    EpochChanged,
+    /// Skipped by the server while the client slept (WAKE_ACK).
+    SkippedWhileAsleep,
+}
+
+/// A loss to report to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// Stream affected.
+    pub stream: StreamName,
+    /// Why.
+    pub reason: LossReason,
+    /// Lost offsets, half-open. For `EpochChanged` the start is in the old
+    /// epoch and the end (where delivery continues) in the new one.
+    pub missing: Range<u64>,
+    /// Epoch delivery continues in.
+    pub epoch: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Position {
+    epoch: u32,
+    /// Highest offset delivered to the application.
+    last: u64,
+    /// A hole already reported (WAKE_ACK); a jump over exactly it is not
+    /// reported again.
+    announced: Option<Range<u64>>,
+}
+
+/// What to do with a PUSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver it.
+    Deliver,
+    /// Report the loss, then deliver it.
+    DeliverAfterLoss(Loss),
+    /// Already delivered: drop.
+    Duplicate,
+}
+
+/// Every stream's position.
+#[derive(Debug, Default)]
+pub struct Positions {
+    streams: HashMap<StreamName, Position>,
+}
+
+impl Positions {
+    /// Decides about a PUSH of `stream` at (`epoch`, `offset`) and advances
+    /// the position if it is delivered.
+    pub fn on_push(&mut self, stream: &StreamName, epoch: u32, offset: u64) -> Verdict {
+        let Some(p) = self.streams.get_mut(stream) else {
+            self.streams.insert(
+                stream.clone(),
+                Position {
+                    epoch,
+                    last: offset,
+                    announced: None,
+                },
+            );
+            return Verdict::Deliver;
+        };
+        if p.epoch != epoch {
+            let loss = Loss {
+                stream: stream.clone(),
+                reason: LossReason::EpochChanged,
+                missing: p.last + 1..offset,
+                epoch,
+            };
+            *p = Position {
+                epoch,
+                last: offset,
+                announced: None,
+            };
+            return Verdict::DeliverAfterLoss(loss);
+        }
+        if offset <= p.last {
+            return Verdict::Duplicate;
+        }
+        let missing = p.last + 1..offset;
+        p.last = offset;
+        if missing.is_empty() {
+            return Verdict::Deliver;
+        }
+        if let Some(a) = p.announced.take() {
+            if a.start <= missing.start && missing.end <= a.end {
+                return Verdict::Deliver;
+            }
+        }
+        Verdict::DeliverAfterLoss(Loss {
+            stream: stream.clone(),
+            reason: LossReason::Gap,
+            missing,
+            epoch,
+        })
+    }
+
+    /// Applies a RESUME_RESULT; returns the loss to report, if any.
+    pub fn on_resume(&mut self, r: &ResumeResult) -> Option<Loss> {
+        let reason = match r.outcome {
+            ResumeOutcome::Resumed => return None,
+            ResumeOutcome::Gap => LossReason::Gap,
+            ResumeOutcome::EpochChanged => LossReason::EpochChanged,
+        };
+        let continue_at = r.missing_to;
+        let p = self.streams.entry(r.stream.clone()).or_insert(Position {
+            epoch: r.old_epoch,
+            last: 0,
+            announced: None,
+        });
+        if reason == LossReason::EpochChanged || p.epoch != r.new_epoch {
+            *p = Position {
+                epoch: r.new_epoch,
+                last: continue_at.saturating_sub(1),
+                announced: None,
+            };
+            return Some(Loss {
+                stream: r.stream.clone(),
+                reason,
+                missing: r.missing_from..r.missing_to,
+                epoch: r.new_epoch,
+            });
+        }
+        // A gap may start below what was already delivered (the server
+        // redelivers unacknowledged inbox messages); only the part above
+        // counts, and delivered offsets stay delivered.
+        let start = r.missing_from.max(p.last + 1);
+        p.last = p.last.max(continue_at.saturating_sub(1));
+        (start < continue_at).then(|| Loss {
+            stream: r.stream.clone(),
+            reason,
+            missing: start..continue_at,
+            epoch: r.new_epoch,
+        })
+    }
+
+    /// Applies a WAKE_ACK entry: `count` messages from `resume_from` were
+    /// skipped. Returns the loss to report.
+    pub fn on_skipped(&mut self, stream: &StreamName, resume_from: u64, count: u32) -> Loss {
+        let missing = resume_from..resume_from.saturating_add(count.into());
+        let epoch = match self.streams.get_mut(stream) {
+            Some(p) => {
+                p.announced = Some(missing.clone());
+                p.epoch
+            }
+            None => 0,
+        };
+        Loss {
+            stream: stream.clone(),
+            reason: LossReason::SkippedWhileAsleep,
+            missing,
+            epoch,
+        }
+    }
+
+    /// Resume data for HELLO: every stream with a known position.
+    pub fn resume_points(&self) -> Vec<ResumePoint> {
+        let mut v: Vec<_> = self
+            .streams
+            .iter()
+            .map(|(s, p)| ResumePoint {
+                stream: s.clone(),
+                epoch: p.epoch,
+                last_offset: p.last,
+            })
+            .collect();
+        v.sort_by(|a, b| a.stream.cmp(&b.stream));
+        v
+    }
+
+    /// Whether `stream` has a known position (it will be resumed, not joined).
+    pub fn knows(&self, stream: &StreamName) -> bool {
+        self.streams.contains_key(stream)
+    }
+
+    /// Forgets a stream (after LEAVE).
+    pub fn forget(&mut self, stream: &StreamName) {
+        self.streams.remove(stream);
+    }
+
+    /// The position of `stream`: (epoch, last delivered offset).
+    pub fn get(&self, stream: &StreamName) -> Option<(u32, u64)> {
+        self.streams.get(stream).map(|p| (p.epoch, p.last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> StreamName {
+        StreamName::Room("r".into())
+    }
+
+    #[test]
+    fn duplicates_are_dropped_by_offset() {
+        let mut p = Positions::default();
+        assert_eq!(p.on_push(&room(), 1, 5), Verdict::Deliver);
+        assert_eq!(p.on_push(&room(), 1, 6), Verdict::Deliver);
+        assert_eq!(p.on_push(&room(), 1, 6), Verdict::Duplicate);
+        assert_eq!(p.on_push(&room(), 1, 3), Verdict::Duplicate);
+        assert_eq!(p.get(&room()), Some((1, 6)));
+    }
+
+    #[test]
+    fn silent_jump_is_reported() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 1);
+        match p.on_push(&room(), 1, 4) {
+            Verdict::DeliverAfterLoss(l) => {
+                assert_eq!(l.missing, 2..4);
+                assert_eq!(l.reason, LossReason::Gap);
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn epoch_change_resets_position() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 10);
+        let r = ResumeResult {
+            stream: room(),
+            outcome: ResumeOutcome::EpochChanged,
+            old_epoch: 1,
+            new_epoch: 2,
+            missing_from: 11,
+            missing_to: 1,
+        };
+        let loss = p.on_resume(&r).unwrap();
+        assert_eq!((loss.epoch, loss.missing), (2, 11..1));
+        assert_eq!(p.on_push(&room(), 2, 1), Verdict::Deliver);
+        assert_eq!(
+            p.on_push(&room(), 1, 11),
+            Verdict::DeliverAfterLoss(Loss {
+                stream: room(),
+                reason: LossReason::EpochChanged,
+                missing: 2..11,
+                epoch: 1,
+            }),
+            "a push from another epoch is never silently mixed in"
+        );
+    }
+
+    #[test]
+    fn gap_below_delivered_keeps_delivered() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 10);
+        let r = ResumeResult {
+            stream: room(),
+            outcome: ResumeOutcome::Gap,
+            old_epoch: 1,
+            new_epoch: 1,
+            missing_from: 5,
+            missing_to: 12,
+        };
+        assert_eq!(p.on_resume(&r).unwrap().missing, 11..12);
+        assert_eq!(p.on_push(&room(), 1, 12), Verdict::Deliver);
+        let r2 = ResumeResult {
+            missing_from: 3,
+            missing_to: 8,
+            ..r
+        };
+        assert_eq!(p.on_resume(&r2), None, "entirely below what was delivered");
+    }
+
+    #[test]
+    fn announced_skip_is_not_reported_twice() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 1);
+        let loss = p.on_skipped(&room(), 3, 4);
+        assert_eq!(loss.missing, 3..7);
+        assert_eq!(p.on_push(&room(), 1, 2), Verdict::Deliver, "held frame");
+        assert_eq!(p.on_push(&room(), 1, 7), Verdict::Deliver);
+    }
+}
