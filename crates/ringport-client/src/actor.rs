@@ -466,6 +466,12 @@ impl Actor {
     /// Serves one connection until it ends.
     async fn drive(&mut self, mut conn: Conn) -> End {
         self.after_welcome(&mut conn);
+        // Frames that arrived right behind WELCOME (RESUME_RESULT, replay)
+        // are already buffered.
+        if let Some(end) = self.on_input(&mut conn).await {
+            let _ = conn.flush().await;
+            return end;
+        }
         loop {
             if let Err(e) = conn.flush().await {
                 return End::Lost(CloseReason::CONNECTION_LOST, e.to_string());

@@ -247,7 +247,10 @@ mod tests {
             missing_to: 1,
         };
         let loss = p.on_resume(&r).unwrap();
-        assert_eq!((loss.epoch, loss.missing), (2, 11..1));
+        assert_eq!(
+            (loss.epoch, loss.missing.start, loss.missing.end),
+            (2, 11, 1)
+        );
         assert_eq!(p.on_push(&room(), 2, 1), Verdict::Deliver);
         assert_eq!(
             p.on_push(&room(), 1, 11),

@@ -70,11 +70,14 @@ impl PublishDedupe {
     }
 }
 
+/// One lock's share of the sessions: session id → (state, last used ms).
+type Sessions = HashMap<u64, (PublishDedupe, u64)>;
+
 /// Per-session dedupe state, kept across reconnects of the session until it
 /// is idle for `idle_ms` (the resume window).
 #[derive(Debug)]
 pub struct PublishDedupes {
-    shards: Box<[Mutex<HashMap<u64, (PublishDedupe, u64)>>]>,
+    shards: Box<[Mutex<Sessions>]>,
     window: u64,
 }
 
@@ -89,7 +92,7 @@ impl PublishDedupes {
         }
     }
 
-    fn shard(&self, session: u64) -> &Mutex<HashMap<u64, (PublishDedupe, u64)>> {
+    fn shard(&self, session: u64) -> &Mutex<Sessions> {
         &self.shards[(session % self.shards.len() as u64) as usize]
     }
 
