@@ -240,6 +240,12 @@ impl<H: crate::Handler> Core<H> {
             .stats
             .send_blocks
             .set(self.pool.blocks_allocated() as u64);
+        // Connection operations only: the doorbell read and an armed accept are always there.
+        let resident = 1 + usize::from(self.accept == Accept::Armed);
+        self.sh
+            .stats
+            .inflight_ops
+            .set(self.driver.inflight().saturating_sub(resident) as u64);
     }
 
     pub fn mark_dirty(&mut self, slot: u32) {
