@@ -20,6 +20,11 @@ use crate::sys::uring::Driver;
 use crate::timer::TimerWheel;
 use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
 
+/// Free slots below which accepts are armed one at a time. A multishot accept can take a
+/// whole burst from the backlog in one go; with fewer free slots than the burst, the kernel
+/// would accept and then close the connections that find no table entry.
+pub(crate) const MULTISHOT_HEADROOM: usize = 64;
+
 /// Whether and why the shard is not accepting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Accept {
@@ -55,6 +60,8 @@ pub(crate) struct Core<H: crate::Handler> {
     free_connects: Vec<u32>,
     pub listener: Option<OwnedFd>,
     pub accept: Accept,
+    /// The armed accept is multishot (else single).
+    accept_multishot: bool,
     pub start: Instant,
     pub now: Instant,
     pub now_tick: u64,
@@ -100,6 +107,7 @@ impl<H: crate::Handler> Core<H> {
                 Accept::Off
             },
             listener,
+            accept_multishot: false,
             start: now,
             now,
             now_tick: 0,
@@ -275,11 +283,36 @@ impl<H: crate::Handler> Core<H> {
         self.driver.recv_multishot(fd, ud);
     }
 
+    /// Arms accepting: multishot while at least [`MULTISHOT_HEADROOM`] slots are free, one
+    /// connection at a time closer to the cap, not at all at the cap (`PausedFull`: a freed
+    /// slot re-arms). The kernel accepts a connection before it looks for a table entry and
+    /// closes it when the table is full, so the engine must not leave an accept armed that
+    /// could take more connections than it has slots: the excess waits in the backlog.
     pub fn arm_accept(&mut self) {
-        if let Some(l) = &self.listener {
+        let Some(l) = &self.listener else { return };
+        let free = (self.cap as usize).saturating_sub(self.used);
+        if free == 0 {
+            self.accept = Accept::PausedFull;
+            return;
+        }
+        self.accept_multishot = free >= MULTISHOT_HEADROOM;
+        if self.accept_multishot {
             self.driver
                 .accept_multishot(l.as_raw_fd(), pack(Op::Accept, 0, 0));
-            self.accept = Accept::Armed;
+        } else {
+            self.driver
+                .accept_one(l.as_raw_fd(), pack(Op::Accept, 0, 0));
+        }
+        self.accept = Accept::Armed;
+    }
+
+    /// After a slot was taken: a multishot accept too close to the cap is cancelled; its
+    /// final completion re-arms in single mode (see [`Core::arm_accept`]).
+    pub fn check_accept_headroom(&mut self) {
+        let free = (self.cap as usize).saturating_sub(self.used);
+        if self.accept == Accept::Armed && self.accept_multishot && free < MULTISHOT_HEADROOM {
+            self.accept_multishot = false;
+            self.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
         }
     }
 

@@ -214,6 +214,7 @@ impl<H: Handler> Shard<H> {
                 return;
             };
             self.core.sh.stats.accepted.inc();
+            self.core.check_accept_headroom();
             self.core.open += 1;
             self.core.sh.stats.open.set(self.core.open as u64);
             let s = &mut self.core.slots[slot as usize];
@@ -250,6 +251,11 @@ impl<H: Handler> Shard<H> {
             if !c.more() {
                 self.core.accept = match kind {
                     _ if self.shutting_down.is_some() => Accept::Off,
+                    // Cancelled to switch to single accepts near the cap.
+                    None if self.core.listener.is_some() => {
+                        self.core.arm_accept();
+                        return;
+                    }
                     None => Accept::Off,
                     Some(crate::stats::AcceptError::TableFull) => {
                         self.core.sh.stats.accept_paused.inc();

@@ -24,7 +24,9 @@ fn ten_thousand_idle_connections_open_hold_close_without_leaks() {
     let clients: Vec<TcpStream> = (0..N)
         .map(|i| TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect #{i}: {e}")))
         .collect();
-    wait_until("10,000 connections open", DEADLINE, || totals(&h).open == N as u64);
+    wait_until("10,000 connections open", DEADLINE, || {
+        totals(&h).open == N as u64
+    });
     let s = totals(&h);
     assert_eq!(s.accepted, N as u64);
     assert_eq!(s.slots_used, N as u64);
@@ -33,7 +35,10 @@ fn ten_thousand_idle_connections_open_hold_close_without_leaks() {
     wait_until("only client sockets in the fd table", DEADLINE, || {
         fd_count() == fds_running + N
     });
-    assert!(h.stats_all().iter().all(|s| s.open > 0), "both shards accept");
+    assert!(
+        h.stats_all().iter().all(|s| s.open > 0),
+        "both shards accept"
+    );
 
     drop(clients);
     wait_until("every connection closed", DEADLINE, || {
@@ -42,11 +47,18 @@ fn ten_thousand_idle_connections_open_hold_close_without_leaks() {
     });
     let s = totals(&h);
     assert_eq!(s.closed_total(), N as u64);
-    assert_eq!(s.closed[ringport_io::CloseReason::PeerClosed.bucket()], N as u64);
+    assert_eq!(
+        s.closed[ringport_io::CloseReason::PeerClosed.bucket()],
+        N as u64
+    );
     assert_eq!(fd_count(), fds_running);
 
     engine.shutdown();
     common::join_within(engine, DEADLINE);
     drop(h); // the handle owns the shards' doorbell eventfds
-    assert_eq!(fd_count(), fds_before, "the engine released every descriptor");
+    assert_eq!(
+        fd_count(),
+        fds_before,
+        "the engine released every descriptor"
+    );
 }

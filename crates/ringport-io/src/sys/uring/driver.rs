@@ -135,6 +135,17 @@ impl Driver {
         self.push(e);
     }
 
+    /// One accept on `listener` into a kernel-allocated direct descriptor. Used near the
+    /// connection cap: a multishot accept keeps taking connections from the backlog and the
+    /// kernel closes any it cannot fit in the table, where a single accept leaves them queued.
+    pub fn accept_one(&mut self, listener: RawFd, user_data: u64) {
+        let e = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+            .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
     /// Multishot receive on direct descriptor `fd` from the shard's buffer ring.
     pub fn recv_multishot(&mut self, fd: u32, user_data: u64) {
         let e = opcode::RecvMulti::new(Fixed(fd), self.bufs.group())
