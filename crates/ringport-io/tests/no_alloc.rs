@@ -105,5 +105,9 @@ fn allocations_while_echoing(msgs: usize) -> u64 {
 fn echoing_allocates_nothing_per_message_on_the_shard() {
     let small = allocations_while_echoing(5_000);
     let large = allocations_while_echoing(20_000);
-    assert_eq!((small, large), (0, 0), "allocations on the shard thread while echoing");
+    assert_eq!(
+        (small, large),
+        (0, 0),
+        "allocations on the shard thread while echoing"
+    );
 }
