@@ -30,7 +30,11 @@ pub(crate) const MULTISHOT_HEADROOM: usize = 64;
 pub(crate) enum Accept {
     /// No listener (client-only engine) or shutting down.
     Off,
+    /// An accept operation is in flight.
     Armed,
+    /// The accept in flight is being cancelled (to re-arm in a mode that fits the free
+    /// slots); its final completion re-arms.
+    Cancelling,
     /// The direct descriptor table is full: re-arm when a slot frees.
     PausedFull,
     /// A resource error: re-arm at this tick.
@@ -170,6 +174,7 @@ impl<H: crate::Handler> Core<H> {
         s.last_recv = self.now_tick;
         self.used += 1;
         self.sh.stats.slots_used.set(self.used as u64);
+        self.check_accept_headroom();
         Some(slot)
     }
 
@@ -249,7 +254,7 @@ impl<H: crate::Handler> Core<H> {
             .send_blocks
             .set(self.pool.blocks_allocated() as u64);
         // Connection operations only: the doorbell read and an armed accept are always there.
-        let resident = 1 + usize::from(self.accept == Accept::Armed);
+        let resident = 1 + usize::from(matches!(self.accept, Accept::Armed | Accept::Cancelling));
         self.sh
             .stats
             .inflight_ops
@@ -306,12 +311,14 @@ impl<H: crate::Handler> Core<H> {
         self.accept = Accept::Armed;
     }
 
-    /// After a slot was taken: a multishot accept too close to the cap is cancelled; its
-    /// final completion re-arms in single mode (see [`Core::arm_accept`]).
-    pub fn check_accept_headroom(&mut self) {
+    /// After a slot was taken (accept or connect): an armed accept that could now take more
+    /// connections than there are free slots is cancelled; its final completion re-arms in
+    /// the mode that fits (see [`Core::arm_accept`]).
+    fn check_accept_headroom(&mut self) {
         let free = (self.cap as usize).saturating_sub(self.used);
-        if self.accept == Accept::Armed && self.accept_multishot && free < MULTISHOT_HEADROOM {
-            self.accept_multishot = false;
+        let too_many = free == 0 || (self.accept_multishot && free < MULTISHOT_HEADROOM);
+        if self.accept == Accept::Armed && too_many {
+            self.accept = Accept::Cancelling;
             self.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
         }
     }

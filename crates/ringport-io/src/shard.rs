@@ -206,15 +206,21 @@ impl<H: Handler> Shard<H> {
     }
 
     fn on_accept(&mut self, c: Completion) {
+        if !c.more() {
+            // The accept operation is over, whatever its result; re-armed below.
+            self.core.accept = Accept::Off;
+        }
         if c.result >= 0 {
             let fd = c.result as u32;
             let Some(slot) = self.core.alloc_slot() else {
                 // Cannot happen while the table and the slab have the same size; be safe.
                 self.core.driver.close(fd, 0);
+                if !c.more() {
+                    self.core.accept = Accept::PausedFull;
+                }
                 return;
             };
             self.core.sh.stats.accepted.inc();
-            self.core.check_accept_headroom();
             self.core.open += 1;
             self.core.sh.stats.open.set(self.core.open as u64);
             let s = &mut self.core.slots[slot as usize];
@@ -490,6 +496,7 @@ impl<H: Handler> Shard<H> {
             None if requested => {
                 self.shutting_down = Some(self.core.now + self.core.cfg.shutdown_timeout);
                 if self.core.accept == Accept::Armed {
+                    // (When Cancelling, a cancel is already on its way.)
                     self.core.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
                 }
                 self.core.accept = Accept::Off;

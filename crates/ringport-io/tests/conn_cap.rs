@@ -108,3 +108,53 @@ fn full_table_leaves_the_rest_in_the_backlog_without_spinning() {
     engine.shutdown();
     common::join_within(engine, DEADLINE);
 }
+
+/// An outbound connection that takes the last free slot pauses accepting too: the next
+/// client waits in the backlog instead of being accepted into a full table and dropped.
+#[test]
+fn outbound_connect_taking_the_last_slot_pauses_accepting() {
+    let cfg = EngineConfig {
+        workers: 1,
+        max_connections_per_shard: 2,
+        ..Default::default()
+    };
+    let (engine, log, addr) = start(
+        cfg,
+        Behaviour {
+            echo: true,
+            ..Default::default()
+        },
+    );
+    let h = engine.handle();
+    let mut a = TcpStream::connect(addr).unwrap();
+    a.write_all(b"ping").unwrap();
+    assert!(served(&mut a, DEADLINE));
+
+    let remote = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = remote.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    h.run(0, move |_, ctx| {
+        tx.send(ctx.connect(to, None).unwrap()).unwrap()
+    });
+    let out = rx.recv_timeout(DEADLINE).unwrap();
+    let (_peer, _) = remote.accept().unwrap();
+    wait_until("outbound open", DEADLINE, || totals(&h).open == 2);
+
+    let mut b = TcpStream::connect(addr).unwrap();
+    b.write_all(b"ping").unwrap();
+    assert!(
+        !served(&mut b, Duration::from_millis(300)),
+        "no slot for b yet"
+    );
+    h.close(out, ringport_io::CloseReason::Local);
+    assert!(
+        served(&mut b, DEADLINE),
+        "b is served once the outbound connection is gone"
+    );
+    assert!(log.opens().len() == 3);
+    assert_eq!(totals(&h).accept_errors, [0; 4]);
+    drop((a, b, _peer));
+    common::wait_at_rest(&h);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}
