@@ -96,3 +96,16 @@ fn tiny_buffer_ring_rearms_after_enobufs() {
         "the test must exercise ENOBUFS: {s:?}"
     );
 }
+
+/// A ring far too small for the load: the submission queue fills mid-turn (early submits)
+/// and the completion queue overflows into the kernel's backlog; nothing may be lost.
+#[test]
+fn tiny_ring_survives_full_submission_and_completion_queues() {
+    let cfg = EngineConfig {
+        workers: 1,
+        ring_entries: 8,
+        recv_buffer_size: 1024,
+        ..Default::default()
+    };
+    echo_flows(cfg, 128, 4);
+}
