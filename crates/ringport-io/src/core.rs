@@ -331,7 +331,7 @@ impl<H: crate::Handler> Core<H> {
         let s = &self.slots[slot as usize];
         let mut next = s.timer;
         if let (State::Open, Some(idle)) = (s.state, self.idle_ticks) {
-            next = next.min(s.last_recv + idle);
+            next = next.min(s.last_recv + idle + 1);
         }
         if next == NEVER || next >= s.wheel {
             return;
@@ -340,9 +340,12 @@ impl<H: crate::Handler> Core<H> {
         self.slots[slot as usize].wheel = at;
     }
 
+    /// Whether `idle_timeout` has passed since the slot's last receive. `last_recv` is the
+    /// tick the receive fell in (rounded down), so the deadline is one tick later than
+    /// `last_recv + idle`: a connection is never closed before its full idle time.
     pub fn idle_expired(&self, slot: u32) -> bool {
         let s = &self.slots[slot as usize];
-        matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick >= s.last_recv + idle)
+        matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick > s.last_recv + idle)
     }
 
     // ---- closing -------------------------------------------------------------------------

@@ -181,3 +181,48 @@ fn inbox_send_send_many_close_run_and_stale_ids() {
     engine.shutdown();
     common::join_within(engine, DEADLINE);
 }
+
+/// The idle deadline counts from the last receive, not from the start of its timer tick: with
+/// a coarse tick, a connection must still get its full idle time.
+#[test]
+fn idle_timeout_is_never_early_even_with_a_coarse_tick() {
+    let idle = Duration::from_millis(600);
+    let cfg = EngineConfig {
+        idle_timeout: Some(idle),
+        timer_tick: Duration::from_millis(200),
+        ..one_worker()
+    };
+    let (engine, log, addr) = start(cfg, Behaviour::default());
+    // A chatty connection keeps the loop turning every few ms, so timers are checked right
+    // at tick boundaries (a quiet loop wakes late and would hide an early deadline).
+    let (mut chatty, _) = open(addr, &log);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let chatter = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            chatty.write_all(b".").unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let conns: Vec<_> = (0..5)
+        .map(|_| {
+            let c = open(addr, &log);
+            std::thread::sleep(Duration::from_millis(37)); // spread over the tick
+            c
+        })
+        .collect();
+    for (_, id) in &conns {
+        wait_until("idle close", DEADLINE, || log.close_reason(*id).is_some());
+        assert_eq!(log.close_reason(*id), Some(CloseReason::IdleTimeout));
+        let lived = log.closed_at.lock().unwrap()[id] - log.opened_at.lock().unwrap()[id];
+        assert!(
+            lived >= idle,
+            "closed after {lived:?} idle, before {idle:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    chatter.join().unwrap();
+    drop(conns);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}

@@ -84,6 +84,9 @@ pub struct Log {
     pub timers: Mutex<Vec<(ConnId, Instant, Instant)>>,
     /// Bytes the handler queued successfully (echo and flood).
     pub queued: AtomicU64,
+    /// When `on_open` / `on_close` ran, per connection.
+    pub opened_at: Mutex<HashMap<ConnId, Instant>>,
+    pub closed_at: Mutex<HashMap<ConnId, Instant>>,
     /// Bytes delivered to `on_data`, per connection.
     pub received: Mutex<HashMap<ConnId, Vec<u8>>>,
 }
@@ -136,6 +139,11 @@ impl Recorder {
 impl Handler for Recorder {
     fn on_open(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, origin: Origin) {
         self.log.opens.lock().unwrap().push((conn, origin));
+        self.log
+            .opened_at
+            .lock()
+            .unwrap()
+            .insert(conn, Instant::now());
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
@@ -181,6 +189,11 @@ impl Handler for Recorder {
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
         self.flooding.remove(&conn);
+        self.log
+            .closed_at
+            .lock()
+            .unwrap()
+            .insert(conn, Instant::now());
         self.log.closes.lock().unwrap().push((conn, reason));
     }
 }
