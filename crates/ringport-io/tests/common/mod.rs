@@ -84,7 +84,7 @@ pub struct Log {
     pub timers: Mutex<Vec<(ConnId, Instant, Instant)>>,
     /// Bytes the handler queued successfully (echo and flood).
     pub queued: AtomicU64,
-    /// When `on_open` / `on_close` ran, per connection.
+    /// The loop-turn time (`Ctx::now`) of `on_open` / `on_close`, per connection.
     pub opened_at: Mutex<HashMap<ConnId, Instant>>,
     pub closed_at: Mutex<HashMap<ConnId, Instant>>,
     /// Bytes delivered to `on_data`, per connection.
@@ -137,13 +137,9 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
-    fn on_open(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, origin: Origin) {
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, origin: Origin) {
         self.log.opens.lock().unwrap().push((conn, origin));
-        self.log
-            .opened_at
-            .lock()
-            .unwrap()
-            .insert(conn, Instant::now());
+        self.log.opened_at.lock().unwrap().insert(conn, ctx.now());
     }
 
     fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
@@ -187,13 +183,9 @@ impl Handler for Recorder {
         }
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
         self.flooding.remove(&conn);
-        self.log
-            .closed_at
-            .lock()
-            .unwrap()
-            .insert(conn, Instant::now());
+        self.log.closed_at.lock().unwrap().insert(conn, ctx.now());
         self.log.closes.lock().unwrap().push((conn, reason));
     }
 }
