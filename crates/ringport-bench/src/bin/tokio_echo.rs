@@ -18,7 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Parser, Debug)]
-#[command(name = "tokio-echo", about = "tokio echo server (baseline for ringport benchmarks)")]
+#[command(
+    name = "tokio-echo",
+    about = "tokio echo server (baseline for ringport benchmarks)"
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free port (printed on stdout line 1).
     #[arg(long, default_value = "127.0.0.1:0")]
