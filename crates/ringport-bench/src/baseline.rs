@@ -31,7 +31,10 @@ fn tokio_echo_path() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating ringport-bench")?;
     let path = exe.with_file_name("tokio-echo");
     if !path.exists() {
-        bail!("{} not found: build it with `cargo build -p ringport-bench --release`", path.display());
+        bail!(
+            "{} not found: build it with `cargo build -p ringport-bench --release`",
+            path.display()
+        );
     }
     Ok(path)
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "ringport-bench", version, about = "Load generator and client simulator for ringport (loopback only)")]
+#[command(
+    name = "ringport-bench",
+    version,
+    about = "Load generator and client simulator for ringport (loopback only)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -16,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Echo load: send messages, verify the echoed bytes, measure throughput and latency.
     Echo(EchoArgs),
+    /// Median ratio and min–max spread of alternating runs (reads `echo --json` outputs).
+    Compare(CompareArgs),
     /// Hold many idle gateway sessions (handshake + heartbeats) and measure server memory.
     Idle(GatewayArgs),
     /// Subscribe connections to rooms and measure publish fan-out latency.
@@ -112,4 +118,20 @@ const fn default_transport() -> ClientTransport {
 pub struct GatewayArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// `echo --json` outputs of the system under test, in run order.
+    #[arg(long, num_args = 1.., required = true)]
+    pub ours: Vec<PathBuf>,
+    /// `echo --json` outputs of the baseline, in the same order (run i pairs with run i).
+    #[arg(long, num_args = 1.., required = true)]
+    pub baseline: Vec<PathBuf>,
+    #[arg(long, default_value = "ringport")]
+    pub ours_name: String,
+    #[arg(long, default_value = "tokio")]
+    pub baseline_name: String,
+    #[arg(long)]
+    pub json: bool,
 }

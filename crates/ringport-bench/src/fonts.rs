@@ -25,8 +25,12 @@ pub fn load_font() -> Option<&'static str> {
                 let bytes = std::fs::read(path).ok()?;
                 // plotters keeps registered fonts for the life of the process.
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes)
-                    .ok()?;
+                plotters::style::register_font(
+                    "sans-serif",
+                    plotters::style::FontStyle::Normal,
+                    bytes,
+                )
+                .ok()?;
                 Some(path.to_string())
             })
     })

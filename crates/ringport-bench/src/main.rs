@@ -5,6 +5,7 @@
 
 mod baseline;
 mod cli;
+mod compare;
 mod echo;
 mod fonts;
 mod gateway;
@@ -29,6 +30,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),
+        Command::Compare(a) => compare::run(
+            &a.ours,
+            &a.baseline,
+            a.json,
+            (&a.ours_name, &a.baseline_name),
+        ),
         Command::Idle(a) => gateway::not_yet("idle", &a),
         Command::Fanout(a) => gateway::not_yet("fanout", &a),
         Command::Churn(a) => gateway::not_yet("churn", &a),
@@ -42,9 +49,13 @@ fn main() {
 
 fn check_loopback(common: &CommonArgs) -> anyhow::Result<()> {
     if !common.target.ip().is_loopback() {
-        bail!("--target {} is not on loopback: the bench only loads 127.0.0.0/8 and ::1", common.target);
+        bail!(
+            "--target {} is not on loopback: the bench only loads 127.0.0.0/8 and ::1",
+            common.target
+        );
     }
-    if !(common.duration > 0.0 && common.duration <= 3600.0) || !(0.0..=600.0).contains(&common.warmup) {
+    let duration_ok = common.duration > 0.0 && common.duration <= 3600.0;
+    if !duration_ok || !(0.0..=600.0).contains(&common.warmup) {
         bail!("--duration must be in (0, 3600] s and --warmup in [0, 600] s");
     }
     if common.connections == 0 || common.connections > 1_000_000 {
@@ -85,11 +96,21 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
         progress,
         label: label.to_string(),
     };
-    let mut runs = vec![echo_run(&cfg, args.client, &plan("target", args.server_pid), common.target)?];
+    let mut runs = vec![echo_run(
+        &cfg,
+        args.client,
+        &plan("target", args.server_pid),
+        common.target,
+    )?];
     let mut comparison = None;
     if args.baseline == Some(Baseline::Tokio) {
         let server = baseline::start_tokio_echo(args.server_cpu)?;
-        let base = echo_run(&cfg, args.client, &plan("tokio", Some(server.pid())), server.addr)?;
+        let base = echo_run(
+            &cfg,
+            args.client,
+            &plan("tokio", Some(server.pid())),
+            server.addr,
+        )?;
         drop(server);
         comparison = Some(compare(&runs[0], &base));
         runs.push(base);
@@ -122,8 +143,16 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn echo_run(cfg: &EchoConfig, client: ClientTransport, plan: &RunPlan, target: SocketAddr) -> anyhow::Result<RunResult> {
-    let cfg = EchoConfig { target, ..cfg.clone() };
+fn echo_run(
+    cfg: &EchoConfig,
+    client: ClientTransport,
+    plan: &RunPlan,
+    target: SocketAddr,
+) -> anyhow::Result<RunResult> {
+    let cfg = EchoConfig {
+        target,
+        ..cfg.clone()
+    };
     let driver: Box<dyn LoadDriver> = match client {
         ClientTransport::Tokio => Box::new(echo::tokio_client::TokioEcho::new(cfg)?),
         #[cfg(feature = "engine")]
@@ -134,7 +163,8 @@ fn echo_run(cfg: &EchoConfig, client: ClientTransport, plan: &RunPlan, target: S
              build with --features engine once it has), use --client tokio"
         ),
     };
-    measure::run_load(plan, driver).with_context(|| format!("run {:?} against {target}", plan.label))
+    measure::run_load(plan, driver)
+        .with_context(|| format!("run {:?} against {target}", plan.label))
 }
 
 fn compare(target: &RunResult, base: &RunResult) -> Comparison {
@@ -142,7 +172,9 @@ fn compare(target: &RunResult, base: &RunResult) -> Comparison {
     Comparison {
         baseline: base.label.clone(),
         throughput_ratio: stats::ratio(target.messages_per_sec, base.messages_per_sec),
-        cpu_per_message_ratio: cpu(target).zip(cpu(base)).and_then(|(a, b)| stats::ratio(a, b)),
+        cpu_per_message_ratio: cpu(target)
+            .zip(cpu(base))
+            .and_then(|(a, b)| stats::ratio(a, b)),
         p99_ratio: stats::ratio(target.latency.p99_us, base.latency.p99_us),
         spread: None,
     }

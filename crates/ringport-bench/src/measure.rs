@@ -63,6 +63,8 @@ impl SharedStats {
 }
 
 /// A shard's local recorder: no atomics or locks per message, flushed every `FLUSH_EVERY`.
+/// (Used by the engine client, which is compiled only with the `engine` feature.)
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
 #[derive(Debug)]
 pub struct ShardRecorder {
     shared: Arc<SharedStats>,
@@ -76,6 +78,7 @@ pub struct ShardRecorder {
 /// How stale the sampler's view of a shard may be.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
+#[cfg_attr(not(feature = "engine"), allow(dead_code))]
 impl ShardRecorder {
     pub fn new(shared: Arc<SharedStats>) -> ShardRecorder {
         ShardRecorder {
@@ -195,8 +198,6 @@ pub struct RunResult {
     pub bench_cpu_secs: f64,
     pub server: Option<ServerUsage>,
     pub timeline: Vec<Sample>,
-    #[serde(skip)]
-    pub histogram: Option<Histogram<u64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -276,7 +277,14 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
             break;
         }
         if Instant::now() >= next_sample {
-            timeline.push(sample(t0, Phase::Connect, &shared, &mut last, &mut interval_hist, 1.0));
+            timeline.push(sample(
+                t0,
+                Phase::Connect,
+                &shared,
+                &mut last,
+                &mut interval_hist,
+                1.0,
+            ));
             next_sample += Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -305,7 +313,14 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
         let phase = if warm { Phase::Measure } else { Phase::Warmup };
         let secs = tick.duration_since(prev).as_secs_f64();
-        let s = sample(t0, phase, &shared, &mut last, &mut interval_hist, secs.max(1e-3));
+        let s = sample(
+            t0,
+            phase,
+            &shared,
+            &mut last,
+            &mut interval_hist,
+            secs.max(1e-3),
+        );
         peak = peak.max(s.connections);
         timeline.push(s);
         if warm {
@@ -360,7 +375,6 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
         bench_cpu_secs: bench_cpu_after.cpu_secs - bench_cpu_before.cpu_secs,
         server,
         timeline,
-        histogram: Some(hist),
     })
 }
 
@@ -406,4 +420,34 @@ fn sample(
     };
     *last = t;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_recorder_flushes_counters_and_latencies() {
+        let shared = Arc::new(SharedStats::default());
+        let mut r = ShardRecorder::new(shared.clone());
+        r.message_done(Duration::from_micros(10));
+        r.message_done(Duration::from_micros(30));
+        r.sent(100);
+        r.received(64);
+        assert_eq!(
+            shared.messages.load(Ordering::Relaxed),
+            0,
+            "nothing before a flush"
+        );
+        r.flush();
+        assert_eq!(shared.messages.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.bytes_sent.load(Ordering::Relaxed), 100);
+        assert_eq!(shared.bytes_received.load(Ordering::Relaxed), 64);
+        let mut h = new_latency_histogram();
+        shared.take_latencies(&mut h);
+        assert_eq!(h.len(), 2);
+        let mut again = new_latency_histogram();
+        shared.take_latencies(&mut again);
+        assert!(again.is_empty(), "taking resets");
+    }
 }

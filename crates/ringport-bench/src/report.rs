@@ -36,7 +36,17 @@ pub fn human_table(report: &Report) -> String {
     let _ = writeln!(
         s,
         "{:<10} {:>7} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10} {:>10}",
-        "run", "conns", "msgs/s", "p50 us", "p99 us", "p999 us", "max us", "srv us/msg", "srv MiB", "bench cpu", "errors"
+        "run",
+        "conns",
+        "msgs/s",
+        "p50 us",
+        "p99 us",
+        "p999 us",
+        "max us",
+        "srv us/msg",
+        "srv MiB",
+        "bench cpu",
+        "errors"
     );
     for r in &report.runs {
         let srv_cpu = r
@@ -44,10 +54,9 @@ pub fn human_table(report: &Report) -> String {
             .as_ref()
             .and_then(|s| s.cpu_us_per_message)
             .map_or("-".to_string(), |v| format!("{v:.2}"));
-        let srv_rss = r
-            .server
-            .as_ref()
-            .map_or("-".to_string(), |s| format!("{:.1}", s.rss_after_kib as f64 / 1024.0));
+        let srv_rss = r.server.as_ref().map_or("-".to_string(), |s| {
+            format!("{:.1}", s.rss_after_kib as f64 / 1024.0)
+        });
         let _ = writeln!(
             s,
             "{:<10} {:>7} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>9} {:>9.2}s {:>10}",
@@ -110,7 +119,11 @@ pub fn write_report_dir(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathB
     for (file, title, _) in charts {
         let _ = writeln!(md, "## {title}\n\n![{title}]({file})\n");
     }
-    let _ = writeln!(md, "## Runs (JSON)\n\n```json\n{}\n```", serde_json::to_string_pretty(report)?);
+    let _ = writeln!(
+        md,
+        "## Runs (JSON)\n\n```json\n{}\n```",
+        serde_json::to_string_pretty(report)?
+    );
     let path = dir.join("summary.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     written.push(path);
@@ -124,7 +137,13 @@ enum Metric {
     Connections,
 }
 
-fn draw_chart(report: &Report, path: &Path, title: &str, metric: Metric, text: bool) -> anyhow::Result<()> {
+fn draw_chart(
+    report: &Report,
+    path: &Path,
+    title: &str,
+    metric: Metric,
+    text: bool,
+) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     // One series per run (and per percentile for latency).
@@ -133,7 +152,10 @@ fn draw_chart(report: &Report, path: &Path, title: &str, metric: Metric, text: b
         let pts = |f: &dyn Fn(&crate::measure::Sample) -> f64| -> Vec<(f64, f64)> {
             r.timeline
                 .iter()
-                .filter(|s| !matches!(metric, Metric::Latency | Metric::Throughput) || s.phase != Phase::Connect)
+                .filter(|s| {
+                    !matches!(metric, Metric::Latency | Metric::Throughput)
+                        || s.phase != Phase::Connect
+                })
                 .map(|s| (s.t, f(s)))
                 .collect()
         };
@@ -168,14 +190,21 @@ fn draw_chart(report: &Report, path: &Path, title: &str, metric: Metric, text: b
             .label_style(("sans-serif", 14))
             .draw()?;
     } else {
-        chart.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw()?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .draw()?;
     }
     for (i, (name, pts)) in series.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let s = chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
         if text {
-            s.label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            s.label(name).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         }
     }
     if text {

@@ -15,7 +15,9 @@ pub const SEQ_LEN: usize = 8;
 
 /// The fixed body of every message (the first `SEQ_LEN` bytes are replaced by the sequence).
 pub fn pattern(size: usize) -> Vec<u8> {
-    (0..size).map(|i| (i as u8).wrapping_mul(7).wrapping_add(13)).collect()
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(13))
+        .collect()
 }
 
 /// The echoed bytes differ from what was sent.
@@ -53,7 +55,10 @@ pub struct EchoConn {
 
 impl EchoConn {
     pub fn new(size: usize, depth: usize, pacing: Pacing) -> EchoConn {
-        assert!(size >= SEQ_LEN, "messages carry an {SEQ_LEN}-byte sequence number");
+        assert!(
+            size >= SEQ_LEN,
+            "messages carry an {SEQ_LEN}-byte sequence number"
+        );
         EchoConn {
             size,
             depth: depth.max(1),
@@ -150,6 +155,7 @@ impl EchoConn {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
@@ -216,7 +222,11 @@ mod tests {
         out.clear();
         assert_eq!(c.poll_send(late, &p, &mut out), 1, "window of 1");
         c.on_bytes(&out, &p, |s| stamps.push(s)).unwrap();
-        assert_eq!(stamps[1], t0 + Duration::from_millis(10), "intended, not actual");
+        assert_eq!(
+            stamps[1],
+            t0 + Duration::from_millis(10),
+            "intended, not actual"
+        );
         assert_eq!(c.next_wakeup(), Some(t0 + Duration::from_millis(20)));
     }
 }

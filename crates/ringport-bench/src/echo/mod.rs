@@ -45,7 +45,8 @@ impl EchoConfig {
             None => Pacing::ClosedLoop,
             Some(rate) => {
                 let interval = per_connection_interval(rate, self.connections);
-                let phase = interval.mul_f64((i % self.connections.max(1)) as f64 / self.connections.max(1) as f64);
+                let phase = interval
+                    .mul_f64((i % self.connections.max(1)) as f64 / self.connections.max(1) as f64);
                 Pacing::OpenLoop(OpenLoopSchedule::new(start, interval, phase))
             }
         };
@@ -71,7 +72,9 @@ pub fn parse_source_addrs(spec: &str) -> Result<Vec<IpAddr>, String> {
         }
     }
     if let Some(bad) = out.iter().find(|ip| !ip.is_loopback()) {
-        return Err(format!("{bad} is not a loopback address: the bench only loads 127.0.0.0/8 and ::1"));
+        return Err(format!(
+            "{bad} is not a loopback address: the bench only loads 127.0.0.0/8 and ::1"
+        ));
     }
     Ok(out)
 }

@@ -121,7 +121,9 @@ impl Batch {
             .messages
             .fetch_add(self.latencies.len() as u64, Ordering::Relaxed);
         shared.bytes_sent.fetch_add(self.sent, Ordering::Relaxed);
-        shared.bytes_received.fetch_add(self.received, Ordering::Relaxed);
+        shared
+            .bytes_received
+            .fetch_add(self.received, Ordering::Relaxed);
         shared.with_latencies(|h| {
             for &l in &self.latencies {
                 record_latency(h, l);
@@ -150,7 +152,9 @@ impl ConnTask {
         let unexpected = self.drive(stream).await;
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
         if unexpected {
-            self.shared.closed_unexpectedly.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .closed_unexpectedly
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
