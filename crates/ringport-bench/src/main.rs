@@ -3,16 +3,8 @@
 //! Every load is bounded in connections and time and aimed at loopback only.
 #![forbid(unsafe_code)]
 
-mod baseline;
 mod cli;
-mod compare;
-mod echo;
-mod fonts;
 mod gateway;
-mod measure;
-mod procfs;
-mod report;
-mod stats;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -20,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+
+use ringport_bench::{baseline, compare, echo, fonts, measure, report, stats};
 
 use cli::{Baseline, Cli, ClientTransport, Command, CommonArgs, EchoArgs};
 use echo::EchoConfig;

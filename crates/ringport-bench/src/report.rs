@@ -218,3 +218,94 @@ fn draw_chart(
     root.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Sample;
+    use crate::stats::LatencySummary;
+
+    fn run(label: &str) -> RunResult {
+        let latency = LatencySummary {
+            samples: 10,
+            p50_us: 20.0,
+            p90_us: 30.0,
+            p99_us: 40.0,
+            p999_us: 50.0,
+            max_us: 60.0,
+            mean_us: 22.0,
+        };
+        let timeline = (0..5)
+            .map(|i| Sample {
+                t: i as f64,
+                phase: if i == 0 {
+                    Phase::Connect
+                } else {
+                    Phase::Measure
+                },
+                connections: 10,
+                messages_per_sec: 1000.0 + i as f64,
+                mib_per_sec: 0.5,
+                latency,
+            })
+            .collect();
+        RunResult {
+            label: label.into(),
+            connections_requested: 10,
+            peak_connections: 10,
+            connect_failed: 0,
+            closed_unexpectedly: 0,
+            mismatches: 0,
+            connect_secs: 0.1,
+            measured_secs: 4.0,
+            messages: 4000,
+            messages_per_sec: 1000.0,
+            bytes_sent: 1,
+            bytes_received: 1,
+            mib_per_sec_received: 0.5,
+            latency,
+            bench_cpu_secs: 0.5,
+            server: None,
+            timeline,
+        }
+    }
+
+    #[test]
+    fn report_dir_gets_summary_and_three_pngs() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = Report {
+            command: "ringport-bench echo".into(),
+            runs: vec![run("target"), run("tokio")],
+            comparison: None,
+        };
+        let files = write_report_dir(&report, dir.path()).unwrap();
+        assert_eq!(files.len(), 4);
+        for f in &files {
+            let len = std::fs::metadata(f).unwrap().len();
+            assert!(len > 100, "{} is {len} bytes", f.display());
+        }
+        let png = std::fs::read(dir.path().join("throughput.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("![open connections](connections.png)"));
+        assert!(md.contains("\"peak_connections\": 10"));
+    }
+
+    #[test]
+    fn table_has_a_row_per_run_and_the_ratios() {
+        let report = Report {
+            command: String::new(),
+            runs: vec![run("target"), run("tokio")],
+            comparison: Some(Comparison {
+                baseline: "tokio".into(),
+                throughput_ratio: Some(1.5),
+                cpu_per_message_ratio: None,
+                p99_ratio: Some(0.5),
+                spread: None,
+            }),
+        };
+        let t = human_table(&report);
+        assert_eq!(t.lines().count(), 4);
+        assert!(t.contains("throughput 1.500"));
+    }
+}
