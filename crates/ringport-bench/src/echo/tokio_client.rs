@@ -184,7 +184,7 @@ impl ConnTask {
         }
         let mut conn = self.cfg.new_conn(self.i, start);
         let (mut rd, mut wr) = stream.split();
-        let mut rbuf = vec![0u8; 64 * 1024];
+        let mut rbuf = vec![0u8; 16 * 1024];
         let mut out = Vec::with_capacity(self.cfg.size * self.cfg.depth);
         let mut batch = Batch {
             latencies: Vec::with_capacity(256),
