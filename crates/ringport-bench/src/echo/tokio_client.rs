@@ -198,19 +198,26 @@ impl ConnTask {
             received: 0,
             last_flush: Instant::now(),
         };
+        // Bytes of `out` already written. Writes and reads proceed together, so a window larger
+        // than the socket buffers cannot deadlock against a server blocked on writing back.
+        let mut written = 0;
         let unexpected = loop {
             let now = Instant::now();
-            out.clear();
-            if conn.poll_send(now, &self.pattern, &mut out) > 0 {
-                tokio::select! {
-                    r = wr.write_all(&out) => if r.is_err() { break true },
-                    _ = self.stop.wait_for(|s| *s) => break false,
-                }
-                batch.sent += out.len() as u64;
+            if written == out.len() {
+                out.clear();
+                written = 0;
             }
+            conn.poll_send(now, &self.pattern, &mut out);
             let wake = conn.next_wakeup();
             let sleep = tokio::time::sleep_until(wake.unwrap_or(now).into());
             tokio::select! {
+                r = wr.write(&out[written..]), if written < out.len() => match r {
+                    Ok(0) | Err(_) => break true,
+                    Ok(n) => {
+                        written += n;
+                        batch.sent += n as u64;
+                    }
+                },
                 r = rd.read(&mut rbuf) => match r {
                     Ok(0) | Err(_) => break true,
                     Ok(n) => {
