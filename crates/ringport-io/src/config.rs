@@ -1,0 +1,123 @@
+//! Engine configuration. Every limit the engine enforces is a field here with a documented
+//! default; the gateway maps its TOML keys onto these fields.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Per-connection send queue policy when queued bytes pass [`EngineConfig::send_high_water`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Drop the queue and close the connection with `CloseReason::SlowConsumer` (default).
+    Close,
+    /// Refuse the new payload (`SendError::SlowConsumer`) and keep the connection.
+    Reject,
+}
+
+/// How the engine is built. `Default` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Shard (worker thread) count; each has its own ring, listener, slab and timer wheel.
+    /// Default: available cores.
+    pub workers: usize,
+    /// Pin shard `i` to CPU `i % cpus`. Default: false.
+    pub pin_cpus: bool,
+    /// Address every shard listens on with SO_REUSEPORT; `None` = client-only engine.
+    pub listen: Option<SocketAddr>,
+    /// listen(2) backlog. Default 4096.
+    pub backlog: u32,
+    /// Connections (accepted + outbound) per shard; also the size of the shard's direct
+    /// descriptor table. The kernel caps a table at RLIMIT_NOFILE, so the engine clamps to
+    /// it. Default 65,536 (clamped).
+    pub max_connections_per_shard: u32,
+    /// Submission queue entries per ring (the completion queue is 4x). Default 4096.
+    pub ring_entries: u32,
+    /// Bytes per provided receive buffer. Default 4096.
+    pub recv_buffer_size: u32,
+    /// Provided receive buffers per shard (power of two, at most 32,768). Default 4096.
+    pub recv_buffers: u16,
+    /// Queued bytes per connection before the slow-consumer policy applies. Default 4 MiB.
+    pub send_high_water: usize,
+    /// What happens at the high-water mark. Default: close.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// How long a graceful close waits for the send queue to drain and the peer's FIN.
+    /// Default 2 s.
+    pub close_linger: Duration,
+    /// Close connections that received nothing for this long. Default: none.
+    pub idle_timeout: Option<Duration>,
+    /// Timer wheel granularity. Default 10 ms.
+    pub timer_tick: Duration,
+    /// Pause before accepting again after a resource error (ENOMEM, ENOBUFS...). Default 100 ms.
+    pub accept_backoff: Duration,
+    /// Graceful shutdown: how long to flush queues before closing connections hard. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// Look up each accepted connection's peer address (one extra op per accept). Default true.
+    pub resolve_peer_addr: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            pin_cpus: false,
+            listen: None,
+            backlog: 4096,
+            max_connections_per_shard: 65_536,
+            ring_entries: 4096,
+            recv_buffer_size: 4096,
+            recv_buffers: 4096,
+            send_high_water: 4 << 20,
+            slow_consumer: SlowConsumerPolicy::Close,
+            close_linger: Duration::from_secs(2),
+            idle_timeout: None,
+            timer_tick: Duration::from_millis(10),
+            accept_backoff: Duration::from_millis(100),
+            shutdown_timeout: Duration::from_secs(5),
+            resolve_peer_addr: true,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks values that would otherwise fail deep inside the kernel with an obscure errno.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 || self.workers > 255 {
+            return Err(format!(
+                "workers must be between 1 and 255, got {}",
+                self.workers
+            ));
+        }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32_768 {
+            return Err(format!(
+                "recv_buffers must be a power of two between 1 and 32768, got {}",
+                self.recv_buffers
+            ));
+        }
+        if self.recv_buffer_size < 64 {
+            return Err(format!(
+                "recv_buffer_size must be at least 64, got {}",
+                self.recv_buffer_size
+            ));
+        }
+        if self.max_connections_per_shard == 0 || self.max_connections_per_shard > (1 << 24) {
+            return Err(format!(
+                "max_connections_per_shard must be between 1 and 16777216, got {}",
+                self.max_connections_per_shard
+            ));
+        }
+        if self.ring_entries < 8 || self.ring_entries > 32_768 {
+            return Err(format!(
+                "ring_entries must be between 8 and 32768, got {}",
+                self.ring_entries
+            ));
+        }
+        if self.timer_tick.is_zero() {
+            return Err("timer_tick must be positive".into());
+        }
+        if self.send_high_water == 0 {
+            return Err("send_high_water must be positive".into());
+        }
+        Ok(())
+    }
+}

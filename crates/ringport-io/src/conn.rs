@@ -1,0 +1,160 @@
+//! Connection slots: the engine's per-connection state (the "connection context" of IOCP
+//! servers, split from the pooled per-operation contexts in `sendq`).
+//!
+//! A slot is small and owns no heap memory while the connection is idle: no receive buffer
+//! (the kernel picks one from the shard's ring only when bytes arrive), no send buffer (the
+//! queue is three integers into the shard's pool), and at most one timer-wheel entry.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::sendq::SendQueue;
+use crate::{CloseReason, Origin};
+
+/// No direct descriptor.
+pub(crate) const NO_FD: u32 = u32::MAX;
+/// No deadline / no wheel entry.
+pub(crate) const NEVER: u64 = u64::MAX;
+/// No pooled context.
+pub(crate) const NO_CTX: u32 = u32::MAX;
+
+/// Where a connection is in its life. Closing is layered: `Draining` (queue drains, peer
+/// may still send) → `FinSent` (our FIN is out, waiting for the peer's) → `Closing`
+/// (operations cancelled, descriptor closed) → `Free` once no operation is outstanding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Free,
+    /// Outbound: socket/bind/connect in progress.
+    Connecting,
+    Open,
+    Draining,
+    FinSent,
+    Closing,
+}
+
+pub(crate) struct Slot {
+    /// Bumped on free: ids and user_data of the previous occupant go stale.
+    pub gen: u32,
+    /// Direct descriptor index, or `NO_FD`.
+    pub fd: u32,
+    pub state: State,
+    /// Ring operations in flight for this slot; the slot is freed only at zero.
+    pub ops: u16,
+    pub recv_armed: bool,
+    /// In the shard's dirty list (queue needs a send this turn).
+    pub dirty: bool,
+    /// In the shard's re-arm list (receive stopped on ENOBUFS).
+    pub waiting_buffers: bool,
+    /// The peer's FIN arrived.
+    pub peer_eof: bool,
+    pub origin: Origin,
+    pub q: SendQueue,
+    /// Handler timer, or linger deadline while closing (tick), or `NEVER`.
+    pub timer: u64,
+    /// Tick of this slot's one live wheel entry, or `NEVER`.
+    pub wheel: u64,
+    /// Tick of the last receive (idle timeout).
+    pub last_recv: u64,
+    pub opened_at: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub recvs: u64,
+    pub msgs_out: u64,
+    pub peer: Option<SocketAddr>,
+    /// Pooled outbound-connect context, or `NO_CTX`.
+    pub connect: u32,
+}
+
+impl Slot {
+    pub fn new(now: Instant) -> Slot {
+        Slot {
+            gen: 0,
+            fd: NO_FD,
+            state: State::Free,
+            ops: 0,
+            recv_armed: false,
+            dirty: false,
+            waiting_buffers: false,
+            peer_eof: false,
+            origin: Origin::Accepted,
+            q: SendQueue::default(),
+            timer: NEVER,
+            wheel: NEVER,
+            last_recv: 0,
+            opened_at: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            recvs: 0,
+            msgs_out: 0,
+            peer: None,
+            connect: NO_CTX,
+        }
+    }
+
+    /// Resets everything but the generation for the next occupant.
+    pub fn reset(&mut self, now: Instant) {
+        let gen = self.gen;
+        *self = Slot::new(now);
+        self.gen = gen;
+    }
+
+    /// The connection can still receive (open or closing gracefully).
+    pub fn receiving(&self) -> bool {
+        matches!(self.state, State::Open | State::Draining | State::FinSent)
+    }
+}
+
+/// The lifecycle state reported in [`ConnInfo`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Outbound connect in progress.
+    Connecting,
+    /// Open.
+    Open,
+    /// Closing (queue draining or descriptor closing).
+    Closing,
+}
+
+/// What the engine knows about one connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The peer's address (accepted connections: when `resolve_peer_addr`, shortly after
+    /// accept; outbound: the target).
+    pub peer: Option<SocketAddr>,
+    /// Accepted or outbound.
+    pub origin: Origin,
+    /// Lifecycle state.
+    pub state: ConnState,
+    /// When the slot was taken (accept or connect start).
+    pub opened_at: Instant,
+    /// When bytes last arrived (timer-tick precision).
+    pub last_recv: Instant,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Receive completions.
+    pub recvs: u64,
+    /// Payloads queued for sending.
+    pub msgs_out: u64,
+    /// Bytes queued and not yet sent.
+    pub queued_bytes: usize,
+}
+
+/// Pooled context of an outbound connect: addresses the kernel reads asynchronously.
+pub(crate) struct ConnectCtx {
+    pub addr: socket2::SockAddr,
+    pub bind: Option<socket2::SockAddr>,
+    /// TCP_NODELAY's value (the kernel reads it from here).
+    pub one: i32,
+    /// First error of the linked setup (setsockopt/bind), reported instead of ECANCELED.
+    pub setup_err: i32,
+}
+
+#[allow(dead_code)]
+pub(crate) fn reason_from_errno(errno: i32) -> CloseReason {
+    match errno {
+        libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => CloseReason::PeerReset,
+        e => CloseReason::Io(e),
+    }
+}

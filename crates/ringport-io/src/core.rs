@@ -1,0 +1,475 @@
+//! The shard's state apart from its handler: slots, pools, timers and the ring driver, with
+//! the operations handlers reach through [`Ctx`](crate::Ctx) and the close machinery.
+//!
+//! Handler callbacks never run from inside `Core`: a close requested during a callback only
+//! changes the slot's state and queues an `on_close` notification, which the shard delivers
+//! after the callback returns. That keeps every callback non-reentrant.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::conn::{ConnectCtx, Slot, State, NEVER, NO_CTX, NO_FD};
+use crate::id::{pack, Op};
+use crate::inbox::ShardShared;
+use crate::sendq::SendPool;
+use crate::sys::uring::Driver;
+use crate::timer::TimerWheel;
+use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
+
+/// Whether and why the shard is not accepting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Accept {
+    /// No listener (client-only engine) or shutting down.
+    Off,
+    Armed,
+    /// The direct descriptor table is full: re-arm when a slot frees.
+    PausedFull,
+    /// A resource error: re-arm at this tick.
+    Backoff(u64),
+}
+
+pub(crate) struct Core<H: crate::Handler> {
+    pub shard: usize,
+    pub cfg: EngineConfig,
+    pub driver: Driver,
+    pub slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Slot cap (= direct descriptor table size).
+    pub cap: u32,
+    pub pool: SendPool,
+    pub wheel: TimerWheel,
+    /// Slots whose queue needs a send this turn.
+    dirty: Vec<u32>,
+    /// Slots waiting for receive buffers.
+    rearm: Vec<u32>,
+    /// `on_close` notifications to deliver after the current callback.
+    pub notify: Vec<(ConnId, CloseReason)>,
+    /// Boxed: the kernel reads the addresses asynchronously, so they must not move when
+    /// the pool grows.
+    #[allow(clippy::vec_box)]
+    connects: Vec<Box<ConnectCtx>>,
+    free_connects: Vec<u32>,
+    pub listener: Option<OwnedFd>,
+    pub accept: Accept,
+    pub start: Instant,
+    pub now: Instant,
+    pub now_tick: u64,
+    tick_ns: u64,
+    idle_ticks: Option<u64>,
+    linger_ticks: u64,
+    pub open: usize,
+    pub used: usize,
+    pub sh: Arc<ShardShared<H>>,
+    pub handle: EngineHandle<H>,
+}
+
+impl<H: crate::Handler> Core<H> {
+    pub fn new(
+        shard: usize,
+        cfg: EngineConfig,
+        driver: Driver,
+        cap: u32,
+        listener: Option<OwnedFd>,
+        handle: EngineHandle<H>,
+    ) -> Core<H> {
+        let now = Instant::now();
+        let tick_ns = cfg.timer_tick.as_nanos().max(1) as u64;
+        let ticks = |d: Duration| (d.as_nanos() as u64).div_ceil(tick_ns).max(1);
+        Core {
+            shard,
+            idle_ticks: cfg.idle_timeout.map(ticks),
+            linger_ticks: ticks(cfg.close_linger),
+            driver,
+            slots: Vec::new(),
+            free: Vec::new(),
+            cap,
+            pool: SendPool::new(),
+            wheel: TimerWheel::new(1024),
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            notify: Vec::new(),
+            connects: Vec::new(),
+            free_connects: Vec::new(),
+            accept: if listener.is_some() {
+                Accept::Armed
+            } else {
+                Accept::Off
+            },
+            listener,
+            start: now,
+            now,
+            now_tick: 0,
+            tick_ns,
+            sh: handle.shared.shards[shard].clone(),
+            handle,
+            open: 0,
+            used: 0,
+            cfg,
+        }
+    }
+
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.now_tick = (now.duration_since(self.start).as_nanos() as u64) / self.tick_ns;
+    }
+
+    pub fn tick_of(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.start).as_nanos() as u64).div_ceil(self.tick_ns)
+    }
+
+    pub fn instant_of(&self, tick: u64) -> Instant {
+        self.start + Duration::from_nanos(tick.saturating_mul(self.tick_ns))
+    }
+
+    pub fn id(&self, slot: u32) -> ConnId {
+        ConnId::new(self.shard, slot, self.slots[slot as usize].gen)
+    }
+
+    fn key(&self, slot: u32) -> u64 {
+        (u64::from(self.slots[slot as usize].gen) << 24) | u64::from(slot)
+    }
+
+    /// The slot of a live id (any state but Free), checking shard and generation.
+    pub fn lookup(&self, conn: ConnId) -> Option<u32> {
+        if conn.shard() != self.shard {
+            return None;
+        }
+        let s = self.slots.get(conn.index())?;
+        (s.gen == conn.gen() && s.state != State::Free).then_some(conn.slot())
+    }
+
+    /// The slot of an id whose connection is open.
+    pub fn lookup_open(&self, conn: ConnId) -> Option<u32> {
+        self.lookup(conn)
+            .filter(|&s| self.slots[s as usize].state == State::Open)
+    }
+
+    pub fn alloc_slot(&mut self) -> Option<u32> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None if (self.slots.len() as u32) < self.cap => {
+                self.slots.push(Slot::new(self.now));
+                (self.slots.len() - 1) as u32
+            }
+            None => return None,
+        };
+        let s = &mut self.slots[slot as usize];
+        s.reset(self.now);
+        s.last_recv = self.now_tick;
+        self.used += 1;
+        self.sh.stats.slots_used.set(self.used as u64);
+        Some(slot)
+    }
+
+    // ---- sending -------------------------------------------------------------------------
+
+    fn admit(&mut self, conn: ConnId, len: usize) -> Result<u32, SendError> {
+        let slot = self.lookup_open(conn).ok_or(SendError::NotConnected)?;
+        let s = &self.slots[slot as usize];
+        if s.q.bytes as usize + len > self.cfg.send_high_water {
+            self.sh.stats.slow_consumers.inc();
+            if self.cfg.slow_consumer == SlowConsumerPolicy::Close {
+                self.begin_close(slot, CloseReason::SlowConsumer, false);
+            }
+            return Err(SendError::SlowConsumer);
+        }
+        Ok(slot)
+    }
+
+    fn queued(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.msgs_out += 1;
+        self.sh.stats.msgs_out.inc();
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
+        let slot = self.admit(conn, payload.len())?;
+        self.pool
+            .push_shared(&mut self.slots[slot as usize].q, payload);
+        self.queued(slot);
+        Ok(())
+    }
+
+    pub fn send_copy(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        let slot = self.admit(conn, data.len())?;
+        self.pool.push_copy(&mut self.slots[slot as usize].q, data);
+        self.queued(slot);
+        Ok(())
+    }
+
+    /// Issues this turn's sends and receive re-arms (called right before the ring wait).
+    pub fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            let s = &mut self.slots[slot as usize];
+            s.dirty = false;
+            if !matches!(s.state, State::Open | State::Draining) || s.fd == NO_FD {
+                continue;
+            }
+            if let Some((msg, n)) = self.pool.prepare(&mut s.q) {
+                s.ops += 1;
+                let (fd, ud) = (s.fd, pack(Op::Send, slot, s.gen));
+                self.driver.sendmsg(fd, msg, ud);
+                self.sh.stats.sends.inc();
+                self.sh.stats.record_batch(n);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+        if !self.rearm.is_empty() {
+            let mut rearm = std::mem::take(&mut self.rearm);
+            for &slot in &rearm {
+                let s = &mut self.slots[slot as usize];
+                if s.waiting_buffers {
+                    s.waiting_buffers = false;
+                    self.arm_recv(slot);
+                }
+            }
+            rearm.clear();
+            self.rearm = rearm;
+        }
+        self.sh
+            .stats
+            .send_blocks
+            .set(self.pool.blocks_allocated() as u64);
+    }
+
+    pub fn mark_dirty(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    pub fn wait_for_buffers(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.waiting_buffers {
+            s.waiting_buffers = true;
+            self.rearm.push(slot);
+        }
+    }
+
+    pub fn arm_recv(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if s.recv_armed || s.peer_eof || !s.receiving() || s.fd == NO_FD {
+            return;
+        }
+        s.recv_armed = true;
+        s.ops += 1;
+        let (fd, ud) = (s.fd, pack(Op::Recv, slot, s.gen));
+        self.driver.recv_multishot(fd, ud);
+    }
+
+    pub fn arm_accept(&mut self) {
+        if let Some(l) = &self.listener {
+            self.driver
+                .accept_multishot(l.as_raw_fd(), pack(Op::Accept, 0, 0));
+            self.accept = Accept::Armed;
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    /// Makes sure the slot's wheel entry is at or before its earliest deadline.
+    pub fn schedule(&mut self, slot: u32) {
+        let key = self.key(slot);
+        let s = &self.slots[slot as usize];
+        let mut next = s.timer;
+        if let (State::Open, Some(idle)) = (s.state, self.idle_ticks) {
+            next = next.min(s.last_recv + idle);
+        }
+        if next == NEVER || next >= s.wheel {
+            return;
+        }
+        let at = self.wheel.schedule(key, next);
+        self.slots[slot as usize].wheel = at;
+    }
+
+    pub fn idle_expired(&self, slot: u32) -> bool {
+        let s = &self.slots[slot as usize];
+        matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick >= s.last_recv + idle)
+    }
+
+    // ---- closing -------------------------------------------------------------------------
+
+    /// Starts closing `slot`. Graceful: drain the queue, send FIN, wait (bounded by the
+    /// linger) for the peer's FIN, then close. Otherwise: drop the queue and close now.
+    pub fn begin_close(&mut self, slot: u32, reason: CloseReason, graceful: bool) {
+        let id = self.id(slot);
+        let state = self.slots[slot as usize].state;
+        match state {
+            State::Open => {
+                self.notify.push((id, reason));
+                self.sh.stats.closed[reason.bucket()].inc();
+                self.open -= 1;
+                self.sh.stats.open.set(self.open as u64);
+                if graceful {
+                    let s = &mut self.slots[slot as usize];
+                    s.state = State::Draining;
+                    s.timer = self.now_tick + self.linger_ticks;
+                    self.schedule(slot);
+                    let s = &self.slots[slot as usize];
+                    if s.q.is_empty() && !s.q.in_flight() {
+                        self.start_fin(slot);
+                    }
+                } else {
+                    self.finish(slot);
+                }
+            }
+            State::Connecting => {
+                self.notify.push((id, reason));
+                self.sh.stats.closed[reason.bucket()].inc();
+                self.finish(slot);
+            }
+            State::Draining | State::FinSent if !graceful => self.finish(slot),
+            _ => {}
+        }
+    }
+
+    /// The queue drained while closing gracefully: send our FIN.
+    pub fn start_fin(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if s.peer_eof || s.fd == NO_FD {
+            self.finish(slot);
+            return;
+        }
+        s.state = State::FinSent;
+        s.ops += 1;
+        let (fd, ud) = (s.fd, pack(Op::Shutdown, slot, s.gen));
+        self.driver.shutdown(fd, libc::SHUT_WR, ud);
+    }
+
+    /// Cancels what is in flight and closes the descriptor; the slot frees when the last
+    /// operation completes.
+    pub fn finish(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if s.state == State::Closing || s.state == State::Free {
+            return;
+        }
+        s.state = State::Closing;
+        s.timer = NEVER;
+        self.pool.clear_unsent(&mut s.q);
+        if s.fd != NO_FD {
+            let (fd, gen) = (s.fd, s.gen);
+            if s.ops > 0 {
+                s.ops += 1;
+                self.driver.cancel_fd(fd, pack(Op::Cancel, slot, gen));
+            }
+            s.ops += 1;
+            self.driver.close(fd, pack(Op::Close, slot, gen));
+        }
+        self.maybe_free(slot);
+    }
+
+    /// Frees a closing slot once nothing is in flight.
+    pub fn maybe_free(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if s.state != State::Closing || s.ops > 0 {
+            return;
+        }
+        self.pool.release(&mut s.q);
+        if s.connect != NO_CTX {
+            self.free_connects.push(s.connect);
+            s.connect = NO_CTX;
+        }
+        s.state = State::Free;
+        s.gen = s.gen.wrapping_add(1);
+        self.free.push(slot);
+        self.used -= 1;
+        self.sh.stats.slots_used.set(self.used as u64);
+        if self.accept == Accept::PausedFull {
+            self.arm_accept();
+        }
+    }
+
+    /// Closes the gracefully-closing connections now (linger or shutdown deadline passed).
+    pub fn force_close_all(&mut self) {
+        for slot in 0..self.slots.len() as u32 {
+            match self.slots[slot as usize].state {
+                State::Open | State::Connecting => {
+                    self.begin_close(slot, CloseReason::Shutdown, false)
+                }
+                State::Draining | State::FinSent => self.finish(slot),
+                _ => {}
+            }
+        }
+    }
+
+    // ---- outbound ------------------------------------------------------------------------
+
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        bind: Option<SocketAddr>,
+    ) -> std::io::Result<ConnId> {
+        let slot = self.alloc_slot().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "shard connection cap reached",
+            )
+        })?;
+        let ctx = ConnectCtx {
+            addr: addr.into(),
+            bind: bind.map(Into::into),
+            one: 1,
+            setup_err: 0,
+        };
+        let ci = match self.free_connects.pop() {
+            Some(i) => {
+                *self.connects[i as usize] = ctx;
+                i
+            }
+            None => {
+                self.connects.push(Box::new(ctx));
+                (self.connects.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.state = State::Connecting;
+        s.origin = crate::Origin::Connected;
+        s.peer = Some(addr);
+        s.connect = ci;
+        s.ops += 1;
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let ud = pack(Op::Socket, slot, s.gen);
+        self.driver.socket(domain, ud);
+        Ok(self.id(slot))
+    }
+
+    /// The outbound socket exists: set it up and connect (linked).
+    pub fn socket_ready(&mut self, slot: u32, fd: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.fd = fd;
+        let ctx = &self.connects[s.connect as usize];
+        let bind = ctx.bind.as_ref().map(|b| (b.as_ptr().cast(), b.len()));
+        s.ops += if bind.is_some() { 3 } else { 2 };
+        let setup = pack(Op::Setup, slot, s.gen);
+        let conn = pack(Op::Connect, slot, s.gen);
+        self.driver.setup_and_connect(
+            fd,
+            &ctx.one,
+            bind,
+            (ctx.addr.as_ptr().cast(), ctx.addr.len()),
+            setup,
+            conn,
+        );
+    }
+
+    pub fn connect_ctx(&mut self, slot: u32) -> Option<&mut ConnectCtx> {
+        let c = self.slots[slot as usize].connect;
+        (c != NO_CTX).then(|| &mut *self.connects[c as usize])
+    }
+}

@@ -1,0 +1,141 @@
+//! [`Ctx`]: what a handler callback may do.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::conn::{ConnInfo, ConnState, State, NEVER};
+use crate::core::Core;
+use crate::stats::ShardStats;
+use crate::{CloseReason, ConnId, EngineHandle, Handler, SendError};
+
+/// The shard context passed to every [`Handler`] callback.
+pub struct Ctx<'a, H: Handler> {
+    pub(crate) core: &'a mut Core<H>,
+}
+
+impl<H: Handler> std::fmt::Debug for Ctx<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("shard", &self.core.shard)
+            .finish()
+    }
+}
+
+impl<H: Handler> Ctx<'_, H> {
+    /// This shard's index.
+    pub fn shard(&self) -> usize {
+        self.core.shard
+    }
+
+    /// The time the current loop turn started (one clock read per turn).
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Queues a shared payload to `conn`. It leaves, with everything else queued to `conn`
+    /// this turn, in one gathered `sendmsg` when the loop turns.
+    pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
+        self.core.send(conn, payload)
+    }
+
+    /// Queues a copy of `data` to `conn` (pooled blocks: no allocation in steady state).
+    pub fn send_copy(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.core.send_copy(conn, data)
+    }
+
+    /// Closes `conn` gracefully: what is queued drains (bounded by `close_linger`), then FIN,
+    /// then close. `on_close` runs after the current callback returns.
+    pub fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(slot) = self.core.lookup(conn) {
+            self.core.begin_close(slot, reason, true);
+        }
+    }
+
+    /// Closes `conn` now, dropping what is queued.
+    pub fn abort(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(slot) = self.core.lookup(conn) {
+            self.core.begin_close(slot, reason, false);
+        }
+    }
+
+    /// Sets `conn`'s one timer to fire at `at` (timer-tick precision), replacing any earlier
+    /// setting; `on_timer` is called then.
+    pub fn set_timer(&mut self, conn: ConnId, at: Instant) {
+        if let Some(slot) = self.core.lookup_open(conn) {
+            let tick = self.core.tick_of(at);
+            self.core.slots[slot as usize].timer = tick;
+            self.core.schedule(slot);
+        }
+    }
+
+    /// Clears `conn`'s timer.
+    pub fn cancel_timer(&mut self, conn: ConnId) {
+        if let Some(slot) = self.core.lookup_open(conn) {
+            self.core.slots[slot as usize].timer = NEVER;
+        }
+    }
+
+    /// Opens an outbound TCP connection from this shard, optionally from a local source
+    /// address (e.g. `127.0.0.7:0`, to spread many connections over loopback addresses).
+    /// `on_open(.., Origin::Connected)` follows on success, `on_close(..,
+    /// CloseReason::ConnectFailed(errno))` on failure.
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        bind: Option<SocketAddr>,
+    ) -> std::io::Result<ConnId> {
+        self.core.connect(addr, bind)
+    }
+
+    /// What the engine knows about `conn`.
+    pub fn conn_info(&self, conn: ConnId) -> Option<ConnInfo> {
+        let slot = self.core.lookup(conn)?;
+        let s = &self.core.slots[slot as usize];
+        Some(ConnInfo {
+            peer: s.peer,
+            origin: s.origin,
+            state: match s.state {
+                State::Connecting => ConnState::Connecting,
+                State::Open => ConnState::Open,
+                _ => ConnState::Closing,
+            },
+            opened_at: s.opened_at,
+            last_recv: self.core.instant_of(s.last_recv),
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            recvs: s.recvs,
+            msgs_out: s.msgs_out,
+            queued_bytes: s.q.bytes as usize,
+        })
+    }
+
+    /// Bytes queued to `conn` and not yet sent (0 for unknown ids).
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.core
+            .lookup(conn)
+            .map(|s| self.core.slots[s as usize].q.bytes as usize)
+            .unwrap_or(0)
+    }
+
+    /// Whether `conn` is open (not closing, not stale).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.core.lookup_open(conn).is_some()
+    }
+
+    /// Open connections on this shard.
+    pub fn open_connections(&self) -> usize {
+        self.core.open
+    }
+
+    /// A handle to reach other shards.
+    pub fn handle(&self) -> &EngineHandle<H> {
+        &self.core.handle
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.core.sh.stats
+    }
+}

@@ -1,0 +1,425 @@
+//! Send queues: one per connection, one `sendmsg` in flight at a time.
+//!
+//! A connection's queue is an intrusive list of chunks that lives in a per-shard [`SendPool`],
+//! so an idle connection's queue is three integers and no heap memory. A chunk is either a
+//! shared payload (`Bytes`, e.g. one broadcast frame referenced by thousands of queues, never
+//! copied per connection) or a range of a pooled block that [`SendPool::push_copy`] copied
+//! small writes into (consecutive small writes to one connection coalesce into one block).
+//!
+//! When the loop turns, the first up-to-[`MAX_IOV`] chunks of a queue leave in one gathered
+//! `sendmsg`: they are *sealed* (the kernel holds pointers into them) until the completion
+//! says how many bytes went; fully sent chunks are freed, a partly sent one is advanced, and
+//! the rest is unsealed and goes in the next `sendmsg`. Blocks, nodes and the `msghdr`/iovec
+//! contexts are pooled, so steady state allocates nothing per message.
+
+use bytes::{Buf, Bytes};
+
+/// Gathered chunks per `sendmsg`.
+pub(crate) const MAX_IOV: usize = 64;
+/// Bytes per pooled copy block.
+pub(crate) const BLOCK_SIZE: usize = 16 * 1024;
+/// Free blocks kept for reuse; beyond this, freed blocks go back to the allocator.
+const MAX_FREE_BLOCKS: usize = 1024;
+const NONE: u32 = u32::MAX;
+
+enum Chunk {
+    /// A shared payload, advanced in place after a partial send.
+    Shared(Bytes),
+    /// `block[start..end]` of a pooled copy block.
+    Block { id: u32, start: u32, end: u32 },
+    /// A node on the free list.
+    Vacant,
+}
+
+struct Node {
+    chunk: Chunk,
+    /// Next node of the same queue, or `NONE`.
+    next: u32,
+    /// Part of the `sendmsg` in flight: the kernel may be reading it.
+    sealed: bool,
+}
+
+/// The per-I/O context of one `sendmsg` (IOCP's OVERLAPPED + WSABUF array): boxed so the
+/// kernel's pointers into it stay valid while the pool grows.
+pub(crate) struct SendOp {
+    pub msg: libc::msghdr,
+    iov: [libc::iovec; MAX_IOV],
+}
+
+/// A connection's queue: indexes into the shard's [`SendPool`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendQueue {
+    head: u32,
+    tail: u32,
+    /// Bytes queued and not yet acknowledged by a send completion.
+    pub bytes: u32,
+    /// The `SendOp` in flight, or `NONE`.
+    op: u32,
+}
+
+impl Default for SendQueue {
+    fn default() -> Self {
+        SendQueue {
+            head: NONE,
+            tail: NONE,
+            bytes: 0,
+            op: NONE,
+        }
+    }
+}
+
+impl SendQueue {
+    pub fn is_empty(&self) -> bool {
+        self.head == NONE
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.op != NONE
+    }
+}
+
+/// Per-shard storage behind every connection's [`SendQueue`].
+pub(crate) struct SendPool {
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
+    blocks: Vec<Option<Box<[u8]>>>,
+    free_blocks: Vec<u32>,
+    vacant_blocks: Vec<u32>,
+    /// Boxed: the kernel holds pointers into an op until its completion, so ops must not
+    /// move when the pool grows.
+    #[allow(clippy::vec_box)]
+    ops: Vec<Box<SendOp>>,
+    free_ops: Vec<u32>,
+}
+
+impl SendPool {
+    pub fn new() -> SendPool {
+        SendPool {
+            nodes: Vec::new(),
+            free_nodes: Vec::new(),
+            blocks: Vec::new(),
+            free_blocks: Vec::new(),
+            vacant_blocks: Vec::new(),
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+        }
+    }
+
+    /// Blocks currently allocated (in use or kept free).
+    pub fn blocks_allocated(&self) -> usize {
+        self.blocks.len() - self.vacant_blocks.len()
+    }
+
+    fn alloc_node(&mut self, chunk: Chunk) -> u32 {
+        let node = Node {
+            chunk,
+            next: NONE,
+            sealed: false,
+        };
+        if let Some(i) = self.free_nodes.pop() {
+            self.nodes[i as usize] = node;
+            i
+        } else {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    fn free_node(&mut self, i: u32) {
+        let chunk = std::mem::replace(&mut self.nodes[i as usize].chunk, Chunk::Vacant);
+        if let Chunk::Block { id, .. } = chunk {
+            self.free_block(id);
+        }
+        self.free_nodes.push(i);
+    }
+
+    fn alloc_block(&mut self) -> u32 {
+        if let Some(id) = self.free_blocks.pop() {
+            return id;
+        }
+        let block = vec![0u8; BLOCK_SIZE].into_boxed_slice();
+        if let Some(id) = self.vacant_blocks.pop() {
+            self.blocks[id as usize] = Some(block);
+            id
+        } else {
+            self.blocks.push(Some(block));
+            (self.blocks.len() - 1) as u32
+        }
+    }
+
+    fn free_block(&mut self, id: u32) {
+        if self.free_blocks.len() < MAX_FREE_BLOCKS {
+            self.free_blocks.push(id);
+        } else {
+            self.blocks[id as usize] = None;
+            self.vacant_blocks.push(id);
+        }
+    }
+
+    fn link(&mut self, q: &mut SendQueue, node: u32) {
+        if q.tail == NONE {
+            q.head = node;
+        } else {
+            self.nodes[q.tail as usize].next = node;
+        }
+        q.tail = node;
+    }
+
+    /// Queues a shared payload (no copy).
+    pub fn push_shared(&mut self, q: &mut SendQueue, payload: Bytes) {
+        if payload.is_empty() {
+            return;
+        }
+        q.bytes += payload.len() as u32;
+        let node = self.alloc_node(Chunk::Shared(payload));
+        self.link(q, node);
+    }
+
+    /// Queues a copy of `data`, filling the queue's last block first.
+    pub fn push_copy(&mut self, q: &mut SendQueue, mut data: &[u8]) {
+        q.bytes += data.len() as u32;
+        if q.tail != NONE {
+            let tail = &mut self.nodes[q.tail as usize];
+            if let (false, Chunk::Block { id, end, .. }) = (tail.sealed, &mut tail.chunk) {
+                let room = BLOCK_SIZE - *end as usize;
+                let n = room.min(data.len());
+                if n > 0 {
+                    let block = self.blocks[*id as usize].as_mut().expect("live block");
+                    block[*end as usize..*end as usize + n].copy_from_slice(&data[..n]);
+                    *end += n as u32;
+                    data = &data[n..];
+                }
+            }
+        }
+        while !data.is_empty() {
+            let id = self.alloc_block();
+            let n = BLOCK_SIZE.min(data.len());
+            self.blocks[id as usize].as_mut().expect("live block")[..n].copy_from_slice(&data[..n]);
+            data = &data[n..];
+            let node = self.alloc_node(Chunk::Block {
+                id,
+                start: 0,
+                end: n as u32,
+            });
+            self.link(q, node);
+        }
+    }
+
+    /// Seals the queue's first chunks into a pooled `SendOp` and returns it with the chunk
+    /// count, or `None` when a send is already in flight or nothing is queued. The returned
+    /// `msghdr` stays valid until [`SendPool::complete`] for this queue.
+    pub fn prepare(&mut self, q: &mut SendQueue) -> Option<(*const libc::msghdr, usize)> {
+        if q.in_flight() || q.is_empty() {
+            return None;
+        }
+        let op_idx = match self.free_ops.pop() {
+            Some(i) => i,
+            None => {
+                // SAFETY: msghdr and iovec are plain C structs for which all-zero bytes
+                // (null pointers, zero lengths) are valid values.
+                let op: SendOp = unsafe { std::mem::zeroed() };
+                self.ops.push(Box::new(op));
+                (self.ops.len() - 1) as u32
+            }
+        };
+        let op = &mut self.ops[op_idx as usize];
+        let mut n = 0;
+        let mut cur = q.head;
+        while cur != NONE && n < MAX_IOV {
+            let node = &mut self.nodes[cur as usize];
+            let (ptr, len) = match &node.chunk {
+                Chunk::Shared(b) => (b.as_ptr(), b.len()),
+                Chunk::Block { id, start, end } => {
+                    let block = self.blocks[*id as usize].as_ref().expect("live block");
+                    (block[*start as usize..].as_ptr(), (*end - *start) as usize)
+                }
+                Chunk::Vacant => unreachable!("vacant node linked in a queue"),
+            };
+            op.iov[n] = libc::iovec {
+                iov_base: ptr as *mut libc::c_void,
+                iov_len: len,
+            };
+            node.sealed = true;
+            n += 1;
+            cur = node.next;
+        }
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = n as _;
+        q.op = op_idx;
+        Some((&op.msg as *const libc::msghdr, n))
+    }
+
+    /// Applies a send completion of `sent` bytes: frees what went, advances a partly sent
+    /// chunk, unseals the rest and releases the `SendOp`.
+    pub fn complete(&mut self, q: &mut SendQueue, mut sent: usize) {
+        debug_assert!(q.in_flight());
+        q.bytes -= sent.min(q.bytes as usize) as u32;
+        while q.head != NONE {
+            let head = q.head;
+            let node = &mut self.nodes[head as usize];
+            if !node.sealed {
+                break;
+            }
+            node.sealed = false;
+            let len = match &node.chunk {
+                Chunk::Shared(b) => b.len(),
+                Chunk::Block { start, end, .. } => (*end - *start) as usize,
+                Chunk::Vacant => unreachable!("vacant node linked in a queue"),
+            };
+            if sent >= len {
+                sent -= len;
+                q.head = node.next;
+                if q.head == NONE {
+                    q.tail = NONE;
+                }
+                self.free_node(head);
+            } else {
+                match &mut node.chunk {
+                    Chunk::Shared(b) => b.advance(sent),
+                    Chunk::Block { start, .. } => *start += sent as u32,
+                    Chunk::Vacant => {}
+                }
+                // Unseal the rest of the batch.
+                let mut cur = node.next;
+                while cur != NONE && self.nodes[cur as usize].sealed {
+                    self.nodes[cur as usize].sealed = false;
+                    cur = self.nodes[cur as usize].next;
+                }
+                break;
+            }
+        }
+        self.free_ops.push(q.op);
+        q.op = NONE;
+    }
+
+    /// Drops everything the kernel is not reading; sealed chunks stay until their completion.
+    pub fn clear_unsent(&mut self, q: &mut SendQueue) {
+        let mut last_sealed = NONE;
+        let mut cur = q.head;
+        while cur != NONE && self.nodes[cur as usize].sealed {
+            last_sealed = cur;
+            cur = self.nodes[cur as usize].next;
+        }
+        while cur != NONE {
+            let next = self.nodes[cur as usize].next;
+            q.bytes -= self.chunk_len(cur) as u32;
+            self.free_node(cur);
+            cur = next;
+        }
+        if last_sealed == NONE {
+            q.head = NONE;
+            q.tail = NONE;
+        } else {
+            self.nodes[last_sealed as usize].next = NONE;
+            q.tail = last_sealed;
+        }
+    }
+
+    /// Releases a queue whose connection is gone (no send may be in flight).
+    pub fn release(&mut self, q: &mut SendQueue) {
+        debug_assert!(!q.in_flight());
+        let mut cur = q.head;
+        while cur != NONE {
+            let next = self.nodes[cur as usize].next;
+            self.free_node(cur);
+            cur = next;
+        }
+        *q = SendQueue::default();
+    }
+
+    fn chunk_len(&self, i: u32) -> usize {
+        match &self.nodes[i as usize].chunk {
+            Chunk::Shared(b) => b.len(),
+            Chunk::Block { start, end, .. } => (*end - *start) as usize,
+            Chunk::Vacant => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads what a prepared op points at, as the kernel would.
+    fn gather(msg: *const libc::msghdr, sent: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        // SAFETY: (test only) `prepare` returned this msghdr and its iovecs point into
+        // chunks that stay alive and unmodified until `complete`.
+        let msg = unsafe { &*msg };
+        #[allow(clippy::unnecessary_cast)] // msg_iovlen's type differs between libcs
+        let iovlen = msg.msg_iovlen as usize;
+        for i in 0..iovlen {
+            // SAFETY: as above; i < msg_iovlen.
+            let iov = unsafe { &*msg.msg_iov.add(i) };
+            // SAFETY: iov_base/iov_len describe a live chunk.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
+            });
+        }
+        out.truncate(sent);
+        out
+    }
+
+    #[test]
+    fn coalesces_small_copies_and_resumes_after_short_writes() {
+        let mut pool = SendPool::new();
+        let mut q = SendQueue::default();
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let data = vec![i; 300];
+            pool.push_copy(&mut q, &data);
+            expected.extend_from_slice(&data);
+        }
+        pool.push_shared(&mut q, Bytes::from_static(b"tail-shared"));
+        expected.extend_from_slice(b"tail-shared");
+        assert_eq!(q.bytes as usize, expected.len());
+
+        let mut got = Vec::new();
+        let mut step = 1;
+        while !q.is_empty() {
+            let (msg, _) = pool.prepare(&mut q).expect("something to send");
+            assert!(pool.prepare(&mut q).is_none(), "one send in flight");
+            let all = gather(msg, usize::MAX);
+            let n = (step * 997).min(all.len());
+            step += 1;
+            got.extend_from_slice(&all[..n]);
+            pool.complete(&mut q, n);
+            // New data may arrive between sends.
+        }
+        assert_eq!(got, expected);
+        assert_eq!(q.bytes, 0);
+        assert_eq!(pool.free_nodes.len(), pool.nodes.len());
+    }
+
+    #[test]
+    fn clear_unsent_keeps_sealed_prefix() {
+        let mut pool = SendPool::new();
+        let mut q = SendQueue::default();
+        pool.push_shared(&mut q, Bytes::from_static(b"aaaa"));
+        let (_msg, n) = pool.prepare(&mut q).unwrap();
+        assert_eq!(n, 1);
+        pool.push_shared(&mut q, Bytes::from_static(b"bbbb"));
+        pool.push_copy(&mut q, b"cccc");
+        pool.clear_unsent(&mut q);
+        assert_eq!(q.bytes, 4);
+        pool.complete(&mut q, 4);
+        assert!(q.is_empty());
+        assert_eq!(pool.free_nodes.len(), pool.nodes.len());
+    }
+
+    #[test]
+    fn gathers_at_most_max_iov() {
+        let mut pool = SendPool::new();
+        let mut q = SendQueue::default();
+        for _ in 0..(MAX_IOV + 10) {
+            pool.push_shared(&mut q, Bytes::from_static(b"x"));
+        }
+        let (_, n) = pool.prepare(&mut q).unwrap();
+        assert_eq!(n, MAX_IOV);
+        pool.complete(&mut q, MAX_IOV);
+        let (_, n) = pool.prepare(&mut q).unwrap();
+        assert_eq!(n, 10);
+        pool.complete(&mut q, 10);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,555 @@
+//! A shard: one thread, one ring, one handler. The loop is the whole data plane:
+//!
+//! ```text
+//! loop {
+//!     flush sends and receive re-arms           (SQEs, no syscall)
+//!     io_uring_enter: submit all, wait >= 1      (the one syscall of the turn)
+//!     dispatch completions -> handler callbacks
+//!     return receive buffers, drain the inbox, fire timers, handler.on_loop()
+//! }
+//! ```
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use crate::conn::State;
+use crate::core::{Accept, Core};
+use crate::id::{pack, unpack, Op};
+use crate::inbox::Envelope;
+use crate::listener::nofile_limit;
+use crate::sys::uring::{Completion, Driver};
+use crate::timer::Entry;
+use crate::{CloseReason, Ctx, EngineConfig, EngineError, EngineHandle, Handler, Origin};
+
+pub(crate) struct Shard<H: Handler> {
+    handler: H,
+    core: Core<H>,
+    completions: Vec<Completion>,
+    due: Vec<Entry>,
+    mail: Vec<Envelope<H>>,
+    notified: Vec<(crate::ConnId, CloseReason)>,
+    shutting_down: Option<Instant>,
+}
+
+impl<H: Handler> Shard<H> {
+    pub fn new(
+        index: usize,
+        cfg: EngineConfig,
+        listener: Option<OwnedFd>,
+        handle: EngineHandle<H>,
+        factory: impl FnOnce(EngineHandle<H>) -> H,
+    ) -> Result<Shard<H>, EngineError> {
+        let limit = nofile_limit().min(u64::from(u32::MAX)) as u32;
+        let cap = cfg.max_connections_per_shard.min(limit.max(1));
+        if cap < cfg.max_connections_per_shard {
+            tracing::warn!(
+                shard = index,
+                requested = cfg.max_connections_per_shard,
+                cap,
+                "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table)"
+            );
+        }
+        let driver = Driver::new(&cfg, cap)?;
+        tracing::debug!(
+            shard = index,
+            single_issuer = driver.features.single_issuer,
+            defer_taskrun = driver.features.defer_taskrun,
+            cap,
+            "shard ring ready"
+        );
+        let core = Core::new(index, cfg, driver, cap, listener, handle.clone());
+        let handler = factory(handle);
+        Ok(Shard {
+            handler,
+            core,
+            completions: Vec::with_capacity(1024),
+            due: Vec::new(),
+            mail: Vec::new(),
+            notified: Vec::new(),
+            shutting_down: None,
+        })
+    }
+
+    fn ctx(&mut self) -> (&mut H, Ctx<'_, H>) {
+        (
+            &mut self.handler,
+            Ctx {
+                core: &mut self.core,
+            },
+        )
+    }
+
+    /// Delivers queued `on_close` notifications (which may queue more).
+    fn deliver_closes(&mut self) {
+        while !self.core.notify.is_empty() {
+            std::mem::swap(&mut self.core.notify, &mut self.notified);
+            let mut list = std::mem::take(&mut self.notified);
+            for &(id, reason) in &list {
+                let (h, mut ctx) = self.ctx();
+                h.on_close(&mut ctx, id, reason);
+            }
+            list.clear();
+            self.notified = list;
+        }
+    }
+
+    pub fn run(&mut self) {
+        self.core.arm_accept();
+        let doorbell = self.core.sh.doorbell_fd();
+        self.core
+            .driver
+            .read_doorbell(doorbell, pack(Op::Doorbell, 0, 0));
+        let tick = self.core.cfg.timer_tick;
+        let mut busy_from = Instant::now();
+        loop {
+            self.core.flush();
+            let timed = self.core.wheel.len() > 0
+                || self.shutting_down.is_some()
+                || matches!(self.core.accept, Accept::Backoff(_));
+            self.core
+                .sh
+                .stats
+                .busy_ns
+                .add(busy_from.elapsed().as_nanos() as u64);
+            if let Err(e) = self.core.driver.submit_and_wait(timed.then_some(tick)) {
+                tracing::error!(shard = self.core.shard, error = %e, "io_uring_enter failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            busy_from = Instant::now();
+            self.core.set_now(busy_from);
+            self.core.sh.stats.loops.inc();
+
+            let mut batch = std::mem::take(&mut self.completions);
+            self.core.driver.drain(&mut batch);
+            self.core.sh.stats.completions.add(batch.len() as u64);
+            for c in &batch {
+                self.dispatch(*c);
+            }
+            batch.clear();
+            self.completions = batch;
+            self.core.driver.publish_buffers();
+
+            if self.core.sh.has_mail() {
+                self.drain_inbox();
+            }
+            self.fire_timers();
+            if let Accept::Backoff(at) = self.core.accept {
+                if self.core.now_tick >= at && self.shutting_down.is_none() {
+                    self.core.arm_accept();
+                }
+            }
+            {
+                let (h, mut ctx) = self.ctx();
+                h.on_loop(&mut ctx);
+            }
+            self.deliver_closes();
+            if self.shutdown_progress() {
+                break;
+            }
+        }
+        self.drain_in_flight();
+    }
+
+    fn dispatch(&mut self, c: Completion) {
+        let Some((op, slot, gen)) = unpack(c.user_data) else {
+            return;
+        };
+        match op {
+            Op::Accept => return self.on_accept(c),
+            Op::Doorbell => {
+                if self.shutting_down.is_none() || self.core.used > 0 {
+                    let fd = self.core.sh.doorbell_fd();
+                    self.core.driver.read_doorbell(fd, pack(Op::Doorbell, 0, 0));
+                }
+                return;
+            }
+            _ => {}
+        }
+        if (slot as usize) >= self.core.slots.len() || self.core.slots[slot as usize].gen != gen {
+            debug_assert!(false, "completion for a freed slot: {op:?} {slot}");
+            return;
+        }
+        if !c.more() {
+            self.core.slots[slot as usize].ops -= 1;
+        }
+        match op {
+            Op::Recv => self.on_recv(slot, c),
+            Op::Send => self.on_send(slot, c),
+            Op::Shutdown => {
+                if c.result < 0 && self.core.slots[slot as usize].state == State::FinSent {
+                    self.core.finish(slot);
+                }
+            }
+            Op::Close => self.core.slots[slot as usize].fd = crate::conn::NO_FD,
+            Op::Cancel => {}
+            Op::PeerAddr => {
+                if c.result >= 0 {
+                    self.core.slots[slot as usize].peer =
+                        crate::peer::peer_addr_of_installed(c.result);
+                }
+            }
+            Op::Socket => self.on_socket(slot, c.result),
+            Op::Setup => {
+                if c.result < 0 && c.result != -libc::ECANCELED {
+                    if let Some(ctx) = self.core.connect_ctx(slot) {
+                        if ctx.setup_err == 0 {
+                            ctx.setup_err = -c.result;
+                        }
+                    }
+                }
+            }
+            Op::Connect => self.on_connect(slot, c.result),
+            Op::Accept | Op::Doorbell => {}
+        }
+        self.deliver_closes();
+        self.core.maybe_free(slot);
+    }
+
+    fn on_accept(&mut self, c: Completion) {
+        if c.result >= 0 {
+            let fd = c.result as u32;
+            let Some(slot) = self.core.alloc_slot() else {
+                // Cannot happen while the table and the slab have the same size; be safe.
+                self.core.driver.close(fd, 0);
+                return;
+            };
+            self.core.sh.stats.accepted.inc();
+            self.core.open += 1;
+            self.core.sh.stats.open.set(self.core.open as u64);
+            let s = &mut self.core.slots[slot as usize];
+            s.fd = fd;
+            s.state = State::Open;
+            s.origin = Origin::Accepted;
+            let gen = s.gen;
+            self.core.arm_recv(slot);
+            if self.core.cfg.resolve_peer_addr {
+                self.core.slots[slot as usize].ops += 1;
+                self.core
+                    .driver
+                    .fd_install(fd, pack(Op::PeerAddr, slot, gen));
+            }
+            self.core.schedule(slot);
+            let id = self.core.id(slot);
+            let (h, mut ctx) = self.ctx();
+            h.on_open(&mut ctx, id, Origin::Accepted);
+            self.deliver_closes();
+        } else {
+            let errno = -c.result;
+            let kind = match errno {
+                libc::ENFILE | libc::EMFILE => Some(crate::stats::AcceptError::TableFull),
+                libc::ENOMEM | libc::ENOBUFS => Some(crate::stats::AcceptError::Resources),
+                libc::ECONNABORTED | libc::EPROTO | libc::EPERM => {
+                    Some(crate::stats::AcceptError::Aborted)
+                }
+                libc::ECANCELED => None,
+                _ => Some(crate::stats::AcceptError::Other),
+            };
+            if let Some(k) = kind {
+                self.core.sh.stats.accept_errors[k as usize].inc();
+            }
+            if !c.more() {
+                self.core.accept = match kind {
+                    _ if self.shutting_down.is_some() => Accept::Off,
+                    None => Accept::Off,
+                    Some(crate::stats::AcceptError::TableFull) => {
+                        self.core.sh.stats.accept_paused.inc();
+                        tracing::warn!(
+                            shard = self.core.shard,
+                            used = self.core.used,
+                            "connection table full: accepting paused until a connection closes"
+                        );
+                        Accept::PausedFull
+                    }
+                    Some(crate::stats::AcceptError::Aborted) => Accept::Backoff(self.core.now_tick),
+                    Some(_) => {
+                        self.core.sh.stats.accept_paused.inc();
+                        tracing::warn!(
+                            shard = self.core.shard,
+                            errno,
+                            "accept failed: backing off"
+                        );
+                        let backoff = self
+                            .core
+                            .tick_of(self.core.now + self.core.cfg.accept_backoff);
+                        Accept::Backoff(backoff)
+                    }
+                };
+                if self.core.accept == Accept::PausedFull && self.core.used < self.core.cap as usize
+                {
+                    // A slot freed between the failure and now.
+                    self.core.arm_accept();
+                }
+                return;
+            }
+        }
+        if !c.more() && self.shutting_down.is_none() {
+            self.core.arm_accept();
+        }
+    }
+
+    fn on_recv(&mut self, slot: u32, c: Completion) {
+        if !c.more() {
+            self.core.slots[slot as usize].recv_armed = false;
+        }
+        let res = c.result;
+        if res > 0 {
+            let Some(bid) = c.buffer() else { return };
+            let len = res as usize;
+            let st = &self.core.sh.stats;
+            st.bytes_in.add(len as u64);
+            st.recvs.inc();
+            let s = &mut self.core.slots[slot as usize];
+            s.bytes_in += len as u64;
+            s.recvs += 1;
+            if s.state == State::Open {
+                s.last_recv = self.core.now_tick;
+                // SAFETY: `bid` comes from this receive completion and is recycled only
+                // below, after the handler (which has no way to recycle it) has returned and
+                // dropped `data`.
+                let data = unsafe { self.core.driver.buffer(bid, len) };
+                let id = self.core.id(slot);
+                let (h, mut ctx) = self.ctx();
+                h.on_data(&mut ctx, id, data);
+            }
+            self.core.driver.recycle(bid);
+            if !c.more() {
+                self.core.arm_recv(slot);
+            }
+        } else if res == 0 {
+            let s = &mut self.core.slots[slot as usize];
+            s.peer_eof = true;
+            match s.state {
+                State::Open => self.core.begin_close(slot, CloseReason::PeerClosed, true),
+                State::FinSent => self.core.finish(slot),
+                _ => {}
+            }
+        } else if res == -libc::ENOBUFS {
+            self.core.sh.stats.bufring_exhausted.inc();
+            if !c.more() {
+                self.core.wait_for_buffers(slot);
+            }
+        } else if res != -libc::ECANCELED {
+            let reason = crate::conn::reason_from_errno(-res);
+            self.core.begin_close(slot, reason, false);
+        }
+    }
+
+    fn on_send(&mut self, slot: u32, c: Completion) {
+        let s = &mut self.core.slots[slot as usize];
+        if c.result >= 0 {
+            let n = c.result as usize;
+            self.core.pool.complete(&mut s.q, n);
+            s.bytes_out += n as u64;
+            self.core.sh.stats.bytes_out.add(n as u64);
+            if !s.q.is_empty() {
+                self.core.mark_dirty(slot);
+            } else if s.state == State::Draining {
+                self.core.start_fin(slot);
+            }
+        } else {
+            self.core.pool.complete(&mut s.q, 0);
+            if c.result != -libc::ECANCELED {
+                let reason = crate::conn::reason_from_errno(-c.result);
+                self.core.begin_close(slot, reason, false);
+            }
+        }
+    }
+
+    fn on_socket(&mut self, slot: u32, res: i32) {
+        let state = self.core.slots[slot as usize].state;
+        if res >= 0 {
+            if state == State::Connecting {
+                self.core.socket_ready(slot, res as u32);
+            } else {
+                // Closed while the socket was being made: close it now.
+                let s = &mut self.core.slots[slot as usize];
+                s.ops += 1;
+                let ud = pack(Op::Close, slot, s.gen);
+                self.core.driver.close(res as u32, ud);
+            }
+        } else {
+            self.core
+                .begin_close(slot, CloseReason::ConnectFailed(-res), false);
+        }
+    }
+
+    fn on_connect(&mut self, slot: u32, res: i32) {
+        if self.core.slots[slot as usize].state != State::Connecting {
+            return;
+        }
+        if res == 0 {
+            self.core.sh.stats.connected.inc();
+            self.core.open += 1;
+            self.core.sh.stats.open.set(self.core.open as u64);
+            let s = &mut self.core.slots[slot as usize];
+            s.state = State::Open;
+            s.last_recv = self.core.now_tick;
+            self.core.arm_recv(slot);
+            self.core.schedule(slot);
+            let id = self.core.id(slot);
+            let (h, mut ctx) = self.ctx();
+            h.on_open(&mut ctx, id, Origin::Connected);
+        } else {
+            let setup_err = self
+                .core
+                .connect_ctx(slot)
+                .map(|c| c.setup_err)
+                .unwrap_or(0);
+            let errno = if res == -libc::ECANCELED && setup_err != 0 {
+                setup_err
+            } else {
+                -res
+            };
+            self.core
+                .begin_close(slot, CloseReason::ConnectFailed(errno), false);
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        let mut mail = std::mem::take(&mut self.mail);
+        self.core.sh.drain(&mut mail);
+        for env in mail.drain(..) {
+            match env {
+                Envelope::Send(conn, payload) => {
+                    let _ = self.core.send(conn, payload);
+                }
+                Envelope::SendMany(conns, payload) => {
+                    for conn in conns {
+                        let _ = self.core.send(conn, payload.clone());
+                    }
+                }
+                Envelope::Close(conn, reason) => {
+                    if let Some(slot) = self.core.lookup(conn) {
+                        self.core.begin_close(slot, reason, true);
+                    }
+                }
+                Envelope::Run(f) => {
+                    let (h, mut ctx) = self.ctx();
+                    f(h, &mut ctx);
+                }
+            }
+            self.deliver_closes();
+        }
+        self.mail = mail;
+    }
+
+    fn fire_timers(&mut self) {
+        let now_tick = self.core.now_tick;
+        if now_tick <= self.core.wheel.current() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        self.core.wheel.advance(now_tick, &mut due);
+        for e in due.drain(..) {
+            let slot = (e.key & crate::id::SLOT_MASK) as u32;
+            let gen = (e.key >> 24) as u32;
+            let Some(s) = self.core.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            if s.gen != gen || s.wheel != e.tick {
+                continue; // stale entry
+            }
+            s.wheel = crate::conn::NEVER;
+            let (state, timer) = (s.state, s.timer);
+            match state {
+                State::Draining | State::FinSent if timer <= now_tick => self.core.finish(slot),
+                State::Open if self.core.idle_expired(slot) => {
+                    self.core.begin_close(slot, CloseReason::IdleTimeout, true)
+                }
+                State::Open if timer <= now_tick => {
+                    self.core.slots[slot as usize].timer = crate::conn::NEVER;
+                    let id = self.core.id(slot);
+                    let (h, mut ctx) = self.ctx();
+                    h.on_timer(&mut ctx, id);
+                }
+                _ => {}
+            }
+            self.deliver_closes();
+            if self.core.slots[slot as usize].state != State::Free {
+                self.core.schedule(slot);
+            }
+            self.core.maybe_free(slot);
+        }
+        self.due = due;
+    }
+
+    /// Starts and advances graceful shutdown; true when the loop should exit.
+    fn shutdown_progress(&mut self) -> bool {
+        let requested = self
+            .core
+            .sh
+            .shutdown
+            .load(std::sync::atomic::Ordering::Acquire);
+        match self.shutting_down {
+            None if requested => {
+                self.shutting_down = Some(self.core.now + self.core.cfg.shutdown_timeout);
+                if self.core.accept == Accept::Armed {
+                    self.core.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
+                }
+                self.core.accept = Accept::Off;
+                self.core.listener = None;
+                {
+                    let (h, mut ctx) = self.ctx();
+                    h.on_shutdown(&mut ctx);
+                }
+                for slot in 0..self.core.slots.len() as u32 {
+                    match self.core.slots[slot as usize].state {
+                        State::Open => self.core.begin_close(slot, CloseReason::Shutdown, true),
+                        State::Connecting => {
+                            self.core.begin_close(slot, CloseReason::Shutdown, false)
+                        }
+                        _ => {}
+                    }
+                }
+                self.deliver_closes();
+                false
+            }
+            Some(deadline) => {
+                if self.core.now >= deadline {
+                    self.core.force_close_all();
+                    self.deliver_closes();
+                }
+                if self.core.used == 0 {
+                    return true;
+                }
+                if self.core.now >= deadline + Duration::from_secs(3) {
+                    tracing::warn!(
+                        shard = self.core.shard,
+                        slots = self.core.used,
+                        "shutdown: giving up on connections still closing"
+                    );
+                    return true;
+                }
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels whatever is left and waits (bounded) for the kernel to let go of our memory.
+    fn drain_in_flight(&mut self) {
+        self.core.driver.cancel_any();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut batch = Vec::new();
+        while self.core.driver.inflight() > 0 && Instant::now() < deadline {
+            let _ = self
+                .core
+                .driver
+                .submit_and_wait(Some(Duration::from_millis(10)));
+            batch.clear();
+            self.core.driver.drain(&mut batch);
+            for c in &batch {
+                if let Some(bid) = c.buffer() {
+                    self.core.driver.recycle(bid);
+                }
+            }
+        }
+        if self.core.driver.inflight() > 0 {
+            tracing::warn!(
+                shard = self.core.shard,
+                inflight = self.core.driver.inflight(),
+                "exiting with operations in flight"
+            );
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The per-shard provided-buffer ring (io_uring's `IORING_REGISTER_PBUF_RING`).
+//!
+//! The kernel picks a buffer from this ring only when data arrives for a multishot receive,
+//! so an idle connection holds no receive memory — the io_uring form of IOCP's zero-byte
+//! receive. The shard hands the filled buffer to its handler and puts it back right after
+//! (`recycle`), publishing the new tail once per batch of completions.
+
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+/// An anonymous private mapping, unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping with no fixed address has no preconditions;
+        // the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; nothing uses the region after drop
+        // (the driver drops the ring, which unregisters the buffer ring, before this).
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+pub(crate) struct BufRing {
+    /// The ring of `BufRingEntry` shared with the kernel (page aligned).
+    ring: Mapping,
+    /// The buffers themselves, `count * size` bytes.
+    bufs: Mapping,
+    count: u16,
+    size: u32,
+    group: u16,
+    /// Our copy of the tail; published to the kernel by `publish`.
+    tail: u16,
+    /// The tail last published, so `publish` is a no-op when nothing was recycled.
+    published: u16,
+}
+
+impl BufRing {
+    /// Maps and registers a ring of `count` (power of two) buffers of `size` bytes as buffer
+    /// group `group` on `ring`.
+    pub fn new(uring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
+        let ring_len = (count as usize * std::mem::size_of::<BufRingEntry>()).max(4096);
+        let ring = Mapping::new(ring_len)?;
+        let bufs = Mapping::new(count as usize * size as usize)?;
+        let mut br = BufRing {
+            ring,
+            bufs,
+            count,
+            size,
+            group,
+            tail: 0,
+            published: 0,
+        };
+        // SAFETY: the ring mapping is page aligned, holds `count` entries and stays mapped
+        // until after the ring (and with it this registration) is gone — see Driver's field
+        // order.
+        unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(br.ring.ptr as u64, count, group, 0)?;
+        }
+        for bid in 0..count {
+            br.push(bid);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    fn entries(&self) -> *mut BufRingEntry {
+        self.ring.ptr.cast()
+    }
+
+    fn push(&mut self, bid: u16) {
+        let idx = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: idx < count, inside the ring mapping; the kernel only reads entries between
+        // its head and the published tail, and this slot is past the published tail.
+        let entry = unsafe { &mut *self.entries().add(idx) };
+        entry.set_addr(self.bufs.ptr as u64 + u64::from(bid) * u64::from(self.size));
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Returns buffer `bid` to the kernel (visible after the next `publish`).
+    pub fn recycle(&mut self, bid: u16) {
+        self.push(bid);
+    }
+
+    /// Makes recycled buffers visible to the kernel.
+    pub fn publish(&mut self) {
+        if self.tail == self.published {
+            return;
+        }
+        // SAFETY: the tail field lives inside the first entry of the page-aligned ring
+        // mapping, which is valid and 2-byte aligned; the kernel reads it atomically.
+        let tail = unsafe { &*(BufRingEntry::tail(self.entries()) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+    }
+
+    /// The bytes the kernel wrote into buffer `bid`.
+    ///
+    /// # Safety
+    /// `bid` must come from a completion of this ring's group and not have been recycled
+    /// yet (so the kernel will not write to it), and `len` must be that completion's result.
+    /// The slice must not outlive the recycle.
+    pub unsafe fn get<'a>(&self, bid: u16, len: usize) -> &'a [u8] {
+        debug_assert!(bid < self.count && len <= self.size as usize);
+        // SAFETY: the caller guarantees the buffer is ours and filled up to len; it lies
+        // inside the buffer mapping because bid < count.
+        unsafe {
+            std::slice::from_raw_parts(self.bufs.ptr.add(bid as usize * self.size as usize), len)
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The io_uring driver: one ring per shard, operation builders, and the wait.
+//!
+//! Every method that queues an operation takes the `user_data` the completion will carry.
+//! Queued entries reach the kernel in one `io_uring_enter` per loop turn
+//! ([`Driver::submit_and_wait`]); only when the submission queue fills mid-turn does the
+//! driver submit early. Memory an operation points at (a `msghdr`, a socket address) must
+//! stay valid until its completion: callers keep it in pooled, boxed per-operation contexts.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+
+use super::bufring::BufRing;
+use crate::error::EngineError;
+use crate::EngineConfig;
+
+/// One harvested completion.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Completion {
+    pub user_data: u64,
+    pub result: i32,
+    pub flags: u32,
+}
+
+impl Completion {
+    /// More completions will follow for this (multishot) operation.
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The provided buffer this completion filled, if any.
+    pub fn buffer(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+}
+
+/// What the ring was set up with (probed at start).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Features {
+    pub single_issuer: bool,
+    pub defer_taskrun: bool,
+}
+
+pub(crate) struct Driver {
+    // Field order matters: the ring drops (and unregisters the buffer ring) before the
+    // buffer memory and the doorbell buffer are freed.
+    ring: IoUring,
+    bufs: BufRing,
+    /// Where the doorbell eventfd read lands (boxed: the kernel writes it asynchronously).
+    doorbell_buf: Box<u64>,
+    pub features: Features,
+    /// Operations submitted and not yet finished (their last completion not seen).
+    inflight: usize,
+}
+
+impl Driver {
+    /// Sets up a ring, probing SINGLE_ISSUER and DEFER_TASKRUN, and registers the shard's
+    /// sparse direct-descriptor table and receive buffer ring.
+    pub fn new(cfg: &EngineConfig, files: u32) -> Result<Driver, EngineError> {
+        let entries = cfg.ring_entries;
+        let mut features = Features {
+            single_issuer: true,
+            defer_taskrun: true,
+        };
+        let ring = match IoUring::builder()
+            .setup_cqsize(entries * 4)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_submit_all()
+            .build(entries)
+        {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Older kernel: no DEFER_TASKRUN / SINGLE_ISSUER; COOP_TASKRUN is 5.19.
+                features = Features::default();
+                IoUring::builder()
+                    .setup_cqsize(entries * 4)
+                    .setup_coop_taskrun()
+                    .build(entries)
+                    .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))
+                    .map_err(uring_unavailable)?
+            }
+            Err(e) => return Err(uring_unavailable(e)),
+        };
+        ring.submitter()
+            .register_files_sparse(files)
+            .map_err(|source| EngineError::Setup {
+                what: "registering the direct descriptor table",
+                source,
+            })?;
+        let bufs =
+            BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size).map_err(|source| {
+                EngineError::KernelTooOld {
+                    feature: "provided buffer rings (Linux 5.19)",
+                    source,
+                }
+            })?;
+        Ok(Driver {
+            ring,
+            bufs,
+            doorbell_buf: Box::new(0),
+            features,
+            inflight: 0,
+        })
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        self.inflight += 1;
+        loop {
+            // SAFETY: every entry is built by the methods below, whose callers guarantee the
+            // memory it references (msghdr, sockaddr, doorbell buffer) outlives the operation.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // Submission queue full mid-turn: hand what we have to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    tracing::error!(error = %e, "io_uring submit failed while flushing a full queue");
+                }
+            }
+        }
+    }
+
+    /// Multishot accept on `listener` into kernel-allocated direct descriptors.
+    pub fn accept_multishot(&mut self, listener: RawFd, user_data: u64) {
+        let e = opcode::AcceptMulti::new(Fd(listener))
+            // Direct descriptors are never in the fd table, so there is nothing to
+            // close-on-exec (and the kernel rejects SOCK_CLOEXEC with them).
+            .allocate_file_index(true)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Multishot receive on direct descriptor `fd` from the shard's buffer ring.
+    pub fn recv_multishot(&mut self, fd: u32, user_data: u64) {
+        let e = opcode::RecvMulti::new(Fixed(fd), self.bufs.group())
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Gathered send.
+    ///
+    /// The caller keeps `msg`, its iovecs and the bytes they point at alive and unchanged
+    /// until this operation's completion.
+    pub fn sendmsg(&mut self, fd: u32, msg: *const libc::msghdr, user_data: u64) {
+        let e = opcode::SendMsg::new(Fixed(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// shutdown(2) on a direct descriptor.
+    pub fn shutdown(&mut self, fd: u32, how: i32, user_data: u64) {
+        let e = opcode::Shutdown::new(Fixed(fd), how)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Cancels every operation on direct descriptor `fd`.
+    pub fn cancel_fd(&mut self, fd: u32, user_data: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(fd)).all())
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Cancels the operation(s) carrying `target`.
+    pub fn cancel_user_data(&mut self, target: u64, user_data: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target).all())
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Closes direct descriptor `fd`.
+    pub fn close(&mut self, fd: u32, user_data: u64) {
+        let e = opcode::Close::new(Fixed(fd)).build().user_data(user_data);
+        self.push(e);
+    }
+
+    /// A new TCP socket in a kernel-allocated direct descriptor.
+    pub fn socket(&mut self, domain: i32, user_data: u64) {
+        let e = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
+            .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// TCP_NODELAY, an optional bind, then connect — linked, on direct descriptor `fd`.
+    ///
+    /// `one` (the option value), `bind` and `addr` must stay valid until every one of these
+    /// operations has completed.
+    pub fn setup_and_connect(
+        &mut self,
+        fd: u32,
+        one: *const i32,
+        bind: Option<(*const libc::sockaddr, libc::socklen_t)>,
+        addr: (*const libc::sockaddr, libc::socklen_t),
+        setup_ud: u64,
+        connect_ud: u64,
+    ) {
+        let e = opcode::SetSockOpt::new(
+            Fixed(fd),
+            libc::IPPROTO_TCP as u32,
+            libc::TCP_NODELAY as u32,
+            one.cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(setup_ud);
+        self.push(e);
+        if let Some((ptr, len)) = bind {
+            let e = opcode::Bind::new(Fixed(fd), ptr, len)
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(setup_ud);
+            self.push(e);
+        }
+        let e = opcode::Connect::new(Fixed(fd), addr.0, addr.1)
+            .build()
+            .user_data(connect_ud);
+        self.push(e);
+    }
+
+    /// Installs direct descriptor `fd` into the process fd table (to ask its peer address).
+    pub fn fd_install(&mut self, fd: u32, user_data: u64) {
+        let e = opcode::FixedFdInstall::new(Fixed(fd), 0)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Arms the 8-byte read of the shard's doorbell eventfd.
+    pub fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
+        let buf: *mut u64 = &mut *self.doorbell_buf;
+        let e = opcode::Read::new(Fd(eventfd), buf.cast(), 8)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// Submits everything queued and waits for at least one completion, or `timeout`.
+    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let r = match timeout {
+            Some(t) => {
+                let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every available completion into `out`.
+    pub fn drain(&mut self, out: &mut Vec<Completion>) {
+        let start = out.len();
+        let cq = self.ring.completion();
+        out.extend(cq.map(|c| Completion {
+            user_data: c.user_data(),
+            result: c.result(),
+            flags: c.flags(),
+        }));
+        let finished = out[start..].iter().filter(|c| !c.more()).count();
+        self.inflight = self.inflight.saturating_sub(finished);
+    }
+
+    /// Operations whose last completion has not arrived.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// Cancels every operation in flight (used on exit).
+    pub fn cancel_any(&mut self) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(0);
+        self.push(e);
+        let _ = self.ring.submit();
+    }
+
+    /// The bytes of a receive completion.
+    ///
+    /// # Safety
+    /// `bid` must come from a not-yet-recycled receive completion of this driver with result
+    /// `len`; the slice must be dropped before `recycle(bid)`.
+    pub unsafe fn buffer<'a>(&self, bid: u16, len: usize) -> &'a [u8] {
+        // SAFETY: forwarded contract.
+        unsafe { self.bufs.get(bid, len) }
+    }
+
+    /// Returns a receive buffer to the kernel (published at the end of the batch).
+    pub fn recycle(&mut self, bid: u16) {
+        self.bufs.recycle(bid);
+    }
+
+    /// Publishes recycled buffers.
+    pub fn publish_buffers(&mut self) {
+        self.bufs.publish();
+    }
+}
+
+fn uring_unavailable(source: io::Error) -> EngineError {
+    let sysctl_disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|s| s.trim().to_string());
+    EngineError::UringUnavailable {
+        source,
+        sysctl_disabled,
+    }
+}

@@ -1,0 +1,87 @@
+//! Incremental frame decoding over a growing receive buffer.
+//!
+//! The contract (mini-redis style): [`Decoder::decode`] looks at the front of
+//! the caller's buffer. If a whole frame is there it is removed and returned;
+//! if not, `Ok(None)` says "read more" and the buffer is left untouched. An
+//! incomplete frame is an expected state, not an error.
+//!
+//! Two rules protect the server from hostile lengths:
+//! - the declared payload length is checked against the maximum as soon as
+//!   the 8 header bytes are present, before any body byte is read;
+//! - nothing is allocated from a declared length: the decoder only splits
+//!   bytes that already arrived, and list fields grow as entries parse.
+
+use bytes::{Buf, BytesMut};
+
+use crate::error::Error;
+use crate::frame::{Header, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
+use crate::ops::Frame;
+
+/// Stateless frame decoder configured with a maximum payload length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoder {
+    /// Largest payload length accepted; larger declarations are rejected from
+    /// the header alone.
+    max_payload: u32,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_PAYLOAD)
+    }
+}
+
+impl Decoder {
+    /// A decoder that rejects payloads longer than `max_payload` bytes.
+    pub fn new(max_payload: u32) -> Self {
+        Decoder { max_payload }
+    }
+
+    /// The configured maximum payload length.
+    pub fn max_payload(&self) -> u32 {
+        self.max_payload
+    }
+
+    /// Parses the header at the front of `buf`, if 8 bytes are present.
+    pub fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>, Error> {
+        let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        Header::parse(head, self.max_payload).map(Some)
+    }
+
+    /// Removes and decodes one frame from the front of `buf`.
+    ///
+    /// - `Ok(Some(frame))`: a frame was consumed.
+    /// - `Ok(None)`: not enough bytes yet; `buf` is unchanged.
+    /// - `Err(_)`: the stream is corrupt; the connection should be closed
+    ///   (see [`Error::close_reason`]). If the header was valid the bad
+    ///   frame has been consumed; otherwise `buf` is unchanged.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let Some(header) = self.peek_header(buf)? else {
+            return Ok(None);
+        };
+        let total = HEADER_LEN + header.len as usize;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let payload = buf.split_to(header.len as usize).freeze();
+        Frame::decode(header, payload).map(Some)
+    }
+
+    /// Decodes one frame from the front of a byte slice, returning it and the
+    /// number of bytes it occupied. Copies the payload; prefer
+    /// [`decode`](Self::decode) on a receive buffer.
+    pub fn decode_slice(&self, buf: &[u8]) -> Result<Option<(Frame, usize)>, Error> {
+        let Some(header) = self.peek_header(buf)? else {
+            return Ok(None);
+        };
+        let total = HEADER_LEN + header.len as usize;
+        let Some(payload) = buf.get(HEADER_LEN..total) else {
+            return Ok(None);
+        };
+        let frame = Frame::decode(header, bytes::Bytes::copy_from_slice(payload))?;
+        Ok(Some((frame, total)))
+    }
+}

@@ -1,0 +1,130 @@
+//! PUSH, ACK and WAKE_ACK: server-to-client delivery and its bookkeeping.
+
+use bytes::{BufMut, Bytes};
+
+use super::Body;
+use crate::error::Error;
+use crate::stream::StreamName;
+use crate::wire::{self, Reader};
+
+/// PUSH (server → client): one message on a stream.
+///
+/// A PUSH carries nothing connection-specific, so the gateway encodes it once
+/// and shares the resulting `Bytes` with every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// Stream the message belongs to.
+    pub stream: StreamName,
+    /// Epoch of the stream; offsets restart when it changes.
+    pub epoch: u32,
+    /// Position of this message in the stream; lets the client detect gaps,
+    /// drop duplicates and resume.
+    pub offset: u64,
+    /// Header flag `URGENT`: delivered at once even to a sleeping client.
+    pub urgent: bool,
+    /// Message body; runs to the end of the frame.
+    pub payload: Bytes,
+}
+
+impl Body for Push {
+    fn body_len(&self) -> Result<usize, Error> {
+        Ok(self.stream.encoded_len()? + 4 + 8 + self.payload.len())
+    }
+
+    fn write<B: BufMut>(&self, dst: &mut B) {
+        self.stream.put(dst);
+        dst.put_u32(self.epoch);
+        dst.put_u64(self.offset);
+        dst.put_slice(&self.payload);
+    }
+
+    fn read(r: &mut Reader) -> Result<Self, Error> {
+        Ok(Push {
+            stream: StreamName::read(r)?,
+            epoch: r.u32("epoch")?,
+            offset: r.u64("offset")?,
+            urgent: false, // set from the header by the caller
+            payload: r.rest(),
+        })
+    }
+}
+
+/// ACK (client → server): every message of a user inbox up to and including
+/// `offset` has been processed; the server may forget them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The user-inbox stream (`user:<id>`); room streams are never acked.
+    pub stream: StreamName,
+    /// Highest offset processed (cumulative).
+    pub offset: u64,
+}
+
+impl Body for Ack {
+    fn body_len(&self) -> Result<usize, Error> {
+        Ok(self.stream.encoded_len()? + 8)
+    }
+
+    fn write<B: BufMut>(&self, dst: &mut B) {
+        self.stream.put(dst);
+        dst.put_u64(self.offset);
+    }
+
+    fn read(r: &mut Reader) -> Result<Self, Error> {
+        Ok(Ack {
+            stream: StreamName::read(r)?,
+            offset: r.u64("offset")?,
+        })
+    }
+}
+
+/// WAKE_ACK (server → client): the client is awake. Lists every stream whose
+/// messages were skipped while it slept, so it can fetch them or re-sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WakeAck {
+    /// Streams with skipped messages; empty when nothing was lost.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Messages of one stream that were not delivered during sleep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Stream that lost messages.
+    pub stream: StreamName,
+    /// First offset not delivered: resume (re-fetch) from here.
+    pub resume_from: u64,
+    /// How many messages were skipped (saturating).
+    pub count: u32,
+}
+
+impl Body for WakeAck {
+    fn body_len(&self) -> Result<usize, Error> {
+        wire::check_len("skipped streams", self.skipped.len(), u16::MAX.into())?;
+        let mut n = 2;
+        for s in &self.skipped {
+            n += s.stream.encoded_len()? + 8 + 4;
+        }
+        Ok(n)
+    }
+
+    fn write<B: BufMut>(&self, dst: &mut B) {
+        dst.put_u16(self.skipped.len() as u16);
+        for s in &self.skipped {
+            s.stream.put(dst);
+            dst.put_u64(s.resume_from);
+            dst.put_u32(s.count);
+        }
+    }
+
+    fn read(r: &mut Reader) -> Result<Self, Error> {
+        let count = r.u16("skipped count")?;
+        let mut skipped = Vec::new();
+        for _ in 0..count {
+            skipped.push(Skipped {
+                stream: StreamName::read(r)?,
+                resume_from: r.u64("resume from")?,
+                count: r.u32("skipped")?,
+            });
+        }
+        Ok(WakeAck { skipped })
+    }
+}

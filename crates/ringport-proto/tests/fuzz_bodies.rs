@@ -1,0 +1,46 @@
+//! Runs the cargo-fuzz target bodies on stable over proptest-generated inputs,
+//! so CI exercises them without a nightly toolchain.
+
+use proptest::prelude::*;
+use ringport_proto::fuzzing::{decode_frames, sample_frames, session_sequence};
+
+/// Valid frames glued together, then mutated: reaches deeper than pure noise.
+fn mutated_frames() -> impl Strategy<Value = Vec<u8>> {
+    let samples: Vec<Vec<u8>> = sample_frames()
+        .iter()
+        .map(|f| f.to_bytes().unwrap().to_vec())
+        .collect();
+    (
+        proptest::collection::vec(proptest::sample::select(samples), 0..6),
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+    )
+        .prop_map(|(frames, flips)| {
+            let mut v: Vec<u8> = frames.concat();
+            for (i, b) in flips {
+                if !v.is_empty() {
+                    let i = i.index(v.len());
+                    v[i] = b;
+                }
+            }
+            v
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn decode_frames_body_on_noise(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        decode_frames(&data);
+    }
+
+    #[test]
+    fn decode_frames_body_on_mutated_frames(data in mutated_frames()) {
+        decode_frames(&data);
+    }
+
+    #[test]
+    fn session_sequence_body(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        session_sequence(&data);
+    }
+}

@@ -1,0 +1,667 @@
+//! Gateway configuration: one TOML file, every key overridable.
+//!
+//! # Precedence
+//!
+//! `defaults < file < environment < command-line flags`. All four layers are merged as TOML
+//! values *before* the typed [`Config`] is deserialised, so one mechanism (and one set of error
+//! messages) serves every layer:
+//!
+//! 1. the embedded defaults ([`Config::default`], printed by `ringport config default`);
+//! 2. the file given with `--config FILE` (or `RINGPORT_CONFIG`), if any;
+//! 3. environment variables `RINGPORT_<SECTION>__<KEY>` (e.g. `RINGPORT_ENGINE__RING_ENTRIES=8192`),
+//!    plus the aliases `RINGPORT_AUTH_SECRET` (for `auth.secret`) and `RUST_LOG` (for `log.level`),
+//!    each weaker than its canonical `RINGPORT_*__*` spelling;
+//! 4. command-line flags: the named ones (`--listen`, `--secret`, ...) and the generic
+//!    `--set section.key=value`, which reaches every key.
+//!
+//! After merging, [`Config::validate`] checks every value and names the offending key.
+
+mod keys;
+mod layers;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use keys::{default_toml, KeyDoc, KeyKind, KEYS};
+pub use layers::{Layers, Override};
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub engine: EngineSettings,
+    pub protocol: ProtocolConfig,
+    pub auth: AuthConfig,
+    pub rooms: RoomsConfig,
+    pub history: HistoryConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// What the data plane runs on each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AppMode {
+    /// The push gateway: native protocol, rooms, auth.
+    #[default]
+    Gateway,
+    /// Echo every byte back; for smoke tests and benchmarks of the bare engine.
+    Echo,
+}
+
+impl AppMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppMode::Gateway => "gateway",
+            AppMode::Echo => "echo",
+        }
+    }
+}
+
+/// `[server]`: where clients connect and how many shards serve them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Client listener (native protocol).
+    pub listen: SocketAddr,
+    /// Shard threads; 0 means one per available core.
+    pub workers: usize,
+    /// Pin shard `i` to CPU `i`.
+    pub pin_cpus: bool,
+    /// Listen backlog passed to `listen(2)`.
+    pub backlog: u32,
+    /// Application run on the data plane.
+    pub app: AppMode,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4666)),
+            workers: 0,
+            pin_cpus: false,
+            backlog: 4096,
+            app: AppMode::Gateway,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Workers after resolving 0 to the number of available cores.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+}
+
+/// `[engine]`: mirrors `ringport_io::EngineConfig` (durations in milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    pub max_connections_per_shard: u32,
+    pub ring_entries: u32,
+    pub recv_buffer_size: u32,
+    pub recv_buffers: u32,
+    pub send_high_water: u64,
+    pub close_linger_ms: u64,
+    /// 0 disables the engine's idle timeout (heartbeats still apply).
+    pub idle_timeout_ms: u64,
+    pub timer_tick_ms: u64,
+    pub accept_backoff_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    pub resolve_peer_addr: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_connections_per_shard: 65_536,
+            ring_entries: 4096,
+            recv_buffer_size: 4096,
+            recv_buffers: 4096,
+            send_high_water: 4 * 1024 * 1024,
+            close_linger_ms: 2_000,
+            idle_timeout_ms: 0,
+            timer_tick_ms: 10,
+            accept_backoff_ms: 100,
+            shutdown_timeout_ms: 5_000,
+            resolve_peer_addr: true,
+        }
+    }
+}
+
+impl EngineSettings {
+    pub fn close_linger(&self) -> Duration {
+        Duration::from_millis(self.close_linger_ms)
+    }
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
+    }
+    pub fn timer_tick(&self) -> Duration {
+        Duration::from_millis(self.timer_tick_ms)
+    }
+    pub fn accept_backoff(&self) -> Duration {
+        Duration::from_millis(self.accept_backoff_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+/// `[protocol]`: limits and timers of the native protocol session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    pub max_frame_size: u32,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_tolerated: u32,
+    pub heartbeat_probe_interval_ms: u64,
+    pub heartbeat_close_after: u32,
+    pub handshake_timeout_ms: u64,
+    pub max_sleep_interval_ms: u64,
+    pub sleep_holdback: u32,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            max_frame_size: 1024 * 1024,
+            heartbeat_interval_ms: 30_000,
+            heartbeat_tolerated: 2,
+            heartbeat_probe_interval_ms: 5_000,
+            heartbeat_close_after: 3,
+            handshake_timeout_ms: 10_000,
+            max_sleep_interval_ms: 600_000,
+            sleep_holdback: 256,
+        }
+    }
+}
+
+/// `[auth]`: client authentication with HS256 JWTs. `Debug` redacts the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 signing secret; at least 32 bytes (RFC 7518 section 3.2).
+    pub secret: Option<String>,
+    /// Unset means: anonymous clients are allowed exactly when no secret is configured.
+    pub allow_anonymous: Option<bool>,
+}
+
+fn redacted(v: &Option<String>) -> &'static str {
+    if v.is_some() {
+        "Some(<redacted>)"
+    } else {
+        "None"
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secret", &format_args!("{}", redacted(&self.secret)))
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("api_key", &format_args!("{}", redacted(&self.api_key)))
+            .field("max_body_size", &self.max_body_size)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// Whether clients without a token are accepted.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.secret.is_none())
+    }
+}
+
+/// `[rooms]`: membership and client publish limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    pub max_rooms_per_connection: u32,
+    pub publish_rate_per_sec: u32,
+    pub publish_burst: u32,
+    pub max_publish_size: u32,
+    pub batch_window_ms: u64,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            max_rooms_per_connection: 64,
+            publish_rate_per_sec: 10,
+            publish_burst: 20,
+            max_publish_size: 64 * 1024,
+            batch_window_ms: 0,
+        }
+    }
+}
+
+/// `[history]`: per-stream replay buffer for resuming clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    pub max_messages_per_stream: u32,
+    pub max_age_ms: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            max_messages_per_stream: 1000,
+            max_age_ms: 3_600_000,
+        }
+    }
+}
+
+/// `[admin]`: the HTTP API and `/metrics`. `Debug` redacts the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Required when `listen` is not loopback; always enforced when set.
+    pub api_key: Option<String>,
+    pub max_body_size: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4667)),
+            api_key: None,
+            max_body_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `ringport=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{origin}: unknown config key `{key}`")]
+    UnknownKey { origin: String, key: String },
+    #[error("{origin}: {key}: cannot parse {value:?} as {expected}")]
+    BadValue {
+        origin: String,
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("invalid configuration: {0}")]
+    Merged(String),
+    #[error("{key} {requirement}")]
+    Invalid {
+        key: &'static str,
+        requirement: String,
+    },
+}
+
+fn invalid(key: &'static str, requirement: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        requirement: requirement.into(),
+    }
+}
+
+fn in_range(key: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(invalid(
+            key,
+            format!("must be between {lo} and {hi} (got {v})"),
+        ));
+    }
+    Ok(())
+}
+
+fn pow2_in_range(key: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if !v.is_power_of_two() || v < lo || v > hi {
+        return Err(invalid(
+            key,
+            format!("must be a power of two between {lo} and {hi} (got {v})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Most connections one shard can address: the slot field of a `ConnId` is 24 bits.
+pub const MAX_CONNECTIONS_PER_SHARD: u64 = 1 << 24;
+/// Most shards: the shard field of a `ConnId` is 8 bits.
+pub const MAX_WORKERS: u64 = 256;
+/// Shortest accepted HS256 secret (RFC 7518 section 3.2: key at least as long as the hash).
+pub const MIN_SECRET_LEN: usize = 32;
+/// Shortest accepted admin API key.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+impl Config {
+    /// Checks every value; the error names the key and the rule it broke.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        in_range("server.workers", s.workers as u64, 0, MAX_WORKERS)?;
+        in_range("server.backlog", s.backlog.into(), 1, 65_535)?;
+
+        let e = &self.engine;
+        in_range(
+            "engine.max_connections_per_shard",
+            e.max_connections_per_shard.into(),
+            1,
+            MAX_CONNECTIONS_PER_SHARD,
+        )?;
+        pow2_in_range("engine.ring_entries", e.ring_entries.into(), 1, 32_768)?;
+        in_range(
+            "engine.recv_buffer_size",
+            e.recv_buffer_size.into(),
+            64,
+            1 << 20,
+        )?;
+        pow2_in_range("engine.recv_buffers", e.recv_buffers.into(), 1, 32_768)?;
+        in_range("engine.send_high_water", e.send_high_water, 1024, 1 << 32)?;
+        in_range("engine.close_linger_ms", e.close_linger_ms, 0, 600_000)?;
+        in_range("engine.idle_timeout_ms", e.idle_timeout_ms, 0, 86_400_000)?;
+        in_range("engine.timer_tick_ms", e.timer_tick_ms, 1, 1_000)?;
+        in_range("engine.accept_backoff_ms", e.accept_backoff_ms, 1, 60_000)?;
+        in_range(
+            "engine.shutdown_timeout_ms",
+            e.shutdown_timeout_ms,
+            1,
+            600_000,
+        )?;
+
+        let p = &self.protocol;
+        in_range(
+            "protocol.max_frame_size",
+            p.max_frame_size.into(),
+            64,
+            16 << 20,
+        )?;
+        if e.send_high_water < u64::from(p.max_frame_size) {
+            return Err(invalid(
+                "engine.send_high_water",
+                format!(
+                    "must be at least protocol.max_frame_size ({}), or one frame would close the connection",
+                    p.max_frame_size
+                ),
+            ));
+        }
+        in_range(
+            "protocol.heartbeat_interval_ms",
+            p.heartbeat_interval_ms,
+            100,
+            3_600_000,
+        )?;
+        in_range(
+            "protocol.heartbeat_tolerated",
+            p.heartbeat_tolerated.into(),
+            1,
+            100,
+        )?;
+        in_range(
+            "protocol.heartbeat_probe_interval_ms",
+            p.heartbeat_probe_interval_ms,
+            10,
+            p.heartbeat_interval_ms,
+        )
+        .map_err(|_| {
+            invalid(
+                "protocol.heartbeat_probe_interval_ms",
+                format!(
+                    "must be between 10 and protocol.heartbeat_interval_ms ({})",
+                    p.heartbeat_interval_ms
+                ),
+            )
+        })?;
+        in_range(
+            "protocol.heartbeat_close_after",
+            p.heartbeat_close_after.into(),
+            1,
+            100,
+        )?;
+        in_range(
+            "protocol.handshake_timeout_ms",
+            p.handshake_timeout_ms,
+            100,
+            600_000,
+        )?;
+        if p.max_sleep_interval_ms < p.heartbeat_interval_ms || p.max_sleep_interval_ms > 86_400_000
+        {
+            return Err(invalid(
+                "protocol.max_sleep_interval_ms",
+                format!(
+                    "must be between protocol.heartbeat_interval_ms ({}) and 86400000",
+                    p.heartbeat_interval_ms
+                ),
+            ));
+        }
+        in_range(
+            "protocol.sleep_holdback",
+            p.sleep_holdback.into(),
+            0,
+            1 << 20,
+        )?;
+
+        if let Some(secret) = &self.auth.secret {
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(invalid(
+                    "auth.secret",
+                    format!(
+                        "must be at least {MIN_SECRET_LEN} bytes (got {})",
+                        secret.len()
+                    ),
+                ));
+            }
+        }
+        if self.auth.allow_anonymous == Some(false) && self.auth.secret.is_none() {
+            return Err(invalid(
+                "auth.allow_anonymous",
+                "is false but auth.secret is not set, so no client could ever connect; \
+                 set a secret (RINGPORT_AUTH_SECRET or --secret)",
+            ));
+        }
+
+        let r = &self.rooms;
+        in_range(
+            "rooms.max_rooms_per_connection",
+            r.max_rooms_per_connection.into(),
+            1,
+            65_535,
+        )?;
+        in_range(
+            "rooms.publish_rate_per_sec",
+            r.publish_rate_per_sec.into(),
+            0,
+            1_000_000,
+        )?;
+        in_range("rooms.publish_burst", r.publish_burst.into(), 1, 1_000_000)?;
+        in_range(
+            "rooms.max_publish_size",
+            r.max_publish_size.into(),
+            1,
+            p.max_frame_size.into(),
+        )
+        .map_err(|_| {
+            invalid(
+                "rooms.max_publish_size",
+                format!(
+                    "must be between 1 and protocol.max_frame_size ({})",
+                    p.max_frame_size
+                ),
+            )
+        })?;
+        in_range("rooms.batch_window_ms", r.batch_window_ms, 0, 1_000)?;
+
+        let h = &self.history;
+        in_range(
+            "history.max_messages_per_stream",
+            h.max_messages_per_stream.into(),
+            0,
+            1 << 24,
+        )?;
+        in_range("history.max_age_ms", h.max_age_ms, 0, 30 * 86_400_000)?;
+
+        let a = &self.admin;
+        if let Some(key) = &a.api_key {
+            if key.len() < MIN_API_KEY_LEN {
+                return Err(invalid(
+                    "admin.api_key",
+                    format!(
+                        "must be at least {MIN_API_KEY_LEN} bytes (got {})",
+                        key.len()
+                    ),
+                ));
+            }
+        } else if !a.listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin.api_key",
+                format!(
+                    "is required because admin.listen ({}) is not a loopback address \
+                     (set RINGPORT_ADMIN__API_KEY or --api-key)",
+                    a.listen
+                ),
+            ));
+        }
+        in_range("admin.max_body_size", a.max_body_size.into(), 64, 64 << 20)?;
+
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "must be a tracing filter such as `info` or `ringport=debug,warn` (got {:?})",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(c: &Config) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        assert!(Config::default().auth.anonymous_allowed());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = Config::default();
+        c.engine.recv_buffers = 3000;
+        assert_eq!(
+            err(&c),
+            "engine.recv_buffers must be a power of two between 1 and 32768 (got 3000)"
+        );
+        let mut c = Config::default();
+        c.engine.ring_entries = 65_536;
+        assert!(err(&c).starts_with("engine.ring_entries must be a power of two"));
+        let mut c = Config::default();
+        c.server.workers = 1000;
+        assert!(err(&c).starts_with("server.workers must be between 0 and 256"));
+        let mut c = Config::default();
+        c.protocol.heartbeat_probe_interval_ms = 60_000;
+        assert!(err(&c).starts_with("protocol.heartbeat_probe_interval_ms"));
+        let mut c = Config::default();
+        c.rooms.max_publish_size = 2 << 20;
+        assert!(err(&c).starts_with("rooms.max_publish_size"));
+        let mut c = Config::default();
+        c.log.level = "info,,=[".into();
+        assert!(err(&c).starts_with("log.level"));
+    }
+
+    #[test]
+    fn auth_rules() {
+        let mut c = Config::default();
+        c.auth.secret = Some("short".into());
+        assert!(err(&c).starts_with("auth.secret must be at least 32 bytes"));
+        c.auth.secret = Some("x".repeat(32));
+        c.validate().unwrap();
+        assert!(
+            !c.auth.anonymous_allowed(),
+            "a secret turns anonymous off by default"
+        );
+        c.auth.allow_anonymous = Some(true);
+        assert!(c.auth.anonymous_allowed());
+        let mut c = Config::default();
+        c.auth.allow_anonymous = Some(false);
+        assert!(err(&c).starts_with("auth.allow_anonymous is false"));
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_a_key() {
+        let mut c = Config::default();
+        c.admin.listen = "0.0.0.0:4667".parse().unwrap();
+        assert!(err(&c).starts_with("admin.api_key is required because admin.listen"));
+        c.admin.api_key = Some("k".repeat(16));
+        c.validate().unwrap();
+        c.admin.api_key = Some("short".into());
+        assert!(err(&c).starts_with("admin.api_key must be at least 16 bytes"));
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let mut c = Config::default();
+        c.auth.secret = Some("s".repeat(40));
+        c.admin.api_key = Some("k".repeat(20));
+        let text = format!("{c:?}");
+        assert!(!text.contains("ssss") && !text.contains("kkkk"), "{text}");
+        assert!(text.contains("<redacted>"));
+    }
+
+    #[test]
+    fn durations() {
+        let e = EngineSettings::default();
+        assert_eq!(e.idle_timeout(), None);
+        assert_eq!(e.close_linger(), Duration::from_secs(2));
+    }
+}

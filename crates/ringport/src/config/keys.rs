@@ -1,0 +1,197 @@
+//! The table of every configuration key: its type (for parsing env and flag strings) and its
+//! documentation (for `ringport config default`). A test keeps it in step with [`Config`].
+
+use super::Config;
+
+/// How a key's value is written, so strings from the environment and flags can be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Non-negative integer.
+    Int,
+    Bool,
+    Str,
+    /// `ip:port`.
+    Addr,
+    /// One of a fixed set of lowercase words.
+    Enum(&'static [&'static str]),
+}
+
+impl KeyKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyKind::Int => "a non-negative integer",
+            KeyKind::Bool => "a boolean (true/false)",
+            KeyKind::Str => "a string",
+            KeyKind::Addr => "a socket address like 127.0.0.1:4667",
+            KeyKind::Enum(_) => "one of the listed words",
+        }
+    }
+}
+
+/// One documented key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub kind: KeyKind,
+    /// Unset by default; `config default` shows it commented out with this example value.
+    pub example_when_unset: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const fn k(section: &'static str, key: &'static str, kind: KeyKind, doc: &'static str) -> KeyDoc {
+    KeyDoc {
+        section,
+        key,
+        kind,
+        example_when_unset: None,
+        doc,
+    }
+}
+
+const fn opt(
+    section: &'static str,
+    key: &'static str,
+    kind: KeyKind,
+    example: &'static str,
+    doc: &'static str,
+) -> KeyDoc {
+    KeyDoc {
+        section,
+        key,
+        kind,
+        example_when_unset: Some(example),
+        doc,
+    }
+}
+
+use KeyKind::{Addr, Bool, Int, Str};
+
+/// Every key, in the order `config default` prints them.
+pub const KEYS: &[KeyDoc] = &[
+    k("server", "listen", Addr, "Client listener for the native protocol (ip:port)."),
+    k("server", "workers", Int, "Shard threads, each with its own io_uring; 0 = one per available core. At most 256."),
+    k("server", "pin_cpus", Bool, "Pin shard i to CPU i."),
+    k("server", "backlog", Int, "listen(2) backlog of the client listener."),
+    k("server", "app", KeyKind::Enum(&["gateway", "echo"]), "Application on the data plane: \"gateway\" (rooms, auth, push) or \"echo\" (bare engine test)."),
+    k("engine", "max_connections_per_shard", Int, "Connection slots per shard (accepted + outbound); sizes the registered file table."),
+    k("engine", "ring_entries", Int, "io_uring submission queue entries per shard; a power of two up to 32768."),
+    k("engine", "recv_buffer_size", Int, "Bytes per provided receive buffer."),
+    k("engine", "recv_buffers", Int, "Provided receive buffers per shard; a power of two up to 32768. Idle connections pin none."),
+    k("engine", "send_high_water", Int, "Bytes queued for one connection before it is closed as a slow consumer."),
+    k("engine", "close_linger_ms", Int, "How long a graceful close may drain the send queue."),
+    k("engine", "idle_timeout_ms", Int, "Close connections that receive nothing for this long; 0 = off (heartbeats still apply)."),
+    k("engine", "timer_tick_ms", Int, "Resolution of each shard's timing wheel."),
+    k("engine", "accept_backoff_ms", Int, "Pause accepting this long after EMFILE/ENFILE/ENOMEM."),
+    k("engine", "shutdown_timeout_ms", Int, "Longest graceful shutdown before connections are aborted."),
+    k("engine", "resolve_peer_addr", Bool, "Look up each accepted connection's peer address (shown by the connections API)."),
+    k("protocol", "max_frame_size", Int, "Largest frame a client may send or receive, in bytes."),
+    k("protocol", "heartbeat_interval_ms", Int, "How often an awake client must show signs of life."),
+    k("protocol", "heartbeat_tolerated", Int, "Heartbeat intervals that may pass in silence before the server probes."),
+    k("protocol", "heartbeat_probe_interval_ms", Int, "Spacing of server probes to a silent client; at most heartbeat_interval_ms."),
+    k("protocol", "heartbeat_close_after", Int, "Unanswered probes after which the connection is closed."),
+    k("protocol", "handshake_timeout_ms", Int, "A connection must complete its handshake within this time."),
+    k("protocol", "max_sleep_interval_ms", Int, "Longest heartbeat interval a sleeping client may ask for; at least heartbeat_interval_ms."),
+    k("protocol", "sleep_holdback", Int, "Non-urgent messages held back for a sleeping client; beyond this the oldest are dropped and the client resumes from history."),
+    opt("auth", "secret", Str, "\"a-random-string-of-at-least-32-bytes\"", "HS256 secret for client tokens (at least 32 bytes). Prefer RINGPORT_AUTH_SECRET over writing it here."),
+    opt("auth", "allow_anonymous", Bool, "false", "Accept clients without a token. Unset = true exactly when no secret is set."),
+    k("rooms", "max_rooms_per_connection", Int, "Rooms one connection may join."),
+    k("rooms", "publish_rate_per_sec", Int, "Sustained client publishes per second per connection; 0 = clients may not publish."),
+    k("rooms", "publish_burst", Int, "Client publishes allowed in a burst (token bucket size)."),
+    k("rooms", "max_publish_size", Int, "Largest client publish payload in bytes; at most protocol.max_frame_size."),
+    k("rooms", "batch_window_ms", Int, "Coalesce room messages for this long before sending; 0 = send at once."),
+    k("history", "max_messages_per_stream", Int, "Messages kept per stream for resume; 0 = no history."),
+    k("history", "max_age_ms", Int, "Drop history older than this; 0 = no age limit."),
+    k("admin", "listen", Addr, "HTTP API and /metrics listener. A non-loopback address requires api_key."),
+    opt("admin", "api_key", Str, "\"a-random-string-of-at-least-16-bytes\"", "Bearer key for the HTTP API (Authorization: Bearer KEY or X-Api-Key). Required when listen is not loopback; enforced whenever set."),
+    k("admin", "max_body_size", Int, "Largest accepted HTTP request body in bytes."),
+    k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
+    k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),
+];
+
+/// Looks a key up by section and name.
+pub fn find(section: &str, key: &str) -> Option<&'static KeyDoc> {
+    KEYS.iter().find(|d| d.section == section && d.key == key)
+}
+
+/// The full default configuration as commented TOML (`ringport config default`).
+pub fn default_toml() -> String {
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut out = String::from(
+        "# ringport configuration (defaults). Precedence: defaults < this file < environment < flags.\n\
+         # Every key can be set by environment variable RINGPORT_<SECTION>__<KEY> (e.g.\n\
+         # RINGPORT_ENGINE__RING_ENTRIES=8192) or by flag --set section.key=value.\n",
+    );
+    let mut section = "";
+    for d in KEYS {
+        if d.section != section {
+            section = d.section;
+            out.push_str(&format!("\n[{section}]\n"));
+        }
+        out.push_str(&format!("# {}\n", d.doc));
+        let value = defaults
+            .get(d.section)
+            .and_then(|s| s.as_table())
+            .and_then(|t| t.get(d.key));
+        match (value, d.example_when_unset) {
+            (Some(v), _) => out.push_str(&format!("{} = {}\n", d.key, v)),
+            (None, Some(example)) => out.push_str(&format!("# {} = {}\n", d.key, example)),
+            (None, None) => out.push_str(&format!("# {} is unset\n", d.key)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_parses_back_to_defaults() {
+        let text = default_toml();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, Config::default());
+        for d in KEYS {
+            assert!(
+                text.contains(d.doc),
+                "{}.{} has its comment",
+                d.section,
+                d.key
+            );
+        }
+    }
+
+    #[test]
+    fn key_table_matches_config_struct() {
+        let mut full = Config::default();
+        full.auth.secret = Some("s".into());
+        full.auth.allow_anonymous = Some(true);
+        full.admin.api_key = Some("k".into());
+        let table = toml::Table::try_from(full).unwrap();
+        let mut seen = 0;
+        for (section, keys) in &table {
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    find(section, key).is_some(),
+                    "{section}.{key} missing from KEYS"
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            KEYS.len(),
+            "KEYS lists a key the Config struct does not have"
+        );
+        for d in KEYS.iter().filter(|d| d.example_when_unset.is_some()) {
+            let line = format!("{} = {}", d.key, d.example_when_unset.unwrap_or_default());
+            let parsed: Result<toml::Table, _> = toml::from_str(&line);
+            assert!(
+                parsed.is_ok(),
+                "example for {}.{} is valid TOML",
+                d.section,
+                d.key
+            );
+        }
+    }
+}

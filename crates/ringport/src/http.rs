@@ -1,0 +1,21 @@
+//! The admin HTTP API (backends push, operators inspect) on the control-plane thread.
+//!
+//! - [`gateway`]: the [`Gateway`] trait the routes call, and the types crossing it.
+//! - [`routes`]: the axum router, body parsing, API-key check, JSON errors; [`ROUTES`].
+//! - [`fanout`]: asking every shard and awaiting replies with a deadline (for implementors).
+//! - [`server`]: [`AdminServer`], a tokio runtime on its own thread.
+//!
+//! `docs/openapi.yaml` describes this API; `tests/openapi.rs` keeps the two in step.
+
+pub mod fanout;
+pub mod gateway;
+pub mod routes;
+pub mod server;
+
+pub use fanout::{ask_all, ask_one, Replier, SHARD_REPLY_TIMEOUT};
+pub use gateway::{
+    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
+    PushOutcome, Reply, RoomInfo, RoomMember,
+};
+pub use routes::{router, ROUTES};
+pub use server::{AdminServer, HttpError};

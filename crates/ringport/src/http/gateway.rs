@@ -1,0 +1,136 @@
+//! The [`Gateway`] trait: everything the HTTP API asks of the data plane, and the types that
+//! cross that boundary.
+//!
+//! The HTTP API runs on the control-plane thread (tokio); the gateway's state lives on the
+//! shard threads. An implementation posts closures to shards (`EngineHandle::run`) and
+//! awaits their replies over oneshot channels, so calls that need shard data are async.
+//! `render_metrics` is synchronous: metrics are read from per-shard cells without asking
+//! the shards (see [`crate::metrics`]).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The future a [`Gateway`] call returns.
+pub type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+/// The data plane as the HTTP API sees it.
+pub trait Gateway: Send + Sync + 'static {
+    /// Send to every connection in `room`.
+    fn push_room(&self, room: String, push: Push) -> Reply<'_, PushOutcome>;
+    /// Send to every connection authenticated as `user`.
+    fn push_user(&self, user: String, push: Push) -> Reply<'_, PushOutcome>;
+    /// Send to every connection.
+    fn broadcast(&self, push: Push) -> Reply<'_, PushOutcome>;
+    /// Membership of `room` with at most `sample` members listed (an unknown room is empty).
+    fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo>;
+    /// Gateway-wide counts.
+    fn stats(&self) -> Reply<'_, GatewayStats>;
+    /// One connection by id (`ConnId::as_u64`); `None` if it is not open.
+    fn connection(&self, id: u64) -> Reply<'_, Option<ConnectionInfo>>;
+    /// Close one connection; `false` if it was not open.
+    fn kick(&self, id: u64, reason: Option<String>) -> Reply<'_, bool>;
+    /// Append the Prometheus text of every metric family.
+    fn render_metrics(&self, out: &mut String);
+}
+
+/// A message to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// Encoded once and shared by every recipient.
+    pub payload: Bytes,
+    /// Deliver even to sleeping clients instead of holding it back.
+    pub urgent: bool,
+}
+
+/// What a push reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PushOutcome {
+    /// Connections the message was queued for (or held back for, if asleep).
+    pub recipients: u64,
+}
+
+/// `GET /v1/rooms/{room}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RoomInfo {
+    pub room: String,
+    /// Connections in the room now.
+    pub online: u64,
+    /// Up to the requested number of members.
+    pub members: Vec<RoomMember>,
+}
+
+/// One member in a room listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMember {
+    /// Connection id as a decimal string (ids exceed JavaScript's safe integers).
+    pub connection: String,
+    /// Authenticated user, if any.
+    pub user: Option<String>,
+}
+
+/// Session state of a connection as shown by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionState {
+    Handshaking,
+    Active,
+    Sleeping,
+    Closing,
+}
+
+/// Open connections by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ConnectionCounts {
+    pub handshaking: u64,
+    pub active: u64,
+    pub sleeping: u64,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GatewayStats {
+    /// Shard threads.
+    pub shards: usize,
+    pub connections: ConnectionCounts,
+    /// Rooms with at least one member.
+    pub rooms: u64,
+    /// Distinct authenticated users online.
+    pub users: u64,
+    pub uptime_seconds: u64,
+}
+
+/// `GET /v1/connections/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// Decimal `ConnId::as_u64`.
+    pub id: String,
+    pub remote_addr: Option<String>,
+    pub user: Option<String>,
+    pub rooms: Vec<String>,
+    pub state: ConnectionState,
+    /// Milliseconds since the Unix epoch.
+    pub connected_since_ms: u64,
+    /// Milliseconds since the Unix epoch of the last byte received.
+    pub last_activity_ms: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Bytes waiting in the connection's send queue.
+    pub queued_bytes: u64,
+}
+
+/// Why a gateway call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The data plane cannot answer (shutting down, or a shard did not reply). HTTP 503.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The request is well-formed HTTP but the gateway refuses it. HTTP 400.
+    #[error("{0}")]
+    Rejected(String),
+}

@@ -1,0 +1,413 @@
+//! The admin HTTP API: routes, request parsing and JSON errors.
+//!
+//! [`ROUTES`] lists every route with its method and the router is built from it alone;
+//! `docs/openapi.yaml` must describe exactly these (`tests/openapi.rs` checks both directions).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::gateway::{Gateway, GatewayError, Push};
+use crate::metrics::CONTENT_TYPE;
+
+/// Every route as `(method, path)`, paths in OpenAPI template syntax.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/push/room/{room}"),
+    ("POST", "/v1/push/user/{user}"),
+    ("POST", "/v1/broadcast"),
+    ("GET", "/v1/rooms/{room}"),
+    ("GET", "/v1/stats"),
+    ("GET", "/v1/connections/{id}"),
+    ("DELETE", "/v1/connections/{id}"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+];
+
+/// Longest room or user name accepted in a path.
+pub const MAX_NAME_LEN: usize = 256;
+/// Default and largest member sample of `GET /v1/rooms/{room}`.
+pub const DEFAULT_MEMBER_SAMPLE: usize = 20;
+pub const MAX_MEMBER_SAMPLE: usize = 1000;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+struct AppState {
+    gateway: Arc<dyn Gateway>,
+    api_key: Option<Arc<str>>,
+}
+
+/// Builds the router. `api_key`, when set, is required on every request.
+pub fn router(gateway: Arc<dyn Gateway>, api_key: Option<String>, max_body_size: usize) -> Router {
+    let state = AppState {
+        gateway,
+        api_key: api_key.map(Arc::from),
+    };
+    // Built from ROUTES alone, so the served routes and the list (which the OpenAPI test
+    // reads) cannot drift apart.
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        if let Some(handler) = handler(method, path) {
+            router = router.route(path, handler);
+        }
+    }
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
+        .layer(DefaultBodyLimit::max(max_body_size))
+        .with_state(state)
+}
+
+/// The handler of one `ROUTES` entry (a unit test checks every entry has one).
+fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
+    Some(match (method, path) {
+        ("POST", "/v1/push/room/{room}") => post(push_room),
+        ("POST", "/v1/push/user/{user}") => post(push_user),
+        ("POST", "/v1/broadcast") => post(broadcast),
+        ("GET", "/v1/rooms/{room}") => get(room_info),
+        ("GET", "/v1/stats") => get(stats),
+        ("GET", "/v1/connections/{id}") => get(connection),
+        ("DELETE", "/v1/connections/{id}") => delete(kick),
+        ("GET", "/healthz") => get(healthz),
+        ("GET", "/metrics") => get(metrics),
+        _ => return None,
+    })
+}
+
+/// An error answered as `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> ApiError {
+        match e {
+            GatewayError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            GatewayError::Rejected(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "rejected", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> ApiError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                r.body_text(),
+            )
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Constant-time comparison, so the key cannot be guessed byte by byte from timing.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v);
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+async fn require_api_key(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.api_key {
+        let ok = presented_key(request.headers())
+            .is_some_and(|k| same_key(k.as_bytes(), expected.as_bytes()));
+        if !ok {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong API key (Authorization: Bearer KEY or X-Api-Key: KEY)",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(request).await
+}
+
+/// The JSON body of the push routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    payload: Option<String>,
+    payload_base64: Option<String>,
+    #[serde(default)]
+    urgent: bool,
+}
+
+/// Parses a push body: exactly one of `payload` and `payload_base64`.
+fn parse_push(body: Result<Bytes, BytesRejection>) -> Result<Push, ApiError> {
+    let body = body?;
+    let parsed: PushBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let payload = match (parsed.payload, parsed.payload_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map(Bytes::from)
+            .map_err(|e| {
+                ApiError::bad_request(format!("payload_base64 is not valid base64: {e}"))
+            })?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either payload or payload_base64, not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::bad_request("missing payload or payload_base64")),
+    };
+    Ok(Push {
+        payload,
+        urgent: parsed.urgent,
+    })
+}
+
+/// Room and user names: 1..=256 bytes, no whitespace or control characters.
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{what} name must be 1 to {MAX_NAME_LEN} bytes"
+        )));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "{what} name must not contain whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_conn_id(id: &str) -> Result<u64, ApiError> {
+    id.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("connection id {id:?} is not a decimal u64")))
+}
+
+async fn push_room(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name("room", &room)?;
+    let push = parse_push(body)?;
+    Ok(Json(s.gateway.push_room(room, push).await?).into_response())
+}
+
+async fn push_user(
+    State(s): State<AppState>,
+    Path(user): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name("user", &user)?;
+    let push = parse_push(body)?;
+    Ok(Json(s.gateway.push_user(user, push).await?).into_response())
+}
+
+async fn broadcast(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let push = parse_push(body)?;
+    Ok(Json(s.gateway.broadcast(push).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RoomQuery {
+    sample: Option<usize>,
+}
+
+async fn room_info(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    query: Result<Query<RoomQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("room", &room)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let sample = q
+        .sample
+        .unwrap_or(DEFAULT_MEMBER_SAMPLE)
+        .min(MAX_MEMBER_SAMPLE);
+    Ok(Json(s.gateway.room_info(room, sample).await?).into_response())
+}
+
+async fn stats(State(s): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(s.gateway.stats().await?).into_response())
+}
+
+async fn connection(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_conn_id(&id)?;
+    match s.gateway.connection(id).await? {
+        Some(info) => Ok(Json(info).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such connection",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct KickQuery {
+    reason: Option<String>,
+}
+
+async fn kick(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<KickQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_conn_id(&id)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if q.reason.as_ref().is_some_and(|r| r.len() > 1024) {
+        return Err(ApiError::bad_request("reason must be at most 1024 bytes"));
+    }
+    if s.gateway.kick(id, q.reason).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such connection",
+        ))
+    }
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    s.gateway.render_metrics(&mut out);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_handler() {
+        for (method, path) in ROUTES {
+            assert!(handler(method, path).is_some(), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(same_key(b"abc", b"abc"));
+        assert!(!same_key(b"abc", b"abd"));
+        assert!(!same_key(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn presented_key_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer k1"));
+        assert_eq!(presented_key(&h), Some("k1"));
+        h.insert("x-api-key", HeaderValue::from_static("k2"));
+        assert_eq!(presented_key(&h), Some("k2"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(presented_key(&h), None);
+    }
+
+    #[test]
+    fn push_bodies() {
+        let ok = |s: &'static str| parse_push(Ok(Bytes::from_static(s.as_bytes())));
+        let p = ok(r#"{"payload":"hi","urgent":true}"#).unwrap();
+        assert_eq!(p.payload, Bytes::from_static(b"hi"));
+        assert!(p.urgent);
+        let p = ok(r#"{"payload_base64":"AAEC"}"#).unwrap();
+        assert_eq!(&p.payload[..], &[0, 1, 2]);
+        assert!(!p.urgent);
+        for bad in [
+            "",
+            "{",
+            "{}",
+            r#"{"payload":"a","payload_base64":"AA=="}"#,
+            r#"{"payload_base64":"!!"}"#,
+            r#"{"payload":1}"#,
+            r#"{"payload":"a","extra":1}"#,
+        ] {
+            assert!(ok(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("room", "chat.lobby").is_ok());
+        assert!(check_name("room", "").is_err());
+        assert!(check_name("room", "a b").is_err());
+        assert!(check_name("room", &"x".repeat(257)).is_err());
+    }
+}

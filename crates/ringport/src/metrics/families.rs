@@ -1,0 +1,322 @@
+//! The metric families the gateway exports, as one plain snapshot struct and its renderer.
+//!
+//! A [`MetricsSnapshot`] is a sum over shards taken at scrape time. Most of it comes from the
+//! gateway's per-shard cells ([`super::Registry::snapshot`]); the engine-owned numbers
+//! (accepted, bytes, buffer-ring exhaustion, send batches, loop busy time) may instead be
+//! filled from `EngineHandle::stats` before rendering — every field is public for that.
+
+use super::text::{HistogramSnapshot, MetricType, TextWriter};
+
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every variant, in label order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// Number of variants (size of per-variant arrays).
+            pub const COUNT: usize = $name::ALL.len();
+            /// The Prometheus label value.
+            pub fn label(self) -> &'static str {
+                match self { $($name::$variant => $label),+ }
+            }
+            /// Index into per-variant arrays.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// Session state of an open connection.
+    ConnState { Handshaking => "handshaking", Active => "active", Sleeping => "sleeping" }
+}
+
+label_enum! {
+    /// Why a connection closed (engine reasons plus the gateway's own).
+    CloseCause {
+        Local => "local",
+        PeerClosed => "peer_closed",
+        PeerReset => "peer_reset",
+        IdleTimeout => "idle_timeout",
+        SlowConsumer => "slow_consumer",
+        Shutdown => "shutdown",
+        Io => "io_error",
+        HandshakeTimeout => "handshake_timeout",
+        HeartbeatTimeout => "heartbeat_timeout",
+        AuthFailed => "auth_failed",
+        ProtocolError => "protocol_error",
+        Kicked => "kicked",
+    }
+}
+
+label_enum! {
+    /// What a push addressed.
+    DeliveryKind { Room => "room", User => "user", Broadcast => "broadcast", Publish => "publish" }
+}
+
+label_enum! {
+    /// Why a message meant for a connection was discarded.
+    DropReason {
+        SlowConsumer => "slow_consumer",
+        NotConnected => "not_connected",
+        RateLimited => "rate_limited",
+        TooLarge => "too_large",
+        HoldbackOverflow => "holdback_overflow",
+    }
+}
+
+label_enum! {
+    /// Why a connection was passed over for a message on purpose (not an error).
+    SkipReason { Sleeping => "sleeping", Sender => "sender", Closing => "closing" }
+}
+
+label_enum! {
+    /// Direction of traffic.
+    Direction { In => "in", Out => "out" }
+}
+
+/// Bounds of the send batch histogram (messages per gathered send).
+pub static SEND_BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/// Bounds of the push-to-send latency histogram, in microseconds.
+pub static PUSH_LATENCY_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// Event-loop numbers of one shard (kept per shard: utilisation is a per-thread question).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardLoop {
+    /// Nanoseconds the loop spent processing (not waiting in io_uring_enter).
+    pub busy_ns: u64,
+    pub iterations: u64,
+}
+
+/// Everything `/metrics` shows, summed over shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub connections_open: [u64; ConnState::COUNT],
+    pub accepted: u64,
+    pub closed: [u64; CloseCause::COUNT],
+    pub frames: [u64; Direction::COUNT],
+    pub bytes: [u64; Direction::COUNT],
+    pub deliveries: [u64; DeliveryKind::COUNT],
+    pub drops: [u64; DropReason::COUNT],
+    pub skips: [u64; SkipReason::COUNT],
+    pub heartbeats_sent: u64,
+    pub heartbeats_missed: u64,
+    pub bufring_exhausted: u64,
+    pub send_batch: HistogramSnapshot,
+    pub push_to_send_us: HistogramSnapshot,
+    pub history_bytes: u64,
+    /// Indexed by shard.
+    pub shards: Vec<ShardLoop>,
+}
+
+impl Default for MetricsSnapshot {
+    fn default() -> Self {
+        MetricsSnapshot {
+            connections_open: [0; ConnState::COUNT],
+            accepted: 0,
+            closed: [0; CloseCause::COUNT],
+            frames: [0; Direction::COUNT],
+            bytes: [0; Direction::COUNT],
+            deliveries: [0; DeliveryKind::COUNT],
+            drops: [0; DropReason::COUNT],
+            skips: [0; SkipReason::COUNT],
+            heartbeats_sent: 0,
+            heartbeats_missed: 0,
+            bufring_exhausted: 0,
+            send_batch: HistogramSnapshot::empty(&SEND_BATCH_BOUNDS),
+            push_to_send_us: HistogramSnapshot::empty(&PUSH_LATENCY_BOUNDS_US),
+            history_bytes: 0,
+            shards: Vec::new(),
+        }
+    }
+}
+
+fn by<T: Copy>(
+    all: &[T],
+    values: &[u64],
+    label: impl Fn(T) -> &'static str,
+) -> Vec<(&'static str, u64)> {
+    all.iter()
+        .zip(values)
+        .map(|(v, n)| (label(*v), *n))
+        .collect()
+}
+
+impl MetricsSnapshot {
+    /// Appends the Prometheus text of every family.
+    pub fn render(&self, out: &mut String) {
+        let mut w = TextWriter::new(out);
+
+        w.family(
+            "ringport_build_info",
+            "Version of the running gateway (always 1).",
+            MetricType::Gauge,
+        );
+        w.sample(
+            "ringport_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+
+        w.family(
+            "ringport_connections_open",
+            "Open connections by session state.",
+            MetricType::Gauge,
+        );
+        for (state, n) in by(ConnState::ALL, &self.connections_open, ConnState::label) {
+            w.sample("ringport_connections_open", &[("state", state)], n);
+        }
+
+        w.family(
+            "ringport_connections_accepted_total",
+            "Connections accepted.",
+            MetricType::Counter,
+        );
+        w.sample("ringport_connections_accepted_total", &[], self.accepted);
+
+        w.family(
+            "ringport_connections_closed_total",
+            "Connections closed, by reason.",
+            MetricType::Counter,
+        );
+        for (reason, n) in by(CloseCause::ALL, &self.closed, CloseCause::label) {
+            w.sample(
+                "ringport_connections_closed_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
+
+        w.family(
+            "ringport_frames_total",
+            "Protocol frames by direction.",
+            MetricType::Counter,
+        );
+        for (dir, n) in by(Direction::ALL, &self.frames, Direction::label) {
+            w.sample("ringport_frames_total", &[("direction", dir)], n);
+        }
+
+        w.family(
+            "ringport_bytes_total",
+            "Bytes on client sockets by direction.",
+            MetricType::Counter,
+        );
+        for (dir, n) in by(Direction::ALL, &self.bytes, Direction::label) {
+            w.sample("ringport_bytes_total", &[("direction", dir)], n);
+        }
+
+        w.family(
+            "ringport_deliveries_total",
+            "Messages queued to a connection, by what addressed them.",
+            MetricType::Counter,
+        );
+        for (kind, n) in by(DeliveryKind::ALL, &self.deliveries, DeliveryKind::label) {
+            w.sample("ringport_deliveries_total", &[("kind", kind)], n);
+        }
+
+        w.family(
+            "ringport_drops_total",
+            "Messages discarded for a connection, by reason.",
+            MetricType::Counter,
+        );
+        for (reason, n) in by(DropReason::ALL, &self.drops, DropReason::label) {
+            w.sample("ringport_drops_total", &[("reason", reason)], n);
+        }
+
+        w.family(
+            "ringport_skips_total",
+            "Connections passed over on purpose, by reason.",
+            MetricType::Counter,
+        );
+        for (reason, n) in by(SkipReason::ALL, &self.skips, SkipReason::label) {
+            w.sample("ringport_skips_total", &[("reason", reason)], n);
+        }
+
+        w.family(
+            "ringport_heartbeats_sent_total",
+            "Heartbeat probes sent by the server.",
+            MetricType::Counter,
+        );
+        w.sample("ringport_heartbeats_sent_total", &[], self.heartbeats_sent);
+        w.family(
+            "ringport_heartbeats_missed_total",
+            "Heartbeat intervals a client let pass in silence.",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_heartbeats_missed_total",
+            &[],
+            self.heartbeats_missed,
+        );
+
+        w.family(
+            "ringport_bufring_exhausted_total",
+            "Times a shard's receive buffer ring ran empty (ENOBUFS).",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_bufring_exhausted_total",
+            &[],
+            self.bufring_exhausted,
+        );
+
+        w.family(
+            "ringport_send_batch_messages",
+            "Messages per gathered send.",
+            MetricType::Histogram,
+        );
+        w.histogram("ringport_send_batch_messages", &[], &self.send_batch, 1.0);
+
+        w.family(
+            "ringport_push_to_send_seconds",
+            "Time from a push arriving to its send being submitted.",
+            MetricType::Histogram,
+        );
+        w.histogram(
+            "ringport_push_to_send_seconds",
+            &[],
+            &self.push_to_send_us,
+            1e-6,
+        );
+
+        w.family(
+            "ringport_history_bytes",
+            "Memory held by message history.",
+            MetricType::Gauge,
+        );
+        w.sample("ringport_history_bytes", &[], self.history_bytes);
+
+        w.family(
+            "ringport_shard_busy_seconds_total",
+            "Time each shard loop spent working; rate() is its utilisation (0..1).",
+            MetricType::Counter,
+        );
+        let labels: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();
+        for (shard, l) in self.shards.iter().enumerate() {
+            w.sample_f64(
+                "ringport_shard_busy_seconds_total",
+                &[("shard", &labels[shard])],
+                l.busy_ns as f64 / 1e9,
+            );
+        }
+        w.family(
+            "ringport_shard_loop_iterations_total",
+            "Event loop iterations per shard.",
+            MetricType::Counter,
+        );
+        for (shard, l) in self.shards.iter().enumerate() {
+            w.sample(
+                "ringport_shard_loop_iterations_total",
+                &[("shard", &labels[shard])],
+                l.iterations,
+            );
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `ringport serve`: start the data plane, then the admin API over it, run until SIGINT or
+//! SIGTERM, then shut both down.
+//!
+//! The engine is started in exactly one place, [`start_data_plane`]; everything else here is
+//! independent of `ringport-io` and is tested with a fake [`DataPlane`].
+//!
+//! Mapping from the configuration to `ringport_io::EngineConfig` (for the wiring):
+//! `workers = server.effective_workers()`, `pin_cpus = server.pin_cpus`,
+//! `listen = Some(server.listen)`, `backlog = server.backlog`, and the `[engine]` keys field
+//! for field, durations through the `EngineSettings` helpers (`close_linger()`,
+//! `idle_timeout()`, `timer_tick()`, `accept_backoff()`, `shutdown_timeout()`), with
+//! `recv_buffers` narrowed to `u16` (validation caps it at 32768).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{AppMode, Config};
+use crate::http::{AdminServer, Gateway, HttpError};
+
+/// Why `serve` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("engine not yet linked: this build of ringport cannot start the data plane")]
+    EngineNotLinked,
+    #[error("data plane: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// A running data plane, as `serve` needs it.
+pub trait DataPlane: Send {
+    /// What the admin API calls.
+    fn gateway(&self) -> Arc<dyn Gateway>;
+    /// The client listener's real address.
+    fn local_addr(&self) -> Option<SocketAddr>;
+    /// Begin graceful shutdown (idempotent).
+    fn shutdown(&self);
+    /// Wait for every shard to exit.
+    fn join(self: Box<Self>) -> Result<(), ServeError>;
+}
+
+/// Starts the engine for `config` (gateway or echo application). The lead wires this to
+/// `ringport_io::Engine::start`.
+pub fn start_data_plane(_config: &Config) -> Result<Box<dyn DataPlane>, ServeError> {
+    Err(ServeError::EngineNotLinked)
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub fn run(config: &Config) -> Result<(), ServeError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ServeError::Signals)?;
+    }
+    run_until(config, start_data_plane, &stop)
+}
+
+/// Runs with the given data-plane starter until `stop` becomes true.
+pub fn run_until(
+    config: &Config,
+    start: impl FnOnce(&Config) -> Result<Box<dyn DataPlane>, ServeError>,
+    stop: &AtomicBool,
+) -> Result<(), ServeError> {
+    announce(config);
+    let plane = start(config)?;
+    let admin = match AdminServer::start(&config.admin, plane.gateway()) {
+        Ok(admin) => admin,
+        Err(e) => {
+            plane.shutdown();
+            let _ = plane.join();
+            return Err(e.into());
+        }
+    };
+    let clients = plane.local_addr().unwrap_or(config.server.listen);
+    tracing::info!(
+        clients = %clients,
+        admin = %admin.local_addr(),
+        "ringport ready"
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!(
+        timeout_ms = config.engine.shutdown_timeout_ms,
+        "shutting down: draining connections"
+    );
+    plane.shutdown();
+    let admin_result = admin.shutdown();
+    plane.join()?;
+    admin_result?;
+    tracing::info!("ringport stopped");
+    Ok(())
+}
+
+/// The startup banner: what listens where, in which mode, and loud warnings.
+pub fn announce(config: &Config) {
+    let s = &config.server;
+    let mode = match s.app {
+        AppMode::Gateway => "gateway (native protocol)",
+        AppMode::Echo => "echo (bare engine, no protocol)",
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mode,
+        clients = %s.listen,
+        admin = %config.admin.listen,
+        workers = s.effective_workers(),
+        pin_cpus = s.pin_cpus,
+        admin_api_key = if config.admin.api_key.is_some() { "required" } else { "not required (loopback)" },
+        "ringport starting"
+    );
+    if s.app == AppMode::Gateway && config.auth.anonymous_allowed() {
+        tracing::warn!(
+            "!!! ANONYMOUS ACCESS IS ALLOWED: any client reaching {} can connect without a token. \
+             Set auth.secret (RINGPORT_AUTH_SECRET or --secret) to require tokens. !!!",
+            s.listen
+        );
+    }
+    if s.app == AppMode::Echo {
+        tracing::warn!("echo mode: every byte is sent back; no auth, no rooms");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{GatewayStats, Push, PushOutcome, Reply, RoomInfo};
+    use std::io::{Read, Write};
+    use std::sync::atomic::AtomicUsize;
+
+    struct NullGateway;
+
+    impl Gateway for NullGateway {
+        fn push_room(&self, _: String, _: Push) -> Reply<'_, PushOutcome> {
+            Box::pin(async { Ok(PushOutcome::default()) })
+        }
+        fn push_user(&self, _: String, _: Push) -> Reply<'_, PushOutcome> {
+            Box::pin(async { Ok(PushOutcome::default()) })
+        }
+        fn broadcast(&self, _: Push) -> Reply<'_, PushOutcome> {
+            Box::pin(async { Ok(PushOutcome::default()) })
+        }
+        fn room_info(&self, room: String, _: usize) -> Reply<'_, RoomInfo> {
+            Box::pin(async move {
+                Ok(RoomInfo {
+                    room,
+                    ..RoomInfo::default()
+                })
+            })
+        }
+        fn stats(&self) -> Reply<'_, GatewayStats> {
+            Box::pin(async { Ok(GatewayStats::default()) })
+        }
+        fn connection(&self, _: u64) -> Reply<'_, Option<crate::http::ConnectionInfo>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn kick(&self, _: u64, _: Option<String>) -> Reply<'_, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn render_metrics(&self, _: &mut String) {}
+    }
+
+    struct FakePlane {
+        shutdowns: Arc<AtomicUsize>,
+    }
+
+    impl DataPlane for FakePlane {
+        fn gateway(&self) -> Arc<dyn Gateway> {
+            Arc::new(NullGateway)
+        }
+        fn local_addr(&self) -> Option<SocketAddr> {
+            None
+        }
+        fn shutdown(&self) {
+            self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        }
+        fn join(self: Box<Self>) -> Result<(), ServeError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn unlinked_engine_is_a_clear_error() {
+        let stop = AtomicBool::new(true);
+        let err = run_until(&Config::default(), start_data_plane, &stop).unwrap_err();
+        assert!(err.to_string().starts_with("engine not yet linked"));
+    }
+
+    #[test]
+    fn serves_admin_until_stopped() {
+        let mut config = Config::default();
+        // Find a free port, then let the server bind it.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        config.admin.listen = probe.local_addr().unwrap();
+        drop(probe);
+        let shutdowns = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let admin = config.admin.listen;
+        let t = {
+            let (stop, shutdowns) = (Arc::clone(&stop), Arc::clone(&shutdowns));
+            std::thread::spawn(move || {
+                run_until(&config, |_| Ok(Box::new(FakePlane { shutdowns })), &stop)
+            })
+        };
+        let mut body = String::new();
+        for _ in 0..100 {
+            if let Ok(mut s) = std::net::TcpStream::connect(admin) {
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                s.read_to_string(&mut body).unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        stop.store(true, Ordering::SeqCst);
+        t.join().unwrap().unwrap();
+        assert_eq!(shutdowns.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,173 @@
+//! Shared test helpers: a mock [`Gateway`] and a tiny blocking HTTP/1.1 client.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ringport::http::{
+    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
+    PushOutcome, Reply, RoomInfo, RoomMember,
+};
+use ringport::metrics::Registry;
+
+/// Records pushes and kicks; connection 7 exists, everything else does not.
+#[derive(Default)]
+pub struct MockGateway {
+    pub calls: Mutex<Vec<(String, Push)>>,
+    pub kicked: Mutex<Vec<(u64, Option<String>)>>,
+    pub unavailable: Mutex<bool>,
+}
+
+impl MockGateway {
+    fn record(&self, target: String, push: Push) -> Result<PushOutcome, GatewayError> {
+        if *self.unavailable.lock().unwrap() {
+            return Err(GatewayError::Unavailable("shutting down".into()));
+        }
+        self.calls.lock().unwrap().push((target, push));
+        Ok(PushOutcome { recipients: 3 })
+    }
+}
+
+impl Gateway for MockGateway {
+    fn push_room(&self, room: String, push: Push) -> Reply<'_, PushOutcome> {
+        Box::pin(async move { self.record(format!("room:{room}"), push) })
+    }
+    fn push_user(&self, user: String, push: Push) -> Reply<'_, PushOutcome> {
+        Box::pin(async move { self.record(format!("user:{user}"), push) })
+    }
+    fn broadcast(&self, push: Push) -> Reply<'_, PushOutcome> {
+        Box::pin(async move { self.record("broadcast".into(), push) })
+    }
+    fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo> {
+        Box::pin(async move {
+            let members = (0..3)
+                .map(|i| RoomMember {
+                    connection: i.to_string(),
+                    user: Some(format!("u{i}")),
+                })
+                .take(sample)
+                .collect();
+            Ok(RoomInfo {
+                room,
+                online: 3,
+                members,
+            })
+        })
+    }
+    fn stats(&self) -> Reply<'_, GatewayStats> {
+        Box::pin(async {
+            Ok(GatewayStats {
+                shards: 2,
+                connections: ConnectionCounts {
+                    handshaking: 1,
+                    active: 5,
+                    sleeping: 2,
+                },
+                rooms: 4,
+                users: 6,
+                uptime_seconds: 10,
+            })
+        })
+    }
+    fn connection(&self, id: u64) -> Reply<'_, Option<ConnectionInfo>> {
+        Box::pin(async move {
+            Ok((id == 7).then(|| ConnectionInfo {
+                id: id.to_string(),
+                remote_addr: Some("10.0.0.1:5555".into()),
+                user: Some("u7".into()),
+                rooms: vec!["lobby".into()],
+                state: ConnectionState::Active,
+                connected_since_ms: 1_700_000_000_000,
+                last_activity_ms: 1_700_000_001_000,
+                bytes_in: 10,
+                bytes_out: 20,
+                messages_in: 1,
+                messages_out: 2,
+                queued_bytes: 0,
+            }))
+        })
+    }
+    fn kick(&self, id: u64, reason: Option<String>) -> Reply<'_, bool> {
+        Box::pin(async move {
+            self.kicked.lock().unwrap().push((id, reason));
+            Ok(id == 7)
+        })
+    }
+    fn render_metrics(&self, out: &mut String) {
+        Registry::new(1).0.render(out);
+    }
+}
+
+/// A parsed response.
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut content_type = String::new();
+    let mut chunked = false;
+    for line in head.lines().skip(1) {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-type") {
+                content_type = v.trim().to_owned();
+            }
+            if k.eq_ignore_ascii_case("transfer-encoding") && v.trim() == "chunked" {
+                chunked = true;
+            }
+        }
+    }
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Response {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
