@@ -4,6 +4,7 @@
 //! A transport (the ringport-io client, the tokio client) owns one [`ShardRecorder`] per
 //! shard or task group and implements [`LoadDriver`]; [`run_load`] does the rest.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub struct SharedStats {
     pub closed_unexpectedly: AtomicU64,
     /// Echoed bytes that differ from what was sent.
     pub mismatches: AtomicU64,
+    /// Failed connects by errno (0 = no errno), so a failed run says why.
+    connect_errors: Mutex<BTreeMap<i32, u64>>,
     /// Latencies recorded since the sampler last took them.
     interval: Mutex<Histogram<u64>>,
 }
@@ -42,12 +45,23 @@ impl Default for SharedStats {
             connect_failed: AtomicU64::new(0),
             closed_unexpectedly: AtomicU64::new(0),
             mismatches: AtomicU64::new(0),
+            connect_errors: Mutex::new(BTreeMap::new()),
             interval: Mutex::new(new_latency_histogram()),
         }
     }
 }
 
 impl SharedStats {
+    /// Counts one failed connect (and its errno, when there is one).
+    pub fn connect_failed(&self, errno: Option<i32>) {
+        self.connect_failed.fetch_add(1, Ordering::Relaxed);
+        let mut m = self
+            .connect_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *m.entry(errno.unwrap_or(0)).or_default() += 1;
+    }
+
     /// Records into the shared histogram directly (for transports without a per-shard loop).
     pub fn with_latencies(&self, f: impl FnOnce(&mut Histogram<u64>)) {
         let mut h = self.interval.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,6 +198,8 @@ pub struct RunResult {
     /// Most connections open at once, over the whole run.
     pub peak_connections: u64,
     pub connect_failed: u64,
+    /// Failed connects by cause, e.g. "os error 99 (Cannot assign requested address)": count.
+    pub connect_errors: BTreeMap<String, u64>,
     pub closed_unexpectedly: u64,
     pub mismatches: u64,
     pub connect_secs: f64,
@@ -362,6 +378,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
         connections_requested: plan.connections,
         peak_connections: peak,
         connect_failed: t.failed,
+        connect_errors: connect_errors(&shared),
         closed_unexpectedly: t.closed,
         mismatches: t.mismatches,
         connect_secs,
@@ -376,6 +393,22 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
         server,
         timeline,
     })
+}
+
+fn connect_errors(shared: &[Arc<SharedStats>]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for s in shared {
+        let m = s.connect_errors.lock().unwrap_or_else(|e| e.into_inner());
+        for (&errno, &n) in m.iter() {
+            let key = if errno == 0 {
+                "no errno".to_string()
+            } else {
+                std::io::Error::from_raw_os_error(errno).to_string()
+            };
+            *out.entry(key).or_default() += n;
+        }
+    }
+    out
 }
 
 fn server_usage(

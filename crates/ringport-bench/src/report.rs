@@ -72,6 +72,9 @@ pub fn human_table(report: &Report) -> String {
             r.bench_cpu_secs,
             r.connect_failed + r.closed_unexpectedly + r.mismatches
         );
+        for (cause, n) in &r.connect_errors {
+            let _ = writeln!(s, "{:<10} {n} connect(s) failed: {cause}", "");
+        }
         if let Some(b) = r.server.as_ref().and_then(|s| s.rss_bytes_per_connection) {
             let _ = writeln!(s, "{:<10} server RSS per connection: {b:.0} bytes", "");
         }
@@ -254,6 +257,7 @@ mod tests {
             connections_requested: 10,
             peak_connections: 10,
             connect_failed: 0,
+            connect_errors: Default::default(),
             closed_unexpectedly: 0,
             mismatches: 0,
             connect_secs: 0.1,

@@ -28,7 +28,14 @@ pub struct EngineEcho {
 
 impl EngineEcho {
     pub fn new(cfg: EchoConfig) -> anyhow::Result<EngineEcho> {
-        let shards = cfg.threads.max(1);
+        let shards = shards_for(cfg.connections, cfg.threads, table_cap());
+        if shards > cfg.threads {
+            eprintln!(
+                "note: {} connections need {shards} client shards (a shard's direct-descriptor table \
+                 is capped at RLIMIT_NOFILE); using {shards} instead of --threads {}",
+                cfg.connections, cfg.threads
+            );
+        }
         let per_shard = cfg.connections.div_ceil(shards);
         let config = EngineConfig {
             workers: shards,
@@ -104,6 +111,26 @@ impl LoadDriver for EngineEcho {
             .join()
             .map_err(|e| anyhow!("ringport-io client engine: {e:?}"))
     }
+}
+
+/// Connections one shard can hold: the kernel caps a direct-descriptor table at
+/// RLIMIT_NOFILE (read from /proc/self/limits), less a margin.
+fn table_cap() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024);
+    soft.saturating_sub(64).max(64)
+}
+
+/// Shards needed so that no shard holds more than `cap` connections (at least `threads`).
+pub fn shards_for(connections: usize, threads: usize, cap: usize) -> usize {
+    threads.max(1).max(connections.div_ceil(cap.max(1)))
 }
 
 /// One connection slot of a shard.
@@ -188,9 +215,7 @@ impl EchoShard {
                     });
                     self.connecting += 1;
                 }
-                Err(_) => {
-                    self.stats().connect_failed.fetch_add(1, Ordering::Relaxed);
-                }
+                Err(e) => self.stats().connect_failed(e.raw_os_error()),
             }
         }
     }
@@ -319,8 +344,10 @@ impl Handler for EchoShard {
             }
         } else {
             self.connecting = self.connecting.saturating_sub(1);
-            if matches!(reason, CloseReason::ConnectFailed(_)) || !self.stopping {
-                self.stats().connect_failed.fetch_add(1, Ordering::Relaxed);
+            match reason {
+                CloseReason::ConnectFailed(errno) => self.stats().connect_failed(Some(errno)),
+                _ if !self.stopping => self.stats().connect_failed(None),
+                _ => {}
             }
         }
         self.open_more(ctx);
@@ -337,5 +364,19 @@ impl Handler for EchoShard {
     fn on_shutdown(&mut self, _ctx: &mut Ctx<'_, Self>) {
         self.stopping = true;
         self.recorder.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_grow_past_the_per_table_cap() {
+        assert_eq!(shards_for(50, 1, 19_936), 1);
+        assert_eq!(shards_for(25_000, 1, 19_936), 2);
+        assert_eq!(shards_for(25_000, 4, 19_936), 4);
+        assert_eq!(shards_for(100_000, 1, 19_936), 6);
+        assert!(table_cap() >= 64);
     }
 }

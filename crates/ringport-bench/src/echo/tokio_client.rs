@@ -148,8 +148,8 @@ impl ConnTask {
             let _permit = self.window.acquire().await;
             match self.connect().await {
                 Ok(s) => s,
-                Err(_) => {
-                    self.shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+                Err(e) => {
+                    self.shared.connect_failed(e.raw_os_error());
                     return;
                 }
             }
