@@ -6,8 +6,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RELEASE="$ROOT/target/release"
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-# Servers to compare; set SERVERS=tokio to exercise a script without the ringport binary.
-SERVERS=${SERVERS:-"ringport tokio"}
+# The server under test: `ringport` (ringport serve --app echo) or `engine-example`
+# (crates/ringport-io/examples/echo.rs, the bare engine echo, for when the ringport binary
+# cannot run the data plane yet). The baseline is always tokio-echo.
+OURS=${OURS:-ringport}
+# Servers to run; SERVERS=tokio exercises a script with the baseline alone.
+SERVERS=${SERVERS:-"$OURS tokio"}
 # Extra arguments for every ringport-bench run (e.g. "--client tokio").
 BENCH_ARGS=${BENCH_ARGS:-}
 
@@ -18,6 +22,9 @@ build() {
     [[ " $SERVERS " == *" ringport "* ]] && pkgs+=(-p ringport)
     (cd "$ROOT" && cargo build --release "${pkgs[@]}" ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}) >&2 \
         || die "release build failed"
+    if [[ " $SERVERS " == *" engine-example "* ]]; then
+        (cd "$ROOT" && cargo build --release -p ringport-io --example echo) >&2 || die "example build failed"
+    fi
     command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes"
 }
 
@@ -39,6 +46,12 @@ start_server() {
         [[ -x "$RELEASE/ringport" ]] || die "$RELEASE/ringport not built"
         taskset -c "$SERVER_CPU" "$RELEASE/ringport" serve --app echo --listen "127.0.0.1:$port" --workers 1 \
             >"$OUT/ringport-server.log" 2>&1 &
+        SERVER_PID=$!
+        SERVER_ADDR="127.0.0.1:$port"
+        ;;
+    engine-example)
+        taskset -c "$SERVER_CPU" "$RELEASE/examples/echo" "127.0.0.1:$port" 1 \
+            >"$OUT/engine-example-server.log" 2>&1 &
         SERVER_PID=$!
         SERVER_ADDR="127.0.0.1:$port"
         ;;

@@ -3,6 +3,7 @@
 #
 #   scripts/bench-echo.sh                 # 5 rounds each, 50 and 1000 connections
 #   ROUNDS=3 DURATION=5 CONNS="50" scripts/bench-echo.sh
+#   OURS=engine-example scripts/bench-echo.sh   # the bare ringport-io echo example instead
 #
 # Each round runs ringport then tokio-echo (both `taskset -c $SERVER_CPU`, one worker /
 # current-thread runtime) under `taskset -c $CLIENT_CPU ringport-bench echo` with $SIZE-byte
@@ -42,15 +43,15 @@ for conns in $CONNS; do
         done
     done
 done
-if [[ " $SERVERS " == *" ringport "* && " $SERVERS " == *" tokio "* ]]; then
+if [[ " $SERVERS " == *" $OURS "* && " $SERVERS " == *" tokio "* ]]; then
     for conns in $CONNS; do
         echo
         echo "## $conns connections"
         ours=() base=()
         for round in $(seq "$ROUNDS"); do
-            ours+=("$OUT/ringport-c$conns-r$round.json")
+            ours+=("$OUT/$OURS-c$conns-r$round.json")
             base+=("$OUT/tokio-c$conns-r$round.json")
         done
-        "$RELEASE/ringport-bench" compare --ours "${ours[@]}" --baseline "${base[@]}" | tee "$OUT/compare-c$conns.txt"
+        "$RELEASE/ringport-bench" compare --ours-name "$OURS" --ours "${ours[@]}" --baseline "${base[@]}" | tee "$OUT/compare-c$conns.txt"
     done
 fi

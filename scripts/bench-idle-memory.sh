@@ -2,6 +2,7 @@
 # Server memory per idle connection: ringport vs the tokio baseline.
 #
 #   scripts/bench-idle-memory.sh            # 19000 idle connections to each server
+#   OURS=engine-example scripts/bench-idle-memory.sh
 #
 # For each server: start it pinned, sample its RSS, open $CONNS connections from source
 # addresses $SOURCE_ADDRS (nothing is sent), hold them for $HOLD s, sample RSS again, and
