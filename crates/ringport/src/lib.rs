@@ -7,7 +7,10 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod echo;
+pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod offsets;
 pub mod serve;

@@ -102,14 +102,25 @@ fn token_verifies() {
 }
 
 #[test]
-fn serve_announces_then_reports_the_missing_engine() {
+fn serve_announces_then_reports_a_busy_port() {
+    // A plain listener (no SO_REUSEPORT) makes the engine's bind fail.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = busy.local_addr().unwrap().to_string();
     let o = ringport(
-        &["serve", "--admin", "127.0.0.1:0", "--log-format", "json"],
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
         &[],
     );
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("engine not yet linked"), "{err}");
+    assert!(err.contains("data plane"), "{err}");
     assert!(err.contains("\"message\":\"ringport starting\""), "{err}");
     assert!(err.contains("ANONYMOUS ACCESS IS ALLOWED"), "{err}");
     let o = ringport(&["serve", "--admin", "0.0.0.0:4667"], &[]);
