@@ -23,11 +23,7 @@ fn thousand_room_pushes_reach_two_hundred_clients_once_in_order() {
     }
 
     // Connections landed on both shards (the shard is the top byte of the id).
-    let info = json(
-        &server
-            .http("GET", "/v1/rooms/big?sample=1000", "")
-            .body,
-    );
+    let info = json(&server.http("GET", "/v1/rooms/big?sample=1000", "").body);
     assert_eq!(info["online"], CLIENTS as u64);
     let shards: BTreeSet<u64> = info["members"]
         .as_array()
@@ -170,5 +166,8 @@ fn client_publish_is_limited_by_size_rate_and_membership() {
         2 * accepted
     ));
     assert!(metric(&body, "ringport_drops_total{reason=\"rate_limited\"}") >= 2);
-    assert_eq!(metric(&body, "ringport_drops_total{reason=\"too_large\"}"), 1);
+    assert_eq!(
+        metric(&body, "ringport_drops_total{reason=\"too_large\"}"),
+        1
+    );
 }

@@ -191,6 +191,10 @@ fn bad_tokens_and_forbidden_rooms_are_rejected() {
     assert_eq!(c.join(1, "secret"), Status::FORBIDDEN);
     assert_eq!(c.join(2, "team"), Status::FORBIDDEN);
     assert_eq!(c.join(3, "team.a"), Status::OK);
-    assert_eq!(c.join(4, "*"), Status::INVALID, "the broadcast stream is not a room");
+    assert_eq!(
+        c.join(4, "*"),
+        Status::INVALID,
+        "the broadcast stream is not a room"
+    );
     server.wait_metric("ringport_connections_closed_total{reason=\"auth_failed\"} 5");
 }

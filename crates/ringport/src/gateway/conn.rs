@@ -119,8 +119,8 @@ impl TokenBucket {
         let elapsed = now_ms.saturating_sub(self.at_ms);
         self.at_ms = self.at_ms.max(now_ms);
         // `rate` tokens per second = `rate` milli-tokens per millisecond.
-        self.milli = (self.milli + elapsed.saturating_mul(u64::from(rate)))
-            .min(u64::from(burst) * 1000);
+        self.milli =
+            (self.milli + elapsed.saturating_mul(u64::from(rate))).min(u64::from(burst) * 1000);
         if self.milli >= 1000 {
             self.milli -= 1000;
             true

@@ -64,10 +64,9 @@ impl EngineGateway {
             .publish(target, kind, push.payload, push.urgent, at, |d| {
                 post_all(shards, |shard, reply| {
                     let d = Arc::clone(&d);
-                    self.handle
-                        .run(shard, move |h: &mut GatewayHandler, ctx| {
-                            reply.send(h.deliver(ctx, &d))
-                        });
+                    self.handle.run(shard, move |h: &mut GatewayHandler, ctx| {
+                        reply.send(h.deliver(ctx, &d))
+                    });
                 })
             })
             .map_err(GatewayError::Rejected)?;
@@ -132,10 +131,9 @@ impl Gateway for EngineGateway {
         Box::pin(async move {
             let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
                 let room = room.clone();
-                self.handle
-                    .run(shard, move |h: &mut GatewayHandler, _ctx| {
-                        reply.send(h.room_summary(&room, sample))
-                    });
+                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                    reply.send(h.room_summary(&room, sample))
+                });
             })
             .await?;
             let mut info = RoomInfo {
@@ -154,10 +152,9 @@ impl Gateway for EngineGateway {
     fn stats(&self) -> Reply<'_, GatewayStats> {
         Box::pin(async move {
             let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
-                self.handle
-                    .run(shard, move |h: &mut GatewayHandler, _ctx| {
-                        reply.send(h.counts())
-                    });
+                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                    reply.send(h.counts())
+                });
             })
             .await?;
             let mut by_state = [0u64; ConnState::COUNT];

@@ -102,21 +102,21 @@ impl Shared {
         let epoch = self.sink.epoch();
         let mut failed = None;
         let _order = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        let (offset, frame) =
-            self.sink
-                .append(&stream, self.clock.unix_ms(at), &mut |offset| {
-                    let push = Frame::Push(Push {
-                        stream: stream.clone(),
-                        epoch,
-                        offset,
-                        urgent,
-                        payload: payload.clone(),
-                    });
-                    push.to_bytes().unwrap_or_else(|e| {
-                        failed = Some(e.to_string());
-                        Bytes::new()
-                    })
+        let (offset, frame) = self
+            .sink
+            .append(&stream, self.clock.unix_ms(at), &mut |offset| {
+                let push = Frame::Push(Push {
+                    stream: stream.clone(),
+                    epoch,
+                    offset,
+                    urgent,
+                    payload: payload.clone(),
                 });
+                push.to_bytes().unwrap_or_else(|e| {
+                    failed = Some(e.to_string());
+                    Bytes::new()
+                })
+            });
         if let Some(e) = failed {
             return Err(e);
         }

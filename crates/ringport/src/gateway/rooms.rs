@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn leave_reports_the_moved_member() {
-        let ids: Vec<ConnId> = (1..=3).map(|i| ConnId::from_u64(i)).collect();
+        let ids: Vec<ConnId> = (1..=3).map(ConnId::from_u64).collect();
         let mut r = RoomIndex::default();
         assert_eq!(r.join("a", ids[0]), 0);
         assert_eq!(r.join("a", ids[1]), 1);

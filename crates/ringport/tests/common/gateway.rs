@@ -77,7 +77,10 @@ impl TestServer {
             if body.lines().any(|l| l == line) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "metric {line:?} never showed:\n{body}");
+            assert!(
+                Instant::now() < deadline,
+                "metric {line:?} never showed:\n{body}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
