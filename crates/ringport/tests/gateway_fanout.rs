@@ -171,3 +171,30 @@ fn client_publish_is_limited_by_size_rate_and_membership() {
         1
     );
 }
+
+#[test]
+fn batch_window_delays_room_messages_but_keeps_order() {
+    let mut config = test_config();
+    config.rooms.batch_window_ms = 50;
+    let server = TestServer::start(config);
+    let mut clients: Vec<Client> = (0..4).map(|_| server.welcomed("")).collect();
+    for c in &mut clients {
+        assert_eq!(c.join(1, "b"), Status::OK);
+    }
+    for i in 0..20 {
+        let r = server.http(
+            "POST",
+            "/v1/push/room/b",
+            &format!(r#"{{"payload":"{i}"}}"#),
+        );
+        assert_eq!(json(&r.body)["recipients"], 4);
+    }
+    for c in &mut clients {
+        let mut room = Vec::new();
+        while room.len() < 20 {
+            let p = c.push();
+            room.push(p.offset);
+        }
+        assert_eq!(room, (1..=20).collect::<Vec<u64>>());
+    }
+}

@@ -25,7 +25,7 @@ use ringport_proto::{Frame, Push, PushClass, PushOutcome, StreamName, MAX_NAME_L
 
 use super::handler::{transmit, GatewayHandler};
 use super::{Shared, BROADCAST_ROOM};
-use crate::metrics::{DeliveryKind, DropReason, SkipReason};
+use crate::metrics::{ConnState as Gauge, DeliveryKind, DropReason, SkipReason};
 
 /// Who a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl GatewayHandler {
                 .conns
                 .iter()
                 .flatten()
-                .filter(|c| c.gauge.is_some())
+                .filter(|c| matches!(c.gauge, Some(Gauge::Active | Gauge::Sleeping)))
                 .map(|c| c.id)
                 .collect(),
         };

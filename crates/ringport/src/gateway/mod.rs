@@ -183,3 +183,35 @@ pub fn start_with_sink(
     let gateway = Arc::new(EngineGateway::new(engine.handle(), shared));
     Ok(GatewayPlane { engine, gateway })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_keys_map_onto_the_session_schedule() {
+        let s = session_config(&Config::default());
+        // 30 s interval, probes every 5 s, 2 tolerated, 3 unanswered probes.
+        assert_eq!(s.heartbeat_interval_ms, 30_000);
+        assert_eq!(s.probe_divisor, 6);
+        assert_eq!(s.tolerated_misses, 2);
+        assert_eq!(s.close_after_misses, 4);
+        assert_eq!(s.max_payload, 1 << 20);
+        assert_eq!(s.max_rooms, 64);
+        let mut c = Config::default();
+        c.protocol.heartbeat_interval_ms = 200;
+        c.protocol.heartbeat_tolerated = 1;
+        c.protocol.heartbeat_probe_interval_ms = 100;
+        c.protocol.heartbeat_close_after = 1;
+        let s = session_config(&c);
+        assert_eq!((s.probe_divisor, s.close_after_misses), (2, 3));
+    }
+
+    #[test]
+    fn clock_round_trips() {
+        let clock = Clock::new();
+        let at = clock.instant(1234);
+        assert_eq!(clock.ms(at), 1234);
+        assert_eq!(clock.unix_ms(at), clock.started_unix_ms + 1234);
+    }
+}
