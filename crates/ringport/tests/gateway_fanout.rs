@@ -198,3 +198,28 @@ fn batch_window_delays_room_messages_but_keeps_order() {
         assert_eq!(room, (1..=20).collect::<Vec<u64>>());
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let mut config = test_config();
+    config.protocol.max_frame_size = 2 << 20;
+    config.engine.send_high_water = 2 << 20;
+    config.admin.max_body_size = 4 << 20;
+    let server = TestServer::start(config);
+    let mut slow = server.welcomed("");
+    assert_eq!(slow.join(1, "firehose"), Status::OK);
+    let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(1_500_000));
+    let mut pushes = 0;
+    loop {
+        let r = server.http("POST", "/v1/push/room/firehose", &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        if json(&r.body)["recipients"] == 0 {
+            break; // closed and gone from the room
+        }
+        pushes += 1;
+        assert!(pushes < 200, "kernel buffers cannot absorb 300 MB");
+    }
+    let body = server.wait_metric("ringport_connections_closed_total{reason=\"slow_consumer\"} 1");
+    assert!(metric(&body, "ringport_drops_total{reason=\"slow_consumer\"}") >= 1);
+    drop(slow);
+}
