@@ -1,14 +1,14 @@
 //! The push gateway on the engine: one [`GatewayHandler`] per shard, and the control-plane
 //! side that the HTTP API calls.
 //!
-//! - [`conn`]: per-connection state (session, reassembly buffer, user, rooms, rate limit,
+//! - `conn`: per-connection state (session, reassembly buffer, user, rooms, rate limit,
 //!   last delivered offsets).
-//! - [`handler`]: the engine callbacks: feed the sans-IO session, act on its events, send what
+//! - `handler`: the engine callbacks: feed the sans-IO session, act on its events, send what
 //!   it transmits, keep its timer armed.
-//! - [`rooms`]: per-shard room and user indexes.
-//! - [`fanout`]: numbering a message ([`crate::offsets::StreamSink`]), encoding it once,
+//! - `rooms`: per-shard room and user indexes.
+//! - `fanout`: numbering a message ([`crate::offsets::StreamSink`]), encoding it once,
 //!   posting it to every shard, and handing it to each member there.
-//! - [`control`]: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
+//! - `control`: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
 //!
 //! Threads: everything per connection lives on its shard; [`Shared`] is the read-mostly part
 //! every shard and the control plane see (configuration, token verifier, stream sink, metric
