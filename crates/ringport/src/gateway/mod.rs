@@ -10,7 +10,7 @@
 //!   posting it to every shard, and handing it to each member there.
 //! - `control`: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
 //!
-//! Threads: everything per connection lives on its shard; [`Shared`] is the read-mostly part
+//! Threads: everything per connection lives on its shard; `Shared` is the read-mostly part
 //! every shard and the control plane see (configuration, token verifier, stream sink, metric
 //! registry).
 
