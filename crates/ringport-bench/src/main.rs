@@ -1,2 +1,175 @@
-//! Placeholder: the ringport-bench tool (see issue 6).
-fn main() {}
+//! ringport-bench: load generator and client simulator for ringport.
+//!
+//! Every load is bounded in connections and time and aimed at loopback only.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod gateway;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use ringport_bench::{baseline, compare, echo, fonts, measure, report, stats};
+
+use cli::{Baseline, Cli, ClientTransport, Command, CommonArgs, EchoArgs};
+use echo::EchoConfig;
+use measure::{LoadDriver, RunPlan, RunResult};
+use report::{Comparison, Report};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Echo(args) => run_echo(args),
+        Command::Compare(a) => compare::run(
+            &a.ours,
+            &a.baseline,
+            a.json,
+            (&a.ours_name, &a.baseline_name),
+        ),
+        Command::Idle(a) => gateway::not_yet("idle", &a),
+        Command::Fanout(a) => gateway::not_yet("fanout", &a),
+        Command::Churn(a) => gateway::not_yet("churn", &a),
+        Command::Resume(a) => gateway::not_yet("resume", &a),
+    };
+    if let Err(e) = result {
+        eprintln!("ringport-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn check_loopback(common: &CommonArgs) -> anyhow::Result<()> {
+    if !common.target.ip().is_loopback() {
+        bail!(
+            "--target {} is not on loopback: the bench only loads 127.0.0.0/8 and ::1",
+            common.target
+        );
+    }
+    let duration_ok = common.duration > 0.0 && common.duration <= 3600.0;
+    if !duration_ok || !(0.0..=600.0).contains(&common.warmup) {
+        bail!("--duration must be in (0, 3600] s and --warmup in [0, 600] s");
+    }
+    if common.connections == 0 || common.connections > 1_000_000 {
+        bail!("--connections must be in 1..=1000000");
+    }
+    Ok(())
+}
+
+fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    check_loopback(common)?;
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            bail!("--rate must be a positive number of messages per second");
+        }
+    }
+    let sources = match &common.source_addrs {
+        Some(spec) => echo::parse_source_addrs(spec).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let cfg = EchoConfig {
+        target: common.target,
+        connections: common.connections,
+        size: args.size as usize,
+        depth: args.depth as usize,
+        rate: args.rate,
+        sources,
+        threads: common.threads.max(1),
+        idle: args.idle,
+    };
+    let progress = !common.json && std::io::stderr().is_terminal();
+    let plan = |label: &str, pid: Option<u32>| RunPlan {
+        connections: cfg.connections,
+        warmup: Duration::from_secs_f64(common.warmup),
+        duration: Duration::from_secs_f64(common.duration),
+        connect_timeout: echo::connect_timeout(cfg.connections),
+        server_pid: pid,
+        progress,
+        label: label.to_string(),
+    };
+    let mut runs = vec![echo_run(
+        &cfg,
+        args.client,
+        &plan("target", args.server_pid),
+        common.target,
+    )?];
+    let mut comparison = None;
+    if args.baseline == Some(Baseline::Tokio) {
+        let server = baseline::start_tokio_echo(args.server_cpu)?;
+        let base = echo_run(
+            &cfg,
+            args.client,
+            &plan("tokio", Some(server.pid())),
+            server.addr,
+        )?;
+        drop(server);
+        comparison = Some(compare(&runs[0], &base));
+        runs.push(base);
+    }
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        runs,
+        comparison,
+    };
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::human_table(&report));
+    }
+    if let Some(dir) = &common.report {
+        let files = report::write_report_dir(&report, dir)?;
+        if fonts::load_font().is_none() {
+            eprintln!("note: charts drawn without text ({})", fonts::SEARCHED);
+        }
+        if !common.json {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }
+    }
+    let bad: u64 = report.runs.iter().map(|r| r.mismatches).sum();
+    if bad > 0 {
+        bail!("{bad} connection(s) got back bytes that differ from what was sent");
+    }
+    Ok(())
+}
+
+fn echo_run(
+    cfg: &EchoConfig,
+    client: ClientTransport,
+    plan: &RunPlan,
+    target: SocketAddr,
+) -> anyhow::Result<RunResult> {
+    let cfg = EchoConfig {
+        target,
+        ..cfg.clone()
+    };
+    let driver: Box<dyn LoadDriver> = match client {
+        ClientTransport::Tokio => Box::new(echo::tokio_client::TokioEcho::new(cfg)?),
+        #[cfg(feature = "engine")]
+        ClientTransport::Engine => Box::new(echo::engine_client::EngineEcho::new(cfg)?),
+        #[cfg(not(feature = "engine"))]
+        ClientTransport::Engine => bail!(
+            "--client engine: this build has no ringport-io client (the engine has not landed; \
+             build with --features engine once it has), use --client tokio"
+        ),
+    };
+    measure::run_load(plan, driver)
+        .with_context(|| format!("run {:?} against {target}", plan.label))
+}
+
+fn compare(target: &RunResult, base: &RunResult) -> Comparison {
+    let cpu = |r: &RunResult| r.server.as_ref().and_then(|s| s.cpu_us_per_message);
+    Comparison {
+        baseline: base.label.clone(),
+        throughput_ratio: stats::ratio(target.messages_per_sec, base.messages_per_sec),
+        cpu_per_message_ratio: cpu(target)
+            .zip(cpu(base))
+            .and_then(|(a, b)| stats::ratio(a, b)),
+        p99_ratio: stats::ratio(target.latency.p99_us, base.latency.p99_us),
+        spread: None,
+    }
+}

@@ -27,7 +27,8 @@ pub struct EngineConfig {
     pub backlog: u32,
     /// Connections (accepted + outbound) per shard; also the size of the shard's direct
     /// descriptor table. The kernel caps a table at RLIMIT_NOFILE, so the engine clamps to
-    /// it. Default 65,536 (clamped).
+    /// it. At the cap a shard stops accepting: new connections wait in the listen backlog
+    /// until a slot frees. Default 65,536 (clamped).
     pub max_connections_per_shard: u32,
     /// Submission queue entries per ring (the completion queue is 4x). Default 4096.
     pub ring_entries: u32,

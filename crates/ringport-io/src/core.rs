@@ -20,12 +20,21 @@ use crate::sys::uring::Driver;
 use crate::timer::TimerWheel;
 use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
 
+/// Free slots below which accepts are armed one at a time. A multishot accept can take a
+/// whole burst from the backlog in one go; with fewer free slots than the burst, the kernel
+/// would accept and then close the connections that find no table entry.
+pub(crate) const MULTISHOT_HEADROOM: usize = 64;
+
 /// Whether and why the shard is not accepting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Accept {
     /// No listener (client-only engine) or shutting down.
     Off,
+    /// An accept operation is in flight.
     Armed,
+    /// The accept in flight is being cancelled (to re-arm in a mode that fits the free
+    /// slots); its final completion re-arms.
+    Cancelling,
     /// The direct descriptor table is full: re-arm when a slot frees.
     PausedFull,
     /// A resource error: re-arm at this tick.
@@ -55,6 +64,8 @@ pub(crate) struct Core<H: crate::Handler> {
     free_connects: Vec<u32>,
     pub listener: Option<OwnedFd>,
     pub accept: Accept,
+    /// The armed accept is multishot (else single).
+    accept_multishot: bool,
     pub start: Instant,
     pub now: Instant,
     pub now_tick: u64,
@@ -100,6 +111,7 @@ impl<H: crate::Handler> Core<H> {
                 Accept::Off
             },
             listener,
+            accept_multishot: false,
             start: now,
             now,
             now_tick: 0,
@@ -162,6 +174,7 @@ impl<H: crate::Handler> Core<H> {
         s.last_recv = self.now_tick;
         self.used += 1;
         self.sh.stats.slots_used.set(self.used as u64);
+        self.check_accept_headroom();
         Some(slot)
     }
 
@@ -240,6 +253,12 @@ impl<H: crate::Handler> Core<H> {
             .stats
             .send_blocks
             .set(self.pool.blocks_allocated() as u64);
+        // Connection operations only: the doorbell read and an armed accept are always there.
+        let resident = 1 + usize::from(matches!(self.accept, Accept::Armed | Accept::Cancelling));
+        self.sh
+            .stats
+            .inflight_ops
+            .set(self.driver.inflight().saturating_sub(resident) as u64);
     }
 
     pub fn mark_dirty(&mut self, slot: u32) {
@@ -269,11 +288,38 @@ impl<H: crate::Handler> Core<H> {
         self.driver.recv_multishot(fd, ud);
     }
 
+    /// Arms accepting: multishot while at least [`MULTISHOT_HEADROOM`] slots are free, one
+    /// connection at a time closer to the cap, not at all at the cap (`PausedFull`: a freed
+    /// slot re-arms). The kernel accepts a connection before it looks for a table entry and
+    /// closes it when the table is full, so the engine must not leave an accept armed that
+    /// could take more connections than it has slots: the excess waits in the backlog.
     pub fn arm_accept(&mut self) {
-        if let Some(l) = &self.listener {
+        let Some(l) = &self.listener else { return };
+        let free = (self.cap as usize).saturating_sub(self.used);
+        if free == 0 {
+            self.accept = Accept::PausedFull;
+            return;
+        }
+        self.accept_multishot = free >= MULTISHOT_HEADROOM;
+        if self.accept_multishot {
             self.driver
                 .accept_multishot(l.as_raw_fd(), pack(Op::Accept, 0, 0));
-            self.accept = Accept::Armed;
+        } else {
+            self.driver
+                .accept_one(l.as_raw_fd(), pack(Op::Accept, 0, 0));
+        }
+        self.accept = Accept::Armed;
+    }
+
+    /// After a slot was taken (accept or connect): an armed accept that could now take more
+    /// connections than there are free slots is cancelled; its final completion re-arms in
+    /// the mode that fits (see [`Core::arm_accept`]).
+    fn check_accept_headroom(&mut self) {
+        let free = (self.cap as usize).saturating_sub(self.used);
+        let too_many = free == 0 || (self.accept_multishot && free < MULTISHOT_HEADROOM);
+        if self.accept == Accept::Armed && too_many {
+            self.accept = Accept::Cancelling;
+            self.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
         }
     }
 
@@ -285,7 +331,7 @@ impl<H: crate::Handler> Core<H> {
         let s = &self.slots[slot as usize];
         let mut next = s.timer;
         if let (State::Open, Some(idle)) = (s.state, self.idle_ticks) {
-            next = next.min(s.last_recv + idle);
+            next = next.min(s.last_recv + idle + 1);
         }
         if next == NEVER || next >= s.wheel {
             return;
@@ -294,9 +340,12 @@ impl<H: crate::Handler> Core<H> {
         self.slots[slot as usize].wheel = at;
     }
 
+    /// Whether `idle_timeout` has passed since the slot's last receive. `last_recv` is the
+    /// tick the receive fell in (rounded down), so the deadline is one tick later than
+    /// `last_recv + idle`: a connection is never closed before its full idle time.
     pub fn idle_expired(&self, slot: u32) -> bool {
         let s = &self.slots[slot as usize];
-        matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick >= s.last_recv + idle)
+        matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick > s.last_recv + idle)
     }
 
     // ---- closing -------------------------------------------------------------------------

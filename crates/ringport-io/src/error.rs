@@ -113,3 +113,50 @@ impl std::fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uring_unavailable_says_why_and_what_to_do() {
+        let e = EngineError::UringUnavailable {
+            source: io::Error::from_raw_os_error(libc::EPERM),
+            sysctl_disabled: Some("2".into()),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("io_uring is not available on this host: "),
+            "{msg}"
+        );
+        assert!(msg.contains("EPERM: blocked by policy"), "{msg}");
+        assert!(msg.contains("seccomp"), "{msg}");
+        assert!(msg.contains("kernel.io_uring_disabled = 2"), "{msg}");
+        assert!(msg.contains("set it to 0"), "{msg}");
+        assert!(std::error::Error::source(&e).is_some());
+
+        let e = EngineError::UringUnavailable {
+            source: io::Error::from_raw_os_error(libc::ENOSYS),
+            sysctl_disabled: Some("0".into()),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ENOSYS: the kernel was built without io_uring"),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("kernel.io_uring_disabled = 0"),
+            "no advice when enabled: {msg}"
+        );
+
+        let e = EngineError::UringUnavailable {
+            source: io::Error::from_raw_os_error(libc::ENOMEM),
+            sysctl_disabled: None,
+        };
+        let msg = e.to_string();
+        assert!(
+            !msg.contains("EPERM") && !msg.contains("io_uring_disabled"),
+            "{msg}"
+        );
+    }
+}

@@ -206,11 +206,18 @@ impl<H: Handler> Shard<H> {
     }
 
     fn on_accept(&mut self, c: Completion) {
+        if !c.more() {
+            // The accept operation is over, whatever its result; re-armed below.
+            self.core.accept = Accept::Off;
+        }
         if c.result >= 0 {
             let fd = c.result as u32;
             let Some(slot) = self.core.alloc_slot() else {
                 // Cannot happen while the table and the slab have the same size; be safe.
                 self.core.driver.close(fd, 0);
+                if !c.more() {
+                    self.core.accept = Accept::PausedFull;
+                }
                 return;
             };
             self.core.sh.stats.accepted.inc();
@@ -250,6 +257,11 @@ impl<H: Handler> Shard<H> {
             if !c.more() {
                 self.core.accept = match kind {
                     _ if self.shutting_down.is_some() => Accept::Off,
+                    // Cancelled to switch to single accepts near the cap.
+                    None if self.core.listener.is_some() => {
+                        self.core.arm_accept();
+                        return;
+                    }
                     None => Accept::Off,
                     Some(crate::stats::AcceptError::TableFull) => {
                         self.core.sh.stats.accept_paused.inc();
@@ -484,6 +496,7 @@ impl<H: Handler> Shard<H> {
             None if requested => {
                 self.shutting_down = Some(self.core.now + self.core.cfg.shutdown_timeout);
                 if self.core.accept == Accept::Armed {
+                    // (When Cancelling, a cancel is already on its way.)
                     self.core.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
                 }
                 self.core.accept = Accept::Off;

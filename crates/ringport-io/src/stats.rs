@@ -99,7 +99,8 @@ pub struct ShardStats {
     pub busy_ns: Counter,
     /// Sends refused or connections closed at the high-water mark.
     pub slow_consumers: Counter,
-    /// Ring operations currently in flight (gauge; 0 at rest proves nothing leaked).
+    /// Ring operations in flight for connections, i.e. apart from the shard's doorbell read
+    /// and armed accept (gauge, updated once per loop turn; 0 at rest proves nothing leaked).
     pub inflight_ops: Counter,
     /// Connection slots currently allocated (gauge; includes closing ones).
     pub slots_used: Counter,

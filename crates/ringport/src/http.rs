@@ -12,7 +12,7 @@ pub mod gateway;
 pub mod routes;
 pub mod server;
 
-pub use fanout::{ask_all, ask_one, Replier, SHARD_REPLY_TIMEOUT};
+pub use fanout::{ask_all, ask_one, post_all, Asked, Replier, SHARD_REPLY_TIMEOUT};
 pub use gateway::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
     PushOutcome, Reply, RoomInfo, RoomMember,

@@ -1,7 +1,8 @@
 //! `ringport serve`: start the data plane, then the admin API over it, run until SIGINT or
 //! SIGTERM, then shut both down.
 //!
-//! The engine is started in exactly one place, [`start_data_plane`]; everything else here is
+//! The engine is started in exactly one place, [`start_data_plane`] (the gateway in
+//! [`crate::gateway`], or the echo application in [`crate::echo`]); everything else here is
 //! independent of `ringport-io` and is tested with a fake [`DataPlane`].
 //!
 //! Mapping from the configuration to `ringport_io::EngineConfig` (for the wiring):
@@ -23,8 +24,6 @@ use crate::http::{AdminServer, Gateway, HttpError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    #[error("engine not yet linked: this build of ringport cannot start the data plane")]
-    EngineNotLinked,
     #[error("data plane: {0}")]
     Engine(String),
     #[error(transparent)]
@@ -45,10 +44,36 @@ pub trait DataPlane: Send {
     fn join(self: Box<Self>) -> Result<(), ServeError>;
 }
 
-/// Starts the engine for `config` (gateway or echo application). The lead wires this to
-/// `ringport_io::Engine::start`.
-pub fn start_data_plane(_config: &Config) -> Result<Box<dyn DataPlane>, ServeError> {
-    Err(ServeError::EngineNotLinked)
+/// Starts the engine for `config`: the gateway (default) or the echo application.
+pub fn start_data_plane(config: &Config) -> Result<Box<dyn DataPlane>, ServeError> {
+    Ok(match config.server.app {
+        AppMode::Gateway => Box::new(crate::gateway::start(config)?),
+        AppMode::Echo => Box::new(crate::echo::start(config)?),
+    })
+}
+
+/// The engine configuration for `config` (see the module docs for the mapping).
+pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
+    let s = &config.server;
+    let e = &config.engine;
+    ringport_io::EngineConfig {
+        workers: s.effective_workers(),
+        pin_cpus: s.pin_cpus,
+        listen: Some(s.listen),
+        backlog: s.backlog,
+        max_connections_per_shard: e.max_connections_per_shard,
+        ring_entries: e.ring_entries,
+        recv_buffer_size: e.recv_buffer_size,
+        recv_buffers: u16::try_from(e.recv_buffers).unwrap_or(32_768),
+        send_high_water: usize::try_from(e.send_high_water).unwrap_or(usize::MAX),
+        slow_consumer: ringport_io::SlowConsumerPolicy::Close,
+        close_linger: e.close_linger(),
+        idle_timeout: e.idle_timeout(),
+        timer_tick: e.timer_tick(),
+        accept_backoff: e.accept_backoff(),
+        shutdown_timeout: e.shutdown_timeout(),
+        resolve_peer_addr: e.resolve_peer_addr,
+    }
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -185,10 +210,17 @@ mod tests {
     }
 
     #[test]
-    fn unlinked_engine_is_a_clear_error() {
-        let stop = AtomicBool::new(true);
-        let err = run_until(&Config::default(), start_data_plane, &stop).unwrap_err();
-        assert!(err.to_string().starts_with("engine not yet linked"));
+    fn engine_config_follows_the_keys() {
+        let mut c = Config::default();
+        c.server.workers = 3;
+        c.engine.recv_buffers = 1024;
+        c.engine.idle_timeout_ms = 1500;
+        let e = engine_config(&c);
+        assert_eq!(e.workers, 3);
+        assert_eq!(e.recv_buffers, 1024);
+        assert_eq!(e.listen, Some(c.server.listen));
+        assert_eq!(e.idle_timeout, Some(Duration::from_millis(1500)));
+        e.validate().unwrap();
     }
 
     #[test]

@@ -102,14 +102,25 @@ fn token_verifies() {
 }
 
 #[test]
-fn serve_announces_then_reports_the_missing_engine() {
+fn serve_announces_then_reports_a_busy_port() {
+    // A plain listener (no SO_REUSEPORT) makes the engine's bind fail.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = busy.local_addr().unwrap().to_string();
     let o = ringport(
-        &["serve", "--admin", "127.0.0.1:0", "--log-format", "json"],
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
         &[],
     );
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("engine not yet linked"), "{err}");
+    assert!(err.contains("data plane"), "{err}");
     assert!(err.contains("\"message\":\"ringport starting\""), "{err}");
     assert!(err.contains("ANONYMOUS ACCESS IS ALLOWED"), "{err}");
     let o = ringport(&["serve", "--admin", "0.0.0.0:4667"], &[]);
@@ -118,4 +129,119 @@ fn serve_announces_then_reports_the_missing_engine() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Starts `ringport serve ARGS` on loopback port 0, waits for `ringport ready`, and returns
+/// the child with the client and admin addresses it logged.
+fn serve(args: &[&str]) -> (std::process::Child, String, String) {
+    use std::io::BufRead;
+    let mut all = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--log-format",
+        "json",
+        "--set",
+        "engine.recv_buffers=256",
+    ];
+    all.extend(args);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args(&all)
+        .env_clear()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "ringport ready" {
+            let clients = v["clients"].as_str().unwrap().to_owned();
+            let admin = v["admin"].as_str().unwrap().to_owned();
+            // Keep reading the log, or the server's writes to stderr would fail.
+            std::thread::spawn(move || stderr.for_each(drop));
+            return (child, clients, admin);
+        }
+    }
+    panic!("ringport exited before it was ready: {:?}", child.wait());
+}
+
+fn stop(mut child: std::process::Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+}
+
+#[test]
+fn serve_echo_echoes_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    let (child, clients, admin) = serve(&["--app", "echo"]);
+    let mut s = std::net::TcpStream::connect(&clients).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(b"ping over io_uring").unwrap();
+    let mut back = [0u8; 18];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping over io_uring");
+    let mut h = std::net::TcpStream::connect(&admin).unwrap();
+    h.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    h.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("ringport_connections_accepted_total 1"),
+        "{body}"
+    );
+    stop(child);
+}
+
+#[test]
+fn serve_gateway_welcomes_a_client_and_stops_on_sigterm() {
+    use bytes::BytesMut;
+    use std::io::{Read, Write};
+    let (child, clients, _admin) = serve(&[]);
+    let mut s = std::net::TcpStream::connect(&clients).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let hello = ringport_proto::Frame::Hello(ringport_proto::Hello {
+        token: Default::default(),
+        client_info: "cli-test".into(),
+        resume: None,
+    });
+    s.write_all(&hello.to_bytes().unwrap()).unwrap();
+    let mut buf = BytesMut::new();
+    let decoder = ringport_proto::Decoder::default();
+    let frame = loop {
+        if let Some(f) = decoder.decode(&mut buf).unwrap() {
+            break f;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before WELCOME");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert!(
+        matches!(frame, ringport_proto::Frame::Welcome(_)),
+        "{frame:?}"
+    );
+    stop(child);
+    // Shutdown says goodbye with GOING_AWAY.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    buf.extend_from_slice(&rest);
+    match decoder.decode(&mut buf).unwrap() {
+        Some(ringport_proto::Frame::Close { reason, .. }) => {
+            assert_eq!(reason, ringport_proto::CloseReason::GOING_AWAY)
+        }
+        other => panic!("expected CLOSE GOING_AWAY, got {other:?}"),
+    }
 }

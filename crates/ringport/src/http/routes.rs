@@ -32,8 +32,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
-/// Longest room or user name accepted in a path.
-pub const MAX_NAME_LEN: usize = 256;
+/// Longest room or user name accepted in a path (a stream name on the wire holds 255 bytes).
+pub const MAX_NAME_LEN: usize = ringport_proto::MAX_NAME_LEN;
 /// Default and largest member sample of `GET /v1/rooms/{room}`.
 pub const DEFAULT_MEMBER_SAMPLE: usize = 20;
 pub const MAX_MEMBER_SAMPLE: usize = 1000;
@@ -228,7 +228,7 @@ fn parse_push(body: Result<Bytes, BytesRejection>) -> Result<Push, ApiError> {
     })
 }
 
-/// Room and user names: 1..=256 bytes, no whitespace or control characters.
+/// Room and user names: 1..=255 bytes, no whitespace or control characters.
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::bad_request(format!(

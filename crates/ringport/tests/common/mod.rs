@@ -1,5 +1,8 @@
-//! Shared test helpers: a mock [`Gateway`] and a tiny blocking HTTP/1.1 client.
+//! Shared test helpers: a mock [`Gateway`], a tiny blocking HTTP/1.1 client, and (in
+//! [`gateway`]) an in-process gateway with a protocol client.
 #![allow(dead_code)]
+
+pub mod gateway;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

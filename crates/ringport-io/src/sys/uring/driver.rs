@@ -54,6 +54,9 @@ pub(crate) struct Driver {
     pub features: Features,
     /// Operations submitted and not yet finished (their last completion not seen).
     inflight: usize,
+    /// Completions taken off the CQ mid-turn to make room (see `push`), in order; handed
+    /// out first by the next `drain`.
+    stashed: Vec<Completion>,
 }
 
 impl Driver {
@@ -104,6 +107,7 @@ impl Driver {
             doorbell_buf: Box::new(0),
             features,
             inflight: 0,
+            stashed: Vec::new(),
         })
     }
 
@@ -116,9 +120,15 @@ impl Driver {
                 return;
             }
             // Submission queue full mid-turn: hand what we have to the kernel and retry.
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    tracing::error!(error = %e, "io_uring submit failed while flushing a full queue");
+            match self.ring.submit() {
+                Ok(_) => {}
+                // Kernels before 5.19 refuse submissions while completions that overflowed
+                // the CQ wait in the kernel's backlog: make room (the completions are handed
+                // out by the next `drain`) so the backlog can flush, instead of spinning.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_completions(),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring submit failed while flushing a full queue")
                 }
             }
         }
@@ -130,6 +140,17 @@ impl Driver {
             // Direct descriptors are never in the fd table, so there is nothing to
             // close-on-exec (and the kernel rejects SOCK_CLOEXEC with them).
             .allocate_file_index(true)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
+    /// One accept on `listener` into a kernel-allocated direct descriptor. Used near the
+    /// connection cap: a multishot accept keeps taking connections from the backlog and the
+    /// kernel closes any it cannot fit in the table, where a single accept leaves them queued.
+    pub fn accept_one(&mut self, listener: RawFd, user_data: u64) {
+        let e = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+            .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
             .build()
             .user_data(user_data);
         self.push(e);
@@ -251,6 +272,8 @@ impl Driver {
     /// Submits everything queued and waits for at least one completion, or `timeout`.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
+            // Completions already stashed: submit, don't wait.
+            _ if !self.stashed.is_empty() => self.ring.submit(),
             Some(t) => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
@@ -272,9 +295,20 @@ impl Driver {
         }
     }
 
+    /// Moves the completions in the CQ to `stashed` (to free CQ space mid-turn).
+    fn stash_completions(&mut self) {
+        let cq = self.ring.completion();
+        self.stashed.extend(cq.map(|c| Completion {
+            user_data: c.user_data(),
+            result: c.result(),
+            flags: c.flags(),
+        }));
+    }
+
     /// Moves every available completion into `out`.
     pub fn drain(&mut self, out: &mut Vec<Completion>) {
         let start = out.len();
+        out.append(&mut self.stashed);
         let cq = self.ring.completion();
         out.extend(cq.map(|c| Completion {
             user_data: c.user_data(),

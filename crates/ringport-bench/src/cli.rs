@@ -1,0 +1,137 @@
+//! Command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringport-bench",
+    version,
+    about = "Load generator and client simulator for ringport (loopback only)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Echo load: send messages, verify the echoed bytes, measure throughput and latency.
+    Echo(EchoArgs),
+    /// Median ratio and min–max spread of alternating runs (reads `echo --json` outputs).
+    Compare(CompareArgs),
+    /// Hold many idle gateway sessions (handshake + heartbeats) and measure server memory.
+    Idle(GatewayArgs),
+    /// Subscribe connections to rooms and measure publish fan-out latency.
+    Fanout(GatewayArgs),
+    /// Open and close gateway sessions continuously (connect/handshake/close churn).
+    Churn(GatewayArgs),
+    /// Disconnect sessions and resume them from their last offset; verify nothing is lost.
+    Resume(GatewayArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Server address (must be on loopback: 127.0.0.0/8 or ::1).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub target: SocketAddr,
+    /// Connections to open.
+    #[arg(long, default_value_t = 50)]
+    pub connections: usize,
+    /// Seconds to measure (after warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Print one JSON document on stdout instead of the table (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+    /// Write summary.md and PNG charts into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Local source addresses, e.g. 127.0.0.2-127.0.0.250 (spreads connections past one
+    /// address's ephemeral ports).
+    #[arg(long)]
+    pub source_addrs: Option<String>,
+    /// Client threads (engine shards).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    Tokio,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientTransport {
+    /// The ringport-io engine (direct descriptors, scales past the fd limit).
+    Engine,
+    /// tokio, a task per connection (cross-check; limited by the process fd limit).
+    Tokio,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Bytes per message (at least 8: each carries a sequence number).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(8..=16_777_216))]
+    pub size: u32,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub depth: u32,
+    /// Open loop: total messages per second over all connections, latency measured from each
+    /// message's intended send time (corrects coordinated omission). Default: closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Also run the same load against tokio-echo started here, pinned to --server-cpu, and
+    /// print ratios (target / baseline).
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Core the baseline server is pinned to (with taskset), the core the target server uses.
+    #[arg(long, default_value_t = 0)]
+    pub server_cpu: usize,
+    /// PID of the target server: report its CPU per message and RSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Open the connections and send nothing (memory per idle connection).
+    #[arg(long)]
+    pub idle: bool,
+    /// Client transport.
+    #[arg(long, value_enum, default_value_t = default_transport())]
+    pub client: ClientTransport,
+}
+
+const fn default_transport() -> ClientTransport {
+    if cfg!(feature = "engine") {
+        ClientTransport::Engine
+    } else {
+        ClientTransport::Tokio
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// `echo --json` outputs of the system under test, in run order.
+    #[arg(long, num_args = 1.., required = true)]
+    pub ours: Vec<PathBuf>,
+    /// `echo --json` outputs of the baseline, in the same order (run i pairs with run i).
+    #[arg(long, num_args = 1.., required = true)]
+    pub baseline: Vec<PathBuf>,
+    #[arg(long, default_value = "ringport")]
+    pub ours_name: String,
+    #[arg(long, default_value = "tokio")]
+    pub baseline_name: String,
+    #[arg(long)]
+    pub json: bool,
+}

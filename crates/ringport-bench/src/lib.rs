@@ -1,0 +1,12 @@
+//! ringport-bench as a library: the measurement core, the echo transports and the report
+//! writer, so integration tests can drive them without the command line.
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod compare;
+pub mod echo;
+pub mod fonts;
+pub mod measure;
+pub mod procfs;
+pub mod report;
+pub mod stats;

@@ -1,0 +1,76 @@
+//! CPU time and resident memory of a process, read from /proc (no unsafe, no libc calls).
+
+use anyhow::Context;
+
+/// Linux reports utime/stime in USER_HZ ticks, which the kernel ABI fixes at 100 per second.
+const USER_HZ: f64 = 100.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcSample {
+    pub pid: u32,
+    /// utime + stime of the whole process (all threads, live and exited), seconds.
+    pub cpu_secs: f64,
+    /// VmRSS, KiB.
+    pub rss_kib: u64,
+}
+
+pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (is the server running?)"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    parse(pid, &stat, &status)
+}
+
+pub fn sample_self() -> anyhow::Result<ProcSample> {
+    sample(std::process::id())
+}
+
+pub fn parse(pid: u32, stat: &str, status: &str) -> anyhow::Result<ProcSample> {
+    // The command name (field 2) is in parentheses and may contain spaces: split after ')'.
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ')': field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short /proc/PID/stat")?
+            .parse::<u64>()
+            .context("bad tick count")? as f64)
+    };
+    let cpu_secs = (tick(11)? + tick(12)?) / USER_HZ;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(ProcSample {
+        pid,
+        cpu_secs,
+        rss_kib,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_the_name() {
+        let stat = "42 (tokio echo) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 2 0 1 1 1";
+        let status = "Name:\ttokio\nVmRSS:\t   12345 kB\nThreads:\t2\n";
+        let s = parse(42, stat, status).unwrap();
+        assert_eq!(s.cpu_secs, 3.0);
+        assert_eq!(s.rss_kib, 12345);
+    }
+
+    #[test]
+    fn reads_its_own_process() {
+        let s = sample_self().unwrap();
+        assert!(s.rss_kib > 0);
+    }
+}

@@ -1,0 +1,315 @@
+//! Output: the human table, the JSON document, and `--report DIR` (summary.md + PNG charts).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::measure::{Phase, RunResult};
+use crate::stats::RatioSpread;
+
+/// A comparison of the target against a baseline measured in the same invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub baseline: String,
+    /// target / baseline messages per second.
+    pub throughput_ratio: Option<f64>,
+    /// target / baseline server CPU per message (lower is better for the target).
+    pub cpu_per_message_ratio: Option<f64>,
+    /// target / baseline p99 latency.
+    pub p99_ratio: Option<f64>,
+    pub spread: Option<RatioSpread>,
+}
+
+/// The whole output of one invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub runs: Vec<RunResult>,
+    pub comparison: Option<Comparison>,
+}
+
+pub fn human_table(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<10} {:>7} {:>12} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>10} {:>10}",
+        "run",
+        "conns",
+        "msgs/s",
+        "p50 us",
+        "p99 us",
+        "p999 us",
+        "max us",
+        "srv us/msg",
+        "srv MiB",
+        "bench cpu",
+        "errors"
+    );
+    for r in &report.runs {
+        let srv_cpu = r
+            .server
+            .as_ref()
+            .and_then(|s| s.cpu_us_per_message)
+            .map_or("-".to_string(), |v| format!("{v:.2}"));
+        let srv_rss = r.server.as_ref().map_or("-".to_string(), |s| {
+            format!("{:.1}", s.rss_after_kib as f64 / 1024.0)
+        });
+        let _ = writeln!(
+            s,
+            "{:<10} {:>7} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>9} {:>9.2}s {:>10}",
+            r.label,
+            r.peak_connections,
+            r.messages_per_sec,
+            r.latency.p50_us,
+            r.latency.p99_us,
+            r.latency.p999_us,
+            r.latency.max_us,
+            srv_cpu,
+            srv_rss,
+            r.bench_cpu_secs,
+            r.connect_failed + r.closed_unexpectedly + r.mismatches
+        );
+        for (cause, n) in &r.connect_errors {
+            let _ = writeln!(s, "{:<10} {n} connect(s) failed: {cause}", "");
+        }
+        if let Some(b) = r.server.as_ref().and_then(|s| s.rss_bytes_per_connection) {
+            let _ = writeln!(s, "{:<10} server RSS per connection: {b:.0} bytes", "");
+        }
+    }
+    if let Some(c) = &report.comparison {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            s,
+            "ratio vs {}: throughput {}  server cpu/msg {}  p99 {}",
+            c.baseline,
+            f(c.throughput_ratio),
+            f(c.cpu_per_message_ratio),
+            f(c.p99_ratio)
+        );
+    }
+    s
+}
+
+/// Writes `summary.md` and the charts into `dir`; returns the files written.
+pub fn write_report_dir(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let font = crate::fonts::load_font();
+    let mut written = Vec::new();
+    let charts = [
+        ("throughput.png", "messages per second", Metric::Throughput),
+        ("latency.png", "latency per second (us)", Metric::Latency),
+        ("connections.png", "open connections", Metric::Connections),
+    ];
+    for (file, title, metric) in charts {
+        let path = dir.join(file);
+        draw_chart(report, &path, title, metric, font.is_some())
+            .with_context(|| format!("drawing {}", path.display()))?;
+        written.push(path);
+    }
+    let mut md = String::new();
+    let _ = writeln!(md, "# ringport-bench report\n\n`{}`\n", report.command);
+    let _ = writeln!(md, "```text\n{}```\n", human_table(report));
+    if font.is_none() {
+        let _ = writeln!(
+            md,
+            "Charts have no text: no TrueType font was found ({}).\n",
+            crate::fonts::SEARCHED
+        );
+    }
+    for (file, title, _) in charts {
+        let _ = writeln!(md, "## {title}\n\n![{title}]({file})\n");
+    }
+    let _ = writeln!(
+        md,
+        "## Runs (JSON)\n\n```json\n{}\n```",
+        serde_json::to_string_pretty(report)?
+    );
+    let path = dir.join("summary.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    written.push(path);
+    Ok(written)
+}
+
+#[derive(Clone, Copy)]
+enum Metric {
+    Throughput,
+    Latency,
+    Connections,
+}
+
+fn draw_chart(
+    report: &Report,
+    path: &Path,
+    title: &str,
+    metric: Metric,
+    text: bool,
+) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    // One series per run (and per percentile for latency).
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for r in &report.runs {
+        let pts = |f: &dyn Fn(&crate::measure::Sample) -> f64| -> Vec<(f64, f64)> {
+            r.timeline
+                .iter()
+                .filter(|s| {
+                    !matches!(metric, Metric::Latency | Metric::Throughput)
+                        || s.phase != Phase::Connect
+                })
+                .map(|s| (s.t, f(s)))
+                .collect()
+        };
+        match metric {
+            Metric::Throughput => series.push((r.label.clone(), pts(&|s| s.messages_per_sec))),
+            Metric::Connections => series.push((r.label.clone(), pts(&|s| s.connections as f64))),
+            Metric::Latency => {
+                series.push((format!("{} p50", r.label), pts(&|s| s.latency.p50_us)));
+                series.push((format!("{} p99", r.label), pts(&|s| s.latency.p99_us)));
+                series.push((format!("{} p999", r.label), pts(&|s| s.latency.p999_us)));
+            }
+        }
+    }
+    let all = series.iter().flat_map(|(_, p)| p.iter());
+    let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = all.map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(title, ("sans-serif", 22))
+            .x_label_area_size(40)
+            .y_label_area_size(80);
+    } else {
+        builder.x_label_area_size(5).y_label_area_size(5);
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+    } else {
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .draw()?;
+    }
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let s = chart.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
+        if text {
+            s.label(name).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Sample;
+    use crate::stats::LatencySummary;
+
+    fn run(label: &str) -> RunResult {
+        let latency = LatencySummary {
+            samples: 10,
+            p50_us: 20.0,
+            p90_us: 30.0,
+            p99_us: 40.0,
+            p999_us: 50.0,
+            max_us: 60.0,
+            mean_us: 22.0,
+        };
+        let timeline = (0..5)
+            .map(|i| Sample {
+                t: i as f64,
+                phase: if i == 0 {
+                    Phase::Connect
+                } else {
+                    Phase::Measure
+                },
+                connections: 10,
+                messages_per_sec: 1000.0 + i as f64,
+                mib_per_sec: 0.5,
+                latency,
+            })
+            .collect();
+        RunResult {
+            label: label.into(),
+            connections_requested: 10,
+            peak_connections: 10,
+            connect_failed: 0,
+            connect_errors: Default::default(),
+            closed_unexpectedly: 0,
+            mismatches: 0,
+            connect_secs: 0.1,
+            measured_secs: 4.0,
+            messages: 4000,
+            messages_per_sec: 1000.0,
+            bytes_sent: 1,
+            bytes_received: 1,
+            mib_per_sec_received: 0.5,
+            latency,
+            bench_cpu_secs: 0.5,
+            server: None,
+            timeline,
+        }
+    }
+
+    #[test]
+    fn report_dir_gets_summary_and_three_pngs() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = Report {
+            command: "ringport-bench echo".into(),
+            runs: vec![run("target"), run("tokio")],
+            comparison: None,
+        };
+        let files = write_report_dir(&report, dir.path()).unwrap();
+        assert_eq!(files.len(), 4);
+        for f in &files {
+            let len = std::fs::metadata(f).unwrap().len();
+            assert!(len > 100, "{} is {len} bytes", f.display());
+        }
+        let png = std::fs::read(dir.path().join("throughput.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(md.contains("![open connections](connections.png)"));
+        assert!(md.contains("\"peak_connections\": 10"));
+    }
+
+    #[test]
+    fn table_has_a_row_per_run_and_the_ratios() {
+        let report = Report {
+            command: String::new(),
+            runs: vec![run("target"), run("tokio")],
+            comparison: Some(Comparison {
+                baseline: "tokio".into(),
+                throughput_ratio: Some(1.5),
+                cpu_per_message_ratio: None,
+                p99_ratio: Some(0.5),
+                spread: None,
+            }),
+        };
+        let t = human_table(&report);
+        assert_eq!(t.lines().count(), 4);
+        assert!(t.contains("throughput 1.500"));
+    }
+}

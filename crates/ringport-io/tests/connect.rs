@@ -1,0 +1,104 @@
+//! Outbound connections: `Ctx::connect` from a chosen source address, and a refused one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+
+use common::{wait_until, Behaviour, Log, Recorder, DEADLINE};
+use ringport_io::{CloseReason, ConnId, Engine, EngineConfig, Origin};
+use std::sync::Arc;
+
+fn client_engine() -> (Engine<Recorder>, Arc<Log>) {
+    let log = Arc::new(Log::default());
+    let l = log.clone();
+    let b = Behaviour {
+        keep: true,
+        ..Default::default()
+    };
+    let cfg = EngineConfig {
+        workers: 1,
+        ..Default::default()
+    };
+    let engine = Engine::start(cfg, move |_, _| Recorder::new(l.clone(), b)).expect("engine");
+    (engine, log)
+}
+
+fn connect(engine: &Engine<Recorder>, to: SocketAddr, bind: Option<SocketAddr>) -> ConnId {
+    let (tx, rx) = mpsc::channel();
+    engine.handle().run(0, move |_, ctx| {
+        tx.send(ctx.connect(to, bind).map_err(|e| e.to_string()))
+            .unwrap();
+    });
+    rx.recv_timeout(DEADLINE).unwrap().expect("connect queued")
+}
+
+#[test]
+fn outbound_connect_from_a_source_address_carries_data_both_ways() {
+    let (engine, log) = client_engine();
+    let h = engine.handle();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind: SocketAddr = "127.0.0.7:0".parse().unwrap();
+    let id = connect(&engine, listener.local_addr().unwrap(), Some(bind));
+    let (mut peer, from) = listener.accept().unwrap();
+    assert_eq!(
+        from.ip(),
+        bind.ip(),
+        "the connection comes from the requested source"
+    );
+    wait_until("on_open(Connected)", DEADLINE, || !log.opens().is_empty());
+    assert_eq!(log.opens.lock().unwrap()[0], (id, Origin::Connected));
+    assert_eq!(h.stats(0).connected, 1);
+
+    // Engine -> peer.
+    let msg = common::pattern(7, 300_000);
+    h.send(id, bytes::Bytes::from(msg.clone()));
+    let mut got = vec![0u8; msg.len()];
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    peer.read_exact(&mut got).unwrap();
+    assert!(got == msg);
+    // Peer -> engine.
+    peer.write_all(b"from the other side").unwrap();
+    wait_until("bytes arrive at the engine", DEADLINE, || {
+        log.received.lock().unwrap().get(&id).map(|v| v.len()) == Some(19)
+    });
+    assert_eq!(log.received.lock().unwrap()[&id], b"from the other side");
+
+    drop(peer);
+    wait_until("peer close seen", DEADLINE, || {
+        log.close_reason(id).is_some()
+    });
+    assert_eq!(log.close_reason(id), Some(CloseReason::PeerClosed));
+    common::wait_at_rest(&h);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}
+
+#[test]
+fn connect_to_a_closed_port_fails_with_econnrefused() {
+    let (engine, log) = client_engine();
+    let h = engine.handle();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let id = connect(&engine, closed, Some("127.0.0.9:0".parse().unwrap()));
+    wait_until("on_close", DEADLINE, || log.close_reason(id).is_some());
+    assert_eq!(
+        log.close_reason(id),
+        Some(CloseReason::ConnectFailed(libc::ECONNREFUSED))
+    );
+    assert!(log.opens().is_empty(), "no on_open for a failed connect");
+    common::wait_at_rest(&h);
+    // The slot is reusable: a second attempt fails the same way.
+    let id2 = connect(&engine, closed, None);
+    assert_ne!(id, id2);
+    wait_until("second on_close", DEADLINE, || {
+        log.close_reason(id2).is_some()
+    });
+    assert_eq!(log.closes.lock().unwrap().len(), 2);
+    common::wait_at_rest(&h);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}

@@ -1,0 +1,70 @@
+//! Graceful shutdown with traffic in flight.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{pattern, pump, start, totals, wait_until, Behaviour, Flow, DEADLINE};
+use ringport_io::{CloseReason, EngineConfig};
+
+#[test]
+fn shutdown_delivers_everything_queued_before_eof_and_joins() {
+    let cfg = EngineConfig {
+        workers: 2,
+        // Generous: the drain must finish by itself, not be cut by a deadline.
+        shutdown_timeout: Duration::from_secs(30),
+        close_linger: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let (engine, log, addr) = start(
+        cfg,
+        Behaviour {
+            echo: true,
+            ..Default::default()
+        },
+    );
+    let h = engine.handle();
+    let received = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + DEADLINE;
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let received = received.clone();
+            std::thread::spawn(move || {
+                // Far more than can move before the shutdown: every flow is mid-stream.
+                let mut flows: Vec<Flow> = (0..10)
+                    .map(|i| Flow::connect(addr, pattern(t * 100 + i, 8 << 20)))
+                    .collect();
+                // Until EOF; then the client closes, which lets the server finish.
+                pump(&mut flows, deadline, &received, |f| f.eof);
+                for f in &flows {
+                    assert!(f.error.is_none(), "clean EOF, not {:?}", f.error);
+                }
+                let mid_stream = flows.iter().filter(|f| f.got < f.out.len()).count();
+                (flows.iter().map(|f| f.got as u64).sum::<u64>(), mid_stream)
+            })
+        })
+        .collect();
+    wait_until("traffic flowing on every connection", DEADLINE, || {
+        received.load(Ordering::Relaxed) > 1 << 20 && totals(&h).open == 40
+    });
+    engine.shutdown();
+    let (mut echoed, mut mid_stream) = (0, 0);
+    for c in clients {
+        let (e, m) = c.join().expect("client");
+        echoed += e;
+        mid_stream += m;
+    }
+    assert!(mid_stream > 0, "the shutdown must catch flows mid-stream");
+    common::join_within(engine, DEADLINE);
+    let queued = log.queued.load(Ordering::Relaxed);
+    assert_eq!(
+        echoed, queued,
+        "every byte the server queued arrived before EOF"
+    );
+    let s = totals(&h);
+    assert_eq!(s.bytes_out, queued);
+    assert_eq!(log.closes_with(CloseReason::Shutdown), 40);
+    assert_eq!((s.open, s.slots_used), (0, 0));
+}

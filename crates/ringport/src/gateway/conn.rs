@@ -1,0 +1,148 @@
+//! Per-connection gateway state, kept by the shard in a `Vec` indexed by `ConnId::index()`.
+
+use bytes::BytesMut;
+use ringport_io::ConnId;
+use ringport_proto::{Session, State};
+
+use crate::auth::Claims;
+use crate::metrics::ConnState as Gauge;
+
+/// One room this connection joined.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    /// Room name (without `room:`).
+    pub room: String,
+    /// Position of this connection in the shard's member list of the room (O(1) leave).
+    pub pos: usize,
+    /// Highest offset of `room:<room>` handed to the session; lower or equal ones are
+    /// duplicates and dropped.
+    pub last: u64,
+}
+
+/// What the gateway knows about one open connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The full id; the slot index alone is reused after close.
+    pub id: ConnId,
+    /// The protocol state machine.
+    pub session: Session,
+    /// Bytes of an incomplete trailing frame; unallocated while idle.
+    pub rx: BytesMut,
+    /// Verified claims (`None` for anonymous clients and before WELCOME).
+    pub claims: Option<Claims>,
+    /// Set once authenticated anonymously: may join any room, has no inbox.
+    pub anonymous: bool,
+    /// Joined rooms; a handful per connection, so a vector beats a map.
+    pub rooms: Vec<Joined>,
+    /// Client publish rate limit.
+    pub bucket: TokenBucket,
+    /// Highest offset of the user inbox stream delivered.
+    pub user_last: u64,
+    /// Highest offset of the broadcast stream delivered.
+    pub broadcast_last: u64,
+    /// Where this connection is counted in `ringport_connections_open` (`None`: closing).
+    pub gauge: Option<Gauge>,
+    /// Frames received (for the connections API).
+    pub frames_in: u64,
+    /// Session clock (ms) of the last inbound frame, for the missed-heartbeat count.
+    pub last_rx_ms: u64,
+    /// Closed by `DELETE /v1/connections/{id}` (counted as `kicked`).
+    pub kicked: bool,
+    /// The protocol close reason the session chose, if it closed the connection itself.
+    pub close_code: Option<u16>,
+    /// `ctx.close` was called; the engine is draining it and `on_close` follows.
+    pub closing: bool,
+    /// Session clock (ms) the engine timer is armed for; avoids re-arming an unchanged timer.
+    pub timer_at: u64,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, session: Session, bucket: TokenBucket, now_ms: u64) -> Conn {
+        Conn {
+            id,
+            session,
+            rx: BytesMut::new(),
+            claims: None,
+            anonymous: false,
+            rooms: Vec::new(),
+            bucket,
+            user_last: 0,
+            broadcast_last: 0,
+            gauge: Some(Gauge::Handshaking),
+            frames_in: 0,
+            last_rx_ms: now_ms,
+            kicked: false,
+            close_code: None,
+            closing: false,
+            timer_at: u64::MAX,
+        }
+    }
+
+    /// The user id, if authenticated with a token.
+    pub fn user(&self) -> Option<&str> {
+        self.claims.as_ref().map(|c| c.sub.as_str())
+    }
+
+    /// The gauge bucket the session's state belongs in.
+    pub fn gauge_of(state: State) -> Option<Gauge> {
+        match state {
+            State::Handshaking | State::Authenticating => Some(Gauge::Handshaking),
+            State::Active => Some(Gauge::Active),
+            State::Sleeping => Some(Gauge::Sleeping),
+            State::Draining | State::Closed => None,
+        }
+    }
+
+    pub fn joined(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|j| j.room == room)
+    }
+}
+
+/// A token bucket in milli-tokens: `rate` tokens per second, at most `burst` saved up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenBucket {
+    milli: u64,
+    at_ms: u64,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now_ms`.
+    pub fn full(burst: u32, now_ms: u64) -> TokenBucket {
+        TokenBucket {
+            milli: u64::from(burst) * 1000,
+            at_ms: now_ms,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.at_ms = self.at_ms.max(now_ms);
+        // `rate` tokens per second = `rate` milli-tokens per millisecond.
+        self.milli =
+            (self.milli + elapsed.saturating_mul(u64::from(rate))).min(u64::from(burst) * 1000);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let mut b = TokenBucket::full(3, 0);
+        assert!((0..3).all(|_| b.take(10, 3, 0)));
+        assert!(!b.take(10, 3, 0));
+        assert!(!b.take(10, 3, 99));
+        assert!(b.take(10, 3, 100), "10/s refills one token per 100 ms");
+        assert!(!b.take(10, 3, 100));
+        assert!((0..3).all(|_| b.take(10, 3, 10_000)), "capped at burst");
+        assert!(!b.take(10, 3, 10_000));
+    }
+}

@@ -1,0 +1,232 @@
+//! Fan-out: one message, numbered once, encoded once, shared by every recipient.
+//!
+//! 1. [`Shared::publish`] (any thread: the HTTP API or a shard handling a client PUBLISH)
+//!    takes the sequencing lock, asks the [`StreamSink`](crate::offsets::StreamSink) for the
+//!    stream's next offset with a closure that encodes the PUSH frame once into `Bytes`, and
+//!    posts the resulting [`Delivery`] to **every** shard (`EngineHandle::run`) before letting
+//!    go of the lock — so each shard sees a stream's offsets in increasing order.
+//! 2. On each shard, [`GatewayHandler::deliver`] hands the shared frame to each local
+//!    recipient's session (`offer_push`: sent, held while asleep, or skipped past the
+//!    holdback) and queues what the session transmits with `ctx.send` — a `Bytes` clone, no
+//!    copy. Everything queued to one connection in one loop turn leaves in one gathered send.
+//! 3. A connection that already got an offset of that stream (offset ≤ its last delivered)
+//!    drops it as a duplicate: replayed history and live traffic can overlap without gaps or
+//!    doubles.
+//!
+//! With `rooms.batch_window_ms > 0`, room messages wait on each shard until the window has
+//! passed (checked every loop turn, so at timer-tick precision) and then go out together.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringport_io::{ConnId, Ctx};
+use ringport_proto::{Frame, Push, PushClass, PushOutcome, StreamName, MAX_NAME_LEN};
+
+use super::handler::{transmit, GatewayHandler};
+use super::{Shared, BROADCAST_ROOM};
+use crate::metrics::{ConnState as Gauge, DeliveryKind, DropReason, SkipReason};
+
+/// Who a message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Room(String),
+    User(String),
+    Everyone,
+}
+
+impl Target {
+    fn stream(&self) -> StreamName {
+        match self {
+            Target::Room(r) => StreamName::Room(r.clone()),
+            Target::User(u) => StreamName::User(u.clone()),
+            Target::Everyone => StreamName::Room(BROADCAST_ROOM.to_owned()),
+        }
+    }
+}
+
+/// One numbered, encoded message on its way to the shards.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub target: Target,
+    pub stream: StreamName,
+    pub offset: u64,
+    /// The encoded PUSH frame, shared by every recipient.
+    pub frame: Bytes,
+    pub class: PushClass,
+    pub kind: DeliveryKind,
+    /// When the push arrived (API call or client PUBLISH), for the push-to-send histogram.
+    pub at: Instant,
+}
+
+impl Shared {
+    /// Numbers `payload` on `target`'s stream, encodes its PUSH once and calls `post` with
+    /// the delivery while holding the sequencing lock (post it to every shard there).
+    /// `Err` says why the message cannot be pushed (bad name, too large).
+    pub(crate) fn publish<R>(
+        &self,
+        target: Target,
+        kind: DeliveryKind,
+        payload: Bytes,
+        urgent: bool,
+        at: Instant,
+        post: impl FnOnce(Arc<Delivery>) -> R,
+    ) -> Result<R, String> {
+        let stream = target.stream();
+        let name = stream.name();
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "name must be 1 to {MAX_NAME_LEN} bytes (got {})",
+                name.len()
+            ));
+        }
+        if matches!(&target, Target::Room(r) if r == BROADCAST_ROOM) {
+            return Err(format!(
+                "room {BROADCAST_ROOM:?} is reserved for broadcasts (use /v1/broadcast)"
+            ));
+        }
+        // PUSH body: stream (2 + name) + epoch (4) + offset (8) + payload.
+        let body = 2 + name.len() + 12 + payload.len();
+        if body > self.session.max_payload as usize {
+            return Err(format!(
+                "payload of {} bytes makes a frame over protocol.max_frame_size ({})",
+                payload.len(),
+                self.session.max_payload
+            ));
+        }
+        let class = match (&target, urgent) {
+            (_, true) => PushClass::Urgent,
+            (Target::User(_), false) => PushClass::Direct,
+            _ => PushClass::Room,
+        };
+        let epoch = self.sink.epoch();
+        let mut failed = None;
+        let _order = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        let (offset, frame) = self
+            .sink
+            .append(&stream, self.clock.unix_ms(at), &mut |offset| {
+                let push = Frame::Push(Push {
+                    stream: stream.clone(),
+                    epoch,
+                    offset,
+                    urgent,
+                    payload: payload.clone(),
+                });
+                push.to_bytes().unwrap_or_else(|e| {
+                    failed = Some(e.to_string());
+                    Bytes::new()
+                })
+            });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let d = Arc::new(Delivery {
+            target,
+            stream,
+            offset,
+            frame,
+            class,
+            kind,
+            at,
+        });
+        Ok(post(d))
+    }
+}
+
+impl GatewayHandler {
+    /// Delivers `d` to its recipients on this shard (or batches it); returns how many
+    /// connections it was queued or held for.
+    pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
+        let window = self.shared.rooms.batch_window_ms;
+        if window > 0 && d.class == PushClass::Room {
+            if let Target::Room(room) = &d.target {
+                let n = self.rooms.members(room).len() as u64;
+                self.batch_since.get_or_insert(ctx.now());
+                self.batch.push(Arc::clone(d));
+                return n;
+            }
+        }
+        self.deliver_now(ctx, d)
+    }
+
+    fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Delivery) -> u64 {
+        let recipients: Vec<ConnId> = match &d.target {
+            Target::Room(room) => self.rooms.members(room).to_vec(),
+            Target::User(user) => self.users.connections(user).to_vec(),
+            Target::Everyone => self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| matches!(c.gauge, Some(Gauge::Active | Gauge::Sleeping)))
+                .map(|c| c.id)
+                .collect(),
+        };
+        let mut n = 0;
+        for id in recipients {
+            n += u64::from(self.offer(ctx, id, d));
+        }
+        if n > 0 {
+            self.rec.push_to_send(d.at.elapsed());
+        }
+        n
+    }
+
+    /// Offers `d` to one connection; true if it was queued or held for it.
+    fn offer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, d: &Delivery) -> bool {
+        let Some(Some(c)) = self.conns.get_mut(id.index()) else {
+            return false;
+        };
+        if c.id != id {
+            return false;
+        }
+        let last = match &d.target {
+            Target::Room(room) => match c.joined(room) {
+                Some(i) => &mut c.rooms[i].last,
+                None => return false,
+            },
+            Target::User(_) => &mut c.user_last,
+            Target::Everyone => &mut c.broadcast_last,
+        };
+        if d.offset <= *last {
+            return false; // already delivered (replay overlapping live traffic)
+        }
+        *last = d.offset;
+        match c
+            .session
+            .offer_push(d.class, &d.stream, d.offset, d.frame.clone())
+        {
+            PushOutcome::Sent => {
+                self.rec.delivered(d.kind, 1);
+                transmit(ctx, &mut self.rec, c);
+                true
+            }
+            PushOutcome::Held => {
+                self.rec.delivered(d.kind, 1);
+                true
+            }
+            PushOutcome::Skipped => {
+                self.rec.dropped(DropReason::HoldbackOverflow, 1);
+                false
+            }
+            PushOutcome::Dropped => {
+                self.rec.skipped(SkipReason::Closing, 1);
+                false
+            }
+        }
+    }
+
+    /// Sends batched room messages once the window has passed (or now, with `force`).
+    pub(super) fn flush_batch(&mut self, ctx: &mut Ctx<'_, Self>, force: bool) {
+        let Some(since) = self.batch_since else {
+            return;
+        };
+        let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
+        if !force && ctx.now().saturating_duration_since(since) < window {
+            return;
+        }
+        self.batch_since = None;
+        for d in std::mem::take(&mut self.batch) {
+            self.deliver_now(ctx, &d);
+        }
+    }
+}

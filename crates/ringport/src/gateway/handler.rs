@@ -1,0 +1,433 @@
+//! The engine callbacks of one shard: bytes in → session → events and frames out.
+//!
+//! After every input (bytes, timer, a push, a kick) the connection is *pumped*: the session's
+//! events are acted on (auth, rooms, publish), its queued frames are handed to the engine
+//! (`ctx.send`, gathered into one `sendmsg` per loop turn by the engine), the open-connection
+//! gauge follows its state, and the engine timer is re-armed at `session.poll_timeout()`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::BytesMut;
+use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, Origin, SendError};
+use ringport_proto::{CloseReason, Decoder, Event, Op, Session, State, Status, WelcomeParams};
+
+use super::conn::{Conn, Joined, TokenBucket};
+use super::fanout::{Delivery, Target};
+use super::rooms::{RoomIndex, UserIndex};
+use super::{Shared, BROADCAST_ROOM};
+use crate::auth::Claims;
+use crate::metrics::{CloseCause, DeliveryKind, Direction, DropReason, ShardRecorder};
+
+/// One shard's gateway: its connections and membership indexes.
+pub struct GatewayHandler {
+    pub(super) shard: usize,
+    pub(super) shared: Arc<Shared>,
+    /// Indexed by `ConnId::index()`; grows to the highest slot used.
+    pub(super) conns: Vec<Option<Conn>>,
+    pub(super) rooms: RoomIndex,
+    pub(super) users: UserIndex,
+    /// This shard's metric cells (the only writer).
+    pub(super) rec: ShardRecorder,
+    /// Room messages waiting for `rooms.batch_window_ms` (empty when the window is 0).
+    pub(super) batch: Vec<Arc<Delivery>>,
+    /// When the oldest batched message arrived.
+    pub(super) batch_since: Option<Instant>,
+}
+
+impl std::fmt::Debug for GatewayHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandler")
+            .field("shard", &self.shard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayHandler {
+    pub(super) fn new(shard: usize, shared: Arc<Shared>) -> GatewayHandler {
+        // Each recorder is handed out once; a second handler for the same shard (never
+        // happens) would write to cells nobody reads rather than share a writer.
+        let rec = shared
+            .recorders
+            .take(shard)
+            .unwrap_or_else(|| crate::metrics::Registry::new(1).1.remove(0));
+        GatewayHandler {
+            shard,
+            shared,
+            conns: Vec::new(),
+            rooms: RoomIndex::default(),
+            users: UserIndex::default(),
+            rec,
+            batch: Vec::new(),
+            batch_since: None,
+        }
+    }
+
+    fn now_ms(&self, ctx: &Ctx<'_, Self>) -> u64 {
+        self.shared.clock.ms(ctx.now())
+    }
+
+    /// Takes a connection's state out of the table (put it back with [`Self::put`]), so the
+    /// handler's indexes can be changed while it is borrowed.
+    pub(super) fn take(&mut self, id: ConnId) -> Option<Conn> {
+        let slot = self.conns.get_mut(id.index())?;
+        match slot {
+            Some(c) if c.id == id => slot.take(),
+            _ => None,
+        }
+    }
+
+    pub(super) fn put(&mut self, c: Conn) {
+        let i = c.id.index();
+        self.conns[i] = Some(c);
+    }
+
+    /// Acts on the session's events, sends its frames, syncs the gauge and the timer.
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, now: u64) {
+        while let Some(ev) = c.session.poll_event() {
+            self.on_event(ctx, c, ev, now);
+        }
+        transmit(ctx, &mut self.rec, c);
+        let gauge = Conn::gauge_of(c.session.state());
+        if gauge != c.gauge {
+            self.rec.state_change(c.gauge, gauge);
+            c.gauge = gauge;
+        }
+        if c.session.state() == State::Closed && !c.closing {
+            // Closed without an `Event::Closed` of ours pending (drain deadline passed).
+            c.closing = true;
+            ctx.close(c.id, EngineReason::Local);
+        }
+        match c.session.poll_timeout() {
+            Some(t) if t != c.timer_at => {
+                c.timer_at = t;
+                ctx.set_timer(c.id, self.shared.clock.instant(t));
+            }
+            Some(_) => {}
+            None => ctx.cancel_timer(c.id),
+        }
+    }
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, ev: Event, now: u64) {
+        match ev {
+            Event::Hello { token, .. } => match self.authenticate(&token) {
+                Ok(claims) => {
+                    if let Some(cl) = &claims {
+                        self.users.add(&cl.sub, c.id);
+                    }
+                    c.anonymous = claims.is_none();
+                    c.claims = claims;
+                    let params = WelcomeParams {
+                        session_id: self
+                            .shared
+                            .next_session_id
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        epoch: self.shared.sink.epoch(),
+                        server_time_ms: self.shared.clock.unix_ms(ctx.now()),
+                    };
+                    let _ = c.session.accept(params, now);
+                    // Resume entries (HELLO.resume) are answered by the history-backed
+                    // stream sink once it lands; without history there is nothing to replay.
+                }
+                Err(text) => {
+                    let _ = c.session.reject(CloseReason::AUTH_FAILED, &text, now);
+                }
+            },
+            Event::Join { req_id, room } => {
+                let status = self.join(c, &room);
+                let _ = c.session.reply_room(req_id, status);
+            }
+            Event::Leave { req_id, room } => {
+                let status = match c.joined(&room) {
+                    Some(i) => {
+                        let j = c.rooms.swap_remove(i);
+                        self.leave_index(&j);
+                        Status::OK
+                    }
+                    None => Status::NOT_JOINED,
+                };
+                let _ = c.session.reply_room(req_id, status);
+            }
+            Event::Publish { room, seq, payload } => {
+                let status = self.publish(ctx, c, room, payload, now);
+                let _ = c.session.reply_publish(seq, status);
+            }
+            // User-inbox acks matter once inbox history is kept (stream sink with history).
+            Event::Ack { .. } | Event::Sleep { .. } | Event::Wake => {}
+            Event::Closed { reason, by_peer } => {
+                transmit(ctx, &mut self.rec, c);
+                if !c.closing {
+                    c.closing = true;
+                    let engine_reason = if by_peer {
+                        EngineReason::PeerClosed
+                    } else {
+                        c.close_code = Some(reason.0);
+                        EngineReason::App(reason.0)
+                    };
+                    ctx.close(c.id, engine_reason);
+                }
+            }
+        }
+    }
+
+    /// `Ok(None)`: anonymous; `Err(text)`: reject with `AUTH_FAILED`.
+    fn authenticate(&self, token: &[u8]) -> Result<Option<Claims>, String> {
+        if token.is_empty() {
+            return if self.shared.anonymous {
+                Ok(None)
+            } else {
+                Err("a token is required".into())
+            };
+        }
+        match &self.shared.verifier {
+            Some(v) => {
+                let token = std::str::from_utf8(token).map_err(|_| "token is not UTF-8")?;
+                v.verify(token, SystemTime::now())
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            // No secret: tokens cannot be checked; anonymous mode ignores them.
+            None if self.shared.anonymous => Ok(None),
+            None => Err("tokens cannot be verified (no secret configured)".into()),
+        }
+    }
+
+    fn join(&mut self, c: &mut Conn, room: &str) -> Status {
+        if room == BROADCAST_ROOM {
+            return Status::INVALID;
+        }
+        if c.joined(room).is_some() {
+            return Status::OK;
+        }
+        let allowed = c.anonymous || c.claims.as_ref().is_some_and(|cl| cl.may_join(room));
+        if !allowed {
+            return Status::FORBIDDEN;
+        }
+        if c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
+            return Status::LIMIT_EXCEEDED;
+        }
+        let pos = self.rooms.join(room, c.id);
+        c.rooms.push(Joined {
+            room: room.to_owned(),
+            pos,
+            last: 0,
+        });
+        Status::OK
+    }
+
+    /// Removes one membership from the room index and fixes the moved member's position.
+    fn leave_index(&mut self, j: &Joined) {
+        if let Some(moved) = self.rooms.leave(&j.room, j.pos) {
+            if let Some(Some(m)) = self.conns.get_mut(moved.index()) {
+                if let Some(k) = m.joined(&j.room) {
+                    m.rooms[k].pos = j.pos;
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        c: &mut Conn,
+        room: String,
+        payload: bytes::Bytes,
+        now: u64,
+    ) -> Status {
+        let r = &self.shared.rooms;
+        if r.publish_rate_per_sec == 0 {
+            return Status::FORBIDDEN;
+        }
+        if payload.len() > r.max_publish_size as usize {
+            self.rec.dropped(DropReason::TooLarge, 1);
+            return Status::LIMIT_EXCEEDED;
+        }
+        if c.joined(&room).is_none() {
+            return Status::NOT_JOINED;
+        }
+        if !c.bucket.take(r.publish_rate_per_sec, r.publish_burst, now) {
+            self.rec.dropped(DropReason::RateLimited, 1);
+            return Status::RATE_LIMITED;
+        }
+        let handle = ctx.handle().clone();
+        let shards = handle.shards();
+        let posted = self.shared.publish(
+            Target::Room(room),
+            DeliveryKind::Publish,
+            payload,
+            false,
+            Instant::now(),
+            |d| {
+                for shard in 0..shards {
+                    let d = Arc::clone(&d);
+                    handle.run(shard, move |h: &mut GatewayHandler, ctx| {
+                        h.deliver(ctx, &d);
+                    });
+                }
+            },
+        );
+        match posted {
+            Ok(()) => Status::OK,
+            Err(_) => Status::INVALID,
+        }
+    }
+
+    fn close_cause(c: &Conn, reason: EngineReason) -> CloseCause {
+        if c.kicked {
+            return CloseCause::Kicked;
+        }
+        let by_code = |code: u16| match CloseReason(code) {
+            CloseReason::HEARTBEAT_TIMEOUT => CloseCause::HeartbeatTimeout,
+            CloseReason::HANDSHAKE_TIMEOUT => CloseCause::HandshakeTimeout,
+            CloseReason::AUTH_FAILED => CloseCause::AuthFailed,
+            CloseReason::PROTOCOL_ERROR
+            | CloseReason::FRAME_TOO_LARGE
+            | CloseReason::UNSUPPORTED_VERSION => CloseCause::ProtocolError,
+            CloseReason::GOING_AWAY => CloseCause::Shutdown,
+            _ => CloseCause::Local,
+        };
+        match (reason, c.close_code) {
+            (EngineReason::SlowConsumer, _) => CloseCause::SlowConsumer,
+            (_, Some(code)) => by_code(code),
+            (EngineReason::App(code), None) => by_code(code),
+            (EngineReason::PeerClosed, None) => CloseCause::PeerClosed,
+            (EngineReason::PeerReset, None) => CloseCause::PeerReset,
+            (EngineReason::IdleTimeout, None) => CloseCause::IdleTimeout,
+            (EngineReason::Shutdown, None) => CloseCause::Shutdown,
+            (EngineReason::Io(_) | EngineReason::ConnectFailed(_), None) => CloseCause::Io,
+            _ => CloseCause::Local,
+        }
+    }
+}
+
+/// Hands the session's queued frames to the engine.
+pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder, c: &mut Conn) {
+    while let Some(frame) = c.session.poll_transmit() {
+        if frame.get(1) == Some(&(Op::Ping as u8)) {
+            rec.heartbeat_sent();
+        }
+        match ctx.send(c.id, frame) {
+            Ok(()) => rec.frame(Direction::Out, 0),
+            Err(SendError::SlowConsumer) => {
+                rec.dropped(DropReason::SlowConsumer, 1);
+                // With the default policy the engine is closing it; drop the rest.
+                while c.session.poll_transmit().is_some() {}
+                return;
+            }
+            Err(SendError::NotConnected) => rec.dropped(DropReason::NotConnected, 1),
+        }
+    }
+}
+
+impl Handler for GatewayHandler {
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
+        let now = self.now_ms(ctx);
+        let idx = conn.index();
+        if self.conns.len() <= idx {
+            self.conns.resize_with(idx + 1, || None);
+        }
+        let session = Session::new(Arc::clone(&self.shared.session), now);
+        let bucket = TokenBucket::full(self.shared.rooms.publish_burst, now);
+        let mut c = Conn::new(conn, session, bucket, now);
+        self.rec.accepted();
+        self.rec.state_change(None, c.gauge);
+        self.pump(ctx, &mut c, now);
+        self.put(c);
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
+        let Some(mut c) = self.take(conn) else {
+            return;
+        };
+        let now = self.now_ms(ctx);
+        c.rx.extend_from_slice(data);
+        let decoder = Decoder::new(self.shared.session.max_payload);
+        while c.session.state() != State::Closed {
+            match decoder.decode(&mut c.rx) {
+                Ok(Some(frame)) => {
+                    c.frames_in += 1;
+                    self.rec.frame(Direction::In, 0);
+                    if matches!(c.session.state(), State::Active | State::Sleeping) {
+                        let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
+                        for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {
+                            self.rec.heartbeat_missed();
+                        }
+                    }
+                    c.last_rx_ms = now;
+                    c.session.handle_frame(frame, now);
+                    // Act on each frame's events before the next frame (a JOIN right
+                    // behind HELLO finds the session already accepted).
+                    while let Some(ev) = c.session.poll_event() {
+                        self.on_event(ctx, &mut c, ev, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let text = match e {
+                        ringport_proto::Error::BadVersion { .. } => {
+                            "supported versions: 1".to_owned()
+                        }
+                        ref e => e.to_string(),
+                    };
+                    c.session.close(e.close_reason(), &text, now);
+                    break;
+                }
+            }
+        }
+        if c.session.state() == State::Closed || c.session.state() == State::Draining {
+            c.rx.clear();
+        }
+        if c.rx.is_empty() {
+            // Idle connections hold no receive memory.
+            c.rx = BytesMut::new();
+        }
+        self.pump(ctx, &mut c, now);
+        self.put(c);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        let Some(mut c) = self.take(conn) else {
+            return;
+        };
+        let now = self.now_ms(ctx);
+        c.timer_at = u64::MAX;
+        c.session.handle_timeout(now);
+        self.pump(ctx, &mut c, now);
+        self.put(c);
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: EngineReason) {
+        let Some(mut c) = self.take(conn) else {
+            return;
+        };
+        c.session.transport_closed();
+        if c.gauge.is_some() {
+            self.rec.state_change(c.gauge, None);
+        }
+        for j in std::mem::take(&mut c.rooms) {
+            self.leave_index(&j);
+        }
+        if let Some(cl) = &c.claims {
+            self.users.remove(&cl.sub, conn);
+        }
+        self.rec.closed(Self::close_cause(&c, reason));
+    }
+
+    fn on_loop(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.flush_batch(ctx, false);
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.flush_batch(ctx, true);
+        let now = self.now_ms(ctx);
+        let ids: Vec<ConnId> = self.conns.iter().flatten().map(|c| c.id).collect();
+        for id in ids {
+            if let Some(mut c) = self.take(id) {
+                c.session
+                    .close(CloseReason::GOING_AWAY, "server shutting down", now);
+                self.pump(ctx, &mut c, now);
+                self.put(c);
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The push gateway on the engine: one [`GatewayHandler`] per shard, and the control-plane
+//! side that the HTTP API calls.
+//!
+//! - `conn`: per-connection state (session, reassembly buffer, user, rooms, rate limit,
+//!   last delivered offsets).
+//! - `handler`: the engine callbacks: feed the sans-IO session, act on its events, send what
+//!   it transmits, keep its timer armed.
+//! - `rooms`: per-shard room and user indexes.
+//! - `fanout`: numbering a message ([`crate::offsets::StreamSink`]), encoding it once,
+//!   posting it to every shard, and handing it to each member there.
+//! - `control`: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
+//!
+//! Threads: everything per connection lives on its shard; `Shared` is the read-mostly part
+//! every shard and the control plane see (configuration, token verifier, stream sink, metric
+//! registry).
+
+mod conn;
+mod control;
+mod fanout;
+mod handler;
+mod rooms;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringport_io::Engine;
+use ringport_proto::SessionConfig;
+
+use crate::auth::Verifier;
+use crate::config::{Config, RoomsConfig};
+use crate::http::Gateway;
+use crate::metrics::{RecorderSlots, Registry};
+use crate::offsets::{random_epoch, CounterSink, StreamSink};
+use crate::serve::{engine_config, DataPlane, ServeError};
+
+pub use control::EngineGateway;
+pub use handler::GatewayHandler;
+
+/// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every
+/// established connection receives it.
+pub const BROADCAST_ROOM: &str = "*";
+
+/// Monotonic and wall clocks of the gateway, both anchored at start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    started: Instant,
+    started_unix_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            started: Instant::now(),
+            started_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+    /// The sessions' clock: ms since start.
+    pub fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+    pub fn instant(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+    /// Wall-clock ms since the Unix epoch of `at`.
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        self.started_unix_ms + self.ms(at)
+    }
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// What every shard and the control plane share.
+pub(crate) struct Shared {
+    pub session: Arc<SessionConfig>,
+    /// `None` when no secret is configured (tokens cannot be checked).
+    pub verifier: Option<Verifier>,
+    pub anonymous: bool,
+    pub rooms: RoomsConfig,
+    pub sink: Arc<dyn StreamSink>,
+    /// Held while a message is numbered and posted to the shards, so every shard receives a
+    /// stream's messages in offset order.
+    pub sequencer: Mutex<()>,
+    pub clock: Clock,
+    pub registry: Registry,
+    pub recorders: RecorderSlots,
+    pub next_session_id: AtomicU64,
+}
+
+/// The session tunables from `[protocol]` and `[rooms]`.
+///
+/// The session machine probes every `heartbeat_interval_ms / probe_divisor` after
+/// `tolerated + 1` silent intervals and closes after `close_after_misses` intervals, so:
+/// `probe_divisor = max(1, heartbeat_interval_ms / heartbeat_probe_interval_ms)` and
+/// `close_after_misses = heartbeat_tolerated + 1 + ceil(heartbeat_close_after / probe_divisor)`
+/// (at least `heartbeat_close_after` probes go unanswered before the close).
+pub fn session_config(config: &Config) -> SessionConfig {
+    let p = &config.protocol;
+    let interval = u32::try_from(p.heartbeat_interval_ms).unwrap_or(u32::MAX);
+    let divisor = u32::try_from(p.heartbeat_interval_ms / p.heartbeat_probe_interval_ms.max(1))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    SessionConfig {
+        max_payload: p.max_frame_size,
+        heartbeat_interval_ms: interval,
+        tolerated_misses: p.heartbeat_tolerated,
+        probe_divisor: divisor,
+        close_after_misses: p.heartbeat_tolerated + 1 + p.heartbeat_close_after.div_ceil(divisor),
+        handshake_timeout_ms: p.handshake_timeout_ms,
+        max_sleep_interval_ms: u32::try_from(p.max_sleep_interval_ms).unwrap_or(u32::MAX),
+        sleep_holdback_frames: p.sleep_holdback as usize,
+        drain_timeout_ms: config.engine.close_linger_ms.max(1),
+        max_rooms: u16::try_from(config.rooms.max_rooms_per_connection).unwrap_or(u16::MAX),
+    }
+}
+
+/// A running gateway data plane.
+pub struct GatewayPlane {
+    engine: Engine<GatewayHandler>,
+    gateway: Arc<EngineGateway>,
+}
+
+impl GatewayPlane {
+    /// The control-plane view (what the HTTP API calls).
+    pub fn engine_gateway(&self) -> Arc<EngineGateway> {
+        Arc::clone(&self.gateway)
+    }
+}
+
+impl DataPlane for GatewayPlane {
+    fn gateway(&self) -> Arc<dyn Gateway> {
+        self.gateway.clone()
+    }
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.engine.local_addr()
+    }
+    fn shutdown(&self) {
+        self.engine.shutdown();
+    }
+    fn join(self: Box<Self>) -> Result<(), ServeError> {
+        self.engine
+            .join()
+            .map_err(|e| ServeError::Engine(e.to_string()))
+    }
+}
+
+/// Starts the gateway with a history-less [`CounterSink`].
+pub fn start(config: &Config) -> Result<GatewayPlane, ServeError> {
+    start_with_sink(config, Arc::new(CounterSink::new(random_epoch())))
+}
+
+/// Starts the gateway numbering (and possibly recording) messages with `sink`.
+pub fn start_with_sink(
+    config: &Config,
+    sink: Arc<dyn StreamSink>,
+) -> Result<GatewayPlane, ServeError> {
+    let engine_cfg = engine_config(config);
+    let (registry, recorders) = Registry::new(engine_cfg.workers);
+    let shared = Arc::new(Shared {
+        session: Arc::new(session_config(config)),
+        verifier: config
+            .auth
+            .secret
+            .as_deref()
+            .map(|s| Verifier::new(s.as_bytes())),
+        anonymous: config.auth.anonymous_allowed(),
+        rooms: config.rooms.clone(),
+        sink,
+        sequencer: Mutex::new(()),
+        clock: Clock::new(),
+        registry,
+        recorders: RecorderSlots::new(recorders),
+        next_session_id: AtomicU64::new(1),
+    });
+    let factory_shared = Arc::clone(&shared);
+    let engine = Engine::start(engine_cfg, move |shard, _handle| {
+        GatewayHandler::new(shard, Arc::clone(&factory_shared))
+    })
+    .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let gateway = Arc::new(EngineGateway::new(engine.handle(), shared));
+    Ok(GatewayPlane { engine, gateway })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_keys_map_onto_the_session_schedule() {
+        let s = session_config(&Config::default());
+        // 30 s interval, probes every 5 s, 2 tolerated, 3 unanswered probes.
+        assert_eq!(s.heartbeat_interval_ms, 30_000);
+        assert_eq!(s.probe_divisor, 6);
+        assert_eq!(s.tolerated_misses, 2);
+        assert_eq!(s.close_after_misses, 4);
+        assert_eq!(s.max_payload, 1 << 20);
+        assert_eq!(s.max_rooms, 64);
+        let mut c = Config::default();
+        c.protocol.heartbeat_interval_ms = 200;
+        c.protocol.heartbeat_tolerated = 1;
+        c.protocol.heartbeat_probe_interval_ms = 100;
+        c.protocol.heartbeat_close_after = 1;
+        let s = session_config(&c);
+        assert_eq!((s.probe_divisor, s.close_after_misses), (2, 3));
+    }
+
+    #[test]
+    fn clock_round_trips() {
+        let clock = Clock::new();
+        let at = clock.instant(1234);
+        assert_eq!(clock.ms(at), 1234);
+        assert_eq!(clock.unix_ms(at), clock.started_unix_ms + 1234);
+    }
+}

@@ -1,0 +1,229 @@
+//! An in-process gateway on loopback port 0 and a small blocking protocol client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringport::config::Config;
+use ringport::gateway::GatewayPlane;
+use ringport::http::AdminServer;
+use ringport::serve::DataPlane;
+use ringport_proto::{
+    CloseReason, Decoder, Frame, Hello, Publish, Push, RoomRequest, Status, Welcome,
+};
+
+/// Generous: the test machine is small and busy.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// A config for tests: 2 shards, small buffers, loopback port 0 everywhere.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.workers = 2;
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
+    c.engine.recv_buffers = 256;
+    c.engine.ring_entries = 1024;
+    c.engine.max_connections_per_shard = 1024;
+    c.engine.shutdown_timeout_ms = 1_000;
+    c
+}
+
+/// A running gateway and its admin API; shut down on drop.
+pub struct TestServer {
+    plane: Option<GatewayPlane>,
+    admin: Option<AdminServer>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn start(config: Config) -> TestServer {
+        config.validate().expect("valid test config");
+        let plane = ringport::gateway::start(&config).expect("gateway starts");
+        let admin = AdminServer::start(&config.admin, plane.gateway()).expect("admin starts");
+        TestServer {
+            addr: plane.local_addr().unwrap(),
+            admin_addr: admin.local_addr(),
+            plane: Some(plane),
+            admin: Some(admin),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// An authenticated (or anonymous, with `token = ""`) client.
+    pub fn welcomed(&self, token: &str) -> Client {
+        let mut c = self.client();
+        match c.hello(token) {
+            Frame::Welcome(_) => c,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    pub fn http(&self, method: &str, path: &str, body: &str) -> super::Response {
+        super::request(self.admin_addr, method, path, &[], body)
+    }
+
+    /// Polls `/metrics` until `line` (a full sample line) is present, or panics.
+    pub fn wait_metric(&self, line: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let body = self.http("GET", "/metrics", "").body;
+            if body.lines().any(|l| l == line) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metric {line:?} never showed:\n{body}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(admin) = self.admin.take() {
+            let _ = admin.shutdown();
+        }
+        if let Some(plane) = self.plane.take() {
+            plane.shutdown();
+            let _ = Box::new(plane).join();
+        }
+    }
+}
+
+/// A blocking client speaking the native protocol over std `TcpStream`.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(16 << 20),
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) {
+        let bytes = frame.to_bytes().unwrap();
+        self.stream.write_all(&bytes).unwrap();
+    }
+
+    /// The next frame, `None` at end of stream; panics on timeout or a decode error.
+    pub fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = self.decoder.decode(&mut self.buf).expect("server frame") {
+                return Some(f);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The next frame that is not a server PING (answered with PONG).
+    pub fn recv(&mut self) -> Frame {
+        loop {
+            match self.next().expect("connection closed") {
+                Frame::Ping { nonce } => self.send(&Frame::Pong { nonce }),
+                f => return f,
+            }
+        }
+    }
+
+    pub fn hello(&mut self, token: &str) -> Frame {
+        self.send(&Frame::Hello(Hello {
+            token: Bytes::copy_from_slice(token.as_bytes()),
+            client_info: "test/1".into(),
+            resume: None,
+        }));
+        self.recv()
+    }
+
+    pub fn welcome(&mut self, token: &str) -> Welcome {
+        match self.hello(token) {
+            Frame::Welcome(w) => w,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    pub fn join(&mut self, req_id: u32, room: &str) -> Status {
+        self.send(&Frame::Join(RoomRequest {
+            req_id,
+            room: room.into(),
+        }));
+        match self.recv() {
+            Frame::RoomResult(r) if r.req_id == req_id => r.status,
+            other => panic!("expected ROOM_RESULT {req_id}, got {other:?}"),
+        }
+    }
+
+    pub fn publish(&mut self, room: &str, seq: u64, payload: &[u8]) {
+        self.send(&Frame::Publish(Publish {
+            room: room.into(),
+            seq,
+            payload: Bytes::copy_from_slice(payload),
+        }));
+    }
+
+    pub fn push(&mut self) -> Push {
+        match self.recv() {
+            Frame::Push(p) => p,
+            other => panic!("expected PUSH, got {other:?}"),
+        }
+    }
+
+    /// Reads until CLOSE (skipping anything else) and then end of stream.
+    pub fn expect_close(&mut self) -> (CloseReason, String) {
+        loop {
+            match self.next() {
+                Some(Frame::Close { reason, text }) => {
+                    // The server closes TCP after its CLOSE.
+                    while self.next().is_some() {}
+                    return (reason, text);
+                }
+                Some(_) => {}
+                None => panic!("connection ended without CLOSE"),
+            }
+        }
+    }
+}
+
+/// Mints a token for `user` admitting `rooms`, valid for an hour.
+pub fn token(user: &str, rooms: &[&str]) -> String {
+    let rooms: Vec<String> = rooms.iter().map(|r| (*r).to_owned()).collect();
+    ringport::auth::mint(
+        user,
+        &rooms,
+        Duration::from_secs(3600),
+        SECRET.as_bytes(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap()
+}
+
+/// The value of one sample line `name{labels} value` in a metrics body.
+pub fn metric(body: &str, sample: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {sample}"))
+        .parse::<f64>()
+        .unwrap() as u64
+}

@@ -1,0 +1,225 @@
+//! Rooms, users and broadcast over real sockets: every message reaches every recipient once,
+//! in offset order, and nobody else.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::gateway::{metric, test_config, token, Client, TestServer, SECRET};
+use ringport_proto::{Frame, Status, StreamName};
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn thousand_room_pushes_reach_two_hundred_clients_once_in_order() {
+    const CLIENTS: usize = 200;
+    const PUSHES: u64 = 1_000;
+    let server = TestServer::start(test_config());
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.welcomed("")).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.join(i as u32, "big"), Status::OK);
+    }
+
+    // Connections landed on both shards (the shard is the top byte of the id).
+    let info = json(&server.http("GET", "/v1/rooms/big?sample=1000", "").body);
+    assert_eq!(info["online"], CLIENTS as u64);
+    let shards: BTreeSet<u64> = info["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["connection"].as_str().unwrap().parse::<u64>().unwrap() >> 56)
+        .collect();
+    assert_eq!(shards, BTreeSet::from([0, 1]), "both shards serve members");
+
+    for i in 0..PUSHES {
+        let r = server.http(
+            "POST",
+            "/v1/push/room/big",
+            &format!(r#"{{"payload":"m{i}"}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(json(&r.body)["recipients"], CLIENTS as u64);
+    }
+    let mut epoch = None;
+    for c in &mut clients {
+        for i in 0..PUSHES {
+            let p = c.push();
+            assert_eq!(p.stream, StreamName::Room("big".into()));
+            assert_eq!(p.offset, i + 1, "offsets arrive in order, once each");
+            assert_eq!(p.payload, format!("m{i}").as_bytes());
+            assert_eq!(*epoch.get_or_insert(p.epoch), p.epoch);
+        }
+    }
+    // Nothing more: a final marker push is the very next frame everywhere.
+    server.http("POST", "/v1/push/room/big", r#"{"payload":"end"}"#);
+    for c in &mut clients {
+        assert_eq!(&c.push().payload[..], b"end");
+    }
+    let body = server.wait_metric(&format!(
+        "ringport_deliveries_total{{kind=\"room\"}} {}",
+        CLIENTS as u64 * (PUSHES + 1)
+    ));
+    assert_eq!(
+        metric(&body, "ringport_connections_open{state=\"active\"}"),
+        CLIENTS as u64
+    );
+    assert!(metric(&body, "ringport_push_to_send_seconds_count") > 0);
+}
+
+#[test]
+fn user_push_reaches_every_device_of_the_user_and_broadcast_reaches_all() {
+    let mut config = test_config();
+    config.auth.secret = Some(SECRET.into());
+    let server = TestServer::start(config);
+    let alice_token = token("alice", &[]);
+    let mut alice: Vec<Client> = (0..3).map(|_| server.welcomed(&alice_token)).collect();
+    let mut bob = server.welcomed(&token("bob", &[]));
+
+    let r = server.http("POST", "/v1/push/user/alice", r#"{"payload":"for alice"}"#);
+    assert_eq!(json(&r.body)["recipients"], 3);
+    for c in &mut alice {
+        let p = c.push();
+        assert_eq!(p.stream, StreamName::User("alice".into()));
+        assert_eq!(&p.payload[..], b"for alice");
+        assert_eq!(p.offset, 1);
+    }
+
+    let r = server.http(
+        "POST",
+        "/v1/broadcast",
+        r#"{"payload":"everyone","urgent":true}"#,
+    );
+    assert_eq!(json(&r.body)["recipients"], 4);
+    // Bob's first frame is the broadcast: the user push never reached him.
+    let p = bob.push();
+    assert_eq!(&p.payload[..], b"everyone");
+    assert_eq!(p.stream, StreamName::Room("*".into()));
+    assert!(p.urgent);
+    for c in &mut alice {
+        assert_eq!(&c.push().payload[..], b"everyone");
+    }
+
+    let stats = json(&server.http("GET", "/v1/stats", "").body);
+    assert_eq!(stats["users"], 2);
+    assert_eq!(stats["connections"]["active"], 4);
+    assert_eq!(stats["shards"], 2);
+
+    let r = server.http("POST", "/v1/push/user/nobody", r#"{"payload":"x"}"#);
+    assert_eq!(json(&r.body)["recipients"], 0);
+    let r = server.http("POST", "/v1/push/room/*", r#"{"payload":"x"}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+}
+
+#[test]
+fn client_publish_is_limited_by_size_rate_and_membership() {
+    let mut config = test_config();
+    config.rooms.publish_rate_per_sec = 1;
+    config.rooms.publish_burst = 2;
+    config.rooms.max_publish_size = 100;
+    config.rooms.max_rooms_per_connection = 2;
+    let server = TestServer::start(config);
+    let mut a = server.welcomed("");
+    let mut b = server.welcomed("");
+    assert_eq!(a.join(1, "r"), Status::OK);
+    assert_eq!(b.join(1, "r"), Status::OK);
+    assert_eq!(a.join(2, "s"), Status::OK);
+    assert_eq!(a.join(3, "t"), Status::LIMIT_EXCEEDED, "room limit");
+
+    a.publish("nowhere", 1, b"x");
+    a.publish("r", 2, &[b'x'; 101]);
+    for seq in 3..=7 {
+        a.publish("r", seq, format!("p{seq}").as_bytes());
+    }
+    let mut statuses = Vec::new();
+    while statuses.len() < 7 {
+        match a.recv() {
+            Frame::PublishAck(ack) => statuses.push((ack.seq, ack.status)),
+            Frame::Push(_) => {} // a's own accepted publishes come back to it too
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(statuses[0], (1, Status::NOT_JOINED));
+    assert_eq!(statuses[1], (2, Status::LIMIT_EXCEEDED));
+    assert_eq!(statuses[2], (3, Status::OK));
+    assert_eq!(statuses[3], (4, Status::OK));
+    let limited = statuses[4..]
+        .iter()
+        .filter(|(_, s)| *s == Status::RATE_LIMITED)
+        .count();
+    assert!(limited >= 2, "burst of 2 at 1/s: {statuses:?}");
+    // The other member got the accepted messages, in order.
+    let accepted: Vec<u64> = statuses
+        .iter()
+        .filter(|(_, s)| *s == Status::OK)
+        .map(|(seq, _)| *seq)
+        .collect();
+    for (i, seq) in accepted.iter().enumerate() {
+        let p = b.push();
+        assert_eq!(p.offset, i as u64 + 1);
+        assert_eq!(&p.payload[..], format!("p{seq}").as_bytes());
+    }
+    let accepted = accepted.len();
+    let body = server.wait_metric(&format!(
+        "ringport_deliveries_total{{kind=\"publish\"}} {}",
+        2 * accepted
+    ));
+    assert!(metric(&body, "ringport_drops_total{reason=\"rate_limited\"}") >= 2);
+    assert_eq!(
+        metric(&body, "ringport_drops_total{reason=\"too_large\"}"),
+        1
+    );
+}
+
+#[test]
+fn batch_window_delays_room_messages_but_keeps_order() {
+    let mut config = test_config();
+    config.rooms.batch_window_ms = 50;
+    let server = TestServer::start(config);
+    let mut clients: Vec<Client> = (0..4).map(|_| server.welcomed("")).collect();
+    for c in &mut clients {
+        assert_eq!(c.join(1, "b"), Status::OK);
+    }
+    for i in 0..20 {
+        let r = server.http(
+            "POST",
+            "/v1/push/room/b",
+            &format!(r#"{{"payload":"{i}"}}"#),
+        );
+        assert_eq!(json(&r.body)["recipients"], 4);
+    }
+    for c in &mut clients {
+        let mut room = Vec::new();
+        while room.len() < 20 {
+            let p = c.push();
+            room.push(p.offset);
+        }
+        assert_eq!(room, (1..=20).collect::<Vec<u64>>());
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let mut config = test_config();
+    config.protocol.max_frame_size = 2 << 20;
+    config.engine.send_high_water = 2 << 20;
+    config.admin.max_body_size = 4 << 20;
+    let server = TestServer::start(config);
+    let mut slow = server.welcomed("");
+    assert_eq!(slow.join(1, "firehose"), Status::OK);
+    let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(1_500_000));
+    let mut pushes = 0;
+    loop {
+        let r = server.http("POST", "/v1/push/room/firehose", &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        if json(&r.body)["recipients"] == 0 {
+            break; // closed and gone from the room
+        }
+        pushes += 1;
+        assert!(pushes < 200, "kernel buffers cannot absorb 300 MB");
+    }
+    let body = server.wait_metric("ringport_connections_closed_total{reason=\"slow_consumer\"} 1");
+    assert!(metric(&body, "ringport_drops_total{reason=\"slow_consumer\"}") >= 1);
+    drop(slow);
+}

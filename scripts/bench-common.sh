@@ -1,0 +1,89 @@
+# Shared helpers for scripts/bench-*.sh (sourced, not run).
+# Servers are pinned with taskset to SERVER_CPU, the client to CLIENT_CPU; everything is on
+# loopback and every command is bounded by `timeout`.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RELEASE="$ROOT/target/release"
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+# The server under test: `ringport` (ringport serve --app echo) or `engine-example`
+# (crates/ringport-io/examples/echo.rs, the bare engine echo, for when the ringport binary
+# cannot run the data plane yet). The baseline is always tokio-echo.
+OURS=${OURS:-ringport}
+# Servers to run; SERVERS=tokio exercises a script with the baseline alone.
+SERVERS=${SERVERS:-"$OURS tokio"}
+# Extra arguments for every ringport-bench run (e.g. "--client tokio").
+BENCH_ARGS=${BENCH_ARGS:-}
+
+die() { echo "error: $*" >&2; exit 1; }
+
+build() {
+    local pkgs=(-p ringport-bench)
+    [[ " $SERVERS " == *" ringport "* ]] && pkgs+=(-p ringport)
+    (cd "$ROOT" && cargo build --release "${pkgs[@]}" ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}) >&2 \
+        || die "release build failed"
+    if [[ " $SERVERS " == *" engine-example "* ]]; then
+        (cd "$ROOT" && cargo build --release -p ringport-io --example echo) >&2 || die "example build failed"
+    fi
+    command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes"
+}
+
+# wait_port PORT: until 127.0.0.1:PORT accepts, at most 10 s.
+wait_port() {
+    local port=$1 i
+    for i in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_server NAME PORT: starts it pinned, sets SERVER_PID and SERVER_ADDR.
+start_server() {
+    local name=$1 port=$2
+    case $name in
+    ringport)
+        [[ -x "$RELEASE/ringport" ]] || die "$RELEASE/ringport not built"
+        taskset -c "$SERVER_CPU" "$RELEASE/ringport" serve --app echo --listen "127.0.0.1:$port" --workers 1 \
+            >"$OUT/ringport-server.log" 2>&1 &
+        SERVER_PID=$!
+        SERVER_ADDR="127.0.0.1:$port"
+        ;;
+    engine-example)
+        taskset -c "$SERVER_CPU" "$RELEASE/examples/echo" "127.0.0.1:$port" 1 \
+            >"$OUT/engine-example-server.log" 2>&1 &
+        SERVER_PID=$!
+        SERVER_ADDR="127.0.0.1:$port"
+        ;;
+    tokio)
+        taskset -c "$SERVER_CPU" "$RELEASE/tokio-echo" --listen "127.0.0.1:$port" --threads 1 \
+            >"$OUT/tokio-server.log" 2>&1 &
+        SERVER_PID=$!
+        SERVER_ADDR="127.0.0.1:$port"
+        ;;
+    *) die "unknown server $name" ;;
+    esac
+    wait_port "$port" || { stop_server; die "$name did not listen on $port within 10 s (see $OUT/$name-server.log)"; }
+}
+
+stop_server() {
+    [[ -n "${SERVER_PID:-}" ]] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# bench ARGS...: the pinned client, bounded in time.
+bench() {
+    timeout "${BENCH_TIMEOUT:-300}" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" "$@" $BENCH_ARGS
+}
+
+# json FILE EXPR: a number out of an echo --json file (python3 is on Debian images).
+json() {
+    python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))["runs"][0]
+v=eval(sys.argv[2], {}, {"r": d})
+print("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else v))' "$1" "$2"
+}

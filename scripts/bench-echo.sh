@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# ringport vs the tokio baseline on echo: alternating runs, same pinned client.
+#
+#   scripts/bench-echo.sh                 # 5 rounds each, 50 and 1000 connections
+#   ROUNDS=3 DURATION=5 CONNS="50" scripts/bench-echo.sh
+#   OURS=engine-example scripts/bench-echo.sh   # the bare ringport-io echo example instead
+#
+# Each round runs ringport then tokio-echo (both `taskset -c $SERVER_CPU`, one worker /
+# current-thread runtime) under `taskset -c $CLIENT_CPU ringport-bench echo` with $SIZE-byte
+# messages at depth $DEPTH. Prints msgs/s and server CPU us/message per run, then the median
+# ratio ringport/tokio with its min-max spread. JSON for every run is kept in $OUT.
+set -euo pipefail
+source "$(dirname "$0")/bench-common.sh"
+
+ROUNDS=${ROUNDS:-5}
+CONNS=${CONNS:-"50 1000"}
+SIZE=${SIZE:-512}
+DEPTH=${DEPTH:-1}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+PORT=${PORT:-17071}
+OUT=${OUT:-"$ROOT/target/bench/echo-$(date +%Y%m%d-%H%M%S)"}
+mkdir -p "$OUT"
+trap stop_server EXIT
+
+build
+echo "# bench-echo: rounds=$ROUNDS conns=[$CONNS] size=$SIZE depth=$DEPTH duration=${DURATION}s warmup=${WARMUP}s servers=[$SERVERS] server-cpu=$SERVER_CPU client-cpu=$CLIENT_CPU"
+echo "# kernel $(uname -r), $(nproc) cpus, results in $OUT"
+for conns in $CONNS; do
+    for round in $(seq "$ROUNDS"); do
+        for server in $SERVERS; do
+            start_server "$server" "$PORT"
+            file="$OUT/$server-c$conns-r$round.json"
+            bench echo --target "$SERVER_ADDR" --connections "$conns" --size "$SIZE" --depth "$DEPTH" \
+                --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$file"
+            stop_server
+            printf '%-9s conns=%-5s round=%s  msgs/s=%-12s server_cpu_us/msg=%-8s p99_us=%-9s errors=%s\n' \
+                "$server" "$conns" "$round" \
+                "$(json "$file" 'r["messages_per_sec"]')" \
+                "$(json "$file" '(r["server"] or {}).get("cpu_us_per_message")')" \
+                "$(json "$file" 'r["latency"]["p99_us"]')" \
+                "$(json "$file" 'r["connect_failed"] + r["closed_unexpectedly"] + r["mismatches"]')"
+        done
+    done
+done
+if [[ " $SERVERS " == *" $OURS "* && " $SERVERS " == *" tokio "* ]]; then
+    for conns in $CONNS; do
+        echo
+        echo "## $conns connections"
+        ours=() base=()
+        for round in $(seq "$ROUNDS"); do
+            ours+=("$OUT/$OURS-c$conns-r$round.json")
+            base+=("$OUT/tokio-c$conns-r$round.json")
+        done
+        "$RELEASE/ringport-bench" compare --ours-name "$OURS" --ours "${ours[@]}" --baseline "${base[@]}" | tee "$OUT/compare-c$conns.txt"
+    done
+fi
