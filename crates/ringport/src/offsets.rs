@@ -7,9 +7,8 @@
 //! offset and the encoded frame (and may keep the frame as history for resuming clients).
 //!
 //! [`CounterSink`] is the history-less implementation: one counter per stream behind a
-//! mutex. A history-backed sink (bounded by count and age, with replay) replaces it without
-//! touching the data plane: the gateway only ever calls [`StreamSink::append`] and
-//! [`StreamSink::epoch`].
+//! mutex. [`crate::streams::Streams`] is the history-backed one (bounded by count and age,
+//! with replay, inbox acks and history memory); the gateway starts with it.
 //!
 //! Ordering: the gateway calls `append` and posts the returned frame to the shards under one
 //! sequencing lock, so every shard sees a stream's offsets in increasing order and can drop a
@@ -21,6 +20,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use ringport_proto::StreamName;
+
+use crate::streams::{Replay, StreamLog};
 
 /// Assigns offsets to stream messages (and, in richer implementations, keeps history).
 pub trait StreamSink: Send + Sync {
@@ -35,6 +36,29 @@ pub trait StreamSink: Send + Sync {
 
     /// The epoch of every stream this sink numbers (PUSH and WELCOME carry it).
     fn epoch(&self) -> u32;
+
+    /// What a client that has `stream` up to `last_offset` of `epoch` gets on resume: the
+    /// retained frames up to the tail `T`, or what was lost. Taken atomically with respect
+    /// to `append` (see docs/architecture.md, "Reliable delivery").
+    fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, now_ms: u64) -> Replay;
+
+    /// A cumulative ACK of a user inbox; returns how many messages it newly acknowledged.
+    fn ack(&self, _stream: &StreamName, _offset: u64) -> u64 {
+        0
+    }
+
+    /// Memory held by history, in bytes (`ringport_history_bytes`).
+    fn history_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Inbox messages acknowledged so far (delivery receipts), over all users.
+    fn acked_total(&self) -> u64 {
+        0
+    }
+
+    /// Trims history to its age bound at `now_ms` (called about once a second).
+    fn sweep(&self, _now_ms: u64) {}
 }
 
 /// Offsets only, no history: a counter per stream, starting at 1.
@@ -78,6 +102,13 @@ impl StreamSink for CounterSink {
 
     fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    /// No history: anything after `last_offset` is reported lost.
+    fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, _now_ms: u64) -> Replay {
+        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let tail = next.get(stream).map_or(0, |n| n - 1);
+        StreamLog::replay_without_history(self.epoch, tail, epoch, last_offset)
     }
 }
 

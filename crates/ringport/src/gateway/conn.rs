@@ -26,6 +26,8 @@ pub(crate) struct Conn {
     pub id: ConnId,
     /// The protocol state machine.
     pub session: Session,
+    /// Session id given in WELCOME (0 before); keys publish dedupe.
+    pub session_id: u64,
     /// Bytes of an incomplete trailing frame; unallocated while idle.
     pub rx: BytesMut,
     /// Verified claims (`None` for anonymous clients and before WELCOME).
@@ -61,6 +63,7 @@ impl Conn {
         Conn {
             id,
             session,
+            session_id: 0,
             rx: BytesMut::new(),
             claims: None,
             anonymous: false,

@@ -86,6 +86,7 @@ impl EngineGateway {
         let mut s = self.shared.registry.snapshot();
         let engine = self.handle.stats_all();
         fill_engine_numbers(&mut s, &engine);
+        s.history_bytes = self.shared.sink.history_bytes();
         s
     }
 }

@@ -10,12 +10,16 @@ use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, Origin, SendError};
-use ringport_proto::{CloseReason, Decoder, Event, Op, Session, State, Status, WelcomeParams};
+use ringport_proto::{
+    CloseReason, Decoder, Event, Op, PushClass, PushOutcome, Session, State, Status, StreamName,
+    WelcomeParams,
+};
 
 use super::conn::{Conn, Joined, TokenBucket};
 use super::fanout::{Delivery, Target};
 use super::rooms::{RoomIndex, UserIndex};
 use super::{Shared, BROADCAST_ROOM};
+use super::{SESSION_RESUME_MS, SWEEP_EVERY_MS};
 use crate::auth::Claims;
 use crate::metrics::{CloseCause, DeliveryKind, Direction, DropReason, ShardRecorder};
 
@@ -110,24 +114,39 @@ impl GatewayHandler {
 
     fn on_event(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, ev: Event, now: u64) {
         match ev {
-            Event::Hello { token, .. } => match self.authenticate(&token) {
+            Event::Hello { token, resume, .. } => match self.authenticate(&token) {
                 Ok(claims) => {
                     if let Some(cl) = &claims {
                         self.users.add(&cl.sub, c.id);
                     }
                     c.anonymous = claims.is_none();
                     c.claims = claims;
+                    let wall = self.shared.clock.unix_ms(ctx.now());
+                    let owner = c.user().unwrap_or("").to_owned();
+                    let publishes = &self.shared.publishes;
+                    // A resumed session keeps its id (and so its publish dedupe state) if
+                    // this process issued it to the same user; otherwise it starts afresh.
+                    let session_id = match &resume {
+                        Some(r) if publishes.resume(r.session_id, &owner, wall) => r.session_id,
+                        _ => {
+                            let id = self
+                                .shared
+                                .next_session_id
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            publishes.open(id, &owner, wall);
+                            id
+                        }
+                    };
+                    c.session_id = session_id;
                     let params = WelcomeParams {
-                        session_id: self
-                            .shared
-                            .next_session_id
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        session_id,
                         epoch: self.shared.sink.epoch(),
-                        server_time_ms: self.shared.clock.unix_ms(ctx.now()),
+                        server_time_ms: wall,
                     };
                     let _ = c.session.accept(params, now);
-                    // Resume entries (HELLO.resume) are answered by the history-backed
-                    // stream sink once it lands; without history there is nothing to replay.
+                    for point in resume.map(|r| r.streams).unwrap_or_default() {
+                        self.resume_stream(c, point, wall);
+                    }
                 }
                 Err(text) => {
                     let _ = c.session.reject(CloseReason::AUTH_FAILED, &text, now);
@@ -149,11 +168,27 @@ impl GatewayHandler {
                 let _ = c.session.reply_room(req_id, status);
             }
             Event::Publish { room, seq, payload } => {
-                let status = self.publish(ctx, c, room, payload, now);
+                let wall = self.shared.clock.unix_ms(ctx.now());
+                // A PUBLISH resent after a reconnect (same session, same seq) was already
+                // published: acknowledge it again, do not publish it twice.
+                let status = if self.shared.publishes.seen(c.session_id, seq) {
+                    Status::OK
+                } else {
+                    let status = self.publish(ctx, c, room, payload, now);
+                    if status == Status::OK {
+                        self.shared.publishes.record(c.session_id, seq, wall);
+                    }
+                    status
+                };
                 let _ = c.session.reply_publish(seq, status);
             }
-            // User-inbox acks matter once inbox history is kept (stream sink with history).
-            Event::Ack { .. } | Event::Sleep { .. } | Event::Wake => {}
+            Event::Ack { stream, offset } => {
+                // Only the user's own inbox; acks of other inboxes are ignored.
+                if c.user().is_some_and(|u| u == stream.name()) {
+                    self.shared.sink.ack(&stream, offset);
+                }
+            }
+            Event::Sleep { .. } | Event::Wake => {}
             Event::Closed { reason, by_peer } => {
                 transmit(ctx, &mut self.rec, c);
                 if !c.closing {
@@ -300,6 +335,91 @@ impl GatewayHandler {
     }
 }
 
+impl GatewayHandler {
+    /// Resumes one stream of a HELLO, in this one shard turn (the gapless resume rule of
+    /// docs/architecture.md, "Reliable delivery"): authorize it as a live JOIN would, take
+    /// the replay snapshot up to tail `T` under the stream's lock, send RESUME_RESULT and the
+    /// snapshot, set the connection's last-delivered offset to `T` and register membership.
+    /// Live pushes with offset ≤ `T` still in this shard's inbox are then dropped as
+    /// duplicates; later ones are delivered because the connection is now a member.
+    fn resume_stream(&mut self, c: &mut Conn, point: ringport_proto::ResumePoint, wall: u64) {
+        let stream = point.stream;
+        let (allowed, new_room) = match &stream {
+            StreamName::Room(r) if r == BROADCAST_ROOM => (true, false),
+            StreamName::Room(r) => (
+                c.anonymous || c.claims.as_ref().is_some_and(|cl| cl.may_join(r)),
+                c.joined(r).is_none(),
+            ),
+            StreamName::User(u) => (c.user() == Some(u.as_str()), false),
+        };
+        if !allowed {
+            let _ = c
+                .session
+                .send_error(Status::FORBIDDEN, &format!("may not resume {stream}"));
+            return;
+        }
+        if new_room && c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
+            let _ = c.session.send_error(
+                Status::LIMIT_EXCEEDED,
+                &format!("cannot resume {stream}: too many rooms"),
+            );
+            return;
+        }
+        let replay = self
+            .shared
+            .sink
+            .replay(&stream, point.epoch, point.last_offset, wall);
+        let _ = c
+            .session
+            .send_resume_result(replay.resume_result(&stream, point.epoch));
+        let tail = replay.tail();
+        let frames = replay.into_frames();
+        let first = tail + 1 - frames.len() as u64;
+        let (class, kind) = if stream.is_user() {
+            (PushClass::Direct, DeliveryKind::User)
+        } else {
+            (PushClass::Room, DeliveryKind::Room)
+        };
+        for (i, frame) in frames.into_iter().enumerate() {
+            if c.session
+                .offer_push(class, &stream, first + i as u64, frame)
+                == PushOutcome::Sent
+            {
+                self.rec.delivered(kind, 1);
+            }
+        }
+        match stream {
+            StreamName::Room(r) if r == BROADCAST_ROOM => {
+                c.broadcast_last = c.broadcast_last.max(tail)
+            }
+            StreamName::Room(r) => match c.joined(&r) {
+                Some(i) => c.rooms[i].last = c.rooms[i].last.max(tail),
+                None => {
+                    let pos = self.rooms.join(&r, c.id);
+                    c.rooms.push(Joined {
+                        room: r,
+                        pos,
+                        last: tail,
+                    });
+                }
+            },
+            StreamName::User(_) => c.user_last = c.user_last.max(tail),
+        }
+    }
+
+    /// Trims history to its age bound and forgets idle sessions, once per `SWEEP_EVERY_MS`.
+    fn sweep(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let wall = self.shared.clock.unix_ms(ctx.now());
+        let last = &self.shared.last_sweep_ms;
+        if wall.saturating_sub(last.load(std::sync::atomic::Ordering::Relaxed)) < SWEEP_EVERY_MS {
+            return;
+        }
+        last.store(wall, std::sync::atomic::Ordering::Relaxed);
+        self.shared.sink.sweep(wall);
+        self.shared.publishes.expire(wall, SESSION_RESUME_MS);
+    }
+}
+
 /// Hands the session's queued frames to the engine.
 pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder, c: &mut Conn) {
     while let Some(frame) = c.session.poll_transmit() {
@@ -415,6 +535,9 @@ impl Handler for GatewayHandler {
 
     fn on_loop(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.flush_batch(ctx, false);
+        if self.shard == 0 {
+            self.sweep(ctx);
+        }
     }
 
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {

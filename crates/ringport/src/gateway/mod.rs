@@ -31,8 +31,9 @@ use crate::auth::Verifier;
 use crate::config::{Config, RoomsConfig};
 use crate::http::Gateway;
 use crate::metrics::{RecorderSlots, Registry};
-use crate::offsets::{random_epoch, CounterSink, StreamSink};
+use crate::offsets::StreamSink;
 use crate::serve::{engine_config, DataPlane, ServeError};
+use crate::streams::{HistoryLimits, PublishDedupes, Streams};
 
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
@@ -88,7 +89,20 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub recorders: RecorderSlots,
     pub next_session_id: AtomicU64,
+    /// Seqs of client publishes already published, per session (a resent PUBLISH is acked,
+    /// not published again); also the registry of session ids a client may resume.
+    pub publishes: PublishDedupes,
+    /// Wall ms of the last history sweep / session expiry (shard 0 runs them).
+    pub last_sweep_ms: AtomicU64,
 }
+
+/// Per-session window of client seqs remembered beyond the highest contiguous one (the SDK's
+/// outbound queue is 1,024 by default).
+pub const PUBLISH_DEDUPE_WINDOW: u64 = 4_096;
+/// A session (its publish dedupe state) can be resumed for this long after its last use.
+pub const SESSION_RESUME_MS: u64 = 10 * 60_000;
+/// How often history is trimmed to its age bound and idle sessions are forgotten.
+pub const SWEEP_EVERY_MS: u64 = 1_000;
 
 /// The session tunables from `[protocol]` and `[rooms]`.
 ///
@@ -147,9 +161,10 @@ impl DataPlane for GatewayPlane {
     }
 }
 
-/// Starts the gateway with a history-less [`CounterSink`].
+/// Starts the gateway with in-memory history ([`Streams`], bounded by `[history]`).
 pub fn start(config: &Config) -> Result<GatewayPlane, ServeError> {
-    start_with_sink(config, Arc::new(CounterSink::new(random_epoch())))
+    let limits = HistoryLimits::from_config(&config.history);
+    start_with_sink(config, Arc::new(Streams::new(limits, 64)))
 }
 
 /// Starts the gateway numbering (and possibly recording) messages with `sink`.
@@ -159,6 +174,9 @@ pub fn start_with_sink(
 ) -> Result<GatewayPlane, ServeError> {
     let engine_cfg = engine_config(config);
     let (registry, recorders) = Registry::new(engine_cfg.workers);
+    // Session ids carry the epoch, so an id from before a restart never names a session of
+    // the new process.
+    let first_session = (u64::from(sink.epoch()) << 32) | 1;
     let shared = Arc::new(Shared {
         session: Arc::new(session_config(config)),
         verifier: config
@@ -173,7 +191,9 @@ pub fn start_with_sink(
         clock: Clock::new(),
         registry,
         recorders: RecorderSlots::new(recorders),
-        next_session_id: AtomicU64::new(1),
+        next_session_id: AtomicU64::new(first_session),
+        publishes: PublishDedupes::new(16, PUBLISH_DEDUPE_WINDOW),
+        last_sweep_ms: AtomicU64::new(0),
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {

@@ -36,8 +36,22 @@ pub struct PublishDedupe {
 impl PublishDedupe {
     /// Records `seq`; says whether it is new. `window` bounds memory.
     pub fn check(&mut self, seq: u64, window: u64) -> Seen {
-        if seq < self.next || self.ahead.contains(&seq) {
+        if self.seen(seq) {
             return Seen::Duplicate;
+        }
+        self.record(seq, window);
+        Seen::New
+    }
+
+    /// Whether `seq` was already recorded.
+    pub fn seen(&self, seq: u64) -> bool {
+        seq < self.next || self.ahead.contains(&seq)
+    }
+
+    /// Records `seq` as published. `window` bounds memory.
+    pub fn record(&mut self, seq: u64, window: u64) {
+        if self.seen(seq) {
+            return;
         }
         if seq == self.next {
             self.next += 1;
@@ -56,7 +70,6 @@ impl PublishDedupe {
                 }
             }
         }
-        Seen::New
     }
 
     /// Lowest seq not yet seen (everything below was published).
@@ -70,11 +83,24 @@ impl PublishDedupe {
     }
 }
 
-/// One lock's share of the sessions: session id → (state, last used ms).
-type Sessions = HashMap<u64, (PublishDedupe, u64)>;
+/// One session's entry.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Seqs published.
+    dedupe: PublishDedupe,
+    /// Who opened the session (user id, empty for anonymous); only the same
+    /// owner may resume it, so nobody can pre-empt another's seqs.
+    owner: String,
+    /// Last use (ms), for expiry.
+    used: u64,
+}
+
+/// One lock's share of the sessions.
+type Sessions = HashMap<u64, Entry>;
 
 /// Per-session dedupe state, kept across reconnects of the session until it
-/// is idle for `idle_ms` (the resume window).
+/// is idle for `idle_ms` (the resume window). Also the registry of session
+/// ids a client may resume.
 #[derive(Debug)]
 pub struct PublishDedupes {
     shards: Box<[Mutex<Sessions>]>,
@@ -96,15 +122,57 @@ impl PublishDedupes {
         &self.shards[(session % self.shards.len() as u64) as usize]
     }
 
-    /// Records `seq` of `session` at `now`.
-    pub fn check(&self, session: u64, seq: u64, now: u64) -> Seen {
-        let mut map = self
-            .shard(session)
+    fn map(&self, session: u64) -> std::sync::MutexGuard<'_, Sessions> {
+        self.shard(session)
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let (d, used) = map.entry(session).or_default();
-        *used = now;
-        d.check(seq, self.window)
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `seq` of `session` at `now`; says whether it is new.
+    pub fn check(&self, session: u64, seq: u64, now: u64) -> Seen {
+        let mut map = self.map(session);
+        let e = map.entry(session).or_default();
+        e.used = now;
+        e.dedupe.check(seq, self.window)
+    }
+
+    /// Whether `seq` of `session` was already published.
+    pub fn seen(&self, session: u64, seq: u64) -> bool {
+        self.map(session)
+            .get(&session)
+            .is_some_and(|e| e.dedupe.seen(seq))
+    }
+
+    /// Records `seq` of `session` as published at `now`.
+    pub fn record(&self, session: u64, seq: u64, now: u64) {
+        let mut map = self.map(session);
+        let e = map.entry(session).or_default();
+        e.used = now;
+        e.dedupe.record(seq, self.window);
+    }
+
+    /// Registers a new session of `owner`.
+    pub fn open(&self, session: u64, owner: &str, now: u64) {
+        self.map(session).insert(
+            session,
+            Entry {
+                dedupe: PublishDedupe::default(),
+                owner: owner.to_owned(),
+                used: now,
+            },
+        );
+    }
+
+    /// Whether `owner` may continue `session` (it exists, was opened by the
+    /// same owner, and has not expired); touches it if so.
+    pub fn resume(&self, session: u64, owner: &str, now: u64) -> bool {
+        match self.map(session).get_mut(&session) {
+            Some(e) if e.owner == owner => {
+                e.used = now;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets sessions unused since `now - idle_ms`; returns how many.
@@ -114,7 +182,7 @@ impl PublishDedupes {
         for s in self.shards.iter() {
             let mut map = s.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, (_, used)| *used >= cutoff);
+            map.retain(|_, e| e.used >= cutoff);
             n += before - map.len();
         }
         n
@@ -185,5 +253,18 @@ mod tests {
         assert_eq!(r.expire(100, 85), 1, "session 2 idle since 10");
         assert_eq!(r.len(), 1);
         assert_eq!(r.check(2, 0, 100), Seen::New, "forgotten after expiry");
+    }
+
+    #[test]
+    fn only_the_owner_resumes_and_seen_then_record() {
+        let r = PublishDedupes::new(2, 64);
+        r.open(7, "alice", 0);
+        assert!(r.resume(7, "alice", 1));
+        assert!(!r.resume(7, "mallory", 1));
+        assert!(!r.resume(8, "alice", 1), "never issued");
+        assert!(!r.seen(7, 1));
+        r.record(7, 1, 2);
+        assert!(r.seen(7, 1));
+        assert!(!r.seen(7, 0));
     }
 }

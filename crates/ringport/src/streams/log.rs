@@ -187,6 +187,28 @@ impl StreamLog {
         self.last_used_ms < cutoff
     }
 
+    /// A no-history log's answer to a resume (used by sinks that keep only
+    /// counters): everything after `last_offset` up to `tail` is lost.
+    pub fn replay_without_history(
+        epoch: u32,
+        tail: u64,
+        asked_epoch: u32,
+        last_offset: u64,
+    ) -> Replay {
+        let mut log = StreamLog::new(epoch, 0);
+        log.tail = tail;
+        log.replay(
+            asked_epoch,
+            last_offset,
+            0,
+            HistoryLimits {
+                max_messages: 0,
+                max_age_ms: u64::MAX,
+            },
+            false,
+        )
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> u32 {
         self.epoch

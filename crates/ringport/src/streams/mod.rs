@@ -12,10 +12,12 @@
 //! - [`PublishDedupes`]: per-session seen client seqs, so a publish resent
 //!   after a reconnect is acknowledged but not published twice.
 //!
-//! Epochs: history lives in memory only, so each log gets a random epoch when
-//! it is created. A restarted process (or a log recreated after it was
-//! swept idle) has a different epoch, and a client resuming an old epoch is
-//! told `EpochChanged` — never served a replay that mixes epochs.
+//! Epochs: history lives in memory only, so the process picks a random epoch
+//! at start and every stream uses it. A restarted process has a different
+//! epoch, and a client resuming an old epoch is told `EpochChanged` — never
+//! served a replay that mixes epochs. Logs are never removed while the
+//! process runs (their offsets must keep increasing within the epoch); idle
+//! logs cost their name and a few words once their history is trimmed.
 //!
 //! See docs/architecture.md, "Reliable delivery", for how the gateway uses the
 //! replay snapshot to resume a connection without gaps or duplicates.
@@ -23,10 +25,10 @@
 mod dedupe;
 mod log;
 
-use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -70,30 +72,30 @@ pub struct Streams {
     shards: Box<[Mutex<Shard>]>,
     /// Retention bounds applied to every log.
     limits: HistoryLimits,
-    /// Random per process; mixed with `created` to give each new log its epoch.
-    epoch_seed: u64,
-    /// Logs created so far (makes a recreated log's epoch differ).
-    created: AtomicU32,
+    /// The process epoch, shared by every log.
+    epoch: u32,
+    /// Inbox messages acknowledged, over all users (delivery receipts).
+    acked_total: AtomicU64,
     /// History bytes over all shards, kept in step under the shard locks so
     /// `/metrics` reads it without locking.
     bytes: AtomicU64,
 }
 
 impl Streams {
-    /// A registry with `shards` locks and a random epoch seed.
+    /// A registry with `shards` locks and a random process epoch.
     pub fn new(limits: HistoryLimits, shards: usize) -> Self {
-        Streams::with_epoch_seed(limits, shards, random_seed())
+        Streams::with_epoch(limits, shards, crate::offsets::random_epoch())
     }
 
-    /// As [`new`](Self::new) with a chosen epoch seed (tests).
-    pub fn with_epoch_seed(limits: HistoryLimits, shards: usize, seed: u64) -> Self {
+    /// As [`new`](Self::new) with a chosen epoch (tests).
+    pub fn with_epoch(limits: HistoryLimits, shards: usize, epoch: u32) -> Self {
         Streams {
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             limits,
-            epoch_seed: seed,
-            created: AtomicU32::new(0),
+            epoch,
+            acked_total: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         }
     }
@@ -112,19 +114,9 @@ impl Streams {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn next_epoch(&self) -> u32 {
-        let n = self.created.fetch_add(1, Ordering::Relaxed);
-        let mut h = DefaultHasher::new();
-        (self.epoch_seed, n).hash(&mut h);
-        match h.finish() as u32 {
-            0 => 1,
-            e => e,
-        }
-    }
-
     fn log<'a>(&self, shard: &'a mut Shard, stream: &StreamName, now: u64) -> &'a mut StreamLog {
         if !shard.contains_key(stream) {
-            shard.insert(stream.clone(), StreamLog::new(self.next_epoch(), now));
+            shard.insert(stream.clone(), StreamLog::new(self.epoch, now));
         }
         shard.get_mut(stream).expect("inserted above")
     }
@@ -139,10 +131,14 @@ impl Streams {
         }
     }
 
-    /// The stream's epoch (creating its log if needed), e.g. for WELCOME.
-    pub fn epoch_of(&self, stream: &StreamName, now: u64) -> u32 {
-        let mut shard = self.lock(stream);
-        self.log(&mut shard, stream, now).epoch()
+    /// The process epoch every stream is numbered in (WELCOME, PUSH).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Inbox messages acknowledged so far, over all users.
+    pub fn acked_total(&self) -> u64 {
+        self.acked_total.load(Ordering::Relaxed)
     }
 
     /// Assigns the next offset of `stream`; `encode(offset)` builds the PUSH
@@ -203,7 +199,9 @@ impl Streams {
     /// it newly acknowledged (0 for an unknown stream or an old offset).
     pub fn ack(&self, stream: &StreamName, offset: u64) -> u64 {
         let mut shard = self.lock(stream);
-        shard.get_mut(stream).map_or(0, |log| log.ack(offset))
+        let n = shard.get_mut(stream).map_or(0, |log| log.ack(offset));
+        self.acked_total.fetch_add(n, Ordering::Relaxed);
+        n
     }
 
     /// Delivery receipts of a user inbox, if it exists.
@@ -222,19 +220,16 @@ impl Streams {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Trims every log to the age bound at `now`. Logs with nothing retained
-    /// and nothing appended for `max_age_ms` are removed; if such a stream is
-    /// used again it starts a new epoch (its offsets could not be resumed
-    /// anyway). Returns bytes freed. Call periodically (e.g. once a second).
+    /// Trims every log to the age bound at `now` (appends and replays trim
+    /// their own log; this catches streams nobody touches). Returns bytes
+    /// freed. Call periodically (e.g. once a second).
     pub fn sweep(&self, now: u64) -> usize {
         let mut freed = 0;
         for s in self.shards.iter() {
             let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, log| {
-                let f = log.trim(now, self.limits);
-                freed += f;
-                !log.is_empty() || !log.idle_since(now.saturating_sub(self.limits.max_age_ms))
-            });
+            for log in shard.values_mut() {
+                freed += log.trim(now, self.limits);
+            }
         }
         self.bytes.fetch_sub(freed as u64, Ordering::Relaxed);
         freed
@@ -255,15 +250,39 @@ impl Streams {
     }
 }
 
-/// A seed that differs per process start (std's per-process random hasher
-/// keys, the clock and the pid), without an RNG dependency.
-fn random_seed() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    std::process::id().hash(&mut h);
-    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        d.as_nanos().hash(&mut h);
+impl crate::offsets::StreamSink for Streams {
+    fn append(
+        &self,
+        stream: &StreamName,
+        now_ms: u64,
+        encode: &mut dyn FnMut(u64) -> Bytes,
+    ) -> (u64, Bytes) {
+        Streams::append(self, stream, now_ms, encode)
     }
-    h.finish()
+
+    fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, now_ms: u64) -> Replay {
+        Streams::replay(self, stream, epoch, last_offset, now_ms)
+    }
+
+    fn ack(&self, stream: &StreamName, offset: u64) -> u64 {
+        Streams::ack(self, stream, offset)
+    }
+
+    fn history_bytes(&self) -> u64 {
+        Streams::history_bytes(self)
+    }
+
+    fn acked_total(&self) -> u64 {
+        Streams::acked_total(self)
+    }
+
+    fn sweep(&self, now_ms: u64) {
+        Streams::sweep(self, now_ms);
+    }
 }
 
 #[cfg(test)]

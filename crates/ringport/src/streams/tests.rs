@@ -44,7 +44,7 @@ fn decode_offsets(frames: &[Bytes]) -> Vec<u64> {
 
 #[test]
 fn streams_are_independent() {
-    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    let s = Streams::with_epoch(LIM, 4, 1);
     assert_eq!(publish(&s, &room("a"), 0, "x"), 1);
     assert_eq!(publish(&s, &room("a"), 0, "x"), 2);
     assert_eq!(publish(&s, &room("b"), 0, "x"), 1);
@@ -54,9 +54,9 @@ fn streams_are_independent() {
 
 #[test]
 fn replay_is_a_consistent_snapshot() {
-    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    let s = Streams::with_epoch(LIM, 4, 1);
     let a = room("a");
-    let epoch = s.epoch_of(&a, 0);
+    let epoch = s.epoch();
     for i in 0..10 {
         publish(&s, &a, i, "m");
     }
@@ -70,7 +70,7 @@ fn process_restart_changes_epoch() {
     let a = room("a");
     let old = Streams::new(LIM, 2);
     publish(&old, &a, 0, "m");
-    let old_epoch = old.epoch_of(&a, 0);
+    let old_epoch = old.epoch();
     let new = Streams::new(LIM, 2);
     publish(&new, &a, 0, "m");
     match new.replay(&a, old_epoch, 1, 0) {
@@ -85,41 +85,24 @@ fn process_restart_changes_epoch() {
 
 #[test]
 fn history_bytes_follow_appends_and_sweeps() {
-    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    let s = Streams::with_epoch(LIM, 4, 1);
     for i in 0..10 {
         publish(&s, &room(&format!("r{}", i % 3)), 0, "hello");
     }
     assert_eq!(s.history_bytes() as usize, s.stats().bytes);
     assert!(s.history_bytes() > 0);
-    // Past the age bound, everything is trimmed and idle logs disappear.
+    // Past the age bound, everything is trimmed; offsets are kept.
     s.sweep(60_001);
     assert_eq!(s.history_bytes(), 0);
-    assert_eq!(s.stats().streams, 0);
-}
-
-#[test]
-fn swept_stream_comes_back_in_a_new_epoch() {
-    let s = Streams::with_epoch_seed(LIM, 1, 1);
-    let a = room("a");
-    publish(&s, &a, 0, "m");
-    let e1 = s.epoch_of(&a, 0);
-    s.sweep(100_000);
-    let e2 = s.epoch_of(&a, 100_000);
-    assert_ne!(e1, e2);
-    assert!(matches!(
-        s.replay(&a, e1, 1, 100_000),
-        Replay::NotRecovered {
-            reason: NotRecoveredReason::EpochChanged,
-            ..
-        }
-    ));
+    assert_eq!(s.stats().streams, 3);
+    assert_eq!(publish(&s, &room("r0"), 60_001, "again"), 5);
 }
 
 #[test]
 fn inbox_acks_and_receipts() {
-    let s = Streams::with_epoch_seed(LIM, 4, 1);
+    let s = Streams::with_epoch(LIM, 4, 1);
     let u = StreamName::User("u1".into());
-    let epoch = s.epoch_of(&u, 0);
+    let epoch = s.epoch();
     for _ in 0..5 {
         publish(&s, &u, 0, "dm");
     }
@@ -130,11 +113,12 @@ fn inbox_acks_and_receipts() {
     // Client received all 5 but acked 3: 4 and 5 are redelivered.
     assert_eq!(decode_offsets(s.replay(&u, epoch, 5, 0).frames()), [4, 5]);
     assert_eq!(s.ack(&StreamName::User("nobody".into()), 9), 0);
+    assert_eq!(s.acked_total(), 3);
 }
 
 #[test]
 fn concurrent_appends_get_distinct_contiguous_offsets() {
-    let s = Arc::new(Streams::with_epoch_seed(LIM, 2, 1));
+    let s = Arc::new(Streams::with_epoch(LIM, 2, 1));
     let a = room("a");
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -154,7 +138,7 @@ fn concurrent_appends_get_distinct_contiguous_offsets() {
     all.sort_unstable();
     assert_eq!(all, (1..=2_000).collect::<Vec<_>>());
     // History is bounded by count and ends at the tail.
-    let r = s.replay(&a, s.epoch_of(&a, 0), 1_950, 0);
+    let r = s.replay(&a, s.epoch(), 1_950, 0);
     assert_eq!(
         decode_offsets(r.frames()),
         (1_951..=2_000).collect::<Vec<_>>()
