@@ -1,0 +1,562 @@
+//! Reliable delivery end to end: the gateway (in process, or the `ringport` binary as a child
+//! process) driven by the Rust SDK over loopback.
+//!
+//! - chaos: 50 clients in a room, 20,000 messages (HTTP and client publishes) while
+//!   connections are cut at random (RST, abrupt close, server-side kick, client frozen past
+//!   its heartbeat): every client ends with every offset exactly once, in order;
+//! - SIGKILL and restart: resuming clients get `EpochChanged` with the new epoch, never a
+//!   replay from the old one; publishes made while the server is down arrive once after it
+//!   is back;
+//! - the time to resume a 1,000-message gap (printed for docs/benchmarks.md).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::gateway::{test_config, TestServer};
+use common::request;
+use rand::Rng;
+use ringport_client::{Backoff, Client, Event, Fault, LossReason, Options, StreamName};
+use ringport_proto::{Frame, Hello, Resume, ResumeOutcome, ResumePoint};
+use tokio::sync::mpsc::Receiver;
+
+const ROOM: &str = "chaos";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn sdk_options() -> Options {
+    Options {
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(300),
+            multiplier: 2.0,
+            jitter: 0.5,
+        },
+        handshake_timeout: Duration::from_secs(5),
+        outbound_queue: 4_096,
+        event_capacity: 65_536,
+        ..Options::default()
+    }
+}
+
+/// What one client saw of the room.
+#[derive(Debug, Default)]
+struct Seen {
+    epoch: u32,
+    last: u64,
+    count: u64,
+    /// Offsets out of order or repeated (must stay empty).
+    errors: Vec<String>,
+    /// NotRecovered events.
+    lost: Vec<(LossReason, std::ops::Range<u64>, u32)>,
+    payloads: Vec<String>,
+}
+
+/// Records every event of `rx` into `seen` until the channel closes.
+fn collect(mut rx: Receiver<Event>, seen: Arc<Mutex<Seen>>, keep_payloads: bool) {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let mut s = seen.lock().unwrap();
+            match ev {
+                Event::Message(m) if m.stream == StreamName::Room(ROOM.into()) => {
+                    if m.epoch == s.epoch && m.offset != s.last + 1 {
+                        let e = format!("offset {} after {}", m.offset, s.last);
+                        s.errors.push(e);
+                    }
+                    s.epoch = m.epoch;
+                    s.last = m.offset;
+                    s.count += 1;
+                    if keep_payloads {
+                        s.payloads
+                            .push(String::from_utf8_lossy(&m.payload).into_owned());
+                    }
+                }
+                Event::NotRecovered {
+                    reason,
+                    missing,
+                    epoch,
+                    ..
+                } => {
+                    s.lost.push((reason, missing.clone(), epoch));
+                    // Delivery continues at missing.end in `epoch`.
+                    s.epoch = epoch;
+                    s.last = missing.end.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn push_http(admin: std::net::SocketAddr, body: &str) {
+    let r = request(
+        admin,
+        "POST",
+        &format!("/v1/push/room/{ROOM}"),
+        &[],
+        &format!(r#"{{"payload":"{body}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn member_ids(admin: std::net::SocketAddr) -> Vec<String> {
+    let r = request(
+        admin,
+        "GET",
+        &format!("/v1/rooms/{ROOM}?sample=1000"),
+        &[],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    v["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x["connection"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn messages_from_env(default: u64) -> u64 {
+    std::env::var("RINGPORT_CHAOS_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
+    const CLIENTS: usize = 50;
+    const PUBLISHERS: usize = 5;
+    let total = messages_from_env(20_000);
+    let via_http = total / 4;
+    let per_publisher = (total - via_http) / PUBLISHERS as u64;
+    let total = via_http + per_publisher * PUBLISHERS as u64;
+
+    let mut config = test_config();
+    config.history.max_messages_per_stream = 100_000;
+    config.history.max_age_ms = 600_000;
+    config.rooms.publish_rate_per_sec = 1_000_000;
+    config.rooms.publish_burst = 1_000_000;
+    // Heartbeat 500 ms, probes every 250 ms, closed after 1.5 s of silence.
+    config.protocol.heartbeat_interval_ms = 500;
+    config.protocol.heartbeat_tolerated = 1;
+    config.protocol.heartbeat_probe_interval_ms = 250;
+    config.protocol.heartbeat_close_after = 1;
+    config.engine.send_high_water = 64 << 20;
+    let server = TestServer::start(config);
+    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
+    let started = Instant::now();
+
+    runtime().block_on(async move {
+        let mut clients = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..CLIENTS {
+            let (c, rx) = Client::connect(addr.clone(), "", sdk_options())
+                .await
+                .unwrap();
+            c.join(ROOM).await.unwrap();
+            let s = Arc::new(Mutex::new(Seen::default()));
+            collect(rx, s.clone(), false);
+            clients.push(c);
+            seen.push(s);
+        }
+        // One message everyone has, so every client resumes the room by position.
+        tokio::task::spawn_blocking(move || push_http(admin, "warm-up"))
+            .await
+            .unwrap();
+        wait_until("warm-up", Duration::from_secs(20), || {
+            seen.iter().all(|s| s.lock().unwrap().last == 1)
+        })
+        .await;
+
+        // Publishers: an HTTP backend and five clients with up to 64 publishes in flight.
+        let http = tokio::task::spawn_blocking(move || {
+            for i in 0..via_http {
+                push_http(admin, &format!("h{i}"));
+            }
+        });
+        let mut pubs = Vec::new();
+        for p in 0..PUBLISHERS {
+            let c = clients[p].clone();
+            pubs.push(tokio::spawn(async move {
+                let sem = Arc::new(tokio::sync::Semaphore::new(64));
+                let mut tasks = Vec::new();
+                for i in 0..per_publisher {
+                    let permit = sem.clone().acquire_owned().await.unwrap();
+                    let c = c.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let r = c.publish(ROOM, format!("c{p}-{i}")).await;
+                        drop(permit);
+                        r
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap().expect("publish acknowledged");
+                }
+            }));
+        }
+
+        // Chaos until the publishers are done.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let chaos = {
+            let clients = clients.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut counts: HashMap<&'static str, u32> = HashMap::new();
+                let mut round = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    round += 1;
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    let (victim, kind) = {
+                        let mut rng = rand::rng();
+                        (
+                            rng.random_range(0..clients.len()),
+                            rng.random_range(0..20u32),
+                        )
+                    };
+                    let c = &clients[victim];
+                    let what = match kind {
+                        0..=6 => {
+                            c.inject_fault(Fault::Reset).await;
+                            "rst"
+                        }
+                        7..=13 => {
+                            c.inject_fault(Fault::Abort).await;
+                            "close"
+                        }
+                        14..=18 => {
+                            let ids = tokio::task::spawn_blocking(move || member_ids(admin))
+                                .await
+                                .unwrap();
+                            if ids.is_empty() {
+                                continue;
+                            }
+                            let id = ids[round as usize % ids.len()].clone();
+                            tokio::task::spawn_blocking(move || {
+                                request(admin, "DELETE", &format!("/v1/connections/{id}"), &[], "")
+                            })
+                            .await
+                            .unwrap();
+                            "kick"
+                        }
+                        _ => {
+                            // Frozen past the server's heartbeat deadline (1.5 s).
+                            c.inject_fault(Fault::Pause(Duration::from_millis(1_800)))
+                                .await;
+                            "pause"
+                        }
+                    };
+                    *counts.entry(what).or_default() += 1;
+                }
+                counts
+            })
+        };
+        http.await.unwrap();
+        for p in pubs {
+            p.await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let counts = chaos.await.unwrap();
+
+        let tail = total + 1;
+        wait_until("every client at the tail", Duration::from_secs(120), || {
+            seen.iter().all(|s| s.lock().unwrap().last >= tail)
+        })
+        .await;
+        for (i, s) in seen.iter().enumerate() {
+            let s = s.lock().unwrap();
+            assert!(
+                s.errors.is_empty(),
+                "client {i}: {:?}",
+                &s.errors[..s.errors.len().min(5)]
+            );
+            assert!(
+                s.lost.is_empty(),
+                "client {i}: history holds everything, yet {:?}",
+                s.lost
+            );
+            assert_eq!((s.last, s.count), (tail, tail), "client {i}");
+        }
+        // Nothing published twice (resent publishes were deduplicated): the stream's tail is
+        // exactly the number of messages.
+        let m = tokio::task::spawn_blocking(move || {
+            push_http(admin, "final");
+            request(admin, "GET", "/metrics", &[], "").body
+        })
+        .await
+        .unwrap();
+        wait_until("final", Duration::from_secs(20), || {
+            seen.iter().all(|s| s.lock().unwrap().last == tail + 1)
+        })
+        .await;
+        let history = m
+            .lines()
+            .find(|l| l.starts_with("ringport_history_bytes "))
+            .expect("history gauge");
+        eprintln!(
+            "chaos: {CLIENTS} clients, {total} messages ({via_http} via HTTP), faults {counts:?}, \
+             {history}, {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        for c in clients {
+            c.close().await;
+        }
+    });
+}
+
+#[test]
+fn trimmed_history_is_reported_as_not_recovered() {
+    let mut config = test_config();
+    config.history.max_messages_per_stream = 10;
+    let server = TestServer::start(config);
+    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
+    runtime().block_on(async move {
+        let mut o = sdk_options();
+        // Stay away long enough for 30 messages to pass.
+        o.backoff.initial = Duration::from_millis(1_500);
+        o.backoff.jitter = 0.0;
+        let (c, rx) = Client::connect(addr, "", o).await.unwrap();
+        c.join(ROOM).await.unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        collect(rx, seen.clone(), false);
+        tokio::task::spawn_blocking(move || push_http(admin, "1"))
+            .await
+            .unwrap();
+        wait_until("first", Duration::from_secs(10), || {
+            seen.lock().unwrap().last == 1
+        })
+        .await;
+        c.inject_fault(Fault::Reset).await;
+        tokio::task::spawn_blocking(move || {
+            for i in 0..30 {
+                push_http(admin, &format!("m{i}"));
+            }
+        })
+        .await
+        .unwrap();
+        wait_until("resume", Duration::from_secs(10), || {
+            seen.lock().unwrap().last == 31
+        })
+        .await;
+        let s = seen.lock().unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        assert_eq!(s.lost.len(), 1, "{:?}", s.lost);
+        let (reason, missing, _) = s.lost[0].clone();
+        assert_eq!(
+            (reason, missing),
+            (LossReason::Gap, 2..22),
+            "history keeps 22..=31"
+        );
+        assert_eq!(s.count, 1 + 10);
+    });
+}
+
+/// `ringport serve` as a child process on `listen`; returns it and its client address.
+fn spawn_server(listen: &str) -> (Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args([
+            "serve",
+            "--listen",
+            listen,
+            "--admin",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--log-format",
+            "json",
+            "--set",
+            "engine.recv_buffers=256",
+            "--set",
+            "rooms.publish_rate_per_sec=100000",
+            "--set",
+            "rooms.publish_burst=100000",
+        ])
+        .env_clear()
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "ringport ready" {
+            let clients = v["clients"].as_str().unwrap().to_owned();
+            let admin = v["admin"].as_str().unwrap().to_owned();
+            std::thread::spawn(move || stderr.for_each(drop));
+            return (child, clients, admin);
+        }
+    }
+    panic!("ringport exited before it was ready: {:?}", child.wait());
+}
+
+#[test]
+fn sigkill_restart_reports_new_epoch_and_offline_publishes_arrive_once() {
+    let (mut server, addr, _) = spawn_server("127.0.0.1:0");
+    runtime().block_on(async move {
+        let (sub, rx) = Client::connect(addr.clone(), "", sdk_options())
+            .await
+            .unwrap();
+        sub.join(ROOM).await.unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        collect(rx, seen.clone(), true);
+        let (publisher, _prx) = Client::connect(addr.clone(), "", sdk_options())
+            .await
+            .unwrap();
+        publisher.join(ROOM).await.unwrap();
+        for i in 0..5 {
+            publisher
+                .publish(ROOM, format!("before-{i}"))
+                .await
+                .unwrap();
+        }
+        wait_until("before", Duration::from_secs(10), || {
+            seen.lock().unwrap().last == 5
+        })
+        .await;
+        let old_epoch = seen.lock().unwrap().epoch;
+
+        server.kill().unwrap(); // SIGKILL: no CLOSE, no flush, history gone
+        server.wait().unwrap();
+        // Published while the server is down: queued in the SDK, sent after the reconnect.
+        let offline: Vec<_> = (0..10)
+            .map(|i| {
+                let p = publisher.clone();
+                tokio::spawn(async move { p.publish(ROOM, format!("offline-{i}")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (restarted, _, _) = tokio::task::spawn_blocking(move || spawn_server(&addr))
+            .await
+            .unwrap();
+        for p in offline {
+            p.await
+                .unwrap()
+                .expect("offline publish acknowledged after restart");
+        }
+        wait_until("offline publishes", Duration::from_secs(20), || {
+            seen.lock()
+                .unwrap()
+                .payloads
+                .iter()
+                .filter(|p| p.starts_with("offline-"))
+                .count()
+                >= 10
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = seen.lock().unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        let (reason, missing, epoch) = s.lost.first().cloned().expect("a NotRecovered event");
+        assert_eq!(reason, LossReason::EpochChanged);
+        assert_ne!(epoch, old_epoch, "the new process has a new epoch");
+        assert_eq!(
+            missing.start, 6,
+            "everything after offset 5 of the old epoch is gone"
+        );
+        assert_eq!(
+            s.epoch, epoch,
+            "nothing delivered from the old epoch after the restart"
+        );
+        let mut offline: Vec<_> = s
+            .payloads
+            .iter()
+            .filter(|p| p.starts_with("offline-"))
+            .collect();
+        offline.sort();
+        offline.dedup();
+        assert_eq!(
+            offline.len(),
+            10,
+            "each offline publish exactly once: {:?}",
+            s.payloads
+        );
+        assert_eq!(
+            s.payloads
+                .iter()
+                .filter(|p| p.starts_with("offline-"))
+                .count(),
+            10
+        );
+        let mut restarted = restarted;
+        let _ = restarted.kill();
+        let _ = restarted.wait();
+    });
+}
+
+#[test]
+fn resume_of_a_1000_message_gap() {
+    const GAP: u64 = 1_000;
+    let mut config = test_config();
+    config.history.max_messages_per_stream = 10_000;
+    let server = TestServer::start(config);
+    // A client that saw offset 1, then went away.
+    let mut c = server.welcomed("");
+    assert_eq!(c.join(1, ROOM), ringport_proto::Status::OK);
+    let r = server.http(
+        "POST",
+        &format!("/v1/push/room/{ROOM}"),
+        r#"{"payload":"first"}"#,
+    );
+    assert_eq!(r.status, 200);
+    let epoch = c.push().epoch;
+    drop(c);
+    let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(100));
+    for _ in 0..GAP {
+        assert_eq!(
+            server
+                .http("POST", &format!("/v1/push/room/{ROOM}"), &body)
+                .status,
+            200
+        );
+    }
+    let mut c = server.client();
+    let start = Instant::now();
+    c.send(&Frame::Hello(Hello {
+        token: bytes::Bytes::new(),
+        client_info: "gap".into(),
+        resume: Some(Resume {
+            session_id: 1,
+            streams: vec![ResumePoint {
+                stream: StreamName::Room(ROOM.into()),
+                epoch,
+                last_offset: 1,
+            }],
+        }),
+    }));
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(r) => assert_eq!(r.outcome, ResumeOutcome::Resumed),
+        other => panic!("{other:?}"),
+    }
+    let mut next = 2;
+    while next <= GAP + 1 {
+        let p = c.push();
+        assert_eq!(p.offset, next);
+        next += 1;
+    }
+    let took = start.elapsed();
+    eprintln!(
+        "resume of a {GAP}-message gap (100-byte payloads): {:.2} ms from HELLO to the last PUSH",
+        took.as_secs_f64() * 1e3
+    );
+}
