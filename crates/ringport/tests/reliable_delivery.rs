@@ -87,6 +87,10 @@ fn collect(mut rx: Receiver<Event>, seen: Arc<Mutex<Seen>>, keep_payloads: bool)
                     epoch,
                     ..
                 } => {
+                    if epoch == s.epoch && missing.start != s.last + 1 {
+                        let e = format!("loss {missing:?} reported after offset {}", s.last);
+                        s.errors.push(e);
+                    }
                     s.lost.push((reason, missing.clone(), epoch));
                     // Delivery continues at missing.end in `epoch`.
                     s.epoch = epoch;
@@ -145,15 +149,25 @@ fn messages_from_env(default: u64) -> u64 {
 
 #[test]
 fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
-    const CLIENTS: usize = 50;
+    chaos(50, messages_from_env(20_000), 100_000);
+}
+
+/// With a short history, long cuts lose messages: each client still sees every offset at
+/// most once, in order, and every hole is reported (delivered + reported = all offsets).
+#[test]
+fn chaos_with_short_history_reports_every_hole() {
+    chaos(20, messages_from_env(20_000) / 4, 200);
+}
+
+fn chaos(clients_n: usize, total: u64, history: u32) {
     const PUBLISHERS: usize = 5;
-    let total = messages_from_env(20_000);
+    let clients_n = clients_n.max(PUBLISHERS);
     let via_http = total / 4;
     let per_publisher = (total - via_http) / PUBLISHERS as u64;
     let total = via_http + per_publisher * PUBLISHERS as u64;
 
     let mut config = test_config();
-    config.history.max_messages_per_stream = 100_000;
+    config.history.max_messages_per_stream = history;
     config.history.max_age_ms = 600_000;
     config.rooms.publish_rate_per_sec = 1_000_000;
     config.rooms.publish_burst = 1_000_000;
@@ -170,7 +184,7 @@ fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
     runtime().block_on(async move {
         let mut clients = Vec::new();
         let mut seen = Vec::new();
-        for _ in 0..CLIENTS {
+        for _ in 0..clients_n {
             let (c, rx) = Client::connect(addr.clone(), "", sdk_options())
                 .await
                 .unwrap();
@@ -196,8 +210,8 @@ fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
             }
         });
         let mut pubs = Vec::new();
-        for p in 0..PUBLISHERS {
-            let c = clients[p].clone();
+        for (p, c) in clients.iter().take(PUBLISHERS).enumerate() {
+            let c = c.clone();
             pubs.push(tokio::spawn(async move {
                 let sem = Arc::new(tokio::sync::Semaphore::new(64));
                 let mut tasks = Vec::new();
@@ -283,6 +297,7 @@ fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
             seen.iter().all(|s| s.lock().unwrap().last >= tail)
         })
         .await;
+        let mut holes = 0;
         for (i, s) in seen.iter().enumerate() {
             let s = s.lock().unwrap();
             assert!(
@@ -290,12 +305,24 @@ fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
                 "client {i}: {:?}",
                 &s.errors[..s.errors.len().min(5)]
             );
-            assert!(
-                s.lost.is_empty(),
-                "client {i}: history holds everything, yet {:?}",
-                s.lost
+            let lost: u64 = s.lost.iter().map(|(_, m, _)| m.end - m.start).sum();
+            if u64::from(history) > tail {
+                assert!(
+                    s.lost.is_empty(),
+                    "client {i}: history holds everything, yet {:?}",
+                    s.lost
+                );
+            }
+            for (reason, _, _) in &s.lost {
+                assert_eq!(*reason, LossReason::Gap, "client {i}");
+            }
+            holes += s.lost.len();
+            assert_eq!(s.last, tail, "client {i}");
+            assert_eq!(
+                s.count + lost,
+                tail,
+                "client {i}: delivered + reported lost = all"
             );
-            assert_eq!((s.last, s.count), (tail, tail), "client {i}");
         }
         // Nothing published twice (resent publishes were deduplicated): the stream's tail is
         // exactly the number of messages.
@@ -309,13 +336,13 @@ fn chaos_every_client_gets_every_offset_exactly_once_in_order() {
             seen.iter().all(|s| s.lock().unwrap().last == tail + 1)
         })
         .await;
-        let history = m
+        let history_gauge = m
             .lines()
             .find(|l| l.starts_with("ringport_history_bytes "))
             .expect("history gauge");
         eprintln!(
-            "chaos: {CLIENTS} clients, {total} messages ({via_http} via HTTP), faults {counts:?}, \
-             {history}, {:.1} s",
+            "chaos: {clients_n} clients, {total} messages ({via_http} via HTTP), history \
+             {history}, faults {counts:?}, holes reported {holes}, {history_gauge}, {:.1} s",
             started.elapsed().as_secs_f64()
         );
         for c in clients {
