@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::gateway::{test_config, TestServer};
+use common::gateway::{test_config, token, TestServer, SECRET};
 use common::request;
 use rand::Rng;
 use ringport_client::{Backoff, Client, Event, Fault, LossReason, Options, StreamName};
@@ -586,4 +586,63 @@ fn resume_of_a_1000_message_gap() {
         "resume of a {GAP}-message gap (100-byte payloads): {:.2} ms from HELLO to the last PUSH",
         took.as_secs_f64() * 1e3
     );
+}
+
+#[test]
+fn inbox_is_acked_counted_and_resumed_exactly_once() {
+    let mut config = test_config();
+    config.auth.secret = Some(SECRET.into());
+    let server = TestServer::start(config);
+    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
+    let push_user = move |body: &str| {
+        let r = request(
+            admin,
+            "POST",
+            "/v1/push/user/u1",
+            &[],
+            &format!(r#"{{"payload":"{body}"}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    runtime().block_on(async move {
+        let (c, mut rx) = Client::connect(addr, token("u1", &[]), sdk_options())
+            .await
+            .unwrap();
+        let inbox = StreamName::User("u1".into());
+        let mut got = Vec::new();
+        for i in 0..5 {
+            tokio::task::spawn_blocking(move || push_user(&format!("a{i}")))
+                .await
+                .unwrap();
+            got.push(next_message(&mut rx).await);
+        }
+        // Cut; three messages arrive while the client is away; the inbox is resumed.
+        c.inject_fault(Fault::Reset).await;
+        tokio::task::spawn_blocking(move || {
+            for i in 0..3 {
+                push_user(&format!("b{i}"));
+            }
+        })
+        .await
+        .unwrap();
+        for _ in 0..3 {
+            got.push(next_message(&mut rx).await);
+        }
+        assert!(got.iter().all(|m| m.stream == inbox));
+        let offsets: Vec<u64> = got.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, (1..=8).collect::<Vec<_>>());
+        c.close().await;
+    });
+    // Every message was acknowledged: 8 delivery receipts.
+    server.wait_metric("ringport_inbox_acked_total 8");
+}
+
+async fn next_message(rx: &mut Receiver<Event>) -> ringport_client::Message {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Event::Message(m))) => return m,
+            Ok(Some(_)) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
 }

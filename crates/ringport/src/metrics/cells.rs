@@ -347,6 +347,7 @@ mod tests {
             "ringport_send_batch_messages",
             "ringport_push_to_send_seconds",
             "ringport_history_bytes",
+            "ringport_inbox_acked_total",
             "ringport_shard_busy_seconds_total",
             "ringport_shard_loop_iterations_total",
         ] {

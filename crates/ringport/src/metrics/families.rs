@@ -112,6 +112,8 @@ pub struct MetricsSnapshot {
     pub send_batch: HistogramSnapshot,
     pub push_to_send_us: HistogramSnapshot,
     pub history_bytes: u64,
+    /// User-inbox messages acknowledged by clients (delivery receipts).
+    pub inbox_acked: u64,
     /// Indexed by shard.
     pub shards: Vec<ShardLoop>,
 }
@@ -133,6 +135,7 @@ impl Default for MetricsSnapshot {
             send_batch: HistogramSnapshot::empty(&SEND_BATCH_BOUNDS),
             push_to_send_us: HistogramSnapshot::empty(&PUSH_LATENCY_BOUNDS_US),
             history_bytes: 0,
+            inbox_acked: 0,
             shards: Vec::new(),
         }
     }
@@ -292,6 +295,13 @@ impl MetricsSnapshot {
             MetricType::Gauge,
         );
         w.sample("ringport_history_bytes", &[], self.history_bytes);
+
+        w.family(
+            "ringport_inbox_acked_total",
+            "User-inbox messages acknowledged by clients (delivery receipts).",
+            MetricType::Counter,
+        );
+        w.sample("ringport_inbox_acked_total", &[], self.inbox_acked);
 
         w.family(
             "ringport_shard_busy_seconds_total",
