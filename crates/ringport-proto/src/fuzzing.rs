@@ -117,12 +117,15 @@ pub fn session_sequence(data: &[u8]) {
                     let p = WelcomeParams {
                         session_id: 7,
                         epoch: 1,
+                        inbox_tail: 0,
+                        user: String::new(),
                         server_time_ms: 0,
                     };
                     s.accept(p, now).unwrap();
                 }
                 Event::Join { req_id, .. } | Event::Leave { req_id, .. } => {
-                    s.reply_room(req_id, Status::OK).unwrap();
+                    s.reply_room(req_id, Status::OK, Some((1, u64::from(arg))))
+                        .unwrap();
                 }
                 Event::Publish { seq, .. } => s.reply_publish(seq, Status::OK).unwrap(),
                 Event::Closed { .. } => closed_events += 1,
@@ -205,11 +208,13 @@ pub fn sample_frames() -> Vec<Frame> {
         Frame::Welcome(Welcome {
             session_id: 7,
             epoch: 1,
+            inbox_tail: 41,
             heartbeat_interval_ms: 30_000,
             max_sleep_interval_ms: 300_000,
             max_payload: 65_536,
             max_rooms: 64,
             server_time_ms: 1_700_000_000_000,
+            user: "u42".into(),
         }),
         Frame::Ping { nonce: 1 },
         Frame::Pong { nonce: 1 },
@@ -224,6 +229,8 @@ pub fn sample_frames() -> Vec<Frame> {
         Frame::RoomResult(RoomResult {
             req_id: 1,
             status: Status::OK,
+            epoch: 1,
+            tail: 99,
         }),
         Frame::Publish(Publish {
             room: "lobby".into(),

@@ -91,6 +91,8 @@ fn a_day_in_the_life_of_a_connection() {
     let params = WelcomeParams {
         session_id: 9,
         epoch: 1,
+        inbox_tail: 41,
+        user: "u42".into(),
         server_time_ms: 0,
     };
     w.session.accept(params, w.now).unwrap();
@@ -123,7 +125,7 @@ fn a_day_in_the_life_of_a_connection() {
             room: "lobby".into()
         }]
     );
-    w.session.reply_room(1, Status::OK).unwrap();
+    w.session.reply_room(1, Status::OK, Some((1, 0))).unwrap();
     let shared = push(&lobby, 1);
     assert_eq!(
         w.session

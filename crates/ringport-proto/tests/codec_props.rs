@@ -61,24 +61,34 @@ fn frame() -> impl Strategy<Value = Frame> {
                 resume,
             })
         }),
-        any::<(u64, u32, u32, u32, u32, u16, u64)>().prop_map(|t| Frame::Welcome(Welcome {
-            session_id: t.0,
-            epoch: t.1,
-            heartbeat_interval_ms: t.2,
-            max_sleep_interval_ms: t.3,
-            max_payload: t.4,
-            max_rooms: t.5,
-            server_time_ms: t.6,
-        })),
+        (
+            any::<(u64, u32, u64, u32, u32, u32, u16, u64)>(),
+            prop_oneof![Just(String::new()), name()]
+        )
+            .prop_map(|(t, user)| Frame::Welcome(Welcome {
+                session_id: t.0,
+                epoch: t.1,
+                inbox_tail: t.2,
+                heartbeat_interval_ms: t.3,
+                max_sleep_interval_ms: t.4,
+                max_payload: t.5,
+                max_rooms: t.6,
+                server_time_ms: t.7,
+                user,
+            })),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
         (any::<u32>(), name()).prop_map(|(req_id, room)| Frame::Join(RoomRequest { req_id, room })),
         (any::<u32>(), name())
             .prop_map(|(req_id, room)| Frame::Leave(RoomRequest { req_id, room })),
-        (any::<u32>(), any::<u16>()).prop_map(|(req_id, s)| Frame::RoomResult(RoomResult {
-            req_id,
-            status: Status(s)
-        })),
+        (any::<u32>(), any::<u16>(), any::<u32>(), any::<u64>()).prop_map(
+            |(req_id, s, epoch, tail)| Frame::RoomResult(RoomResult {
+                req_id,
+                status: Status(s),
+                epoch,
+                tail,
+            })
+        ),
         (name(), any::<u64>(), blob()).prop_map(|(room, seq, payload)| Frame::Publish(Publish {
             room,
             seq,

@@ -42,6 +42,16 @@ pub trait StreamSink: Send + Sync {
     /// to `append` (see docs/architecture.md, "Reliable delivery").
     fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, now_ms: u64) -> Replay;
 
+    /// The stream's current `(epoch, tail)`, read atomically with respect to `append`: a
+    /// connection registered as a recipient in the same shard turn receives exactly the
+    /// offsets above `tail` live (ROOM_RESULT and WELCOME report it to the client).
+    fn position(&self, stream: &StreamName, now_ms: u64) -> (u32, u64);
+
+    /// Delivery receipts of a user inbox (`None`: no message was ever sent to it).
+    fn receipts(&self, _stream: &StreamName) -> Option<crate::streams::InboxReceipts> {
+        None
+    }
+
     /// A cumulative ACK of a user inbox; returns how many messages it newly acknowledged.
     fn ack(&self, _stream: &StreamName, _offset: u64) -> u64 {
         0
@@ -102,6 +112,11 @@ impl StreamSink for CounterSink {
 
     fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    fn position(&self, stream: &StreamName, _now_ms: u64) -> (u32, u64) {
+        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        (self.epoch, next.get(stream).map_or(0, |n| n - 1))
     }
 
     /// No history: anything after `last_offset` is reported lost.

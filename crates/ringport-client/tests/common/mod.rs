@@ -256,16 +256,26 @@ fn handle(
                     s.next_session
                 }
             };
+            let user = std::str::from_utf8(&h.token)
+                .ok()
+                .and_then(|t| t.strip_prefix("user:"))
+                .map(str::to_owned);
+            let inbox_tail = user
+                .as_ref()
+                .and_then(|u| s.logs.get(&StreamName::User(u.clone())))
+                .map_or(0, |l| l.tail);
             send(
                 tx,
                 Frame::Welcome(Welcome {
                     session_id: *session,
                     epoch: s.epoch,
+                    inbox_tail,
                     heartbeat_interval_ms: 30_000,
                     max_sleep_interval_ms: 300_000,
                     max_payload: 65_536,
                     max_rooms: 64,
                     server_time_ms: 0,
+                    user: user.clone().unwrap_or_default(),
                 }),
             );
             let mut conn = ConnState {
@@ -316,14 +326,10 @@ fn handle(
                 conn.delivered.insert(p.stream.clone(), log.tail);
                 conn.members.insert(p.stream);
             }
-            if let Some(user) = std::str::from_utf8(&h.token)
-                .ok()
-                .and_then(|t| t.strip_prefix("user:"))
-            {
-                let inbox = StreamName::User(user.to_owned());
+            if let Some(user) = user {
+                let inbox = StreamName::User(user);
                 if !conn.members.contains(&inbox) {
-                    let tail = s.logs.get(&inbox).map_or(0, |l| l.tail);
-                    conn.delivered.insert(inbox.clone(), tail);
+                    conn.delivered.insert(inbox.clone(), inbox_tail);
                     conn.members.insert(inbox);
                 }
             }
@@ -345,6 +351,8 @@ fn handle(
                 Frame::RoomResult(RoomResult {
                     req_id: r.req_id,
                     status: Status::OK,
+                    epoch: s.epoch,
+                    tail,
                 }),
             );
         }
@@ -357,6 +365,8 @@ fn handle(
                 Frame::RoomResult(RoomResult {
                     req_id: r.req_id,
                     status: Status::OK,
+                    epoch: 0,
+                    tail: 0,
                 }),
             );
         }

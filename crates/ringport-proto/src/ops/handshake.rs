@@ -120,12 +120,15 @@ impl Body for Hello {
 }
 
 /// WELCOME (server → client): the handshake succeeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     /// Id to present in a later HELLO's resume data; never 0.
     pub session_id: u64,
     /// Epoch of the client's user inbox; ACK offsets refer to it.
     pub epoch: u32,
+    /// Tail of the user inbox when this connection was registered for it:
+    /// offsets above it are delivered live (0 for anonymous clients).
+    pub inbox_tail: u64,
     /// How often the client must send something (PING if idle), in ms.
     pub heartbeat_interval_ms: u32,
     /// Longest heartbeat interval a SLEEP may be granted, in ms.
@@ -136,32 +139,40 @@ pub struct Welcome {
     pub max_rooms: u16,
     /// Server wall-clock time in ms since the Unix epoch, for clock skew.
     pub server_time_ms: u64,
+    /// The authenticated user id: the inbox is `user:<user>`. Empty for
+    /// anonymous clients (no inbox).
+    pub user: String,
 }
 
 impl Body for Welcome {
     fn body_len(&self) -> Result<usize, Error> {
-        Ok(8 + 4 + 4 + 4 + 4 + 2 + 8)
+        let user = wire::check_len("user", self.user.len(), u8::MAX.into())?;
+        Ok(8 + 4 + 8 + 4 + 4 + 4 + 2 + 8 + 1 + user)
     }
 
     fn write<B: BufMut>(&self, dst: &mut B) {
         dst.put_u64(self.session_id);
         dst.put_u32(self.epoch);
+        dst.put_u64(self.inbox_tail);
         dst.put_u32(self.heartbeat_interval_ms);
         dst.put_u32(self.max_sleep_interval_ms);
         dst.put_u32(self.max_payload);
         dst.put_u16(self.max_rooms);
         dst.put_u64(self.server_time_ms);
+        wire::put_str8(dst, &self.user);
     }
 
     fn read(r: &mut Reader) -> Result<Self, Error> {
         Ok(Welcome {
             session_id: r.u64("session id")?,
             epoch: r.u32("epoch")?,
+            inbox_tail: r.u64("inbox tail")?,
             heartbeat_interval_ms: r.u32("heartbeat interval")?,
             max_sleep_interval_ms: r.u32("max sleep interval")?,
             max_payload: r.u32("max payload")?,
             max_rooms: r.u16("max rooms")?,
             server_time_ms: r.u64("server time")?,
+            user: r.str8("user")?,
         })
     }
 }

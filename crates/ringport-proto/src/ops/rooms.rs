@@ -36,28 +36,42 @@ impl Body for RoomRequest {
 }
 
 /// ROOM_RESULT (server → client): the answer to a JOIN or LEAVE.
+///
+/// A successful JOIN carries the room stream's position at the moment the
+/// connection became a member: every offset above `tail` (same `epoch`) is
+/// delivered live, so the client can resume the room from (`epoch`, `tail`)
+/// even before its first message arrives. LEAVE and failed JOINs carry 0, 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomResult {
     /// The `req_id` of the JOIN/LEAVE this answers.
     pub req_id: u32,
     /// `Status::OK` or why the request failed.
     pub status: Status,
+    /// Epoch of `room:<name>` (successful JOIN), else 0.
+    pub epoch: u32,
+    /// Highest offset of `room:<name>` not delivered live to this connection
+    /// (successful JOIN), else 0.
+    pub tail: u64,
 }
 
 impl Body for RoomResult {
     fn body_len(&self) -> Result<usize, Error> {
-        Ok(6)
+        Ok(4 + 2 + 4 + 8)
     }
 
     fn write<B: BufMut>(&self, dst: &mut B) {
         dst.put_u32(self.req_id);
         dst.put_u16(self.status.0);
+        dst.put_u32(self.epoch);
+        dst.put_u64(self.tail);
     }
 
     fn read(r: &mut Reader) -> Result<Self, Error> {
         Ok(RoomResult {
             req_id: r.u32("request id")?,
             status: Status(r.u16("status")?),
+            epoch: r.u32("epoch")?,
+            tail: r.u64("tail")?,
         })
     }
 }

@@ -117,12 +117,17 @@ pub enum Event {
 }
 
 /// What the gateway supplies when it accepts a HELLO.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WelcomeParams {
     /// Id the client presents to resume later; must not be 0.
     pub session_id: u64,
     /// Epoch of the client's user inbox.
     pub epoch: u32,
+    /// Tail of the user inbox read when the connection was registered as a
+    /// recipient of it (offsets above it are delivered live); 0 if anonymous.
+    pub inbox_tail: u64,
+    /// Authenticated user id (`""` for anonymous clients).
+    pub user: String,
     /// Wall-clock ms since the Unix epoch (the session has no clock).
     pub server_time_ms: u64,
 }
@@ -429,11 +434,13 @@ impl Session {
         let welcome = Welcome {
             session_id: params.session_id,
             epoch: params.epoch,
+            inbox_tail: params.inbox_tail,
             heartbeat_interval_ms: cfg.heartbeat_interval_ms,
             max_sleep_interval_ms: cfg.max_sleep_interval_ms,
             max_payload: cfg.max_payload,
             max_rooms: cfg.max_rooms,
             server_time_ms: params.server_time_ms,
+            user: params.user,
         };
         self.heartbeat = Heartbeat::new(now, cfg.heartbeat_interval_ms);
         self.state = State::Active;
@@ -470,11 +477,24 @@ impl Session {
         self.reply("send_resume_result", &Frame::ResumeResult(result))
     }
 
-    /// Answers a `Join` or `Leave` event.
-    pub fn reply_room(&mut self, req_id: u32, status: Status) -> Result<(), Error> {
+    /// Answers a `Join` or `Leave` event. For a successful JOIN, `position`
+    /// is the room stream's `(epoch, tail)` read when the connection became a
+    /// member (offsets above `tail` reach it live); `None` sends 0, 0.
+    pub fn reply_room(
+        &mut self,
+        req_id: u32,
+        status: Status,
+        position: Option<(u32, u64)>,
+    ) -> Result<(), Error> {
+        let (epoch, tail) = position.unwrap_or((0, 0));
         self.reply(
             "reply_room",
-            &Frame::RoomResult(RoomResult { req_id, status }),
+            &Frame::RoomResult(RoomResult {
+                req_id,
+                status,
+                epoch,
+                tail,
+            }),
         )
     }
 

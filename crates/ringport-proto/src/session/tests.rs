@@ -15,11 +15,15 @@ fn hello() -> Frame {
     })
 }
 
-const PARAMS: WelcomeParams = WelcomeParams {
-    session_id: 42,
-    epoch: 3,
-    server_time_ms: 1_700_000_000_000,
-};
+fn params() -> WelcomeParams {
+    WelcomeParams {
+        session_id: 42,
+        epoch: 3,
+        inbox_tail: 17,
+        user: "u1".into(),
+        server_time_ms: 1_700_000_000_000,
+    }
+}
 
 /// Everything the session wants to send, decoded.
 fn sent(s: &mut Session) -> Vec<Frame> {
@@ -47,7 +51,7 @@ fn established(cfg: Arc<SessionConfig>, now: u64) -> Session {
     let mut s = Session::new(cfg, now);
     s.handle_frame(hello(), now);
     assert!(matches!(events(&mut s)[..], [Event::Hello { .. }]));
-    s.accept(PARAMS, now).unwrap();
+    s.accept(params(), now).unwrap();
     let frames = sent(&mut s);
     assert!(matches!(frames[..], [Frame::Welcome(_)]));
     s
@@ -78,22 +82,24 @@ fn handshake_accept_sends_welcome_from_config_and_params() {
             resume: None
         }]
     );
-    s.accept(PARAMS, 8).unwrap();
+    s.accept(params(), 8).unwrap();
     assert_eq!(s.state(), State::Active);
     assert_eq!(
         sent(&mut s),
         [Frame::Welcome(Welcome {
             session_id: 42,
             epoch: 3,
+            inbox_tail: 17,
             heartbeat_interval_ms: 30_000,
             max_sleep_interval_ms: 300_000,
             max_payload: 65_536,
             max_rooms: 64,
             server_time_ms: 1_700_000_000_000,
+            user: "u1".into(),
         })]
     );
     assert_eq!(
-        s.accept(PARAMS, 9),
+        s.accept(params(), 9),
         Err(Error::InvalidState {
             action: "accept",
             state: State::Active
@@ -150,9 +156,9 @@ fn reject_closes_with_given_reason_and_ignores_later_frames() {
     assert_eq!(s.state(), State::Draining);
     s.handle_frame(Frame::Ping { nonce: 1 }, 20);
     assert!(sent(&mut s).is_empty());
-    assert!(s.accept(PARAMS, 30).is_err());
+    assert!(s.accept(params(), 30).is_err());
     // Replies racing the close are dropped, not errors.
-    assert_eq!(s.reply_room(1, Status::OK), Ok(()));
+    assert_eq!(s.reply_room(1, Status::OK, Some((3, 9))), Ok(()));
     assert!(sent(&mut s).is_empty());
     assert_eq!(events(&mut s).len(), 1);
     s.handle_frame(
@@ -413,7 +419,8 @@ fn requests_become_events_and_replies_become_frames() {
             }
         ]
     );
-    s.reply_room(1, Status::FORBIDDEN).unwrap();
+    s.reply_room(1, Status::FORBIDDEN, None).unwrap();
+    s.reply_room(2, Status::OK, Some((3, 12))).unwrap();
     s.reply_publish(4, Status::OK).unwrap();
     s.send_error(Status::RATE_LIMITED, "slow down").unwrap();
     assert_eq!(
@@ -421,7 +428,15 @@ fn requests_become_events_and_replies_become_frames() {
         [
             Frame::RoomResult(RoomResult {
                 req_id: 1,
-                status: Status::FORBIDDEN
+                status: Status::FORBIDDEN,
+                epoch: 0,
+                tail: 0,
+            }),
+            Frame::RoomResult(RoomResult {
+                req_id: 2,
+                status: Status::OK,
+                epoch: 3,
+                tail: 12,
             }),
             Frame::PublishAck(PublishAck {
                 seq: 4,

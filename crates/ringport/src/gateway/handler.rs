@@ -138,9 +138,22 @@ impl GatewayHandler {
                         }
                     };
                     c.session_id = session_id;
+                    // The inbox position, read under the stream's lock in the same turn that
+                    // registered the connection as a recipient (`users.add` above): offsets
+                    // above it reach the connection live, so the client may resume from it.
+                    let (epoch, inbox_tail) = match c.user() {
+                        Some(u) => {
+                            let inbox = StreamName::User(u.to_owned());
+                            self.shared.sink.position(&inbox, wall)
+                        }
+                        None => (self.shared.sink.epoch(), 0),
+                    };
+                    c.user_last = c.user_last.max(inbox_tail);
                     let params = WelcomeParams {
                         session_id,
-                        epoch: self.shared.sink.epoch(),
+                        epoch,
+                        inbox_tail,
+                        user: c.user().unwrap_or("").to_owned(),
                         server_time_ms: wall,
                     };
                     let _ = c.session.accept(params, now);
@@ -153,8 +166,12 @@ impl GatewayHandler {
                 }
             },
             Event::Join { req_id, room } => {
-                let status = self.join(c, &room);
-                let _ = c.session.reply_room(req_id, status);
+                let wall = self.shared.clock.unix_ms(ctx.now());
+                let (status, position) = match self.join(c, &room, wall) {
+                    Ok(position) => (Status::OK, Some(position)),
+                    Err(status) => (status, None),
+                };
+                let _ = c.session.reply_room(req_id, status, position);
             }
             Event::Leave { req_id, room } => {
                 let status = match c.joined(&room) {
@@ -165,7 +182,7 @@ impl GatewayHandler {
                     }
                     None => Status::NOT_JOINED,
                 };
-                let _ = c.session.reply_room(req_id, status);
+                let _ = c.session.reply_room(req_id, status, None);
             }
             Event::Publish { room, seq, payload } => {
                 let wall = self.shared.clock.unix_ms(ctx.now());
@@ -227,27 +244,39 @@ impl GatewayHandler {
         }
     }
 
-    fn join(&mut self, c: &mut Conn, room: &str) -> Status {
+    /// A live JOIN: `Ok((epoch, tail))` with the room stream's position the connection
+    /// starts after (for ROOM_RESULT), or why not.
+    ///
+    /// Same rule as resume (docs/architecture.md, "Reliable delivery"): the tail `T` is read
+    /// under the stream's lock, and in this same shard turn the connection becomes a member
+    /// with last-delivered offset `T`. A live post with offset ≤ `T` still in this shard's
+    /// inbox is then dropped as a duplicate; every offset > `T` is delivered.
+    fn join(&mut self, c: &mut Conn, room: &str, wall: u64) -> Result<(u32, u64), Status> {
         if room == BROADCAST_ROOM {
-            return Status::INVALID;
+            return Err(Status::INVALID);
         }
-        if c.joined(room).is_some() {
-            return Status::OK;
+        if let Some(i) = c.joined(room) {
+            // Already a member: everything after what it was handed follows.
+            return Ok((self.shared.sink.epoch(), c.rooms[i].last));
         }
         let allowed = c.anonymous || c.claims.as_ref().is_some_and(|cl| cl.may_join(room));
         if !allowed {
-            return Status::FORBIDDEN;
+            return Err(Status::FORBIDDEN);
         }
         if c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
-            return Status::LIMIT_EXCEEDED;
+            return Err(Status::LIMIT_EXCEEDED);
         }
+        let (epoch, tail) = self
+            .shared
+            .sink
+            .position(&StreamName::Room(room.to_owned()), wall);
         let pos = self.rooms.join(room, c.id);
         c.rooms.push(Joined {
             room: room.to_owned(),
             pos,
-            last: 0,
+            last: tail,
         });
-        Status::OK
+        Ok((epoch, tail))
     }
 
     /// Removes one membership from the room index and fixes the moved member's position.

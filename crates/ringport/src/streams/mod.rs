@@ -268,6 +268,14 @@ impl crate::offsets::StreamSink for Streams {
         Streams::replay(self, stream, epoch, last_offset, now_ms)
     }
 
+    fn position(&self, stream: &StreamName, now_ms: u64) -> (u32, u64) {
+        Streams::position(self, stream, now_ms)
+    }
+
+    fn receipts(&self, stream: &StreamName) -> Option<InboxReceipts> {
+        Streams::receipts(self, stream)
+    }
+
     fn ack(&self, stream: &StreamName, offset: u64) -> u64 {
         Streams::ack(self, stream, offset)
     }
