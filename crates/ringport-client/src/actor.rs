@@ -136,8 +136,11 @@ pub(crate) struct Actor {
     next_req: u32,
     /// Publishes awaiting PUBLISH_ACK (bounded), resent after reconnect.
     outbound: Outbound<Reply<u64>>,
-    /// This user's inbox, once a PUSH of it arrived; acked cumulatively.
+    /// This user's inbox (named by WELCOME); acked cumulatively.
     inbox: Option<StreamName>,
+    /// The inbox position WELCOME started it at: never acknowledged, since
+    /// the messages up to it were not received by this client.
+    inbox_start: Option<(u32, u64)>,
     /// Last (epoch, offset) ACKed on this connection.
     acked: Option<(u32, u64)>,
     sleep_reply: Option<Reply<u32>>,
@@ -166,6 +169,7 @@ impl Actor {
             next_req: 1,
             outbound,
             inbox: None,
+            inbox_start: None,
             acked: None,
             sleep_reply: None,
             wake_reply: None,
@@ -315,6 +319,15 @@ impl Actor {
                     conn.heartbeat = hb;
                     conn.max_payload = w.max_payload;
                     conn.last_rx = Instant::now();
+                    if !w.user.is_empty() {
+                        // Resume point of the inbox before its first message: a
+                        // reconnect then resumes it instead of skipping the cut.
+                        let inbox = StreamName::User(w.user.clone());
+                        if self.positions.start(&inbox, w.epoch, w.inbox_tail) {
+                            self.inbox_start = Some((w.epoch, w.inbox_tail));
+                        }
+                        self.inbox = Some(inbox);
+                    }
                     self.emit(Event::Connected {
                         session_id: w.session_id,
                         resumed,
@@ -591,7 +604,7 @@ impl Actor {
         }
         if let Some(inbox) = &self.inbox {
             let pos = self.positions.get(inbox);
-            if pos.is_some() && pos != self.acked {
+            if pos.is_some() && pos != self.acked && pos != self.inbox_start {
                 if let Some((_, offset)) = pos {
                     let _ = conn.queue(&Frame::Ack(Ack {
                         stream: inbox.clone(),
@@ -651,6 +664,9 @@ impl Actor {
                     let q = self.room_reqs.remove(i);
                     if r.status == Status::OK {
                         if q.join {
+                            // The room's resume point until its first message.
+                            let stream = StreamName::Room(q.room.clone());
+                            self.positions.start(&stream, r.epoch, r.tail);
                             self.rooms.insert(q.room);
                         } else {
                             self.positions.forget(&StreamName::Room(q.room.clone()));

@@ -172,6 +172,25 @@ impl Positions {
         }
     }
 
+    /// Starts tracking `stream` at `tail` of `epoch` (from a ROOM_RESULT of a
+    /// JOIN, or WELCOME for the inbox): offsets above it arrive live, and a
+    /// reconnect resumes from it even if no message arrived. A stream already
+    /// tracked keeps its position. Returns whether it was started.
+    pub fn start(&mut self, stream: &StreamName, epoch: u32, tail: u64) -> bool {
+        if self.streams.contains_key(stream) {
+            return false;
+        }
+        self.streams.insert(
+            stream.clone(),
+            Position {
+                epoch,
+                last: tail,
+                announced: None,
+            },
+        );
+        true
+    }
+
     /// Resume data for HELLO: every stream with a known position.
     pub fn resume_points(&self) -> Vec<ResumePoint> {
         let mut v: Vec<_> = self
@@ -284,6 +303,16 @@ mod tests {
             ..r
         };
         assert_eq!(p.on_resume(&r2), None, "entirely below what was delivered");
+    }
+
+    #[test]
+    fn start_sets_a_resume_point_once() {
+        let mut p = Positions::default();
+        assert!(p.start(&room(), 1, 7));
+        assert!(!p.start(&room(), 1, 3), "a known position is kept");
+        assert_eq!(p.resume_points()[0].last_offset, 7);
+        assert_eq!(p.on_push(&room(), 1, 8), Verdict::Deliver);
+        assert_eq!(p.on_push(&room(), 1, 7), Verdict::Duplicate);
     }
 
     #[test]

@@ -377,3 +377,86 @@ async fn many_clients_many_cuts_exactly_once() {
     }
     assert_eq!(fake.with(|s| s.published), n);
 }
+
+/// Offsets of `msgs` and the NotRecovered events among `events`.
+fn offsets_and_losses(
+    msgs: &[Message],
+    events: &[Event],
+) -> (Vec<u64>, Vec<(LossReason, std::ops::Range<u64>)>) {
+    let losses = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NotRecovered {
+                reason, missing, ..
+            } => Some((*reason, missing.clone())),
+            _ => None,
+        })
+        .collect();
+    (msgs.iter().map(|m| m.offset).collect(), losses)
+}
+
+/// Cuts every connection, runs `during` while reconnects are refused, then accepts again.
+fn cut(fake: &Fake, during: impl FnOnce()) {
+    fake.with(|s| s.accepting = false);
+    fake.kick_all();
+    during();
+    fake.with(|s| s.accepting = true);
+}
+
+#[tokio::test]
+async fn quiet_room_is_resumed_from_the_join_tail() {
+    let fake = Fake::start(1, 100).await;
+    fake.push(&room("q"), "before the join");
+    let (c, mut rx) = Client::connect(fake.addr(), "t", opts()).await.unwrap();
+    c.join("q").await.unwrap();
+    // No message of room q has reached the client when the connection dies.
+    cut(&fake, || {
+        for i in 0..3 {
+            fake.push(&room("q"), &format!("cut {i}"));
+        }
+    });
+    let (msgs, events) = collect_until(&mut rx, |m, _| m.len() == 3).await;
+    assert_eq!(offsets_and_losses(&msgs, &events), (vec![2, 3, 4], vec![]));
+    fake.push(&room("q"), "live");
+    let (msgs, events) = collect_until(&mut rx, |m, _| !m.is_empty()).await;
+    assert_eq!(offsets_and_losses(&msgs, &events), (vec![5], vec![]));
+}
+
+#[tokio::test]
+async fn quiet_room_with_short_history_reports_the_loss() {
+    let fake = Fake::start(1, 2).await;
+    fake.push(&room("q"), "before the join");
+    let (c, mut rx) = Client::connect(fake.addr(), "t", opts()).await.unwrap();
+    c.join("q").await.unwrap();
+    cut(&fake, || {
+        for i in 0..5 {
+            fake.push(&room("q"), &format!("cut {i}"));
+        }
+    });
+    let (msgs, events) = collect_until(&mut rx, |m, _| m.len() == 2).await;
+    assert_eq!(
+        offsets_and_losses(&msgs, &events),
+        (vec![5, 6], vec![(LossReason::Gap, 2..5)])
+    );
+}
+
+#[tokio::test]
+async fn inbox_is_resumed_before_its_first_message() {
+    let fake = Fake::start(1, 100).await;
+    let inbox = StreamName::User("u1".into());
+    fake.push(&inbox, "before the connection");
+    let (c, mut rx) = Client::connect(fake.addr(), "user:u1", opts())
+        .await
+        .unwrap();
+    // A round trip: an ACK of the WELCOME tail (never received) would have arrived.
+    c.join("x").await.unwrap();
+    assert_eq!(fake.with(|s| s.highest_ack), 0, "acked what it never got");
+    cut(&fake, || {
+        for i in 0..3 {
+            fake.push(&inbox, &format!("cut {i}"));
+        }
+    });
+    let (msgs, events) = collect_until(&mut rx, |m, _| m.len() == 3).await;
+    assert_eq!(offsets_and_losses(&msgs, &events), (vec![2, 3, 4], vec![]));
+    wait_for(|| fake.with(|s| s.highest_ack == 4)).await;
+}
