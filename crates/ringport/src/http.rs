@@ -15,7 +15,7 @@ pub mod server;
 pub use fanout::{ask_all, ask_one, post_all, Asked, Replier, SHARD_REPLY_TIMEOUT};
 pub use gateway::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
-    PushOutcome, Reply, RoomInfo, RoomMember,
+    PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
 };
 pub use routes::{router, ROUTES};
 pub use server::{AdminServer, HttpError};

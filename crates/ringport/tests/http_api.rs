@@ -123,6 +123,15 @@ fn inspection_routes() {
     assert_eq!(v["online"], 3);
     assert_eq!(v["members"].as_array().unwrap().len(), 1);
 
+    let r = request(addr, "GET", "/v1/users/u1/receipts", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        json(&r.body),
+        serde_json::json!({"user": "u1", "epoch": 9, "tail": 12, "acked_offset": 10, "acked_count": 4})
+    );
+    let r = request(addr, "GET", "/v1/users/a%20b/receipts", &[], "");
+    assert_eq!(r.status, 400, "{}", r.body);
+
     let r = request(addr, "GET", "/v1/stats", &[], "");
     assert_eq!(r.status, 200);
     assert_eq!(json(&r.body)["connections"]["active"], 5);

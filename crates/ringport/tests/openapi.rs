@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use ringport::http::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, PushOutcome, RoomInfo,
-    RoomMember, ROUTES,
+    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, PushOutcome, Receipts,
+    RoomInfo, RoomMember, ROUTES,
 };
 use serde_json::Value;
 
@@ -122,6 +122,17 @@ fn response_schemas_match_the_types() {
         },
     );
     check(&spec, "GatewayStats", GatewayStats::default());
+    check(
+        &spec,
+        "Receipts",
+        Receipts {
+            user: "u1".into(),
+            epoch: 1,
+            tail: 0,
+            acked_offset: 0,
+            acked_count: 0,
+        },
+    );
     check(&spec, "ConnectionCounts", ConnectionCounts::default());
     check(
         &spec,

@@ -646,3 +646,179 @@ async fn next_message(rx: &mut Receiver<Event>) -> ringport_client::Message {
         }
     }
 }
+
+fn post(admin: std::net::SocketAddr, path: &str, body: &str) {
+    let r = request(
+        admin,
+        "POST",
+        path,
+        &[],
+        &format!(r#"{{"payload":"{body}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A client that joined a room and has an inbox, but got no message of either, is cut;
+/// messages published meanwhile reach it exactly once after the reconnect (before ROOM_RESULT
+/// and WELCOME carried the tails, the SDK re-joined live and lost them silently).
+#[test]
+fn quiet_room_and_inbox_resume_after_a_cut_before_their_first_message() {
+    let mut config = test_config();
+    config.auth.secret = Some(SECRET.into());
+    let server = TestServer::start(config);
+    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
+    let room_path = format!("/v1/push/room/{ROOM}");
+    // Before the client exists: never delivered to it, never reported as lost.
+    post(admin, &room_path, "old");
+    post(admin, "/v1/push/user/u3", "old");
+    runtime().block_on(async move {
+        let mut o = sdk_options();
+        // Stay away long enough for the publishes during the cut.
+        o.backoff.initial = Duration::from_millis(1_500);
+        o.backoff.max = o.backoff.initial;
+        o.backoff.jitter = 0.0;
+        let (c, mut rx) = Client::connect(addr, token("u3", &[ROOM]), o)
+            .await
+            .unwrap();
+        c.join(ROOM).await.unwrap();
+        c.inject_fault(Fault::Reset).await;
+        // The publishes must happen during the cut, not before it.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Event::Disconnected { .. })) => break,
+                Ok(Some(Event::Message(m))) => panic!("message before the cut: {m:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("no disconnect: {other:?}"),
+            }
+        }
+        let room_path2 = room_path.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..3 {
+                post(admin, &room_path2, &format!("cut {i}"));
+                post(admin, "/v1/push/user/u3", &format!("cut {i}"));
+            }
+        })
+        .await
+        .unwrap();
+        let mut got: HashMap<StreamName, Vec<u64>> = HashMap::new();
+        let mut lost = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.values().map(Vec::len).sum::<usize>() < 6 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(Event::Message(m))) => got.entry(m.stream).or_default().push(m.offset),
+                Ok(Some(Event::NotRecovered {
+                    stream, missing, ..
+                })) => lost.push((stream, missing)),
+                Ok(Some(_)) => {}
+                other => panic!("got {got:?}, lost {lost:?}, then {other:?}"),
+            }
+        }
+        // One live message each: exactly once, right after the replayed ones.
+        tokio::task::spawn_blocking(move || {
+            post(admin, &room_path, "live");
+            post(admin, "/v1/push/user/u3", "live");
+        })
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            let m = next_message(&mut rx).await;
+            got.entry(m.stream).or_default().push(m.offset);
+        }
+        assert!(lost.is_empty(), "{lost:?}");
+        assert_eq!(got[&StreamName::Room(ROOM.into())], [2, 3, 4, 5]);
+        assert_eq!(got[&StreamName::User("u3".into())], [2, 3, 4, 5]);
+        c.close().await;
+    });
+    // Receipts per user: the SDK acked what it received (2..=5), never the WELCOME tail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = request(admin, "GET", "/v1/users/u3/receipts", &[], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        if v["acked_offset"] == 5 {
+            assert_eq!(
+                (v["user"].as_str(), v["tail"].as_u64()),
+                (Some("u3"), Some(5))
+            );
+            assert_eq!(
+                v["acked_count"], 5,
+                "cumulative ACK of 5 covers offsets 1..=5"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "receipts never reached 5: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// On the wire: ROOM_RESULT and WELCOME carry the tails; a refused resume entry is answered
+/// with an ERROR in place of its RESUME_RESULT (docs/protocol.md, 4.10).
+#[test]
+fn tails_on_the_wire_and_refused_resume_entries() {
+    let mut config = test_config();
+    config.auth.secret = Some(SECRET.into());
+    config.auth.allow_anonymous = Some(true);
+    let server = TestServer::start(config);
+    let admin = server.admin_addr;
+    for i in 0..3 {
+        post(admin, "/v1/push/room/quiet", &format!("r{i}"));
+    }
+    post(admin, "/v1/push/user/u4", "x");
+    post(admin, "/v1/push/user/u4", "y");
+    let tok = token("u4", &["quiet"]);
+    let mut c = server.client();
+    let w = c.welcome(&tok);
+    assert_eq!((w.user.as_str(), w.inbox_tail), ("u4", 2));
+    c.send(&Frame::Join(ringport_proto::RoomRequest {
+        req_id: 1,
+        room: "quiet".into(),
+    }));
+    match c.recv() {
+        Frame::RoomResult(r) => assert_eq!(
+            (r.req_id, r.status, r.epoch, r.tail),
+            (1, ringport_proto::Status::OK, w.epoch, 3)
+        ),
+        other => panic!("{other:?}"),
+    }
+    post(admin, "/v1/push/room/quiet", "live");
+    assert_eq!(c.push().offset, 4);
+    let anon = server.client().welcome("");
+    assert_eq!((anon.user.as_str(), anon.inbox_tail), ("", 0));
+
+    let mut r = server.client();
+    r.send(&Frame::Hello(Hello {
+        token: bytes::Bytes::from(tok),
+        client_info: "refused".into(),
+        resume: Some(Resume {
+            session_id: w.session_id,
+            streams: [
+                StreamName::Room("secret".into()),
+                StreamName::User("other".into()),
+                StreamName::Room("quiet".into()),
+            ]
+            .into_iter()
+            .map(|stream| ResumePoint {
+                stream,
+                epoch: w.epoch,
+                last_offset: 3,
+            })
+            .collect(),
+        }),
+    }));
+    assert!(matches!(r.recv(), Frame::Welcome(_)));
+    for name in ["room:secret", "user:other"] {
+        match r.recv() {
+            Frame::Error { code, text } => {
+                assert_eq!(code, ringport_proto::Status::FORBIDDEN);
+                assert_eq!(text, format!("may not resume {name}"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    match r.recv() {
+        Frame::ResumeResult(res) => assert_eq!(res.outcome, ResumeOutcome::Resumed),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.push().offset, 4);
+}

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, EngineHandle, StatsSnapshot};
-use ringport_proto::{CloseReason, State};
+use ringport_proto::{CloseReason, State, StreamName};
 
 use super::fanout::Target;
 use super::handler::GatewayHandler;
 use super::Shared;
 use crate::http::{
     ask_all, ask_one, post_all, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway,
-    GatewayError, GatewayStats, Push, PushOutcome, Reply, RoomInfo, RoomMember,
+    GatewayError, GatewayStats, Push, PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
     SHARD_REPLY_TIMEOUT,
 };
 use crate::metrics::{ConnState, DeliveryKind, MetricsSnapshot};
@@ -117,6 +117,20 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
 }
 
 impl Gateway for EngineGateway {
+    fn receipts(&self, user: String) -> Reply<'_, Receipts> {
+        Box::pin(async move {
+            let stream = StreamName::User(user.clone());
+            let r = self.shared.sink.receipts(&stream);
+            Ok(Receipts {
+                user,
+                epoch: r.map_or(self.shared.sink.epoch(), |r| r.epoch),
+                tail: r.map_or(0, |r| r.tail),
+                acked_offset: r.map_or(0, |r| r.acked),
+                acked_count: r.map_or(0, |r| r.receipts),
+            })
+        })
+    }
+
     fn push_room(&self, room: String, push: Push) -> Reply<'_, PushOutcome> {
         Box::pin(self.push(Target::Room(room), DeliveryKind::Room, push))
     }

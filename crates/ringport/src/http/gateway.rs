@@ -32,6 +32,16 @@ pub trait Gateway: Send + Sync + 'static {
     fn connection(&self, id: u64) -> Reply<'_, Option<ConnectionInfo>>;
     /// Close one connection; `false` if it was not open.
     fn kick(&self, id: u64, reason: Option<String>) -> Reply<'_, bool>;
+    /// Delivery receipts of `user`'s inbox (`GET /v1/users/{user}/receipts`). A gateway
+    /// that keeps no inbox streams answers `Unavailable`.
+    fn receipts(&self, user: String) -> Reply<'_, Receipts> {
+        let _ = user;
+        Box::pin(async {
+            Err(GatewayError::Unavailable(
+                "this gateway keeps no user inboxes".into(),
+            ))
+        })
+    }
     /// Append the Prometheus text of every metric family.
     fn render_metrics(&self, out: &mut String);
 }
@@ -121,6 +131,21 @@ pub struct ConnectionInfo {
     pub messages_out: u64,
     /// Bytes waiting in the connection's send queue.
     pub queued_bytes: u64,
+}
+
+/// `GET /v1/users/{user}/receipts`: how far the user's inbox stream `user:<user>` was
+/// written and acknowledged. A user never sent anything has tail 0 and nothing acked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipts {
+    pub user: String,
+    /// Epoch the offsets belong to.
+    pub epoch: u32,
+    /// Highest offset written to the inbox.
+    pub tail: u64,
+    /// Cumulative acknowledged offset: every message up to it was processed by the client.
+    pub acked_offset: u64,
+    /// Messages acknowledged so far (delivery receipts).
+    pub acked_count: u64,
 }
 
 /// Why a gateway call failed.

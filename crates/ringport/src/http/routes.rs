@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/stats"),
     ("GET", "/v1/connections/{id}"),
     ("DELETE", "/v1/connections/{id}"),
+    ("GET", "/v1/users/{user}/receipts"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
 ];
@@ -80,6 +81,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
         ("GET", "/v1/stats") => get(stats),
         ("GET", "/v1/connections/{id}") => get(connection),
         ("DELETE", "/v1/connections/{id}") => delete(kick),
+        ("GET", "/v1/users/{user}/receipts") => get(receipts),
         ("GET", "/healthz") => get(healthz),
         ("GET", "/metrics") => get(metrics),
         _ => return None,
@@ -297,6 +299,14 @@ async fn room_info(
 
 async fn stats(State(s): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(s.gateway.stats().await?).into_response())
+}
+
+async fn receipts(
+    State(s): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Response, ApiError> {
+    check_name("user", &user)?;
+    Ok(Json(s.gateway.receipts(user).await?).into_response())
 }
 
 async fn connection(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ringport::http::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
-    PushOutcome, Reply, RoomInfo, RoomMember,
+    PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
 };
 use ringport::metrics::Registry;
 
@@ -90,6 +90,17 @@ impl Gateway for MockGateway {
                 messages_out: 2,
                 queued_bytes: 0,
             }))
+        })
+    }
+    fn receipts(&self, user: String) -> Reply<'_, Receipts> {
+        Box::pin(async move {
+            Ok(Receipts {
+                user,
+                epoch: 9,
+                tail: 12,
+                acked_offset: 10,
+                acked_count: 4,
+            })
         })
     }
     fn kick(&self, id: u64, reason: Option<String>) -> Reply<'_, bool> {
