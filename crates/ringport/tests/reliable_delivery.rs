@@ -359,8 +359,9 @@ fn trimmed_history_is_reported_as_not_recovered() {
     let (addr, admin) = (server.addr.to_string(), server.admin_addr);
     runtime().block_on(async move {
         let mut o = sdk_options();
-        // Stay away long enough for 30 messages to pass.
+        // Stay away long enough for 30 messages to pass (max caps initial: raise both).
         o.backoff.initial = Duration::from_millis(1_500);
+        o.backoff.max = o.backoff.initial;
         o.backoff.jitter = 0.0;
         let (c, rx) = Client::connect(addr, "", o).await.unwrap();
         c.join(ROOM).await.unwrap();
