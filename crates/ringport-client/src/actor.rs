@@ -696,7 +696,21 @@ impl Actor {
                     let _ = reply.send(Ok(w.skipped));
                 }
             }
-            Frame::Error { code, text } => tracing::warn!(?code, %text, "server reported an error"),
+            Frame::Error { code, text } => match refused_resume(code, &text) {
+                Some(stream) => {
+                    // Not a member any more: nothing of it follows, so say so.
+                    self.positions.forget(&stream);
+                    if let StreamName::Room(r) = &stream {
+                        self.rooms.remove(r);
+                    }
+                    self.emit(Event::ResumeRefused {
+                        stream,
+                        status: code,
+                    })
+                    .await;
+                }
+                None => tracing::warn!(?code, %text, "server reported an error"),
+            },
             Frame::Close { reason, text } => {
                 return Some(match reason {
                     CloseReason::AUTH_FAILED => End::Fatal(Error::AuthFailed { text }),
@@ -715,6 +729,20 @@ impl Actor {
         }
         None
     }
+}
+
+/// The stream of an ERROR that refuses a resume entry; the texts are fixed by
+/// docs/protocol.md, 4.10.
+fn refused_resume(code: Status, text: &str) -> Option<StreamName> {
+    let name = if code == Status::FORBIDDEN {
+        text.strip_prefix("may not resume ")?
+    } else if code == Status::LIMIT_EXCEEDED {
+        text.strip_prefix("cannot resume ")?
+            .strip_suffix(": too many rooms")?
+    } else {
+        return None;
+    };
+    StreamName::parse(name)
 }
 
 /// Name validation without a connection (requests queued while offline).

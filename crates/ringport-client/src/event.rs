@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use ringport_proto::{CloseReason, StreamName};
+use ringport_proto::{CloseReason, Status, StreamName};
 
 pub use crate::positions::LossReason;
 
@@ -42,6 +42,17 @@ pub enum Event {
         missing: Range<u64>,
         /// Epoch delivery continues in.
         epoch: u32,
+    },
+    /// The server refused to resume `stream` after a reconnect (ERROR
+    /// `FORBIDDEN` or `LIMIT_EXCEEDED` in place of its RESUME_RESULT, see
+    /// docs/protocol.md 4.10): the client is no longer in that room (or
+    /// inbox) and none of its later messages will arrive. Its position is
+    /// forgotten; a room may be joined again.
+    ResumeRefused {
+        /// Stream not resumed.
+        stream: StreamName,
+        /// The server's status (`FORBIDDEN` or `LIMIT_EXCEEDED`).
+        status: Status,
     },
     /// A connection was established (after WELCOME).
     Connected {

@@ -460,3 +460,25 @@ async fn inbox_is_resumed_before_its_first_message() {
     assert_eq!(offsets_and_losses(&msgs, &events), (vec![2, 3, 4], vec![]));
     wait_for(|| fake.with(|s| s.highest_ack == 4)).await;
 }
+
+#[tokio::test]
+async fn refused_resume_is_reported_not_silent() {
+    let fake = Fake::start(1, 100).await;
+    let (c, mut rx) = Client::connect(fake.addr(), "t", opts()).await.unwrap();
+    c.join("a").await.unwrap();
+    c.join("b").await.unwrap();
+    cut(&fake, || {
+        fake.with(|s| s.refuse.insert(room("b")));
+    });
+    let (_, events) = collect_until(&mut rx, |_, e| {
+        e.iter().any(|e| matches!(e, Event::ResumeRefused { .. }))
+    })
+    .await;
+    assert!(events.contains(&Event::ResumeRefused {
+        stream: room("b"),
+        status: ringport_client::Status::FORBIDDEN,
+    }));
+    fake.push(&room("a"), "still here");
+    let (msgs, _) = collect_until(&mut rx, |m, _| !m.is_empty()).await;
+    assert_eq!(msgs[0].stream, room("a"));
+}

@@ -54,6 +54,8 @@ pub struct State {
     pub lose_acks: bool,
     /// Replay this many extra already-delivered frames on resume (dupes).
     pub replay_extra: u64,
+    /// Resume entries of these streams are refused (ERROR FORBIDDEN).
+    pub refuse: HashSet<StreamName>,
 }
 
 struct ConnState {
@@ -94,6 +96,7 @@ impl Fake {
             accepting: true,
             lose_acks: false,
             replay_extra: 0,
+            refuse: HashSet::new(),
         }));
         let st = state.clone();
         let accept = tokio::spawn(async move {
@@ -285,6 +288,16 @@ fn handle(
                 delivered: HashMap::new(),
             };
             for p in h.resume.map(|r| r.streams).unwrap_or_default() {
+                if s.refuse.contains(&p.stream) {
+                    send(
+                        tx,
+                        Frame::Error {
+                            code: Status::FORBIDDEN,
+                            text: format!("may not resume {}", p.stream),
+                        },
+                    );
+                    continue;
+                }
                 let epoch = s.epoch;
                 let mut extra = s.replay_extra;
                 if p.stream.is_user() {
