@@ -64,30 +64,7 @@ impl Driver {
     /// sparse direct-descriptor table and receive buffer ring.
     pub fn new(cfg: &EngineConfig, files: u32) -> Result<Driver, EngineError> {
         let entries = cfg.ring_entries;
-        let mut features = Features {
-            single_issuer: true,
-            defer_taskrun: true,
-        };
-        let ring = match IoUring::builder()
-            .setup_cqsize(entries * 4)
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_submit_all()
-            .build(entries)
-        {
-            Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // Older kernel: no DEFER_TASKRUN / SINGLE_ISSUER; COOP_TASKRUN is 5.19.
-                features = Features::default();
-                IoUring::builder()
-                    .setup_cqsize(entries * 4)
-                    .setup_coop_taskrun()
-                    .build(entries)
-                    .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))
-                    .map_err(uring_unavailable)?
-            }
-            Err(e) => return Err(uring_unavailable(e)),
-        };
+        let (ring, features) = build_ring(entries)?;
         ring.submitter()
             .register_files_sparse(files)
             .map_err(|source| EngineError::Setup {
@@ -351,6 +328,54 @@ impl Driver {
     /// Publishes recycled buffers.
     pub fn publish_buffers(&mut self) {
         self.bufs.publish();
+    }
+}
+
+/// Builds a ring of `entries` (completion queue 4x), probing SINGLE_ISSUER and
+/// DEFER_TASKRUN. The kernel allocates each ring as physically contiguous pages, which can
+/// fail with ENOMEM on a machine whose memory is fragmented (e.g. full of page cache) even
+/// with plenty available; the ring is then halved (down to 64 entries) rather than failing.
+fn build_ring(mut entries: u32) -> Result<(IoUring, Features), EngineError> {
+    loop {
+        match try_build_ring(entries) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && entries > 64 => {
+                tracing::warn!(
+                    entries,
+                    "io_uring setup: ENOMEM (fragmented memory?); retrying with half the ring size"
+                );
+                entries /= 2;
+            }
+            Err(e) => return Err(uring_unavailable(e)),
+            Ok(r) => return Ok(r),
+        }
+    }
+}
+
+fn try_build_ring(entries: u32) -> io::Result<(IoUring, Features)> {
+    match IoUring::builder()
+        .setup_cqsize(entries * 4)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all()
+        .build(entries)
+    {
+        Ok(r) => {
+            let features = Features {
+                single_issuer: true,
+                defer_taskrun: true,
+            };
+            Ok((r, features))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            // Older kernel: no DEFER_TASKRUN / SINGLE_ISSUER; COOP_TASKRUN is 5.19.
+            let r = IoUring::builder()
+                .setup_cqsize(entries * 4)
+                .setup_coop_taskrun()
+                .build(entries)
+                .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))?;
+            Ok((r, Features::default()))
+        }
+        Err(e) => Err(e),
     }
 }
 
