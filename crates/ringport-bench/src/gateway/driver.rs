@@ -172,6 +172,9 @@ pub struct GwOutcome {
     pub published_accepted: u64,
     pub published_rejected: u64,
     pub server_recipients: u64,
+    /// Publish rate asked for, and the largest lateness of a publish against its schedule.
+    pub publish_rate: f64,
+    pub publisher_max_lag_ms: f64,
     /// Expected deliveries: accepted messages x ready members of their room.
     pub expected: u64,
     /// Resume: per-offset verdict over every connection's stream window.
@@ -368,6 +371,8 @@ impl LoadDriver for GwLoad {
             out.published_accepted = stats.accepted.load(Ordering::Relaxed);
             out.published_rejected = stats.rejected.load(Ordering::Relaxed);
             out.server_recipients = stats.recipients.load(Ordering::Relaxed);
+            out.publisher_max_lag_ms = stats.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            out.publish_rate = self.cfg.publisher.as_ref().map_or(0.0, |p| p.rate);
             let per_room = stats
                 .accepted_per_room
                 .lock()

@@ -142,6 +142,13 @@ fn findings(opts: &GatewayOptions, r: &mut GatewayReport) {
                 g.published_rejected, g.published_sent
             ));
         }
+        if g.publisher_max_lag_ms > 100.0 {
+            f.push(format!(
+                "the publisher could not keep {} msg/s: a publish went out up to {:.0} ms late \
+                 (the server took requests slower than offered; latency includes that wait)",
+                g.publish_rate, g.publisher_max_lag_ms
+            ));
+        }
         if let Some(e) = &g.publisher_error {
             f.push(format!("publisher error: {e}"));
         }

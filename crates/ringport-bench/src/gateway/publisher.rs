@@ -49,6 +49,9 @@ pub struct PublisherStats {
     pub rejected: AtomicU64,
     /// Sum of `recipients` over HTTP answers.
     pub recipients: AtomicU64,
+    /// Largest lateness of a send against its scheduled time, microseconds (a publisher that
+    /// cannot keep the rate, because the server takes requests slower, shows it here).
+    pub max_lag_us: AtomicU64,
     /// Accepted messages per room index (for expected deliveries = accepted x members).
     pub accepted_per_room: Mutex<Vec<u64>>,
 }
@@ -107,6 +110,7 @@ fn paced(
     rate: f64,
     max: Duration,
     stop: &AtomicBool,
+    lag: &AtomicU64,
     mut send: impl FnMut(u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let start = Instant::now();
@@ -119,6 +123,7 @@ fn paced(
             std::thread::sleep((due - now).min(Duration::from_millis(5)));
             continue;
         }
+        lag.fetch_max((now - due).as_micros() as u64, Ordering::Relaxed);
         send(k)?;
         k += 1;
     }
@@ -141,7 +146,8 @@ fn start_http(
         std::thread::spawn(move || {
             let mut stream = stream;
             let host = cfg.addr.to_string();
-            let r = paced(cfg.rate, cfg.max_duration, &stop, |k| {
+            let depth = ((cfg.rate / 10.0) as usize).clamp(8, 256);
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
                 let room = (k as usize) % cfg.rooms.len();
                 let p = payload::encode(k, cfg.size);
                 let body = format!(
@@ -153,6 +159,18 @@ fn start_http(
                     cfg.rooms[room],
                     body.len()
                 );
+                // Bounded pipeline: a server that answers slower than the rate makes the
+                // publisher late (reported as lag) instead of queueing minutes of requests.
+                let wait_from = Instant::now();
+                while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if wait_from.elapsed() > Duration::from_secs(30) {
+                        bail!("admin API stopped answering (pipeline of {depth} full for 30 s)");
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
                 pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -325,7 +343,7 @@ fn start_publish(
         let (stats, writer, done) = (stats.clone(), writer.clone(), done_sending.clone());
         std::thread::spawn(move || {
             let mut buf = BytesMut::new();
-            let r = paced(cfg.rate, cfg.max_duration, &stop, |k| {
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
                 let room = (k as usize) % cfg.rooms.len();
                 buf.clear();
                 Frame::Publish(Publish {
