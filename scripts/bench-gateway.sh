@@ -7,14 +7,16 @@
 #
 # Parts (ONLY selects): fanout50 (2,000 subscribers x 50 msg/s), fanout1000 (2,000 x 1,000
 # msg/s, batch window 0), idle19k (19,000 idle authenticated connections in one room),
-# scale100k (100,000 authenticated connections with heartbeats, one server with 8 shards).
+# idlemix (19,000 idle connections with/without token and JOIN), churn (CHURN_RATE cycles/s),
+# resume (disconnects with resume while publishing), scale100k (100,000 authenticated
+# connections with heartbeats, one server with 8 shards).
 # The first three pin the server (`ringport serve --workers 1`) to SERVER_CPU and the bench to
 # CLIENT_CPU; scale100k pins nothing (both need both cores). Every run's JSON is kept in OUT.
 set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
 
 ROUNDS=${ROUNDS:-3}
-ONLY=${ONLY:-"fanout50 fanout1000 idle19k scale100k"}
+ONLY=${ONLY:-"fanout50 fanout1000 idle19k idlemix churn resume scale100k"}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 SUBS=${SUBS:-2000}
@@ -120,12 +122,70 @@ idle() { # idle LABEL CONNS WORKERS CPUS THREADS HOLD [server --set ...]
     summary "  bytes/conn" 's.get("rss_bytes_per_connection")' "${files[@]}"
 }
 
+# idle_mix: where the idle memory goes: 19,000 connections with and without a token, with and
+# without a JOIN (server on SERVER_CPU with --allow-anonymous true, so both kinds get in).
+idle_mix() {
+    echo "## idlemix: 19000 idle connections, server workers 1, hold ${HOLD:-10}s"
+    local variant auth rpc
+    for variant in "anonymous 0" "anonymous 1" "token 0" "token 1"; do
+        read -r auth rpc <<<"$variant"
+        start_gateway "$SERVER_CPU" 1 --allow-anonymous true
+        local f="$OUT/idlemix-$auth-rooms$rpc.json"
+        local env_args=()
+        [[ $auth == anonymous ]] && env_args=(env -u RINGPORT_BENCH_SECRET)
+        gbench "${env_args[@]}" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" idle --target "127.0.0.1:$PORT" \
+            --admin "127.0.0.1:$ADMIN_PORT" --connections 19000 --rooms 1 --rooms-per-conn "$rpc" \
+            --source-addrs "$SOURCE_ADDRS" --duration "${HOLD:-10}" --warmup 1 --server-pid "$SERVER_PID" --json >"$f"
+        stop_server
+        printf '  %-9s rooms-per-conn %s: ready %s  rss %s -> %s KiB  bytes/conn %s\n' "$auth" "$rpc" \
+            "$(field "$f" 'run["peak_connections"]')" "$(field "$f" 's.get("rss_before_kib")')" \
+            "$(field "$f" 's.get("rss_after_kib")')" "$(field "$f" 's.get("rss_bytes_per_connection")')"
+    done
+}
+
+churn() {
+    local rate=${CHURN_RATE:-2000} files=()
+    echo "## churn: $rate connect/HELLO/JOIN/close cycles per second, server core $SERVER_CPU, bench core $CLIENT_CPU"
+    for round in $(seq "$ROUNDS"); do
+        start_gateway "$SERVER_CPU" 1
+        local f="$OUT/churn-$round.json"
+        gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" churn --target "127.0.0.1:$PORT" \
+            --admin "127.0.0.1:$ADMIN_PORT" --rate "$rate" --rooms 1 --source-addrs "$SOURCE_ADDRS" \
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$f"
+        stop_server
+        files+=("$f")
+        printf '  round %s: handshakes/s %s  failed %s  p50 %sus p99 %sus max %sus  server cpu %ss (%s us/handshake)  bench cpu %ss\n' \
+            "$round" "$(field "$f" 'run["messages_per_sec"]')" "$(field "$f" 'g["counters"]["handshake_failed"] + run["connect_failed"]')" \
+            "$(field "$f" 'run["latency"]["p50_us"]')" "$(field "$f" 'run["latency"]["p99_us"]')" \
+            "$(field "$f" 'run["latency"]["max_us"]')" "$(field "$f" 's.get("cpu_secs")')" \
+            "$(field "$f" 's.get("cpu_us_per_message")')" "$(field "$f" 'run["bench_cpu_secs"]')"
+    done
+    summary "  handshakes/s" 'run["messages_per_sec"]' "${files[@]}"
+    summary "  p99 us      " 'run["latency"]["p99_us"]' "${files[@]}"
+}
+
+resume() {
+    echo "## resume: 200 subscribers, 100 msg/s, 20 abrupt disconnects/s with resume (one round)"
+    start_gateway "$SERVER_CPU" 1
+    local f="$OUT/resume.json"
+    gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" resume --target "127.0.0.1:$PORT" \
+        --admin "127.0.0.1:$ADMIN_PORT" --connections 200 --rooms 1 --rate 100 --disconnect-rate 20 \
+        --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$f"
+    stop_server
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["gateway"]["counters"]
+print("  disconnects", c["disconnects"], " resume answered", c["resume_answered"], " unanswered", c["resume_unanswered"], " verdict", r["gateway"]["resume"])
+[print("  note:", x) for x in r["findings"]]' "$f"
+}
+
 echo "# bench-gateway: rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s results in $OUT"
 for part in $ONLY; do
     case $part in
     fanout50) fanout fanout50 50 ;;
     fanout1000) fanout fanout1000 1000 ;;
     idle19k) idle idle19k 19000 1 "$SERVER_CPU" 1 "${HOLD:-10}" ;;
+    idlemix) idle_mix ;;
+    churn) churn ;;
+    resume) resume ;;
     scale100k)
         # 8 shards x <= 20,000 direct descriptors each; heartbeat every 10 s so a 30 s hold
         # exchanges about 3 per connection.

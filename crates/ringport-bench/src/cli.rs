@@ -130,7 +130,7 @@ pub struct GatewayArgs {
     /// Rooms, named <room-prefix>0..; connection i joins room (i * rooms-per-conn + k) % rooms.
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
-    /// Rooms each connection joins.
+    /// Rooms each connection joins (idle: 0 = HELLO only, no JOIN).
     #[arg(long, default_value_t = 1)]
     pub rooms_per_conn: usize,
     #[arg(long, default_value = "bench-")]

@@ -210,8 +210,11 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
     if !rate_ok(a.disconnect_rate) {
         bail!("--disconnect-rate must be a positive number");
     }
-    if a.rooms == 0 || a.rooms > 100_000 || a.rooms_per_conn == 0 {
-        bail!("--rooms must be in 1..=100000 and --rooms-per-conn at least 1");
+    if a.rooms == 0 || a.rooms > 100_000 {
+        bail!("--rooms must be in 1..=100000");
+    }
+    if a.rooms_per_conn == 0 && kind != GwKind::Idle {
+        bail!("--rooms-per-conn 0 (no JOIN) only makes sense for idle");
     }
     if !(gateway::payload::MIN_SIZE..=1 << 20).contains(&a.size) {
         bail!("--size must be in 32..=1048576");

@@ -93,7 +93,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         target: opts.target,
         connections: if churn { 0 } else { opts.connections },
         rooms,
-        rooms_per_conn: opts.rooms_per_conn.max(1),
+        rooms_per_conn: opts.rooms_per_conn,
         tokens: opts.tokens.clone(),
         sources: opts.sources.clone(),
         threads: opts.threads.max(1),
