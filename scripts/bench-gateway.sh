@@ -39,7 +39,7 @@ start_gateway() {
     shift 2
     local pin=()
     [[ -n "$cpus" ]] && pin=(taskset -c "$cpus")
-    "${pin[@]}" "$RELEASE/ringport" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+    "${pin[@]}" "${RINGPORT_BIN:-$RELEASE/ringport}" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
         --workers "$workers" --log-level warn "$@" >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     wait_port "$PORT" && wait_port "$ADMIN_PORT" ||
@@ -164,12 +164,18 @@ churn() {
     summary "  p99 us      " 'run["latency"]["p99_us"]' "${files[@]}"
 }
 
+# resume: RESUME_CONNS subscribers, RESUME_RATE msg/s, RESUME_DISCONNECTS abrupt closes/s, each
+# reconnecting with resume data. RESUME_HISTORY sets history.max_messages_per_stream (a small
+# value forces GAP answers); RINGPORT_BIN runs another build of the server (e.g. a branch).
 resume() {
-    echo "## resume: 200 subscribers, 100 msg/s, 20 abrupt disconnects/s with resume (one round)"
-    start_gateway "$SERVER_CPU" 1
+    local conns=${RESUME_CONNS:-200} rate=${RESUME_RATE:-100} disc=${RESUME_DISCONNECTS:-20}
+    echo "## resume: $conns subscribers, $rate msg/s, $disc abrupt disconnects/s with resume (one round)"
+    local extra=()
+    [[ -n "${RESUME_HISTORY:-}" ]] && extra=(--set "history.max_messages_per_stream=$RESUME_HISTORY")
+    start_gateway "$SERVER_CPU" 1 "${extra[@]}"
     local f="$OUT/resume.json"
     gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" resume --target "127.0.0.1:$PORT" \
-        --admin "127.0.0.1:$ADMIN_PORT" --connections 200 --rooms 1 --rate 100 --disconnect-rate 20 \
+        --admin "127.0.0.1:$ADMIN_PORT" --connections "$conns" --rooms 1 --rate "$rate" --disconnect-rate "$disc" \
         --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$f"
     stop_server
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["gateway"]["counters"]
