@@ -7,6 +7,7 @@
 //! and publish → receive time; churn — completed connect/HELLO/JOIN cycles and their time.
 
 pub mod client;
+pub mod counters;
 pub mod driver;
 pub mod ledger;
 pub mod payload;
@@ -99,7 +100,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         threads: opts.threads.max(1),
         scenario: opts.scenario,
         publisher,
-        table_cap: table_cap(),
+        table_cap: crate::echo::engine_client::table_cap(),
     };
     let load = driver::GwLoad::new(cfg)?;
     let outcome = load.outcome.clone();
@@ -186,20 +187,6 @@ fn findings(opts: &GatewayOptions, r: &mut GatewayReport) {
         }
     }
     r.findings = f;
-}
-
-/// Connections one client shard can hold (RLIMIT_NOFILE less a margin).
-fn table_cap() -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| {
-            l.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        })
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1024);
-    soft.saturating_sub(64).max(64)
 }
 
 /// The human-readable summary.
