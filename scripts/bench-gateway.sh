@@ -73,9 +73,9 @@ print(f"  median {statistics.median(vals):.2f}  min {min(vals):.2f}  max {max(va
 
 fanout() { # fanout LABEL RATE
     local label=$1 rate=$2 files=()
-    echo "## $label: $SUBS subscribers in one room x $rate msg/s, $SIZE B, server core $SERVER_CPU, bench core $CLIENT_CPU"
+    echo "## $label: $SUBS subscribers in one room x $rate msg/s, $SIZE B, batch window ${BATCH_WINDOW:-0} ms, server core $SERVER_CPU, bench core $CLIENT_CPU"
     for round in $(seq "$ROUNDS"); do
-        start_gateway "$SERVER_CPU" 1 --set rooms.batch_window_ms=0
+        start_gateway "$SERVER_CPU" 1 --set "rooms.batch_window_ms=${BATCH_WINDOW:-0}"
         local f="$OUT/$label-$round.json"
         gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" fanout --target "127.0.0.1:$PORT" \
             --admin "127.0.0.1:$ADMIN_PORT" --connections "$SUBS" --rooms 1 --rate "$rate" --size "$SIZE" \
