@@ -118,6 +118,45 @@ const fn default_transport() -> ClientTransport {
 pub struct GatewayArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Admin HTTP API of the gateway (publisher via HTTP).
+    #[arg(long, default_value = "127.0.0.1:4667")]
+    pub admin: SocketAddr,
+    /// One token for every connection (HELLO). Default: anonymous (empty token).
+    #[arg(long, conflicts_with = "secret")]
+    pub token: Option<String>,
+    /// HS256 secret shared with the server: mint a token per connection for users bench-<i>.
+    #[arg(long, env = "RINGPORT_BENCH_SECRET")]
+    pub secret: Option<String>,
+    /// Rooms, named <room-prefix>0..; connection i joins room (i * rooms-per-conn + k) % rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Rooms each connection joins (idle: 0 = HELLO only, no JOIN).
+    #[arg(long, default_value_t = 1)]
+    pub rooms_per_conn: usize,
+    #[arg(long, default_value = "bench-")]
+    pub room_prefix: String,
+    /// fanout/resume: publisher messages per second; churn: connect cycles per second;
+    /// idle: a publisher is started only if given.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Payload bytes (at least 32: timestamp and sequence as hex).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// How the publisher publishes: the admin HTTP API or a client PUBLISH.
+    #[arg(long, value_enum, default_value_t = ViaArg::Http)]
+    pub via: ViaArg,
+    /// resume: induced abrupt disconnects per second (in total).
+    #[arg(long, default_value_t = 10.0)]
+    pub disconnect_rate: f64,
+    /// PID of the server: report its CPU and RSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ViaArg {
+    Http,
+    Publish,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -6,6 +6,8 @@ pub mod baseline;
 pub mod compare;
 pub mod echo;
 pub mod fonts;
+#[cfg(feature = "engine")]
+pub mod gateway;
 pub mod measure;
 pub mod procfs;
 pub mod report;

@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-mod gateway;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -15,10 +14,11 @@ use clap::Parser;
 
 use ringport_bench::{baseline, compare, echo, fonts, measure, report, stats};
 
-use cli::{Baseline, Cli, ClientTransport, Command, CommonArgs, EchoArgs};
+use cli::{Baseline, Cli, ClientTransport, Command, CommonArgs, EchoArgs, GatewayArgs, ViaArg};
 use echo::EchoConfig;
 use measure::{LoadDriver, RunPlan, RunResult};
 use report::{Comparison, Report};
+use ringport_bench::gateway::{self, GatewayOptions, Scenario, Tokens, Via};
 
 fn main() {
     let cli = Cli::parse();
@@ -30,10 +30,10 @@ fn main() {
             a.json,
             (&a.ours_name, &a.baseline_name),
         ),
-        Command::Idle(a) => gateway::not_yet("idle", &a),
-        Command::Fanout(a) => gateway::not_yet("fanout", &a),
-        Command::Churn(a) => gateway::not_yet("churn", &a),
-        Command::Resume(a) => gateway::not_yet("resume", &a),
+        Command::Idle(a) => run_gateway(GwKind::Idle, a),
+        Command::Fanout(a) => run_gateway(GwKind::Fanout, a),
+        Command::Churn(a) => run_gateway(GwKind::Churn, a),
+        Command::Resume(a) => run_gateway(GwKind::Resume, a),
     };
     if let Err(e) = result {
         eprintln!("ringport-bench: {e:#}");
@@ -172,4 +172,104 @@ fn compare(target: &RunResult, base: &RunResult) -> Comparison {
         p99_ratio: stats::ratio(target.latency.p99_us, base.latency.p99_us),
         spread: None,
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GwKind {
+    Idle,
+    Fanout,
+    Churn,
+    Resume,
+}
+
+fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
+    let common = &a.common;
+    check_loopback(common)?;
+    if !a.admin.ip().is_loopback() {
+        bail!("--admin {} is not on loopback", a.admin);
+    }
+    let rate_ok = |r: f64| r > 0.0 && r.is_finite() && r <= 10_000_000.0;
+    let scenario = match kind {
+        GwKind::Idle => Scenario::Idle,
+        GwKind::Fanout => Scenario::Fanout,
+        GwKind::Churn => {
+            let rate = a
+                .rate
+                .context("churn needs --rate (connections per second)")?;
+            Scenario::Churn { rate }
+        }
+        GwKind::Resume => Scenario::Resume {
+            rate: a.disconnect_rate,
+        },
+    };
+    if let Some(r) = a.rate {
+        if !rate_ok(r) {
+            bail!("--rate must be a positive number");
+        }
+    }
+    if !rate_ok(a.disconnect_rate) {
+        bail!("--disconnect-rate must be a positive number");
+    }
+    if a.rooms == 0 || a.rooms > 100_000 {
+        bail!("--rooms must be in 1..=100000");
+    }
+    if a.rooms_per_conn == 0 && kind != GwKind::Idle {
+        bail!("--rooms-per-conn 0 (no JOIN) only makes sense for idle");
+    }
+    if !(gateway::payload::MIN_SIZE..=1 << 20).contains(&a.size) {
+        bail!("--size must be in 32..=1048576");
+    }
+    let publish_rate = match kind {
+        GwKind::Fanout | GwKind::Resume => Some(a.rate.unwrap_or(10.0)),
+        GwKind::Idle => a.rate,
+        GwKind::Churn => None,
+    };
+    let tokens = match (&a.token, &a.secret) {
+        (Some(t), _) => Tokens::Fixed(t.clone().into_bytes()),
+        (None, Some(s)) => Tokens::Secret(s.clone()),
+        (None, None) => Tokens::Anonymous,
+    };
+    let sources = match &common.source_addrs {
+        Some(spec) => echo::parse_source_addrs(spec).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let opts = GatewayOptions {
+        scenario,
+        target: common.target,
+        admin: a.admin,
+        connections: common.connections,
+        warmup: Duration::from_secs_f64(common.warmup),
+        duration: Duration::from_secs_f64(common.duration),
+        rooms: a.rooms,
+        rooms_per_conn: a.rooms_per_conn,
+        room_prefix: a.room_prefix.clone(),
+        tokens,
+        sources,
+        threads: common.threads,
+        publish_rate,
+        size: a.size,
+        via: match a.via {
+            ViaArg::Http => Via::Http,
+            ViaArg::Publish => Via::Publish,
+        },
+        server_pid: a.server_pid,
+        progress: !common.json && std::io::stderr().is_terminal(),
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = gateway::run(&opts, command)?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", gateway::human(&report));
+    }
+    if let Some(dir) = &common.report {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}.json", report.scenario));
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(dir.join("summary.md"), gateway::human(&report))?;
+        if !common.json {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
 }

@@ -325,7 +325,9 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
     last = totals(&shared);
     while tick < end {
         let prev = tick;
-        tick = (tick + Duration::from_secs(1)).min(end);
+        // A sample ends at the warm-up's end too, so the measure phase starts on time.
+        let limit = if warm { end } else { warmup_end.min(end) };
+        tick = (tick + Duration::from_secs(1)).min(limit);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
         let phase = if warm { Phase::Measure } else { Phase::Warmup };
         let secs = tick.duration_since(prev).as_secs_f64();

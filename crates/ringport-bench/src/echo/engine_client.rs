@@ -115,7 +115,7 @@ impl LoadDriver for EngineEcho {
 
 /// Connections one shard can hold: the kernel caps a direct-descriptor table at
 /// RLIMIT_NOFILE (read from /proc/self/limits), less a margin.
-fn table_cap() -> usize {
+pub fn table_cap() -> usize {
     let soft = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|l| {

@@ -1,0 +1,48 @@
+//! The fan-out payload: a send timestamp and a sequence number, as ASCII so the same bytes go
+//! through the HTTP API's `{"payload": "..."}` and a client PUBLISH unchanged.
+//!
+//! Layout: 16 hex digits of nanoseconds since this process's clock anchor, 16 hex digits of
+//! sequence number, then `.` padding up to the requested size. Publisher and subscribers live
+//! in the same bench process, so they share the anchor (one monotonic clock).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Shortest payload that carries timestamp and sequence.
+pub const MIN_SIZE: usize = 32;
+
+static ANCHOR: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the process's clock anchor.
+pub fn now_ns() -> u64 {
+    ANCHOR.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A `size`-byte payload (at least [`MIN_SIZE`]) stamped now.
+pub fn encode(seq: u64, size: usize) -> Vec<u8> {
+    let mut v = format!("{:016x}{:016x}", now_ns(), seq).into_bytes();
+    v.resize(size.max(MIN_SIZE), b'.');
+    v
+}
+
+/// (timestamp ns, sequence) of a bench payload; None for anything else.
+pub fn decode(p: &[u8]) -> Option<(u64, u64)> {
+    let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+    Some((hex(p.get(..16)?)?, hex(p.get(16..32)?)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let p = encode(42, 64);
+        assert_eq!(p.len(), 64);
+        let (ts, seq) = decode(&p).unwrap();
+        assert_eq!(seq, 42);
+        assert!(ts <= now_ns());
+        assert_eq!(decode(b"hello"), None);
+        assert_eq!(encode(1, 8).len(), MIN_SIZE);
+    }
+}

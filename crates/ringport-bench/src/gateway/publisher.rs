@@ -1,0 +1,461 @@
+//! The publisher of the fan-out and resume scenarios: a thread sending stamped payloads at a
+//! fixed rate, round-robin over the rooms, either through the admin HTTP API
+//! (`POST /v1/push/room/{room}`, pipelined on one keep-alive connection so a slow answer does
+//! not slow the rate) or as a protocol client (PUBLISH, answered by PUBLISH_ACK).
+//!
+//! Sends follow an open-loop schedule: message k is due at start + k / rate. A publisher that
+//! falls behind sends late (and the latency of those messages includes the wait).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use ringport_proto::{Decoder, Frame, Hello, Publish, RoomRequest, Status};
+
+use super::payload;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Http,
+    Publish,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub via: Via,
+    /// Admin API (Via::Http) or the gateway (Via::Publish).
+    pub addr: SocketAddr,
+    pub rooms: Vec<String>,
+    pub rate: f64,
+    pub size: usize,
+    /// HELLO token (Via::Publish).
+    pub token: Vec<u8>,
+    /// Stop after this long even if not told to (a bound, not the plan).
+    pub max_duration: Duration,
+}
+
+/// Counters the publisher threads update.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Requests written.
+    pub sent: AtomicU64,
+    /// Accepted: HTTP 200 / PUBLISH_ACK OK.
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Sum of `recipients` over HTTP answers.
+    pub recipients: AtomicU64,
+    /// Largest lateness of a send against its scheduled time, microseconds (a publisher that
+    /// cannot keep the rate, because the server takes requests slower, shows it here).
+    pub max_lag_us: AtomicU64,
+    /// Accepted messages per room index (for expected deliveries = accepted x members).
+    pub accepted_per_room: Mutex<Vec<u64>>,
+}
+
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    pub stats: Arc<PublisherStats>,
+    threads: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Publisher {
+    pub fn start(cfg: PublisherConfig) -> anyhow::Result<Publisher> {
+        if cfg.rooms.is_empty() || !(cfg.rate > 0.0 && cfg.rate.is_finite()) {
+            bail!("publisher needs rooms and a positive rate");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(PublisherStats {
+            accepted_per_room: Mutex::new(vec![0; cfg.rooms.len()]),
+            ..PublisherStats::default()
+        });
+        let stream = TcpStream::connect(cfg.addr)
+            .with_context(|| format!("publisher connecting to {}", cfg.addr))?;
+        stream.set_nodelay(true)?;
+        let threads = match cfg.via {
+            Via::Http => start_http(cfg, stream, stop.clone(), stats.clone())?,
+            Via::Publish => start_publish(cfg, stream, stop.clone(), stats.clone())?,
+        };
+        Ok(Publisher {
+            stop,
+            stats,
+            threads,
+        })
+    }
+
+    /// Stops sending and waits (bounded) for outstanding answers.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut first_err = None;
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(anyhow::anyhow!("publisher thread panicked"));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs `send(k)` on the open-loop schedule until stopped or out of time.
+fn paced(
+    rate: f64,
+    max: Duration,
+    stop: &AtomicBool,
+    lag: &AtomicU64,
+    mut send: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut k = 0u64;
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < max {
+        let due = start + interval.mul_f64(k as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep((due - now).min(Duration::from_millis(5)));
+            continue;
+        }
+        lag.fetch_max((now - due).as_micros() as u64, Ordering::Relaxed);
+        send(k)?;
+        k += 1;
+    }
+    Ok(k)
+}
+
+fn start_http(
+    cfg: PublisherConfig,
+    stream: TcpStream,
+    stop: Arc<AtomicBool>,
+    stats: Arc<PublisherStats>,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+    let reader = stream.try_clone()?;
+    reader.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let done_sending = Arc::new(AtomicBool::new(false));
+    // Which room each outstanding request went to, in order (HTTP/1.1 answers in order).
+    let pending = Arc::new(Mutex::new(std::collections::VecDeque::<usize>::new()));
+    let w = {
+        let (stats, pending, done) = (stats.clone(), pending.clone(), done_sending.clone());
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let host = cfg.addr.to_string();
+            let depth = ((cfg.rate / 10.0) as usize).clamp(8, 256);
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
+                let room = (k as usize) % cfg.rooms.len();
+                let p = payload::encode(k, cfg.size);
+                let body = format!(
+                    "{{\"payload\":\"{}\"}}",
+                    std::str::from_utf8(&p).expect("ascii payload")
+                );
+                let req = format!(
+                    "POST /v1/push/room/{} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    cfg.rooms[room],
+                    body.len()
+                );
+                // Bounded pipeline: a server that answers slower than the rate makes the
+                // publisher late (reported as lag) instead of queueing minutes of requests.
+                let wait_from = Instant::now();
+                while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if wait_from.elapsed() > Duration::from_secs(30) {
+                        bail!("admin API stopped answering (pipeline of {depth} full for 30 s)");
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(room);
+                stream
+                    .write_all(req.as_bytes())
+                    .context("writing to the admin API")?;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            });
+            done.store(true, Ordering::Relaxed);
+            r.map(|_| ())
+        })
+    };
+    let r = std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let outstanding = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if done_sending.load(Ordering::Relaxed) && outstanding == 0 {
+                return Ok(());
+            }
+            match read_http_response(&mut reader) {
+                Ok((status, body)) => {
+                    idle_since = None;
+                    let room = pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front()
+                        .unwrap_or(0);
+                    if status == 200 {
+                        stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        stats
+                            .recipients
+                            .fetch_add(recipients(&body), Ordering::Relaxed);
+                        stats
+                            .accepted_per_room
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())[room] += 1;
+                    } else {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    // Bounded wait for the last answers once sending stopped.
+                    if done_sending.load(Ordering::Relaxed) {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(10) {
+                            bail!("admin API left {outstanding} requests unanswered for 10 s");
+                        }
+                    }
+                }
+                Err(e) => return Err(e).context("reading the admin API's answer"),
+            }
+        }
+    });
+    Ok(vec![w, r])
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body: (status, body).
+fn read_http_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, String)> {
+    let mut line = String::new();
+    // A timeout before the status line is harmless (nothing consumed).
+    match r.read_line(&mut line) {
+        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Err(e) if !is_timeout(&e) || line.is_empty() => return Err(e),
+        _ => {}
+    }
+    if !line.ends_with('\n') {
+        read_line_patiently(r, &mut line)?;
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        read_line_patiently(r, &mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    let mut got = 0;
+    while got < len {
+        match r.read(&mut body[got..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `read_line` that keeps going over read timeouts (mid-response).
+fn read_line_patiently(r: &mut BufReader<TcpStream>, line: &mut String) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match r.read_line(line) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) if line.ends_with('\n') => return Ok(()),
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `{"recipients": N}` → N.
+fn recipients(body: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["recipients"].as_u64())
+        .unwrap_or(0)
+}
+
+fn start_publish(
+    cfg: PublisherConfig,
+    stream: TcpStream,
+    stop: Arc<AtomicBool>,
+    stats: Arc<PublisherStats>,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+    // Handshake and joins, blocking, before the threads start.
+    let mut conn = FrameStream::new(stream)?;
+    conn.send(&Frame::Hello(Hello {
+        token: Bytes::from(cfg.token.clone()),
+        client_info: "ringport-bench-publisher/1".into(),
+        resume: None,
+    }))?;
+    match conn.recv()? {
+        Frame::Welcome(_) => {}
+        other => bail!("publisher: expected WELCOME, got {other:?}"),
+    }
+    for (i, room) in cfg.rooms.iter().enumerate() {
+        conn.send(&Frame::Join(RoomRequest {
+            req_id: i as u32,
+            room: room.clone(),
+        }))?;
+        loop {
+            match conn.recv()? {
+                Frame::RoomResult(r) if r.status == Status::OK => break,
+                Frame::RoomResult(r) => bail!("publisher: JOIN {room} refused: {:?}", r.status),
+                Frame::Ping { nonce } => conn.send(&Frame::Pong { nonce })?,
+                _ => {}
+            }
+        }
+    }
+    let writer = Arc::new(Mutex::new(conn.stream.try_clone()?));
+    conn.stream
+        .set_read_timeout(Some(Duration::from_millis(200)))?;
+    let done_sending = Arc::new(AtomicBool::new(false));
+    let rooms = cfg.rooms.len();
+    let w = {
+        let (stats, writer, done) = (stats.clone(), writer.clone(), done_sending.clone());
+        std::thread::spawn(move || {
+            let mut buf = BytesMut::new();
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
+                let room = (k as usize) % cfg.rooms.len();
+                buf.clear();
+                Frame::Publish(Publish {
+                    room: cfg.rooms[room].clone(),
+                    seq: k,
+                    payload: Bytes::from(payload::encode(k, cfg.size)),
+                })
+                .encode(&mut buf)?;
+                writer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_all(&buf)
+                    .context("publisher write")?;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            });
+            done.store(true, Ordering::Relaxed);
+            r.map(|_| ())
+        })
+    };
+    let r = std::thread::spawn(move || {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let answered =
+                stats.accepted.load(Ordering::Relaxed) + stats.rejected.load(Ordering::Relaxed);
+            if done_sending.load(Ordering::Relaxed)
+                && answered >= stats.sent.load(Ordering::Relaxed)
+            {
+                return Ok(());
+            }
+            match conn.try_recv() {
+                Ok(Some(Frame::PublishAck(a))) => {
+                    idle_since = None;
+                    if a.status == Status::OK {
+                        stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        stats
+                            .accepted_per_room
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())[(a.seq as usize) % rooms] += 1;
+                    } else {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Some(Frame::Ping { nonce })) => {
+                    let b = Frame::Pong { nonce }.to_bytes()?;
+                    writer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .write_all(&b)?;
+                }
+                Ok(Some(Frame::Close { reason, text })) => {
+                    bail!("publisher closed by the server: {reason:?} {text}")
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if done_sending.load(Ordering::Relaxed) {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(10) {
+                            bail!("publisher: PUBLISH_ACKs missing after 10 s");
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    Ok(vec![w, r])
+}
+
+/// A blocking frame reader/writer over a std TcpStream.
+struct FrameStream {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl FrameStream {
+    fn new(stream: TcpStream) -> anyhow::Result<FrameStream> {
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(FrameStream {
+            stream,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(16 << 20),
+        })
+    }
+
+    fn send(&mut self, f: &Frame) -> anyhow::Result<()> {
+        self.stream.write_all(&f.to_bytes()?)?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> anyhow::Result<Frame> {
+        loop {
+            if let Some(f) = self.try_recv()? {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// One frame, or None after a read timeout.
+    fn try_recv(&mut self) -> anyhow::Result<Option<Frame>> {
+        loop {
+            if let Some(f) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(f));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => bail!("publisher: server closed the connection"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Each gateway scenario runs briefly against a real in-process gateway on loopback, and its
+//! counters agree with the server's /metrics. A fake gateway that drops every 1000th push
+//! offset is reported with exactly that loss.
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ringport::config::Config;
+use ringport::gateway::GatewayPlane;
+use ringport::http::AdminServer;
+use ringport::serve::DataPlane;
+use ringport_bench::gateway::{self, GatewayOptions, Scenario, Tokens, Via};
+use ringport_proto::{
+    Decoder, Frame, Publish, PublishAck, Push, RoomResult, Status, StreamName, Welcome,
+};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+struct Server {
+    plane: Option<GatewayPlane>,
+    admin: Option<AdminServer>,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+impl Server {
+    fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+        let mut c = Config::default();
+        c.server.listen = "127.0.0.1:0".parse().unwrap();
+        c.server.workers = 2;
+        c.admin.listen = "127.0.0.1:0".parse().unwrap();
+        c.engine.recv_buffers = 256;
+        c.engine.ring_entries = 1024;
+        c.engine.max_connections_per_shard = 2048;
+        c.engine.shutdown_timeout_ms = 1_000;
+        c.auth.secret = Some(SECRET.into());
+        tweak(&mut c);
+        c.validate().expect("valid test config");
+        let plane = ringport::gateway::start(&c).expect("gateway starts");
+        let admin = AdminServer::start(&c.admin, plane.gateway()).expect("admin starts");
+        Server {
+            addr: plane.local_addr().unwrap(),
+            admin_addr: admin.local_addr(),
+            plane: Some(plane),
+            admin: Some(admin),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(self.admin_addr).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+
+    /// Sum of every sample of `family` (all label sets) in /metrics.
+    fn metric(&self, family: &str) -> u64 {
+        sum_metric(&self.metrics(), family)
+    }
+
+    /// Polls until `family` sums to `want` (the data plane publishes counters lazily).
+    fn wait_metric(&self, family: &str, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(family);
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn sum_metric(body: &str, family: &str) -> u64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(a) = self.admin.take() {
+            let _ = a.shutdown();
+        }
+        if let Some(p) = self.plane.take() {
+            p.shutdown();
+            let _ = Box::new(p).join();
+        }
+    }
+}
+
+fn opts(scenario: Scenario, target: SocketAddr, admin: SocketAddr) -> GatewayOptions {
+    GatewayOptions {
+        scenario,
+        target,
+        admin,
+        connections: 40,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_millis(1500),
+        rooms: 2,
+        rooms_per_conn: 1,
+        room_prefix: "t-".into(),
+        tokens: Tokens::Secret(SECRET.into()),
+        sources: Vec::new(),
+        threads: 2,
+        publish_rate: None,
+        size: 64,
+        via: Via::Http,
+        server_pid: None,
+        progress: false,
+    }
+}
+
+#[test]
+fn fanout_deliveries_match_the_servers_count() {
+    let server = Server::start(|_| {});
+    let mut o = opts(Scenario::Fanout, server.addr, server.admin_addr);
+    o.publish_rate = Some(200.0);
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let g = &r.gateway;
+    assert_eq!(r.run.peak_connections, 40);
+    assert!(g.published_accepted > 100, "{g:?}");
+    assert_eq!(g.deliveries.members, vec![20, 20]);
+    assert_eq!(g.expected, g.published_accepted * 20);
+    assert_eq!(
+        g.server_recipients, g.expected,
+        "server's recipients = ours"
+    );
+    assert_eq!(g.deliveries.unique, g.expected, "{:?}", r.findings);
+    assert_eq!(r.lost, Some(0));
+    assert_eq!(g.deliveries.duplicates + g.deliveries.late, 0);
+    assert_eq!(
+        server.wait_metric("ringport_deliveries_total", g.deliveries.unique),
+        g.deliveries.unique,
+        "bench deliveries == server ringport_deliveries_total"
+    );
+    assert_eq!(server.metric("ringport_connections_accepted_total"), 40);
+    assert!(r.run.latency.samples > 0 && r.run.latency.p99_us > 0.0);
+}
+
+#[test]
+fn idle_heartbeats_and_handshakes_match_the_servers_frames() {
+    let server = Server::start(|c| {
+        c.protocol.heartbeat_interval_ms = 200;
+        c.protocol.heartbeat_probe_interval_ms = 100;
+    });
+    let o = opts(Scenario::Idle, server.addr, server.admin_addr);
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let c = &r.gateway.counters;
+    assert_eq!((c.connects, c.welcomed, c.ready), (40, 40, 40));
+    // 40 connections x ~1.7 s / 0.2 s each.
+    assert!(c.pings_sent >= 40 * 5, "{c:?}");
+    assert_eq!(c.pings_sent, c.pongs_received);
+    assert_eq!(c.server_closes, 0);
+    assert_eq!(server.metric("ringport_connections_accepted_total"), 40);
+    // Every frame we sent: HELLO + JOIN per connection, our PINGs, PONGs to server PINGs.
+    let ours = 2 * 40 + c.pings_sent + c.server_pings;
+    let metrics = server.metrics();
+    let frames_in = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringport_frames_total{direction=\"in\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap() as u64;
+    assert_eq!(
+        frames_in, ours,
+        "frames the server received == frames the bench sent"
+    );
+    assert!(r.run.latency.samples > 0, "PING round trips recorded");
+}
+
+#[test]
+fn churn_handshakes_match_the_servers_accepts() {
+    let server = Server::start(|_| {});
+    let o = opts(
+        Scenario::Churn { rate: 200.0 },
+        server.addr,
+        server.admin_addr,
+    );
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let c = &r.gateway.counters;
+    assert!(c.churn_cycles >= 250, "{c:?}");
+    assert_eq!(c.connects, c.churn_cycles, "every cycle completed: {c:?}");
+    assert_eq!(c.handshake_failed, 0);
+    assert_eq!(
+        server.wait_metric("ringport_connections_accepted_total", c.connects),
+        c.connects
+    );
+    assert_eq!(
+        server.wait_metric("ringport_connections_closed_total", c.connects),
+        c.connects,
+        "every churned connection closed on the server too"
+    );
+    // The measure phase (1.5 s of 1.7) at 200/s: about 300 handshakes timed.
+    assert!(r.run.messages >= 200, "{:?}", r.run.messages);
+    assert!(r.run.latency.samples >= 200, "{:?}", r.run.latency);
+}
+
+#[test]
+fn resume_reports_a_server_that_does_not_answer() {
+    let server = Server::start(|_| {});
+    let mut o = opts(
+        Scenario::Resume { rate: 20.0 },
+        server.addr,
+        server.admin_addr,
+    );
+    o.publish_rate = Some(100.0);
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let c = &r.gateway.counters;
+    assert!(c.disconnects >= 20, "{c:?}");
+    let v = r.gateway.resume.expect("resume verdict");
+    assert_eq!(v.duplicates, 0);
+    if c.resume_answered == 0 {
+        // main's gateway keeps no history yet: the report must say so.
+        assert!(c.resume_unanswered > 0);
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.contains("server did not answer resume")),
+            "{:?}",
+            r.findings
+        );
+    } else {
+        assert!(v.ok(), "{v:?}");
+    }
+    assert_eq!(
+        server.wait_metric("ringport_connections_accepted_total", c.connects),
+        c.connects
+    );
+}
+
+/// A tiny gateway: WELCOME everyone, JOIN anything, and fan every PUBLISH out to the room's
+/// members, except that offsets divisible by 1000 are never sent (but still consumed).
+fn fake_gateway() -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let members: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let published = Arc::new(AtomicU64::new(0));
+    let p = published.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(64) {
+            let Ok(s) = s else { break };
+            let (members, published) = (members.clone(), p.clone());
+            std::thread::spawn(move || fake_conn(s, members, published));
+        }
+    });
+    (addr, published)
+}
+
+fn fake_conn(mut s: TcpStream, members: Arc<Mutex<Vec<TcpStream>>>, published: Arc<AtomicU64>) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let d = Decoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let frame = match d.decode(&mut buf) {
+            Ok(Some(f)) => f,
+            Ok(None) => match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+            },
+            Err(_) => return,
+        };
+        let reply = |s: &mut TcpStream, f: Frame| s.write_all(&f.to_bytes().unwrap());
+        let r = match frame {
+            Frame::Hello(_) => reply(
+                &mut s,
+                Frame::Welcome(Welcome {
+                    session_id: 1,
+                    epoch: 1,
+                    heartbeat_interval_ms: 30_000,
+                    max_sleep_interval_ms: 30_000,
+                    max_payload: 65536,
+                    max_rooms: 64,
+                    server_time_ms: 0,
+                }),
+            ),
+            Frame::Join(j) => {
+                let r = reply(
+                    &mut s,
+                    Frame::RoomResult(RoomResult {
+                        req_id: j.req_id,
+                        status: Status::OK,
+                    }),
+                );
+                members.lock().unwrap().push(s.try_clone().unwrap());
+                r
+            }
+            Frame::Publish(Publish { room, seq, payload }) => {
+                let mut m = members.lock().unwrap();
+                let offset = published.fetch_add(1, Ordering::Relaxed) + 1;
+                if offset % 1000 != 0 {
+                    let push = Frame::Push(Push {
+                        stream: StreamName::Room(room),
+                        epoch: 1,
+                        offset,
+                        urgent: false,
+                        payload,
+                    })
+                    .to_bytes()
+                    .unwrap();
+                    for member in m.iter_mut() {
+                        let _ = member.write_all(&push);
+                    }
+                }
+                drop(m);
+                reply(
+                    &mut s,
+                    Frame::PublishAck(PublishAck {
+                        seq,
+                        status: Status::OK,
+                    }),
+                )
+            }
+            Frame::Ping { nonce } => reply(&mut s, Frame::Pong { nonce }),
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_server_that_drops_one_push_in_a_thousand_is_reported_with_that_loss() {
+    let (addr, published) = fake_gateway();
+    let mut o = opts(Scenario::Fanout, addr, addr);
+    o.connections = 5;
+    o.rooms = 1;
+    o.via = Via::Publish;
+    o.publish_rate = Some(2500.0);
+    o.warmup = Duration::ZERO;
+    o.duration = Duration::from_millis(1500);
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let g = &r.gateway;
+    let n = published.load(Ordering::Relaxed);
+    assert!(n >= 2000, "published {n}");
+    assert_eq!(g.published_accepted, n);
+    // The publisher is a member too (it joined to publish) but is not one of ours.
+    assert_eq!(g.deliveries.members, vec![5]);
+    let dropped = n / 1000;
+    assert_eq!(g.expected, n * 5);
+    assert_eq!(r.lost, Some((dropped * 5) as i64), "{:?}", g.deliveries);
+    assert_eq!(g.deliveries.duplicates, 0);
+    assert!(g.deliveries.holes <= dropped * 5);
+    assert!(g.deliveries.holes >= (dropped.saturating_sub(1)) * 5);
+}
