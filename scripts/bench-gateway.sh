@@ -188,7 +188,7 @@ for part in $ONLY; do
     case $part in
     fanout50) fanout fanout50 50 ;;
     fanout1000) fanout fanout1000 1000 ;;
-    idle19k) idle idle19k 19000 1 "$SERVER_CPU" 1 "${HOLD:-10}" ;;
+    idle19k) idle idle19k 19000 1 "$SERVER_CPU" 1 "${HOLD:-10}" ${SERVER_SET:-} ;;
     idlemix) idle_mix ;;
     churn) churn ;;
     resume) resume ;;

@@ -34,7 +34,10 @@ pub struct EngineConfig {
     pub ring_entries: u32,
     /// Bytes per provided receive buffer. Default 4096.
     pub recv_buffer_size: u32,
-    /// Provided receive buffers per shard (power of two, at most 32,768). Default 4096.
+    /// Provided receive buffers per shard (power of two, at most 32,768). The kernel cycles
+    /// through all of them (FIFO), so every buffer becomes resident once traffic has passed:
+    /// this is the shard's fixed receive memory (`recv_buffers * recv_buffer_size`).
+    /// Default 1024 (4 MiB per shard).
     pub recv_buffers: u16,
     /// Queued bytes per connection before the slow-consumer policy applies. Default 4 MiB.
     pub send_high_water: usize,
@@ -67,7 +70,7 @@ impl Default for EngineConfig {
             max_connections_per_shard: 65_536,
             ring_entries: 4096,
             recv_buffer_size: 4096,
-            recv_buffers: 4096,
+            recv_buffers: 1024,
             send_high_water: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
             close_linger: Duration::from_secs(2),

@@ -124,7 +124,7 @@ impl Default for EngineSettings {
             max_connections_per_shard: 65_536,
             ring_entries: 4096,
             recv_buffer_size: 4096,
-            recv_buffers: 4096,
+            recv_buffers: 1024,
             send_high_water: 4 * 1024 * 1024,
             close_linger_ms: 2_000,
             idle_timeout_ms: 0,

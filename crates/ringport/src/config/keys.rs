@@ -77,7 +77,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("engine", "max_connections_per_shard", Int, "Connection slots per shard (accepted + outbound); sizes the registered file table."),
     k("engine", "ring_entries", Int, "io_uring submission queue entries per shard; a power of two up to 32768."),
     k("engine", "recv_buffer_size", Int, "Bytes per provided receive buffer."),
-    k("engine", "recv_buffers", Int, "Provided receive buffers per shard; a power of two up to 32768. Idle connections pin none."),
+    k("engine", "recv_buffers", Int, "Provided receive buffers per shard; a power of two up to 32768. Idle connections pin none, but the kernel cycles through all of them, so recv_buffers x recv_buffer_size becomes resident per shard once traffic has passed."),
     k("engine", "send_high_water", Int, "Bytes queued for one connection before it is closed as a slow consumer."),
     k("engine", "close_linger_ms", Int, "How long a graceful close may drain the send queue."),
     k("engine", "idle_timeout_ms", Int, "Close connections that receive nothing for this long; 0 = off (heartbeats still apply)."),

@@ -28,7 +28,9 @@ pub struct GatewayHandler {
     pub(super) shard: usize,
     pub(super) shared: Arc<Shared>,
     /// Indexed by `ConnId::index()`; grows to the highest slot used.
-    pub(super) conns: Vec<Option<Conn>>,
+    /// Boxed: a slot costs one pointer until its connection opens, and growing the vector
+    /// moves pointers, not 300-byte states.
+    pub(super) conns: Vec<Option<Box<Conn>>>,
     pub(super) rooms: RoomIndex,
     pub(super) users: UserIndex,
     /// This shard's metric cells (the only writer).
@@ -73,7 +75,7 @@ impl GatewayHandler {
 
     /// Takes a connection's state out of the table (put it back with [`Self::put`]), so the
     /// handler's indexes can be changed while it is borrowed.
-    pub(super) fn take(&mut self, id: ConnId) -> Option<Conn> {
+    pub(super) fn take(&mut self, id: ConnId) -> Option<Box<Conn>> {
         let slot = self.conns.get_mut(id.index())?;
         match slot {
             Some(c) if c.id == id => slot.take(),
@@ -81,7 +83,7 @@ impl GatewayHandler {
         }
     }
 
-    pub(super) fn put(&mut self, c: Conn) {
+    pub(super) fn put(&mut self, c: Box<Conn>) {
         let i = c.id.index();
         self.conns[i] = Some(c);
     }
@@ -477,7 +479,7 @@ impl Handler for GatewayHandler {
         }
         let session = Session::new(Arc::clone(&self.shared.session), now);
         let bucket = TokenBucket::full(self.shared.rooms.publish_burst, now);
-        let mut c = Conn::new(conn, session, bucket, now);
+        let mut c = Box::new(Conn::new(conn, session, bucket, now));
         self.rec.accepted();
         self.rec.state_change(None, c.gauge);
         self.pump(ctx, &mut c, now);
