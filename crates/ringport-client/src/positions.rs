@@ -114,10 +114,15 @@ impl Positions {
         })
     }
 
-    /// Applies a RESUME_RESULT; returns the loss to report, if any.
+    /// Applies a RESUME_RESULT; returns the loss to report, if any. A
+    /// REFUSED result forgets the stream (nothing of it follows).
     pub fn on_resume(&mut self, r: &ResumeResult) -> Option<Loss> {
         let reason = match r.outcome {
             ResumeOutcome::Resumed => return None,
+            ResumeOutcome::Refused(_) => {
+                self.forget(&r.stream);
+                return None;
+            }
             ResumeOutcome::Gap => LossReason::Gap,
             ResumeOutcome::EpochChanged => LossReason::EpochChanged,
         };
