@@ -311,6 +311,22 @@ mod tests {
     }
 
     #[test]
+    fn refused_resume_forgets_the_stream() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 10);
+        let r = ResumeResult {
+            stream: room(),
+            outcome: ResumeOutcome::Refused(ringport_proto::Status::FORBIDDEN),
+            old_epoch: 1,
+            new_epoch: 1,
+            missing_from: 0,
+            missing_to: 0,
+        };
+        assert_eq!(p.on_resume(&r), None);
+        assert!(p.resume_points().is_empty(), "not resumed again");
+    }
+
+    #[test]
     fn start_sets_a_resume_point_once() {
         let mut p = Positions::default();
         assert!(p.start(&room(), 1, 7));
