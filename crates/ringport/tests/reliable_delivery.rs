@@ -81,12 +81,13 @@ fn collect(mut rx: Receiver<Event>, seen: Arc<Mutex<Seen>>, keep_payloads: bool)
                             .push(String::from_utf8_lossy(&m.payload).into_owned());
                     }
                 }
+                // Only the room's: room:* (resumed from WELCOME's tail) reports its own.
                 Event::NotRecovered {
+                    stream,
                     reason,
                     missing,
                     epoch,
-                    ..
-                } => {
+                } if stream == StreamName::Room(ROOM.into()) => {
                     if epoch == s.epoch && missing.start != s.last + 1 {
                         let e = format!("loss {missing:?} reported after offset {}", s.last);
                         s.errors.push(e);
