@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringport_proto::{
-    Ack, CloseReason, Decoder, Frame, Hello, Publish, Resume, RoomRequest, Skipped, Status,
-    StreamName,
+    Ack, CloseReason, Decoder, Frame, Hello, Publish, Resume, ResumeOutcome, RoomRequest, Skipped,
+    Status, StreamName,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,6 +27,10 @@ use crate::outbound::Outbound;
 use crate::positions::{Positions, Verdict};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// Room name of the broadcast stream `room:*` (docs/protocol.md, 4.2), which
+/// every connection receives without joining.
+const BROADCAST: &str = "*";
 
 /// Connection faults a test can inject (chaos tests of resume).
 #[doc(hidden)]
@@ -328,6 +332,10 @@ impl Actor {
                         }
                         self.inbox = Some(inbox);
                     }
+                    // Likewise the broadcast stream, which every connection receives.
+                    let broadcast = StreamName::Room(BROADCAST.to_owned());
+                    self.positions
+                        .start(&broadcast, w.broadcast_epoch, w.broadcast_tail);
                     self.emit(Event::Connected {
                         session_id: w.session_id,
                         resumed,
@@ -641,7 +649,18 @@ impl Actor {
                 }
             }
             Frame::ResumeResult(r) => {
-                if let Some(loss) = self.positions.on_resume(&r) {
+                if let ResumeOutcome::Refused(status) = r.outcome {
+                    // Not a member any more: nothing of it follows, so say so.
+                    self.positions.forget(&r.stream);
+                    if let StreamName::Room(room) = &r.stream {
+                        self.rooms.remove(room);
+                    }
+                    self.emit(Event::ResumeRefused {
+                        stream: r.stream,
+                        status,
+                    })
+                    .await;
+                } else if let Some(loss) = self.positions.on_resume(&r) {
                     self.emit(loss.into()).await;
                 }
             }
@@ -696,21 +715,7 @@ impl Actor {
                     let _ = reply.send(Ok(w.skipped));
                 }
             }
-            Frame::Error { code, text } => match refused_resume(code, &text) {
-                Some(stream) => {
-                    // Not a member any more: nothing of it follows, so say so.
-                    self.positions.forget(&stream);
-                    if let StreamName::Room(r) = &stream {
-                        self.rooms.remove(r);
-                    }
-                    self.emit(Event::ResumeRefused {
-                        stream,
-                        status: code,
-                    })
-                    .await;
-                }
-                None => tracing::warn!(?code, %text, "server reported an error"),
-            },
+            Frame::Error { code, text } => tracing::warn!(?code, %text, "server reported an error"),
             Frame::Close { reason, text } => {
                 return Some(match reason {
                     CloseReason::AUTH_FAILED => End::Fatal(Error::AuthFailed { text }),
@@ -729,20 +734,6 @@ impl Actor {
         }
         None
     }
-}
-
-/// The stream of an ERROR that refuses a resume entry; the texts are fixed by
-/// docs/protocol.md, 4.10.
-fn refused_resume(code: Status, text: &str) -> Option<StreamName> {
-    let name = if code == Status::FORBIDDEN {
-        text.strip_prefix("may not resume ")?
-    } else if code == Status::LIMIT_EXCEEDED {
-        text.strip_prefix("cannot resume ")?
-            .strip_suffix(": too many rooms")?
-    } else {
-        return None;
-    };
-    StreamName::parse(name)
 }
 
 /// Name validation without a connection (requests queued while offline).

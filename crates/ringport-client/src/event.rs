@@ -43,15 +43,16 @@ pub enum Event {
         /// Epoch delivery continues in.
         epoch: u32,
     },
-    /// The server refused to resume `stream` after a reconnect (ERROR
-    /// `FORBIDDEN` or `LIMIT_EXCEEDED` in place of its RESUME_RESULT, see
+    /// The server refused to resume `stream` after a reconnect (its
+    /// RESUME_RESULT has outcome REFUSED with this status, see
     /// docs/protocol.md 4.10): the client is no longer in that room (or
     /// inbox) and none of its later messages will arrive. Its position is
     /// forgotten; a room may be joined again.
     ResumeRefused {
         /// Stream not resumed.
         stream: StreamName,
-        /// The server's status (`FORBIDDEN` or `LIMIT_EXCEEDED`).
+        /// The server's reason (`FORBIDDEN`, `LIMIT_EXCEEDED`, or another
+        /// status a newer server may send).
         status: Status,
     },
     /// A connection was established (after WELCOME).

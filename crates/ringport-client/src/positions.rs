@@ -114,10 +114,15 @@ impl Positions {
         })
     }
 
-    /// Applies a RESUME_RESULT; returns the loss to report, if any.
+    /// Applies a RESUME_RESULT; returns the loss to report, if any. A
+    /// REFUSED result forgets the stream (nothing of it follows).
     pub fn on_resume(&mut self, r: &ResumeResult) -> Option<Loss> {
         let reason = match r.outcome {
             ResumeOutcome::Resumed => return None,
+            ResumeOutcome::Refused(_) => {
+                self.forget(&r.stream);
+                return None;
+            }
             ResumeOutcome::Gap => LossReason::Gap,
             ResumeOutcome::EpochChanged => LossReason::EpochChanged,
         };
@@ -303,6 +308,22 @@ mod tests {
             ..r
         };
         assert_eq!(p.on_resume(&r2), None, "entirely below what was delivered");
+    }
+
+    #[test]
+    fn refused_resume_forgets_the_stream() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 10);
+        let r = ResumeResult {
+            stream: room(),
+            outcome: ResumeOutcome::Refused(ringport_proto::Status::FORBIDDEN),
+            old_epoch: 1,
+            new_epoch: 1,
+            missing_from: 0,
+            missing_to: 0,
+        };
+        assert_eq!(p.on_resume(&r), None);
+        assert!(p.resume_points().is_empty(), "not resumed again");
     }
 
     #[test]

@@ -206,13 +206,14 @@ async fn server_restart_reports_epoch_change() {
     let restarted = Fake::start_on(addr, 2, 100).await;
     restarted.push(&room("r"), "new");
     let (msgs, events) = collect_until(&mut rx, |m, _| !m.is_empty()).await;
+    // (The broadcast stream, resumed from WELCOME's tail, reports its restart too.)
     let loss = events.iter().find_map(|e| match e {
         Event::NotRecovered {
+            stream,
             reason,
             missing,
             epoch,
-            ..
-        } => Some((*reason, missing.clone(), *epoch)),
+        } if *stream == room("r") => Some((*reason, missing.clone(), *epoch)),
         _ => None,
     });
     assert_eq!(
@@ -438,6 +439,25 @@ async fn quiet_room_with_short_history_reports_the_loss() {
         offsets_and_losses(&msgs, &events),
         (vec![5, 6], vec![(LossReason::Gap, 2..5)])
     );
+}
+
+#[tokio::test]
+async fn broadcast_is_resumed_before_its_first_message() {
+    let fake = Fake::start(1, 100).await;
+    let all = room("*");
+    fake.push(&all, "before the connection");
+    let (_c, mut rx) = Client::connect(fake.addr(), "t", opts()).await.unwrap();
+    // No broadcast has reached the client when the connection dies.
+    cut(&fake, || {
+        for i in 0..3 {
+            fake.push(&all, &format!("cut {i}"));
+        }
+    });
+    let (msgs, events) = collect_until(&mut rx, |m, _| m.len() == 3).await;
+    assert_eq!(offsets_and_losses(&msgs, &events), (vec![2, 3, 4], vec![]));
+    fake.push(&all, "live");
+    let (msgs, events) = collect_until(&mut rx, |m, _| !m.is_empty()).await;
+    assert_eq!(offsets_and_losses(&msgs, &events), (vec![5], vec![]));
 }
 
 #[tokio::test]

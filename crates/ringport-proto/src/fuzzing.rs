@@ -118,6 +118,8 @@ pub fn session_sequence(data: &[u8]) {
                         session_id: 7,
                         epoch: 1,
                         inbox_tail: 0,
+                        broadcast_epoch: 1,
+                        broadcast_tail: 0,
                         user: String::new(),
                         server_time_ms: 0,
                     };
@@ -209,6 +211,8 @@ pub fn sample_frames() -> Vec<Frame> {
             session_id: 7,
             epoch: 1,
             inbox_tail: 41,
+            broadcast_epoch: 1,
+            broadcast_tail: 12,
             heartbeat_interval_ms: 30_000,
             max_sleep_interval_ms: 300_000,
             max_payload: 65_536,

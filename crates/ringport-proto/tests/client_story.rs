@@ -92,6 +92,8 @@ fn a_day_in_the_life_of_a_connection() {
         session_id: 9,
         epoch: 1,
         inbox_tail: 41,
+        broadcast_epoch: 1,
+        broadcast_tail: 0,
         user: "u42".into(),
         server_time_ms: 0,
     };

@@ -51,7 +51,8 @@ fn frame() -> impl Strategy<Value = Frame> {
     let outcome = prop_oneof![
         Just(ResumeOutcome::Resumed),
         Just(ResumeOutcome::Gap),
-        Just(ResumeOutcome::EpochChanged)
+        Just(ResumeOutcome::EpochChanged),
+        (1..=u16::MAX).prop_map(|s| ResumeOutcome::Refused(Status(s)))
     ];
     prop_oneof![
         (blob(), text(), proptest::option::of(resume)).prop_map(|(token, client_info, resume)| {
@@ -63,12 +64,15 @@ fn frame() -> impl Strategy<Value = Frame> {
         }),
         (
             any::<(u64, u32, u64, u32, u32, u32, u16, u64)>(),
+            any::<(u32, u64)>(),
             prop_oneof![Just(String::new()), name()]
         )
-            .prop_map(|(t, user)| Frame::Welcome(Welcome {
+            .prop_map(|(t, b, user)| Frame::Welcome(Welcome {
                 session_id: t.0,
                 epoch: t.1,
                 inbox_tail: t.2,
+                broadcast_epoch: b.0,
+                broadcast_tail: b.1,
                 heartbeat_interval_ms: t.3,
                 max_sleep_interval_ms: t.4,
                 max_payload: t.5,
@@ -144,6 +148,32 @@ fn frame() -> impl Strategy<Value = Frame> {
 }
 
 proptest! {
+    /// RESUME_RESULT's status is OK exactly for RESUMED/GAP/EPOCH_CHANGED and
+    /// a non-OK reason for REFUSED; every other pairing is a protocol error.
+    #[test]
+    fn resume_result_outcome_and_status_must_agree(code in any::<u8>(), status in any::<u16>()) {
+        let f = Frame::ResumeResult(ResumeResult {
+            stream: StreamName::Room("a".into()),
+            outcome: ResumeOutcome::Resumed,
+            old_epoch: 1,
+            new_epoch: 1,
+            missing_from: 0,
+            missing_to: 0,
+        });
+        let mut buf = BytesMut::new();
+        f.encode(&mut buf).unwrap();
+        // Header (8), stream kind, length and "a" (3): outcome, then status.
+        buf[11] = code;
+        buf[12..14].copy_from_slice(&status.to_be_bytes());
+        let valid = (code <= 2 && status == 0) || (code == 3 && status != 0);
+        let decoded = Decoder::new(u32::MAX).decode(&mut buf);
+        prop_assert_eq!(decoded.is_ok(), valid, "{:?}", decoded);
+        if let Ok(Some(Frame::ResumeResult(r))) = decoded {
+            prop_assert_eq!(r.outcome.code(), code);
+            prop_assert_eq!(r.outcome.status(), Status(status));
+        }
+    }
+
     #[test]
     fn every_frame_round_trips(f in frame()) {
         let mut buf = BytesMut::new();
@@ -304,4 +334,18 @@ fn resume_count_is_not_trusted_for_allocation() {
             field: "stream kind"
         })
     );
+}
+
+#[test]
+fn refused_with_ok_status_is_not_encodable() {
+    let f = Frame::ResumeResult(ResumeResult {
+        stream: StreamName::Room("a".into()),
+        outcome: ResumeOutcome::Refused(Status::OK),
+        old_epoch: 1,
+        new_epoch: 1,
+        missing_from: 0,
+        missing_to: 0,
+    });
+    assert!(f.encoded_len().is_err());
+    assert!(f.encode(&mut BytesMut::new()).is_err());
 }

@@ -1,12 +1,13 @@
 //! Keeps the hex examples in `docs/protocol.md` true.
 //!
 //! Every ```hex block in the spec must decode to exactly one frame, and each
-//! sample frame (one per op) must appear, byte for byte, in the spec. Run with
+//! sample frame (one per op, plus a few more variants) must appear, byte for
+//! byte, in the spec. Run with
 //! `PRINT_SPEC_HEX=1 cargo test -p ringport-proto --test spec_examples -- --nocapture`
 //! to print the blocks after a wire change.
 
 use ringport_proto::fuzzing::sample_frames;
-use ringport_proto::{Decoder, Frame};
+use ringport_proto::{Decoder, Frame, ResumeOutcome, ResumeResult, Status, StreamName};
 
 const SPEC: &str = include_str!("../../../docs/protocol.md");
 
@@ -22,6 +23,21 @@ fn hex_block(b: &[u8]) -> String {
     let mut out = vec![line(&b[..8])];
     out.extend(b[8..].chunks(16).map(line));
     out.join("\n")
+}
+
+/// One sample per op, then the variants the spec shows besides them.
+fn examples() -> Vec<Frame> {
+    let mut v = sample_frames();
+    // RESUME_RESULT REFUSED (4.10).
+    v.push(Frame::ResumeResult(ResumeResult {
+        stream: StreamName::Room("vip".into()),
+        outcome: ResumeOutcome::Refused(Status::FORBIDDEN),
+        old_epoch: 1,
+        new_epoch: 1,
+        missing_from: 0,
+        missing_to: 0,
+    }));
+    v
 }
 
 fn spec_blocks() -> Vec<Vec<u8>> {
@@ -57,7 +73,7 @@ fn every_hex_example_in_the_spec_decodes_to_one_frame() {
 fn every_sample_frame_appears_in_the_spec() {
     let print = std::env::var_os("PRINT_SPEC_HEX").is_some();
     let mut missing = Vec::new();
-    for f in sample_frames() {
+    for f in examples() {
         let block = hex_block(&f.to_bytes().unwrap());
         if print {
             println!("### {:?}\n{f:#?}\n```hex\n{block}\n```\n", f.op());
@@ -78,7 +94,7 @@ fn spec_examples_decode_to_the_sample_frames() {
         .iter()
         .map(|b| Decoder::default().decode_slice(b).unwrap().unwrap().0)
         .collect();
-    for f in sample_frames() {
+    for f in examples() {
         assert!(
             decoded.contains(&f),
             "{:?} example decodes differently",

@@ -81,12 +81,13 @@ fn collect(mut rx: Receiver<Event>, seen: Arc<Mutex<Seen>>, keep_payloads: bool)
                             .push(String::from_utf8_lossy(&m.payload).into_owned());
                     }
                 }
+                // Only the room's: room:* (resumed from WELCOME's tail) reports its own.
                 Event::NotRecovered {
+                    stream,
                     reason,
                     missing,
                     epoch,
-                    ..
-                } => {
+                } if stream == StreamName::Room(ROOM.into()) => {
                     if epoch == s.epoch && missing.start != s.last + 1 {
                         let e = format!("loss {missing:?} reported after offset {}", s.last);
                         s.errors.push(e);
@@ -753,13 +754,16 @@ fn quiet_room_and_inbox_resume_after_a_cut_before_their_first_message() {
     }
 }
 
-/// On the wire: ROOM_RESULT and WELCOME carry the tails; a refused resume entry is answered
-/// with an ERROR in place of its RESUME_RESULT (docs/protocol.md, 4.10).
+/// On the wire: ROOM_RESULT and WELCOME carry the tails; every resume entry gets exactly one
+/// RESUME_RESULT, in entry order, a refused one with outcome REFUSED and its status
+/// (docs/protocol.md, 4.10).
 #[test]
 fn tails_on_the_wire_and_refused_resume_entries() {
+    use ringport_proto::Status;
     let mut config = test_config();
     config.auth.secret = Some(SECRET.into());
     config.auth.allow_anonymous = Some(true);
+    config.rooms.max_rooms_per_connection = 1;
     let server = TestServer::start(config);
     let admin = server.admin_addr;
     for i in 0..3 {
@@ -767,10 +771,14 @@ fn tails_on_the_wire_and_refused_resume_entries() {
     }
     post(admin, "/v1/push/user/u4", "x");
     post(admin, "/v1/push/user/u4", "y");
-    let tok = token("u4", &["quiet"]);
+    for i in 0..4 {
+        post(admin, "/v1/broadcast", &format!("b{i}"));
+    }
+    let tok = token("u4", &["quiet", "more"]);
     let mut c = server.client();
     let w = c.welcome(&tok);
     assert_eq!((w.user.as_str(), w.inbox_tail), ("u4", 2));
+    assert_eq!((w.broadcast_epoch, w.broadcast_tail), (w.epoch, 4));
     c.send(&Frame::Join(ringport_proto::RoomRequest {
         req_id: 1,
         room: "quiet".into(),
@@ -786,6 +794,7 @@ fn tails_on_the_wire_and_refused_resume_entries() {
     assert_eq!(c.push().offset, 4);
     let anon = server.client().welcome("");
     assert_eq!((anon.user.as_str(), anon.inbox_tail), ("", 0));
+    assert_eq!(anon.broadcast_tail, 4);
 
     let mut r = server.client();
     r.send(&Frame::Hello(Hello {
@@ -797,6 +806,7 @@ fn tails_on_the_wire_and_refused_resume_entries() {
                 StreamName::Room("secret".into()),
                 StreamName::User("other".into()),
                 StreamName::Room("quiet".into()),
+                StreamName::Room("more".into()),
             ]
             .into_iter()
             .map(|stream| ResumePoint {
@@ -808,18 +818,94 @@ fn tails_on_the_wire_and_refused_resume_entries() {
         }),
     }));
     assert!(matches!(r.recv(), Frame::Welcome(_)));
-    for name in ["room:secret", "user:other"] {
+    let refused = |status| ResumeOutcome::Refused(status);
+    for (name, outcome) in [
+        ("room:secret", refused(Status::FORBIDDEN)),
+        ("user:other", refused(Status::FORBIDDEN)),
+        ("room:quiet", ResumeOutcome::Resumed),
+    ] {
         match r.recv() {
-            Frame::Error { code, text } => {
-                assert_eq!(code, ringport_proto::Status::FORBIDDEN);
-                assert_eq!(text, format!("may not resume {name}"));
+            Frame::ResumeResult(res) => {
+                assert_eq!(
+                    (res.stream.to_string(), res.outcome),
+                    (name.into(), outcome)
+                );
+                assert_eq!((res.old_epoch, res.new_epoch), (w.epoch, w.epoch));
             }
             other => panic!("{other:?}"),
         }
     }
+    // The snapshot of room:quiet follows its RESUME_RESULT; then room:more, over max_rooms.
+    assert_eq!(r.push().offset, 4);
     match r.recv() {
-        Frame::ResumeResult(res) => assert_eq!(res.outcome, ResumeOutcome::Resumed),
+        Frame::ResumeResult(res) => assert_eq!(
+            (res.stream.to_string(), res.outcome),
+            ("room:more".into(), refused(Status::LIMIT_EXCEEDED))
+        ),
         other => panic!("{other:?}"),
     }
-    assert_eq!(r.push().offset, 4);
+    // Nothing of the refused streams follows.
+    post(admin, "/v1/push/room/secret", "no");
+    post(admin, "/v1/push/room/more", "no");
+    post(admin, "/v1/push/room/quiet", "yes");
+    let p = r.push();
+    assert_eq!((p.stream.to_string(), p.offset), ("room:quiet".into(), 5));
+}
+
+/// A client connected before any broadcast it received is cut; broadcasts sent meanwhile
+/// reach it exactly once after the reconnect (before WELCOME carried the broadcast tail the
+/// SDK had no resume point for `room:*` and lost them silently).
+#[test]
+fn broadcast_resumes_after_a_cut_before_its_first_message() {
+    let server = TestServer::start(test_config());
+    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
+    // Before the client exists: never delivered to it, never reported as lost.
+    post(admin, "/v1/broadcast", "old");
+    runtime().block_on(async move {
+        let mut o = sdk_options();
+        o.backoff.initial = Duration::from_millis(1_500);
+        o.backoff.max = o.backoff.initial;
+        o.backoff.jitter = 0.0;
+        let (c, mut rx) = Client::connect(addr, "", o).await.unwrap();
+        c.inject_fault(Fault::Reset).await;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Event::Disconnected { .. })) => break,
+                Ok(Some(Event::Message(m))) => panic!("message before the cut: {m:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("no disconnect: {other:?}"),
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            for i in 0..3 {
+                post(admin, "/v1/broadcast", &format!("cut {i}"));
+            }
+        })
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut lost = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < 3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(Event::Message(m))) => got.push((m.stream, m.offset)),
+                Ok(Some(Event::NotRecovered {
+                    stream, missing, ..
+                })) => lost.push((stream, missing)),
+                Ok(Some(_)) => {}
+                other => panic!("got {got:?}, lost {lost:?}, then {other:?}"),
+            }
+        }
+        tokio::task::spawn_blocking(move || post(admin, "/v1/broadcast", "live"))
+            .await
+            .unwrap();
+        let m = next_message(&mut rx).await;
+        got.push((m.stream, m.offset));
+        assert!(lost.is_empty(), "{lost:?}");
+        let all = StreamName::Room("*".into());
+        let want: Vec<_> = (2..=5).map(|o| (all.clone(), o)).collect();
+        assert_eq!(got, want);
+        c.close().await;
+    });
 }

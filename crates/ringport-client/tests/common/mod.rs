@@ -267,12 +267,16 @@ fn handle(
                 .as_ref()
                 .and_then(|u| s.logs.get(&StreamName::User(u.clone())))
                 .map_or(0, |l| l.tail);
+            let broadcast = StreamName::Room("*".into());
+            let broadcast_tail = s.logs.get(&broadcast).map_or(0, |l| l.tail);
             send(
                 tx,
                 Frame::Welcome(Welcome {
                     session_id: *session,
                     epoch: s.epoch,
                     inbox_tail,
+                    broadcast_epoch: s.epoch,
+                    broadcast_tail,
                     heartbeat_interval_ms: 30_000,
                     max_sleep_interval_ms: 300_000,
                     max_payload: 65_536,
@@ -291,10 +295,14 @@ fn handle(
                 if s.refuse.contains(&p.stream) {
                     send(
                         tx,
-                        Frame::Error {
-                            code: Status::FORBIDDEN,
-                            text: format!("may not resume {}", p.stream),
-                        },
+                        Frame::ResumeResult(ResumeResult {
+                            stream: p.stream.clone(),
+                            outcome: ResumeOutcome::Refused(Status::FORBIDDEN),
+                            old_epoch: p.epoch,
+                            new_epoch: p.epoch,
+                            missing_from: 0,
+                            missing_to: 0,
+                        }),
                     );
                     continue;
                 }
@@ -345,6 +353,11 @@ fn handle(
                     conn.delivered.insert(inbox.clone(), inbox_tail);
                     conn.members.insert(inbox);
                 }
+            }
+            // Every connection receives the broadcast stream.
+            if !conn.members.contains(&broadcast) {
+                conn.delivered.insert(broadcast.clone(), broadcast_tail);
+                conn.members.insert(broadcast);
             }
             s.conns.insert(id, conn);
         }

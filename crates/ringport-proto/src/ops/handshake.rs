@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes};
 
 use super::Body;
+use crate::codes::Status;
 use crate::error::Error;
 use crate::stream::StreamName;
 use crate::wire::{self, Reader};
@@ -129,6 +130,11 @@ pub struct Welcome {
     /// Tail of the user inbox when this connection was registered for it:
     /// offsets above it are delivered live (0 for anonymous clients).
     pub inbox_tail: u64,
+    /// Epoch of the broadcast stream `room:*`.
+    pub broadcast_epoch: u32,
+    /// Tail of the broadcast stream when this connection became a recipient
+    /// of it: offsets above it (in `broadcast_epoch`) are delivered live.
+    pub broadcast_tail: u64,
     /// How often the client must send something (PING if idle), in ms.
     pub heartbeat_interval_ms: u32,
     /// Longest heartbeat interval a SLEEP may be granted, in ms.
@@ -147,13 +153,15 @@ pub struct Welcome {
 impl Body for Welcome {
     fn body_len(&self) -> Result<usize, Error> {
         let user = wire::check_len("user", self.user.len(), u8::MAX.into())?;
-        Ok(8 + 4 + 8 + 4 + 4 + 4 + 2 + 8 + 1 + user)
+        Ok(8 + 4 + 8 + 4 + 8 + 4 + 4 + 4 + 2 + 8 + 1 + user)
     }
 
     fn write<B: BufMut>(&self, dst: &mut B) {
         dst.put_u64(self.session_id);
         dst.put_u32(self.epoch);
         dst.put_u64(self.inbox_tail);
+        dst.put_u32(self.broadcast_epoch);
+        dst.put_u64(self.broadcast_tail);
         dst.put_u32(self.heartbeat_interval_ms);
         dst.put_u32(self.max_sleep_interval_ms);
         dst.put_u32(self.max_payload);
@@ -167,6 +175,8 @@ impl Body for Welcome {
             session_id: r.u64("session id")?,
             epoch: r.u32("epoch")?,
             inbox_tail: r.u64("inbox tail")?,
+            broadcast_epoch: r.u32("broadcast epoch")?,
+            broadcast_tail: r.u64("broadcast tail")?,
             heartbeat_interval_ms: r.u32("heartbeat interval")?,
             max_sleep_interval_ms: r.u32("max sleep interval")?,
             max_payload: r.u32("max payload")?,
@@ -179,17 +189,40 @@ impl Body for Welcome {
 
 /// How resuming one stream turned out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum ResumeOutcome {
     /// Everything after `last_offset` will be delivered; nothing was lost.
-    Resumed = 0,
+    Resumed,
     /// NOT_RECOVERED: offsets `missing_from..missing_to` (same epoch) are gone;
     /// delivery continues at `missing_to`.
-    Gap = 1,
+    Gap,
     /// NOT_RECOVERED: the stream restarted in `new_epoch`; everything after
     /// `last_offset` in `old_epoch` is gone; delivery continues at
     /// `missing_to` in `new_epoch`.
-    EpochChanged = 2,
+    EpochChanged,
+    /// The server refused to resume the stream, for the reason given
+    /// (`FORBIDDEN`, `LIMIT_EXCEEDED`, ...; never `OK`): the connection is not
+    /// a member of it and none of its messages follow.
+    Refused(Status),
+}
+
+impl ResumeOutcome {
+    /// The wire value of the `outcome` field.
+    pub fn code(self) -> u8 {
+        match self {
+            ResumeOutcome::Resumed => 0,
+            ResumeOutcome::Gap => 1,
+            ResumeOutcome::EpochChanged => 2,
+            ResumeOutcome::Refused(_) => 3,
+        }
+    }
+
+    /// The wire value of the `status` field: `OK` unless refused.
+    pub fn status(self) -> Status {
+        match self {
+            ResumeOutcome::Refused(s) => s,
+            _ => Status::OK,
+        }
+    }
 }
 
 /// RESUME_RESULT (server → client): one per stream in the HELLO's resume data.
@@ -197,7 +230,7 @@ pub enum ResumeOutcome {
 pub struct ResumeResult {
     /// Stream this result is about.
     pub stream: StreamName,
-    /// Whether the stream resumed cleanly.
+    /// Whether the stream resumed cleanly, with loss, or not at all.
     pub outcome: ResumeOutcome,
     /// Epoch the client asked to resume.
     pub old_epoch: u32,
@@ -211,12 +244,19 @@ pub struct ResumeResult {
 
 impl Body for ResumeResult {
     fn body_len(&self) -> Result<usize, Error> {
-        Ok(self.stream.encoded_len()? + 1 + 4 + 4 + 8 + 8)
+        if self.outcome == ResumeOutcome::Refused(Status::OK) {
+            return Err(Error::InvalidValue {
+                field: "resume status",
+                value: 0,
+            });
+        }
+        Ok(self.stream.encoded_len()? + 1 + 2 + 4 + 4 + 8 + 8)
     }
 
     fn write<B: BufMut>(&self, dst: &mut B) {
         self.stream.put(dst);
-        dst.put_u8(self.outcome as u8);
+        dst.put_u8(self.outcome.code());
+        dst.put_u16(self.outcome.status().0);
         dst.put_u32(self.old_epoch);
         dst.put_u32(self.new_epoch);
         dst.put_u64(self.missing_from);
@@ -225,11 +265,20 @@ impl Body for ResumeResult {
 
     fn read(r: &mut Reader) -> Result<Self, Error> {
         let stream = StreamName::read(r)?;
-        let outcome = match r.u8("resume outcome")? {
-            0 => ResumeOutcome::Resumed,
-            1 => ResumeOutcome::Gap,
-            2 => ResumeOutcome::EpochChanged,
-            v => {
+        let code = r.u8("resume outcome")?;
+        let status = Status(r.u16("resume status")?);
+        let outcome = match (code, status) {
+            (0, Status::OK) => ResumeOutcome::Resumed,
+            (1, Status::OK) => ResumeOutcome::Gap,
+            (2, Status::OK) => ResumeOutcome::EpochChanged,
+            (3, s) if s != Status::OK => ResumeOutcome::Refused(s),
+            (0..=2, s) => {
+                return Err(Error::InvalidValue {
+                    field: "resume status",
+                    value: s.0.into(),
+                })
+            }
+            (v, _) => {
                 return Err(Error::InvalidValue {
                     field: "resume outcome",
                     value: v.into(),

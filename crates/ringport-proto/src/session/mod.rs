@@ -126,6 +126,11 @@ pub struct WelcomeParams {
     /// Tail of the user inbox read when the connection was registered as a
     /// recipient of it (offsets above it are delivered live); 0 if anonymous.
     pub inbox_tail: u64,
+    /// Epoch of the broadcast stream `room:*`.
+    pub broadcast_epoch: u32,
+    /// Tail of the broadcast stream read when the connection became a
+    /// recipient of it (offsets above it are delivered live).
+    pub broadcast_tail: u64,
     /// Authenticated user id (`""` for anonymous clients).
     pub user: String,
     /// Wall-clock ms since the Unix epoch (the session has no clock).
@@ -435,6 +440,8 @@ impl Session {
             session_id: params.session_id,
             epoch: params.epoch,
             inbox_tail: params.inbox_tail,
+            broadcast_epoch: params.broadcast_epoch,
+            broadcast_tail: params.broadcast_tail,
             heartbeat_interval_ms: cfg.heartbeat_interval_ms,
             max_sleep_interval_ms: cfg.max_sleep_interval_ms,
             max_payload: cfg.max_payload,

@@ -20,6 +20,8 @@ fn params() -> WelcomeParams {
         session_id: 42,
         epoch: 3,
         inbox_tail: 17,
+        broadcast_epoch: 3,
+        broadcast_tail: 5,
         user: "u1".into(),
         server_time_ms: 1_700_000_000_000,
     }
@@ -90,6 +92,8 @@ fn handshake_accept_sends_welcome_from_config_and_params() {
             session_id: 42,
             epoch: 3,
             inbox_tail: 17,
+            broadcast_epoch: 3,
+            broadcast_tail: 5,
             heartbeat_interval_ms: 30_000,
             max_sleep_interval_ms: 300_000,
             max_payload: 65_536,

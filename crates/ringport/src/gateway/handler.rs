@@ -151,10 +151,18 @@ impl GatewayHandler {
                         None => (self.shared.sink.epoch(), 0),
                     };
                     c.user_last = c.user_last.max(inbox_tail);
+                    // Likewise the broadcast stream: the connection receives it once it is
+                    // active (this turn), so offsets above this tail reach it live.
+                    let broadcast = StreamName::Room(BROADCAST_ROOM.to_owned());
+                    let (broadcast_epoch, broadcast_tail) =
+                        self.shared.sink.position(&broadcast, wall);
+                    c.broadcast_last = c.broadcast_last.max(broadcast_tail);
                     let params = WelcomeParams {
                         session_id,
                         epoch,
                         inbox_tail,
+                        broadcast_epoch,
+                        broadcast_tail,
                         user: c.user().unwrap_or("").to_owned(),
                         server_time_ms: wall,
                     };
@@ -383,17 +391,22 @@ impl GatewayHandler {
             ),
             StreamName::User(u) => (c.user() == Some(u.as_str()), false),
         };
-        if !allowed {
-            let _ = c
-                .session
-                .send_error(Status::FORBIDDEN, &format!("may not resume {stream}"));
-            return;
-        }
-        if new_room && c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
-            let _ = c.session.send_error(
-                Status::LIMIT_EXCEEDED,
-                &format!("cannot resume {stream}: too many rooms"),
-            );
+        let refused = if !allowed {
+            Some(Status::FORBIDDEN)
+        } else if new_room && c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
+            Some(Status::LIMIT_EXCEEDED)
+        } else {
+            None
+        };
+        if let Some(status) = refused {
+            let _ = c.session.send_resume_result(ringport_proto::ResumeResult {
+                stream,
+                outcome: ringport_proto::ResumeOutcome::Refused(status),
+                old_epoch: point.epoch,
+                new_epoch: point.epoch,
+                missing_from: 0,
+                missing_to: 0,
+            });
             return;
         }
         let replay = self
