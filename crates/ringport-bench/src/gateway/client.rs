@@ -260,7 +260,9 @@ impl ClientConn {
                         .ledger(&r.stream, r.old_epoch)
                         .reported_lost
                         .insert_range(r.missing_from, r.missing_to),
-                    ResumeOutcome::EpochChanged => {
+                    // Refused: the server will send this stream no more (explicitly, so
+                    // what follows counts as reported, not silently lost).
+                    ResumeOutcome::EpochChanged | ResumeOutcome::Refused(_) => {
                         // Everything after what we had in the old epoch is gone.
                         let old = self.ledger(&r.stream, r.old_epoch);
                         let from = old.received.max().map_or(0, |m| m + 1);
@@ -339,11 +341,15 @@ mod tests {
         Frame::Welcome(Welcome {
             session_id,
             epoch: 1,
+            inbox_tail: 0,
+            broadcast_epoch: 1,
+            broadcast_tail: 0,
             heartbeat_interval_ms: 1000,
             max_sleep_interval_ms: 1000,
             max_payload: 65536,
             max_rooms: 64,
             server_time_ms: 0,
+            user: String::new(),
         })
     }
 
@@ -377,6 +383,8 @@ mod tests {
             Frame::RoomResult(RoomResult {
                 req_id: id,
                 status: Status::OK,
+                epoch: 1,
+                tail: 0,
             })
         };
         let bytes = server_bytes(&[rr(0), rr(1), Frame::Ping { nonce: 5 }, push("a", 1)]);
@@ -405,6 +413,8 @@ mod tests {
         let rr = Frame::RoomResult(RoomResult {
             req_id: 0,
             status: Status::OK,
+            epoch: 1,
+            tail: 0,
         });
         let b = server_bytes(&[welcome(7), rr.clone(), push("a", 1), push("a", 2)]);
         c.on_bytes(&b, &mut out, &mut ev, t0);
