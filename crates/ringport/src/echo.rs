@@ -14,7 +14,7 @@ use crate::http::{
     Reply, RoomInfo,
 };
 use crate::metrics::{MetricsSnapshot, ShardLoop};
-use crate::serve::{engine_config, DataPlane, ServeError};
+use crate::serve::{engine_config, EnginePlane, ServeError};
 
 /// Sends every received byte back on the same connection.
 #[derive(Debug, Default)]
@@ -27,11 +27,7 @@ impl Handler for Echo {
 }
 
 /// The echo data plane.
-#[derive(Debug)]
-pub struct EchoPlane {
-    engine: Engine<Echo>,
-    gateway: Arc<EchoGateway>,
-}
+pub type EchoPlane = EnginePlane<Echo, EchoGateway>;
 
 /// What the admin API sees in echo mode.
 #[derive(Debug)]
@@ -49,23 +45,6 @@ pub fn start(config: &Config) -> Result<EchoPlane, ServeError> {
         started: std::time::Instant::now(),
     });
     Ok(EchoPlane { engine, gateway })
-}
-
-impl DataPlane for EchoPlane {
-    fn gateway(&self) -> Arc<dyn Gateway> {
-        self.gateway.clone()
-    }
-    fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.engine.local_addr()
-    }
-    fn shutdown(&self) {
-        self.engine.shutdown();
-    }
-    fn join(self: Box<Self>) -> Result<(), ServeError> {
-        self.engine
-            .join()
-            .map_err(|e| ServeError::Engine(e.to_string()))
-    }
 }
 
 fn no_rooms<T>() -> Result<T, GatewayError> {

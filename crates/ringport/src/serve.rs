@@ -44,6 +44,38 @@ pub trait DataPlane: Send {
     fn join(self: Box<Self>) -> Result<(), ServeError>;
 }
 
+/// A running engine plus the admin API's view of it: the one [`DataPlane`] implementation,
+/// shared by the gateway and the echo application.
+pub struct EnginePlane<H: ringport_io::Handler, G> {
+    pub(crate) engine: ringport_io::Engine<H>,
+    pub(crate) gateway: Arc<G>,
+}
+
+impl<H: ringport_io::Handler, G> std::fmt::Debug for EnginePlane<H, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnginePlane")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+impl<H: ringport_io::Handler, G: Gateway> DataPlane for EnginePlane<H, G> {
+    fn gateway(&self) -> Arc<dyn Gateway> {
+        self.gateway.clone()
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.engine.local_addr()
+    }
+    fn shutdown(&self) {
+        self.engine.shutdown();
+    }
+    fn join(self: Box<Self>) -> Result<(), ServeError> {
+        self.engine
+            .join()
+            .map_err(|e| ServeError::Engine(e.to_string()))
+    }
+}
+
 /// Starts the engine for `config`: the gateway (default) or the echo application.
 pub fn start_data_plane(config: &Config) -> Result<Box<dyn DataPlane>, ServeError> {
     Ok(match config.server.app {

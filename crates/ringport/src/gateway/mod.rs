@@ -29,10 +29,9 @@ use ringport_proto::SessionConfig;
 
 use crate::auth::Verifier;
 use crate::config::{Config, RoomsConfig};
-use crate::http::Gateway;
 use crate::metrics::{RecorderSlots, Registry};
 use crate::offsets::StreamSink;
-use crate::serve::{engine_config, DataPlane, ServeError};
+use crate::serve::{engine_config, EnginePlane, ServeError};
 use crate::streams::{HistoryLimits, PublishDedupes, Streams};
 
 pub use control::EngineGateway;
@@ -132,32 +131,12 @@ pub fn session_config(config: &Config) -> SessionConfig {
 }
 
 /// A running gateway data plane.
-pub struct GatewayPlane {
-    engine: Engine<GatewayHandler>,
-    gateway: Arc<EngineGateway>,
-}
+pub type GatewayPlane = EnginePlane<GatewayHandler, EngineGateway>;
 
 impl GatewayPlane {
     /// The control-plane view (what the HTTP API calls).
     pub fn engine_gateway(&self) -> Arc<EngineGateway> {
         Arc::clone(&self.gateway)
-    }
-}
-
-impl DataPlane for GatewayPlane {
-    fn gateway(&self) -> Arc<dyn Gateway> {
-        self.gateway.clone()
-    }
-    fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.engine.local_addr()
-    }
-    fn shutdown(&self) {
-        self.engine.shutdown();
-    }
-    fn join(self: Box<Self>) -> Result<(), ServeError> {
-        self.engine
-            .join()
-            .map_err(|e| ServeError::Engine(e.to_string()))
     }
 }
 
