@@ -56,6 +56,10 @@ pub struct EngineConfig {
     pub shutdown_timeout: Duration,
     /// Look up each accepted connection's peer address (one extra op per accept). Default true.
     pub resolve_peer_addr: bool,
+    /// At exit, how long a shard waits for the kernel to finish its cancelled operations.
+    /// Past it the shard exits anyway and leaks the memory those operations may still use
+    /// (never frees it under the kernel). Default 2 s.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +83,7 @@ impl Default for EngineConfig {
             accept_backoff: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(5),
             resolve_peer_addr: true,
+            shutdown_drain: Duration::from_secs(2),
         }
     }
 }

@@ -119,7 +119,14 @@ fn connects_with_a_tiny_ring_each_leave_from_the_address_they_asked_for() {
         ..Default::default()
     });
     let h = engine.handle();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // A backlog for every connection at once (std's 128 would drop some handshakes).
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(1024).unwrap();
+    let listener = TcpListener::from(listener);
     let to = listener.local_addr().unwrap();
     // Asked-for source address of every connection, by its id.
     let (tx, rx) = mpsc::channel();
