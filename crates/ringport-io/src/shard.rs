@@ -115,15 +115,21 @@ impl<H: Handler> Shard<H> {
                 .stats
                 .busy_ns
                 .add(busy_from.elapsed().as_nanos() as u64);
-            let submitted = match self.core.driver.failed() {
-                Some(e) => Err(io::Error::from_raw_os_error(
-                    e.raw_os_error().unwrap_or(libc::EIO),
-                )),
-                None => self.core.driver.submit_and_wait(timed.then_some(tick)),
-            };
+            // A submit that failed while flushing a full queue already lost entries: stop.
+            if let Some(e) = self.core.driver.failed() {
+                stopped = Some(io::Error::new(e.kind(), e.to_string()));
+                break;
+            }
+            let submitted = self.core.driver.submit_and_wait(timed.then_some(tick));
+            let retry = submitted.is_err();
             if let Err(e) = failures.record(submitted, Instant::now()) {
                 stopped = Some(e);
                 break;
+            }
+            if retry {
+                // Retryable (the kernel short of memory): pause instead of spinning.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
             busy_from = Instant::now();
             self.core.set_now(busy_from);
@@ -166,6 +172,7 @@ impl<H: Handler> Shard<H> {
             self.abandon_all(e.raw_os_error().unwrap_or(libc::EIO));
         }
         self.drain_in_flight();
+        self.core.sh.close_inbox();
         match stopped {
             None => Ok(()),
             Some(source) => Err(EngineError::RingFailed {

@@ -505,3 +505,60 @@ impl SubmitFailures {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn err(errno: i32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn an_error_retrying_cannot_fix_stops_at_once() {
+        let mut f = SubmitFailures::default();
+        let now = Instant::now();
+        for errno in [libc::EBADF, libc::EFAULT, libc::EINVAL, libc::EOPNOTSUPP] {
+            assert!(f.record(err(errno), now).is_err(), "errno {errno}");
+        }
+    }
+
+    #[test]
+    fn a_retryable_error_stops_only_when_it_persists() {
+        let mut f = SubmitFailures::default();
+        let t0 = Instant::now();
+        assert!(f.record(err(libc::ENOMEM), t0).is_ok());
+        assert!(f
+            .record(err(libc::ENOMEM), t0 + SubmitFailures::PERSISTENT / 2)
+            .is_ok());
+        // A success ends the run of failures: the clock starts again.
+        assert!(f.record(Ok(()), t0 + SubmitFailures::PERSISTENT).is_ok());
+        let t1 = t0 + SubmitFailures::PERSISTENT * 2;
+        assert!(f.record(err(libc::EAGAIN), t1).is_ok());
+        assert!(f
+            .record(err(libc::EAGAIN), t1 + SubmitFailures::PERSISTENT)
+            .is_err());
+    }
+
+    /// A ring whose descriptor no longer is a ring (replaced under it with /dev/null) makes
+    /// every submit fail, and the policy stops the shard on the first one.
+    #[test]
+    fn a_broken_ring_is_a_stop_not_a_loop() {
+        let cfg = EngineConfig {
+            ring_entries: 8,
+            recv_buffers: 8,
+            ..Default::default()
+        };
+        let mut d = Driver::new(&cfg, 16).expect("ring");
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: both descriptors are open; dup2 atomically replaces the ring's descriptor
+        // (closing the ring, which has no operation in flight) with a copy of /dev/null's,
+        // which the driver then owns and closes on drop.
+        assert!(unsafe { libc::dup2(null.as_raw_fd(), d.ring.as_raw_fd()) } >= 0);
+        let mut f = SubmitFailures::default();
+        let r = d.submit_and_wait(Some(Duration::from_millis(1)));
+        assert!(r.is_err(), "submitting to a non-ring fails");
+        assert!(f.record(r, Instant::now()).is_err(), "and stops the shard");
+    }
+}
