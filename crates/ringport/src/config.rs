@@ -158,7 +158,9 @@ impl EngineSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolConfig {
-    pub max_frame_size: u32,
+    /// Largest frame payload (the bytes after the 8-byte header), both directions; WELCOME's
+    /// `max_payload`.
+    pub max_payload: u32,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_tolerated: u32,
     pub heartbeat_probe_interval_ms: u64,
@@ -171,14 +173,15 @@ pub struct ProtocolConfig {
 impl Default for ProtocolConfig {
     fn default() -> Self {
         ProtocolConfig {
-            max_frame_size: 1024 * 1024,
+            // The defaults and why: docs/protocol.md section 11. A test compares them.
+            max_payload: 64 * 1024,
             heartbeat_interval_ms: 30_000,
             heartbeat_tolerated: 2,
-            heartbeat_probe_interval_ms: 5_000,
+            heartbeat_probe_interval_ms: 10_000,
             heartbeat_close_after: 3,
             handshake_timeout_ms: 10_000,
-            max_sleep_interval_ms: 600_000,
-            sleep_holdback: 256,
+            max_sleep_interval_ms: 300_000,
+            sleep_holdback: 64,
         }
     }
 }
@@ -415,17 +418,17 @@ impl Config {
 
         let p = &self.protocol;
         in_range(
-            "protocol.max_frame_size",
-            p.max_frame_size.into(),
+            "protocol.max_payload",
+            p.max_payload.into(),
             64,
             16 << 20,
         )?;
-        if e.send_high_water < u64::from(p.max_frame_size) {
+        if e.send_high_water < u64::from(p.max_payload) {
             return Err(invalid(
                 "engine.send_high_water",
                 format!(
-                    "must be at least protocol.max_frame_size ({}), or one frame would close the connection",
-                    p.max_frame_size
+                    "must be at least protocol.max_payload ({}), or one frame would close the connection",
+                    p.max_payload
                 ),
             ));
         }
@@ -522,14 +525,14 @@ impl Config {
             "rooms.max_publish_size",
             r.max_publish_size.into(),
             1,
-            p.max_frame_size.into(),
+            p.max_payload.into(),
         )
         .map_err(|_| {
             invalid(
                 "rooms.max_publish_size",
                 format!(
-                    "must be between 1 and protocol.max_frame_size ({})",
-                    p.max_frame_size
+                    "must be between 1 and protocol.max_payload ({})",
+                    p.max_payload
                 ),
             )
         })?;

@@ -202,7 +202,7 @@ fn batch_window_delays_room_messages_but_keeps_order() {
 #[test]
 fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let mut config = test_config();
-    config.protocol.max_frame_size = 2 << 20;
+    config.protocol.max_payload = 2 << 20;
     config.engine.send_high_water = 2 << 20;
     config.admin.max_body_size = 4 << 20;
     let server = TestServer::start(config);

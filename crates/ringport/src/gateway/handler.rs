@@ -473,9 +473,13 @@ pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder
         match ctx.send(c.id, frame) {
             Ok(()) => rec.frame(Direction::Out),
             Err(SendError::SlowConsumer) => {
-                rec.dropped(DropReason::SlowConsumer, 1);
-                // With the default policy the engine is closing it; drop the rest.
-                while c.session.poll_transmit().is_some() {}
+                // With the default policy the engine is closing it: this frame and every one
+                // still waiting in the session are lost, and each counts as a drop.
+                let mut lost = 1;
+                while c.session.poll_transmit().is_some() {
+                    lost += 1;
+                }
+                rec.dropped(DropReason::SlowConsumer, lost);
                 return;
             }
             Err(SendError::NotConnected) => rec.dropped(DropReason::NotConnected, 1),
