@@ -70,15 +70,15 @@ use KeyKind::{Addr, Bool, Int, Str};
 /// Every key, in the order `config default` prints them.
 pub const KEYS: &[KeyDoc] = &[
     k("server", "listen", Addr, "Client listener for the native protocol (ip:port)."),
-    k("server", "workers", Int, "Shard threads, each with its own io_uring; 0 = one per available core. At most 256."),
+    k("server", "workers", Int, "Shard threads, each with its own io_uring; 0 = one per available core. At most 255."),
     k("server", "pin_cpus", Bool, "Pin shard i to CPU i."),
     k("server", "backlog", Int, "listen(2) backlog of the client listener."),
     k("server", "app", KeyKind::Enum(&["gateway", "echo"]), "Application on the data plane: \"gateway\" (rooms, auth, push) or \"echo\" (bare engine test)."),
     k("engine", "max_connections_per_shard", Int, "Connection slots per shard (accepted + outbound); sizes the registered file table."),
-    k("engine", "ring_entries", Int, "io_uring submission queue entries per shard; a power of two up to 32768."),
+    k("engine", "ring_entries", Int, "io_uring submission queue entries per shard, 8 to 32768 (the kernel rounds up to a power of two)."),
     k("engine", "recv_buffer_size", Int, "Bytes per provided receive buffer."),
     k("engine", "recv_buffers", Int, "Provided receive buffers per shard; a power of two up to 32768. Idle connections pin none, but the kernel cycles through all of them, so recv_buffers x recv_buffer_size becomes resident per shard once traffic has passed."),
-    k("engine", "send_high_water", Int, "Bytes queued for one connection before it is closed as a slow consumer."),
+    k("engine", "send_high_water", Int, "Bytes queued for one connection before it is closed as a slow consumer; at most 4294967295."),
     k("engine", "close_linger_ms", Int, "How long a graceful close may drain the send queue; also how long a CLOSE frame may take to flush (the protocol's drain timeout)."),
     k("engine", "idle_timeout_ms", Int, "Close connections that receive nothing for this long; 0 = off (heartbeats still apply)."),
     k("engine", "timer_tick_ms", Int, "Resolution of each shard's timing wheel."),
