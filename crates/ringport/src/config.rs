@@ -386,17 +386,22 @@ impl Config {
                 ),
             ));
         }
-        crate::serve::engine_config(self).validate().map_err(|message| {
-            let field = message.split(' ').next().unwrap_or_default();
-            let key = keys::KEYS
-                .iter()
-                .find(|k| k.key == field && (k.section == "engine" || k.section == "server"))
-                .map_or_else(|| format!("engine.{field}"), |k| format!("{}.{}", k.section, k.key));
-            ConfigError::Engine {
-                requirement: message[field.len()..].trim_start().to_owned(),
-                key,
-            }
-        })
+        crate::serve::engine_config(self)
+            .validate()
+            .map_err(|message| {
+                let field = message.split(' ').next().unwrap_or_default();
+                let key = keys::KEYS
+                    .iter()
+                    .find(|k| k.key == field && (k.section == "engine" || k.section == "server"))
+                    .map_or_else(
+                        || format!("engine.{field}"),
+                        |k| format!("{}.{}", k.section, k.key),
+                    );
+                ConfigError::Engine {
+                    requirement: message[field.len()..].trim_start().to_owned(),
+                    key,
+                }
+            })
     }
 
     /// Checks every value; the error names the key and the rule it broke.
@@ -428,12 +433,7 @@ impl Config {
         )?;
 
         let p = &self.protocol;
-        in_range(
-            "protocol.max_payload",
-            p.max_payload.into(),
-            64,
-            16 << 20,
-        )?;
+        in_range("protocol.max_payload", p.max_payload.into(), 64, 16 << 20)?;
         if e.send_high_water < u64::from(p.max_payload) {
             return Err(invalid(
                 "engine.send_high_water",

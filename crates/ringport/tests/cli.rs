@@ -69,9 +69,21 @@ fn config_check_names_the_key() {
 #[test]
 fn config_check_applies_the_engine_limits() {
     for (file, key, says) in [
-        ("[server]\nworkers = 256\n", "server.workers", "between 1 and 255"),
-        ("[engine]\nring_entries = 4\n", "engine.ring_entries", "between 8 and 32768"),
-        ("[engine]\nring_entries = 65536\n", "engine.ring_entries", "between 8 and 32768"),
+        (
+            "[server]\nworkers = 256\n",
+            "server.workers",
+            "between 1 and 255",
+        ),
+        (
+            "[engine]\nring_entries = 4\n",
+            "engine.ring_entries",
+            "between 8 and 32768",
+        ),
+        (
+            "[engine]\nring_entries = 65536\n",
+            "engine.ring_entries",
+            "between 8 and 32768",
+        ),
         (
             "[engine]\nsend_high_water = 4294967296\n",
             "engine.send_high_water",

@@ -132,7 +132,11 @@ fn scrape(text: &str) -> std::collections::BTreeMap<String, Scraped> {
             let f = families
                 .get_mut(family)
                 .unwrap_or_else(|| panic!("sample {line:?} before its # TYPE"));
-            for pair in labels.trim_end_matches('}').split(',').filter(|p| !p.is_empty()) {
+            for pair in labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|p| !p.is_empty())
+            {
                 let (k, v) = pair.split_once('=').unwrap();
                 let v = v.trim_matches('"');
                 if k == "le" {
@@ -140,7 +144,10 @@ fn scrape(text: &str) -> std::collections::BTreeMap<String, Scraped> {
                         f.bounds.push(v.parse().unwrap());
                     }
                 } else {
-                    f.labels.entry(k.to_owned()).or_default().insert(v.to_owned());
+                    f.labels
+                        .entry(k.to_owned())
+                        .or_default()
+                        .insert(v.to_owned());
                 }
             }
         }
@@ -193,12 +200,14 @@ fn scraped_metrics_match_the_metrics_table() {
             }
         }
         // Labels: `name` = value, value, ... (values listed unless they are open-ended).
-        let mut want: std::collections::BTreeMap<String, Option<std::collections::BTreeSet<String>>> =
-            Default::default();
+        let mut want: std::collections::BTreeMap<
+            String,
+            Option<std::collections::BTreeSet<String>>,
+        > = Default::default();
         if !labels.is_empty() {
             let (label, values) = labels.split_once(" = ").unwrap_or((labels, ""));
-            let values = (!values.is_empty())
-                .then(|| values.split(", ").map(str::to_owned).collect());
+            let values =
+                (!values.is_empty()).then(|| values.split(", ").map(str::to_owned).collect());
             want.insert(label.trim_matches('`').to_owned(), values);
         }
         assert_eq!(
@@ -212,7 +221,10 @@ fn scraped_metrics_match_the_metrics_table() {
             }
         }
     }
-    let undocumented: Vec<_> = scraped.keys().filter(|n| !documented.contains(*n)).collect();
+    let undocumented: Vec<_> = scraped
+        .keys()
+        .filter(|n| !documented.contains(*n))
+        .collect();
     assert!(
         undocumented.is_empty(),
         "/metrics has families docs/operations.md lacks: {undocumented:?}"

@@ -77,7 +77,10 @@ fn section_11_table_matches_the_config_defaults() {
             panic!("section 11 row {row:?} has three cells");
         };
         if key.is_empty() {
-            assert_eq!(setting, "room name / user id", "only the name rule has no key");
+            assert_eq!(
+                setting, "room name / user id",
+                "only the name rule has no key"
+            );
             assert_eq!(
                 first_number(&default[3..]),
                 Some(ringport_proto::MAX_NAME_LEN as u64)

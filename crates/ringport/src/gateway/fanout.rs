@@ -100,7 +100,7 @@ impl Shared {
         let body = 2 + name.len() + 12 + payload.len();
         if body > self.session.max_payload as usize {
             return Err(format!(
-                "payload of {} bytes makes a frame over protocol.max_payload ({})",
+                "payload of {} bytes makes a PUSH payload over protocol.max_payload ({})",
                 payload.len(),
                 self.session.max_payload
             ));

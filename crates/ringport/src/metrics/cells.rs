@@ -266,9 +266,17 @@ mod tests {
         assert_eq!(s.drops[DropReason::SlowConsumer.index()], 2);
         assert_eq!(s.skips[SkipReason::Sleeping.index()], 1);
         assert_eq!(s.push_to_send_us.counts[1], 1, "70us lands in le=100us");
-        assert_eq!(*s.push_to_send_us.counts.last().unwrap(), 1, "overflow bucket");
+        assert_eq!(
+            *s.push_to_send_us.counts.last().unwrap(),
+            1,
+            "overflow bucket"
+        );
         assert_eq!(s.push_to_send_us.sum, 5_000_070);
-        assert_eq!(s.shards.len(), 2, "one loop entry per shard, for the engine to fill");
+        assert_eq!(
+            s.shards.len(),
+            2,
+            "one loop entry per shard, for the engine to fill"
+        );
     }
 
     #[test]
