@@ -392,7 +392,9 @@ impl Config {
                 let field = message.split(' ').next().unwrap_or_default();
                 let key = keys::KEYS
                     .iter()
-                    .find(|k| k.key == field && (k.section == "engine" || k.section == "server"))
+                    .filter(|k| k.section == "engine" || k.section == "server")
+                    // Durations are `*_ms` keys for the engine's `Duration` fields.
+                    .find(|k| k.key == field || k.key.strip_suffix("_ms") == Some(field))
                     .map_or_else(
                         || format!("engine.{field}"),
                         |k| format!("{}.{}", k.section, k.key),
@@ -622,6 +624,9 @@ mod tests {
         let mut c = Config::default();
         c.server.workers = 1000;
         assert!(err(&c).starts_with("server.workers must be between 1 and 255"));
+        let mut c = Config::default();
+        c.engine.timer_tick_ms = 0;
+        assert_eq!(err(&c), "engine.timer_tick_ms must be positive");
         let mut c = Config::default();
         c.protocol.heartbeat_probe_interval_ms = 60_000;
         assert!(err(&c).starts_with("protocol.heartbeat_probe_interval_ms"));
