@@ -39,7 +39,8 @@ pub struct EngineConfig {
     /// this is the shard's fixed receive memory (`recv_buffers * recv_buffer_size`).
     /// Default 1024 (4 MiB per shard).
     pub recv_buffers: u16,
-    /// Queued bytes per connection before the slow-consumer policy applies. Default 4 MiB.
+    /// Queued bytes per connection before the slow-consumer policy applies; at most
+    /// `u32::MAX` (a queue counts its bytes in a `u32`). Default 4 MiB.
     pub send_high_water: usize,
     /// What happens at the high-water mark. Default: close.
     pub slow_consumer: SlowConsumerPolicy,
@@ -126,6 +127,13 @@ impl EngineConfig {
         }
         if self.send_high_water == 0 {
             return Err("send_high_water must be positive".into());
+        }
+        if self.send_high_water > u32::MAX as usize {
+            return Err(format!(
+                "send_high_water must be at most {} (a send queue counts bytes in a u32), got {}",
+                u32::MAX,
+                self.send_high_water
+            ));
         }
         Ok(())
     }

@@ -114,9 +114,9 @@ impl Streams {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn log<'a>(&self, shard: &'a mut Shard, stream: &StreamName, now: u64) -> &'a mut StreamLog {
+    fn log<'a>(&self, shard: &'a mut Shard, stream: &StreamName) -> &'a mut StreamLog {
         if !shard.contains_key(stream) {
-            shard.insert(stream.clone(), StreamLog::new(self.epoch, now));
+            shard.insert(stream.clone(), StreamLog::new(self.epoch));
         }
         shard.get_mut(stream).expect("inserted above")
     }
@@ -151,28 +151,11 @@ impl Streams {
         encode: &mut dyn FnMut(u64) -> Bytes,
     ) -> (u64, Bytes) {
         let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream, now_ms);
+        let log = self.log(&mut shard, stream);
         let before = log.bytes();
         let out = log.append(now_ms, self.limits, encode);
         self.account(before, log.bytes());
         out
-    }
-
-    /// Like [`append`](Self::append), with the stream's epoch passed to the
-    /// encoder (a PUSH frame carries it).
-    pub fn append_with_epoch(
-        &self,
-        stream: &StreamName,
-        now_ms: u64,
-        encode: &mut dyn FnMut(u32, u64) -> Bytes,
-    ) -> (u32, u64, Bytes) {
-        let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream, now_ms);
-        let epoch = log.epoch();
-        let before = log.bytes();
-        let (offset, frame) = log.append(now_ms, self.limits, &mut |off| encode(epoch, off));
-        self.account(before, log.bytes());
-        (epoch, offset, frame)
     }
 
     /// The resume snapshot for a client that has `stream` up to
@@ -180,7 +163,7 @@ impl Streams {
     /// User inboxes also redeliver unacknowledged messages.
     pub fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, now: u64) -> Replay {
         let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream, now);
+        let log = self.log(&mut shard, stream);
         let before = log.bytes();
         let r = log.replay(epoch, last_offset, now, self.limits, stream.is_user());
         self.account(before, log.bytes());
@@ -189,9 +172,9 @@ impl Streams {
 
     /// The stream's current `(epoch, tail)` (creating its log if needed): a
     /// connection joining live treats offsets ≤ tail as already past.
-    pub fn position(&self, stream: &StreamName, now: u64) -> (u32, u64) {
+    pub fn position(&self, stream: &StreamName, _now: u64) -> (u32, u64) {
         let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream, now);
+        let log = self.log(&mut shard, stream);
         (log.epoch(), log.tail())
     }
 
