@@ -26,4 +26,4 @@ SERVERS=ringport
 start_server ringport "$PORT"
 trap stop_server EXIT
 bench echo --target "$SERVER_ADDR" --connections 50 --duration 5 --warmup 1 \
-    --server-pid "$SERVER_PID" --baseline tokio --server-cpu "$SERVER_CPU" 2>&1 | tee "$OUT/echo-baseline.txt"
+    --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --baseline tokio --server-cpu "$SERVER_CPU" 2>&1 | tee "$OUT/echo-baseline.txt"

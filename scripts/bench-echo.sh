@@ -32,7 +32,7 @@ for conns in $CONNS; do
             start_server "$server" "$PORT"
             file="$OUT/$server-c$conns-r$round.json"
             bench echo --target "$SERVER_ADDR" --connections "$conns" --size "$SIZE" --depth "$DEPTH" \
-                --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$file"
+                --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$file"
             stop_server
             printf '%-9s conns=%-5s round=%s  msgs/s=%-12s server_cpu_us/msg=%-8s p99_us=%-9s errors=%s\n' \
                 "$server" "$conns" "$round" \

@@ -79,7 +79,7 @@ fanout() { # fanout LABEL RATE
         local f="$OUT/$label-$round.json"
         gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" fanout --target "127.0.0.1:$PORT" \
             --admin "127.0.0.1:$ADMIN_PORT" --connections "$SUBS" --rooms 1 --rate "$rate" --size "$SIZE" \
-            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$f"
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$f"
         stop_server
         files+=("$f")
         printf '  round %s: deliveries/s %s  server us/delivery %s  server cpu %ss  bench cpu %ss  lost %s of %s  p50 %sus p99 %sus max %sus\n' \
@@ -109,7 +109,7 @@ idle() { # idle LABEL CONNS WORKERS CPUS THREADS HOLD [server --set ...]
         [[ -n "$cpus" ]] && pin=(taskset -c "$CLIENT_CPU")
         gbench "${pin[@]}" "$RELEASE/ringport-bench" idle --target "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
             --connections "$conns" --rooms 1 --threads "$threads" --source-addrs "$SOURCE_ADDRS" \
-            --duration "$hold" --warmup 1 --server-pid "$SERVER_PID" --json >"$f"
+            --duration "$hold" --warmup 1 --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$f"
         stop_server
         files+=("$f")
         printf '  round %s: ready %s  failed %s  rss %s -> %s KiB  bytes/conn %s  server cpu %ss  bench cpu %ss  pings %s pongs %s  server pings %s\n' \
@@ -135,7 +135,7 @@ idle_mix() {
         [[ $auth == anonymous ]] && env_args=(env -u RINGPORT_BENCH_SECRET)
         gbench "${env_args[@]}" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" idle --target "127.0.0.1:$PORT" \
             --admin "127.0.0.1:$ADMIN_PORT" --connections 19000 --rooms 1 --rooms-per-conn "$rpc" \
-            --source-addrs "$SOURCE_ADDRS" --duration "${HOLD:-10}" --warmup 1 --server-pid "$SERVER_PID" --json >"$f"
+            --source-addrs "$SOURCE_ADDRS" --duration "${HOLD:-10}" --warmup 1 --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$f"
         stop_server
         printf '  %-9s rooms-per-conn %s: ready %s  rss %s -> %s KiB  bytes/conn %s\n' "$auth" "$rpc" \
             "$(field "$f" 'run["peak_connections"]')" "$(field "$f" 's.get("rss_before_kib")')" \
@@ -151,7 +151,7 @@ churn() {
         local f="$OUT/churn-$round.json"
         gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" churn --target "127.0.0.1:$PORT" \
             --admin "127.0.0.1:$ADMIN_PORT" --rate "$rate" --rooms 1 --source-addrs "$SOURCE_ADDRS" \
-            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$f"
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$f"
         stop_server
         files+=("$f")
         printf '  round %s: handshakes/s %s  failed %s  p50 %sus p99 %sus max %sus  server cpu %ss (%s us/handshake)  bench cpu %ss\n' \
@@ -176,7 +176,7 @@ resume() {
     local f="$OUT/resume.json"
     gbench taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" resume --target "127.0.0.1:$PORT" \
         --admin "127.0.0.1:$ADMIN_PORT" --connections "$conns" --rooms 1 --rate "$rate" --disconnect-rate "$disc" \
-        --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --json >"$f"
+        --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$f"
     stop_server
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["gateway"]["counters"]
 print("  disconnects", c["disconnects"], " resume answered", c["resume_answered"], " unanswered", c["resume_unanswered"], " verdict", r["gateway"]["resume"])

@@ -98,6 +98,10 @@ pub struct EchoArgs {
     /// PID of the target server: report its CPU per message and RSS from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's core: add `ksoftirqd/<core>`'s CPU to the server's (io_uring's softirq
+    /// work is charged there).
+    #[arg(long)]
+    pub softirq_cpu: Option<usize>,
     /// Open the connections and send nothing (memory per idle connection).
     #[arg(long)]
     pub idle: bool,
@@ -151,6 +155,10 @@ pub struct GatewayArgs {
     /// PID of the server: report its CPU and RSS from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's core: add `ksoftirqd/<core>`'s CPU to the server's (io_uring's softirq
+    /// work is charged there).
+    #[arg(long)]
+    pub softirq_cpu: Option<usize>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -87,6 +87,7 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(common.duration),
         connect_timeout: echo::connect_timeout(cfg.connections),
         server_pid: pid,
+        softirq_cpu: args.softirq_cpu,
         progress,
         label: label.to_string(),
     };
@@ -253,6 +254,7 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
             ViaArg::Publish => Via::Publish,
         },
         server_pid: a.server_pid,
+        softirq_cpu: a.softirq_cpu,
         progress: !common.json && std::io::stderr().is_terminal(),
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -186,6 +186,8 @@ pub struct RunPlan {
     /// Give up waiting for connections after this long and measure with what is open.
     pub connect_timeout: Duration,
     pub server_pid: Option<u32>,
+    /// The server's core: `ksoftirqd/<core>`'s CPU over the measure phase counts as server CPU.
+    pub softirq_cpu: Option<usize>,
     pub progress: bool,
     pub label: String,
 }
@@ -219,8 +221,12 @@ pub struct RunResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerUsage {
     pub pid: u32,
+    /// CPU time of the server process over the measure phase.
     pub cpu_secs: f64,
-    /// Server CPU time per echoed message over the measure phase, microseconds.
+    /// CPU time of `ksoftirqd/<server core>` over the measure phase (with `--softirq-cpu`).
+    pub softirq_cpu_secs: Option<f64>,
+    /// Server CPU time (process plus its core's ksoftirqd, when measured) per message over
+    /// the measure phase, microseconds.
     pub cpu_us_per_message: Option<f64>,
     /// RSS before the bench opened any connection, and at the end of the measure phase.
     pub rss_before_kib: u64,
@@ -274,6 +280,8 @@ fn progress_bar(enabled: bool, len: u64, msg: String) -> ProgressBar {
 pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Result<RunResult> {
     let shared = driver.shared();
     let server_before = plan.server_pid.map(procfs::sample).transpose()?;
+    let softirq_pid = plan.softirq_cpu.map(procfs::ksoftirqd_pid).transpose()?;
+    let mut softirq_before = None;
     let t0 = Instant::now();
     let mut timeline = Vec::new();
     let mut peak = 0u64;
@@ -351,6 +359,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
             if let Some(pid) = plan.server_pid {
                 server_cpu_before = Some(procfs::sample(pid)?);
             }
+            softirq_before = softirq_pid.map(procfs::sample).transpose()?;
             measure_start = Instant::now();
         }
         bar.inc(1);
@@ -360,6 +369,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
     let measure_end = Instant::now();
     let bench_cpu_after = procfs::sample_self()?;
     let server_after = plan.server_pid.map(procfs::sample).transpose()?;
+    let softirq_after = softirq_pid.map(procfs::sample).transpose()?;
     bar.finish_and_clear();
 
     driver.finish()?;
@@ -371,8 +381,14 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
     let measured_secs = measure_end.duration_since(measure_start).as_secs_f64();
     let messages = t.messages - measure_base.messages;
     let received = t.received - measure_base.received;
+    let softirq = match (softirq_before, softirq_after) {
+        (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
+        _ => None,
+    };
     let server = match (server_cpu_before, server_after, server_before) {
-        (Some(b), Some(a), Some(first)) => Some(server_usage(&first, &b, &a, messages, peak)),
+        (Some(b), Some(a), Some(first)) => {
+            Some(server_usage(&first, &b, &a, softirq, messages, peak))
+        }
         _ => None,
     };
     Ok(RunResult {
@@ -417,15 +433,18 @@ fn server_usage(
     first: &ProcSample,
     before: &ProcSample,
     after: &ProcSample,
+    softirq_cpu_secs: Option<f64>,
     messages: u64,
     peak: u64,
 ) -> ServerUsage {
     let cpu = after.cpu_secs - before.cpu_secs;
+    let total = cpu + softirq_cpu_secs.unwrap_or(0.0);
     let rss_delta = after.rss_kib as f64 - first.rss_kib as f64;
     ServerUsage {
         pid: after.pid,
         cpu_secs: cpu,
-        cpu_us_per_message: (messages > 0).then(|| cpu * 1e6 / messages as f64),
+        softirq_cpu_secs,
+        cpu_us_per_message: (messages > 0).then(|| total * 1e6 / messages as f64),
         rss_before_kib: first.rss_kib,
         rss_after_kib: after.rss_kib,
         rss_bytes_per_connection: (peak > 0).then(|| rss_delta * 1024.0 / peak as f64),

@@ -26,6 +26,29 @@ pub fn sample_self() -> anyhow::Result<ProcSample> {
     sample(std::process::id())
 }
 
+/// The pid of `ksoftirqd/<cpu>`: the kernel thread that is charged the softirq work (loopback
+/// TCP receive processing) of io_uring sends made on that core, which would otherwise look
+/// free (shared/design.md, "What a send costs").
+pub fn ksoftirqd_pid(cpu: usize) -> anyhow::Result<u32> {
+    let want = format!("ksoftirqd/{cpu}");
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
+            if comm.trim_end() == want {
+                return Ok(pid);
+            }
+        }
+    }
+    anyhow::bail!("no {want} thread in /proc")
+}
+
 pub fn parse(pid: u32, stat: &str, status: &str) -> anyhow::Result<ProcSample> {
     // The command name (field 2) is in parentheses and may contain spaces: split after ')'.
     let after = stat

@@ -56,6 +56,7 @@ fn plan(pid: u32) -> RunPlan {
         duration: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(5),
         server_pid: Some(pid),
+        softirq_cpu: Some(0),
         progress: false,
         label: "tokio".into(),
     }
@@ -75,6 +76,10 @@ fn check(driver: Box<dyn LoadDriver>, pid: u32) {
     let server = r.server.expect("server usage from /proc");
     assert!(server.rss_after_kib > 0);
     assert!(server.cpu_us_per_message.is_some());
+    assert!(
+        server.softirq_cpu_secs.is_some_and(|s| s >= 0.0),
+        "ksoftirqd/0 sampled"
+    );
 }
 
 #[test]

@@ -121,6 +121,7 @@ fn opts(scenario: Scenario, target: SocketAddr, admin: SocketAddr) -> GatewayOpt
         size: 64,
         via: Via::Http,
         server_pid: None,
+        softirq_cpu: None,
         progress: false,
     }
 }

@@ -116,6 +116,9 @@ pub struct EngineSettings {
     pub accept_backoff_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub resolve_peer_addr: bool,
+    /// At exit, how long a shard waits for the kernel to finish cancelled operations before
+    /// it leaks the memory they may still use.
+    pub shutdown_drain_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -132,6 +135,7 @@ impl Default for EngineSettings {
             accept_backoff_ms: 100,
             shutdown_timeout_ms: 5_000,
             resolve_peer_addr: true,
+            shutdown_drain_ms: 2_000,
         }
     }
 }
@@ -152,6 +156,9 @@ impl EngineSettings {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_ms)
+    }
 }
 
 /// `[protocol]`: limits and timers of the native protocol session.
@@ -159,7 +166,9 @@ impl EngineSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolConfig {
     /// Largest frame payload (the bytes after the 8-byte header), both directions; WELCOME's
-    /// `max_payload`.
+    /// `max_payload`. Read under its old name `max_frame_size` too, so older config files
+    /// keep working.
+    #[serde(alias = "max_frame_size")]
     pub max_payload: u32,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_tolerated: u32,
@@ -433,6 +442,7 @@ impl Config {
             1,
             600_000,
         )?;
+        in_range("engine.shutdown_drain_ms", e.shutdown_drain_ms, 0, 60_000)?;
 
         let p = &self.protocol;
         in_range("protocol.max_payload", p.max_payload.into(), 64, 16 << 20)?;
@@ -602,6 +612,14 @@ mod tests {
 
     fn err(c: &Config) -> String {
         c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_old_name_of_max_payload_still_reads() {
+        let c: Config = toml::from_str("[protocol]\nmax_frame_size = 70000\n").unwrap();
+        assert_eq!(c.protocol.max_payload, 70_000);
+        let c: Config = toml::from_str("[protocol]\nmax_payload = 70001\n").unwrap();
+        assert_eq!(c.protocol.max_payload, 70_001);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct GatewayOptions {
     pub size: usize,
     pub via: Via,
     pub server_pid: Option<u32>,
+    /// See [`RunPlan::softirq_cpu`].
+    pub softirq_cpu: Option<usize>,
     pub progress: bool,
 }
 
@@ -110,6 +112,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         duration: opts.duration,
         connect_timeout: crate::echo::connect_timeout(opts.connections),
         server_pid: opts.server_pid,
+        softirq_cpu: opts.softirq_cpu,
         progress: opts.progress,
         label: scenario_name(opts.scenario).into(),
     };
