@@ -256,6 +256,12 @@ impl Default for RoomsConfig {
 pub struct HistoryConfig {
     pub max_messages_per_stream: u32,
     pub max_age_ms: u64,
+    // --- abuse limits (issue 10) ---
+    /// Global budget of history memory; the oldest messages of any stream go first.
+    pub max_bytes: u64,
+    /// A stream log with no append for this long is removed.
+    pub idle_ttl_ms: u64,
+    // --- end abuse limits ---
 }
 
 impl Default for HistoryConfig {
@@ -263,6 +269,10 @@ impl Default for HistoryConfig {
         HistoryConfig {
             max_messages_per_stream: 1000,
             max_age_ms: 3_600_000,
+            // --- abuse limits (issue 10) ---
+            max_bytes: 128 << 20,
+            idle_ttl_ms: 3_600_000,
+            // --- end abuse limits ---
         }
     }
 }
@@ -543,6 +553,10 @@ impl Config {
             1 << 24,
         )?;
         in_range("history.max_age_ms", h.max_age_ms, 0, 30 * 86_400_000)?;
+        // --- abuse limits (issue 10) ---
+        in_range("history.max_bytes", h.max_bytes, 1, 1 << 40)?;
+        in_range("history.idle_ttl_ms", h.idle_ttl_ms, 1, 30 * 86_400_000)?;
+        // --- end abuse limits ---
 
         let a = &self.admin;
         if let Some(key) = &a.api_key {

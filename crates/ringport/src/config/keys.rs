@@ -102,6 +102,10 @@ pub const KEYS: &[KeyDoc] = &[
     k("rooms", "batch_window_ms", Int, "Coalesce room messages for this long before sending; 0 = send at once."),
     k("history", "max_messages_per_stream", Int, "Messages kept per stream for resume; 0 = no history."),
     k("history", "max_age_ms", Int, "Drop history older than this; 0 = no age limit."),
+    // --- abuse limits (issue 10) ---
+    k("history", "max_bytes", Int, "Budget of all history memory together (frames plus bookkeeping); over it the oldest messages of any stream are evicted and a resume across them gets GAP."),
+    k("history", "idle_ttl_ms", Int, "A stream's log (offsets and history) is removed after this long without a new message; its offsets later continue above every removed tail."),
+    // --- end abuse limits ---
     k("admin", "listen", Addr, "HTTP API and /metrics listener. A non-loopback address requires api_key."),
     opt("admin", "api_key", Str, "\"a-random-string-of-at-least-16-bytes\"", "Bearer key for the HTTP API (Authorization: Bearer KEY or X-Api-Key). Required when listen is not loopback; enforced whenever set."),
     k("admin", "max_body_size", Int, "Largest accepted HTTP request body in bytes."),

@@ -21,6 +21,11 @@ pub struct HistoryLimits {
     pub max_messages: usize,
     /// Messages older than this (ms since append) are dropped.
     pub max_age_ms: u64,
+    /// Budget of all streams' history bytes together; over it the oldest messages of any
+    /// stream are evicted first (enforced by [`crate::streams::Streams`]).
+    pub max_bytes: u64,
+    /// A log with no append for this long is removed (by `Streams::sweep`).
+    pub idle_ttl_ms: u64,
 }
 
 impl HistoryLimits {
@@ -29,6 +34,8 @@ impl HistoryLimits {
         HistoryLimits {
             max_messages: cfg.max_messages_per_stream as usize,
             max_age_ms: cfg.max_age_ms,
+            max_bytes: cfg.max_bytes,
+            idle_ttl_ms: cfg.idle_ttl_ms,
         }
     }
 }
@@ -182,9 +189,36 @@ impl StreamLog {
         }
     }
 
+    /// An empty log whose first append gets offset `tail + 1`: a stream whose log was
+    /// removed continues above every removed tail, so no client ever sees an offset twice.
+    pub fn starting_after(epoch: u32, tail: u64, now: u64) -> Self {
+        let mut log = StreamLog::new(epoch, now);
+        log.tail = tail;
+        log
+    }
+
     /// Whether nothing was appended since `cutoff` (nor created after it).
     pub fn idle_since(&self, cutoff: u64) -> bool {
         self.last_used_ms < cutoff
+    }
+
+    /// Evicts retained messages up to and including `offset` (the global byte budget's
+    /// oldest-first eviction). Returns how many were evicted; a later resume across them
+    /// gets GAP.
+    pub fn evict_through(&mut self, offset: u64) -> u64 {
+        let mut n = 0;
+        while let Some(front) = self.history.front() {
+            if front.offset > offset {
+                break;
+            }
+            self.bytes -= front.frame.len() + ENTRY_OVERHEAD;
+            self.history.pop_front();
+            n += 1;
+        }
+        if self.history.is_empty() && self.history.capacity() > 16 {
+            self.history = VecDeque::new();
+        }
+        n
     }
 
     /// A no-history log's answer to a resume (used by sinks that keep only
@@ -204,6 +238,8 @@ impl StreamLog {
             HistoryLimits {
                 max_messages: 0,
                 max_age_ms: u64::MAX,
+                max_bytes: u64::MAX,
+                idle_ttl_ms: u64::MAX,
             },
             false,
         )
@@ -371,6 +407,8 @@ mod tests {
     const LIM: HistoryLimits = HistoryLimits {
         max_messages: 4,
         max_age_ms: 1_000,
+        max_bytes: u64::MAX,
+        idle_ttl_ms: u64::MAX,
     };
 
     fn push(log: &mut StreamLog, now: u64) -> u64 {
@@ -493,6 +531,8 @@ mod tests {
         let lim = HistoryLimits {
             max_messages: 0,
             max_age_ms: 1_000,
+            max_bytes: u64::MAX,
+            idle_ttl_ms: u64::MAX,
         };
         let mut log = StreamLog::new(1, 0);
         for _ in 0..3 {
