@@ -4,8 +4,14 @@
 mod common;
 
 use bytes::Bytes;
-use common::gateway::{test_config, Client, TestServer};
-use ringport_proto::{Frame, Hello, Resume, ResumePoint, StreamName};
+use common::gateway::{test_config, token, Client, TestServer, SECRET};
+use ringport_proto::{CloseReason, Frame, Hello, Resume, ResumePoint, StreamName};
+
+fn secured() -> ringport::config::Config {
+    let mut c = test_config();
+    c.auth.secret = Some(SECRET.into());
+    c
+}
 
 fn hello_resume(c: &mut Client, token: &str, session_id: u64, streams: Vec<ResumePoint>) {
     c.send(&Frame::Hello(Hello {
@@ -63,4 +69,46 @@ fn join_leave_and_resume_of_unknown_streams_create_no_logs() {
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(streams.stats().streams, 1);
     server.wait_metric("ringport_history_streams 1");
+}
+
+// --- item 6: sessions ---
+
+/// Observed: 300 connections resumed one session id and all stayed open; a user push went
+/// to every one of them.
+#[test]
+fn resuming_a_live_session_closes_the_old_connection_with_replaced() {
+    let server = TestServer::start(secured());
+    let tok = token("alice", &[]);
+    let mut a = server.client();
+    let wa = a.welcome(&tok);
+    let mut b = server.client();
+    hello_resume(&mut b, &tok, wa.session_id, Vec::new());
+    match b.recv() {
+        Frame::Welcome(wb) => assert_eq!(wb.session_id, wa.session_id, "same session"),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    let r = server.http("POST", "/v1/push/user/alice", r#"{"payload":"one"}"#);
+    assert_eq!(
+        r.body, r#"{"recipients":1}"#,
+        "one live connection per session"
+    );
+    assert_eq!(&b.push().payload[..], b"one");
+    let (reason, _) = a.expect_close();
+    assert_eq!(reason, CloseReason::REPLACED);
+    let body = server.wait_metric("ringport_limit_hits_total{limit=\"session_replaced\"} 1");
+    assert!(body.contains("ringport_connections_open{state=\"active\"} 1"));
+}
+
+/// Observed: session ids were `epoch << 32 | n`, so the next one was guessable.
+#[test]
+fn session_ids_are_not_sequential() {
+    let server = TestServer::start(test_config());
+    let ids: Vec<u64> = (0..8)
+        .map(|_| server.client().welcome("").session_id)
+        .collect();
+    for w in ids.windows(2) {
+        let gap = w[1].wrapping_sub(w[0]);
+        assert!(gap > 1_000_000, "consecutive ids {:#x} {:#x}", w[0], w[1]);
+        assert_ne!(w[0] >> 32, w[1] >> 32, "high halves differ too");
+    }
 }

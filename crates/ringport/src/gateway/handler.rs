@@ -128,16 +128,23 @@ impl GatewayHandler {
                     let publishes = &self.shared.publishes;
                     // A resumed session keeps its id (and so its publish dedupe state) if
                     // this process issued it to the same user; otherwise it starts afresh.
-                    let session_id = match &resume {
-                        Some(r) if publishes.resume(r.session_id, &owner, wall) => r.session_id,
-                        _ => {
-                            let id = self
-                                .shared
-                                .next_session_id
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            publishes.open(id, &owner, wall);
+                    // One live connection per session: resuming a session another
+                    // connection still holds closes that one with REPLACED.
+                    let me = c.id.as_u64();
+                    let resumed = resume.as_ref().and_then(|r| {
+                        Some((
+                            r.session_id,
+                            publishes.resume(r.session_id, &owner, wall, me)?,
+                        ))
+                    });
+                    let session_id = match resumed {
+                        Some((id, previous)) => {
+                            if let Some(old) = previous {
+                                self.replace(ctx, ConnId::from_u64(old));
+                            }
                             id
                         }
+                        None => new_session_id(|id| publishes.open(id, &owner, wall, me)),
                     };
                     c.session_id = session_id;
                     // The inbox position, read under the stream's lock in the same turn that
@@ -230,6 +237,37 @@ impl GatewayHandler {
                 }
             }
         }
+    }
+
+    /// Closes connection `old` (on whichever shard it lives) with REPLACED: another
+    /// connection resumed its session. Posted through the shard's inbox, so it happens
+    /// before any push posted after this connection's WELCOME.
+    fn replace(&mut self, ctx: &mut Ctx<'_, Self>, old: ConnId) {
+        ctx.handle()
+            .run(old.shard(), move |h: &mut GatewayHandler, ctx| {
+                let Some(mut c) = h.take(old) else {
+                    return;
+                };
+                if !c.closing {
+                    crate::metrics::limits::hit(
+                        crate::metrics::Limit::SessionReplaced,
+                        1,
+                        &format_args!("session {:#x} resumed by another connection", c.session_id),
+                    );
+                    let now = h.shared.clock.ms(ctx.now());
+                    c.session.close(
+                        CloseReason::REPLACED,
+                        "another connection resumed this session",
+                        now,
+                    );
+                    h.pump(ctx, &mut c, now);
+                    if !c.closing {
+                        c.closing = true;
+                        ctx.close(old, EngineReason::App(CloseReason::REPLACED.0));
+                    }
+                }
+                h.put(c);
+            });
     }
 
     /// `Ok(None)`: anonymous; `Err(text)`: reject with `AUTH_FAILED`.
@@ -464,6 +502,36 @@ impl GatewayHandler {
     }
 }
 
+/// A fresh session id: a random non-zero 64-bit value (unguessable, so a session cannot be
+/// taken over by counting), registered by `register` (false: taken, draw again). A
+/// collision among 2^64 values is all but impossible; after 16 the id is returned
+/// unregistered (that session only cannot be resumed).
+fn new_session_id(mut register: impl FnMut(u64) -> bool) -> u64 {
+    let mut id = 1;
+    for salt in 0..16 {
+        id = random_u64(salt).max(1);
+        if register(id) {
+            break;
+        }
+    }
+    id
+}
+
+/// 64 random bits from the OS; should that fail, std's randomly keyed SipHash over a
+/// counter (still not sequential).
+fn random_u64(salt: u64) -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u64(salt);
+    h.finish()
+}
+
 /// Hands the session's queued frames to the engine.
 pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder, c: &mut Conn) {
     while let Some(frame) = c.session.poll_transmit() {
@@ -560,7 +628,7 @@ impl Handler for GatewayHandler {
         self.put(c);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: EngineReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: EngineReason) {
         let Some(mut c) = self.take(conn) else {
             return;
         };
@@ -573,6 +641,12 @@ impl Handler for GatewayHandler {
         }
         if let Some(cl) = &c.claims {
             self.users.remove(&cl.sub, conn);
+        }
+        if c.session_id != 0 {
+            let wall = self.shared.clock.unix_ms(ctx.now());
+            self.shared
+                .publishes
+                .release(c.session_id, conn.as_u64(), wall);
         }
         self.rec.closed(Self::close_cause(&c, reason));
     }

@@ -87,7 +87,6 @@ pub(crate) struct Shared {
     pub clock: Clock,
     pub registry: Registry,
     pub recorders: RecorderSlots,
-    pub next_session_id: AtomicU64,
     /// Seqs of client publishes already published, per session (a resent PUBLISH is acked,
     /// not published again); also the registry of session ids a client may resume.
     pub publishes: PublishDedupes,
@@ -153,9 +152,6 @@ pub fn start_with_sink(
 ) -> Result<GatewayPlane, ServeError> {
     let engine_cfg = engine_config(config);
     let (registry, recorders) = Registry::new(engine_cfg.workers);
-    // Session ids carry the epoch, so an id from before a restart never names a session of
-    // the new process.
-    let first_session = (u64::from(sink.epoch()) << 32) | 1;
     let shared = Arc::new(Shared {
         session: Arc::new(session_config(config)),
         verifier: config
@@ -170,7 +166,6 @@ pub fn start_with_sink(
         clock: Clock::new(),
         registry,
         recorders: RecorderSlots::new(recorders),
-        next_session_id: AtomicU64::new(first_session),
         publishes: PublishDedupes::new(16, PUBLISH_DEDUPE_WINDOW),
         last_sweep_ms: AtomicU64::new(0),
     });
