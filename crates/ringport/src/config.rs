@@ -261,6 +261,10 @@ pub struct HistoryConfig {
     pub max_bytes: u64,
     /// A stream log with no append for this long is removed.
     pub idle_ttl_ms: u64,
+    /// History bytes one HELLO may replay over all its resume entries.
+    pub max_replay_bytes: u64,
+    /// History bytes a shard replays per loop turn over all resuming connections.
+    pub replay_slice_bytes: u64,
     // --- end abuse limits ---
 }
 
@@ -272,6 +276,8 @@ impl Default for HistoryConfig {
             // --- abuse limits (issue 10) ---
             max_bytes: 128 << 20,
             idle_ttl_ms: 3_600_000,
+            max_replay_bytes: 4 << 20,
+            replay_slice_bytes: 256 << 10,
             // --- end abuse limits ---
         }
     }
@@ -556,6 +562,13 @@ impl Config {
         // --- abuse limits (issue 10) ---
         in_range("history.max_bytes", h.max_bytes, 1, 1 << 40)?;
         in_range("history.idle_ttl_ms", h.idle_ttl_ms, 1, 30 * 86_400_000)?;
+        in_range("history.max_replay_bytes", h.max_replay_bytes, 0, 1 << 32)?;
+        in_range(
+            "history.replay_slice_bytes",
+            h.replay_slice_bytes,
+            1,
+            1 << 30,
+        )?;
         // --- end abuse limits ---
 
         let a = &self.admin;

@@ -112,3 +112,146 @@ fn session_ids_are_not_sequential() {
         assert_ne!(w[0] >> 32, w[1] >> 32, "high halves differ too");
     }
 }
+
+// --- item 2: resume work ---
+
+/// A session with `room:<name>` joined at (epoch, 0), then disconnected: returns its id and
+/// the epoch.
+fn session_in_room(server: &TestServer, name: &str) -> (u64, u32) {
+    let mut c = server.client();
+    let w = c.welcome("");
+    c.send(&Frame::Join(ringport_proto::RoomRequest {
+        req_id: 1,
+        room: name.into(),
+    }));
+    let epoch = match c.recv() {
+        Frame::RoomResult(r) => r.epoch,
+        other => panic!("expected ROOM_RESULT, got {other:?}"),
+    };
+    c.send(&Frame::Close {
+        reason: CloseReason::NORMAL,
+        text: String::new(),
+    });
+    while c.next().is_some() {}
+    (w.session_id, epoch)
+}
+
+fn push_room(server: &TestServer, room: &str, payload: &str) {
+    let body = format!(r#"{{"payload":"{payload}"}}"#);
+    let r = server.http("POST", &format!("/v1/push/room/{room}"), &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Observed: one HELLO with 65,535 resume entries for `room:*` replayed the whole history
+/// per entry (RSS 17 MB → 2.08 GB, the shard stalled 5.1 s).
+#[test]
+fn a_hello_with_more_than_max_rooms_plus_two_entries_is_a_protocol_error() {
+    let server = TestServer::start(test_config());
+    let (session, epoch) = session_in_room(&server, "lobby");
+    let mut c = server.client();
+    let points = (0..67)
+        .map(|_| ResumePoint {
+            stream: room("*"),
+            epoch,
+            last_offset: 0,
+        })
+        .collect();
+    hello_resume(&mut c, "", session, points);
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
+    assert!(text.contains("66"), "names the limit: {text}");
+    server.wait_metric("ringport_limit_hits_total{limit=\"resume_entries\"} 1");
+}
+
+#[test]
+fn a_hello_naming_one_stream_twice_is_a_protocol_error() {
+    let server = TestServer::start(test_config());
+    let (session, epoch) = session_in_room(&server, "lobby");
+    let mut c = server.client();
+    let point = ResumePoint {
+        stream: room("lobby"),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![point.clone(), point]);
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
+    assert!(text.contains("room:lobby"), "{text}");
+}
+
+/// The bytes one HELLO replays are capped; beyond the cap the entry is answered GAP and
+/// delivery continues with the newest messages that fit.
+#[test]
+fn replay_per_hello_is_capped_and_reported_as_gap() {
+    let mut config = test_config();
+    config.history.max_replay_bytes = 1_000;
+    let server = TestServer::start(config);
+    let (session, epoch) = session_in_room(&server, "big");
+    let payload = "x".repeat(200);
+    for _ in 0..10 {
+        push_room(&server, "big", &payload);
+    }
+    let mut c = server.client();
+    let entry = ResumePoint {
+        stream: room("big"),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![entry]);
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    let rr = match c.recv() {
+        Frame::ResumeResult(rr) => rr,
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    };
+    assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Gap, "{rr:?}");
+    assert_eq!(rr.missing_from, 1);
+    let mut bytes = 0;
+    let mut expect = rr.missing_to;
+    while expect <= 10 {
+        let p = c.push();
+        assert_eq!(p.offset, expect);
+        bytes += Frame::Push(p).to_bytes().unwrap().len();
+        expect += 1;
+    }
+    assert!(bytes <= 1_000, "{bytes} bytes replayed");
+    assert!(rr.missing_to > 1 && rr.missing_to <= 10, "{rr:?}");
+    server.wait_metric("ringport_limit_hits_total{limit=\"replay_bytes\"} 1");
+}
+
+/// Replay goes out in slices across loop turns; with a one-byte slice (one frame per turn)
+/// it still completes, in order, with live messages sent meanwhile behind it.
+#[test]
+fn sliced_replay_completes_in_order_with_live_traffic_behind_it() {
+    let mut config = test_config();
+    config.history.replay_slice_bytes = 1;
+    let server = TestServer::start(config);
+    let (session, epoch) = session_in_room(&server, "feed");
+    for i in 1..=60 {
+        push_room(&server, "feed", &format!("m{i}"));
+    }
+    let mut c = server.client();
+    let entry = ResumePoint {
+        stream: room("feed"),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![entry]);
+    // Live messages while the replay is (probably) still going out.
+    for i in 61..=80 {
+        push_room(&server, "feed", &format!("m{i}"));
+    }
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(rr) => {
+            assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Resumed, "{rr:?}")
+        }
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    }
+    for i in 1..=80u64 {
+        let p = c.push();
+        assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
+    }
+    // And the connection is fully usable afterwards.
+    c.send(&Frame::Ping { nonce: 7 });
+    assert_eq!(c.recv(), Frame::Pong { nonce: 7 });
+}

@@ -105,6 +105,8 @@ pub const KEYS: &[KeyDoc] = &[
     // --- abuse limits (issue 10) ---
     k("history", "max_bytes", Int, "Budget of all history memory together (frames plus bookkeeping); over it the oldest messages of any stream are evicted and a resume across them gets GAP."),
     k("history", "idle_ttl_ms", Int, "A stream's log (offsets and history) is removed after this long without a new message; its offsets later continue above every removed tail."),
+    k("history", "max_replay_bytes", Int, "History bytes one HELLO may replay over all its resume entries; beyond it the oldest messages are skipped and the entry is answered GAP. 0 = never replay."),
+    k("history", "replay_slice_bytes", Int, "History bytes a shard replays per loop turn over all resuming connections (each message counts 64 bytes more than its size); the rest follows in later turns, so a large resume never stalls other connections."),
     // --- end abuse limits ---
     k("admin", "listen", Addr, "HTTP API and /metrics listener. A non-loopback address requires api_key."),
     opt("admin", "api_key", Str, "\"a-random-string-of-at-least-16-bytes\"", "Bearer key for the HTTP API (Authorization: Bearer KEY or X-Api-Key). Required when listen is not loopback; enforced whenever set."),

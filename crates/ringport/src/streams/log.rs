@@ -118,6 +118,61 @@ impl Replay {
         }
     }
 
+    /// Keeps only the newest frames that fit in `budget` bytes (and takes them out of it).
+    /// If any had to go, the outcome becomes (or stays) NOT_RECOVERED with the skipped
+    /// offsets added to the missing range: for the client the skipped messages are a GAP,
+    /// exactly as if retention had dropped them. `asked_epoch` is the resume entry's epoch.
+    /// Returns the outcome and whether anything was skipped.
+    pub fn capped(self, asked_epoch: u32, budget: &mut u64) -> (Replay, bool) {
+        let frames = self.frames();
+        let mut kept_bytes = 0u64;
+        let mut kept = 0usize;
+        for f in frames.iter().rev() {
+            let len = f.len() as u64;
+            if kept_bytes + len > *budget {
+                break;
+            }
+            kept_bytes += len;
+            kept += 1;
+        }
+        *budget -= kept_bytes;
+        let skip = frames.len() - kept;
+        if skip == 0 {
+            return (self, false);
+        }
+        let capped = match self {
+            Replay::Resumed { mut frames, tail } => {
+                let first = tail + 1 - frames.len() as u64;
+                let frames = frames.split_off(skip);
+                Replay::NotRecovered {
+                    reason: NotRecoveredReason::Gap,
+                    epoch: asked_epoch,
+                    missing: first..first + skip as u64,
+                    frames,
+                    tail,
+                }
+            }
+            Replay::NotRecovered {
+                reason,
+                epoch,
+                missing,
+                mut frames,
+                tail,
+            } => {
+                let continue_at = missing.end + skip as u64;
+                let frames = frames.split_off(skip);
+                Replay::NotRecovered {
+                    reason,
+                    epoch,
+                    missing: missing.start..continue_at,
+                    frames,
+                    tail,
+                }
+            }
+        };
+        (capped, true)
+    }
+
     /// The RESUME_RESULT frame body for this outcome.
     pub fn resume_result(
         &self,
@@ -567,6 +622,52 @@ mod tests {
         // The client saw up to 4 but acknowledged only 1: 2..=4 come again.
         assert_eq!(offsets(&log.replay(1, 4, 0, LIM, true)), [2, 3, 4]);
         assert_eq!(offsets(&log.replay(1, 4, 0, LIM, false)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn capped_replay_keeps_the_newest_frames_and_reports_a_gap() {
+        let mut log = StreamLog::new(9, 0);
+        let lim = HistoryLimits {
+            max_messages: 100,
+            ..LIM
+        };
+        for _ in 0..12 {
+            // Frames "1".."9" are one byte, "10".."12" two.
+            log.append(0, lim, &mut |off| Bytes::from(off.to_string()));
+        }
+        let mut budget = 7;
+        let (r, capped) = log.replay(9, 2, 0, lim, false).capped(9, &mut budget);
+        assert!(capped);
+        assert_eq!(offsets(&r), [9, 10, 11, 12], "2 + 2 + 2 + 1 bytes");
+        assert_eq!(budget, 0);
+        match &r {
+            Replay::NotRecovered {
+                reason, missing, ..
+            } => assert_eq!((*reason, missing.clone()), (NotRecoveredReason::Gap, 3..9)),
+            other => panic!("{other:?}"),
+        }
+        let mut budget = 100;
+        let (r, capped) = log.replay(9, 2, 0, lim, false).capped(9, &mut budget);
+        assert!(!capped);
+        assert!(matches!(r, Replay::Resumed { .. }));
+        assert_eq!(budget, 100 - (7 + 6));
+        let mut budget = 0;
+        let (r, _) = log.replay(9, 2, 0, lim, false).capped(9, &mut budget);
+        assert!(r.frames().is_empty());
+        assert!(matches!(r, Replay::NotRecovered { ref missing, .. } if *missing == (3..13)));
+        // An epoch change keeps its reason; the continuation moves past the skipped frames.
+        let mut budget = 2;
+        let (r, _) = log.replay(1, 50, 0, lim, false).capped(1, &mut budget);
+        match &r {
+            Replay::NotRecovered {
+                reason, missing, ..
+            } => {
+                assert_eq!(*reason, NotRecoveredReason::EpochChanged);
+                assert_eq!((missing.start, missing.end), (51, 12));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(offsets(&r), [12]);
     }
 
     #[test]
