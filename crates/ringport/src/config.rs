@@ -216,6 +216,10 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("api_key", &format_args!("{}", redacted(&self.api_key)))
             .field("max_body_size", &self.max_body_size)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -291,6 +295,16 @@ pub struct AdminConfig {
     /// Required when `listen` is not loopback; always enforced when set.
     pub api_key: Option<String>,
     pub max_body_size: u32,
+    // --- abuse limits (issue 10) ---
+    /// A request head must be complete this long after the connection starts sending it.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive and the request be answered this long after its head.
+    pub body_timeout_ms: u64,
+    /// A kept-alive connection with no request in progress is closed after this long.
+    pub idle_timeout_ms: u64,
+    /// Admin connections open at once; more are answered 503 and closed.
+    pub max_connections: u32,
+    // --- end abuse limits ---
 }
 
 impl Default for AdminConfig {
@@ -299,6 +313,12 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4667)),
             api_key: None,
             max_body_size: 1024 * 1024,
+            // --- abuse limits (issue 10) ---
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 256,
+            // --- end abuse limits ---
         }
     }
 }
@@ -593,6 +613,13 @@ impl Config {
             ));
         }
         in_range("admin.max_body_size", a.max_body_size.into(), 64, 64 << 20)?;
+        // --- abuse limits (issue 10) ---
+        in_range("admin.header_timeout_ms", a.header_timeout_ms, 1, 3_600_000)?;
+        // Longer than a shard's reply deadline, so a push is never cut short by it.
+        in_range("admin.body_timeout_ms", a.body_timeout_ms, 2_500, 3_600_000)?;
+        in_range("admin.idle_timeout_ms", a.idle_timeout_ms, 1, 3_600_000)?;
+        in_range("admin.max_connections", a.max_connections.into(), 1, 65_536)?;
+        // --- end abuse limits ---
 
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -24,6 +24,24 @@ fn hello_resume(c: &mut Client, token: &str, session_id: u64, streams: Vec<Resum
     }));
 }
 
+/// Polls `/metrics` until `ringport_limit_hits_total{limit="<limit>"}` is at least `n` (the
+/// counters are process-wide, shared by every test in this binary).
+fn wait_limit_hits(server: &TestServer, limit: &str, n: u64) {
+    let sample = format!("ringport_limit_hits_total{{limit=\"{limit}\"}}");
+    let deadline = std::time::Instant::now() + common::gateway::WAIT;
+    loop {
+        let body = server.http("GET", "/metrics", "").body;
+        if common::gateway::metric(&body, &sample) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sample} < {n}:\n{body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn room(name: &str) -> StreamName {
     StreamName::Room(name.into())
 }
@@ -95,8 +113,8 @@ fn resuming_a_live_session_closes_the_old_connection_with_replaced() {
     assert_eq!(&b.push().payload[..], b"one");
     let (reason, _) = a.expect_close();
     assert_eq!(reason, CloseReason::REPLACED);
-    let body = server.wait_metric("ringport_limit_hits_total{limit=\"session_replaced\"} 1");
-    assert!(body.contains("ringport_connections_open{state=\"active\"} 1"));
+    wait_limit_hits(&server, "session_replaced", 1);
+    server.wait_metric("ringport_connections_open{state=\"active\"} 1");
 }
 
 /// Observed: session ids were `epoch << 32 | n`, so the next one was guessable.
@@ -160,7 +178,7 @@ fn a_hello_with_more_than_max_rooms_plus_two_entries_is_a_protocol_error() {
     let (reason, text) = c.expect_close();
     assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
     assert!(text.contains("66"), "names the limit: {text}");
-    server.wait_metric("ringport_limit_hits_total{limit=\"resume_entries\"} 1");
+    wait_limit_hits(&server, "resume_entries", 1);
 }
 
 #[test]
@@ -215,7 +233,7 @@ fn replay_per_hello_is_capped_and_reported_as_gap() {
     }
     assert!(bytes <= 1_000, "{bytes} bytes replayed");
     assert!(rr.missing_to > 1 && rr.missing_to <= 10, "{rr:?}");
-    server.wait_metric("ringport_limit_hits_total{limit=\"replay_bytes\"} 1");
+    wait_limit_hits(&server, "replay_bytes", 1);
 }
 
 /// Replay goes out in slices across loop turns; with a one-byte slice (one frame per turn)
@@ -254,4 +272,115 @@ fn sliced_replay_completes_in_order_with_live_traffic_behind_it() {
     // And the connection is fully usable afterwards.
     c.send(&Frame::Ping { nonce: 7 });
     assert_eq!(c.recv(), Frame::Pong { nonce: 7 });
+}
+
+// --- item 8: admin HTTP ---
+
+mod admin {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use super::common::gateway::{test_config, TestServer, WAIT};
+
+    fn server(f: impl FnOnce(&mut ringport::config::AdminConfig)) -> TestServer {
+        let mut c = test_config();
+        f(&mut c.admin);
+        TestServer::start(c)
+    }
+
+    fn connect(s: &TestServer) -> TcpStream {
+        let t = TcpStream::connect(s.admin_addr).unwrap();
+        t.set_read_timeout(Some(WAIT)).unwrap();
+        t
+    }
+
+    /// Reads until the server closes; returns what it sent. Panics after `WAIT`.
+    fn until_closed(t: &mut TcpStream) -> String {
+        let mut all = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut buf = [0u8; 1024];
+            match t.read(&mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&all).into_owned(),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return String::from_utf8_lossy(&all).into_owned()
+                }
+                Err(e) => panic!("not closed ({e}); got {:?}", String::from_utf8_lossy(&all)),
+            }
+            assert!(Instant::now() < deadline, "not closed");
+        }
+    }
+
+    /// Observed: 500 half-sent requests stayed open for 39 s+ (no header timeout).
+    #[test]
+    fn a_half_sent_request_head_is_closed_by_the_header_timeout() {
+        let s = server(|a| a.header_timeout_ms = 200);
+        let mut t = connect(&s);
+        t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        assert_eq!(until_closed(&mut t), "");
+        // A silent connection is a head that never starts: the same deadline.
+        let mut t = connect(&s);
+        assert_eq!(until_closed(&mut t), "");
+        super::wait_limit_hits(&s, "admin_timeout", 2);
+    }
+
+    #[test]
+    fn a_stalled_body_gets_408_and_an_idle_connection_is_closed() {
+        let s = server(|a| {
+            a.body_timeout_ms = 2_500;
+            a.idle_timeout_ms = 200;
+        });
+        let mut t = connect(&s);
+        t.write_all(
+            b"POST /v1/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"payload\"",
+        )
+        .unwrap();
+        let answer = until_closed(&mut t);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+
+        // Kept alive after a response, then silent: closed by the idle timeout.
+        let mut t = connect(&s);
+        t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let answer = until_closed(&mut t);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// Observed: 20,000 idle admin connections filled the descriptor table.
+    #[test]
+    fn connections_over_the_cap_get_503_and_the_first_ones_still_work() {
+        let s = server(|a| a.max_connections = 2);
+        let mut held: Vec<TcpStream> = (0..2).map(|_| connect(&s)).collect();
+        // Both are being served (a request answered on each) before the third arrives.
+        for t in &mut held {
+            t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = t.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        let mut third = connect(&s);
+        let answer = until_closed(&mut third);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop(held);
+        // Once they are gone, new connections are served again (bounded poll).
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = s.http("GET", "/healthz", "");
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never served again: {}",
+                r.status
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
