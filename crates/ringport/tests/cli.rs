@@ -340,6 +340,17 @@ fn healthz_answers_when_the_process_is_out_of_descriptors() {
     }
     let admin = admin.unwrap_or_else(|| panic!("not ready: {:?}", child.wait()));
     std::thread::spawn(move || log.for_each(drop));
+    // A failing assertion must not leave the server running.
+    struct KillOnDrop(Option<std::process::Child>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut guard = KillOnDrop(Some(child));
     let ask = |t: &mut std::net::TcpStream| -> String {
         t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -370,5 +381,5 @@ fn healthz_answers_when_the_process_is_out_of_descriptors() {
         assert!(answer.starts_with("http/1.1 200"), "{answer:?}");
     }
     drop(held);
-    stop(child);
+    stop(guard.0.take().expect("still running"));
 }
