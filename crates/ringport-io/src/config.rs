@@ -39,7 +39,8 @@ pub struct EngineConfig {
     /// this is the shard's fixed receive memory (`recv_buffers * recv_buffer_size`).
     /// Default 1024 (4 MiB per shard).
     pub recv_buffers: u16,
-    /// Queued bytes per connection before the slow-consumer policy applies. Default 4 MiB.
+    /// Queued bytes per connection before the slow-consumer policy applies; at most
+    /// `u32::MAX` (a queue counts its bytes in a `u32`). Default 4 MiB.
     pub send_high_water: usize,
     /// What happens at the high-water mark. Default: close.
     pub slow_consumer: SlowConsumerPolicy,
@@ -56,6 +57,10 @@ pub struct EngineConfig {
     pub shutdown_timeout: Duration,
     /// Look up each accepted connection's peer address (one extra op per accept). Default true.
     pub resolve_peer_addr: bool,
+    /// At exit, how long a shard waits for the kernel to finish its cancelled operations.
+    /// Past it the shard exits anyway and leaks the memory those operations may still use
+    /// (never frees it under the kernel). Default 2 s.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +84,7 @@ impl Default for EngineConfig {
             accept_backoff: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(5),
             resolve_peer_addr: true,
+            shutdown_drain: Duration::from_secs(2),
         }
     }
 }
@@ -121,6 +127,13 @@ impl EngineConfig {
         }
         if self.send_high_water == 0 {
             return Err("send_high_water must be positive".into());
+        }
+        if self.send_high_water > u32::MAX as usize {
+            return Err(format!(
+                "send_high_water must be at most {} (a send queue counts bytes in a u32), got {}",
+                u32::MAX,
+                self.send_high_water
+            ));
         }
         Ok(())
     }

@@ -178,6 +178,33 @@ impl<H: crate::Handler> Core<H> {
         Some(slot)
     }
 
+    // ---- operation accounting ---------------------------------------------------------
+
+    /// Counts one operation that `slot`'s connection starts and returns the `user_data` its
+    /// completion will carry. The only place a slot's operations are counted: the
+    /// descriptor is closed, and the slot freed, only once every counted operation has had
+    /// its last completion ([`Core::op_finished`], then [`Core::settle`]).
+    pub fn op_started(&mut self, slot: u32, op: Op) -> u64 {
+        let s = &mut self.slots[slot as usize];
+        s.ops += 1;
+        pack(op, slot, s.gen)
+    }
+
+    /// The last completion of one of `slot`'s operations arrived.
+    pub fn op_finished(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        debug_assert!(s.ops > 0, "completion of an operation never counted");
+        s.ops -= 1;
+    }
+
+    /// The shard is exiting while the kernel may still hold operations: the memory they can
+    /// touch (send contexts and queued payloads, connect contexts) is leaked, never freed.
+    /// The driver does the same for its receive buffers and doorbell word.
+    pub fn leak_kernel_memory(&mut self) {
+        std::mem::forget(std::mem::replace(&mut self.pool, SendPool::new()));
+        std::mem::forget(std::mem::take(&mut self.connects));
+    }
+
     // ---- sending -------------------------------------------------------------------------
 
     fn admit(&mut self, conn: ConnId, len: usize) -> Result<u32, SendError> {
@@ -227,10 +254,14 @@ impl<H: crate::Handler> Core<H> {
             if !matches!(s.state, State::Open | State::Draining) || s.fd == NO_FD {
                 continue;
             }
+            let fd = s.fd;
             if let Some((msg, n)) = self.pool.prepare(&mut s.q) {
-                s.ops += 1;
-                let (fd, ud) = (s.fd, pack(Op::Send, slot, s.gen));
-                self.driver.sendmsg(fd, msg, ud);
+                let ud = self.op_started(slot, Op::Send);
+                // SAFETY: `msg` is the boxed `SendOp` of this queue's send in flight; it and
+                // the chunks it points at are sealed (neither moved, freed nor changed) until
+                // this send's completion, also after a cancel, and the pool is leaked rather
+                // than dropped if the shard exits before that completion arrives.
+                unsafe { self.driver.sendmsg(fd, msg, ud) };
                 self.sh.stats.sends.inc();
                 self.sh.stats.record_batch(n);
             }
@@ -283,8 +314,8 @@ impl<H: crate::Handler> Core<H> {
             return;
         }
         s.recv_armed = true;
-        s.ops += 1;
-        let (fd, ud) = (s.fd, pack(Op::Recv, slot, s.gen));
+        let fd = s.fd;
+        let ud = self.op_started(slot, Op::Recv);
         self.driver.recv_multishot(fd, ud);
     }
 
@@ -392,13 +423,14 @@ impl<H: crate::Handler> Core<H> {
             return;
         }
         s.state = State::FinSent;
-        s.ops += 1;
-        let (fd, ud) = (s.fd, pack(Op::Shutdown, slot, s.gen));
+        let fd = s.fd;
+        let ud = self.op_started(slot, Op::Shutdown);
         self.driver.shutdown(fd, libc::SHUT_WR, ud);
     }
 
-    /// Cancels what is in flight and closes the descriptor; the slot frees when the last
-    /// operation completes.
+    /// Stops the connection: drops what is unsent and cancels what is in flight. The
+    /// descriptor is closed, and then the slot freed, by [`Core::settle`] as the operations
+    /// complete (see "Connection lifetime" in docs/architecture.md).
     pub fn finish(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         if s.state == State::Closing || s.state == State::Free {
@@ -407,24 +439,34 @@ impl<H: crate::Handler> Core<H> {
         s.state = State::Closing;
         s.timer = NEVER;
         self.pool.clear_unsent(&mut s.q);
-        if s.fd != NO_FD {
-            let (fd, gen) = (s.fd, s.gen);
-            if s.ops > 0 {
-                s.ops += 1;
-                self.driver.cancel_fd(fd, pack(Op::Cancel, slot, gen));
-            }
-            s.ops += 1;
-            self.driver.close(fd, pack(Op::Close, slot, gen));
+        if s.fd != NO_FD && s.ops > 0 {
+            let fd = s.fd;
+            let ud = self.op_started(slot, Op::Cancel);
+            self.driver.cancel_fd(fd, ud);
         }
-        self.maybe_free(slot);
+        self.settle(slot);
     }
 
-    /// Frees a closing slot once nothing is in flight.
-    pub fn maybe_free(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
+    /// Advances a closing slot after any of its events. The order is the lifetime rule:
+    /// 1. while any operation that names the slot's direct descriptor is outstanding
+    ///    (including ones the kernel resolves late, like a shutdown it runs in a worker
+    ///    thread), nothing else happens: the descriptor index stays this connection's;
+    /// 2. then the close is issued: from that moment the kernel may give the index to a new
+    ///    connection, and nothing of ours names it any more;
+    /// 3. when the close has completed, the slot is freed (its generation bumped).
+    pub fn settle(&mut self, slot: u32) {
+        let s = &self.slots[slot as usize];
         if s.state != State::Closing || s.ops > 0 {
             return;
         }
+        if s.fd != NO_FD {
+            let fd = s.fd;
+            let ud = self.op_started(slot, Op::Close);
+            self.slots[slot as usize].fd = NO_FD;
+            self.driver.close(fd, ud);
+            return;
+        }
+        let s = &mut self.slots[slot as usize];
         self.pool.release(&mut s.q);
         if s.connect != NO_CTX {
             self.free_connects.push(s.connect);
@@ -487,34 +529,43 @@ impl<H: crate::Handler> Core<H> {
         s.origin = crate::Origin::Connected;
         s.peer = Some(addr);
         s.connect = ci;
-        s.ops += 1;
         let domain = if addr.is_ipv4() {
             libc::AF_INET
         } else {
             libc::AF_INET6
         };
-        let ud = pack(Op::Socket, slot, s.gen);
+        let ud = self.op_started(slot, Op::Socket);
         self.driver.socket(domain, ud);
         Ok(self.id(slot))
     }
 
     /// The outbound socket exists: set it up and connect (linked).
     pub fn socket_ready(&mut self, slot: u32, fd: u32) {
-        let s = &mut self.slots[slot as usize];
-        s.fd = fd;
-        let ctx = &self.connects[s.connect as usize];
+        self.slots[slot as usize].fd = fd;
+        let ci = self.slots[slot as usize].connect as usize;
+        let has_bind = self.connects[ci].bind.is_some();
+        // One count per entry of the chain: each completes once.
+        let setup = self.op_started(slot, Op::Setup);
+        if has_bind {
+            self.op_started(slot, Op::Setup);
+        }
+        let conn = self.op_started(slot, Op::Connect);
+        let ctx = &self.connects[ci];
         let bind = ctx.bind.as_ref().map(|b| (b.as_ptr().cast(), b.len()));
-        s.ops += if bind.is_some() { 3 } else { 2 };
-        let setup = pack(Op::Setup, slot, s.gen);
-        let conn = pack(Op::Connect, slot, s.gen);
-        self.driver.setup_and_connect(
-            fd,
-            &ctx.one,
-            bind,
-            (ctx.addr.as_ptr().cast(), ctx.addr.len()),
-            setup,
-            conn,
-        );
+        // SAFETY: the option value and both addresses live in this slot's boxed
+        // `ConnectCtx`, which does not move when the pool grows and is reused only after the
+        // slot is freed — that is, after every entry of this chain has completed (each one is
+        // counted in the slot's ops). If the shard exits first, the contexts are leaked.
+        unsafe {
+            self.driver.setup_and_connect(
+                fd,
+                &ctx.one,
+                bind,
+                (ctx.addr.as_ptr().cast(), ctx.addr.len()),
+                setup,
+                conn,
+            );
+        }
     }
 
     pub fn connect_ctx(&mut self, slot: u32) -> Option<&mut ConnectCtx> {

@@ -113,7 +113,7 @@ impl<H: Handler> EngineHandle<H> {
 /// A running engine: its shard threads and a handle to them.
 pub struct Engine<H: Handler> {
     handle: EngineHandle<H>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<Result<(), EngineError>>>,
 }
 
 impl<H: Handler> std::fmt::Debug for Engine<H> {
@@ -179,11 +179,11 @@ impl<H: Handler> Engine<H> {
                         }
                         Err(e) => {
                             let _ = ready.send(Err(e));
-                            return;
+                            return Ok(());
                         }
                     };
                     drop(ready);
-                    shard.run();
+                    shard.run()
                 })
                 .map_err(|source| EngineError::Setup {
                     what: "spawning a shard thread",
@@ -227,12 +227,14 @@ impl<H: Handler> Engine<H> {
         self.handle.shutdown();
     }
 
-    /// Waits for every shard thread to exit.
+    /// Waits for every shard thread to exit; the first shard's error (a panic, or a ring
+    /// that failed for good), if any.
     pub fn join(self) -> Result<(), EngineError> {
         let mut result = Ok(());
         for (i, t) in self.threads.into_iter().enumerate() {
-            if t.join().is_err() && result.is_ok() {
-                result = Err(EngineError::ShardPanicked(i));
+            let r = t.join().unwrap_or(Err(EngineError::ShardPanicked(i)));
+            if result.is_ok() {
+                result = r;
             }
         }
         result

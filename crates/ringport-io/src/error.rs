@@ -39,6 +39,15 @@ pub enum EngineError {
     },
     /// A shard thread panicked (a bug in a handler or the engine).
     ShardPanicked(usize),
+    /// A shard's ring kept refusing submissions (`io_uring_enter` failed with an error that
+    /// retrying cannot fix, or for longer than a few seconds): the shard closed its
+    /// connections and stopped.
+    RingFailed {
+        /// The shard that stopped.
+        shard: usize,
+        /// The last submit error.
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for EngineError {
@@ -77,6 +86,10 @@ impl std::fmt::Display for EngineError {
                 write!(f, "engine setup failed ({what}): {source}")
             }
             EngineError::ShardPanicked(i) => write!(f, "shard {i} panicked"),
+            EngineError::RingFailed { shard, source } => write!(
+                f,
+                "shard {shard} stopped: its io_uring kept refusing submissions ({source})"
+            ),
         }
     }
 }
@@ -87,7 +100,8 @@ impl std::error::Error for EngineError {
             EngineError::UringUnavailable { source, .. }
             | EngineError::KernelTooOld { source, .. }
             | EngineError::Listen { source, .. }
-            | EngineError::Setup { source, .. } => Some(source),
+            | EngineError::Setup { source, .. }
+            | EngineError::RingFailed { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -26,7 +26,8 @@ pub(crate) enum Envelope<H: Handler> {
 
 /// What a shard shares with other threads.
 pub(crate) struct ShardShared<H: Handler> {
-    inbox: Mutex<Vec<Envelope<H>>>,
+    /// Pending messages; `None` once the shard has exited (later messages are dropped).
+    inbox: Mutex<Option<Vec<Envelope<H>>>>,
     /// Set by the first sender after the shard last drained; cleared by the shard before it
     /// drains, so no message can be left behind without a doorbell.
     notified: AtomicBool,
@@ -43,7 +44,7 @@ impl<H: Handler> ShardShared<H> {
             return Err(std::io::Error::last_os_error());
         }
         Ok(ShardShared {
-            inbox: Mutex::new(Vec::new()),
+            inbox: Mutex::new(Some(Vec::new())),
             notified: AtomicBool::new(false),
             // SAFETY: fd is a fresh descriptor that nothing else owns.
             doorbell: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -56,12 +57,24 @@ impl<H: Handler> ShardShared<H> {
         self.doorbell.as_raw_fd()
     }
 
+    /// Queues `env` for the shard and rings its doorbell; drops it if the shard has exited.
     pub fn post(&self, env: Envelope<H>) {
-        self.inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(env);
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(queue) = inbox.as_mut() else {
+            // Dropped outside the lock (a closure's captures may be arbitrary).
+            drop(inbox);
+            drop(env);
+            return;
+        };
+        queue.push(env);
+        drop(inbox);
         self.ring();
+    }
+
+    /// The shard is exiting: what is pending, and everything posted from now on, is dropped.
+    pub fn close_inbox(&self) {
+        let pending = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(pending);
     }
 
     /// Wakes the shard unless a wake-up is already pending.
@@ -84,9 +97,13 @@ impl<H: Handler> ShardShared<H> {
     /// Takes every pending message, leaving `spare`'s (empty) allocation in the inbox.
     pub fn drain(&self, spare: &mut Vec<Envelope<H>>) {
         self.notified.store(false, Ordering::Release);
-        std::mem::swap(
-            &mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()),
-            spare,
-        );
+        if let Some(queue) = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            std::mem::swap(queue, spare);
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! }
 //! ```
 
+use std::io;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use crate::core::{Accept, Core};
 use crate::id::{pack, unpack, Op};
 use crate::inbox::Envelope;
 use crate::listener::nofile_limit;
-use crate::sys::uring::{Completion, Driver};
+use crate::sys::uring::{Completion, Driver, SubmitFailures};
 use crate::timer::Entry;
 use crate::{CloseReason, Ctx, EngineConfig, EngineError, EngineHandle, Handler, Origin};
 
@@ -93,7 +94,10 @@ impl<H: Handler> Shard<H> {
         }
     }
 
-    pub fn run(&mut self) {
+    /// The shard's loop, until shutdown completes (`Ok`) or the ring fails for good (`Err`).
+    pub fn run(&mut self) -> Result<(), EngineError> {
+        let mut failures = SubmitFailures::default();
+        let mut stopped = None;
         self.core.arm_accept();
         let doorbell = self.core.sh.doorbell_fd();
         self.core
@@ -111,9 +115,21 @@ impl<H: Handler> Shard<H> {
                 .stats
                 .busy_ns
                 .add(busy_from.elapsed().as_nanos() as u64);
-            if let Err(e) = self.core.driver.submit_and_wait(timed.then_some(tick)) {
-                tracing::error!(shard = self.core.shard, error = %e, "io_uring_enter failed");
+            // A submit that failed while flushing a full queue already lost entries: stop.
+            if let Some(e) = self.core.driver.failed() {
+                stopped = Some(io::Error::new(e.kind(), e.to_string()));
+                break;
+            }
+            let submitted = self.core.driver.submit_and_wait(timed.then_some(tick));
+            let retry = submitted.is_err();
+            if let Err(e) = failures.record(submitted, Instant::now()) {
+                stopped = Some(e);
+                break;
+            }
+            if retry {
+                // Retryable (the kernel short of memory): pause instead of spinning.
                 std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
             busy_from = Instant::now();
             self.core.set_now(busy_from);
@@ -147,7 +163,23 @@ impl<H: Handler> Shard<H> {
                 break;
             }
         }
+        if let Some(e) = &stopped {
+            tracing::error!(
+                shard = self.core.shard,
+                error = %e,
+                "io_uring_enter keeps failing: stopping this shard and closing its connections"
+            );
+            self.abandon_all(e.raw_os_error().unwrap_or(libc::EIO));
+        }
         self.drain_in_flight();
+        self.core.sh.close_inbox();
+        match stopped {
+            None => Ok(()),
+            Some(source) => Err(EngineError::RingFailed {
+                shard: self.core.shard,
+                source,
+            }),
+        }
     }
 
     fn dispatch(&mut self, c: Completion) {
@@ -170,7 +202,7 @@ impl<H: Handler> Shard<H> {
             return;
         }
         if !c.more() {
-            self.core.slots[slot as usize].ops -= 1;
+            self.core.op_finished(slot);
         }
         match op {
             Op::Recv => self.on_recv(slot, c),
@@ -180,8 +212,8 @@ impl<H: Handler> Shard<H> {
                     self.core.finish(slot);
                 }
             }
-            Op::Close => self.core.slots[slot as usize].fd = crate::conn::NO_FD,
-            Op::Cancel => {}
+            // The descriptor was forgotten when the close was issued (see `Core::settle`).
+            Op::Close | Op::Cancel => {}
             Op::PeerAddr => {
                 if c.result >= 0 {
                     self.core.slots[slot as usize].peer =
@@ -202,7 +234,7 @@ impl<H: Handler> Shard<H> {
             Op::Accept | Op::Doorbell => {}
         }
         self.deliver_closes();
-        self.core.maybe_free(slot);
+        self.core.settle(slot);
     }
 
     fn on_accept(&mut self, c: Completion) {
@@ -227,13 +259,10 @@ impl<H: Handler> Shard<H> {
             s.fd = fd;
             s.state = State::Open;
             s.origin = Origin::Accepted;
-            let gen = s.gen;
             self.core.arm_recv(slot);
             if self.core.cfg.resolve_peer_addr {
-                self.core.slots[slot as usize].ops += 1;
-                self.core
-                    .driver
-                    .fd_install(fd, pack(Op::PeerAddr, slot, gen));
+                let ud = self.core.op_started(slot, Op::PeerAddr);
+                self.core.driver.fd_install(fd, ud);
             }
             self.core.schedule(slot);
             let id = self.core.id(slot);
@@ -373,11 +402,9 @@ impl<H: Handler> Shard<H> {
             if state == State::Connecting {
                 self.core.socket_ready(slot, res as u32);
             } else {
-                // Closed while the socket was being made: close it now.
-                let s = &mut self.core.slots[slot as usize];
-                s.ops += 1;
-                let ud = pack(Op::Close, slot, s.gen);
-                self.core.driver.close(res as u32, ud);
+                // Closed while the socket was being made: the slot is closing, and
+                // `settle` (right after this completion) closes the new descriptor.
+                self.core.slots[slot as usize].fd = res as u32;
             }
         } else {
             self.core
@@ -480,7 +507,7 @@ impl<H: Handler> Shard<H> {
             if self.core.slots[slot as usize].state != State::Free {
                 self.core.schedule(slot);
             }
-            self.core.maybe_free(slot);
+            self.core.settle(slot);
         }
         self.due = due;
     }
@@ -539,16 +566,37 @@ impl<H: Handler> Shard<H> {
         }
     }
 
-    /// Cancels whatever is left and waits (bounded) for the kernel to let go of our memory.
+    /// The ring failed for good: every live connection is closed (its handler told, with
+    /// `CloseReason::Io(errno)`), as far as the ring still takes operations.
+    fn abandon_all(&mut self, errno: i32) {
+        for slot in 0..self.core.slots.len() as u32 {
+            if matches!(
+                self.core.slots[slot as usize].state,
+                State::Open | State::Connecting | State::Draining | State::FinSent
+            ) {
+                self.core.begin_close(slot, CloseReason::Io(errno), false);
+                self.core.finish(slot);
+            }
+        }
+        self.deliver_closes();
+    }
+
+    /// Cancels whatever is left and waits, at most `shutdown_drain`, for the kernel to let go
+    /// of our memory. Past that, the memory the remaining operations may touch is leaked.
     fn drain_in_flight(&mut self) {
         self.core.driver.cancel_any();
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + self.core.cfg.shutdown_drain;
         let mut batch = Vec::new();
         while self.core.driver.inflight() > 0 && Instant::now() < deadline {
-            let _ = self
-                .core
-                .driver
-                .submit_and_wait(Some(Duration::from_millis(10)));
+            if self.core.driver.failed().is_some()
+                || self
+                    .core
+                    .driver
+                    .submit_and_wait(Some(Duration::from_millis(10)))
+                    .is_err()
+            {
+                break;
+            }
             batch.clear();
             self.core.driver.drain(&mut batch);
             for c in &batch {
@@ -561,8 +609,9 @@ impl<H: Handler> Shard<H> {
             tracing::warn!(
                 shard = self.core.shard,
                 inflight = self.core.driver.inflight(),
-                "exiting with operations in flight"
+                "exiting with operations in flight: leaking the memory they may still use"
             );
+            self.core.leak_kernel_memory();
         }
     }
 }

@@ -68,3 +68,70 @@ fn shutdown_delivers_everything_queued_before_eof_and_joins() {
     assert_eq!(log.closes_with(CloseReason::Shutdown), 40);
     assert_eq!((s.open, s.slots_used), (0, 0));
 }
+
+/// A shard that gives up on the kernel at exit (here: `shutdown_drain` of zero, so the
+/// cancelled receives, sends and the doorbell read are certainly still in flight) exits
+/// cleanly and leaks the memory those operations may touch instead of freeing it: the process
+/// goes on, and a new engine in the same process works. Run under valgrind once (see
+/// docs/benchmarks.md, "Engine lifetime checks") to see that no freed memory is touched.
+#[test]
+fn shutdown_that_gives_up_on_operations_in_flight_exits_cleanly() {
+    let cfg = EngineConfig {
+        workers: 2,
+        shutdown_timeout: Duration::from_millis(100),
+        close_linger: Duration::from_millis(100),
+        shutdown_drain: Duration::ZERO,
+        ..Default::default()
+    };
+    let (engine, log, addr) = start(
+        cfg.clone(),
+        Behaviour {
+            echo: true,
+            flood: Some(64 * 1024),
+            ..Default::default()
+        },
+    );
+    // Flooded clients that never read: sends stay in flight; plus idle ones with receives
+    // armed.
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        if i % 2 == 0 {
+            std::io::Write::write_all(&mut c, b"F").unwrap();
+        }
+        clients.push(c);
+    }
+    let h = engine.handle();
+    wait_until(
+        "sends in flight on the flooded connections",
+        DEADLINE,
+        || totals(&h).open == 16 && log.queued.load(Ordering::Relaxed) > 16 << 20,
+    );
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+    assert_eq!(
+        log.closes.lock().unwrap().len(),
+        16,
+        "every connection told"
+    );
+    drop(clients);
+
+    // The process is intact: a second engine echoes.
+    let (engine, _log, addr) = start(
+        cfg,
+        Behaviour {
+            echo: true,
+            ..Default::default()
+        },
+    );
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let msg = pattern(9, 100_000);
+    std::io::Write::write_all(&mut c, &msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    std::io::Read::read_exact(&mut c, &mut back).unwrap();
+    assert!(back == msg, "echo after a give-up exit");
+    drop(c);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}

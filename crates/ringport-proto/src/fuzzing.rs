@@ -1,5 +1,5 @@
-//! Fuzz target bodies, shared by `fuzz/` (cargo-fuzz, nightly) and by a
-//! stable proptest in `tests/fuzz_bodies.rs`, so CI runs them without nightly.
+//! Fuzz target bodies, shared by `fuzz/` (cargo-fuzz, run by CI's fuzz smoke step) and by
+//! a proptest in `tests/fuzz_bodies.rs`, so `cargo test` exercises them too.
 //!
 //! Each body panics only if an invariant breaks.
 

@@ -1,5 +1,5 @@
 //! Runs the cargo-fuzz target bodies on stable over proptest-generated inputs,
-//! so CI exercises them without a nightly toolchain.
+//! so `cargo test` exercises them too (CI also runs the real targets briefly).
 
 use proptest::prelude::*;
 use ringport_proto::fuzzing::{decode_frames, sample_frames, session_sequence};

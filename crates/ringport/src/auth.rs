@@ -6,8 +6,8 @@
 //!
 //! Only HS256 is accepted. The header's `alg` is checked before anything else, so `none`,
 //! other HMAC sizes and asymmetric algorithms are rejected by name (no algorithm confusion).
-//! Expiry is checked against the caller's `now`, so the shard's cached clock (and tests'
-//! virtual clock) decide, with no leeway.
+//! Expiry is checked against the caller's `now` with no leeway: the gateway passes the wall
+//! clock (`SystemTime::now()`, since `exp` is wall time), tests pass a fixed instant.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

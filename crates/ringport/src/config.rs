@@ -158,7 +158,9 @@ impl EngineSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolConfig {
-    pub max_frame_size: u32,
+    /// Largest frame payload (the bytes after the 8-byte header), both directions; WELCOME's
+    /// `max_payload`.
+    pub max_payload: u32,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_tolerated: u32,
     pub heartbeat_probe_interval_ms: u64,
@@ -171,14 +173,15 @@ pub struct ProtocolConfig {
 impl Default for ProtocolConfig {
     fn default() -> Self {
         ProtocolConfig {
-            max_frame_size: 1024 * 1024,
+            // The defaults and why: docs/protocol.md section 11. A test compares them.
+            max_payload: 64 * 1024,
             heartbeat_interval_ms: 30_000,
             heartbeat_tolerated: 2,
-            heartbeat_probe_interval_ms: 5_000,
+            heartbeat_probe_interval_ms: 10_000,
             heartbeat_close_after: 3,
             handshake_timeout_ms: 10_000,
-            max_sleep_interval_ms: 600_000,
-            sleep_holdback: 256,
+            max_sleep_interval_ms: 300_000,
+            sleep_holdback: 64,
         }
     }
 }
@@ -377,6 +380,9 @@ pub enum ConfigError {
         key: &'static str,
         requirement: String,
     },
+    /// Refused by the engine's validator (`ringport_io::EngineConfig::validate`).
+    #[error("{key} {requirement}")]
+    Engine { key: String, requirement: String },
 }
 
 fn invalid(key: &'static str, requirement: impl Into<String>) -> ConfigError {
@@ -396,48 +402,63 @@ fn in_range(key: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigErr
     Ok(())
 }
 
-fn pow2_in_range(key: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
-    if !v.is_power_of_two() || v < lo || v > hi {
-        return Err(invalid(
-            key,
-            format!("must be a power of two between {lo} and {hi} (got {v})"),
-        ));
-    }
-    Ok(())
-}
-
-/// Most connections one shard can address: the slot field of a `ConnId` is 24 bits.
-pub const MAX_CONNECTIONS_PER_SHARD: u64 = 1 << 24;
-/// Most shards: the shard field of a `ConnId` is 8 bits.
-pub const MAX_WORKERS: u64 = 256;
 /// Shortest accepted HS256 secret (RFC 7518 section 3.2: key at least as long as the hash).
 pub const MIN_SECRET_LEN: usize = 32;
 /// Shortest accepted admin API key.
 pub const MIN_API_KEY_LEN: usize = 16;
 
 impl Config {
+    /// `ringport_io::EngineConfig::validate` on the engine configuration this config maps to,
+    /// its error named by our key (the engine's message starts with its field name).
+    fn validate_engine(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        // Values the mapping would have to clamp are refused here with the engine's range.
+        if u16::try_from(e.recv_buffers).is_err() {
+            return Err(invalid(
+                "engine.recv_buffers",
+                format!(
+                    "must be a power of two between 1 and 32768, got {}",
+                    e.recv_buffers
+                ),
+            ));
+        }
+        crate::serve::engine_config(self)
+            .validate()
+            .map_err(|message| {
+                let field = message.split(' ').next().unwrap_or_default();
+                let key = keys::KEYS
+                    .iter()
+                    .filter(|k| k.section == "engine" || k.section == "server")
+                    // Durations are `*_ms` keys for the engine's `Duration` fields.
+                    .find(|k| k.key == field || k.key.strip_suffix("_ms") == Some(field))
+                    .map_or_else(
+                        || format!("engine.{field}"),
+                        |k| format!("{}.{}", k.section, k.key),
+                    );
+                ConfigError::Engine {
+                    requirement: message[field.len()..].trim_start().to_owned(),
+                    key,
+                }
+            })
+    }
+
     /// Checks every value; the error names the key and the rule it broke.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // The engine's own limits (workers, connection slots, ring entries, receive buffers,
+        // the send queue's counter) are checked by the engine's validator, once, here and
+        // again at start; the ranges below are the gateway's own policy.
+        self.validate_engine()?;
         let s = &self.server;
-        in_range("server.workers", s.workers as u64, 0, MAX_WORKERS)?;
         in_range("server.backlog", s.backlog.into(), 1, 65_535)?;
 
         let e = &self.engine;
-        in_range(
-            "engine.max_connections_per_shard",
-            e.max_connections_per_shard.into(),
-            1,
-            MAX_CONNECTIONS_PER_SHARD,
-        )?;
-        pow2_in_range("engine.ring_entries", e.ring_entries.into(), 1, 32_768)?;
         in_range(
             "engine.recv_buffer_size",
             e.recv_buffer_size.into(),
             64,
             1 << 20,
         )?;
-        pow2_in_range("engine.recv_buffers", e.recv_buffers.into(), 1, 32_768)?;
-        in_range("engine.send_high_water", e.send_high_water, 1024, 1 << 32)?;
+        in_range("engine.send_high_water", e.send_high_water, 1024, u64::MAX)?;
         in_range("engine.close_linger_ms", e.close_linger_ms, 0, 600_000)?;
         in_range("engine.idle_timeout_ms", e.idle_timeout_ms, 0, 86_400_000)?;
         in_range("engine.timer_tick_ms", e.timer_tick_ms, 1, 1_000)?;
@@ -450,18 +471,13 @@ impl Config {
         )?;
 
         let p = &self.protocol;
-        in_range(
-            "protocol.max_frame_size",
-            p.max_frame_size.into(),
-            64,
-            16 << 20,
-        )?;
-        if e.send_high_water < u64::from(p.max_frame_size) {
+        in_range("protocol.max_payload", p.max_payload.into(), 64, 16 << 20)?;
+        if e.send_high_water < u64::from(p.max_payload) {
             return Err(invalid(
                 "engine.send_high_water",
                 format!(
-                    "must be at least protocol.max_frame_size ({}), or one frame would close the connection",
-                    p.max_frame_size
+                    "must be at least protocol.max_payload ({}), or one frame would close the connection",
+                    p.max_payload
                 ),
             ));
         }
@@ -558,14 +574,14 @@ impl Config {
             "rooms.max_publish_size",
             r.max_publish_size.into(),
             1,
-            p.max_frame_size.into(),
+            p.max_payload.into(),
         )
         .map_err(|_| {
             invalid(
                 "rooms.max_publish_size",
                 format!(
-                    "must be between 1 and protocol.max_frame_size ({})",
-                    p.max_frame_size
+                    "must be between 1 and protocol.max_payload ({})",
+                    p.max_payload
                 ),
             )
         })?;
@@ -654,14 +670,17 @@ mod tests {
         c.engine.recv_buffers = 3000;
         assert_eq!(
             err(&c),
-            "engine.recv_buffers must be a power of two between 1 and 32768 (got 3000)"
+            "engine.recv_buffers must be a power of two between 1 and 32768, got 3000"
         );
         let mut c = Config::default();
         c.engine.ring_entries = 65_536;
-        assert!(err(&c).starts_with("engine.ring_entries must be a power of two"));
+        assert!(err(&c).starts_with("engine.ring_entries must be between 8 and 32768"));
         let mut c = Config::default();
         c.server.workers = 1000;
-        assert!(err(&c).starts_with("server.workers must be between 0 and 256"));
+        assert!(err(&c).starts_with("server.workers must be between 1 and 255"));
+        let mut c = Config::default();
+        c.engine.timer_tick_ms = 0;
+        assert_eq!(err(&c), "engine.timer_tick_ms must be positive");
         let mut c = Config::default();
         c.protocol.heartbeat_probe_interval_ms = 60_000;
         assert!(err(&c).starts_with("protocol.heartbeat_probe_interval_ms"));

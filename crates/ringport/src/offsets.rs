@@ -7,22 +7,19 @@
 //! and hands it a closure that encodes the PUSH frame for that offset; the sink returns the
 //! offset and the encoded frame (and may keep the frame as history for resuming clients).
 //!
-//! [`CounterSink`] is the history-less implementation: one counter per stream behind a
-//! mutex. [`crate::streams::Streams`] is the history-backed one (bounded by count and age,
-//! with replay, inbox acks and history memory); the gateway starts with it.
+//! [`crate::streams::Streams`] is the implementation (history bounded by count and age, with
+//! replay, inbox acks and history memory); the gateway starts with it.
 //!
 //! Ordering: the gateway calls `append` and posts the returned frame to the shards under one
 //! sequencing lock, so every shard sees a stream's offsets in increasing order and can drop a
 //! duplicate (offset ≤ last delivered on that connection) without ever creating a gap.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use ringport_proto::StreamName;
 
-use crate::streams::{Replay, StreamLog};
+use crate::streams::Replay;
 
 /// Assigns offsets to stream messages (and, in richer implementations, keeps history).
 pub trait StreamSink: Send + Sync {
@@ -77,62 +74,6 @@ pub trait StreamSink: Send + Sync {
     }
 }
 
-/// Offsets only, no history: a counter per stream, starting at 1.
-#[derive(Debug)]
-pub struct CounterSink {
-    epoch: u32,
-    next: Mutex<HashMap<StreamName, u64>>,
-}
-
-impl CounterSink {
-    /// A sink with the given epoch (use [`random_epoch`] in production).
-    pub fn new(epoch: u32) -> CounterSink {
-        CounterSink {
-            epoch,
-            next: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl StreamSink for CounterSink {
-    fn append(
-        &self,
-        stream: &StreamName,
-        _now_ms: u64,
-        encode: &mut dyn FnMut(u64) -> Bytes,
-    ) -> (u64, Bytes) {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let offset = match next.get_mut(stream) {
-            Some(n) => {
-                let o = *n;
-                *n += 1;
-                o
-            }
-            None => {
-                next.insert(stream.clone(), 2);
-                1
-            }
-        };
-        (offset, encode(offset))
-    }
-
-    fn epoch(&self) -> u32 {
-        self.epoch
-    }
-
-    fn position(&self, stream: &StreamName, _now_ms: u64) -> (u32, u64) {
-        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        (self.epoch, next.get(stream).map_or(0, |n| n - 1))
-    }
-
-    /// No history: anything after `last_offset` is reported lost.
-    fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, _now_ms: u64) -> Replay {
-        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let tail = next.get(stream).map_or(0, |n| n - 1);
-        StreamLog::replay_without_history(self.epoch, tail, epoch, last_offset)
-    }
-}
-
 /// A non-zero epoch that differs between process starts (std's per-process random hasher
 /// keys mixed with the clock and the pid; no extra dependency).
 pub fn random_epoch() -> u32 {
@@ -151,18 +92,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn offsets_are_per_stream_and_increasing() {
-        let sink = CounterSink::new(7);
-        let a = StreamName::Room("a".into());
-        let b = StreamName::User("b".into());
-        let mut seen = Vec::new();
-        for s in [&a, &a, &b, &a] {
-            let (o, f) = sink.append(s, 0, &mut |o| Bytes::from(o.to_string()));
-            assert_eq!(f, Bytes::from(o.to_string()));
-            seen.push(o);
-        }
-        assert_eq!(seen, [1, 2, 1, 3]);
-        assert_eq!(sink.epoch(), 7);
+    fn random_epoch_is_never_zero() {
         assert_ne!(random_epoch(), 0);
     }
 }

@@ -105,6 +105,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         accept_backoff: e.accept_backoff(),
         shutdown_timeout: e.shutdown_timeout(),
         resolve_peer_addr: e.resolve_peer_addr,
+        shutdown_drain: ringport_io::EngineConfig::default().shutdown_drain,
     }
 }
 

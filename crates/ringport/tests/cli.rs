@@ -64,6 +64,55 @@ fn config_check_names_the_key() {
     assert!(stderr(&o).contains("server.workers"), "{}", stderr(&o));
 }
 
+/// `config check` refuses what the engine would refuse at start (the engine's validator
+/// decides), naming the key.
+#[test]
+fn config_check_applies_the_engine_limits() {
+    for (file, key, says) in [
+        (
+            "[server]\nworkers = 256\n",
+            "server.workers",
+            "between 1 and 255",
+        ),
+        (
+            "[engine]\nring_entries = 4\n",
+            "engine.ring_entries",
+            "between 8 and 32768",
+        ),
+        (
+            "[engine]\nring_entries = 65536\n",
+            "engine.ring_entries",
+            "between 8 and 32768",
+        ),
+        (
+            "[engine]\nsend_high_water = 4294967296\n",
+            "engine.send_high_water",
+            "4294967295",
+        ),
+        (
+            "[engine]\nrecv_buffers = 65536\n",
+            "engine.recv_buffers",
+            "power of two between 1 and 32768",
+        ),
+    ] {
+        let path = temp_file("engine-limit.toml", file);
+        let o = ringport(&["config", "check", path.to_str().unwrap()], &[]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{file:?} was accepted: {}", stdout(&o));
+        assert!(
+            err.contains(key) && err.contains(says),
+            "{file:?}: expected {key} ... {says}, got {err}"
+        );
+    }
+    // The limits themselves are accepted.
+    let path = temp_file(
+        "engine-edge.toml",
+        "[server]\nworkers = 255\n[engine]\nring_entries = 8\nsend_high_water = 4294967295\n",
+    );
+    let o = ringport(&["config", "check", path.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn token_needs_a_secret() {
     let o = ringport(&["token", "--user", "u", "--rooms", "a"], &[]);

@@ -202,7 +202,7 @@ fn batch_window_delays_room_messages_but_keeps_order() {
 #[test]
 fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let mut config = test_config();
-    config.protocol.max_frame_size = 2 << 20;
+    config.protocol.max_payload = 2 << 20;
     config.engine.send_high_water = 2 << 20;
     config.admin.max_body_size = 4 << 20;
     let server = TestServer::start(config);
@@ -222,4 +222,38 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let body = server.wait_metric("ringport_connections_closed_total{reason=\"slow_consumer\"} 1");
     assert!(metric(&body, "ringport_drops_total{reason=\"slow_consumer\"}") >= 1);
     drop(slow);
+}
+
+/// docs/operations.md: drop `slow_consumer` counts every frame a full send queue refused,
+/// not one per connection. On WAKE the server queues WAKE_ACK and every held frame in one
+/// turn; the queue passes its high-water mark part-way, and all the rest are lost.
+#[test]
+fn every_frame_a_slow_consumer_loses_counts_as_a_drop() {
+    const HELD: u64 = 40;
+    const PAYLOAD: usize = 60_000;
+    let mut config = test_config();
+    config.engine.send_high_water = 1 << 20;
+    let server = TestServer::start(config);
+    let mut c = server.welcomed("");
+    assert_eq!(c.join(1, "held"), Status::OK);
+    c.send(&Frame::Sleep {
+        interval_ms: 60_000,
+    });
+    assert!(matches!(c.recv(), Frame::SleepAck { .. }));
+    let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(PAYLOAD));
+    for _ in 0..HELD {
+        let r = server.http("POST", "/v1/push/room/held", &body);
+        assert_eq!(json(&r.body)["recipients"], 1, "{}", r.body);
+    }
+    // Wake up, then read nothing: about 17 frames of 60 kB fit under 1 MiB.
+    c.send(&Frame::Wake);
+    let metrics =
+        server.wait_metric("ringport_connections_closed_total{reason=\"slow_consumer\"} 1");
+    let fit = (1u64 << 20) / PAYLOAD as u64;
+    let dropped = metric(&metrics, "ringport_drops_total{reason=\"slow_consumer\"}");
+    assert!(
+        (HELD - fit - 1..=HELD - fit + 1).contains(&dropped),
+        "{HELD} held frames, about {fit} fit the queue, {dropped} counted as dropped"
+    );
+    drop(c);
 }

@@ -20,7 +20,7 @@ pub struct SessionConfig {
     /// 10 s at 30 s); a sleeping client is probed proportionally less often.
     pub probe_divisor: u32,
     /// Missed intervals after which the connection closes with
-    /// `HEARTBEAT_TIMEOUT` (default 5). Must exceed `tolerated_misses` for
+    /// `HEARTBEAT_TIMEOUT` (default 4: three probes go unanswered). Must exceed `tolerated_misses` for
     /// any probe to be sent.
     pub close_after_misses: u32,
     /// Time in ms from accept to WELCOME/reject (default 10 000); bounds
@@ -32,7 +32,7 @@ pub struct SessionConfig {
     /// room messages are skipped and reported on wake. Bounds sleep memory.
     pub sleep_holdback_frames: usize,
     /// Time in ms to flush a CLOSE before the session counts as closed
-    /// (default 5 000).
+    /// (default 2 000, the gateway's `engine.close_linger_ms`).
     pub drain_timeout_ms: u64,
     /// Room limit advertised in WELCOME (default 64); enforced by the gateway.
     pub max_rooms: u16,
@@ -45,11 +45,11 @@ impl Default for SessionConfig {
             heartbeat_interval_ms: 30_000,
             tolerated_misses: 2,
             probe_divisor: 3,
-            close_after_misses: 5,
+            close_after_misses: 4,
             handshake_timeout_ms: 10_000,
             max_sleep_interval_ms: 300_000,
             sleep_holdback_frames: 64,
-            drain_timeout_ms: 5_000,
+            drain_timeout_ms: 2_000,
             max_rooms: 64,
         }
     }

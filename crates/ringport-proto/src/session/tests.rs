@@ -135,8 +135,9 @@ fn handshake_deadline_closes_silent_and_slow_clients() {
                 by_peer: false
             }]
         );
-        assert_eq!(s.poll_timeout(), Some(16_000));
-        s.handle_timeout(16_000);
+        // The drain timeout (default 2 000 ms) after the CLOSE.
+        assert_eq!(s.poll_timeout(), Some(13_000));
+        s.handle_timeout(13_000);
         assert_eq!(s.state(), State::Closed);
         assert_eq!(s.poll_timeout(), None);
         assert!(events(&mut s).is_empty());
@@ -196,8 +197,8 @@ fn heartbeat_tolerates_then_probes_then_closes_at_exact_times() {
             }
         }
     }
-    assert_eq!(pings, [90_000, 100_000, 110_000, 120_000, 130_000, 140_000]);
-    assert_eq!(now, 150_000);
+    assert_eq!(pings, [90_000, 100_000, 110_000]);
+    assert_eq!(now, 120_000);
     assert_eq!(s.state(), State::Draining);
 }
 

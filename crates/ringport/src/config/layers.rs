@@ -425,7 +425,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "engine.recv_buffers must be a power of two between 1 and 32768 (got 1000)"
+            "engine.recv_buffers must be a power of two between 1 and 32768, got 1000"
         );
         let e = Layers::new()
             .file_text("f.toml", "[enigne]\n")

@@ -49,7 +49,8 @@ impl Target {
 /// One numbered, encoded message on its way to the shards.
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub target: Target,
+    /// The stream it was numbered on; says who receives it (a room's members, a user's
+    /// connections, or everyone for the broadcast stream `room:*`).
     pub stream: StreamName,
     pub offset: u64,
     /// The encoded PUSH frame, shared by every recipient.
@@ -58,6 +59,16 @@ pub(crate) struct Delivery {
     pub kind: DeliveryKind,
     /// When the push arrived (API call or client PUBLISH), for the push-to-send histogram.
     pub at: Instant,
+}
+
+impl Delivery {
+    /// The room it is for, unless it is a user or broadcast message.
+    fn room(&self) -> Option<&str> {
+        match &self.stream {
+            StreamName::Room(room) if room != BROADCAST_ROOM => Some(room),
+            _ => None,
+        }
+    }
 }
 
 impl Shared {
@@ -90,7 +101,7 @@ impl Shared {
         let body = 2 + name.len() + 12 + payload.len();
         if body > self.session.max_payload as usize {
             return Err(format!(
-                "payload of {} bytes makes a frame over protocol.max_frame_size ({})",
+                "payload of {} bytes makes a PUSH payload over protocol.max_payload ({})",
                 payload.len(),
                 self.session.max_payload
             ));
@@ -122,7 +133,6 @@ impl Shared {
             return Err(e);
         }
         let d = Arc::new(Delivery {
-            target,
             stream,
             offset,
             frame,
@@ -140,7 +150,7 @@ impl GatewayHandler {
     pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
         let window = self.shared.rooms.batch_window_ms;
         if window > 0 && d.class == PushClass::Room {
-            if let Target::Room(room) = &d.target {
+            if let Some(room) = d.room() {
                 let n = self.rooms.members(room).len() as u64;
                 self.batch_since.get_or_insert(ctx.now());
                 self.batch.push(Arc::clone(d));
@@ -151,10 +161,10 @@ impl GatewayHandler {
     }
 
     fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
-        let recipients: Vec<ConnId> = match &d.target {
-            Target::Room(room) => self.rooms.members(room).to_vec(),
-            Target::User(user) => self.users.connections(user).to_vec(),
-            Target::Everyone => self
+        let recipients: Vec<ConnId> = match &d.stream {
+            StreamName::User(user) => self.users.connections(user).to_vec(),
+            StreamName::Room(room) if room != BROADCAST_ROOM => self.rooms.members(room).to_vec(),
+            StreamName::Room(_) => self
                 .conns
                 .iter()
                 .flatten()
@@ -180,13 +190,13 @@ impl GatewayHandler {
         if c.id != id {
             return false;
         }
-        let last = match &d.target {
-            Target::Room(room) => match c.joined(room) {
+        let last = match &d.stream {
+            StreamName::User(_) => &mut c.user_last,
+            StreamName::Room(room) if room != BROADCAST_ROOM => match c.joined(room) {
                 Some(i) => &mut c.rooms[i].last,
                 None => return false,
             },
-            Target::User(_) => &mut c.user_last,
-            Target::Everyone => &mut c.broadcast_last,
+            StreamName::Room(_) => &mut c.broadcast_last,
         };
         if d.offset <= *last {
             return false; // already delivered (replay overlapping live traffic)

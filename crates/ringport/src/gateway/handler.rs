@@ -599,11 +599,15 @@ pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder
             rec.heartbeat_sent();
         }
         match ctx.send(c.id, frame) {
-            Ok(()) => rec.frame(Direction::Out, 0),
+            Ok(()) => rec.frame(Direction::Out),
             Err(SendError::SlowConsumer) => {
-                rec.dropped(DropReason::SlowConsumer, 1);
-                // With the default policy the engine is closing it; drop the rest.
-                while c.session.poll_transmit().is_some() {}
+                // With the default policy the engine is closing it: this frame and every one
+                // still waiting in the session are lost, and each counts as a drop.
+                let mut lost = 1;
+                while c.session.poll_transmit().is_some() {
+                    lost += 1;
+                }
+                rec.dropped(DropReason::SlowConsumer, lost);
                 return;
             }
             Err(SendError::NotConnected) => rec.dropped(DropReason::NotConnected, 1),
@@ -638,7 +642,7 @@ impl Handler for GatewayHandler {
             match decoder.decode(&mut c.rx) {
                 Ok(Some(frame)) => {
                     c.frames_in += 1;
-                    self.rec.frame(Direction::In, 0);
+                    self.rec.frame(Direction::In);
                     if matches!(c.session.state(), State::Active | State::Sleeping) {
                         let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
                         for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {

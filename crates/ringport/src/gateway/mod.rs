@@ -124,7 +124,7 @@ pub fn session_config(config: &Config) -> SessionConfig {
         .unwrap_or(u32::MAX)
         .max(1);
     SessionConfig {
-        max_payload: p.max_frame_size,
+        max_payload: p.max_payload,
         heartbeat_interval_ms: interval,
         tolerated_misses: p.heartbeat_tolerated,
         probe_divisor: divisor,
@@ -195,12 +195,12 @@ mod tests {
     #[test]
     fn heartbeat_keys_map_onto_the_session_schedule() {
         let s = session_config(&Config::default());
-        // 30 s interval, probes every 5 s, 2 tolerated, 3 unanswered probes.
+        // 30 s interval, probes every 10 s, 2 tolerated, 3 unanswered probes.
         assert_eq!(s.heartbeat_interval_ms, 30_000);
-        assert_eq!(s.probe_divisor, 6);
+        assert_eq!(s.probe_divisor, 3);
         assert_eq!(s.tolerated_misses, 2);
         assert_eq!(s.close_after_misses, 4);
-        assert_eq!(s.max_payload, 1 << 20);
+        assert_eq!(s.max_payload, 64 * 1024);
         assert_eq!(s.max_rooms, 64);
         let mut c = Config::default();
         c.protocol.heartbeat_interval_ms = 200;
@@ -209,6 +209,12 @@ mod tests {
         c.protocol.heartbeat_close_after = 1;
         let s = session_config(&c);
         assert_eq!((s.probe_divisor, s.close_after_misses), (2, 3));
+    }
+
+    #[test]
+    fn gateway_defaults_are_the_session_machines_defaults() {
+        // ringport-proto documents the same defaults as docs/protocol.md section 11.
+        assert_eq!(session_config(&Config::default()), SessionConfig::default());
     }
 
     #[test]

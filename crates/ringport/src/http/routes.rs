@@ -157,9 +157,11 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Constant-time comparison, so the key cannot be guessed byte by byte from timing.
+/// Constant-time comparison (`subtle`), so the key cannot be guessed byte by byte from timing.
+/// Only the length may leak, and keys are at least `MIN_API_KEY_LEN` bytes.
 fn same_key(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {

@@ -152,8 +152,13 @@ fn reserve_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
+/// `EMFILE` and `ENFILE` on Linux (the only platform ringport runs on; spelled out to
+/// spare the crate a libc dependency for two constants).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
 fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
 /// Accepts and serves until `stop`, then winds the connections down within

@@ -4,7 +4,12 @@
 //! so exactly one thread writes a shard's cells. A write is a relaxed load plus a relaxed store
 //! (no locked read-modify-write), which costs what a plain `u64` increment costs; the cells are
 //! atomics only so the scraping thread may read them without `unsafe`. Each shard's cells sit
-//! in their own allocation, aligned to a cache line, so shards never share a line.
+//! inline in one allocation aligned to (and padded to a multiple of) a 64-byte cache line, so
+//! shards never share a line.
+//!
+//! Only what the gateway itself observes has cells here; the engine-owned numbers (socket
+//! bytes, buffer-ring exhaustion, send batches, loop time) and the history numbers are read
+//! from their owners at scrape time (`EngineGateway::metrics_snapshot`).
 //!
 //! The [`Registry`] keeps a read-only `Arc` of every shard's cells and sums them at scrape time.
 
@@ -14,7 +19,7 @@ use std::time::Duration;
 
 use super::families::{
     CloseCause, ConnState, DeliveryKind, Direction, DropReason, MetricsSnapshot, ShardLoop,
-    SkipReason, PUSH_LATENCY_BOUNDS_US, SEND_BATCH_BOUNDS,
+    SkipReason, PUSH_LATENCY_BOUNDS_US,
 };
 use super::text::HistogramSnapshot;
 
@@ -33,27 +38,29 @@ impl Cell {
     fn sub(&self, n: u64) {
         self.0.store(self.get().saturating_sub(n), Relaxed);
     }
-    fn set(&self, v: u64) {
-        self.0.store(v, Relaxed);
-    }
 }
 
-fn cells(n: usize) -> Box<[Cell]> {
-    (0..n).map(|_| Cell::default()).collect()
+fn cells<const N: usize>() -> [Cell; N] {
+    std::array::from_fn(|_| Cell::default())
 }
+
+/// Buckets of the push-to-send histogram, including the overflow bucket.
+const PUSH_LATENCY_BUCKETS: usize = PUSH_LATENCY_BOUNDS_US.len() + 1;
 
 #[derive(Debug)]
-struct HistogramCells {
+struct HistogramCells<const B: usize> {
     bounds: &'static [u64],
-    counts: Box<[Cell]>,
+    /// `bounds.len() + 1` buckets; the last is the overflow bucket.
+    counts: [Cell; B],
     sum: Cell,
 }
 
-impl HistogramCells {
-    fn new(bounds: &'static [u64]) -> HistogramCells {
+impl<const B: usize> HistogramCells<B> {
+    fn new(bounds: &'static [u64]) -> Self {
+        debug_assert_eq!(bounds.len() + 1, B);
         HistogramCells {
             bounds,
-            counts: cells(bounds.len() + 1),
+            counts: cells(),
             sum: Cell::default(),
         }
     }
@@ -71,51 +78,40 @@ impl HistogramCells {
     }
 }
 
-/// One shard's cells.
+/// One shard's cells, inline in one cache-line-aligned allocation.
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct ShardMetrics {
-    connections_open: Box<[Cell]>,
+    connections_open: [Cell; ConnState::COUNT],
     accepted: Cell,
-    closed: Box<[Cell]>,
-    frames: Box<[Cell]>,
-    bytes: Box<[Cell]>,
-    deliveries: Box<[Cell]>,
-    drops: Box<[Cell]>,
-    skips: Box<[Cell]>,
+    closed: [Cell; CloseCause::COUNT],
+    frames: [Cell; Direction::COUNT],
+    deliveries: [Cell; DeliveryKind::COUNT],
+    drops: [Cell; DropReason::COUNT],
+    skips: [Cell; SkipReason::COUNT],
     heartbeats_sent: Cell,
     heartbeats_missed: Cell,
-    bufring_exhausted: Cell,
-    send_batch: HistogramCells,
-    push_to_send_us: HistogramCells,
-    history_bytes: Cell,
-    busy_ns: Cell,
-    iterations: Cell,
+    push_to_send_us: HistogramCells<PUSH_LATENCY_BUCKETS>,
 }
 
 impl ShardMetrics {
     fn new() -> ShardMetrics {
         ShardMetrics {
-            connections_open: cells(ConnState::COUNT),
+            connections_open: cells(),
             accepted: Cell::default(),
-            closed: cells(CloseCause::COUNT),
-            frames: cells(Direction::COUNT),
-            bytes: cells(Direction::COUNT),
-            deliveries: cells(DeliveryKind::COUNT),
-            drops: cells(DropReason::COUNT),
-            skips: cells(SkipReason::COUNT),
+            closed: cells(),
+            frames: cells(),
+            deliveries: cells(),
+            drops: cells(),
+            skips: cells(),
             heartbeats_sent: Cell::default(),
             heartbeats_missed: Cell::default(),
-            bufring_exhausted: Cell::default(),
-            send_batch: HistogramCells::new(&SEND_BATCH_BOUNDS),
             push_to_send_us: HistogramCells::new(&PUSH_LATENCY_BOUNDS_US),
-            history_bytes: Cell::default(),
-            busy_ns: Cell::default(),
-            iterations: Cell::default(),
         }
     }
 
-    /// Adds this shard's values into `into` (and appends its loop numbers).
+    /// Adds this shard's values into `into` (and appends an entry for its loop numbers,
+    /// which the engine fills).
     fn add_to(&self, into: &mut MetricsSnapshot) {
         fn add<const N: usize>(dst: &mut [u64; N], src: &[Cell]) {
             for (d, s) in dst.iter_mut().zip(src) {
@@ -126,20 +122,13 @@ impl ShardMetrics {
         into.accepted += self.accepted.get();
         add(&mut into.closed, &self.closed);
         add(&mut into.frames, &self.frames);
-        add(&mut into.bytes, &self.bytes);
         add(&mut into.deliveries, &self.deliveries);
         add(&mut into.drops, &self.drops);
         add(&mut into.skips, &self.skips);
         into.heartbeats_sent += self.heartbeats_sent.get();
         into.heartbeats_missed += self.heartbeats_missed.get();
-        into.bufring_exhausted += self.bufring_exhausted.get();
-        into.send_batch.merge(&self.send_batch.snapshot());
         into.push_to_send_us.merge(&self.push_to_send_us.snapshot());
-        into.history_bytes += self.history_bytes.get();
-        into.shards.push(ShardLoop {
-            busy_ns: self.busy_ns.get(),
-            iterations: self.iterations.get(),
-        });
+        into.shards.push(ShardLoop::default());
     }
 }
 
@@ -166,13 +155,8 @@ impl ShardRecorder {
     pub fn closed(&mut self, cause: CloseCause) {
         self.cells.closed[cause.index()].add(1);
     }
-    pub fn frame(&mut self, dir: Direction, bytes: u64) {
+    pub fn frame(&mut self, dir: Direction) {
         self.cells.frames[dir.index()].add(1);
-        self.cells.bytes[dir.index()].add(bytes);
-    }
-    /// Socket bytes not tied to a frame count (e.g. taken from engine counters).
-    pub fn bytes(&mut self, dir: Direction, bytes: u64) {
-        self.cells.bytes[dir.index()].add(bytes);
     }
     pub fn delivered(&mut self, kind: DeliveryKind, n: u64) {
         self.cells.deliveries[kind.index()].add(n);
@@ -189,24 +173,9 @@ impl ShardRecorder {
     pub fn heartbeat_missed(&mut self) {
         self.cells.heartbeats_missed.add(1);
     }
-    pub fn bufring_exhausted(&mut self) {
-        self.cells.bufring_exhausted.add(1);
-    }
-    pub fn send_batch(&mut self, messages: u64) {
-        self.cells.send_batch.record(messages);
-    }
     pub fn push_to_send(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.cells.push_to_send_us.record(us);
-    }
-    pub fn set_history_bytes(&mut self, bytes: u64) {
-        self.cells.history_bytes.set(bytes);
-    }
-    /// One loop iteration that worked for `busy`.
-    pub fn loop_iteration(&mut self, busy: Duration) {
-        self.cells.iterations.add(1);
-        let ns = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
-        self.cells.busy_ns.add(ns);
     }
 }
 
@@ -280,37 +249,34 @@ mod tests {
         b.state_change(None, Some(ConnState::Handshaking));
         b.state_change(Some(ConnState::Handshaking), None);
         b.closed(CloseCause::HandshakeTimeout);
-        a.frame(Direction::In, 10);
-        b.frame(Direction::In, 5);
+        a.frame(Direction::In);
+        b.frame(Direction::In);
         a.delivered(DeliveryKind::Room, 100);
         b.dropped(DropReason::SlowConsumer, 2);
         a.skipped(SkipReason::Sleeping, 1);
-        a.send_batch(1);
-        b.send_batch(3);
-        b.send_batch(5000);
         a.push_to_send(Duration::from_micros(70));
-        a.set_history_bytes(10);
-        b.set_history_bytes(20);
-        a.loop_iteration(Duration::from_millis(1));
-        b.loop_iteration(Duration::from_millis(3));
+        b.push_to_send(Duration::from_secs(5));
 
         let s = reg.snapshot();
         assert_eq!(s.accepted, 2);
         assert_eq!(s.connections_open, [0, 1, 0]);
         assert_eq!(s.closed[CloseCause::HandshakeTimeout.index()], 1);
         assert_eq!(s.frames, [2, 0]);
-        assert_eq!(s.bytes, [15, 0]);
         assert_eq!(s.deliveries[DeliveryKind::Room.index()], 100);
         assert_eq!(s.drops[DropReason::SlowConsumer.index()], 2);
         assert_eq!(s.skips[SkipReason::Sleeping.index()], 1);
-        assert_eq!(s.send_batch.counts[0], 1, "1 message lands in le=1");
-        assert_eq!(s.send_batch.counts[2], 1, "3 messages land in le=4");
-        assert_eq!(*s.send_batch.counts.last().unwrap(), 1, "overflow bucket");
-        assert_eq!(s.send_batch.sum, 5004);
         assert_eq!(s.push_to_send_us.counts[1], 1, "70us lands in le=100us");
-        assert_eq!(s.history_bytes, 30);
-        assert_eq!(s.shards.len(), 2);
-        assert_eq!(s.shards[1].busy_ns, 3_000_000);
+        assert_eq!(
+            *s.push_to_send_us.counts.last().unwrap(),
+            1,
+            "overflow bucket"
+        );
+        assert_eq!(s.push_to_send_us.sum, 5_000_070);
+        assert_eq!(
+            s.shards.len(),
+            2,
+            "one loop entry per shard, for the engine to fill"
+        );
     }
 
     #[test]
@@ -329,7 +295,6 @@ mod tests {
         recs[0].accepted();
         recs[1].closed(CloseCause::Kicked);
         recs[0].state_change(None, Some(ConnState::Sleeping));
-        recs[1].loop_iteration(Duration::from_millis(500));
         let mut out = String::new();
         reg.render(&mut out);
         for family in [
@@ -360,7 +325,7 @@ mod tests {
         assert!(out.contains("ringport_connections_open{state=\"sleeping\"} 1\n"));
         assert!(out.contains("ringport_connections_accepted_total 1\n"));
         assert!(out.contains("ringport_connections_closed_total{reason=\"kicked\"} 1\n"));
-        assert!(out.contains("ringport_shard_busy_seconds_total{shard=\"1\"} 0.5\n"));
+        assert!(out.contains("ringport_shard_busy_seconds_total{shard=\"1\"} 0\n"));
         assert!(out.contains("ringport_push_to_send_seconds_bucket{le=\"+Inf\"} 0\n"));
         // Every non-comment line is `name[{labels}] value` with a numeric value.
         for line in out.lines().filter(|l| !l.starts_with('#')) {

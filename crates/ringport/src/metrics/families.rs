@@ -266,7 +266,7 @@ impl MetricsSnapshot {
 
         w.family(
             "ringport_bufring_exhausted_total",
-            "Times a shard's receive buffer ring ran empty (ENOBUFS).",
+            "Times a shard's receive buffer ring ran empty (ENOBUFS); raise engine.recv_buffers if this grows.",
             MetricType::Counter,
         );
         w.sample(
@@ -287,11 +287,12 @@ impl MetricsSnapshot {
             "Time from a push arriving to its send being submitted.",
             MetricType::Histogram,
         );
+        // Recorded in microseconds, exported in seconds.
         w.histogram(
             "ringport_push_to_send_seconds",
             &[],
             &self.push_to_send_us,
-            1e-6,
+            1e6,
         );
 
         w.family(

@@ -225,14 +225,14 @@ pub struct StreamLog {
     acked: u64,
     /// Messages acknowledged so far: the delivery receipts of this inbox.
     receipts: u64,
-    /// When the log was created or last appended to; an idle empty log may
-    /// be swept.
+    /// When the log was created or last appended to (ms): a log idle for
+    /// `idle_ttl_ms` is removed by `Streams::sweep`.
     last_used_ms: u64,
 }
 
 impl StreamLog {
-    /// An empty log in `epoch`, created at `now`.
-    pub fn new(epoch: u32, now: u64) -> Self {
+    /// An empty log in `epoch`.
+    pub fn new(epoch: u32) -> Self {
         StreamLog {
             epoch,
             tail: 0,
@@ -240,15 +240,16 @@ impl StreamLog {
             bytes: 0,
             acked: 0,
             receipts: 0,
-            last_used_ms: now,
+            last_used_ms: 0,
         }
     }
 
     /// An empty log whose first append gets offset `tail + 1`: a stream whose log was
     /// removed continues above every removed tail, so no client ever sees an offset twice.
     pub fn starting_after(epoch: u32, tail: u64, now: u64) -> Self {
-        let mut log = StreamLog::new(epoch, now);
+        let mut log = StreamLog::new(epoch);
         log.tail = tail;
+        log.last_used_ms = now;
         log
     }
 
@@ -276,15 +277,16 @@ impl StreamLog {
         n
     }
 
-    /// A no-history log's answer to a resume (used by sinks that keep only
-    /// counters): everything after `last_offset` up to `tail` is lost.
+    /// A no-history log's answer to a resume (an unknown stream, answered as
+    /// an empty log at the floor): everything after `last_offset` up to `tail`
+    /// is lost.
     pub fn replay_without_history(
         epoch: u32,
         tail: u64,
         asked_epoch: u32,
         last_offset: u64,
     ) -> Replay {
-        let mut log = StreamLog::new(epoch, 0);
+        let mut log = StreamLog::new(epoch);
         log.tail = tail;
         log.replay(
             asked_epoch,
@@ -367,7 +369,11 @@ impl StreamLog {
     /// Returns the number of bytes freed.
     pub fn trim(&mut self, now: u64, limits: HistoryLimits) -> usize {
         let before = self.bytes;
-        let oldest_kept = now.saturating_sub(limits.max_age_ms);
+        // max_age_ms = 0 means no age limit.
+        let oldest_kept = match limits.max_age_ms {
+            0 => 0,
+            age => now.saturating_sub(age),
+        };
         while let Some(front) = self.history.front() {
             let too_many = self.history.len() > limits.max_messages;
             let too_old = front.at_ms < oldest_kept;
@@ -480,7 +486,7 @@ mod tests {
 
     #[test]
     fn offsets_start_at_one_and_increase() {
-        let mut log = StreamLog::new(7, 0);
+        let mut log = StreamLog::new(7);
         assert_eq!(
             (1..=5).map(|_| push(&mut log, 0)).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
@@ -492,7 +498,7 @@ mod tests {
 
     #[test]
     fn encode_called_once_and_frame_shared() {
-        let mut log = StreamLog::new(1, 0);
+        let mut log = StreamLog::new(1);
         let mut calls = 0;
         let (_, frame) = log.append(0, LIM, &mut |_| {
             calls += 1;
@@ -504,8 +510,25 @@ mod tests {
     }
 
     #[test]
+    fn max_age_zero_means_no_age_limit() {
+        // docs/operations.md: `history.max_age_ms` 0 = no age limit.
+        let lim = HistoryLimits::from_config(&crate::config::HistoryConfig {
+            max_messages_per_stream: 4,
+            max_age_ms: 0,
+            ..Default::default()
+        });
+        let mut log = StreamLog::new(1);
+        log.append(0, lim, &mut |off| Bytes::from(off.to_string()));
+        log.append(10, lim, &mut |off| Bytes::from(off.to_string()));
+        log.trim(86_400_000, lim);
+        assert_eq!(log.len(), 2, "a day later both are still kept");
+        let r = log.replay(1, 0, 86_400_000, lim, false);
+        assert_eq!(offsets(&r), [1, 2]);
+    }
+
+    #[test]
     fn age_bound_on_a_virtual_clock() {
-        let mut log = StreamLog::new(1, 0);
+        let mut log = StreamLog::new(1);
         push(&mut log, 0);
         push(&mut log, 500);
         push(&mut log, 1_200);
@@ -521,7 +544,7 @@ mod tests {
 
     #[test]
     fn resumed_returns_frames_up_to_tail() {
-        let mut log = StreamLog::new(9, 0);
+        let mut log = StreamLog::new(9);
         for _ in 0..4 {
             push(&mut log, 0);
         }
@@ -535,7 +558,7 @@ mod tests {
 
     #[test]
     fn gap_reports_missing_range_and_continues_at_first_retained() {
-        let mut log = StreamLog::new(9, 0);
+        let mut log = StreamLog::new(9);
         for _ in 0..10 {
             push(&mut log, 0);
         }
@@ -556,7 +579,7 @@ mod tests {
 
     #[test]
     fn epoch_changed_never_replays_old_epoch_positions() {
-        let mut log = StreamLog::new(2, 0);
+        let mut log = StreamLog::new(2);
         push(&mut log, 0);
         push(&mut log, 0);
         let r = log.replay(1, 50, 0, LIM, false);
@@ -589,7 +612,7 @@ mod tests {
             max_bytes: u64::MAX,
             idle_ttl_ms: u64::MAX,
         };
-        let mut log = StreamLog::new(1, 0);
+        let mut log = StreamLog::new(1);
         for _ in 0..3 {
             log.append(0, lim, &mut |_| Bytes::new());
         }
@@ -606,7 +629,7 @@ mod tests {
 
     #[test]
     fn unacked_inbox_messages_are_redelivered() {
-        let mut log = StreamLog::new(1, 0);
+        let mut log = StreamLog::new(1);
         for _ in 0..4 {
             push(&mut log, 0);
         }
@@ -614,7 +637,7 @@ mod tests {
         assert_eq!(log.ack(1), 0, "acks are cumulative");
         assert_eq!(log.ack(99), 2, "clamped to tail");
         assert_eq!(log.receipts(), 4);
-        let mut log = StreamLog::new(1, 0);
+        let mut log = StreamLog::new(1);
         for _ in 0..4 {
             push(&mut log, 0);
         }
@@ -626,7 +649,7 @@ mod tests {
 
     #[test]
     fn capped_replay_keeps_the_newest_frames_and_reports_a_gap() {
-        let mut log = StreamLog::new(9, 0);
+        let mut log = StreamLog::new(9);
         let lim = HistoryLimits {
             max_messages: 100,
             ..LIM
@@ -672,7 +695,7 @@ mod tests {
 
     #[test]
     fn bytes_track_history() {
-        let mut log = StreamLog::new(1, 0);
+        let mut log = StreamLog::new(1);
         log.append(0, LIM, &mut |_| Bytes::from_static(b"12345"));
         assert_eq!(log.bytes(), 5 + ENTRY_OVERHEAD);
         for _ in 0..10 {

@@ -263,17 +263,6 @@ impl Streams {
         (offset, frame)
     }
 
-    /// Like [`append`](Self::append), with the stream's epoch passed to the
-    /// encoder (a PUSH frame carries it).
-    pub fn append_with_epoch(
-        &self,
-        stream: &StreamName,
-        now_ms: u64,
-        encode: &mut dyn FnMut(u32, u64) -> Bytes,
-    ) -> (u32, u64, Bytes) {
-        self.append_inner(stream, now_ms, encode)
-    }
-
     /// The resume snapshot for a client that has `stream` up to
     /// `last_offset` of `epoch`, taken atomically under the stream's lock.
     /// User inboxes also redeliver unacknowledged messages. An unknown stream

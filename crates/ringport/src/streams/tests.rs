@@ -20,7 +20,8 @@ fn room(n: &str) -> StreamName {
 
 /// Appends a real PUSH frame, as the gateway does.
 fn publish(s: &Streams, stream: &StreamName, now: u64, body: &str) -> u64 {
-    let (_, off, _) = s.append_with_epoch(stream, now, &mut |epoch, offset| {
+    let epoch = s.epoch();
+    let (off, _) = s.append(stream, now, &mut |offset| {
         Frame::Push(Push {
             stream: stream.clone(),
             epoch,

@@ -11,6 +11,19 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
+/// The kernel's `struct io_uring_buf`. In entry 0, `resv` is the ring's tail, which the kernel
+/// reads concurrently: entries are written field by field through raw pointers, never through
+/// a `&mut` to a whole entry (that would alias the tail).
+#[repr(C)]
+struct RawBuf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawBuf>() == std::mem::size_of::<BufRingEntry>());
+
 /// An anonymous private mapping, unmapped on drop.
 struct Mapping {
     ptr: *mut u8,
@@ -43,8 +56,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned; nothing uses the region after drop
-        // (the driver drops the ring, which unregisters the buffer ring, before this).
+        // SAFETY: ptr/len are exactly what mmap returned; nothing uses the region after drop:
+        // the driver drops a `BufRing` only after closing its ring with no operation in
+        // flight, and leaks it otherwise (see `Driver`'s `Drop`).
         unsafe {
             libc::munmap(self.ptr.cast(), self.len);
         }
@@ -100,18 +114,23 @@ impl BufRing {
         self.group
     }
 
-    fn entries(&self) -> *mut BufRingEntry {
+    fn entries(&self) -> *mut RawBuf {
         self.ring.ptr.cast()
     }
 
     fn push(&mut self, bid: u16) {
         let idx = (self.tail & (self.count - 1)) as usize;
-        // SAFETY: idx < count, inside the ring mapping; the kernel only reads entries between
-        // its head and the published tail, and this slot is past the published tail.
-        let entry = unsafe { &mut *self.entries().add(idx) };
-        entry.set_addr(self.bufs.ptr as u64 + u64::from(bid) * u64::from(self.size));
-        entry.set_len(self.size);
-        entry.set_bid(bid);
+        let addr = self.bufs.ptr as u64 + u64::from(bid) * u64::from(self.size);
+        // SAFETY: idx < count, so the entry lies inside the ring mapping (page aligned, so
+        // every field is aligned). The kernel reads only entries between its head and the
+        // published tail, and this one is past the published tail. Only addr, len and bid are
+        // written, each through its own raw pointer: entry 0's `resv` (the tail) is untouched.
+        unsafe {
+            let e = self.entries().add(idx);
+            std::ptr::addr_of_mut!((*e).addr).write(addr);
+            std::ptr::addr_of_mut!((*e).len).write(self.size);
+            std::ptr::addr_of_mut!((*e).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -125,9 +144,10 @@ impl BufRing {
         if self.tail == self.published {
             return;
         }
-        // SAFETY: the tail field lives inside the first entry of the page-aligned ring
-        // mapping, which is valid and 2-byte aligned; the kernel reads it atomically.
-        let tail = unsafe { &*(BufRingEntry::tail(self.entries()) as *const AtomicU16) };
+        // SAFETY: the tail is entry 0's `resv`, inside the page-aligned ring mapping (valid,
+        // 2-byte aligned, mapped while `self` lives); it is only ever accessed atomically
+        // (here, and by the kernel), never through a plain reference.
+        let tail = unsafe { &*(std::ptr::addr_of!((*self.entries()).resv) as *const AtomicU16) };
         tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
     }

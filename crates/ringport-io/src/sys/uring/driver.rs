@@ -7,8 +7,9 @@
 //! stay valid until its completion: callers keep it in pooled, boxed per-operation contexts.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
@@ -45,18 +46,49 @@ pub(crate) struct Features {
 }
 
 pub(crate) struct Driver {
-    // Field order matters: the ring drops (and unregisters the buffer ring) before the
-    // buffer memory and the doorbell buffer are freed.
-    ring: IoUring,
-    bufs: BufRing,
-    /// Where the doorbell eventfd read lands (boxed: the kernel writes it asynchronously).
-    doorbell_buf: Box<u64>,
+    /// The ring. Dropped first (in `Drop`), which closes it: the kernel then cancels what is
+    /// left and lets go of the memory below asynchronously.
+    ring: ManuallyDrop<IoUring>,
+    /// The provided-buffer ring and its buffers: the kernel writes receives into them.
+    bufs: ManuallyDrop<BufRing>,
+    /// Where the doorbell eventfd read lands (a leaked box while the driver lives: the kernel
+    /// writes it asynchronously, and on a give-up exit it must never be freed).
+    doorbell_buf: *mut u64,
     pub features: Features,
     /// Operations submitted and not yet finished (their last completion not seen).
     inflight: usize,
     /// Completions taken off the CQ mid-turn to make room (see `push`), in order; handed
     /// out first by the next `drain`.
     stashed: Vec<Completion>,
+    /// The first submit error that retrying cannot fix; the shard stops on it.
+    failed: Option<io::Error>,
+}
+
+// SAFETY: `doorbell_buf` is owned by the driver (a boxed u64 only the driver and the kernel
+// touch); the driver moves to its shard thread once and is used only there.
+unsafe impl Send for Driver {}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // SAFETY: the ring is dropped exactly once, here, and not used after.
+        unsafe { ManuallyDrop::drop(&mut self.ring) };
+        if self.inflight > 0 {
+            // Operations the kernel still holds may write receive buffers and the doorbell
+            // word after the ring's fd is closed (its teardown runs asynchronously): that
+            // memory is deliberately leaked, never freed or unmapped under the kernel.
+            tracing::warn!(
+                inflight = self.inflight,
+                "ring closed with operations in flight: leaking their buffers"
+            );
+            return;
+        }
+        // SAFETY: no operation is in flight and the ring is gone, so the kernel holds no
+        // pointer into the buffer ring or the doorbell word; each is dropped exactly once.
+        unsafe {
+            ManuallyDrop::drop(&mut self.bufs);
+            drop(Box::from_raw(self.doorbell_buf));
+        }
+    }
 }
 
 impl Driver {
@@ -79,24 +111,47 @@ impl Driver {
                 }
             })?;
         Ok(Driver {
-            ring,
-            bufs,
-            doorbell_buf: Box::new(0),
+            ring: ManuallyDrop::new(ring),
+            bufs: ManuallyDrop::new(bufs),
+            doorbell_buf: Box::into_raw(Box::new(0)),
             features,
             inflight: 0,
             stashed: Vec::new(),
+            failed: None,
         })
     }
 
+    /// The submit error that stopped this driver, if any: nothing queued since reached the
+    /// kernel, and the shard must stop.
+    pub fn failed(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+
+    /// Queues one entry (see [`Driver::push_chain`]).
     fn push(&mut self, entry: squeue::Entry) {
-        self.inflight += 1;
+        self.push_chain(&[entry]);
+    }
+
+    /// Queues `entries` as one unit: when the submission queue has too little room for all
+    /// of them, what is queued goes to the kernel first, so a linked chain (whose last link
+    /// ends at the end of a submit) is never split across two submits.
+    ///
+    /// Every entry is built by a method of this driver whose contract makes the caller keep
+    /// the memory it references alive until its completion.
+    fn push_chain(&mut self, entries: &[squeue::Entry]) {
+        if self.failed.is_some() {
+            return;
+        }
+        debug_assert!(entries.len() <= self.ring.params().sq_entries() as usize);
         loop {
-            // SAFETY: every entry is built by the methods below, whose callers guarantee the
-            // memory it references (msghdr, sockaddr, doorbell buffer) outlives the operation.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return;
+            let room = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if room >= entries.len() {
+                break;
             }
-            // Submission queue full mid-turn: hand what we have to the kernel and retry.
+            // Not enough room: hand what we have to the kernel and retry.
             match self.ring.submit() {
                 Ok(_) => {}
                 // Kernels before 5.19 refuse submissions while completions that overflowed
@@ -105,10 +160,21 @@ impl Driver {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_completions(),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "io_uring submit failed while flushing a full queue")
+                    tracing::error!(error = %e, "io_uring submit failed while flushing a full queue");
+                    self.failed = Some(e);
+                    return;
                 }
             }
         }
+        // SAFETY: there is room for every entry (checked above, and nothing else pushes in
+        // between); each entry's referenced memory is kept alive by its builder's caller.
+        unsafe {
+            self.ring
+                .submission()
+                .push_multiple(entries)
+                .expect("room reserved above");
+        }
+        self.inflight += entries.len();
     }
 
     /// Multishot accept on `listener` into kernel-allocated direct descriptors.
@@ -143,9 +209,11 @@ impl Driver {
 
     /// Gathered send.
     ///
-    /// The caller keeps `msg`, its iovecs and the bytes they point at alive and unchanged
-    /// until this operation's completion.
-    pub fn sendmsg(&mut self, fd: u32, msg: *const libc::msghdr, user_data: u64) {
+    /// # Safety
+    /// `msg`, its iovecs and the bytes they point at must stay valid and unchanged until this
+    /// operation's completion arrives — also when it is cancelled, and also if the shard
+    /// gives up waiting for it at exit (then the memory must be leaked, never freed).
+    pub unsafe fn sendmsg(&mut self, fd: u32, msg: *const libc::msghdr, user_data: u64) {
         let e = opcode::SendMsg::new(Fixed(fd), msg)
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
@@ -192,11 +260,16 @@ impl Driver {
         self.push(e);
     }
 
-    /// TCP_NODELAY, an optional bind, then connect — linked, on direct descriptor `fd`.
+    /// TCP_NODELAY, an optional bind, then connect — linked, on direct descriptor `fd`, and
+    /// queued as one unit so the chain reaches the kernel whole. Each entry completes once:
+    /// the first ones with `setup_ud`, the connect with `connect_ud`.
     ///
+    /// # Safety
     /// `one` (the option value), `bind` and `addr` must stay valid until every one of these
-    /// operations has completed.
-    pub fn setup_and_connect(
+    /// operations has completed — also when they are cancelled, and also if the shard gives
+    /// up waiting for them at exit (then the memory must be leaked, never freed).
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn setup_and_connect(
         &mut self,
         fd: u32,
         one: *const i32,
@@ -205,28 +278,32 @@ impl Driver {
         setup_ud: u64,
         connect_ud: u64,
     ) {
-        let e = opcode::SetSockOpt::new(
-            Fixed(fd),
-            libc::IPPROTO_TCP as u32,
-            libc::TCP_NODELAY as u32,
-            one.cast(),
-            std::mem::size_of::<i32>() as u32,
-        )
-        .build()
-        .flags(squeue::Flags::IO_LINK)
-        .user_data(setup_ud);
-        self.push(e);
+        let mut chain = [
+            opcode::SetSockOpt::new(
+                Fixed(fd),
+                libc::IPPROTO_TCP as u32,
+                libc::TCP_NODELAY as u32,
+                one.cast(),
+                std::mem::size_of::<i32>() as u32,
+            )
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(setup_ud),
+            opcode::Nop::new().build(),
+            opcode::Nop::new().build(),
+        ];
+        let mut n = 1;
         if let Some((ptr, len)) = bind {
-            let e = opcode::Bind::new(Fixed(fd), ptr, len)
+            chain[n] = opcode::Bind::new(Fixed(fd), ptr, len)
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(setup_ud);
-            self.push(e);
+            n += 1;
         }
-        let e = opcode::Connect::new(Fixed(fd), addr.0, addr.1)
+        chain[n] = opcode::Connect::new(Fixed(fd), addr.0, addr.1)
             .build()
             .user_data(connect_ud);
-        self.push(e);
+        self.push_chain(&chain[..=n]);
     }
 
     /// Installs direct descriptor `fd` into the process fd table (to ask its peer address).
@@ -237,16 +314,19 @@ impl Driver {
         self.push(e);
     }
 
-    /// Arms the 8-byte read of the shard's doorbell eventfd.
+    /// Arms the 8-byte read of the shard's doorbell eventfd. The word it lands in belongs to
+    /// the driver, which frees it only when no operation is in flight.
     pub fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
-        let buf: *mut u64 = &mut *self.doorbell_buf;
-        let e = opcode::Read::new(Fd(eventfd), buf.cast(), 8)
+        let e = opcode::Read::new(Fd(eventfd), self.doorbell_buf.cast(), 8)
             .build()
             .user_data(user_data);
         self.push(e);
     }
 
     /// Submits everything queued and waits for at least one completion, or `timeout`.
+    ///
+    /// Interruptions, the timeout and a full completion backlog are not errors. Any other
+    /// error is returned: see [`SubmitFailures`] for when the shard gives up on it.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
             // Completions already stashed: submit, don't wait.
@@ -301,7 +381,8 @@ impl Driver {
         self.inflight
     }
 
-    /// Cancels every operation in flight (used on exit).
+    /// Cancels every operation in flight (used on exit; the cancel itself is counted in
+    /// `inflight` like any operation until its completion).
     pub fn cancel_any(&mut self) {
         let e = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
@@ -386,5 +467,98 @@ fn uring_unavailable(source: io::Error) -> EngineError {
     EngineError::UringUnavailable {
         source,
         sysctl_disabled,
+    }
+}
+
+/// When a shard gives up on `io_uring_enter` errors. An error that retrying cannot fix
+/// (`EBADF`, `EFAULT`, `EINVAL`, `EOPNOTSUPP`, `ENXIO`) stops the shard at once; others
+/// (`ENOMEM`, `EAGAIN`: the kernel short of memory) are retried, each turn after a short
+/// pause, until they have lasted [`SubmitFailures::PERSISTENT`]: then the shard stops with a
+/// clear error instead of looping forever with a log line per turn.
+#[derive(Debug, Default)]
+pub(crate) struct SubmitFailures {
+    /// When the current run of consecutive failures began.
+    since: Option<Instant>,
+}
+
+impl SubmitFailures {
+    /// How long a retryable error may last before the shard stops.
+    pub const PERSISTENT: Duration = Duration::from_secs(5);
+
+    /// Records one submit's outcome at `now`; `Err` when the shard must stop.
+    pub fn record(&mut self, result: io::Result<()>, now: Instant) -> Result<(), io::Error> {
+        let e = match result {
+            Ok(()) => {
+                self.since = None;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let fatal = matches!(
+            e.raw_os_error(),
+            Some(libc::EBADF | libc::EFAULT | libc::EINVAL | libc::EOPNOTSUPP | libc::ENXIO)
+        );
+        let since = *self.since.get_or_insert(now);
+        if fatal || now.duration_since(since) >= Self::PERSISTENT {
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn err(errno: i32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn an_error_retrying_cannot_fix_stops_at_once() {
+        let mut f = SubmitFailures::default();
+        let now = Instant::now();
+        for errno in [libc::EBADF, libc::EFAULT, libc::EINVAL, libc::EOPNOTSUPP] {
+            assert!(f.record(err(errno), now).is_err(), "errno {errno}");
+        }
+    }
+
+    #[test]
+    fn a_retryable_error_stops_only_when_it_persists() {
+        let mut f = SubmitFailures::default();
+        let t0 = Instant::now();
+        assert!(f.record(err(libc::ENOMEM), t0).is_ok());
+        assert!(f
+            .record(err(libc::ENOMEM), t0 + SubmitFailures::PERSISTENT / 2)
+            .is_ok());
+        // A success ends the run of failures: the clock starts again.
+        assert!(f.record(Ok(()), t0 + SubmitFailures::PERSISTENT).is_ok());
+        let t1 = t0 + SubmitFailures::PERSISTENT * 2;
+        assert!(f.record(err(libc::EAGAIN), t1).is_ok());
+        assert!(f
+            .record(err(libc::EAGAIN), t1 + SubmitFailures::PERSISTENT)
+            .is_err());
+    }
+
+    /// A ring whose descriptor no longer is a ring (replaced under it with /dev/null) makes
+    /// every submit fail, and the policy stops the shard on the first one.
+    #[test]
+    fn a_broken_ring_is_a_stop_not_a_loop() {
+        let cfg = EngineConfig {
+            ring_entries: 8,
+            recv_buffers: 8,
+            ..Default::default()
+        };
+        let mut d = Driver::new(&cfg, 16).expect("ring");
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: both descriptors are open; dup2 atomically replaces the ring's descriptor
+        // (closing the ring, which has no operation in flight) with a copy of /dev/null's,
+        // which the driver then owns and closes on drop.
+        assert!(unsafe { libc::dup2(null.as_raw_fd(), d.ring.as_raw_fd()) } >= 0);
+        let mut f = SubmitFailures::default();
+        let r = d.submit_and_wait(Some(Duration::from_millis(1)));
+        assert!(r.is_err(), "submitting to a non-ring fails");
+        assert!(f.record(r, Instant::now()).is_err(), "and stops the shard");
     }
 }
