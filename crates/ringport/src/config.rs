@@ -228,6 +228,10 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("api_key", &format_args!("{}", redacted(&self.api_key)))
             .field("max_body_size", &self.max_body_size)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -268,6 +272,16 @@ impl Default for RoomsConfig {
 pub struct HistoryConfig {
     pub max_messages_per_stream: u32,
     pub max_age_ms: u64,
+    // --- abuse limits (issue 10) ---
+    /// Global budget of history memory; the oldest messages of any stream go first.
+    pub max_bytes: u64,
+    /// A stream log with no append for this long is removed.
+    pub idle_ttl_ms: u64,
+    /// History bytes one HELLO may replay over all its resume entries.
+    pub max_replay_bytes: u64,
+    /// History bytes a shard replays per loop turn over all resuming connections.
+    pub replay_slice_bytes: u64,
+    // --- end abuse limits ---
 }
 
 impl Default for HistoryConfig {
@@ -275,6 +289,12 @@ impl Default for HistoryConfig {
         HistoryConfig {
             max_messages_per_stream: 1000,
             max_age_ms: 3_600_000,
+            // --- abuse limits (issue 10) ---
+            max_bytes: 128 << 20,
+            idle_ttl_ms: 3_600_000,
+            max_replay_bytes: 4 << 20,
+            replay_slice_bytes: 256 << 10,
+            // --- end abuse limits ---
         }
     }
 }
@@ -287,6 +307,16 @@ pub struct AdminConfig {
     /// Required when `listen` is not loopback; always enforced when set.
     pub api_key: Option<String>,
     pub max_body_size: u32,
+    // --- abuse limits (issue 10) ---
+    /// A request head must be complete this long after the connection starts sending it.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive and the request be answered this long after its head.
+    pub body_timeout_ms: u64,
+    /// A kept-alive connection with no request in progress is closed after this long.
+    pub idle_timeout_ms: u64,
+    /// Admin connections open at once; more are answered 503 and closed.
+    pub max_connections: u32,
+    // --- end abuse limits ---
 }
 
 impl Default for AdminConfig {
@@ -295,6 +325,12 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4667)),
             api_key: None,
             max_body_size: 1024 * 1024,
+            // --- abuse limits (issue 10) ---
+            header_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 256,
+            // --- end abuse limits ---
         }
     }
 }
@@ -569,6 +605,17 @@ impl Config {
             1 << 24,
         )?;
         in_range("history.max_age_ms", h.max_age_ms, 0, 30 * 86_400_000)?;
+        // --- abuse limits (issue 10) ---
+        in_range("history.max_bytes", h.max_bytes, 1, 1 << 40)?;
+        in_range("history.idle_ttl_ms", h.idle_ttl_ms, 1, 30 * 86_400_000)?;
+        in_range("history.max_replay_bytes", h.max_replay_bytes, 0, 1 << 32)?;
+        in_range(
+            "history.replay_slice_bytes",
+            h.replay_slice_bytes,
+            1,
+            1 << 30,
+        )?;
+        // --- end abuse limits ---
 
         let a = &self.admin;
         if let Some(key) = &a.api_key {
@@ -592,6 +639,13 @@ impl Config {
             ));
         }
         in_range("admin.max_body_size", a.max_body_size.into(), 64, 64 << 20)?;
+        // --- abuse limits (issue 10) ---
+        in_range("admin.header_timeout_ms", a.header_timeout_ms, 1, 3_600_000)?;
+        // Longer than a shard's reply deadline, so a push is never cut short by it.
+        in_range("admin.body_timeout_ms", a.body_timeout_ms, 2_500, 3_600_000)?;
+        in_range("admin.idle_timeout_ms", a.idle_timeout_ms, 1, 3_600_000)?;
+        in_range("admin.max_connections", a.max_connections.into(), 1, 65_536)?;
+        // --- end abuse limits ---
 
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -3,10 +3,12 @@
 //! - [`gateway`]: the [`Gateway`] trait the routes call, and the types crossing it.
 //! - [`routes`]: the axum router, body parsing, API-key check, JSON errors; [`ROUTES`].
 //! - [`fanout`]: asking every shard and awaiting replies with a deadline (for implementors).
-//! - [`server`]: [`AdminServer`], a tokio runtime on its own thread.
+//! - [`server`]: [`AdminServer`], a tokio runtime on its own thread; [`conn`]: one
+//!   connection under its head, body and idle deadlines.
 //!
 //! `docs/openapi.yaml` describes this API; `tests/openapi.rs` keeps the two in step.
 
+pub mod conn;
 pub mod fanout;
 pub mod gateway;
 pub mod routes;

@@ -9,6 +9,7 @@
 
 pub mod cells;
 pub mod families;
+pub mod limits;
 pub mod text;
 
 pub use cells::{RecorderSlots, Registry, ShardRecorder};
@@ -16,4 +17,5 @@ pub use families::{
     CloseCause, ConnState, DeliveryKind, Direction, DropReason, MetricsSnapshot, ShardLoop,
     SkipReason,
 };
+pub use limits::Limit;
 pub use text::{HistogramSnapshot, MetricType, TextWriter, CONTENT_TYPE};

@@ -2,7 +2,8 @@
 //!
 //! Every room (`room:<name>`), every user inbox (`user:<id>`) and the broadcast stream
 //! (`room:*`) is a stream with an epoch chosen at process start and strictly increasing
-//! offsets, starting at 1. The gateway asks a [`StreamSink`] for the next offset of a stream
+//! offsets, starting at 1 (with [`crate::streams::Streams`], a stream whose log expired
+//! continues above every removed tail, so offsets may jump but never repeat). The gateway asks a [`StreamSink`] for the next offset of a stream
 //! and hands it a closure that encodes the PUSH frame for that offset; the sink returns the
 //! offset and the encoded frame (and may keep the frame as history for resuming clients).
 //!
@@ -66,6 +67,11 @@ pub trait StreamSink: Send + Sync {
 
     /// Trims history to its age bound at `now_ms` (called about once a second).
     fn sweep(&self, _now_ms: u64) {}
+
+    /// Streams with a log (`ringport_history_streams`).
+    fn history_streams(&self) -> u64 {
+        0
+    }
 }
 
 /// A non-zero epoch that differs between process starts (std's per-process random hasher

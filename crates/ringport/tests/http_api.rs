@@ -14,6 +14,7 @@ fn start(api_key: Option<&str>, max_body_size: u32) -> (AdminServer, Arc<MockGat
         listen: "127.0.0.1:0".parse().unwrap(),
         api_key: api_key.map(str::to_owned),
         max_body_size,
+        ..AdminConfig::default()
     };
     let server = AdminServer::start(&config, gateway.clone()).unwrap();
     (server, gateway)
@@ -248,6 +249,7 @@ fn refuses_non_loopback_without_key() {
         listen: "0.0.0.0:0".parse().unwrap(),
         api_key: None,
         max_body_size: 1024,
+        ..AdminConfig::default()
     };
     let err = AdminServer::start(&config, Arc::new(MockGateway::default())).unwrap_err();
     assert!(matches!(err, HttpError::KeyRequired { .. }), "{err}");

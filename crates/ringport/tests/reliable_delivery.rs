@@ -802,9 +802,9 @@ fn tails_on_the_wire_and_refused_resume_entries() {
         client_info: "refused".into(),
         resume: Some(Resume {
             session_id: w.session_id,
+            // At most max_rooms + 2 entries (3 here); user:other is tried below.
             streams: [
                 StreamName::Room("secret".into()),
-                StreamName::User("other".into()),
                 StreamName::Room("quiet".into()),
                 StreamName::Room("more".into()),
             ]
@@ -821,7 +821,6 @@ fn tails_on_the_wire_and_refused_resume_entries() {
     let refused = |status| ResumeOutcome::Refused(status);
     for (name, outcome) in [
         ("room:secret", refused(Status::FORBIDDEN)),
-        ("user:other", refused(Status::FORBIDDEN)),
         ("room:quiet", ResumeOutcome::Resumed),
     ] {
         match r.recv() {
@@ -850,6 +849,31 @@ fn tails_on_the_wire_and_refused_resume_entries() {
     post(admin, "/v1/push/room/quiet", "yes");
     let p = r.push();
     assert_eq!((p.stream.to_string(), p.offset), ("room:quiet".into(), 5));
+
+    // Another user's inbox is refused too (this resume replaces `r`: one connection per
+    // session).
+    let mut r2 = server.client();
+    r2.send(&Frame::Hello(Hello {
+        token: bytes::Bytes::from(token("u4", &[])),
+        client_info: "refused".into(),
+        resume: Some(Resume {
+            session_id: w.session_id,
+            streams: vec![ResumePoint {
+                stream: StreamName::User("other".into()),
+                epoch: w.epoch,
+                last_offset: 3,
+            }],
+        }),
+    }));
+    assert!(matches!(r2.recv(), Frame::Welcome(_)));
+    match r2.recv() {
+        Frame::ResumeResult(res) => assert_eq!(
+            (res.stream.to_string(), res.outcome),
+            ("user:other".into(), refused(Status::FORBIDDEN))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.expect_close().0, ringport_proto::CloseReason::REPLACED);
 }
 
 /// A client connected before any broadcast it received is cut; broadcasts sent meanwhile

@@ -103,9 +103,21 @@ pub const KEYS: &[KeyDoc] = &[
     k("rooms", "batch_window_ms", Int, "Coalesce room messages for this long before sending; 0 = send at once."),
     k("history", "max_messages_per_stream", Int, "Messages kept per stream for resume; 0 = no history."),
     k("history", "max_age_ms", Int, "Drop history older than this; 0 = no age limit."),
+    // --- abuse limits (issue 10) ---
+    k("history", "max_bytes", Int, "Budget of all history memory together (frames plus bookkeeping); over it the oldest messages of any stream are evicted and a resume across them gets GAP."),
+    k("history", "idle_ttl_ms", Int, "A stream's log (offsets and history) is removed after this long without a new message; its offsets later continue above every removed tail."),
+    k("history", "max_replay_bytes", Int, "History bytes one HELLO may replay over all its resume entries; beyond it the oldest messages are skipped and the entry is answered GAP. 0 = never replay."),
+    k("history", "replay_slice_bytes", Int, "History bytes a shard replays per loop turn over all resuming connections (each message counts 64 bytes more than its size); the rest follows in later turns, so a large resume never stalls other connections."),
+    // --- end abuse limits ---
     k("admin", "listen", Addr, "HTTP API and /metrics listener. A non-loopback address requires api_key."),
     opt("admin", "api_key", Str, "\"a-random-string-of-at-least-16-bytes\"", "Bearer key for the HTTP API (Authorization: Bearer KEY or X-Api-Key). Required when listen is not loopback; enforced whenever set."),
     k("admin", "max_body_size", Int, "Largest accepted HTTP request body in bytes."),
+    // --- abuse limits (issue 10) ---
+    k("admin", "header_timeout_ms", Int, "A request head must be complete this long after the connection is accepted or its first byte arrives; otherwise the connection is closed."),
+    k("admin", "body_timeout_ms", Int, "A request's body must arrive and the request be answered this long after its head; otherwise 408 and the connection is closed. At least 2500."),
+    k("admin", "idle_timeout_ms", Int, "A kept-alive connection with no request in progress is closed after this long."),
+    k("admin", "max_connections", Int, "Admin connections open at once; one more is answered 503 and closed. One descriptor is kept in reserve so /healthz and /metrics still answer when the process is out of descriptors."),
+    // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),
 ];

@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     pub closing: bool,
     /// Session clock (ms) the engine timer is armed for; avoids re-arming an unchanged timer.
     pub timer_at: u64,
+    /// Resume results, replayed history and live pushes behind them, not yet handed to the
+    /// session (sliced replay, `gateway/replay.rs`); empty (unallocated) otherwise.
+    pub replay: std::collections::VecDeque<super::replay::Pending>,
 }
 
 impl Conn {
@@ -78,6 +81,7 @@ impl Conn {
             close_code: None,
             closing: false,
             timer_at: u64::MAX,
+            replay: std::collections::VecDeque::new(),
         }
     }
 

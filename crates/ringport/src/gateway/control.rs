@@ -87,6 +87,7 @@ impl EngineGateway {
         let engine = self.handle.stats_all();
         fill_engine_numbers(&mut s, &engine);
         s.history_bytes = self.shared.sink.history_bytes();
+        s.history_streams = self.shared.sink.history_streams();
         s.inbox_acked = self.shared.sink.acked_total();
         s
     }

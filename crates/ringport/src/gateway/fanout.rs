@@ -24,8 +24,9 @@ use ringport_io::{ConnId, Ctx};
 use ringport_proto::{Frame, Push, PushClass, PushOutcome, StreamName, MAX_NAME_LEN};
 
 use super::handler::{transmit, GatewayHandler};
+use super::replay::{record_offer, Pending};
 use super::{Shared, BROADCAST_ROOM};
-use crate::metrics::{ConnState as Gauge, DeliveryKind, DropReason, SkipReason};
+use crate::metrics::{ConnState as Gauge, DeliveryKind};
 
 /// Who a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +160,7 @@ impl GatewayHandler {
         self.deliver_now(ctx, d)
     }
 
-    fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Delivery) -> u64 {
+    fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
         let recipients: Vec<ConnId> = match &d.stream {
             StreamName::User(user) => self.users.connections(user).to_vec(),
             StreamName::Room(room) if room != BROADCAST_ROOM => self.rooms.members(room).to_vec(),
@@ -182,7 +183,7 @@ impl GatewayHandler {
     }
 
     /// Offers `d` to one connection; true if it was queued or held for it.
-    fn offer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, d: &Delivery) -> bool {
+    fn offer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, d: &Arc<Delivery>) -> bool {
         let Some(Some(c)) = self.conns.get_mut(id.index()) else {
             return false;
         };
@@ -201,28 +202,19 @@ impl GatewayHandler {
             return false; // already delivered (replay overlapping live traffic)
         }
         *last = d.offset;
-        match c
-            .session
-            .offer_push(d.class, &d.stream, d.offset, d.frame.clone())
-        {
-            PushOutcome::Sent => {
-                self.rec.delivered(d.kind, 1);
-                transmit(ctx, &mut self.rec, c);
-                true
-            }
-            PushOutcome::Held => {
-                self.rec.delivered(d.kind, 1);
-                true
-            }
-            PushOutcome::Skipped => {
-                self.rec.dropped(DropReason::HoldbackOverflow, 1);
-                false
-            }
-            PushOutcome::Dropped => {
-                self.rec.skipped(SkipReason::Closing, 1);
-                false
-            }
+        if !c.replay.is_empty() {
+            // Behind the replay still going out (gateway/replay.rs): keeps the wire order.
+            c.replay.push_back(Pending::Live(Arc::clone(d)));
+            return true;
         }
+        let outcome = c
+            .session
+            .offer_push(d.class, &d.stream, d.offset, d.frame.clone());
+        let queued = record_offer(&mut self.rec, d.kind, outcome);
+        if outcome == PushOutcome::Sent {
+            transmit(ctx, &mut self.rec, c);
+        }
+        queued
     }
 
     /// Sends batched room messages once the window has passed (or now, with `force`).

@@ -11,12 +11,12 @@ use std::time::{Instant, SystemTime};
 use bytes::BytesMut;
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, Origin, SendError};
 use ringport_proto::{
-    CloseReason, Decoder, Event, Op, PushClass, PushOutcome, Session, State, Status, StreamName,
-    WelcomeParams,
+    CloseReason, Decoder, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
 use super::conn::{Conn, Joined, TokenBucket};
 use super::fanout::{Delivery, Target};
+use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
 use super::{Shared, BROADCAST_ROOM};
 use super::{SESSION_RESUME_MS, SWEEP_EVERY_MS};
@@ -39,6 +39,10 @@ pub struct GatewayHandler {
     pub(super) batch: Vec<Arc<Delivery>>,
     /// When the oldest batched message arrived.
     pub(super) batch_since: Option<Instant>,
+    /// Connections with replay still queued (`gateway/replay.rs`), in service order.
+    pub(super) replaying: Vec<ConnId>,
+    /// A `drain_replays` is posted to this shard's inbox and not yet run.
+    pub(super) drain_posted: bool,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -66,6 +70,8 @@ impl GatewayHandler {
             rec,
             batch: Vec::new(),
             batch_since: None,
+            replaying: Vec::new(),
+            drain_posted: false,
         }
     }
 
@@ -116,6 +122,9 @@ impl GatewayHandler {
 
     fn on_event(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, ev: Event, now: u64) {
         match ev {
+            Event::Hello {
+                resume: Some(r), ..
+            } if self.refuse_resume(c, &r, now) => {}
             Event::Hello { token, resume, .. } => match self.authenticate(&token) {
                 Ok(claims) => {
                     if let Some(cl) = &claims {
@@ -128,16 +137,23 @@ impl GatewayHandler {
                     let publishes = &self.shared.publishes;
                     // A resumed session keeps its id (and so its publish dedupe state) if
                     // this process issued it to the same user; otherwise it starts afresh.
-                    let session_id = match &resume {
-                        Some(r) if publishes.resume(r.session_id, &owner, wall) => r.session_id,
-                        _ => {
-                            let id = self
-                                .shared
-                                .next_session_id
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            publishes.open(id, &owner, wall);
+                    // One live connection per session: resuming a session another
+                    // connection still holds closes that one with REPLACED.
+                    let me = c.id.as_u64();
+                    let resumed = resume.as_ref().and_then(|r| {
+                        Some((
+                            r.session_id,
+                            publishes.resume(r.session_id, &owner, wall, me)?,
+                        ))
+                    });
+                    let session_id = match resumed {
+                        Some((id, previous)) => {
+                            if let Some(old) = previous {
+                                self.replace(ctx, ConnId::from_u64(old));
+                            }
                             id
                         }
+                        None => new_session_id(|id| publishes.open(id, &owner, wall, me)),
                     };
                     c.session_id = session_id;
                     // The inbox position, read under the stream's lock in the same turn that
@@ -167,9 +183,11 @@ impl GatewayHandler {
                         server_time_ms: wall,
                     };
                     let _ = c.session.accept(params, now);
+                    let mut budget = self.shared.max_replay_bytes;
                     for point in resume.map(|r| r.streams).unwrap_or_default() {
-                        self.resume_stream(c, point, wall);
+                        self.resume_stream(c, point, wall, &mut budget);
                     }
+                    self.start_replay(ctx, c);
                 }
                 Err(text) => {
                     let _ = c.session.reject(CloseReason::AUTH_FAILED, &text, now);
@@ -230,6 +248,37 @@ impl GatewayHandler {
                 }
             }
         }
+    }
+
+    /// Closes connection `old` (on whichever shard it lives) with REPLACED: another
+    /// connection resumed its session. Posted through the shard's inbox, so it happens
+    /// before any push posted after this connection's WELCOME.
+    fn replace(&mut self, ctx: &mut Ctx<'_, Self>, old: ConnId) {
+        ctx.handle()
+            .run(old.shard(), move |h: &mut GatewayHandler, ctx| {
+                let Some(mut c) = h.take(old) else {
+                    return;
+                };
+                if !c.closing {
+                    crate::metrics::limits::hit(
+                        crate::metrics::Limit::SessionReplaced,
+                        1,
+                        &format_args!("session {:#x} resumed by another connection", c.session_id),
+                    );
+                    let now = h.shared.clock.ms(ctx.now());
+                    c.session.close(
+                        CloseReason::REPLACED,
+                        "another connection resumed this session",
+                        now,
+                    );
+                    h.pump(ctx, &mut c, now);
+                    if !c.closing {
+                        c.closing = true;
+                        ctx.close(old, EngineReason::App(CloseReason::REPLACED.0));
+                    }
+                }
+                h.put(c);
+            });
     }
 
     /// `Ok(None)`: anonymous; `Err(text)`: reject with `AUTH_FAILED`.
@@ -381,7 +430,17 @@ impl GatewayHandler {
     /// snapshot, set the connection's last-delivered offset to `T` and register membership.
     /// Live pushes with offset ≤ `T` still in this shard's inbox are then dropped as
     /// duplicates; later ones are delivered because the connection is now a member.
-    fn resume_stream(&mut self, c: &mut Conn, point: ringport_proto::ResumePoint, wall: u64) {
+    ///
+    /// The RESUME_RESULT and the frames are queued on the connection and handed to the
+    /// session a slice per turn (`gateway/replay.rs`); at most `budget` bytes of frames are
+    /// replayed (the newest ones; the rest is reported as GAP).
+    fn resume_stream(
+        &mut self,
+        c: &mut Conn,
+        point: ringport_proto::ResumePoint,
+        wall: u64,
+        budget: &mut u64,
+    ) {
         let stream = point.stream;
         let (allowed, new_room) = match &stream {
             StreamName::Room(r) if r == BROADCAST_ROOM => (true, false),
@@ -399,38 +458,49 @@ impl GatewayHandler {
             None
         };
         if let Some(status) = refused {
-            let _ = c.session.send_resume_result(ringport_proto::ResumeResult {
-                stream,
-                outcome: ringport_proto::ResumeOutcome::Refused(status),
-                old_epoch: point.epoch,
-                new_epoch: point.epoch,
-                missing_from: 0,
-                missing_to: 0,
-            });
+            c.replay
+                .push_back(Pending::Result(ringport_proto::ResumeResult {
+                    stream,
+                    outcome: ringport_proto::ResumeOutcome::Refused(status),
+                    old_epoch: point.epoch,
+                    new_epoch: point.epoch,
+                    missing_from: 0,
+                    missing_to: 0,
+                }));
             return;
         }
         let replay = self
             .shared
             .sink
             .replay(&stream, point.epoch, point.last_offset, wall);
-        let _ = c
-            .session
-            .send_resume_result(replay.resume_result(&stream, point.epoch));
+        let (replay, capped) = replay.capped(point.epoch, budget);
+        if capped {
+            crate::metrics::limits::hit(
+                crate::metrics::Limit::ReplayBytes,
+                1,
+                &format_args!(
+                    "history.max_replay_bytes ({}) spent by one HELLO: {stream} answered GAP",
+                    self.shared.max_replay_bytes
+                ),
+            );
+        }
+        c.replay
+            .push_back(Pending::Result(replay.resume_result(&stream, point.epoch)));
         let tail = replay.tail();
         let frames = replay.into_frames();
-        let first = tail + 1 - frames.len() as u64;
         let (class, kind) = if stream.is_user() {
             (PushClass::Direct, DeliveryKind::User)
         } else {
             (PushClass::Room, DeliveryKind::Room)
         };
-        for (i, frame) in frames.into_iter().enumerate() {
-            if c.session
-                .offer_push(class, &stream, first + i as u64, frame)
-                == PushOutcome::Sent
-            {
-                self.rec.delivered(kind, 1);
-            }
+        if !frames.is_empty() {
+            c.replay.push_back(Pending::Frames {
+                class,
+                kind,
+                stream: stream.clone(),
+                next: tail + 1 - frames.len() as u64,
+                frames: frames.into(),
+            });
         }
         match stream {
             StreamName::Room(r) if r == BROADCAST_ROOM => {
@@ -451,6 +521,34 @@ impl GatewayHandler {
         }
     }
 
+    /// Closes `c` with PROTOCOL_ERROR if its HELLO's resume entries are over the limit
+    /// (`max_rooms + 2`: the rooms, the inbox and the broadcast stream) or name a stream
+    /// twice; returns whether it did.
+    fn refuse_resume(&mut self, c: &mut Conn, r: &ringport_proto::Resume, now: u64) -> bool {
+        let max = self.shared.rooms.max_rooms_per_connection as usize + 2;
+        let (limit, text) = if r.streams.len() > max {
+            (
+                crate::metrics::Limit::ResumeEntries,
+                format!(
+                    "{} resume entries; at most {max} (max_rooms + 2)",
+                    r.streams.len()
+                ),
+            )
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(r.streams.len());
+            match r.streams.iter().find(|p| !seen.insert(&p.stream)) {
+                Some(p) => (
+                    crate::metrics::Limit::ResumeDuplicate,
+                    format!("resume entry for {} appears twice", p.stream),
+                ),
+                None => return false,
+            }
+        };
+        crate::metrics::limits::hit(limit, 1, &text);
+        c.session.close(CloseReason::PROTOCOL_ERROR, &text, now);
+        true
+    }
+
     /// Trims history to its age bound and forgets idle sessions, once per `SWEEP_EVERY_MS`.
     fn sweep(&mut self, ctx: &mut Ctx<'_, Self>) {
         let wall = self.shared.clock.unix_ms(ctx.now());
@@ -462,6 +560,36 @@ impl GatewayHandler {
         self.shared.sink.sweep(wall);
         self.shared.publishes.expire(wall, SESSION_RESUME_MS);
     }
+}
+
+/// A fresh session id: a random non-zero 64-bit value (unguessable, so a session cannot be
+/// taken over by counting), registered by `register` (false: taken, draw again). A
+/// collision among 2^64 values is all but impossible; after 16 the id is returned
+/// unregistered (that session only cannot be resumed).
+fn new_session_id(mut register: impl FnMut(u64) -> bool) -> u64 {
+    let mut id = 1;
+    for salt in 0..16 {
+        id = random_u64(salt).max(1);
+        if register(id) {
+            break;
+        }
+    }
+    id
+}
+
+/// 64 random bits from the OS; should that fail, std's randomly keyed SipHash over a
+/// counter (still not sequential).
+fn random_u64(salt: u64) -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u64(salt);
+    h.finish()
 }
 
 /// Hands the session's queued frames to the engine.
@@ -564,7 +692,7 @@ impl Handler for GatewayHandler {
         self.put(c);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: EngineReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: EngineReason) {
         let Some(mut c) = self.take(conn) else {
             return;
         };
@@ -577,6 +705,12 @@ impl Handler for GatewayHandler {
         }
         if let Some(cl) = &c.claims {
             self.users.remove(&cl.sub, conn);
+        }
+        if c.session_id != 0 {
+            let wall = self.shared.clock.unix_ms(ctx.now());
+            self.shared
+                .publishes
+                .release(c.session_id, conn.as_u64(), wall);
         }
         self.rec.closed(Self::close_cause(&c, reason));
     }

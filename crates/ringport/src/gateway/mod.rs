@@ -9,6 +9,7 @@
 //! - `fanout`: numbering a message ([`crate::offsets::StreamSink`]), encoding it once,
 //!   posting it to every shard, and handing it to each member there.
 //! - `control`: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
+//! - `replay`: resume replay handed to sessions a slice per loop turn.
 //!
 //! Threads: everything per connection lives on its shard; `Shared` is the read-mostly part
 //! every shard and the control plane see (configuration, token verifier, stream sink, metric
@@ -18,6 +19,7 @@ mod conn;
 mod control;
 mod fanout;
 mod handler;
+mod replay;
 mod rooms;
 
 use std::sync::atomic::AtomicU64;
@@ -87,12 +89,17 @@ pub(crate) struct Shared {
     pub clock: Clock,
     pub registry: Registry,
     pub recorders: RecorderSlots,
-    pub next_session_id: AtomicU64,
     /// Seqs of client publishes already published, per session (a resent PUBLISH is acked,
     /// not published again); also the registry of session ids a client may resume.
     pub publishes: PublishDedupes,
     /// Wall ms of the last history sweep / session expiry (shard 0 runs them).
     pub last_sweep_ms: AtomicU64,
+    // --- abuse limits (issue 10) ---
+    /// `history.max_replay_bytes`: history one HELLO may replay.
+    pub max_replay_bytes: u64,
+    /// `history.replay_slice_bytes`: replay a shard hands out per loop turn.
+    pub replay_slice_bytes: u64,
+    // --- end abuse limits ---
 }
 
 /// Per-session window of client seqs remembered beyond the highest contiguous one (the SDK's
@@ -153,9 +160,6 @@ pub fn start_with_sink(
 ) -> Result<GatewayPlane, ServeError> {
     let engine_cfg = engine_config(config);
     let (registry, recorders) = Registry::new(engine_cfg.workers);
-    // Session ids carry the epoch, so an id from before a restart never names a session of
-    // the new process.
-    let first_session = (u64::from(sink.epoch()) << 32) | 1;
     let shared = Arc::new(Shared {
         session: Arc::new(session_config(config)),
         verifier: config
@@ -170,9 +174,10 @@ pub fn start_with_sink(
         clock: Clock::new(),
         registry,
         recorders: RecorderSlots::new(recorders),
-        next_session_id: AtomicU64::new(first_session),
         publishes: PublishDedupes::new(16, PUBLISH_DEDUPE_WINDOW),
         last_sweep_ms: AtomicU64::new(0),
+        max_replay_bytes: config.history.max_replay_bytes,
+        replay_slice_bytes: config.history.replay_slice_bytes.max(1),
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {

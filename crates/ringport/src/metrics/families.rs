@@ -112,6 +112,10 @@ pub struct MetricsSnapshot {
     pub send_batch: HistogramSnapshot,
     pub push_to_send_us: HistogramSnapshot,
     pub history_bytes: u64,
+    // --- abuse limits (issue 10) ---
+    /// Streams with a log (`ringport_history_streams`).
+    pub history_streams: u64,
+    // --- end abuse limits ---
     /// User-inbox messages acknowledged by clients (delivery receipts).
     pub inbox_acked: u64,
     /// Indexed by shard.
@@ -135,6 +139,7 @@ impl Default for MetricsSnapshot {
             send_batch: HistogramSnapshot::empty(&SEND_BATCH_BOUNDS),
             push_to_send_us: HistogramSnapshot::empty(&PUSH_LATENCY_BOUNDS_US),
             history_bytes: 0,
+            history_streams: 0,
             inbox_acked: 0,
             shards: Vec::new(),
         }
@@ -296,6 +301,16 @@ impl MetricsSnapshot {
             MetricType::Gauge,
         );
         w.sample("ringport_history_bytes", &[], self.history_bytes);
+
+        // --- abuse limits (issue 10) ---
+        w.family(
+            "ringport_history_streams",
+            "Streams with a log (a log exists once a message was appended, until it idles out).",
+            MetricType::Gauge,
+        );
+        w.sample("ringport_history_streams", &[], self.history_streams);
+        super::limits::render(&mut w);
+        // --- end abuse limits ---
 
         w.family(
             "ringport_inbox_acked_total",

@@ -93,6 +93,9 @@ struct Entry {
     owner: String,
     /// Last use (ms), for expiry.
     used: u64,
+    /// The connection (`ConnId::as_u64`) currently holding the session, if any: one live
+    /// connection per session, so a resume replaces it. A held session does not expire.
+    live: Option<u64>,
 }
 
 /// One lock's share of the sessions.
@@ -151,27 +154,47 @@ impl PublishDedupes {
         e.dedupe.record(seq, self.window);
     }
 
-    /// Registers a new session of `owner`.
-    pub fn open(&self, session: u64, owner: &str, now: u64) {
-        self.map(session).insert(
+    /// Registers a new session of `owner`, held by connection `conn`. Returns false (and
+    /// changes nothing) if the id is taken, so the caller draws another.
+    pub fn open(&self, session: u64, owner: &str, now: u64, conn: u64) -> bool {
+        let mut map = self.map(session);
+        if session == 0 || map.contains_key(&session) {
+            return false;
+        }
+        map.insert(
             session,
             Entry {
                 dedupe: PublishDedupe::default(),
                 owner: owner.to_owned(),
                 used: now,
+                live: Some(conn),
             },
         );
+        true
     }
 
     /// Whether `owner` may continue `session` (it exists, was opened by the
-    /// same owner, and has not expired); touches it if so.
-    pub fn resume(&self, session: u64, owner: &str, now: u64) -> bool {
+    /// same owner, and has not expired); if so, touches it, makes `conn` its
+    /// holder and returns the connection that held it before, which the
+    /// caller closes with REPLACED (`Some(None)`: nobody held it).
+    pub fn resume(&self, session: u64, owner: &str, now: u64, conn: u64) -> Option<Option<u64>> {
         match self.map(session).get_mut(&session) {
             Some(e) if e.owner == owner => {
                 e.used = now;
-                true
+                Some(e.live.replace(conn).filter(|&old| old != conn))
             }
-            _ => false,
+            _ => None,
+        }
+    }
+
+    /// Connection `conn` closed: if it still holds `session`, the session is
+    /// free (and starts its resume window now).
+    pub fn release(&self, session: u64, conn: u64, now: u64) {
+        if let Some(e) = self.map(session).get_mut(&session) {
+            if e.live == Some(conn) {
+                e.live = None;
+                e.used = now;
+            }
         }
     }
 
@@ -182,7 +205,7 @@ impl PublishDedupes {
         for s in self.shards.iter() {
             let mut map = s.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, e| e.used >= cutoff);
+            map.retain(|_, e| e.live.is_some() || e.used >= cutoff);
             n += before - map.len();
         }
         n
@@ -258,13 +281,32 @@ mod tests {
     #[test]
     fn only_the_owner_resumes_and_seen_then_record() {
         let r = PublishDedupes::new(2, 64);
-        r.open(7, "alice", 0);
-        assert!(r.resume(7, "alice", 1));
-        assert!(!r.resume(7, "mallory", 1));
-        assert!(!r.resume(8, "alice", 1), "never issued");
+        assert!(r.open(7, "alice", 0, 100));
+        assert!(!r.open(7, "bob", 0, 101), "id taken");
+        assert_eq!(r.resume(7, "alice", 1, 102), Some(Some(100)));
+        assert_eq!(r.resume(7, "mallory", 1, 103), None);
+        assert_eq!(r.resume(8, "alice", 1, 104), None, "never issued");
         assert!(!r.seen(7, 1));
         r.record(7, 1, 2);
         assert!(r.seen(7, 1));
         assert!(!r.seen(7, 0));
+    }
+
+    #[test]
+    fn one_holder_per_session_and_held_sessions_do_not_expire() {
+        let r = PublishDedupes::new(2, 64);
+        assert!(r.open(7, "", 0, 1));
+        assert_eq!(r.resume(7, "", 10, 2), Some(Some(1)), "1 is replaced");
+        assert_eq!(r.resume(7, "", 10, 2), Some(None), "2 already holds it");
+        r.release(7, 1, 20);
+        assert_eq!(r.expire(1_000, 100), 0, "held by 2: never expires");
+        r.release(7, 2, 1_000);
+        assert_eq!(
+            r.resume(7, "", 1_050, 3),
+            Some(None),
+            "free: nobody to replace"
+        );
+        r.release(7, 3, 1_050);
+        assert_eq!(r.expire(1_151, 100), 1);
     }
 }

@@ -21,6 +21,11 @@ pub struct HistoryLimits {
     pub max_messages: usize,
     /// Messages older than this (ms since append) are dropped.
     pub max_age_ms: u64,
+    /// Budget of all streams' history bytes together; over it the oldest messages of any
+    /// stream are evicted first (enforced by [`crate::streams::Streams`]).
+    pub max_bytes: u64,
+    /// A log with no append for this long is removed (by `Streams::sweep`).
+    pub idle_ttl_ms: u64,
 }
 
 impl HistoryLimits {
@@ -29,6 +34,8 @@ impl HistoryLimits {
         HistoryLimits {
             max_messages: cfg.max_messages_per_stream as usize,
             max_age_ms: cfg.max_age_ms,
+            max_bytes: cfg.max_bytes,
+            idle_ttl_ms: cfg.idle_ttl_ms,
         }
     }
 }
@@ -111,6 +118,61 @@ impl Replay {
         }
     }
 
+    /// Keeps only the newest frames that fit in `budget` bytes (and takes them out of it).
+    /// If any had to go, the outcome becomes (or stays) NOT_RECOVERED with the skipped
+    /// offsets added to the missing range: for the client the skipped messages are a GAP,
+    /// exactly as if retention had dropped them. `asked_epoch` is the resume entry's epoch.
+    /// Returns the outcome and whether anything was skipped.
+    pub fn capped(self, asked_epoch: u32, budget: &mut u64) -> (Replay, bool) {
+        let frames = self.frames();
+        let mut kept_bytes = 0u64;
+        let mut kept = 0usize;
+        for f in frames.iter().rev() {
+            let len = f.len() as u64;
+            if kept_bytes + len > *budget {
+                break;
+            }
+            kept_bytes += len;
+            kept += 1;
+        }
+        *budget -= kept_bytes;
+        let skip = frames.len() - kept;
+        if skip == 0 {
+            return (self, false);
+        }
+        let capped = match self {
+            Replay::Resumed { mut frames, tail } => {
+                let first = tail + 1 - frames.len() as u64;
+                let frames = frames.split_off(skip);
+                Replay::NotRecovered {
+                    reason: NotRecoveredReason::Gap,
+                    epoch: asked_epoch,
+                    missing: first..first + skip as u64,
+                    frames,
+                    tail,
+                }
+            }
+            Replay::NotRecovered {
+                reason,
+                epoch,
+                missing,
+                mut frames,
+                tail,
+            } => {
+                let continue_at = missing.end + skip as u64;
+                let frames = frames.split_off(skip);
+                Replay::NotRecovered {
+                    reason,
+                    epoch,
+                    missing: missing.start..continue_at,
+                    frames,
+                    tail,
+                }
+            }
+        };
+        (capped, true)
+    }
+
     /// The RESUME_RESULT frame body for this outcome.
     pub fn resume_result(
         &self,
@@ -163,6 +225,9 @@ pub struct StreamLog {
     acked: u64,
     /// Messages acknowledged so far: the delivery receipts of this inbox.
     receipts: u64,
+    /// When the log was created or last appended to (ms): a log idle for
+    /// `idle_ttl_ms` is removed by `Streams::sweep`.
+    last_used_ms: u64,
 }
 
 impl StreamLog {
@@ -175,7 +240,66 @@ impl StreamLog {
             bytes: 0,
             acked: 0,
             receipts: 0,
+            last_used_ms: 0,
         }
+    }
+
+    /// An empty log whose first append gets offset `tail + 1`: a stream whose log was
+    /// removed continues above every removed tail, so no client ever sees an offset twice.
+    pub fn starting_after(epoch: u32, tail: u64, now: u64) -> Self {
+        let mut log = StreamLog::new(epoch);
+        log.tail = tail;
+        log.last_used_ms = now;
+        log
+    }
+
+    /// Whether nothing was appended since `cutoff` (nor created after it).
+    pub fn idle_since(&self, cutoff: u64) -> bool {
+        self.last_used_ms < cutoff
+    }
+
+    /// Evicts retained messages up to and including `offset` (the global byte budget's
+    /// oldest-first eviction). Returns how many were evicted; a later resume across them
+    /// gets GAP.
+    pub fn evict_through(&mut self, offset: u64) -> u64 {
+        let mut n = 0;
+        while let Some(front) = self.history.front() {
+            if front.offset > offset {
+                break;
+            }
+            self.bytes -= front.frame.len() + ENTRY_OVERHEAD;
+            self.history.pop_front();
+            n += 1;
+        }
+        if self.history.is_empty() && self.history.capacity() > 16 {
+            self.history = VecDeque::new();
+        }
+        n
+    }
+
+    /// A no-history log's answer to a resume (an unknown stream, answered as
+    /// an empty log at the floor): everything after `last_offset` up to `tail`
+    /// is lost.
+    pub fn replay_without_history(
+        epoch: u32,
+        tail: u64,
+        asked_epoch: u32,
+        last_offset: u64,
+    ) -> Replay {
+        let mut log = StreamLog::new(epoch);
+        log.tail = tail;
+        log.replay(
+            asked_epoch,
+            last_offset,
+            0,
+            HistoryLimits {
+                max_messages: 0,
+                max_age_ms: u64::MAX,
+                max_bytes: u64::MAX,
+                idle_ttl_ms: u64::MAX,
+            },
+            false,
+        )
     }
 
     /// The epoch.
@@ -227,6 +351,7 @@ impl StreamLog {
         encode: &mut dyn FnMut(u64) -> Bytes,
     ) -> (u64, Bytes) {
         self.tail += 1;
+        self.last_used_ms = self.last_used_ms.max(now);
         let frame = encode(self.tail);
         if limits.max_messages > 0 {
             self.bytes += frame.len() + ENTRY_OVERHEAD;
@@ -343,6 +468,8 @@ mod tests {
     const LIM: HistoryLimits = HistoryLimits {
         max_messages: 4,
         max_age_ms: 1_000,
+        max_bytes: u64::MAX,
+        idle_ttl_ms: u64::MAX,
     };
 
     fn push(log: &mut StreamLog, now: u64) -> u64 {
@@ -388,6 +515,7 @@ mod tests {
         let lim = HistoryLimits::from_config(&crate::config::HistoryConfig {
             max_messages_per_stream: 4,
             max_age_ms: 0,
+            ..Default::default()
         });
         let mut log = StreamLog::new(1);
         log.append(0, lim, &mut |off| Bytes::from(off.to_string()));
@@ -481,6 +609,8 @@ mod tests {
         let lim = HistoryLimits {
             max_messages: 0,
             max_age_ms: 1_000,
+            max_bytes: u64::MAX,
+            idle_ttl_ms: u64::MAX,
         };
         let mut log = StreamLog::new(1);
         for _ in 0..3 {
@@ -515,6 +645,52 @@ mod tests {
         // The client saw up to 4 but acknowledged only 1: 2..=4 come again.
         assert_eq!(offsets(&log.replay(1, 4, 0, LIM, true)), [2, 3, 4]);
         assert_eq!(offsets(&log.replay(1, 4, 0, LIM, false)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn capped_replay_keeps_the_newest_frames_and_reports_a_gap() {
+        let mut log = StreamLog::new(9);
+        let lim = HistoryLimits {
+            max_messages: 100,
+            ..LIM
+        };
+        for _ in 0..12 {
+            // Frames "1".."9" are one byte, "10".."12" two.
+            log.append(0, lim, &mut |off| Bytes::from(off.to_string()));
+        }
+        let mut budget = 7;
+        let (r, capped) = log.replay(9, 2, 0, lim, false).capped(9, &mut budget);
+        assert!(capped);
+        assert_eq!(offsets(&r), [9, 10, 11, 12], "2 + 2 + 2 + 1 bytes");
+        assert_eq!(budget, 0);
+        match &r {
+            Replay::NotRecovered {
+                reason, missing, ..
+            } => assert_eq!((*reason, missing.clone()), (NotRecoveredReason::Gap, 3..9)),
+            other => panic!("{other:?}"),
+        }
+        let mut budget = 100;
+        let (r, capped) = log.replay(9, 2, 0, lim, false).capped(9, &mut budget);
+        assert!(!capped);
+        assert!(matches!(r, Replay::Resumed { .. }));
+        assert_eq!(budget, 100 - (7 + 6));
+        let mut budget = 0;
+        let (r, _) = log.replay(9, 2, 0, lim, false).capped(9, &mut budget);
+        assert!(r.frames().is_empty());
+        assert!(matches!(r, Replay::NotRecovered { ref missing, .. } if *missing == (3..13)));
+        // An epoch change keeps its reason; the continuation moves past the skipped frames.
+        let mut budget = 2;
+        let (r, _) = log.replay(1, 50, 0, lim, false).capped(1, &mut budget);
+        match &r {
+            Replay::NotRecovered {
+                reason, missing, ..
+            } => {
+                assert_eq!(*reason, NotRecoveredReason::EpochChanged);
+                assert_eq!((missing.start, missing.end), (51, 12));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(offsets(&r), [12]);
     }
 
     #[test]

@@ -15,9 +15,22 @@
 //! Epochs: history lives in memory only, so the process picks a random epoch
 //! at start and every stream uses it. A restarted process has a different
 //! epoch, and a client resuming an old epoch is told `EpochChanged` — never
-//! served a replay that mixes epochs. Logs are never removed while the
-//! process runs (their offsets must keep increasing within the epoch); idle
-//! logs cost their name and a few words once their history is trimmed.
+//! served a replay that mixes epochs.
+//!
+//! Bounded state (docs/operations.md, "Limits and abuse"):
+//! - a log exists only once a message was appended to its stream; reading a
+//!   position, resuming or acking an unknown stream creates nothing;
+//! - a log with no append for `idle_ttl_ms` is removed by [`Streams::sweep`].
+//!   Offsets must still never repeat within the epoch, so the registry keeps
+//!   one number, the *floor*: the highest tail of any removed log. A new log
+//!   starts right above it, and an unknown stream's position is the floor
+//!   (a client resuming below it is told GAP, since a removed log's messages
+//!   may have been missed). Offsets therefore increase strictly but may jump;
+//! - all history together is bounded by `max_bytes`: every retained message
+//!   is also queued in append order (`order`), and an append that takes the
+//!   total over the budget evicts from the front of that queue, the oldest
+//!   messages of any stream first. A resume across an evicted message is told
+//!   GAP, as for any trimmed history.
 //!
 //! See docs/architecture.md, "Reliable delivery", for how the gateway uses the
 //! replay snapshot to resume a connection without gaps or duplicates.
@@ -26,10 +39,10 @@ mod dedupe;
 mod log;
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ringport_proto::StreamName;
@@ -61,7 +74,14 @@ pub struct StreamsStats {
     pub bytes: usize,
 }
 
-type Shard = HashMap<StreamName, StreamLog>;
+/// One lock's share of the logs. Keys are shared with `Streams::order`.
+type Shard = HashMap<Arc<StreamName>, StreamLog>;
+
+/// Eviction order: one `(stream, offset)` per retained message, oldest first.
+/// Entries whose message is already gone (trimmed, or its log removed) are
+/// skipped when they reach the front, and dropped by `sweep` when they
+/// outnumber the retained messages.
+type Order = VecDeque<(Arc<StreamName>, u64)>;
 
 /// The registry of every stream's log. Cheap to share (`Arc<Streams>`):
 /// shards lock independently, and a lock is held only for one append, one
@@ -79,6 +99,13 @@ pub struct Streams {
     /// History bytes over all shards, kept in step under the shard locks so
     /// `/metrics` reads it without locking.
     bytes: AtomicU64,
+    /// Highest tail of any removed log: a new log's offsets start above it.
+    floor: AtomicU64,
+    /// Logs over all shards (`ringport_history_streams`).
+    logs: AtomicU64,
+    /// Retained messages in append order, for the `max_bytes` eviction. Lock
+    /// order: `order` before a shard lock, never the other way round.
+    order: Mutex<Order>,
 }
 
 impl Streams {
@@ -97,6 +124,9 @@ impl Streams {
             epoch,
             acked_total: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
+            logs: AtomicU64::new(0),
+            order: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -114,11 +144,90 @@ impl Streams {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn log<'a>(&self, shard: &'a mut Shard, stream: &StreamName) -> &'a mut StreamLog {
-        if !shard.contains_key(stream) {
-            shard.insert(stream.clone(), StreamLog::new(self.epoch));
+    fn order(&self) -> MutexGuard<'_, Order> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream's log, created for an append (the only caller that may
+    /// create one), with offsets starting above the floor.
+    fn log_for_append<'a>(
+        &self,
+        shard: &'a mut Shard,
+        stream: &StreamName,
+        now: u64,
+    ) -> (Arc<StreamName>, &'a mut StreamLog) {
+        let key = match shard.get_key_value(stream) {
+            Some((k, _)) => Arc::clone(k),
+            None => {
+                let k = Arc::new(stream.clone());
+                let floor = self.floor.load(Ordering::Relaxed);
+                shard.insert(
+                    Arc::clone(&k),
+                    StreamLog::starting_after(self.epoch, floor, now),
+                );
+                self.logs.fetch_add(1, Ordering::Relaxed);
+                k
+            }
+        };
+        let log = shard.get_mut(stream).expect("present or inserted above");
+        (key, log)
+    }
+
+    /// Appends under the stream's lock, queues the retained message for
+    /// eviction, then enforces the byte budget (after the lock is released:
+    /// lock order is `order` before shard).
+    fn append_inner(
+        &self,
+        stream: &StreamName,
+        now_ms: u64,
+        encode: &mut dyn FnMut(u32, u64) -> Bytes,
+    ) -> (u32, u64, Bytes) {
+        let (key, epoch, offset, frame, retained) = {
+            let mut shard = self.lock(stream);
+            let (key, log) = self.log_for_append(&mut shard, stream, now_ms);
+            let epoch = log.epoch();
+            let before = log.bytes();
+            let (offset, frame) = log.append(now_ms, self.limits, &mut |off| encode(epoch, off));
+            let retained = log.tail() == offset && !log.is_empty();
+            self.account(before, log.bytes());
+            (key, epoch, offset, frame, retained)
+        };
+        if retained {
+            self.order().push_back((key, offset));
         }
-        shard.get_mut(stream).expect("inserted above")
+        self.enforce_budget();
+        (epoch, offset, frame)
+    }
+
+    /// Evicts the oldest retained messages of any stream until history fits
+    /// `max_bytes`. Returns how many messages were evicted.
+    fn enforce_budget(&self) -> u64 {
+        let max = self.limits.max_bytes;
+        if self.history_bytes() <= max {
+            return 0;
+        }
+        let mut order = self.order();
+        let mut evicted = 0;
+        while self.history_bytes() > max {
+            let Some((stream, offset)) = order.pop_front() else {
+                break;
+            };
+            let mut shard = self.lock(&stream);
+            if let Some(log) = shard.get_mut(&*stream) {
+                let before = log.bytes();
+                evicted += log.evict_through(offset);
+                self.account(before, log.bytes());
+            }
+        }
+        drop(order);
+        crate::metrics::limits::hit(
+            crate::metrics::Limit::HistoryBytes,
+            evicted,
+            &format_args!(
+                "history.max_bytes ({max}) reached: evicting the oldest messages of any stream"
+            ),
+        );
+        evicted
     }
 
     fn account(&self, before: usize, after: usize) {
@@ -143,39 +252,43 @@ impl Streams {
 
     /// Assigns the next offset of `stream`; `encode(offset)` builds the PUSH
     /// frame (it runs under the stream's lock, once), which is retained and
-    /// returned for the live fan-out.
+    /// returned for the live fan-out. Creates the stream's log if needed.
     pub fn append(
         &self,
         stream: &StreamName,
         now_ms: u64,
         encode: &mut dyn FnMut(u64) -> Bytes,
     ) -> (u64, Bytes) {
-        let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream);
-        let before = log.bytes();
-        let out = log.append(now_ms, self.limits, encode);
-        self.account(before, log.bytes());
-        out
+        let (_, offset, frame) = self.append_inner(stream, now_ms, &mut |_, off| encode(off));
+        (offset, frame)
     }
 
     /// The resume snapshot for a client that has `stream` up to
     /// `last_offset` of `epoch`, taken atomically under the stream's lock.
-    /// User inboxes also redeliver unacknowledged messages.
+    /// User inboxes also redeliver unacknowledged messages. An unknown stream
+    /// (no log) is answered as an empty log at the floor; nothing is created.
     pub fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, now: u64) -> Replay {
         let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream);
+        let Some(log) = shard.get_mut(stream) else {
+            let floor = self.floor.load(Ordering::Relaxed);
+            return StreamLog::replay_without_history(self.epoch, floor, epoch, last_offset);
+        };
         let before = log.bytes();
         let r = log.replay(epoch, last_offset, now, self.limits, stream.is_user());
         self.account(before, log.bytes());
         r
     }
 
-    /// The stream's current `(epoch, tail)` (creating its log if needed): a
-    /// connection joining live treats offsets ≤ tail as already past.
+    /// The stream's current `(epoch, tail)`: a connection joining live treats
+    /// offsets ≤ tail as already past. An unknown stream is at the floor (its
+    /// first message, whenever it comes, gets an offset above it); nothing is
+    /// created.
     pub fn position(&self, stream: &StreamName, _now: u64) -> (u32, u64) {
-        let mut shard = self.lock(stream);
-        let log = self.log(&mut shard, stream);
-        (log.epoch(), log.tail())
+        let shard = self.lock(stream);
+        match shard.get(stream) {
+            Some(log) => (log.epoch(), log.tail()),
+            None => (self.epoch, self.floor.load(Ordering::Relaxed)),
+        }
     }
 
     /// Records a cumulative ACK of a user inbox; returns how many messages
@@ -204,18 +317,69 @@ impl Streams {
     }
 
     /// Trims every log to the age bound at `now` (appends and replays trim
-    /// their own log; this catches streams nobody touches). Returns bytes
-    /// freed. Call periodically (e.g. once a second).
+    /// their own log; this catches streams nobody touches), removes logs with
+    /// no append for `idle_ttl_ms`, and drops stale eviction entries. Returns
+    /// bytes freed. Call periodically (e.g. once a second).
     pub fn sweep(&self, now: u64) -> usize {
         let mut freed = 0;
+        let mut removed = 0u64;
+        let mut retained = 0usize;
+        let idle_cutoff = now.saturating_sub(self.limits.idle_ttl_ms);
         for s in self.shards.iter() {
             let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
-            for log in shard.values_mut() {
+            shard.retain(|_, log| {
                 freed += log.trim(now, self.limits);
-            }
+                if log.idle_since(idle_cutoff) {
+                    // Under the shard lock: a log created for this name later
+                    // (same lock) reads the raised floor.
+                    self.floor.fetch_max(log.tail(), Ordering::Relaxed);
+                    freed += log.bytes();
+                    removed += 1;
+                    false
+                } else {
+                    retained += log.len();
+                    true
+                }
+            });
         }
         self.bytes.fetch_sub(freed as u64, Ordering::Relaxed);
+        self.logs.fetch_sub(removed, Ordering::Relaxed);
+        crate::metrics::limits::hit(
+            crate::metrics::Limit::HistoryIdle,
+            removed,
+            &format_args!(
+                "history.idle_ttl_ms ({}) passed: removing idle stream logs",
+                self.limits.idle_ttl_ms
+            ),
+        );
+        self.compact_order(retained);
         freed
+    }
+
+    /// Drops eviction entries of messages already gone once they outnumber
+    /// the `retained` messages (bounds `order` to about twice the history).
+    fn compact_order(&self, retained: usize) {
+        let mut order = self.order();
+        if order.len() <= 2 * retained + 1024 {
+            return;
+        }
+        order.retain(|(stream, offset)| {
+            let shard = self.lock(stream);
+            shard
+                .get(&**stream)
+                .and_then(StreamLog::first_retained)
+                .is_some_and(|first| first <= *offset)
+        });
+    }
+
+    /// Eviction entries queued (retained messages plus stale ones; tests).
+    pub fn order_len(&self) -> usize {
+        self.order().len()
+    }
+
+    /// Streams with a log (cheap: no lock).
+    pub fn streams(&self) -> u64 {
+        self.logs.load(Ordering::Relaxed)
     }
 
     /// Totals for `/metrics` (locks each shard briefly).
@@ -273,6 +437,10 @@ impl crate::offsets::StreamSink for Streams {
 
     fn sweep(&self, now_ms: u64) {
         Streams::sweep(self, now_ms);
+    }
+
+    fn history_streams(&self) -> u64 {
+        Streams::streams(self)
     }
 }
 

@@ -10,6 +10,8 @@ use super::*;
 const LIM: HistoryLimits = HistoryLimits {
     max_messages: 100,
     max_age_ms: 60_000,
+    max_bytes: u64::MAX,
+    idle_ttl_ms: u64::MAX,
 };
 
 fn room(n: &str) -> StreamName {
@@ -144,4 +146,125 @@ fn concurrent_appends_get_distinct_contiguous_offsets() {
         decode_offsets(r.frames()),
         (1_951..=2_000).collect::<Vec<_>>()
     );
+}
+
+// --- abuse limits (issue 10, item 3) ---
+
+#[test]
+fn reading_an_unknown_stream_creates_no_log() {
+    let s = Streams::with_epoch(LIM, 4, 1);
+    for i in 0..1_000 {
+        let r = room(&format!("r{i}"));
+        assert_eq!(s.position(&r, 0), (1, 0));
+        let replay = s.replay(&r, 1, 0, 0);
+        assert_eq!(
+            replay,
+            Replay::Resumed {
+                frames: Vec::new(),
+                tail: 0
+            }
+        );
+        assert_eq!(s.ack(&StreamName::User(format!("u{i}")), 5), 0);
+    }
+    assert_eq!(s.stats().streams, 0);
+    assert_eq!(s.streams(), 0);
+    publish(&s, &room("r1"), 0, "m");
+    assert_eq!((s.stats().streams, s.streams()), (1, 1));
+}
+
+#[test]
+fn idle_logs_expire_and_offsets_continue_above_them() {
+    let lim = HistoryLimits {
+        idle_ttl_ms: 1_000,
+        ..LIM
+    };
+    let s = Streams::with_epoch(lim, 4, 1);
+    let a = room("a");
+    for _ in 0..5 {
+        publish(&s, &a, 0, "m");
+    }
+    publish(&s, &room("b"), 500, "m");
+    s.sweep(1_000);
+    assert_eq!(s.streams(), 2, "not idle for the full ttl yet");
+    s.sweep(1_001);
+    assert_eq!(s.streams(), 1, "a expired, b not yet");
+    assert_eq!(s.stats().streams, 1);
+    // The floor keeps offsets from repeating: a (and any new stream) continues above 5.
+    assert_eq!(s.position(&a, 1_001), (1, 5));
+    assert_eq!(publish(&s, &room("c"), 1_001, "m"), 6);
+    assert_eq!(publish(&s, &a, 1_001, "m"), 6);
+    // A client that had a up to 3 is told what it may have missed.
+    match s.replay(&a, 1, 3, 1_001) {
+        Replay::NotRecovered {
+            reason: NotRecoveredReason::Gap,
+            missing,
+            ..
+        } => assert_eq!(missing, 4..6),
+        other => panic!("{other:?}"),
+    }
+    s.sweep(10_000);
+    assert_eq!((s.streams(), s.history_bytes()), (0, 0));
+}
+
+#[test]
+fn byte_budget_evicts_oldest_first_across_streams_and_resume_gets_gap() {
+    let probe = Streams::with_epoch(LIM, 1, 1);
+    publish(&probe, &room("a"), 0, "0123456789");
+    let one = probe.history_bytes();
+    let lim = HistoryLimits {
+        max_bytes: 4 * one,
+        ..LIM
+    };
+    let s = Streams::with_epoch(lim, 4, 1);
+    let (a, b) = (room("a"), room("b"));
+    publish(&s, &a, 0, "0123456789"); // a1
+    publish(&s, &b, 1, "0123456789"); // b1
+    publish(&s, &a, 2, "0123456789"); // a2
+    publish(&s, &b, 3, "0123456789"); // b1
+    assert_eq!(s.history_bytes(), 4 * one);
+    let before = crate::metrics::limits::hits(crate::metrics::Limit::HistoryBytes);
+    publish(&s, &b, 4, "0123456789"); // b3 evicts a1, the oldest of all
+    assert_eq!(s.history_bytes(), 4 * one);
+    assert!(crate::metrics::limits::hits(crate::metrics::Limit::HistoryBytes) > before);
+    match s.replay(&a, 1, 0, 5) {
+        Replay::NotRecovered {
+            reason: NotRecoveredReason::Gap,
+            missing,
+            frames,
+            ..
+        } => {
+            assert_eq!(missing, 1..2);
+            assert_eq!(decode_offsets(&frames), [2]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(decode_offsets(s.replay(&b, 1, 0, 5).frames()), [1, 2, 3]);
+    publish(&s, &a, 5, "0123456789"); // evicts b1
+    publish(&s, &a, 6, "0123456789"); // evicts a2
+    assert_eq!(decode_offsets(s.replay(&a, 1, 0, 7).frames()), [3, 4]);
+    assert_eq!(decode_offsets(s.replay(&b, 1, 0, 7).frames()), [2, 3]);
+    assert_eq!(s.history_bytes() as usize, s.stats().bytes);
+}
+
+#[test]
+fn eviction_queue_stays_bounded_when_history_is_trimmed_by_count() {
+    let lim = HistoryLimits {
+        max_messages: 2,
+        ..LIM
+    };
+    let s = Streams::with_epoch(lim, 4, 1);
+    for i in 0..20_000 {
+        publish(&s, &room(&format!("r{}", i % 10)), 0, "m");
+    }
+    assert!(
+        s.order_len() >= 20_000,
+        "stale entries pile up between sweeps"
+    );
+    s.sweep(0);
+    assert!(
+        s.order_len() <= 20,
+        "{} entries after the sweep",
+        s.order_len()
+    );
+    assert_eq!(s.stats().messages, 20);
 }

@@ -9,6 +9,7 @@ use ringport::config::Config;
 use ringport::gateway::GatewayPlane;
 use ringport::http::AdminServer;
 use ringport::serve::DataPlane;
+use ringport::streams::{HistoryLimits, Streams};
 use ringport_proto::{
     CloseReason, Decoder, Frame, Hello, Publish, Push, RoomRequest, Status, Welcome,
 };
@@ -50,6 +51,25 @@ impl TestServer {
             plane: Some(plane),
             admin: Some(admin),
         }
+    }
+
+    /// As [`start`](Self::start), with the stream registry kept for inspection.
+    pub fn start_with_streams(config: Config) -> (TestServer, std::sync::Arc<Streams>) {
+        config.validate().expect("valid test config");
+        let streams = std::sync::Arc::new(Streams::new(
+            HistoryLimits::from_config(&config.history),
+            64,
+        ));
+        let plane =
+            ringport::gateway::start_with_sink(&config, streams.clone()).expect("gateway starts");
+        let admin = AdminServer::start(&config.admin, plane.gateway()).expect("admin starts");
+        let server = TestServer {
+            addr: plane.local_addr().unwrap(),
+            admin_addr: admin.local_addr(),
+            plane: Some(plane),
+            admin: Some(admin),
+        };
+        (server, streams)
     }
 
     pub fn client(&self) -> Client {

@@ -1,0 +1,124 @@
+//! Abuse limits: one process-wide counter per limit, and a log line the first time each bites.
+//!
+//! Every limit of docs/operations.md, "Limits and abuse", that this module names counts its
+//! hits in `ringport_limit_hits_total{limit="..."}` and logs one `warn` line on its first hit
+//! (later hits only count, so an attack cannot flood the log). The counters are process-wide
+//! atomics rather than per-shard cells: limits are hit rarely, from shards, the stream
+//! registry and the admin server alike.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::text::{MetricType, TextWriter};
+
+/// A limit that protects the process from one client or admin peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// A HELLO with more than `max_rooms + 2` resume entries (CLOSE PROTOCOL_ERROR).
+    ResumeEntries,
+    /// A HELLO naming one stream twice (CLOSE PROTOCOL_ERROR).
+    ResumeDuplicate,
+    /// A resume entry answered GAP because the HELLO's replay budget was spent.
+    ReplayBytes,
+    /// A history message evicted because `history.max_bytes` was reached (counts messages).
+    HistoryBytes,
+    /// A stream log removed after `history.idle_ttl_ms` without appends (counts streams).
+    HistoryIdle,
+    /// A connection closed with REPLACED because another resumed its session.
+    SessionReplaced,
+    /// An admin connection refused at `admin.max_connections`.
+    AdminConnections,
+    /// An admin connection closed by `admin.header_timeout_ms`, `admin.body_timeout_ms` or
+    /// `admin.idle_timeout_ms`.
+    AdminTimeout,
+}
+
+impl Limit {
+    /// Every limit, in rendering order.
+    pub const ALL: [Limit; 8] = [
+        Limit::ResumeEntries,
+        Limit::ResumeDuplicate,
+        Limit::ReplayBytes,
+        Limit::HistoryBytes,
+        Limit::HistoryIdle,
+        Limit::SessionReplaced,
+        Limit::AdminConnections,
+        Limit::AdminTimeout,
+    ];
+
+    /// The `limit` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::ResumeEntries => "resume_entries",
+            Limit::ResumeDuplicate => "resume_duplicate",
+            Limit::ReplayBytes => "replay_bytes",
+            Limit::HistoryBytes => "history_bytes",
+            Limit::HistoryIdle => "history_idle",
+            Limit::SessionReplaced => "session_replaced",
+            Limit::AdminConnections => "admin_connections",
+            Limit::AdminTimeout => "admin_timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        Limit::ALL.iter().position(|l| *l == self).unwrap_or(0)
+    }
+}
+
+const N: usize = Limit::ALL.len();
+
+static HITS: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
+static LOGGED: [AtomicBool; N] = [const { AtomicBool::new(false) }; N];
+
+/// Counts `n` hits of `limit`; the first hit in the process logs `detail` at `warn`.
+pub fn hit(limit: Limit, n: u64, detail: &dyn std::fmt::Display) {
+    if n == 0 {
+        return;
+    }
+    let i = limit.index();
+    HITS[i].fetch_add(n, Ordering::Relaxed);
+    if !LOGGED[i].swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            limit = limit.label(),
+            "limit reached (logged once; see ringport_limit_hits_total): {detail}"
+        );
+    }
+}
+
+/// Hits of `limit` so far in this process.
+pub fn hits(limit: Limit) -> u64 {
+    HITS[limit.index()].load(Ordering::Relaxed)
+}
+
+/// Renders `ringport_limit_hits_total`.
+pub(super) fn render(w: &mut TextWriter<'_>) {
+    w.family(
+        "ringport_limit_hits_total",
+        "Times an abuse limit bit, by limit (docs/operations.md, Limits and abuse).",
+        MetricType::Counter,
+    );
+    for l in Limit::ALL {
+        w.sample(
+            "ringport_limit_hits_total",
+            &[("limit", l.label())],
+            hits(l),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_distinct_and_hits_count() {
+        let mut labels: Vec<_> = Limit::ALL.iter().map(|l| l.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), N);
+        let before = hits(Limit::AdminTimeout);
+        hit(Limit::AdminTimeout, 2, &"test");
+        hit(Limit::AdminTimeout, 0, &"nothing");
+        assert!(hits(Limit::AdminTimeout) >= before + 2);
+    }
+}

@@ -1,0 +1,386 @@
+//! Bounded under abuse (issue 10): each test first reproduces an attack that succeeded,
+//! then asserts the limit holds. Real loopback, in-process gateway, bounded loops only.
+
+mod common;
+
+use bytes::Bytes;
+use common::gateway::{test_config, token, Client, TestServer, SECRET};
+use ringport_proto::{CloseReason, Frame, Hello, Resume, ResumePoint, StreamName};
+
+fn secured() -> ringport::config::Config {
+    let mut c = test_config();
+    c.auth.secret = Some(SECRET.into());
+    c
+}
+
+fn hello_resume(c: &mut Client, token: &str, session_id: u64, streams: Vec<ResumePoint>) {
+    c.send(&Frame::Hello(Hello {
+        token: Bytes::copy_from_slice(token.as_bytes()),
+        client_info: "abuse/1".into(),
+        resume: Some(Resume {
+            session_id,
+            streams,
+        }),
+    }));
+}
+
+/// Polls `/metrics` until `ringport_limit_hits_total{limit="<limit>"}` is at least `n` (the
+/// counters are process-wide, shared by every test in this binary).
+fn wait_limit_hits(server: &TestServer, limit: &str, n: u64) {
+    let sample = format!("ringport_limit_hits_total{{limit=\"{limit}\"}}");
+    let deadline = std::time::Instant::now() + common::gateway::WAIT;
+    loop {
+        let body = server.http("GET", "/metrics", "").body;
+        if common::gateway::metric(&body, &sample) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sample} < {n}:\n{body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn room(name: &str) -> StreamName {
+    StreamName::Room(name.into())
+}
+
+// --- item 3: stream state ---
+
+/// Observed: one connection's unique JOIN+LEAVE left a stream log behind for every name
+/// (+489 MB after 1,000,000) while /v1/stats showed 0 rooms.
+#[test]
+fn join_leave_and_resume_of_unknown_streams_create_no_logs() {
+    let (server, streams) = TestServer::start_with_streams(test_config());
+    let mut c = server.client();
+    let w = c.welcome("").session_id;
+    for i in 0..2_000u32 {
+        let name = format!("churn-{i}");
+        assert_eq!(c.join(2 * i, &name), ringport_proto::Status::OK);
+        c.send(&Frame::Leave(ringport_proto::RoomRequest {
+            req_id: 2 * i + 1,
+            room: name,
+        }));
+        match c.recv() {
+            Frame::RoomResult(r) => assert_eq!(r.status, ringport_proto::Status::OK),
+            other => panic!("expected ROOM_RESULT, got {other:?}"),
+        }
+    }
+    // Resuming streams nobody ever wrote to creates nothing either.
+    let mut r = server.client();
+    let points = (0..40)
+        .map(|i| ResumePoint {
+            stream: room(&format!("never-{i}")),
+            epoch: 1,
+            last_offset: 0,
+        })
+        .collect();
+    hello_resume(&mut r, "", w, points);
+    assert!(matches!(r.recv(), Frame::Welcome(_)));
+    for _ in 0..40 {
+        assert!(matches!(r.recv(), Frame::ResumeResult(_)));
+    }
+    assert_eq!(streams.stats().streams, 0, "no message was ever appended");
+    // A message creates its stream's log (and only that one).
+    let resp = server.http("POST", "/v1/push/room/churn-1", r#"{"payload":"x"}"#);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(streams.stats().streams, 1);
+    server.wait_metric("ringport_history_streams 1");
+}
+
+// --- item 6: sessions ---
+
+/// Observed: 300 connections resumed one session id and all stayed open; a user push went
+/// to every one of them.
+#[test]
+fn resuming_a_live_session_closes_the_old_connection_with_replaced() {
+    let server = TestServer::start(secured());
+    let tok = token("alice", &[]);
+    let mut a = server.client();
+    let wa = a.welcome(&tok);
+    let mut b = server.client();
+    hello_resume(&mut b, &tok, wa.session_id, Vec::new());
+    match b.recv() {
+        Frame::Welcome(wb) => assert_eq!(wb.session_id, wa.session_id, "same session"),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    let r = server.http("POST", "/v1/push/user/alice", r#"{"payload":"one"}"#);
+    assert_eq!(
+        r.body, r#"{"recipients":1}"#,
+        "one live connection per session"
+    );
+    assert_eq!(&b.push().payload[..], b"one");
+    let (reason, _) = a.expect_close();
+    assert_eq!(reason, CloseReason::REPLACED);
+    wait_limit_hits(&server, "session_replaced", 1);
+    server.wait_metric("ringport_connections_open{state=\"active\"} 1");
+}
+
+/// Observed: session ids were `epoch << 32 | n`, so the next one was guessable.
+#[test]
+fn session_ids_are_not_sequential() {
+    let server = TestServer::start(test_config());
+    let ids: Vec<u64> = (0..8)
+        .map(|_| server.client().welcome("").session_id)
+        .collect();
+    for w in ids.windows(2) {
+        let gap = w[1].wrapping_sub(w[0]);
+        assert!(gap > 1_000_000, "consecutive ids {:#x} {:#x}", w[0], w[1]);
+        assert_ne!(w[0] >> 32, w[1] >> 32, "high halves differ too");
+    }
+}
+
+// --- item 2: resume work ---
+
+/// A session with `room:<name>` joined at (epoch, 0), then disconnected: returns its id and
+/// the epoch.
+fn session_in_room(server: &TestServer, name: &str) -> (u64, u32) {
+    let mut c = server.client();
+    let w = c.welcome("");
+    c.send(&Frame::Join(ringport_proto::RoomRequest {
+        req_id: 1,
+        room: name.into(),
+    }));
+    let epoch = match c.recv() {
+        Frame::RoomResult(r) => r.epoch,
+        other => panic!("expected ROOM_RESULT, got {other:?}"),
+    };
+    c.send(&Frame::Close {
+        reason: CloseReason::NORMAL,
+        text: String::new(),
+    });
+    while c.next().is_some() {}
+    (w.session_id, epoch)
+}
+
+fn push_room(server: &TestServer, room: &str, payload: &str) {
+    let body = format!(r#"{{"payload":"{payload}"}}"#);
+    let r = server.http("POST", &format!("/v1/push/room/{room}"), &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Observed: one HELLO with 65,535 resume entries for `room:*` replayed the whole history
+/// per entry (RSS 17 MB → 2.08 GB, the shard stalled 5.1 s).
+#[test]
+fn a_hello_with_more_than_max_rooms_plus_two_entries_is_a_protocol_error() {
+    let server = TestServer::start(test_config());
+    let (session, epoch) = session_in_room(&server, "lobby");
+    let mut c = server.client();
+    let points = (0..67)
+        .map(|_| ResumePoint {
+            stream: room("*"),
+            epoch,
+            last_offset: 0,
+        })
+        .collect();
+    hello_resume(&mut c, "", session, points);
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
+    assert!(text.contains("66"), "names the limit: {text}");
+    wait_limit_hits(&server, "resume_entries", 1);
+}
+
+#[test]
+fn a_hello_naming_one_stream_twice_is_a_protocol_error() {
+    let server = TestServer::start(test_config());
+    let (session, epoch) = session_in_room(&server, "lobby");
+    let mut c = server.client();
+    let point = ResumePoint {
+        stream: room("lobby"),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![point.clone(), point]);
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
+    assert!(text.contains("room:lobby"), "{text}");
+}
+
+/// The bytes one HELLO replays are capped; beyond the cap the entry is answered GAP and
+/// delivery continues with the newest messages that fit.
+#[test]
+fn replay_per_hello_is_capped_and_reported_as_gap() {
+    let mut config = test_config();
+    config.history.max_replay_bytes = 1_000;
+    let server = TestServer::start(config);
+    let (session, epoch) = session_in_room(&server, "big");
+    let payload = "x".repeat(200);
+    for _ in 0..10 {
+        push_room(&server, "big", &payload);
+    }
+    let mut c = server.client();
+    let entry = ResumePoint {
+        stream: room("big"),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![entry]);
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    let rr = match c.recv() {
+        Frame::ResumeResult(rr) => rr,
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    };
+    assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Gap, "{rr:?}");
+    assert_eq!(rr.missing_from, 1);
+    let mut bytes = 0;
+    let mut expect = rr.missing_to;
+    while expect <= 10 {
+        let p = c.push();
+        assert_eq!(p.offset, expect);
+        bytes += Frame::Push(p).to_bytes().unwrap().len();
+        expect += 1;
+    }
+    assert!(bytes <= 1_000, "{bytes} bytes replayed");
+    assert!(rr.missing_to > 1 && rr.missing_to <= 10, "{rr:?}");
+    wait_limit_hits(&server, "replay_bytes", 1);
+}
+
+/// Replay goes out in slices across loop turns; with a one-byte slice (one frame per turn)
+/// it still completes, in order, with live messages sent meanwhile behind it.
+#[test]
+fn sliced_replay_completes_in_order_with_live_traffic_behind_it() {
+    let mut config = test_config();
+    config.history.replay_slice_bytes = 1;
+    let server = TestServer::start(config);
+    let (session, epoch) = session_in_room(&server, "feed");
+    for i in 1..=60 {
+        push_room(&server, "feed", &format!("m{i}"));
+    }
+    let mut c = server.client();
+    let entry = ResumePoint {
+        stream: room("feed"),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![entry]);
+    // Live messages while the replay is (probably) still going out.
+    for i in 61..=80 {
+        push_room(&server, "feed", &format!("m{i}"));
+    }
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(rr) => {
+            assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Resumed, "{rr:?}")
+        }
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    }
+    for i in 1..=80u64 {
+        let p = c.push();
+        assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
+    }
+    // And the connection is fully usable afterwards.
+    c.send(&Frame::Ping { nonce: 7 });
+    assert_eq!(c.recv(), Frame::Pong { nonce: 7 });
+}
+
+// --- item 8: admin HTTP ---
+
+mod admin {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use super::common::gateway::{test_config, TestServer, WAIT};
+
+    fn server(f: impl FnOnce(&mut ringport::config::AdminConfig)) -> TestServer {
+        let mut c = test_config();
+        f(&mut c.admin);
+        TestServer::start(c)
+    }
+
+    fn connect(s: &TestServer) -> TcpStream {
+        let t = TcpStream::connect(s.admin_addr).unwrap();
+        t.set_read_timeout(Some(WAIT)).unwrap();
+        t
+    }
+
+    /// Reads until the server closes; returns what it sent. Panics after `WAIT`.
+    fn until_closed(t: &mut TcpStream) -> String {
+        let mut all = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut buf = [0u8; 1024];
+            match t.read(&mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&all).into_owned(),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return String::from_utf8_lossy(&all).into_owned()
+                }
+                Err(e) => panic!("not closed ({e}); got {:?}", String::from_utf8_lossy(&all)),
+            }
+            assert!(Instant::now() < deadline, "not closed");
+        }
+    }
+
+    /// Observed: 500 half-sent requests stayed open for 39 s+ (no header timeout).
+    #[test]
+    fn a_half_sent_request_head_is_closed_by_the_header_timeout() {
+        let s = server(|a| a.header_timeout_ms = 200);
+        let mut t = connect(&s);
+        t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        assert_eq!(until_closed(&mut t), "");
+        // A silent connection is a head that never starts: the same deadline.
+        let mut t = connect(&s);
+        assert_eq!(until_closed(&mut t), "");
+        super::wait_limit_hits(&s, "admin_timeout", 2);
+    }
+
+    #[test]
+    fn a_stalled_body_gets_408_and_an_idle_connection_is_closed() {
+        let s = server(|a| {
+            a.body_timeout_ms = 2_500;
+            a.idle_timeout_ms = 200;
+        });
+        let mut t = connect(&s);
+        t.write_all(
+            b"POST /v1/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"payload\"",
+        )
+        .unwrap();
+        let answer = until_closed(&mut t);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+
+        // Kept alive after a response, then silent: closed by the idle timeout.
+        let mut t = connect(&s);
+        t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let answer = until_closed(&mut t);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// Observed: 20,000 idle admin connections filled the descriptor table.
+    #[test]
+    fn connections_over_the_cap_get_503_and_the_first_ones_still_work() {
+        let s = server(|a| a.max_connections = 2);
+        let mut held: Vec<TcpStream> = (0..2).map(|_| connect(&s)).collect();
+        // Both are being served (a request answered on each) before the third arrives.
+        for t in &mut held {
+            t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = t.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        let mut third = connect(&s);
+        let answer = until_closed(&mut third);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop(held);
+        // Once they are gone, new connections are served again (bounded poll).
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = s.http("GET", "/healthz", "");
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never served again: {}",
+                r.status
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
