@@ -574,8 +574,9 @@ impl<H: Handler> Shard<H> {
                 self.core.slots[slot as usize].state,
                 State::Open | State::Connecting | State::Draining | State::FinSent
             ) {
+                // Not graceful: straight to `finish` (an already-notified connection that was
+                // draining is not told twice).
                 self.core.begin_close(slot, CloseReason::Io(errno), false);
-                self.core.finish(slot);
             }
         }
         self.deliver_closes();
