@@ -151,7 +151,6 @@ pub(crate) struct ConnectCtx {
     pub setup_err: i32,
 }
 
-#[allow(dead_code)]
 pub(crate) fn reason_from_errno(errno: i32) -> CloseReason {
     match errno {
         libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => CloseReason::PeerReset,
