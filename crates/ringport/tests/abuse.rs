@@ -384,3 +384,60 @@ mod admin {
         }
     }
 }
+
+// --- item 1: receive memory ---
+
+/// `protocol.max_payload` raised to 1 MiB, as an operator may.
+fn big_payload() -> ringport::config::Config {
+    let mut c = test_config();
+    c.protocol.max_payload = 1 << 20;
+    c
+}
+
+/// A valid anonymous HELLO whose payload is exactly `len` bytes (padded client info).
+fn hello_of_payload(len: usize) -> Vec<u8> {
+    let hello = |n: usize| {
+        Frame::Hello(ringport_proto::Hello {
+            token: Bytes::new(),
+            client_info: "x".repeat(n),
+            resume: None,
+        })
+        .to_bytes()
+        .unwrap()
+    };
+    let base = hello(0).len() - ringport_proto::HEADER_LEN;
+    let bytes = hello(len - base);
+    assert_eq!(bytes.len() - ringport_proto::HEADER_LEN, len);
+    bytes.to_vec()
+}
+
+/// Observed: a 65,537-byte HELLO was accepted although protocol.md §1 keeps payloads before
+/// WELCOME at 65,536 or less. With `protocol.max_payload` at 1 MiB it must still be refused
+/// from its header.
+#[test]
+fn receive_a_hello_above_64_kib_is_refused_whatever_max_payload_is() {
+    use std::io::Write;
+    let server = TestServer::start(big_payload());
+    // 65,536 bytes is allowed before WELCOME.
+    let mut ok = server.client();
+    ok.stream.write_all(&hello_of_payload(65_536)).unwrap();
+    assert!(matches!(ok.recv(), Frame::Welcome(_)));
+
+    let mut c = server.client();
+    let bytes = hello_of_payload(65_537);
+    // The header alone is enough for the refusal: no body byte is needed.
+    c.stream
+        .write_all(&bytes[..ringport_proto::HEADER_LEN])
+        .unwrap();
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::FRAME_TOO_LARGE, "{text}");
+    wait_limit_hits(&server, "handshake_payload", 1);
+
+    // After WELCOME the configured maximum applies.
+    let big = vec![7u8; 100_000];
+    ok.publish("big", 1, &big);
+    match ok.recv() {
+        Frame::PublishAck(a) => assert_eq!(a.seq, 1),
+        other => panic!("expected PUBLISH_ACK, got {other:?}"),
+    }
+}

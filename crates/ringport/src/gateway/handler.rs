@@ -636,10 +636,21 @@ impl Handler for GatewayHandler {
             return;
         };
         let now = self.now_ms(ctx);
+        // Grows by what arrived only: nothing is reserved for a frame's declared length.
         c.rx.extend_from_slice(data);
         let decoder = Decoder::new(self.shared.session.max_payload);
+        let handshake = decoder.handshake();
         while c.session.state() != State::Closed {
-            match decoder.decode(&mut c.rx) {
+            let welcomed = !matches!(
+                c.session.state(),
+                State::Handshaking | State::Authenticating
+            );
+            let decoded = if welcomed {
+                decoder.decode(&mut c.rx)
+            } else {
+                handshake.decode(&mut c.rx)
+            };
+            match decoded {
                 Ok(Some(frame)) => {
                     c.frames_in += 1;
                     self.rec.frame(Direction::In);
@@ -659,6 +670,17 @@ impl Handler for GatewayHandler {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
+                        (welcomed, &e)
+                    {
+                        crate::metrics::limits::hit(
+                            crate::metrics::Limit::HandshakePayload,
+                            1,
+                            &format_args!(
+                                "a frame before WELCOME declared {declared} bytes (at most {max}); closed with FRAME_TOO_LARGE"
+                            ),
+                        );
+                    }
                     let text = match e {
                         ringport_proto::Error::BadVersion { .. } => {
                             "supported versions: 1".to_owned()
