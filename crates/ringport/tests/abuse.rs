@@ -411,6 +411,33 @@ fn hello_of_payload(len: usize) -> Vec<u8> {
     bytes.to_vec()
 }
 
+/// A frame header declaring `len` payload bytes of `op`.
+fn header(op: ringport_proto::Op, len: u32) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[0] = ringport_proto::VERSION;
+    h[1] = op as u8;
+    h[4..].copy_from_slice(&len.to_be_bytes());
+    h
+}
+
+fn receive_buffer_bytes(server: &TestServer) -> u64 {
+    let body = server.http("GET", "/metrics", "").body;
+    common::gateway::metric(&body, "ringport_receive_buffer_bytes")
+}
+
+/// Polls until the receive-buffer gauge satisfies `ok`, returning the last value.
+fn wait_receive_buffer(server: &TestServer, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = std::time::Instant::now() + common::gateway::WAIT;
+    loop {
+        let v = receive_buffer_bytes(server);
+        if ok(v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: gauge {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Observed: a 65,537-byte HELLO was accepted although protocol.md §1 keeps payloads before
 /// WELCOME at 65,536 or less. With `protocol.max_payload` at 1 MiB it must still be refused
 /// from its header.
@@ -440,4 +467,42 @@ fn receive_a_hello_above_64_kib_is_refused_whatever_max_payload_is() {
         Frame::PublishAck(a) => assert_eq!(a.seq, 1),
         other => panic!("expected PUBLISH_ACK, got {other:?}"),
     }
+}
+
+/// Observed: a partial frame pinned its full declared size (300 connections × 1 MiB held
+/// 324 MB). Established connections that each declare a ~1 MiB frame and send a few bytes
+/// of it hold only what arrived; a well-behaved client meanwhile gets WELCOME and its pushes;
+/// everything is released when they close.
+#[test]
+fn receive_partial_frames_hold_only_what_arrived() {
+    use std::io::Write;
+    const N: usize = 200;
+    let server = TestServer::start(big_payload());
+    let mut holders: Vec<Client> = (0..N).map(|_| server.welcomed("")).collect();
+    for h in &mut holders {
+        let mut bytes = header(ringport_proto::Op::Publish, (1 << 20) - 8).to_vec();
+        bytes.extend_from_slice(b"partial body");
+        h.stream.write_all(&bytes).unwrap();
+    }
+    // Every holder's bytes arrived once the gauge counts something for each; the bound per
+    // connection is far below the declared 1 MiB.
+    let held = wait_receive_buffer(&server, "holders' bytes arrive", |v| v >= N as u64 * 20);
+    assert!(
+        held <= N as u64 * 4096,
+        "{N} partial frames hold {held} bytes of receive buffer"
+    );
+
+    // A well-behaved client is served meanwhile.
+    let mut good = server.client();
+    good.welcome("");
+    assert_eq!(good.join(1, "calm"), ringport_proto::Status::OK);
+    for i in 0..3 {
+        push_room(&server, "calm", &format!("m{i}"));
+        assert_eq!(&good.push().payload[..], format!("m{i}").as_bytes());
+    }
+    let still = receive_buffer_bytes(&server);
+    assert!(still <= N as u64 * 4096, "still {still}");
+
+    drop(holders);
+    wait_receive_buffer(&server, "released after close", |v| v == 0);
 }

@@ -699,6 +699,8 @@ impl Handler for GatewayHandler {
             // Idle connections hold no receive memory.
             c.rx = BytesMut::new();
         }
+        self.rec.receive_buffer(c.rx_counted, c.rx.capacity());
+        c.rx_counted = c.rx.capacity();
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -719,6 +721,7 @@ impl Handler for GatewayHandler {
             return;
         };
         c.session.transport_closed();
+        self.rec.receive_buffer(c.rx_counted, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);
         }
