@@ -506,3 +506,42 @@ fn receive_partial_frames_hold_only_what_arrived() {
     drop(holders);
     wait_receive_buffer(&server, "released after close", |v| v == 0);
 }
+
+/// A partial frame right behind a large complete one must not keep the large frame's
+/// allocation: established connections that each send a ~1 MB PUBLISH followed by the start of
+/// another ~1 MiB frame hold only the few bytes of the partial one.
+#[test]
+fn receive_a_partial_frame_behind_a_large_one_is_compacted() {
+    use std::io::Write;
+    const N: usize = 20;
+    let server = TestServer::start(big_payload());
+    let mut holders: Vec<Client> = (0..N).map(|_| server.welcomed("")).collect();
+    let big = Frame::Publish(ringport_proto::Publish {
+        room: "big".into(),
+        seq: 1,
+        payload: Bytes::from(vec![7u8; 1_000_000]),
+    })
+    .to_bytes()
+    .unwrap();
+    for h in &mut holders {
+        let mut bytes = big.to_vec();
+        bytes.extend_from_slice(&header(ringport_proto::Op::Publish, (1 << 20) - 8));
+        bytes.extend_from_slice(b"partial body");
+        h.stream.write_all(&bytes).unwrap();
+    }
+    for h in &mut holders {
+        match h.recv() {
+            Frame::PublishAck(a) => assert_eq!(a.seq, 1),
+            other => panic!("expected PUBLISH_ACK, got {other:?}"),
+        }
+    }
+    // Each PUBLISH_ACK was sent after its partial frame was in the buffer, in the same turn
+    // or an earlier one; the gauge is updated in the turn that decoded the PUBLISH.
+    let held = wait_receive_buffer(&server, "partials arrive", |v| v >= N as u64 * 20);
+    assert!(
+        held <= N as u64 * 8192,
+        "{N} partial frames behind 1 MB frames hold {held} bytes of receive buffer"
+    );
+    drop(holders);
+    wait_receive_buffer(&server, "released after close", |v| v == 0);
+}

@@ -29,7 +29,7 @@ pub(crate) struct Conn {
     /// Session id given in WELCOME (0 before); keys publish dedupe.
     pub session_id: u64,
     /// Bytes of an incomplete trailing frame; grows only as bytes arrive, unallocated while
-    /// empty.
+    /// empty, compacted when it holds far more capacity than bytes (`GatewayHandler::on_data`).
     pub rx: BytesMut,
     /// Capacity of `rx` as last counted in `ringport_receive_buffer_bytes`.
     pub rx_counted: usize,

@@ -23,6 +23,10 @@ use super::{SESSION_RESUME_MS, SWEEP_EVERY_MS};
 use crate::auth::Claims;
 use crate::metrics::{CloseCause, DeliveryKind, Direction, DropReason, ShardRecorder};
 
+/// Spare receive-buffer capacity tolerated beyond twice the bytes held; above it the bytes of
+/// a partial frame are copied into a buffer of their own size.
+const RX_SLACK: usize = 4096;
+
 /// One shard's gateway: its connections and membership indexes.
 pub struct GatewayHandler {
     pub(super) shard: usize,
@@ -698,6 +702,10 @@ impl Handler for GatewayHandler {
         if c.rx.is_empty() {
             // Idle connections hold no receive memory.
             c.rx = BytesMut::new();
+        } else if c.rx.capacity() > 2 * c.rx.len() + RX_SLACK {
+            // A partial frame left behind a decoded one keeps the whole old allocation (and,
+            // when bytes next arrive, a fresh one of the old size): copy the few bytes out.
+            c.rx = BytesMut::from(&c.rx[..]);
         }
         self.rec.receive_buffer(c.rx_counted, c.rx.capacity());
         c.rx_counted = c.rx.capacity();
