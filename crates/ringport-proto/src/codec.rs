@@ -9,12 +9,16 @@
 //! - the declared payload length is checked against the maximum as soon as
 //!   the 8 header bytes are present, before any body byte is read;
 //! - nothing is allocated from a declared length: the decoder only splits
-//!   bytes that already arrived, and list fields grow as entries parse.
+//!   bytes that already arrived, and list fields grow as entries parse. The
+//!   caller's buffer therefore grows only as bytes arrive;
+//! - before WELCOME the maximum is at most [`HANDSHAKE_MAX_PAYLOAD`]
+//!   ([`Decoder::handshake`]), so an unauthenticated peer cannot make the
+//!   server wait for (and buffer) a larger frame.
 
 use bytes::{Buf, BytesMut};
 
 use crate::error::Error;
-use crate::frame::{Header, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
+use crate::frame::{Header, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN};
 use crate::ops::Frame;
 
 /// Stateless frame decoder configured with a maximum payload length.
@@ -40,6 +44,12 @@ impl Decoder {
     /// The configured maximum payload length.
     pub fn max_payload(&self) -> u32 {
         self.max_payload
+    }
+
+    /// The decoder for a connection that has not been sent WELCOME: the same,
+    /// with the maximum lowered to [`HANDSHAKE_MAX_PAYLOAD`] if it is above.
+    pub fn handshake(&self) -> Decoder {
+        Decoder::new(self.max_payload.min(HANDSHAKE_MAX_PAYLOAD))
     }
 
     /// Parses the header at the front of `buf`, if 8 bytes are present.
@@ -83,5 +93,44 @@ impl Decoder {
         };
         let frame = Frame::decode(header, bytes::Bytes::copy_from_slice(payload))?;
         Ok(Some((frame, total)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Op, VERSION};
+
+    fn header(op: Op, len: u32) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = VERSION;
+        h[1] = op as u8;
+        h[4..].copy_from_slice(&len.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn handshake_decoder_refuses_above_64_kib_from_the_header() {
+        let d = Decoder::new(1 << 20);
+        let h = d.handshake();
+        assert_eq!(h.max_payload(), 65_536);
+        assert_eq!(Decoder::new(1_024).handshake().max_payload(), 1_024);
+        assert!(h.peek_header(&header(Op::Hello, 65_536)).is_ok());
+        let err = h.peek_header(&header(Op::Hello, 65_537)).unwrap_err();
+        assert_eq!(err.close_reason(), crate::CloseReason::FRAME_TOO_LARGE);
+        assert!(d.peek_header(&header(Op::Hello, 65_537)).is_ok());
+    }
+
+    #[test]
+    fn a_partial_frame_reserves_nothing_for_its_declared_length() {
+        let d = Decoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&header(Op::Publish, 1 << 20));
+        buf.extend_from_slice(b"abc");
+        let cap = buf.capacity();
+        assert!(d.decode(&mut buf).unwrap().is_none());
+        assert_eq!(buf.len(), HEADER_LEN + 3);
+        assert_eq!(buf.capacity(), cap);
+        assert!(cap < 1_024, "{cap}");
     }
 }

@@ -18,6 +18,9 @@ pub const HEADER_LEN: usize = 8;
 pub const VERSION: u8 = 1;
 /// Default maximum payload length (64 KiB).
 pub const DEFAULT_MAX_PAYLOAD: u32 = 64 * 1024;
+/// Largest payload accepted before WELCOME, whatever the configured maximum (protocol.md
+/// section 1): a connection that has not authenticated can make the server buffer no more.
+pub const HANDSHAKE_MAX_PAYLOAD: u32 = 64 * 1024;
 
 /// PUSH flag: deliver even to a sleeping client, ahead of held room traffic.
 pub const FLAG_URGENT: u16 = 0x0001;

@@ -55,7 +55,9 @@ pub mod fuzzing;
 pub use codec::Decoder;
 pub use codes::{CloseReason, Status};
 pub use error::Error;
-pub use frame::{Header, Op, DEFAULT_MAX_PAYLOAD, FLAG_URGENT, HEADER_LEN, VERSION};
+pub use frame::{
+    Header, Op, DEFAULT_MAX_PAYLOAD, FLAG_URGENT, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN, VERSION,
+};
 pub use ops::{
     Ack, Frame, Hello, Publish, PublishAck, Push, Resume, ResumeOutcome, ResumePoint, ResumeResult,
     RoomRequest, RoomResult, Skipped, WakeAck, Welcome,

@@ -384,3 +384,164 @@ mod admin {
         }
     }
 }
+
+// --- item 1: receive memory ---
+
+/// `protocol.max_payload` raised to 1 MiB, as an operator may.
+fn big_payload() -> ringport::config::Config {
+    let mut c = test_config();
+    c.protocol.max_payload = 1 << 20;
+    c
+}
+
+/// A valid anonymous HELLO whose payload is exactly `len` bytes (padded client info).
+fn hello_of_payload(len: usize) -> Vec<u8> {
+    let hello = |n: usize| {
+        Frame::Hello(ringport_proto::Hello {
+            token: Bytes::new(),
+            client_info: "x".repeat(n),
+            resume: None,
+        })
+        .to_bytes()
+        .unwrap()
+    };
+    let base = hello(0).len() - ringport_proto::HEADER_LEN;
+    let bytes = hello(len - base);
+    assert_eq!(bytes.len() - ringport_proto::HEADER_LEN, len);
+    bytes.to_vec()
+}
+
+/// A frame header declaring `len` payload bytes of `op`.
+fn header(op: ringport_proto::Op, len: u32) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[0] = ringport_proto::VERSION;
+    h[1] = op as u8;
+    h[4..].copy_from_slice(&len.to_be_bytes());
+    h
+}
+
+fn receive_buffer_bytes(server: &TestServer) -> u64 {
+    let body = server.http("GET", "/metrics", "").body;
+    common::gateway::metric(&body, "ringport_receive_buffer_bytes")
+}
+
+/// Polls until the receive-buffer gauge satisfies `ok`, returning the last value.
+fn wait_receive_buffer(server: &TestServer, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = std::time::Instant::now() + common::gateway::WAIT;
+    loop {
+        let v = receive_buffer_bytes(server);
+        if ok(v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: gauge {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Observed: a 65,537-byte HELLO was accepted although protocol.md §1 keeps payloads before
+/// WELCOME at 65,536 or less. With `protocol.max_payload` at 1 MiB it must still be refused
+/// from its header.
+#[test]
+fn receive_a_hello_above_64_kib_is_refused_whatever_max_payload_is() {
+    use std::io::Write;
+    let server = TestServer::start(big_payload());
+    // 65,536 bytes is allowed before WELCOME.
+    let mut ok = server.client();
+    ok.stream.write_all(&hello_of_payload(65_536)).unwrap();
+    assert!(matches!(ok.recv(), Frame::Welcome(_)));
+
+    let mut c = server.client();
+    let bytes = hello_of_payload(65_537);
+    // The header alone is enough for the refusal: no body byte is needed.
+    c.stream
+        .write_all(&bytes[..ringport_proto::HEADER_LEN])
+        .unwrap();
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::FRAME_TOO_LARGE, "{text}");
+    wait_limit_hits(&server, "handshake_payload", 1);
+
+    // After WELCOME the configured maximum applies.
+    let big = vec![7u8; 100_000];
+    ok.publish("big", 1, &big);
+    match ok.recv() {
+        Frame::PublishAck(a) => assert_eq!(a.seq, 1),
+        other => panic!("expected PUBLISH_ACK, got {other:?}"),
+    }
+}
+
+/// Observed: a partial frame pinned its full declared size (300 connections × 1 MiB held
+/// 324 MB). Established connections that each declare a ~1 MiB frame and send a few bytes
+/// of it hold only what arrived; a well-behaved client meanwhile gets WELCOME and its pushes;
+/// everything is released when they close.
+#[test]
+fn receive_partial_frames_hold_only_what_arrived() {
+    use std::io::Write;
+    const N: usize = 200;
+    let server = TestServer::start(big_payload());
+    let mut holders: Vec<Client> = (0..N).map(|_| server.welcomed("")).collect();
+    for h in &mut holders {
+        let mut bytes = header(ringport_proto::Op::Publish, (1 << 20) - 8).to_vec();
+        bytes.extend_from_slice(b"partial body");
+        h.stream.write_all(&bytes).unwrap();
+    }
+    // Every holder's bytes arrived once the gauge counts something for each; the bound per
+    // connection is far below the declared 1 MiB.
+    let held = wait_receive_buffer(&server, "holders' bytes arrive", |v| v >= N as u64 * 20);
+    assert!(
+        held <= N as u64 * 4096,
+        "{N} partial frames hold {held} bytes of receive buffer"
+    );
+
+    // A well-behaved client is served meanwhile.
+    let mut good = server.client();
+    good.welcome("");
+    assert_eq!(good.join(1, "calm"), ringport_proto::Status::OK);
+    for i in 0..3 {
+        push_room(&server, "calm", &format!("m{i}"));
+        assert_eq!(&good.push().payload[..], format!("m{i}").as_bytes());
+    }
+    let still = receive_buffer_bytes(&server);
+    assert!(still <= N as u64 * 4096, "still {still}");
+
+    drop(holders);
+    wait_receive_buffer(&server, "released after close", |v| v == 0);
+}
+
+/// A partial frame right behind a large complete one must not keep the large frame's
+/// allocation: established connections that each send a ~1 MB PUBLISH followed by the start of
+/// another ~1 MiB frame hold only the few bytes of the partial one.
+#[test]
+fn receive_a_partial_frame_behind_a_large_one_is_compacted() {
+    use std::io::Write;
+    const N: usize = 20;
+    let server = TestServer::start(big_payload());
+    let mut holders: Vec<Client> = (0..N).map(|_| server.welcomed("")).collect();
+    let big = Frame::Publish(ringport_proto::Publish {
+        room: "big".into(),
+        seq: 1,
+        payload: Bytes::from(vec![7u8; 1_000_000]),
+    })
+    .to_bytes()
+    .unwrap();
+    for h in &mut holders {
+        let mut bytes = big.to_vec();
+        bytes.extend_from_slice(&header(ringport_proto::Op::Publish, (1 << 20) - 8));
+        bytes.extend_from_slice(b"partial body");
+        h.stream.write_all(&bytes).unwrap();
+    }
+    for h in &mut holders {
+        match h.recv() {
+            Frame::PublishAck(a) => assert_eq!(a.seq, 1),
+            other => panic!("expected PUBLISH_ACK, got {other:?}"),
+        }
+    }
+    // Each PUBLISH_ACK was sent after its partial frame was in the buffer, in the same turn
+    // or an earlier one; the gauge is updated in the turn that decoded the PUBLISH.
+    let held = wait_receive_buffer(&server, "partials arrive", |v| v >= N as u64 * 20);
+    assert!(
+        held <= N as u64 * 8192,
+        "{N} partial frames behind 1 MB frames hold {held} bytes of receive buffer"
+    );
+    drop(holders);
+    wait_receive_buffer(&server, "released after close", |v| v == 0);
+}

@@ -28,8 +28,11 @@ pub(crate) struct Conn {
     pub session: Session,
     /// Session id given in WELCOME (0 before); keys publish dedupe.
     pub session_id: u64,
-    /// Bytes of an incomplete trailing frame; unallocated while idle.
+    /// Bytes of an incomplete trailing frame; grows only as bytes arrive, unallocated while
+    /// empty, compacted when it holds far more capacity than bytes (`GatewayHandler::on_data`).
     pub rx: BytesMut,
+    /// Capacity of `rx` as last counted in `ringport_receive_buffer_bytes`.
+    pub rx_counted: usize,
     /// Verified claims (`None` for anonymous clients and before WELCOME).
     pub claims: Option<Claims>,
     /// Set once authenticated anonymously: may join any room, has no inbox.
@@ -68,6 +71,7 @@ impl Conn {
             session,
             session_id: 0,
             rx: BytesMut::new(),
+            rx_counted: 0,
             claims: None,
             anonymous: false,
             rooms: Vec::new(),

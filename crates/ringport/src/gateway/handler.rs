@@ -23,6 +23,10 @@ use super::{SESSION_RESUME_MS, SWEEP_EVERY_MS};
 use crate::auth::Claims;
 use crate::metrics::{CloseCause, DeliveryKind, Direction, DropReason, ShardRecorder};
 
+/// Spare receive-buffer capacity tolerated beyond twice the bytes held; above it the bytes of
+/// a partial frame are copied into a buffer of their own size.
+const RX_SLACK: usize = 4096;
+
 /// One shard's gateway: its connections and membership indexes.
 pub struct GatewayHandler {
     pub(super) shard: usize,
@@ -636,10 +640,21 @@ impl Handler for GatewayHandler {
             return;
         };
         let now = self.now_ms(ctx);
+        // Grows by what arrived only: nothing is reserved for a frame's declared length.
         c.rx.extend_from_slice(data);
         let decoder = Decoder::new(self.shared.session.max_payload);
+        let handshake = decoder.handshake();
         while c.session.state() != State::Closed {
-            match decoder.decode(&mut c.rx) {
+            let welcomed = !matches!(
+                c.session.state(),
+                State::Handshaking | State::Authenticating
+            );
+            let decoded = if welcomed {
+                decoder.decode(&mut c.rx)
+            } else {
+                handshake.decode(&mut c.rx)
+            };
+            match decoded {
                 Ok(Some(frame)) => {
                     c.frames_in += 1;
                     self.rec.frame(Direction::In);
@@ -659,6 +674,17 @@ impl Handler for GatewayHandler {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
+                        (welcomed, &e)
+                    {
+                        crate::metrics::limits::hit(
+                            crate::metrics::Limit::HandshakePayload,
+                            1,
+                            &format_args!(
+                                "a frame before WELCOME declared {declared} bytes (at most {max}); closed with FRAME_TOO_LARGE"
+                            ),
+                        );
+                    }
                     let text = match e {
                         ringport_proto::Error::BadVersion { .. } => {
                             "supported versions: 1".to_owned()
@@ -676,7 +702,13 @@ impl Handler for GatewayHandler {
         if c.rx.is_empty() {
             // Idle connections hold no receive memory.
             c.rx = BytesMut::new();
+        } else if c.rx.capacity() > 2 * c.rx.len() + RX_SLACK {
+            // A partial frame left behind a decoded one keeps the whole old allocation (and,
+            // when bytes next arrive, a fresh one of the old size): copy the few bytes out.
+            c.rx = BytesMut::from(&c.rx[..]);
         }
+        self.rec.receive_buffer(c.rx_counted, c.rx.capacity());
+        c.rx_counted = c.rx.capacity();
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -697,6 +729,7 @@ impl Handler for GatewayHandler {
             return;
         };
         c.session.transport_closed();
+        self.rec.receive_buffer(c.rx_counted, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);
         }

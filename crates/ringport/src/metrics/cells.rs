@@ -91,6 +91,8 @@ pub struct ShardMetrics {
     skips: [Cell; SkipReason::COUNT],
     heartbeats_sent: Cell,
     heartbeats_missed: Cell,
+    /// Capacity of the connections' receive buffers (bytes of incomplete frames).
+    receive_buffer: Cell,
     push_to_send_us: HistogramCells<PUSH_LATENCY_BUCKETS>,
 }
 
@@ -106,6 +108,7 @@ impl ShardMetrics {
             skips: cells(),
             heartbeats_sent: Cell::default(),
             heartbeats_missed: Cell::default(),
+            receive_buffer: Cell::default(),
             push_to_send_us: HistogramCells::new(&PUSH_LATENCY_BOUNDS_US),
         }
     }
@@ -127,6 +130,7 @@ impl ShardMetrics {
         add(&mut into.skips, &self.skips);
         into.heartbeats_sent += self.heartbeats_sent.get();
         into.heartbeats_missed += self.heartbeats_missed.get();
+        into.receive_buffer_bytes += self.receive_buffer.get();
         into.push_to_send_us.merge(&self.push_to_send_us.snapshot());
         into.shards.push(ShardLoop::default());
     }
@@ -172,6 +176,11 @@ impl ShardRecorder {
     }
     pub fn heartbeat_missed(&mut self) {
         self.cells.heartbeats_missed.add(1);
+    }
+    /// A connection's receive buffer went from `from` to `to` bytes of capacity.
+    pub fn receive_buffer(&mut self, from: usize, to: usize) {
+        self.cells.receive_buffer.sub(from as u64);
+        self.cells.receive_buffer.add(to as u64);
     }
     pub fn push_to_send(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -254,6 +263,9 @@ mod tests {
         a.delivered(DeliveryKind::Room, 100);
         b.dropped(DropReason::SlowConsumer, 2);
         a.skipped(SkipReason::Sleeping, 1);
+        a.receive_buffer(0, 4096);
+        b.receive_buffer(0, 100);
+        a.receive_buffer(4096, 64);
         a.push_to_send(Duration::from_micros(70));
         b.push_to_send(Duration::from_secs(5));
 
@@ -272,6 +284,7 @@ mod tests {
             "overflow bucket"
         );
         assert_eq!(s.push_to_send_us.sum, 5_000_070);
+        assert_eq!(s.receive_buffer_bytes, 164);
         assert_eq!(
             s.shards.len(),
             2,
@@ -312,6 +325,7 @@ mod tests {
             "ringport_send_batch_messages",
             "ringport_push_to_send_seconds",
             "ringport_history_bytes",
+            "ringport_receive_buffer_bytes",
             "ringport_inbox_acked_total",
             "ringport_shard_busy_seconds_total",
             "ringport_shard_loop_iterations_total",

@@ -115,6 +115,8 @@ pub struct MetricsSnapshot {
     // --- abuse limits (issue 10) ---
     /// Streams with a log (`ringport_history_streams`).
     pub history_streams: u64,
+    /// Receive-buffer capacity held by connections (`ringport_receive_buffer_bytes`).
+    pub receive_buffer_bytes: u64,
     // --- end abuse limits ---
     /// User-inbox messages acknowledged by clients (delivery receipts).
     pub inbox_acked: u64,
@@ -140,6 +142,7 @@ impl Default for MetricsSnapshot {
             push_to_send_us: HistogramSnapshot::empty(&PUSH_LATENCY_BOUNDS_US),
             history_bytes: 0,
             history_streams: 0,
+            receive_buffer_bytes: 0,
             inbox_acked: 0,
             shards: Vec::new(),
         }
@@ -309,6 +312,16 @@ impl MetricsSnapshot {
             MetricType::Gauge,
         );
         w.sample("ringport_history_streams", &[], self.history_streams);
+        w.family(
+            "ringport_receive_buffer_bytes",
+            "Memory held by connections' receive buffers (frames not yet complete).",
+            MetricType::Gauge,
+        );
+        w.sample(
+            "ringport_receive_buffer_bytes",
+            &[],
+            self.receive_buffer_bytes,
+        );
         super::limits::render(&mut w);
         // --- end abuse limits ---
 

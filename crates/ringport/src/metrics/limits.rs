@@ -14,6 +14,8 @@ use super::text::{MetricType, TextWriter};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Limit {
+    /// A frame header before WELCOME declaring more than 65,536 bytes (CLOSE FRAME_TOO_LARGE).
+    HandshakePayload,
     /// A HELLO with more than `max_rooms + 2` resume entries (CLOSE PROTOCOL_ERROR).
     ResumeEntries,
     /// A HELLO naming one stream twice (CLOSE PROTOCOL_ERROR).
@@ -35,7 +37,8 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
+        Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
         Limit::ReplayBytes,
@@ -49,6 +52,7 @@ impl Limit {
     /// The `limit` label.
     pub fn label(self) -> &'static str {
         match self {
+            Limit::HandshakePayload => "handshake_payload",
             Limit::ResumeEntries => "resume_entries",
             Limit::ResumeDuplicate => "resume_duplicate",
             Limit::ReplayBytes => "replay_bytes",
