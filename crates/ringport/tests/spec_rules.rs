@@ -1,0 +1,219 @@
+//! The rules docs/protocol.md writes down for what was once left open (issue 11), checked
+//! against the in-process gateway over loopback: resume ordering, inbox redelivery, publish
+//! dedupe, ACK rules, names, sessions, and sleep details.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::gateway::{test_config, token, Client, TestServer, SECRET};
+use ringport_proto::{
+    Ack, CloseReason, Frame, Hello, Resume, ResumeOutcome, ResumePoint, RoomRequest, Status,
+    StreamName,
+};
+
+fn secured() -> ringport::config::Config {
+    let mut c = test_config();
+    c.auth.secret = Some(SECRET.into());
+    c
+}
+
+fn room(name: &str) -> StreamName {
+    StreamName::Room(name.into())
+}
+
+fn hello_resume(c: &mut Client, token: &str, session_id: u64, streams: Vec<ResumePoint>) {
+    c.send(&Frame::Hello(Hello {
+        token: Bytes::copy_from_slice(token.as_bytes()),
+        client_info: "spec/1".into(),
+        resume: Some(Resume {
+            session_id,
+            streams,
+        }),
+    }));
+}
+
+fn http_ok(server: &TestServer, path: &str, body: &str) {
+    let r = server.http("POST", path, body);
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+}
+
+fn push_room(server: &TestServer, name: &str, payload: &str) {
+    http_ok(
+        server,
+        &format!("/v1/push/room/{name}"),
+        &format!(r#"{{"payload":"{payload}"}}"#),
+    );
+}
+
+/// Sends a PING and returns every frame that arrives before its PONG.
+fn until_pong(c: &mut Client, nonce: u64) -> Vec<Frame> {
+    c.send(&Frame::Ping { nonce });
+    let mut seen = Vec::new();
+    loop {
+        match c.recv() {
+            Frame::Pong { nonce: n } if n == nonce => return seen,
+            f => seen.push(f),
+        }
+    }
+}
+
+/// Section 4.9: ACK of another user's inbox (or, anonymous, of any inbox) is a protocol error.
+#[test]
+fn ack_of_another_users_inbox_is_a_protocol_error() {
+    let mut config = secured();
+    config.auth.allow_anonymous = Some(true);
+    let server = TestServer::start(config);
+    for (tok, text) in [(token("u1", &[]), "user:u2"), (String::new(), "user:u2")] {
+        let mut c = server.client();
+        c.welcome(&tok);
+        c.send(&Frame::Ack(Ack {
+            stream: StreamName::User("u2".into()),
+            offset: 1,
+        }));
+        c.send(&Frame::Ping { nonce: 9 });
+        match c.next() {
+            Some(Frame::Close { reason, text: t }) => {
+                assert_eq!(reason, CloseReason::PROTOCOL_ERROR);
+                assert!(t.contains(text), "{t}");
+            }
+            other => panic!("expected CLOSE PROTOCOL_ERROR, got {other:?}"),
+        }
+    }
+}
+
+/// Section 2: one rule for names on the wire and in the HTTP API: 1..=255 bytes of UTF-8
+/// without whitespace or control characters.
+#[test]
+fn names_with_whitespace_or_control_characters_are_invalid_everywhere() {
+    let mut config = secured();
+    config.auth.allow_anonymous = Some(true);
+    let server = TestServer::start(config);
+    let mut c = server.client();
+    let w = c.welcome("");
+    for (i, bad) in ["a b", "a\tb", "a\u{7f}b", "a\u{a0}b"].iter().enumerate() {
+        assert_eq!(c.join(i as u32, bad), Status::INVALID, "{bad:?}");
+        let r = server.http(
+            "POST",
+            &format!(
+                "/v1/push/room/{}",
+                bad.replace(' ', "%20").replace('\t', "%09")
+            ),
+            r#"{"payload":"x"}"#,
+        );
+        assert_ne!(r.status, 200, "{bad:?}");
+    }
+    assert_eq!(c.join(9, "a.b-c_d:e"), Status::OK);
+    // A resume entry with such a name is refused as INVALID.
+    let mut r = server.client();
+    hello_resume(
+        &mut r,
+        "",
+        w.session_id,
+        vec![ResumePoint {
+            stream: room("a b"),
+            epoch: 1,
+            last_offset: 0,
+        }],
+    );
+    assert!(matches!(r.recv(), Frame::Welcome(_)));
+    match r.recv() {
+        Frame::ResumeResult(rr) => {
+            assert_eq!(rr.outcome, ResumeOutcome::Refused(Status::INVALID))
+        }
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    }
+    // A token whose user id breaks the rule is refused.
+    let mut u = server.client();
+    match u.hello(&token("u 1", &[])) {
+        Frame::Close { reason, .. } => assert_eq!(reason, CloseReason::AUTH_FAILED),
+        other => panic!("expected CLOSE AUTH_FAILED, got {other:?}"),
+    }
+}
+
+/// Section 6: a HELLO naming an unknown session, or another user's, gets a new session id;
+/// its resume entries are still answered.
+#[test]
+fn unknown_or_foreign_session_ids_get_a_new_session() {
+    let server = TestServer::start(secured());
+    let mut a = server.client();
+    let wa = a.welcome(&token("u1", &[]));
+    for (tok, id) in [(token("u2", &[]), wa.session_id), (token("u1", &[]), 12345)] {
+        let mut c = server.client();
+        hello_resume(
+            &mut c,
+            &tok,
+            id,
+            vec![ResumePoint {
+                stream: room("*"),
+                epoch: wa.broadcast_epoch,
+                last_offset: wa.broadcast_tail,
+            }],
+        );
+        match c.recv() {
+            Frame::Welcome(w) => assert_ne!(w.session_id, id),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        assert!(
+            matches!(c.recv(), Frame::ResumeResult(rr) if rr.outcome == ResumeOutcome::Resumed)
+        );
+    }
+    // The foreign HELLO did not replace u1's connection.
+    assert!(until_pong(&mut a, 3).is_empty());
+}
+
+/// Section 8: `room:*` is held like a room; a stream that skipped still gets its URGENT
+/// messages at once; a JOIN that wakes the client is answered WAKE_ACK, the held PUSHes,
+/// then ROOM_RESULT.
+#[test]
+fn sleep_holds_broadcasts_lets_urgent_through_and_join_wakes_in_order() {
+    let mut config = test_config();
+    config.protocol.sleep_holdback = 2;
+    let server = TestServer::start(config);
+    let mut c = server.client();
+    c.welcome("");
+    assert_eq!(c.join(1, "s"), Status::OK);
+    c.send(&Frame::Sleep {
+        interval_ms: 60_000,
+    });
+    assert!(matches!(c.recv(), Frame::SleepAck { .. }));
+    http_ok(&server, "/v1/broadcast", r#"{"payload":"b1"}"#);
+    for i in 1..=3 {
+        push_room(&server, "s", &format!("s{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // Held: the broadcast and s1; skipped: s2, s3. An urgent s4 arrives while asleep.
+    http_ok(
+        &server,
+        "/v1/push/room/s",
+        r#"{"payload":"s4","urgent":true}"#,
+    );
+    let urgent = c.push();
+    assert_eq!(
+        (urgent.stream.clone(), &urgent.payload[..]),
+        (room("s"), &b"s4"[..])
+    );
+    assert!(urgent.urgent);
+    // JOIN wakes it.
+    c.send(&Frame::Join(RoomRequest {
+        req_id: 2,
+        room: "t".into(),
+    }));
+    match c.recv() {
+        Frame::WakeAck(w) => {
+            assert_eq!(w.skipped.len(), 1, "{w:?}");
+            assert_eq!(w.skipped[0].stream, room("s"));
+            assert_eq!(w.skipped[0].count, 2);
+        }
+        other => panic!("expected WAKE_ACK, got {other:?}"),
+    }
+    let held: Vec<String> = (0..2)
+        .map(|_| {
+            let p = c.push();
+            format!("{} {}", p.stream, String::from_utf8_lossy(&p.payload))
+        })
+        .collect();
+    assert_eq!(held, ["room:* b1", "room:s s1"]);
+    assert!(matches!(c.recv(), Frame::RoomResult(r) if r.req_id == 2 && r.status == Status::OK));
+}
