@@ -59,6 +59,71 @@ fn until_pong(c: &mut Client, nonce: u64) -> Vec<Frame> {
     }
 }
 
+fn close_session(mut c: Client) {
+    c.send(&Frame::Close {
+        reason: CloseReason::NORMAL,
+        text: String::new(),
+    });
+    while c.next().is_some() {}
+}
+
+/// Section 4.6/4.7: dedupe is per session, across reconnects; a duplicate is acknowledged OK
+/// and not published again; the publisher receives its own message like every member.
+#[test]
+fn publish_dedupe_is_per_session_and_the_publisher_receives_its_own_message() {
+    let server = TestServer::start(test_config());
+    let mut c = server.client();
+    let w = c.welcome("");
+    assert_eq!(c.join(1, "p"), Status::OK);
+    c.publish("p", 7, b"first");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(c.recv());
+    }
+    assert!(got
+        .iter()
+        .any(|f| matches!(f, Frame::PublishAck(a) if a.seq == 7 && a.status == Status::OK)));
+    let own = got.iter().find_map(|f| match f {
+        Frame::Push(p) => Some(p.clone()),
+        _ => None,
+    });
+    let own = own.expect("the publisher receives its own message");
+    assert_eq!(&own.payload[..], b"first");
+    close_session(c);
+
+    // Same session, same seq after a reconnect: OK, not published again.
+    let mut c = server.client();
+    hello_resume(
+        &mut c,
+        "",
+        w.session_id,
+        vec![ResumePoint {
+            stream: room("p"),
+            epoch: own.epoch,
+            last_offset: own.offset,
+        }],
+    );
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    assert!(matches!(c.recv(), Frame::ResumeResult(rr) if rr.outcome == ResumeOutcome::Resumed));
+    c.publish("p", 7, b"again");
+    match c.recv() {
+        Frame::PublishAck(a) => assert_eq!((a.seq, a.status), (7, Status::OK)),
+        other => panic!("expected PUBLISH_ACK, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(until_pong(&mut c, 2).is_empty(), "not published twice");
+
+    // Another session's seq 7 is its own.
+    let mut other = server.client();
+    other.welcome("");
+    assert_eq!(other.join(1, "p"), Status::OK);
+    other.publish("p", 7, b"other");
+    let got: Vec<Frame> = (0..2).map(|_| other.recv()).collect();
+    assert!(got
+        .iter()
+        .any(|f| matches!(f, Frame::Push(p) if &p.payload[..] == b"other")));
+}
+
 /// Section 4.9: ACK of another user's inbox (or, anonymous, of any inbox) is a protocol error.
 #[test]
 fn ack_of_another_users_inbox_is_a_protocol_error() {
