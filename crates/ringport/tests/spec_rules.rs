@@ -67,6 +67,114 @@ fn close_session(mut c: Client) {
     while c.next().is_some() {}
 }
 
+/// Welcomes an anonymous session, joins `rooms`; returns the session id and the room epoch.
+fn session_in_rooms(server: &TestServer, rooms: &[&str]) -> (u64, u32) {
+    let mut c = server.client();
+    let w = c.welcome("");
+    let mut epoch = 0;
+    for (i, r) in rooms.iter().enumerate() {
+        c.send(&Frame::Join(RoomRequest {
+            req_id: i as u32,
+            room: (*r).into(),
+        }));
+        match c.recv() {
+            Frame::RoomResult(rr) => epoch = rr.epoch,
+            other => panic!("expected ROOM_RESULT, got {other:?}"),
+        }
+    }
+    close_session(c);
+    (w.session_id, epoch)
+}
+
+/// Section 6 / 4.10: each stream's backlog follows its own RESUME_RESULT, before the next
+/// entry's RESUME_RESULT.
+#[test]
+fn each_streams_backlog_follows_its_own_resume_result() {
+    let server = TestServer::start(test_config());
+    let (session, epoch) = session_in_rooms(&server, &["a", "b"]);
+    for i in 0..3 {
+        push_room(&server, "a", &format!("a{i}"));
+        push_room(&server, "b", &format!("b{i}"));
+    }
+    let mut c = server.client();
+    let entry = |name: &str| ResumePoint {
+        stream: room(name),
+        epoch,
+        last_offset: 0,
+    };
+    hello_resume(&mut c, "", session, vec![entry("a"), entry("b")]);
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    let mut order = Vec::new();
+    for _ in 0..8 {
+        order.push(match c.recv() {
+            Frame::ResumeResult(rr) => format!("RR {} {:?}", rr.stream, rr.outcome),
+            Frame::Push(p) => format!("PUSH {} {}", p.stream, p.offset),
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(
+        order,
+        [
+            "RR room:a Resumed",
+            "PUSH room:a 1",
+            "PUSH room:a 2",
+            "PUSH room:a 3",
+            "RR room:b Resumed",
+            "PUSH room:b 1",
+            "PUSH room:b 2",
+            "PUSH room:b 3",
+        ]
+    );
+}
+
+/// Section 9: the inbox entry reports the highest offset received; the server replays from
+/// the lower of it and the acknowledged offset, so unacked messages at or below it come
+/// again, after RESUMED, followed by everything above it.
+#[test]
+fn inbox_resume_redelivers_unacked_messages_at_or_below_last_offset() {
+    let server = TestServer::start(secured());
+    let tok = token("u1", &[]);
+    let mut c = server.client();
+    let w = c.welcome(&tok);
+    for i in 1..=4 {
+        http_ok(
+            &server,
+            "/v1/push/user/u1",
+            &format!(r#"{{"payload":"m{i}"}}"#),
+        );
+        assert_eq!(c.push().offset, w.inbox_tail + i);
+    }
+    let inbox = StreamName::User("u1".into());
+    c.send(&Frame::Ack(Ack {
+        stream: inbox.clone(),
+        offset: w.inbox_tail + 1,
+    }));
+    assert!(until_pong(&mut c, 1).is_empty());
+    close_session(c);
+    http_ok(&server, "/v1/push/user/u1", r#"{"payload":"m5"}"#);
+    let mut c = server.client();
+    hello_resume(
+        &mut c,
+        &tok,
+        w.session_id,
+        vec![ResumePoint {
+            stream: inbox,
+            epoch: w.epoch,
+            last_offset: w.inbox_tail + 3,
+        }],
+    );
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(rr) => {
+            assert_eq!(rr.outcome, ResumeOutcome::Resumed, "{rr:?}");
+            assert_eq!((rr.missing_from, rr.missing_to), (0, 0));
+        }
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    }
+    let offsets: Vec<u64> = (0..4).map(|_| c.push().offset - w.inbox_tail).collect();
+    assert_eq!(offsets, [2, 3, 4, 5], "unacked 2..=3 again, then 4 and 5");
+}
+
 /// Section 4.6/4.7: dedupe is per session, across reconnects; a duplicate is acknowledged OK
 /// and not published again; the publisher receives its own message like every member.
 #[test]
