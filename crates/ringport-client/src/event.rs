@@ -30,8 +30,9 @@ pub enum Event {
     /// A message.
     Message(Message),
     /// Messages of `stream` in `missing` will never be delivered: trimmed
-    /// from history (`Gap`), lost with a server restart (`EpochChanged`;
-    /// `missing.start` is in the old epoch, `missing.end` in `epoch`), or
+    /// from history (`Gap`), lost with a server restart (`EpochChanged`:
+    /// everything after the old position in the old epoch, and `missing`,
+    /// the new epoch's offsets before the first one delivered), or
     /// skipped while asleep. Reported before any later message of the stream.
     NotRecovered {
         /// Stream affected.

@@ -30,8 +30,10 @@ pub struct Loss {
     pub stream: StreamName,
     /// Why.
     pub reason: LossReason,
-    /// Lost offsets, half-open. For `EpochChanged` the start is in the old
-    /// epoch and the end (where delivery continues) in the new one.
+    /// Lost offsets, half-open, in `epoch`. For `EpochChanged` they are the
+    /// new epoch's offsets before the one delivery continues at (so `1..n`,
+    /// possibly empty); everything after the old position in the old epoch
+    /// is lost as well. Never inverted.
     pub missing: Range<u64>,
     /// Epoch delivery continues in.
     pub epoch: u32,
@@ -83,7 +85,7 @@ impl Positions {
             let loss = Loss {
                 stream: stream.clone(),
                 reason: LossReason::EpochChanged,
-                missing: p.last + 1..offset,
+                missing: 1..offset.max(1),
                 epoch,
             };
             *p = Position {
@@ -141,14 +143,14 @@ impl Positions {
             return Some(Loss {
                 stream: r.stream.clone(),
                 reason,
-                missing: r.missing_from..r.missing_to,
+                missing: r.missing_from.min(r.missing_to)..r.missing_to,
                 epoch: r.new_epoch,
             });
         }
         // A gap may start below what was already delivered (the server
         // redelivers unacknowledged inbox messages); only the part above
         // counts, and delivered offsets stay delivered.
-        let start = r.missing_from.max(p.last + 1);
+        let start = r.missing_from.max(p.last.saturating_add(1));
         p.last = p.last.max(continue_at.saturating_sub(1));
         (start < continue_at).then(|| Loss {
             stream: r.stream.clone(),
@@ -267,13 +269,13 @@ mod tests {
             outcome: ResumeOutcome::EpochChanged,
             old_epoch: 1,
             new_epoch: 2,
-            missing_from: 11,
+            missing_from: 1,
             missing_to: 1,
         };
         let loss = p.on_resume(&r).unwrap();
         assert_eq!(
             (loss.epoch, loss.missing.start, loss.missing.end),
-            (2, 11, 1)
+            (2, 1, 1)
         );
         assert_eq!(p.on_push(&room(), 2, 1), Verdict::Deliver);
         assert_eq!(
@@ -281,11 +283,48 @@ mod tests {
             Verdict::DeliverAfterLoss(Loss {
                 stream: room(),
                 reason: LossReason::EpochChanged,
-                missing: 2..11,
+                missing: 1..11,
                 epoch: 1,
             }),
             "a push from another epoch is never silently mixed in"
         );
+    }
+
+    #[test]
+    fn epoch_change_ranges_are_in_the_new_epoch_and_never_inverted() {
+        // docs/protocol.md 4.10: EPOCH_CHANGED's [missing_from, missing_to) is in new_epoch.
+        for last in [22, u64::MAX] {
+            let mut p = Positions::default();
+            p.on_push(&room(), 1, last);
+            match p.on_push(&room(), 2, 5) {
+                Verdict::DeliverAfterLoss(l) => {
+                    assert_eq!(
+                        (l.reason, l.missing, l.epoch),
+                        (LossReason::EpochChanged, 1..5, 2)
+                    )
+                }
+                v => panic!("{v:?}"),
+            }
+            let mut p = Positions::default();
+            p.on_push(&room(), 1, last);
+            match p.on_push(&room(), 2, 1) {
+                Verdict::DeliverAfterLoss(l) => assert_eq!(l.missing, 1..1),
+                v => panic!("{v:?}"),
+            }
+            assert_eq!(p.on_push(&room(), 2, 2), Verdict::Deliver);
+        }
+        // A GAP reported after a position at u64::MAX does not overflow.
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, u64::MAX);
+        let gap = ResumeResult {
+            stream: room(),
+            outcome: ResumeOutcome::Gap,
+            old_epoch: 1,
+            new_epoch: 1,
+            missing_from: 3,
+            missing_to: 9,
+        };
+        assert_eq!(p.on_resume(&gap), None);
     }
 
     #[test]

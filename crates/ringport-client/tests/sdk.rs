@@ -220,7 +220,7 @@ async fn server_restart_reports_epoch_change() {
         loss,
         Some((
             LossReason::EpochChanged,
-            std::ops::Range { start: 3, end: 1 },
+            std::ops::Range { start: 1, end: 1 },
             2
         ))
     );

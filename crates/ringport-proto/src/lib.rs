@@ -63,4 +63,4 @@ pub use ops::{
     RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
 };
 pub use session::{Event, PushClass, PushOutcome, Session, SessionConfig, State, WelcomeParams};
-pub use stream::{StreamName, KIND_ROOM, KIND_USER, MAX_NAME_LEN};
+pub use stream::{is_valid_name, StreamName, KIND_ROOM, KIND_USER, MAX_NAME_LEN};

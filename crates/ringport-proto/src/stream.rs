@@ -76,6 +76,16 @@ impl StreamName {
     }
 }
 
+/// Whether `name` is a valid room name or user id for the gateway (docs/protocol.md
+/// section 2): 1..=255 bytes of UTF-8 without whitespace or control characters. The wire
+/// format carries any non-empty UTF-8; the gateway answers a name that breaks this rule
+/// `INVALID` (JOIN, resume entry), the HTTP API with 400.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// Validates a name (room or user id) for encoding; returns its length.
 pub(crate) fn check_name(field: &'static str, name: &str) -> Result<usize, Error> {
     if name.is_empty() {

@@ -314,11 +314,7 @@ fn handle(
                 let log = s.logs.entry(p.stream.clone()).or_default();
                 let first = log.frames.first().map_or(log.tail + 1, |f| f.0);
                 let (outcome, from, missing) = if p.epoch != epoch {
-                    (
-                        ResumeOutcome::EpochChanged,
-                        first,
-                        (p.last_offset + 1, first),
-                    )
+                    (ResumeOutcome::EpochChanged, first, (1, first))
                 } else if p.last_offset + 1 >= first {
                     (
                         ResumeOutcome::Resumed,

@@ -283,6 +283,13 @@ impl Session {
                 stream: a.stream,
                 offset: a.offset,
             }),
+            Frame::Ack(a) => {
+                let text = format!(
+                    "ACK of {}: only the user inbox (user:<id>) is acknowledged",
+                    a.stream
+                );
+                self.close_with(CloseReason::PROTOCOL_ERROR, &text, now);
+            }
             Frame::Sleep { interval_ms } => self.sleep(interval_ms, now),
             // WAKE while awake: answer so the client is never left waiting.
             Frame::Wake => self.queue(&Frame::WakeAck(WakeAck::default())),

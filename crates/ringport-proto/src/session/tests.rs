@@ -465,9 +465,16 @@ fn ack_of_a_room_stream_is_a_protocol_error() {
         }),
         1,
     );
+    let frames = sent(&mut s);
+    assert_eq!(close_reason(&frames), Some(CloseReason::PROTOCOL_ERROR));
+    // The text names the rule, not the state (ACK is allowed while active).
+    let text = frames.iter().find_map(|f| match f {
+        Frame::Close { text, .. } => Some(text.clone()),
+        _ => None,
+    });
     assert_eq!(
-        close_reason(&sent(&mut s)),
-        Some(CloseReason::PROTOCOL_ERROR)
+        text.as_deref(),
+        Some("ACK of room:r: only the user inbox (user:<id>) is acknowledged")
     );
 }
 

@@ -232,9 +232,17 @@ impl GatewayHandler {
                 let _ = c.session.reply_publish(seq, status);
             }
             Event::Ack { stream, offset } => {
-                // Only the user's own inbox; acks of other inboxes are ignored.
+                // Only the connection's own inbox; any other is a protocol error.
                 if c.user().is_some_and(|u| u == stream.name()) {
                     self.shared.sink.ack(&stream, offset);
+                } else {
+                    let text = match c.user() {
+                        Some(u) => format!(
+                            "ACK of {stream}: only this connection's inbox (user:{u}) is acknowledged"
+                        ),
+                        None => format!("ACK of {stream}: an anonymous connection has no inbox"),
+                    };
+                    c.session.close(CloseReason::PROTOCOL_ERROR, &text, now);
                 }
             }
             Event::Sleep { .. } | Event::Wake => {}
@@ -297,9 +305,15 @@ impl GatewayHandler {
         match &self.shared.verifier {
             Some(v) => {
                 let token = std::str::from_utf8(token).map_err(|_| "token is not UTF-8")?;
-                v.verify(token, SystemTime::now())
-                    .map(Some)
-                    .map_err(|e| e.to_string())
+                let claims = v
+                    .verify(token, SystemTime::now())
+                    .map_err(|e| e.to_string())?;
+                if !ringport_proto::is_valid_name(&claims.sub) {
+                    return Err("the token's user id (sub) must be 1 to 255 bytes without \
+                                whitespace or control characters"
+                        .into());
+                }
+                Ok(Some(claims))
             }
             // No secret: tokens cannot be checked; anonymous mode ignores them.
             None if self.shared.anonymous => Ok(None),
@@ -315,7 +329,7 @@ impl GatewayHandler {
     /// with last-delivered offset `T`. A live post with offset ≤ `T` still in this shard's
     /// inbox is then dropped as a duplicate; every offset > `T` is delivered.
     fn join(&mut self, c: &mut Conn, room: &str, wall: u64) -> Result<(u32, u64), Status> {
-        if room == BROADCAST_ROOM {
+        if room == BROADCAST_ROOM || !ringport_proto::is_valid_name(room) {
             return Err(Status::INVALID);
         }
         if let Some(i) = c.joined(room) {
@@ -454,7 +468,9 @@ impl GatewayHandler {
             ),
             StreamName::User(u) => (c.user() == Some(u.as_str()), false),
         };
-        let refused = if !allowed {
+        let refused = if !ringport_proto::is_valid_name(stream.name()) {
+            Some(Status::INVALID)
+        } else if !allowed {
             Some(Status::FORBIDDEN)
         } else if new_room && c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
             Some(Status::LIMIT_EXCEEDED)

@@ -239,7 +239,8 @@ fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
             "{what} name must be 1 to {MAX_NAME_LEN} bytes"
         )));
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // The gateway's one rule for names (docs/protocol.md section 2), on the wire too.
+    if !ringport_proto::is_valid_name(name) {
         return Err(ApiError::bad_request(format!(
             "{what} name must not contain whitespace or control characters"
         )));

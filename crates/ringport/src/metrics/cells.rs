@@ -262,7 +262,7 @@ mod tests {
         b.frame(Direction::In);
         a.delivered(DeliveryKind::Room, 100);
         b.dropped(DropReason::SlowConsumer, 2);
-        a.skipped(SkipReason::Sleeping, 1);
+        a.skipped(SkipReason::Closing, 1);
         a.receive_buffer(0, 4096);
         b.receive_buffer(0, 100);
         a.receive_buffer(4096, 64);
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(s.frames, [2, 0]);
         assert_eq!(s.deliveries[DeliveryKind::Room.index()], 100);
         assert_eq!(s.drops[DropReason::SlowConsumer.index()], 2);
-        assert_eq!(s.skips[SkipReason::Sleeping.index()], 1);
+        assert_eq!(s.skips[SkipReason::Closing.index()], 1);
         assert_eq!(s.push_to_send_us.counts[1], 1, "70us lands in le=100us");
         assert_eq!(
             *s.push_to_send_us.counts.last().unwrap(),

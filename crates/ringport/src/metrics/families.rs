@@ -70,8 +70,11 @@ label_enum! {
 }
 
 label_enum! {
-    /// Why a connection was passed over for a message on purpose (not an error).
-    SkipReason { Sleeping => "sleeping", Sender => "sender", Closing => "closing" }
+    /// Why a message was not handed to one of its recipients, on purpose (not an error).
+    /// A publisher is not skipped: it receives its own message like every member. A
+    /// sleeping connection is not skipped either: held messages count as deliveries,
+    /// messages beyond the holdback as `drops_total{reason="holdback_overflow"}`.
+    SkipReason { Closing => "closing" }
 }
 
 label_enum! {
@@ -243,7 +246,7 @@ impl MetricsSnapshot {
 
         w.family(
             "ringport_skips_total",
-            "Connections passed over on purpose, by reason.",
+            "Messages not handed to a recipient on purpose, by reason (closing: its connection had already sent or received CLOSE). A publisher receives its own messages and a sleeping connection is not skipped (held messages count as deliveries, those beyond the holdback as drops with reason holdback_overflow).",
             MetricType::Counter,
         );
         for (reason, n) in by(SkipReason::ALL, &self.skips, SkipReason::label) {

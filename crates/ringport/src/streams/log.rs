@@ -85,8 +85,8 @@ pub enum Replay {
         reason: NotRecoveredReason,
         /// The epoch delivery continues in.
         epoch: u32,
-        /// Lost offsets, half-open. For `EpochChanged`, `start` is in the
-        /// client's old epoch and `end` in the new one (the wire format).
+        /// Lost offsets, half-open, in `epoch` (for `EpochChanged`: `1..first`,
+        /// the new epoch's offsets before the first one replayed; never inverted).
         missing: Range<u64>,
         /// Encoded PUSH frames, offsets `missing.end ..= tail`.
         frames: Vec<Bytes>,
@@ -408,7 +408,9 @@ impl StreamLog {
             return Replay::NotRecovered {
                 reason: NotRecoveredReason::EpochChanged,
                 epoch: self.epoch,
-                missing: last_offset.saturating_add(1)..first,
+                // Both ends in the new epoch: its offsets the client will not receive.
+                // (Everything after `last_offset` in the old epoch is lost as well.)
+                missing: 1..first,
                 frames: self.frames_from(first),
                 tail,
             };
@@ -592,8 +594,8 @@ mod tests {
             } => {
                 assert_eq!(*reason, NotRecoveredReason::EpochChanged);
                 assert_eq!(*epoch, 2);
-                // Old-epoch start, new-epoch end: not an ordinary range.
-                assert_eq!((missing.start, missing.end), (51, 1));
+                // Both ends in the new epoch: nothing of it is missing.
+                assert_eq!((missing.start, missing.end), (1, 1));
             }
             other => panic!("{other:?}"),
         }
@@ -602,6 +604,37 @@ mod tests {
             [1, 2],
             "the new epoch's history, from its start"
         );
+    }
+
+    #[test]
+    fn epoch_changed_ranges_are_never_inverted() {
+        // The new epoch's history was trimmed (1..=2 gone): its lost offsets are [1, 3),
+        // whatever the client's old position, u64::MAX included.
+        let mut log = StreamLog::new(2);
+        for _ in 0..6 {
+            push(&mut log, 0);
+        }
+        for last in [0, 22, 50, u64::MAX] {
+            let r = log.replay(1, last, 0, LIM, false);
+            match &r {
+                Replay::NotRecovered {
+                    reason, missing, ..
+                } => {
+                    assert_eq!(*reason, NotRecoveredReason::EpochChanged);
+                    assert_eq!((missing.start, missing.end), (1, 3), "last_offset {last}");
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(offsets(&r), [3, 4, 5, 6]);
+            let rr = r.resume_result(&ringport_proto::StreamName::Room("a".into()), 1);
+            assert!(rr.missing_from <= rr.missing_to, "{rr:?}");
+        }
+        // An empty new epoch: nothing missing, delivery continues at 1.
+        let mut empty = StreamLog::new(2);
+        match empty.replay(1, u64::MAX, 0, LIM, false) {
+            Replay::NotRecovered { missing, .. } => assert_eq!(missing, 1..1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -686,7 +719,7 @@ mod tests {
                 reason, missing, ..
             } => {
                 assert_eq!(*reason, NotRecoveredReason::EpochChanged);
-                assert_eq!((missing.start, missing.end), (51, 12));
+                assert_eq!((missing.start, missing.end), (1, 12));
             }
             other => panic!("{other:?}"),
         }
