@@ -5,23 +5,12 @@ mod common;
 
 use bytes::Bytes;
 use common::gateway::{test_config, token, Client, TestServer, SECRET};
-use ringport_proto::{CloseReason, Frame, Hello, Resume, ResumePoint, StreamName};
+use ringport_proto::{CloseReason, Frame, ResumePoint, StreamName};
 
 fn secured() -> ringport::config::Config {
     let mut c = test_config();
     c.auth.secret = Some(SECRET.into());
     c
-}
-
-fn hello_resume(c: &mut Client, token: &str, session_id: u64, streams: Vec<ResumePoint>) {
-    c.send(&Frame::Hello(Hello {
-        token: Bytes::copy_from_slice(token.as_bytes()),
-        client_info: "abuse/1".into(),
-        resume: Some(Resume {
-            session_id,
-            streams,
-        }),
-    }));
 }
 
 /// Polls `/metrics` until `ringport_limit_hits_total{limit="<limit>"}` is at least `n` (the
@@ -76,7 +65,7 @@ fn join_leave_and_resume_of_unknown_streams_create_no_logs() {
             last_offset: 0,
         })
         .collect();
-    hello_resume(&mut r, "", w, points);
+    r.hello_resume("", w, points);
     assert!(matches!(r.recv(), Frame::Welcome(_)));
     for _ in 0..40 {
         assert!(matches!(r.recv(), Frame::ResumeResult(_)));
@@ -100,7 +89,7 @@ fn resuming_a_live_session_closes_the_old_connection_with_replaced() {
     let mut a = server.client();
     let wa = a.welcome(&tok);
     let mut b = server.client();
-    hello_resume(&mut b, &tok, wa.session_id, Vec::new());
+    b.hello_resume(&tok, wa.session_id, Vec::new());
     match b.recv() {
         Frame::Welcome(wb) => assert_eq!(wb.session_id, wa.session_id, "same session"),
         other => panic!("expected WELCOME, got {other:?}"),
@@ -174,7 +163,7 @@ fn a_hello_with_more_than_max_rooms_plus_two_entries_is_a_protocol_error() {
             last_offset: 0,
         })
         .collect();
-    hello_resume(&mut c, "", session, points);
+    c.hello_resume("", session, points);
     let (reason, text) = c.expect_close();
     assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
     assert!(text.contains("66"), "names the limit: {text}");
@@ -191,7 +180,7 @@ fn a_hello_naming_one_stream_twice_is_a_protocol_error() {
         epoch,
         last_offset: 0,
     };
-    hello_resume(&mut c, "", session, vec![point.clone(), point]);
+    c.hello_resume("", session, vec![point.clone(), point]);
     let (reason, text) = c.expect_close();
     assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
     assert!(text.contains("room:lobby"), "{text}");
@@ -215,7 +204,7 @@ fn replay_per_hello_is_capped_and_reported_as_gap() {
         epoch,
         last_offset: 0,
     };
-    hello_resume(&mut c, "", session, vec![entry]);
+    c.hello_resume("", session, vec![entry]);
     assert!(matches!(c.recv(), Frame::Welcome(_)));
     let rr = match c.recv() {
         Frame::ResumeResult(rr) => rr,
@@ -253,7 +242,7 @@ fn sliced_replay_completes_in_order_with_live_traffic_behind_it() {
         epoch,
         last_offset: 0,
     };
-    hello_resume(&mut c, "", session, vec![entry]);
+    c.hello_resume("", session, vec![entry]);
     // Live messages while the replay is (probably) still going out.
     for i in 61..=80 {
         push_room(&server, "feed", &format!("m{i}"));

@@ -6,11 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::gateway::{test_config, token, Client, TestServer, SECRET};
 use ringport_proto::{
-    Ack, CloseReason, Frame, Hello, Resume, ResumeOutcome, ResumePoint, RoomRequest, Status,
-    StreamName,
+    Ack, CloseReason, Frame, ResumeOutcome, ResumePoint, RoomRequest, Status, StreamName,
 };
 
 fn secured() -> ringport::config::Config {
@@ -21,17 +19,6 @@ fn secured() -> ringport::config::Config {
 
 fn room(name: &str) -> StreamName {
     StreamName::Room(name.into())
-}
-
-fn hello_resume(c: &mut Client, token: &str, session_id: u64, streams: Vec<ResumePoint>) {
-    c.send(&Frame::Hello(Hello {
-        token: Bytes::copy_from_slice(token.as_bytes()),
-        client_info: "spec/1".into(),
-        resume: Some(Resume {
-            session_id,
-            streams,
-        }),
-    }));
 }
 
 fn http_ok(server: &TestServer, path: &str, body: &str) {
@@ -102,7 +89,7 @@ fn each_streams_backlog_follows_its_own_resume_result() {
         epoch,
         last_offset: 0,
     };
-    hello_resume(&mut c, "", session, vec![entry("a"), entry("b")]);
+    c.hello_resume("", session, vec![entry("a"), entry("b")]);
     assert!(matches!(c.recv(), Frame::Welcome(_)));
     let mut order = Vec::new();
     for _ in 0..8 {
@@ -153,8 +140,7 @@ fn inbox_resume_redelivers_unacked_messages_at_or_below_last_offset() {
     close_session(c);
     http_ok(&server, "/v1/push/user/u1", r#"{"payload":"m5"}"#);
     let mut c = server.client();
-    hello_resume(
-        &mut c,
+    c.hello_resume(
         &tok,
         w.session_id,
         vec![ResumePoint {
@@ -201,8 +187,7 @@ fn publish_dedupe_is_per_session_and_the_publisher_receives_its_own_message() {
 
     // Same session, same seq after a reconnect: OK, not published again.
     let mut c = server.client();
-    hello_resume(
-        &mut c,
+    c.hello_resume(
         "",
         w.session_id,
         vec![ResumePoint {
@@ -280,8 +265,7 @@ fn names_with_whitespace_or_control_characters_are_invalid_everywhere() {
     assert_eq!(c.join(9, "a.b-c_d:e"), Status::OK);
     // A resume entry with such a name is refused as INVALID.
     let mut r = server.client();
-    hello_resume(
-        &mut r,
+    r.hello_resume(
         "",
         w.session_id,
         vec![ResumePoint {
@@ -314,8 +298,7 @@ fn unknown_or_foreign_session_ids_get_a_new_session() {
     let wa = a.welcome(&token("u1", &[]));
     for (tok, id) in [(token("u2", &[]), wa.session_id), (token("u1", &[]), 12345)] {
         let mut c = server.client();
-        hello_resume(
-            &mut c,
+        c.hello_resume(
             &tok,
             id,
             vec![ResumePoint {

@@ -11,7 +11,8 @@ use ringport::http::AdminServer;
 use ringport::serve::DataPlane;
 use ringport::streams::{HistoryLimits, Streams};
 use ringport_proto::{
-    CloseReason, Decoder, Frame, Hello, Publish, Push, RoomRequest, Status, Welcome,
+    CloseReason, Decoder, Frame, Hello, Publish, Push, Resume, ResumePoint, RoomRequest, Status,
+    Welcome,
 };
 
 /// Generous: the test machine is small and busy.
@@ -175,6 +176,18 @@ impl Client {
             resume: None,
         }));
         self.recv()
+    }
+
+    /// Sends a HELLO that resumes `session_id` with `streams` (the answer is not read).
+    pub fn hello_resume(&mut self, token: &str, session_id: u64, streams: Vec<ResumePoint>) {
+        self.send(&Frame::Hello(Hello {
+            token: Bytes::copy_from_slice(token.as_bytes()),
+            client_info: "test/1".into(),
+            resume: Some(Resume {
+                session_id,
+                streams,
+            }),
+        }));
     }
 
     pub fn welcome(&mut self, token: &str) -> Welcome {
