@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::conn::{ConnectCtx, Slot, State, NEVER, NO_CTX, NO_FD};
 use crate::id::{pack, Op};
 use crate::inbox::ShardShared;
-use crate::sendq::SendPool;
+use crate::sendq::{Prepared, SendPool};
 use crate::sys::uring::Driver;
 use crate::timer::TimerWheel;
 use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
@@ -255,15 +255,22 @@ impl<H: crate::Handler> Core<H> {
                 continue;
             }
             let fd = s.fd;
-            if let Some((msg, n)) = self.pool.prepare(&mut s.q) {
+            if let Some(prepared) = self.pool.prepare(&mut s.q) {
                 let ud = self.op_started(slot, Op::Send);
-                // SAFETY: `msg` is the boxed `SendOp` of this queue's send in flight; it and
-                // the chunks it points at are sealed (neither moved, freed nor changed) until
-                // this send's completion, also after a cancel, and the pool is leaked rather
-                // than dropped if the shard exits before that completion arrives.
-                unsafe { self.driver.sendmsg(fd, msg, ud) };
+                match prepared {
+                    // SAFETY: `ptr..ptr+len` is the queue's one sealed chunk (a `Bytes` or a
+                    // pooled block, heap memory that does not move): neither freed nor
+                    // changed until this send's completion, also after a cancel, and the pool
+                    // is leaked rather than dropped if the shard exits before it arrives.
+                    Prepared::Single { ptr, len } => unsafe { self.driver.send(fd, ptr, len, ud) },
+                    // SAFETY: `msg` is the boxed `SendOp` of this queue's send in flight; it
+                    // and the chunks it points at are sealed (neither moved, freed nor
+                    // changed) until this send's completion, also after a cancel, and the
+                    // pool is leaked rather than dropped if the shard exits before then.
+                    Prepared::Gathered { msg, .. } => unsafe { self.driver.sendmsg(fd, msg, ud) },
+                }
                 self.sh.stats.sends.inc();
-                self.sh.stats.record_batch(n);
+                self.sh.stats.record_batch(prepared.chunks());
             }
         }
         dirty.clear();

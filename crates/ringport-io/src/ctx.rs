@@ -35,7 +35,8 @@ impl<H: Handler> Ctx<'_, H> {
     }
 
     /// Queues a shared payload to `conn`. It leaves, with everything else queued to `conn`
-    /// this turn, in one gathered `sendmsg` when the loop turns.
+    /// this turn, in one send when the loop turns (a gathered `sendmsg` for more than one
+    /// chunk).
     pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
         self.core.send(conn, payload)
     }

@@ -4,7 +4,7 @@
 //! [`crate::Engine::start`], so a handler need not be `Send`. Callbacks receive a
 //! [`Ctx`](crate::Ctx) to queue sends, close connections, set timers and open outbound
 //! connections. Nothing a callback does blocks: sends are queued and leave together when the
-//! loop turns (one gathered `sendmsg` per connection per turn).
+//! loop turns (one send, gathered when needed, per connection per turn).
 
 use crate::{ConnId, Ctx};
 

@@ -13,8 +13,9 @@
 //! - Receives are multishot from a per-shard buffer ring: an idle connection pins no receive
 //!   buffer. `on_data` borrows the kernel-filled buffer; copy what you keep.
 //! - Each connection has at most one send in flight; everything queued meanwhile leaves in one
-//!   gathered `sendmsg`. Shared payloads (`Bytes`) are never copied per connection. Queued
-//!   bytes are bounded by [`EngineConfig::send_high_water`].
+//!   gathered `sendmsg` (a plain `send` when only one chunk is queued). Shared payloads
+//!   (`Bytes`) are never copied per connection. Queued bytes are bounded by
+//!   [`EngineConfig::send_high_water`].
 //! - A [`ConnId`] carries a generation: a stale id can never touch a reused slot.
 //! - Closing is layered (drain, FIN, cancel, close, free when nothing is in flight), and
 //!   `on_close` is called exactly once per connection, with a [`CloseReason`].

@@ -1,4 +1,4 @@
-//! Send queues: one per connection, one `sendmsg` in flight at a time.
+//! Send queues: one per connection, one send in flight at a time.
 //!
 //! A connection's queue is an intrusive list of chunks that lives in a per-shard [`SendPool`],
 //! so an idle connection's queue is three integers and no heap memory. A chunk is either a
@@ -6,11 +6,14 @@
 //! copied per connection) or a range of a pooled block that [`SendPool::push_copy`] copied
 //! small writes into (consecutive small writes to one connection coalesce into one block).
 //!
-//! When the loop turns, the first up-to-[`MAX_IOV`] chunks of a queue leave in one gathered
-//! `sendmsg`: they are *sealed* (the kernel holds pointers into them) until the completion
-//! says how many bytes went; fully sent chunks are freed, a partly sent one is advanced, and
-//! the rest is unsealed and goes in the next `sendmsg`. Blocks, nodes and the `msghdr`/iovec
-//! contexts are pooled, so steady state allocates nothing per message.
+//! When the loop turns, the first up-to-[`MAX_IOV`] chunks of a queue leave in one send: a
+//! queue holding one chunk leaves as a plain `send` ([`Prepared::Single`], no `msghdr` for the
+//! kernel to import: `IORING_OP_SEND` is cheaper per operation than `IORING_OP_SENDMSG`), more
+//! than one in a gathered `sendmsg` ([`Prepared::Gathered`]). Either way the chunks are
+//! *sealed* (the kernel holds pointers into them) until the completion says how many bytes
+//! went; fully sent chunks are freed, a partly sent one is advanced, and the rest is unsealed
+//! and goes in the next send. Blocks, nodes and the `msghdr`/iovec contexts are pooled, so
+//! steady state allocates nothing per message.
 
 use bytes::{Buf, Bytes};
 
@@ -21,6 +24,8 @@ pub(crate) const BLOCK_SIZE: usize = 16 * 1024;
 /// Free blocks kept for reuse; beyond this, freed blocks go back to the allocator.
 const MAX_FREE_BLOCKS: usize = 1024;
 const NONE: u32 = u32::MAX;
+/// `SendQueue::op` of a single-chunk send in flight (it needs no pooled `SendOp`).
+const SINGLE: u32 = u32::MAX - 1;
 
 enum Chunk {
     /// A shared payload, advanced in place after a partial send.
@@ -35,7 +40,7 @@ struct Node {
     chunk: Chunk,
     /// Next node of the same queue, or `NONE`.
     next: u32,
-    /// Part of the `sendmsg` in flight: the kernel may be reading it.
+    /// Part of the send in flight: the kernel may be reading it.
     sealed: bool,
 }
 
@@ -53,7 +58,7 @@ pub(crate) struct SendQueue {
     tail: u32,
     /// Bytes queued and not yet acknowledged by a send completion.
     pub bytes: u32,
-    /// The `SendOp` in flight, or `NONE`.
+    /// The `SendOp` in flight, `SINGLE` for a single-chunk send in flight, or `NONE`.
     op: u32,
 }
 
@@ -75,6 +80,28 @@ impl SendQueue {
 
     pub fn in_flight(&self) -> bool {
         self.op != NONE
+    }
+}
+
+/// What [`SendPool::prepare`] sealed for the kernel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Prepared {
+    /// One chunk: `len` bytes at `ptr`, for a plain `send`.
+    Single { ptr: *const u8, len: u32 },
+    /// `chunks` (2..=[`MAX_IOV`]) chunks behind a pooled `msghdr`, for `sendmsg`.
+    Gathered {
+        msg: *const libc::msghdr,
+        chunks: usize,
+    },
+}
+
+impl Prepared {
+    /// Queue chunks this send carries.
+    pub fn chunks(&self) -> usize {
+        match *self {
+            Prepared::Single { .. } => 1,
+            Prepared::Gathered { chunks, .. } => chunks,
+        }
     }
 }
 
@@ -205,12 +232,33 @@ impl SendPool {
         }
     }
 
-    /// Seals the queue's first chunks into a pooled `SendOp` and returns it with the chunk
-    /// count, or `None` when a send is already in flight or nothing is queued. The returned
-    /// `msghdr` stays valid until [`SendPool::complete`] for this queue.
-    pub fn prepare(&mut self, q: &mut SendQueue) -> Option<(*const libc::msghdr, usize)> {
+    /// Where a queued chunk's bytes are.
+    fn chunk_bytes(&self, i: u32) -> (*const u8, usize) {
+        match &self.nodes[i as usize].chunk {
+            Chunk::Shared(b) => (b.as_ptr(), b.len()),
+            Chunk::Block { id, start, end } => {
+                let block = self.blocks[*id as usize].as_ref().expect("live block");
+                (block[*start as usize..].as_ptr(), (*end - *start) as usize)
+            }
+            Chunk::Vacant => unreachable!("vacant node linked in a queue"),
+        }
+    }
+
+    /// Seals the queue's first chunks for one send and says where they are, or `None` when a
+    /// send is already in flight or nothing is queued. A lone chunk is sent as it is; more go
+    /// through a pooled `SendOp`. What the result points at stays valid and unchanged until
+    /// [`SendPool::complete`] for this queue.
+    pub fn prepare(&mut self, q: &mut SendQueue) -> Option<Prepared> {
         if q.in_flight() || q.is_empty() {
             return None;
+        }
+        if self.nodes[q.head as usize].next == NONE {
+            let (ptr, len) = self.chunk_bytes(q.head);
+            self.nodes[q.head as usize].sealed = true;
+            q.op = SINGLE;
+            // A chunk is at most `SendQueue::bytes` (u32) long; a short send resumes anyway.
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            return Some(Prepared::Single { ptr, len });
         }
         let op_idx = match self.free_ops.pop() {
             Some(i) => i,
@@ -222,31 +270,27 @@ impl SendPool {
                 (self.ops.len() - 1) as u32
             }
         };
-        let op = &mut self.ops[op_idx as usize];
         let mut n = 0;
         let mut cur = q.head;
         while cur != NONE && n < MAX_IOV {
-            let node = &mut self.nodes[cur as usize];
-            let (ptr, len) = match &node.chunk {
-                Chunk::Shared(b) => (b.as_ptr(), b.len()),
-                Chunk::Block { id, start, end } => {
-                    let block = self.blocks[*id as usize].as_ref().expect("live block");
-                    (block[*start as usize..].as_ptr(), (*end - *start) as usize)
-                }
-                Chunk::Vacant => unreachable!("vacant node linked in a queue"),
-            };
-            op.iov[n] = libc::iovec {
+            let (ptr, len) = self.chunk_bytes(cur);
+            self.ops[op_idx as usize].iov[n] = libc::iovec {
                 iov_base: ptr as *mut libc::c_void,
                 iov_len: len,
             };
+            let node = &mut self.nodes[cur as usize];
             node.sealed = true;
             n += 1;
             cur = node.next;
         }
+        let op = &mut self.ops[op_idx as usize];
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = n as _;
         q.op = op_idx;
-        Some((&op.msg as *const libc::msghdr, n))
+        Some(Prepared::Gathered {
+            msg: &op.msg as *const libc::msghdr,
+            chunks: n,
+        })
     }
 
     /// Applies a send completion of `sent` bytes: frees what went, advances a partly sent
@@ -288,7 +332,9 @@ impl SendPool {
                 break;
             }
         }
-        self.free_ops.push(q.op);
+        if q.op != SINGLE {
+            self.free_ops.push(q.op);
+        }
         q.op = NONE;
     }
 
@@ -340,24 +386,63 @@ impl SendPool {
 mod tests {
     use super::*;
 
-    /// Reads what a prepared op points at, as the kernel would.
-    fn gather(msg: *const libc::msghdr, sent: usize) -> Vec<u8> {
+    /// Reads what a prepared send points at, as the kernel would.
+    fn gather(prepared: Prepared, sent: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        // SAFETY: (test only) `prepare` returned this msghdr and its iovecs point into
-        // chunks that stay alive and unmodified until `complete`.
-        let msg = unsafe { &*msg };
-        #[allow(clippy::unnecessary_cast)] // msg_iovlen's type differs between libcs
-        let iovlen = msg.msg_iovlen as usize;
-        for i in 0..iovlen {
-            // SAFETY: as above; i < msg_iovlen.
-            let iov = unsafe { &*msg.msg_iov.add(i) };
-            // SAFETY: iov_base/iov_len describe a live chunk.
-            out.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
-            });
+        match prepared {
+            Prepared::Single { ptr, len } => {
+                // SAFETY: (test only) `prepare` returned this sealed chunk; it stays alive and
+                // unmodified until `complete`.
+                out.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len as usize) });
+            }
+            Prepared::Gathered { msg, .. } => {
+                // SAFETY: (test only) `prepare` returned this msghdr and its iovecs point into
+                // chunks that stay alive and unmodified until `complete`.
+                let msg = unsafe { &*msg };
+                #[allow(clippy::unnecessary_cast)] // msg_iovlen's type differs between libcs
+                let iovlen = msg.msg_iovlen as usize;
+                for i in 0..iovlen {
+                    // SAFETY: as above; i < msg_iovlen.
+                    let iov = unsafe { &*msg.msg_iov.add(i) };
+                    // SAFETY: iov_base/iov_len describe a live chunk.
+                    out.extend_from_slice(unsafe {
+                        std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len)
+                    });
+                }
+            }
         }
         out.truncate(sent);
         out
+    }
+
+    #[test]
+    fn a_lone_chunk_is_a_plain_send_and_needs_no_send_op() {
+        let mut pool = SendPool::new();
+        let mut q = SendQueue::default();
+        pool.push_shared(&mut q, Bytes::from_static(b"hello world"));
+        let p = pool.prepare(&mut q).unwrap();
+        assert!(matches!(p, Prepared::Single { len: 11, .. }), "{p:?}");
+        assert!(pool.prepare(&mut q).is_none(), "one send in flight");
+        assert_eq!(gather(p, usize::MAX), b"hello world");
+        assert!(pool.ops.is_empty(), "no msghdr for a single chunk");
+        // Queued behind the sealed chunk: not part of this send.
+        pool.push_copy(&mut q, b"!");
+        // A short send resumes with the rest of the chunk plus what came meanwhile.
+        pool.complete(&mut q, 6);
+        let p = pool.prepare(&mut q).unwrap();
+        assert!(matches!(p, Prepared::Gathered { chunks: 2, .. }), "{p:?}");
+        assert_eq!(gather(p, usize::MAX), b"world!");
+        pool.complete(&mut q, 6);
+        assert!(q.is_empty());
+        assert_eq!(pool.free_ops.len(), pool.ops.len());
+        // Copies coalesce into one block: one chunk, one plain send.
+        pool.push_copy(&mut q, b"ab");
+        pool.push_copy(&mut q, b"cd");
+        let p = pool.prepare(&mut q).unwrap();
+        assert_eq!(gather(p, usize::MAX), b"abcd");
+        assert_eq!(p.chunks(), 1);
+        pool.complete(&mut q, 4);
+        assert_eq!(pool.free_nodes.len(), pool.nodes.len());
     }
 
     #[test]
@@ -377,9 +462,9 @@ mod tests {
         let mut got = Vec::new();
         let mut step = 1;
         while !q.is_empty() {
-            let (msg, _) = pool.prepare(&mut q).expect("something to send");
+            let p = pool.prepare(&mut q).expect("something to send");
             assert!(pool.prepare(&mut q).is_none(), "one send in flight");
-            let all = gather(msg, usize::MAX);
+            let all = gather(p, usize::MAX);
             let n = (step * 997).min(all.len());
             step += 1;
             got.extend_from_slice(&all[..n]);
@@ -396,7 +481,7 @@ mod tests {
         let mut pool = SendPool::new();
         let mut q = SendQueue::default();
         pool.push_shared(&mut q, Bytes::from_static(b"aaaa"));
-        let (_msg, n) = pool.prepare(&mut q).unwrap();
+        let n = pool.prepare(&mut q).unwrap().chunks();
         assert_eq!(n, 1);
         pool.push_shared(&mut q, Bytes::from_static(b"bbbb"));
         pool.push_copy(&mut q, b"cccc");
@@ -414,10 +499,10 @@ mod tests {
         for _ in 0..(MAX_IOV + 10) {
             pool.push_shared(&mut q, Bytes::from_static(b"x"));
         }
-        let (_, n) = pool.prepare(&mut q).unwrap();
+        let n = pool.prepare(&mut q).unwrap().chunks();
         assert_eq!(n, MAX_IOV);
         pool.complete(&mut q, MAX_IOV);
-        let (_, n) = pool.prepare(&mut q).unwrap();
+        let n = pool.prepare(&mut q).unwrap().chunks();
         assert_eq!(n, 10);
         pool.complete(&mut q, 10);
         assert!(q.is_empty());

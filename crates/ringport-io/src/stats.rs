@@ -81,9 +81,9 @@ pub struct ShardStats {
     pub recvs: Counter,
     /// Payloads queued for sending (`send` / `send_copy` calls that succeeded).
     pub msgs_out: Counter,
-    /// `sendmsg` operations issued.
+    /// Send operations issued (`IORING_OP_SEND` for a lone chunk, `SENDMSG` for more).
     pub sends: Counter,
-    /// Histogram of queue chunks per `sendmsg` (see [`SEND_BATCH_BUCKETS`]).
+    /// Histogram of queue chunks per send (see [`SEND_BATCH_BUCKETS`]).
     pub send_batch: [Counter; SEND_BATCH_BUCKETS],
     /// Times the receive buffer ring ran dry (ENOBUFS) and a connection waited for buffers.
     pub bufring_exhausted: Counter,

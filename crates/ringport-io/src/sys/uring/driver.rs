@@ -207,6 +207,21 @@ impl Driver {
         self.push(e);
     }
 
+    /// Plain send of one buffer (`IORING_OP_SEND`: no `msghdr` to import, cheaper than
+    /// [`Driver::sendmsg`] for a single chunk).
+    ///
+    /// # Safety
+    /// `len` bytes at `buf` must stay valid and unchanged until this operation's completion
+    /// arrives — also when it is cancelled, and also if the shard gives up waiting for it at
+    /// exit (then the memory must be leaked, never freed).
+    pub unsafe fn send(&mut self, fd: u32, buf: *const u8, len: u32, user_data: u64) {
+        let e = opcode::Send::new(Fixed(fd), buf, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
     /// Gathered send.
     ///
     /// # Safety
