@@ -146,9 +146,15 @@ pub struct GatewayArgs {
     /// Payload bytes (at least 32: timestamp and sequence as hex).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// How the publisher publishes: the admin HTTP API or a client PUBLISH.
-    #[arg(long, value_enum, default_value_t = ViaArg::Http)]
-    pub via: ViaArg,
+    /// The server under load: ringport, or Redis pub/sub / NATS core for a side-by-side
+    /// comparison with the same load, payloads and latency stamping (rooms are channels or
+    /// subjects; Redis and NATS run without authentication).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Ringport)]
+    pub protocol: ProtocolArg,
+    /// How the publisher publishes to ringport: the admin HTTP API (`http`, default) or a
+    /// protocol client's PUBLISH (`client`). Redis and NATS always use their own PUBLISH/PUB.
+    #[arg(long, visible_alias = "via", value_enum)]
+    pub publisher: Option<ViaArg>,
     /// resume: induced abrupt disconnects per second (in total).
     #[arg(long, default_value_t = 10.0)]
     pub disconnect_rate: f64,
@@ -164,7 +170,15 @@ pub struct GatewayArgs {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ViaArg {
     Http,
-    Publish,
+    #[value(alias = "publish")]
+    Client,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Ringport,
+    Redis,
+    Nats,
 }
 
 #[derive(Args, Debug, Clone)]

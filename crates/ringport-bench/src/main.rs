@@ -14,11 +14,13 @@ use clap::Parser;
 
 use ringport_bench::{baseline, compare, echo, fonts, measure, report, stats};
 
-use cli::{Baseline, Cli, ClientTransport, Command, CommonArgs, EchoArgs, GatewayArgs, ViaArg};
+use cli::{
+    Baseline, Cli, ClientTransport, Command, CommonArgs, EchoArgs, GatewayArgs, ProtocolArg, ViaArg,
+};
 use echo::EchoConfig;
 use measure::{LoadDriver, RunPlan, RunResult};
 use report::{Comparison, Report};
-use ringport_bench::gateway::{self, GatewayOptions, Scenario, Tokens, Via};
+use ringport_bench::gateway::{self, GatewayOptions, Protocol, Scenario, Tokens, Via};
 
 fn main() {
     let cli = Cli::parse();
@@ -225,6 +227,16 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         GwKind::Idle => a.rate,
         GwKind::Churn => None,
     };
+    let (protocol, via) = match (a.protocol, a.publisher) {
+        (ProtocolArg::Ringport, None | Some(ViaArg::Http)) => (Protocol::Ringport, Via::Http),
+        (ProtocolArg::Ringport, Some(ViaArg::Client)) => (Protocol::Ringport, Via::Publish),
+        (ProtocolArg::Redis, None) => (Protocol::Redis, Via::Redis),
+        (ProtocolArg::Nats, None) => (Protocol::Nats, Via::Nats),
+        (_, Some(_)) => bail!("--publisher applies to --protocol ringport only"),
+    };
+    if protocol != Protocol::Ringport && kind == GwKind::Resume {
+        bail!("resume needs ringport's offsets: --protocol redis|nats runs idle, fanout and churn");
+    }
     let tokens = match (&a.token, &a.secret) {
         (Some(t), _) => Tokens::Fixed(t.clone().into_bytes()),
         (None, Some(s)) => Tokens::Secret(s.clone()),
@@ -249,10 +261,8 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         threads: common.threads,
         publish_rate,
         size: a.size,
-        via: match a.via {
-            ViaArg::Http => Via::Http,
-            ViaArg::Publish => Via::Publish,
-        },
+        via,
+        protocol,
         server_pid: a.server_pid,
         softirq_cpu: a.softirq_cpu,
         progress: !common.json && std::io::stderr().is_terminal(),

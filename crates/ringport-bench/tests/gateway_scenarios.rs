@@ -14,7 +14,7 @@ use ringport::config::Config;
 use ringport::gateway::GatewayPlane;
 use ringport::http::AdminServer;
 use ringport::serve::DataPlane;
-use ringport_bench::gateway::{self, GatewayOptions, Scenario, Tokens, Via};
+use ringport_bench::gateway::{self, GatewayOptions, Protocol, Scenario, Tokens, Via};
 use ringport_proto::{
     Decoder, Frame, Publish, PublishAck, Push, RoomResult, Status, StreamName, Welcome,
 };
@@ -120,6 +120,7 @@ fn opts(scenario: Scenario, target: SocketAddr, admin: SocketAddr) -> GatewayOpt
         publish_rate: None,
         size: 64,
         via: Via::Http,
+        protocol: Protocol::Ringport,
         server_pid: None,
         softirq_cpu: None,
         progress: false,

@@ -16,10 +16,11 @@ use rand::Rng;
 use ringport_io::{CloseReason, ConnId, Ctx, Engine, EngineConfig, EngineHandle, Handler, Origin};
 use serde::Serialize;
 
-use super::client::{ClientConn, Event, Phase};
+use super::client::Event;
 use super::counters::{inc, totals, GwCounters, GwTotals};
 use super::ledger::{Arrival, Verdict};
 use super::publisher::{Publisher, PublisherConfig};
+use super::subscriber::{Protocol, Subscriber};
 use super::tokens::Tokens;
 use crate::echo::engine_client::shards_for;
 use crate::measure::{LoadDriver, ShardRecorder, SharedStats};
@@ -53,6 +54,8 @@ pub struct GwConfig {
     pub sources: Vec<IpAddr>,
     pub threads: usize,
     pub scenario: Scenario,
+    /// The server the subscribers talk to.
+    pub protocol: Protocol,
     /// The fan-out/resume publisher, started when the load begins.
     pub publisher: Option<PublisherConfig>,
     /// Per-shard direct-descriptor cap (RLIMIT_NOFILE less a margin).
@@ -356,7 +359,7 @@ struct Slot {
     disrupted: bool,
     /// When the connect was issued (churn handshake latency).
     connect_at: Instant,
-    client: ClientConn,
+    client: Subscriber,
 }
 
 /// A shard's summary of its ledgers.
@@ -391,7 +394,7 @@ impl GwShard {
         self.recorder.shared()
     }
 
-    fn connect(&mut self, ctx: &mut Ctx<'_, Self>, number: usize, client: Option<ClientConn>) {
+    fn connect(&mut self, ctx: &mut Ctx<'_, Self>, number: usize, client: Option<Subscriber>) {
         let now = ctx.now();
         match ctx.connect(self.cfg.target, self.cfg.bind_for(number)) {
             Ok(id) => {
@@ -399,8 +402,9 @@ impl GwShard {
                 if self.slots.len() <= id.index() {
                     self.slots.resize_with(id.index() + 1, || None);
                 }
-                let client =
-                    client.unwrap_or_else(|| ClientConn::new(self.cfg.rooms_for(number), now));
+                let client = client.unwrap_or_else(|| {
+                    Subscriber::new(self.cfg.protocol, self.cfg.rooms_for(number), now)
+                });
                 self.slots[id.index()] = Some(Slot {
                     id,
                     number,
@@ -489,7 +493,7 @@ impl GwShard {
             max_offset: Vec::new(),
         };
         for slot in self.slots.iter().flatten() {
-            for t in &slot.client.streams {
+            for t in slot.client.streams() {
                 s.unique += t.ledger.received.len();
                 s.duplicates += t.ledger.duplicates;
                 s.late += t.ledger.late;
@@ -514,7 +518,7 @@ impl GwShard {
     fn verify(&self, maxes: &[(String, u32, u64)]) -> Verdict {
         let mut v = Verdict::default();
         for slot in self.slots.iter().flatten() {
-            for t in &slot.client.streams {
+            for t in slot.client.streams() {
                 let Some(first) = t.ledger.received.min() else {
                     continue;
                 };
@@ -646,7 +650,7 @@ impl Handler for GwShard {
         self.recorder.received(data.len());
         slot.client
             .on_bytes(data, &mut self.out, &mut self.events, now);
-        let done = slot.client.phase == Phase::Done;
+        let done = slot.client.is_done();
         self.flush_out(ctx, conn);
         self.handle_events(ctx, conn);
         if done {

@@ -1,6 +1,8 @@
 //! The gateway scenarios (`idle`, `fanout`, `churn`, `resume`): simulated clients speaking the
 //! native protocol ([`client`]) on the ringport-io engine ([`driver`]), a publisher thread
-//! ([`publisher`]), delivery ledgers ([`ledger`]) and stamped payloads ([`payload`]).
+//! ([`publisher`]), delivery ledgers ([`ledger`]) and stamped payloads ([`payload`]). For
+//! side-by-side runs the same load can drive Redis pub/sub ([`redis`]) or NATS core
+//! ([`nats`]) instead ([`subscriber`]: `--protocol`).
 //!
 //! What `messages` and `latency` mean in the shared [`RunResult`] depends on the scenario:
 //! idle — heartbeats answered and PING round trips; fanout and resume — distinct deliveries
@@ -10,8 +12,11 @@ pub mod client;
 pub mod counters;
 pub mod driver;
 pub mod ledger;
+pub mod nats;
 pub mod payload;
 pub mod publisher;
+pub mod redis;
+pub mod subscriber;
 pub mod tokens;
 
 use std::fmt::Write as _;
@@ -23,6 +28,7 @@ use serde::Serialize;
 
 pub use driver::{GwOutcome, Scenario};
 pub use publisher::Via;
+pub use subscriber::Protocol;
 pub use tokens::Tokens;
 
 use crate::measure::{self, RunPlan, RunResult};
@@ -30,6 +36,8 @@ use crate::measure::{self, RunPlan, RunResult};
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
     pub scenario: Scenario,
+    /// The server behind `target`: ringport, or Redis/NATS for a comparison.
+    pub protocol: Protocol,
     pub target: SocketAddr,
     pub admin: SocketAddr,
     pub connections: usize,
@@ -56,6 +64,10 @@ pub struct GatewayOptions {
 pub struct GatewayReport {
     pub command: String,
     pub scenario: String,
+    /// The server driven: `ringport`, `redis` or `nats`.
+    pub protocol: String,
+    /// How messages were published: `http`, `client` (ringport), `redis`, `nats`.
+    pub publisher: String,
     pub run: RunResult,
     pub gateway: GwOutcome,
     /// expected - distinct deliveries (fanout, resume); negative means more than expected.
@@ -83,7 +95,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         via: opts.via,
         addr: match opts.via {
             Via::Http => opts.admin,
-            Via::Publish => opts.target,
+            Via::Publish | Via::Redis | Via::Nats => opts.target,
         },
         rooms: rooms.clone(),
         rate,
@@ -101,6 +113,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         sources: opts.sources.clone(),
         threads: opts.threads.max(1),
         scenario: opts.scenario,
+        protocol: opts.protocol,
         publisher,
         table_cap: crate::echo::engine_client::table_cap(),
     };
@@ -122,6 +135,8 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
     let mut report = GatewayReport {
         command,
         scenario: plan.label.clone(),
+        protocol: opts.protocol.name().into(),
+        publisher: opts.via.name().into(),
         lost: None,
         loss_ratio: None,
         findings: Vec::new(),
@@ -199,7 +214,11 @@ pub fn human(r: &GatewayReport) -> String {
     let c = &g.counters;
     let l = &run.latency;
     let mut s = String::new();
-    let _ = writeln!(s, "scenario            {}", r.scenario);
+    let _ = writeln!(
+        s,
+        "scenario            {} ({}, publisher {})",
+        r.scenario, r.protocol, r.publisher
+    );
     let _ = writeln!(
         s,
         "connections         peak {} ready, {} connects, {} connect failures {:?}",

@@ -1,7 +1,8 @@
 //! The publisher of the fan-out and resume scenarios: a thread sending stamped payloads at a
 //! fixed rate, round-robin over the rooms, either through the admin HTTP API
 //! (`POST /v1/push/room/{room}`, pipelined on one keep-alive connection so a slow answer does
-//! not slow the rate) or as a protocol client (PUBLISH, answered by PUBLISH_ACK).
+//! not slow the rate) or as a protocol client (PUBLISH, answered by PUBLISH_ACK); for the
+//! comparison runs, Redis `PUBLISH` ([`super::redis`]) and NATS `PUB` ([`super::nats`]).
 //!
 //! Sends follow an open-loop schedule: message k is due at start + k / rate. A publisher that
 //! falls behind sends late (and the latency of those messages includes the wait).
@@ -21,14 +22,31 @@ use super::payload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
+    /// ringport's admin HTTP API.
     Http,
+    /// A ringport protocol client's PUBLISH.
     Publish,
+    /// Redis `PUBLISH`, pipelined ([`super::redis`]).
+    Redis,
+    /// NATS core `PUB` ([`super::nats`]).
+    Nats,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Publish => "client",
+            Via::Redis => "redis",
+            Via::Nats => "nats",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
     pub via: Via,
-    /// Admin API (Via::Http) or the gateway (Via::Publish).
+    /// Admin API (Via::Http), the gateway (Via::Publish) or the Redis/NATS server.
     pub addr: SocketAddr,
     pub rooms: Vec<String>,
     pub rate: f64,
@@ -78,6 +96,8 @@ impl Publisher {
         let threads = match cfg.via {
             Via::Http => start_http(cfg, stream, stop.clone(), stats.clone())?,
             Via::Publish => start_publish(cfg, stream, stop.clone(), stats.clone())?,
+            Via::Redis => super::redis::start_publisher(cfg, stream, stop.clone(), stats.clone())?,
+            Via::Nats => super::nats::start_publisher(cfg, stream, stop.clone(), stats.clone())?,
         };
         Ok(Publisher {
             stop,
@@ -106,7 +126,7 @@ impl Publisher {
 }
 
 /// Runs `send(k)` on the open-loop schedule until stopped or out of time.
-fn paced(
+pub(super) fn paced(
     rate: f64,
     max: Duration,
     stop: &AtomicBool,
@@ -136,38 +156,77 @@ fn start_http(
     stop: Arc<AtomicBool>,
     stats: Arc<PublisherStats>,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+    let host = cfg.addr.to_string();
+    let (rooms, size) = (cfg.rooms.clone(), cfg.size);
+    let encode = move |k: u64, room: usize| {
+        let p = payload::encode(k, size);
+        let body = format!(
+            "{{\"payload\":\"{}\"}}",
+            std::str::from_utf8(&p).expect("ascii payload")
+        );
+        format!(
+            "POST /v1/push/room/{} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            rooms[room],
+            body.len()
+        )
+        .into_bytes()
+    };
+    let read = |r: &mut BufReader<TcpStream>| {
+        let (status, body) = read_http_response(r)?;
+        Ok(if status == 200 {
+            Answer::Accepted {
+                recipients: recipients(&body),
+            }
+        } else {
+            Answer::Rejected
+        })
+    };
+    start_pipelined(cfg, stream, stop, stats, "admin API", encode, read)
+}
+
+/// What the server answered to one pipelined request.
+pub(super) enum Answer {
+    /// Taken; `recipients` as the server reported them (0 when it does not say).
+    Accepted {
+        recipients: u64,
+    },
+    Rejected,
+}
+
+/// Request/answer publishing pipelined on one connection whose answers come in request order
+/// (HTTP/1.1 keep-alive, Redis): a paced writer thread sends `encode(k, room)` for message k,
+/// a reader thread takes `read` answers and credits them to the room they went to. At most
+/// rate/10 (8..256) requests are outstanding, so a server that answers slower than the rate
+/// makes the publisher late (reported as lag) instead of queueing minutes of requests.
+pub(super) fn start_pipelined(
+    cfg: PublisherConfig,
+    stream: TcpStream,
+    stop: Arc<AtomicBool>,
+    stats: Arc<PublisherStats>,
+    server: &'static str,
+    mut encode: impl FnMut(u64, usize) -> Vec<u8> + Send + 'static,
+    mut read: impl FnMut(&mut BufReader<TcpStream>) -> std::io::Result<Answer> + Send + 'static,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let reader = stream.try_clone()?;
     reader.set_read_timeout(Some(Duration::from_millis(200)))?;
     let done_sending = Arc::new(AtomicBool::new(false));
-    // Which room each outstanding request went to, in order (HTTP/1.1 answers in order).
+    // Which room each outstanding request went to, in order.
     let pending = Arc::new(Mutex::new(std::collections::VecDeque::<usize>::new()));
     let w = {
         let (stats, pending, done) = (stats.clone(), pending.clone(), done_sending.clone());
         std::thread::spawn(move || {
             let mut stream = stream;
-            let host = cfg.addr.to_string();
             let depth = ((cfg.rate / 10.0) as usize).clamp(8, 256);
             let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
                 let room = (k as usize) % cfg.rooms.len();
-                let p = payload::encode(k, cfg.size);
-                let body = format!(
-                    "{{\"payload\":\"{}\"}}",
-                    std::str::from_utf8(&p).expect("ascii payload")
-                );
-                let req = format!(
-                    "POST /v1/push/room/{} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    cfg.rooms[room],
-                    body.len()
-                );
-                // Bounded pipeline: a server that answers slower than the rate makes the
-                // publisher late (reported as lag) instead of queueing minutes of requests.
+                let req = encode(k, room);
                 let wait_from = Instant::now();
                 while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
                     if wait_from.elapsed() > Duration::from_secs(30) {
-                        bail!("admin API stopped answering (pipeline of {depth} full for 30 s)");
+                        bail!("{server} stopped answering (pipeline of {depth} full for 30 s)");
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -176,8 +235,8 @@ fn start_http(
                     .unwrap_or_else(|e| e.into_inner())
                     .push_back(room);
                 stream
-                    .write_all(req.as_bytes())
-                    .context("writing to the admin API")?;
+                    .write_all(&req)
+                    .with_context(|| format!("writing to the {server}"))?;
                 stats.sent.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             });
@@ -193,25 +252,26 @@ fn start_http(
             if done_sending.load(Ordering::Relaxed) && outstanding == 0 {
                 return Ok(());
             }
-            match read_http_response(&mut reader) {
-                Ok((status, body)) => {
+            match read(&mut reader) {
+                Ok(answer) => {
                     idle_since = None;
                     let room = pending
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .pop_front()
                         .unwrap_or(0);
-                    if status == 200 {
-                        stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        stats
-                            .recipients
-                            .fetch_add(recipients(&body), Ordering::Relaxed);
-                        stats
-                            .accepted_per_room
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())[room] += 1;
-                    } else {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    match answer {
+                        Answer::Accepted { recipients } => {
+                            stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            stats.recipients.fetch_add(recipients, Ordering::Relaxed);
+                            stats
+                                .accepted_per_room
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())[room] += 1;
+                        }
+                        Answer::Rejected => {
+                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Err(e) if is_timeout(&e) => {
@@ -219,18 +279,18 @@ fn start_http(
                     if done_sending.load(Ordering::Relaxed) {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > Duration::from_secs(10) {
-                            bail!("admin API left {outstanding} requests unanswered for 10 s");
+                            bail!("{server} left {outstanding} requests unanswered for 10 s");
                         }
                     }
                 }
-                Err(e) => return Err(e).context("reading the admin API's answer"),
+                Err(e) => return Err(e).with_context(|| format!("reading the {server}'s answer")),
             }
         }
     });
     Ok(vec![w, r])
 }
 
-fn is_timeout(e: &std::io::Error) -> bool {
+pub(super) fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -240,15 +300,7 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// Reads one HTTP/1.1 response with a Content-Length body: (status, body).
 fn read_http_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, String)> {
     let mut line = String::new();
-    // A timeout before the status line is harmless (nothing consumed).
-    match r.read_line(&mut line) {
-        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-        Err(e) if !is_timeout(&e) || line.is_empty() => return Err(e),
-        _ => {}
-    }
-    if !line.ends_with('\n') {
-        read_line_patiently(r, &mut line)?;
-    }
+    read_first_line(r, &mut line)?;
     let status = line
         .split_whitespace()
         .nth(1)
@@ -279,6 +331,23 @@ fn read_http_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Str
         }
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The first line of an answer: a read timeout before any byte of it is returned (harmless,
+/// nothing consumed); once it has begun, the rest is awaited over timeouts.
+pub(super) fn read_first_line(
+    r: &mut BufReader<TcpStream>,
+    line: &mut String,
+) -> std::io::Result<()> {
+    match r.read_line(line) {
+        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Err(e) if !is_timeout(&e) || line.is_empty() => return Err(e),
+        _ => {}
+    }
+    if !line.ends_with('\n') {
+        read_line_patiently(r, line)?;
+    }
+    Ok(())
 }
 
 /// `read_line` that keeps going over read timeouts (mid-response).

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# ringport side by side with Redis pub/sub and NATS core (issue 12, item 6): the same fan-out
+# load (SUBS subscribers in one room, RATE msg/s, SIZE-byte stamped payloads) from the same
+# client (`ringport-bench fanout --protocol ringport|redis|nats`), servers pinned to SERVER_CPU,
+# the bench to CLIENT_CPU, alternating systems within every round, then per rate the median
+# and min-max spread of the per-round ratios ringport/Redis and ringport/NATS of server CPU
+# per delivery (ksoftirqd/SERVER_CPU counted) and of p99 publish→deliver latency.
+#
+#   scripts/bench-compare.sh                              # defaults below
+#   RATES="50 1000" ROUNDS=5 scripts/bench-compare.sh
+#   SYSTEMS="ringport ringport-client redis nats" scripts/bench-compare.sh
+#   SYSTEMS="ringport base" BASE_BIN=/tmp/ringport-old scripts/bench-compare.sh   # before/after
+#
+# SYSTEMS (run in this order in every round):
+#   ringport         ringport serve --workers 1, publisher PUBLISHER (http: admin API, pipelined)
+#   ringport-http    the same with the HTTP publisher
+#   ringport-client  the same with a protocol client's PUBLISH
+#   base             BASE_BIN (another ringport build) with PUBLISHER: "ringport/base" ratios
+#   redis            redis-server (no persistence), publisher PUBLISH, pipelined
+#   nats             nats-server, publisher PUB
+# redis-server and nats-server are installed with apt-get (Debian packages) when missing.
+# Every run's JSON is kept in OUT; everything is on loopback and bounded by `timeout`.
+set -euo pipefail
+source "$(dirname "$0")/bench-common.sh"
+
+ROUNDS=${ROUNDS:-3}
+RATES=${RATES:-"50 1000"}
+SYSTEMS=${SYSTEMS:-"ringport redis nats"}
+PUBLISHER=${PUBLISHER:-http}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+SUBS=${SUBS:-2000}
+SIZE=${SIZE:-64}
+PORT=${PORT:-17280}
+ADMIN_PORT=${ADMIN_PORT:-17281}
+REDIS_PORT=${REDIS_PORT:-17279}
+NATS_PORT=${NATS_PORT:-17282}
+RINGPORT_BIN=${RINGPORT_BIN:-$RELEASE/ringport}
+BASE_BIN=${BASE_BIN:-}
+# NO_BUILD=1 runs the binaries as they are (RINGPORT_BIN, BENCH_BIN) instead of building first.
+BENCH_BIN=${BENCH_BIN:-$RELEASE/ringport-bench}
+NO_BUILD=${NO_BUILD:-}
+OUT=${OUT:-"$ROOT/target/bench/compare-$(date +%Y%m%d-%H%M%S)"}
+export RINGPORT_AUTH_SECRET=${RINGPORT_AUTH_SECRET:-bench-secret-0123456789abcdef0123456789}
+export RINGPORT_BENCH_SECRET=$RINGPORT_AUTH_SECRET
+mkdir -p "$OUT"
+trap stop_server EXIT
+
+# Debian installs nats-server into /usr/sbin, which a non-root PATH may lack.
+find_bin() { command -v "$1" 2>/dev/null || { [[ -x "/usr/sbin/$1" ]] && echo "/usr/sbin/$1"; } || true; }
+
+install_servers() {
+    local missing=()
+    [[ " $SYSTEMS " == *" redis "* && -z "$(find_bin redis-server)" ]] && missing+=(redis-server)
+    [[ " $SYSTEMS " == *" nats "* && -z "$(find_bin nats-server)" ]] && missing+=(nats-server)
+    ((${#missing[@]} == 0)) && return 0
+    local sudo=()
+    [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+    echo "installing ${missing[*]} (apt-get)" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2 ||
+        die "apt-get install ${missing[*]} failed"
+}
+
+# start_system NAME: starts it pinned to SERVER_CPU; sets SERVER_PID and the bench arguments
+# TARGET_ARGS.
+start_system() {
+    local name=$1 bin=$RINGPORT_BIN publisher=$PUBLISHER
+    case $name in
+    ringport | ringport-http | ringport-client | base)
+        [[ $name == ringport-http ]] && publisher=http
+        [[ $name == ringport-client ]] && publisher=client
+        if [[ $name == base ]]; then
+            [[ -x "$BASE_BIN" ]] || die "SYSTEMS has base but BASE_BIN ($BASE_BIN) is not an executable"
+            bin=$BASE_BIN
+        fi
+        # A client publisher needs the per-connection publish rate (and burst: a publisher
+        # that fell behind catches up in a burst) to allow the load.
+        taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+            --workers 1 --log-level warn --set rooms.batch_window_ms=0 \
+            --set "rooms.publish_rate_per_sec=$((RATE * 4))" --set "rooms.publish_burst=$((RATE * 20))" \
+            >"$OUT/$name-server.log" 2>&1 &
+        SERVER_PID=$!
+        wait_port "$PORT" && wait_port "$ADMIN_PORT" || die "$name did not listen (see $OUT/$name-server.log)"
+        TARGET_ARGS=(--protocol ringport --publisher "$publisher" --target "127.0.0.1:$PORT"
+            --admin "127.0.0.1:$ADMIN_PORT")
+        ;;
+    redis)
+        taskset -c "$SERVER_CPU" "$(find_bin redis-server)" --bind 127.0.0.1 --port "$REDIS_PORT" \
+            --save '' --appendonly no --protected-mode yes >"$OUT/redis-server.log" 2>&1 &
+        SERVER_PID=$!
+        wait_port "$REDIS_PORT" || die "redis-server did not listen (see $OUT/redis-server.log)"
+        TARGET_ARGS=(--protocol redis --target "127.0.0.1:$REDIS_PORT")
+        ;;
+    nats)
+        taskset -c "$SERVER_CPU" "$(find_bin nats-server)" -a 127.0.0.1 -p "$NATS_PORT" \
+            >"$OUT/nats-server.log" 2>&1 &
+        SERVER_PID=$!
+        wait_port "$NATS_PORT" || die "nats-server did not listen (see $OUT/nats-server.log)"
+        TARGET_ARGS=(--protocol nats --target "127.0.0.1:$NATS_PORT")
+        ;;
+    *) die "unknown system $name (ringport, ringport-http, ringport-client, base, redis, nats)" ;;
+    esac
+}
+
+# ratios RATE OURS THEIRS: per-round ratios of server us/delivery and p99, median (min-max).
+ratios() {
+    python3 - "$OUT" "$1" "$2" "$3" "$ROUNDS" <<'EOF'
+import json, statistics, sys
+out, rate, ours, theirs, rounds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+def load(name, i):
+    try:
+        return json.load(open(f"{out}/{name}-{rate}-{i}.json"))
+    except (OSError, ValueError):
+        return None
+def cpu(r): return ((r["run"].get("server") or {}).get("cpu_us_per_message"))
+def p99(r): return r["run"]["latency"]["p99_us"]
+for what, f in (("server us/delivery", cpu), ("p99", p99)):
+    vals = []
+    for i in range(1, rounds + 1):
+        a, b = load(ours, i), load(theirs, i)
+        if a and b and f(a) and f(b):
+            vals.append(f(a) / f(b))
+    if vals:
+        print(f"  {ours}/{theirs} {what:<18} median {statistics.median(vals):.2f}  "
+              f"min {min(vals):.2f}  max {max(vals):.2f}  (n={len(vals)})")
+    else:
+        print(f"  {ours}/{theirs} {what:<18} no pairs")
+EOF
+}
+
+install_servers
+[[ -n "$NO_BUILD" ]] || SERVERS=ringport build
+echo "# $SUBS subscribers in one room, $SIZE B payloads, ${DURATION}s (+${WARMUP}s warm-up), server core $SERVER_CPU (+ksoftirqd/$SERVER_CPU), bench core $CLIENT_CPU; JSON in $OUT"
+for RATE in $RATES; do
+    echo "## $RATE msg/s ($((SUBS * RATE)) deliveries/s offered), systems: $SYSTEMS"
+    for round in $(seq "$ROUNDS"); do
+        echo "  round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        for sys in $SYSTEMS; do
+            start_system "$sys"
+            f="$OUT/$sys-$RATE-$round.json"
+            if ! timeout "${BENCH_TIMEOUT:-300}" taskset -c "$CLIENT_CPU" "$BENCH_BIN" fanout \
+                "${TARGET_ARGS[@]}" --connections "$SUBS" --rooms 1 --rate "$RATE" --size "$SIZE" \
+                --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
+                --softirq-cpu "$SERVER_CPU" --json $BENCH_ARGS >"$f" 2>"$OUT/$sys-$RATE-$round.err"; then
+                stop_server
+                die "bench against $sys failed (see $OUT/$sys-$RATE-$round.err)"
+            fi
+            stop_server
+            python3 - "$f" "$sys" "$round" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); run = r["run"]; g = r["gateway"]; s = run.get("server") or {}
+l = run["latency"]
+print(f"  round {sys.argv[3]} {sys.argv[2]:<16} delivered {g['deliveries']['unique']} of {g['expected']} "
+      f"({g['published_accepted']} msgs)  server {s.get('cpu_us_per_message') or 0:.2f} us/delivery  "
+      f"p50 {l['p50_us'] / 1000:.1f} ms  p99 {l['p99_us'] / 1000:.1f} ms  max {l['max_us'] / 1000:.1f} ms  "
+      f"bench cpu {run['bench_cpu_secs']:.2f}s" + "".join(f"\n    note: {x}" for x in r["findings"]))
+EOF
+        done
+    done
+    for ours in $SYSTEMS; do
+        case $ours in redis | nats | base) continue ;; esac
+        for theirs in $SYSTEMS; do
+            case $theirs in redis | nats | base) ratios "$RATE" "$ours" "$theirs" ;; esac
+        done
+    done
+done
