@@ -708,8 +708,10 @@ impl Actor {
             }
             Frame::WakeAck(w) => {
                 for s in &w.skipped {
-                    let loss = self.positions.on_skipped(&s.stream, s.resume_from, s.count);
-                    self.emit(loss.into()).await;
+                    if let Some(loss) = self.positions.on_skipped(&s.stream, s.resume_from, s.count)
+                    {
+                        self.emit(loss.into()).await;
+                    }
                 }
                 if let Some(reply) = self.wake_reply.take() {
                     let _ = reply.send(Ok(w.skipped));

@@ -319,11 +319,13 @@ impl Session {
         self.state = State::Active;
         self.heartbeat
             .set_interval(self.config.heartbeat_interval_ms, now);
-        let hb = self.holdback.take().map(|b| *b).unwrap_or_default();
-        self.queue(&Frame::WakeAck(WakeAck {
-            skipped: hb.skipped,
-        }));
-        self.transmit.extend(hb.held);
+        let (held, skipped) = self
+            .holdback
+            .take()
+            .map(|b| b.into_parts())
+            .unwrap_or_default();
+        self.queue(&Frame::WakeAck(WakeAck { skipped }));
+        self.transmit.extend(held);
         self.events.push_back(Event::Wake);
     }
 
@@ -529,7 +531,10 @@ impl Session {
     /// Offers an already-encoded PUSH frame (shared by all recipients).
     ///
     /// `stream` and `offset` must match the frame; the session uses them to
-    /// report skipped ranges without re-parsing the frame.
+    /// report skipped ranges without re-parsing the frame. A stream is always
+    /// sent in offset order: an urgent push to a sleeping client first sends
+    /// that stream's held frames, and ends its skipped run if it was skipping
+    /// (docs/protocol.md section 8).
     pub fn offer_push(
         &mut self,
         class: PushClass,
@@ -546,7 +551,12 @@ impl Session {
                     None => PushOutcome::Dropped,
                 };
             }
-            State::Sleeping => {}
+            // Urgent: the stream's held frames go first, so it stays in offset order.
+            State::Sleeping => {
+                if let Some(h) = self.holdback.as_mut() {
+                    self.transmit.extend(h.release(stream));
+                }
+            }
             _ => return PushOutcome::Dropped,
         }
         self.transmit.push_back(frame);
