@@ -195,23 +195,47 @@ impl Session {
     /// decode error closes the session with the matching reason and discards
     /// the rest of `buf`; while draining, frames are still decoded so a peer
     /// CLOSE is seen, but nothing else is acted on.
+    ///
+    /// A caller that must act between frames (count them, answer each
+    /// frame's events before the next frame is interpreted) runs the same
+    /// loop itself: [`next_frame`](Self::next_frame), then
+    /// [`handle_frame`](Self::handle_frame) or, on `Err`,
+    /// [`refuse_input`](Self::refuse_input).
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: u64) {
-        let decoder = Decoder::new(self.config.max_payload);
         while self.state != State::Closed {
-            match decoder.decode(buf) {
+            match self.next_frame(buf) {
                 Ok(Some(frame)) => self.handle_frame(frame, now),
                 Ok(None) => return,
                 Err(e) => {
-                    let text = match e {
-                        Error::BadVersion { .. } => "supported versions: 1".to_owned(),
-                        ref e => e.to_string(),
-                    };
-                    self.close_with(e.close_reason(), &text, now);
-                    break;
+                    self.refuse_input(buf, &e, now);
+                    return;
                 }
             }
         }
-        // After a corrupt frame (or once closed) nothing more is interpreted.
+        buf.clear();
+    }
+
+    /// Removes and decodes the next complete frame from `buf` (`Ok(None)`:
+    /// incomplete, wait for more bytes). Before WELCOME the payload limit is
+    /// the handshake's (docs/protocol.md section 1), whatever `max_payload` is.
+    pub fn next_frame(&self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let decoder = Decoder::new(self.config.max_payload);
+        match self.state {
+            State::Handshaking | State::Authenticating => decoder.handshake().decode(buf),
+            _ => decoder.decode(buf),
+        }
+    }
+
+    /// Closes the session for input that failed to decode (`e` from
+    /// [`next_frame`](Self::next_frame)) with the matching CLOSE reason and
+    /// text, and discards the rest of `buf`: after a corrupt frame nothing
+    /// more is interpreted.
+    pub fn refuse_input(&mut self, buf: &mut BytesMut, e: &Error, now: u64) {
+        let text = match e {
+            Error::BadVersion { .. } => "supported versions: 1".to_owned(),
+            e => e.to_string(),
+        };
+        self.close_with(e.close_reason(), &text, now);
         buf.clear();
     }
 

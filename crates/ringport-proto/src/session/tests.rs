@@ -707,3 +707,25 @@ fn draining_session_still_sees_a_peer_close_in_raw_input() {
     assert_eq!(s.state(), State::Closed);
     assert!(sent(&mut s).is_empty(), "no PONG after our CLOSE");
 }
+
+#[test]
+fn before_welcome_the_handshake_payload_limit_applies() {
+    let cfg = Arc::new(SessionConfig {
+        max_payload: 200_000,
+        ..SessionConfig::default()
+    });
+    // 70,000 bytes declared: over the handshake limit, under max_payload.
+    let header = [1, 1, 0, 0, 0x00, 0x01, 0x11, 0x70];
+    let mut s = Session::new(cfg.clone(), 0);
+    let mut buf = BytesMut::from(&header[..]);
+    s.handle_input(&mut buf, 0);
+    assert_eq!(
+        close_reason(&sent(&mut s)),
+        Some(CloseReason::FRAME_TOO_LARGE)
+    );
+    // After WELCOME the same declaration is fine (the body is still incomplete).
+    let mut s = established(cfg, 0);
+    let mut buf = BytesMut::from(&[1, 0x0B, 0, 0, 0x00, 0x01, 0x11, 0x70][..]);
+    assert_eq!(s.next_frame(&mut buf), Ok(None));
+    assert_eq!(buf.len(), 8);
+}
