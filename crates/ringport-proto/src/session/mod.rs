@@ -603,7 +603,8 @@ impl Session {
     }
 }
 
-fn truncate(text: &str) -> &str {
+/// `text` cut to at most `MAX_TEXT` bytes on a character boundary.
+pub(crate) fn truncate(text: &str) -> &str {
     if text.len() <= MAX_TEXT {
         return text;
     }

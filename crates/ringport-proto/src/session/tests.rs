@@ -724,7 +724,7 @@ fn before_welcome_the_handshake_payload_limit_applies() {
         Some(CloseReason::FRAME_TOO_LARGE)
     );
     // After WELCOME the same declaration is fine (the body is still incomplete).
-    let mut s = established(cfg, 0);
+    let s = established(cfg, 0);
     let mut buf = BytesMut::from(&[1, 0x0B, 0, 0, 0x00, 0x01, 0x11, 0x70][..]);
     assert_eq!(s.next_frame(&mut buf), Ok(None));
     assert_eq!(buf.len(), 8);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use ringport_proto::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
+use crate::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
 
 /// Why messages of a stream will never arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,7 +366,7 @@ mod tests {
         p.on_push(&room(), 1, 10);
         let r = ResumeResult {
             stream: room(),
-            outcome: ResumeOutcome::Refused(ringport_proto::Status::FORBIDDEN),
+            outcome: ResumeOutcome::Refused(crate::Status::FORBIDDEN),
             old_epoch: 1,
             new_epoch: 1,
             missing_from: 0,
