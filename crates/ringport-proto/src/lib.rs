@@ -55,6 +55,8 @@ mod wire;
 
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod spec;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState};
 pub use codec::Decoder;
