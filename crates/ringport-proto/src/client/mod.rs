@@ -465,7 +465,12 @@ impl ClientSession {
         match self.positions.on_push(&p.stream, p.epoch, p.offset) {
             Verdict::Duplicate => {}
             Verdict::Deliver => self.events.push_back(ClientEvent::Message(p)),
-            Verdict::DeliverAfterLoss(loss) => {
+            Verdict::DeliverAfterLoss(mut loss) => {
+                // Asleep, a room stream jumps only past a run the server skipped
+                // (an urgent message ended it, docs/protocol.md 8).
+                if self.state == ClientState::Sleeping && loss.reason == LossReason::Gap {
+                    loss.reason = LossReason::SkippedWhileAsleep;
+                }
                 self.events.push_back(ClientEvent::Lost(loss));
                 self.events.push_back(ClientEvent::Message(p));
             }

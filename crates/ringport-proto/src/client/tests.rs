@@ -354,3 +354,42 @@ fn handshake_times_out_and_requests_wait_for_welcome() {
     }));
     assert!(c.join("", 7).is_err(), "empty room name refused locally");
 }
+
+#[test]
+fn a_skipped_run_seen_before_wake_is_reported_once_as_skipped() {
+    let (mut c, mut s) = connected(0);
+    c.join("r", 0).unwrap();
+    pump(&mut c, &mut s, 0);
+    // Holdback 64: fill it from another room so `r` skips at once.
+    c.join("q", 0).unwrap();
+    pump(&mut c, &mut s, 0);
+    assert!(c.sleep(60_000, 0));
+    pump(&mut c, &mut s, 0);
+    for o in 1..=64 {
+        s.push(PushClass::Room, "q", o);
+    }
+    s.push(PushClass::Room, "r", 1);
+    s.push(PushClass::Room, "r", 2);
+    s.push(PushClass::Urgent, "r", 3);
+    let ev = pump(&mut c, &mut s, 1);
+    let lost: Vec<&Loss> = ev
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Lost(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost.len(), 1, "{ev:?}");
+    assert_eq!(
+        (lost[0].reason, lost[0].missing.clone()),
+        (LossReason::SkippedWhileAsleep, 1..3)
+    );
+    assert_eq!(offsets(&ev), [3]);
+    c.wake(2);
+    let ev = pump(&mut c, &mut s, 2);
+    assert!(
+        !ev.iter().any(|e| matches!(e, ClientEvent::Lost(_))),
+        "WAKE_ACK's run was already reported: {ev:?}"
+    );
+    assert_eq!(offsets(&ev), (1..=64).collect::<Vec<_>>());
+}
