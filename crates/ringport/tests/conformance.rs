@@ -57,18 +57,6 @@ fn next_bytes(c: &mut Client) -> Vec<u8> {
     c.recv().to_bytes().unwrap().to_vec()
 }
 
-/// Sends PING `nonce` and returns every frame that arrives before its PONG.
-fn until_pong(c: &mut Client, nonce: u64) -> Vec<Frame> {
-    c.send(&Frame::Ping { nonce });
-    let mut seen = Vec::new();
-    loop {
-        match c.recv() {
-            Frame::Pong { nonce: n } if n == nonce => return seen,
-            f => seen.push(f),
-        }
-    }
-}
-
 /// Client examples in the order a session uses them; each answer is the document's.
 #[test]
 fn every_client_example_gets_the_documented_answer() {
@@ -139,7 +127,7 @@ fn every_client_example_gets_the_documented_answer() {
     // The same seq again: acknowledged OK the same way, not published again.
     send_raw(&mut c, &publish);
     assert_eq!(
-        until_pong(&mut c, 77)
+        c.until_pong(77)
             .iter()
             .map(|f| f.to_bytes().unwrap().to_vec())
             .collect::<Vec<_>>(),

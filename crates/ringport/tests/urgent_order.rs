@@ -8,11 +8,13 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::gateway::{test_config, TestServer};
-use common::request;
+use common::{request, runtime};
+use ringport::config::Config;
 use ringport_client::{Client, Event, Fault, Options, StreamName};
 use tokio::sync::mpsc::Receiver;
 
@@ -46,7 +48,7 @@ fn record(mut rx: Receiver<Event>) -> Arc<Mutex<Vec<Seen>>> {
     seen
 }
 
-async fn push(admin: std::net::SocketAddr, body: &'static str, urgent: bool) {
+async fn push(admin: SocketAddr, body: &'static str, urgent: bool) {
     tokio::task::spawn_blocking(move || {
         let r = request(
             admin,
@@ -79,19 +81,28 @@ async fn wait_for(seen: &Mutex<Vec<Seen>>, offset: u64) {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn options() -> Options {
     Options {
         handshake_timeout: Duration::from_secs(5),
         ..Options::default()
     }
+}
+
+/// Starts a gateway with `config` and runs `test` with an SDK client joined to the room, what
+/// it saw of the room, and the admin address.
+fn with_member<T, F>(config: Config, test: T)
+where
+    T: FnOnce(Client, Arc<Mutex<Vec<Seen>>>, SocketAddr) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let server = TestServer::start(config);
+    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
+    runtime().block_on(async move {
+        let (c, rx) = Client::connect(addr, "", options()).await.unwrap();
+        c.join(ROOM).await.unwrap();
+        let seen = record(rx);
+        test(c, seen, admin).await;
+    });
 }
 
 fn messages(offsets: &[(u64, bool)]) -> Vec<Seen> {
@@ -106,12 +117,7 @@ fn urgent_flushes_its_streams_batch_first() {
     let mut config = test_config();
     // The longest window allowed: the urgent push lands while 1 and 2 wait.
     config.rooms.batch_window_ms = 1_000;
-    let server = TestServer::start(config);
-    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
-    runtime().block_on(async move {
-        let (c, rx) = Client::connect(addr, "", options()).await.unwrap();
-        c.join(ROOM).await.unwrap();
-        let seen = record(rx);
+    with_member(config, |c, seen, admin| async move {
         push(admin, "one", false).await;
         push(admin, "two", false).await;
         push(admin, "three", true).await;
@@ -131,12 +137,7 @@ fn urgent_flushes_its_streams_batch_first() {
 /// connection is lost and the SDK resumes at 4 — nothing lost, nothing reported lost.
 #[test]
 fn urgent_sends_held_messages_of_its_stream_first_and_resume_loses_nothing() {
-    let server = TestServer::start(test_config());
-    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
-    runtime().block_on(async move {
-        let (c, rx) = Client::connect(addr, "", options()).await.unwrap();
-        c.join(ROOM).await.unwrap();
-        let seen = record(rx);
+    with_member(test_config(), |c, seen, admin| async move {
         c.sleep(Duration::from_secs(60)).await.unwrap();
         for body in ["one", "two", "three"] {
             push(admin, body, false).await;
@@ -162,12 +163,7 @@ fn urgent_sends_held_messages_of_its_stream_first_and_resume_loses_nothing() {
 fn urgent_on_a_skipping_stream_reports_each_skipped_offset_once() {
     let mut config = test_config();
     config.protocol.sleep_holdback = 2;
-    let server = TestServer::start(config);
-    let (addr, admin) = (server.addr.to_string(), server.admin_addr);
-    runtime().block_on(async move {
-        let (c, rx) = Client::connect(addr, "", options()).await.unwrap();
-        c.join(ROOM).await.unwrap();
-        let seen = record(rx);
+    with_member(config, |c, seen, admin| async move {
         c.sleep(Duration::from_secs(60)).await.unwrap();
         // 1, 2 held; 3, 4 skipped; urgent 5 sends 1, 2 and ends the skipped run; 6, 7 held
         // again (the urgent push emptied the holdback); 8 skipped.

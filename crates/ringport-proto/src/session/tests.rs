@@ -269,10 +269,10 @@ fn sleep_interval_is_clamped_and_stretches_the_heartbeat() {
     }
 }
 
-#[test]
-fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
+/// An established session asleep at 0 with a holdback of `frames`, its output drained.
+fn asleep(frames: usize) -> Session {
     let cfg = Arc::new(SessionConfig {
-        sleep_holdback_frames: 3,
+        sleep_holdback_frames: frames,
         ..SessionConfig::default()
     });
     let mut s = established(cfg, 0);
@@ -284,6 +284,12 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
     );
     sent(&mut s);
     events(&mut s);
+    s
+}
+
+#[test]
+fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
+    let mut s = asleep(3);
     let a = StreamName::Room("a".into());
     let b = StreamName::Room("b".into());
     let me = StreamName::User("me".into());
@@ -359,18 +365,7 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
 /// never claims the urgent offset as skipped.
 #[test]
 fn urgent_ends_a_skipped_run_and_wake_ack_lists_each_run() {
-    let cfg = Arc::new(SessionConfig {
-        sleep_holdback_frames: 2,
-        ..SessionConfig::default()
-    });
-    let mut s = established(cfg, 0);
-    s.handle_frame(
-        Frame::Sleep {
-            interval_ms: 60_000,
-        },
-        0,
-    );
-    sent(&mut s);
+    let mut s = asleep(2);
     let a = StreamName::Room("a".into());
     let offers = [
         (PushClass::Room, 1, PushOutcome::Held),
