@@ -16,7 +16,7 @@ use ringport::http::AdminServer;
 use ringport::serve::DataPlane;
 use ringport_bench::gateway::{self, GatewayOptions, Protocol, Scenario, Tokens, Via};
 use ringport_proto::{
-    Decoder, Frame, Publish, PublishAck, Push, RoomResult, Status, StreamName, Welcome,
+    Event, Frame, Push, PushClass, Session, SessionConfig, State, Status, StreamName, WelcomeParams,
 };
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -236,11 +236,12 @@ fn resume_verifies_every_offset_after_random_disconnects() {
 }
 
 /// A tiny gateway: WELCOME everyone, JOIN anything, and fan every PUBLISH out to the room's
-/// members, except that offsets divisible by 1000 are never sent (but still consumed).
+/// members, except that offsets divisible by 1000 are never sent (but still consumed). The
+/// protocol is the server `Session` of `ringport_proto`; only the decisions are the fake's.
 fn fake_gateway() -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let members: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let members: Members = Arc::default();
     let published = Arc::new(AtomicU64::new(0));
     let p = published.clone();
     std::thread::spawn(move || {
@@ -253,85 +254,100 @@ fn fake_gateway() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, published)
 }
 
-fn fake_conn(mut s: TcpStream, members: Arc<Mutex<Vec<TcpStream>>>, published: Arc<AtomicU64>) {
+/// One fake connection: its session and a handle on its socket for writing.
+type FakeConn = Arc<Mutex<(Session, TcpStream)>>;
+type Members = Arc<Mutex<Vec<FakeConn>>>;
+
+/// Writes what the session queued; false once the connection should end.
+fn flush(c: &mut (Session, TcpStream)) -> bool {
+    while let Some(b) = c.0.poll_transmit() {
+        if c.1.write_all(&b).is_err() {
+            return false;
+        }
+    }
+    !matches!(c.0.state(), State::Draining | State::Closed)
+}
+
+fn fake_conn(mut s: TcpStream, members: Members, published: Arc<AtomicU64>) {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let d = Decoder::new(1 << 20);
+    let config = Arc::new(SessionConfig {
+        max_payload: 1 << 20,
+        ..SessionConfig::default()
+    });
+    let me: FakeConn = Arc::new(Mutex::new((
+        Session::new(config, 0),
+        s.try_clone().unwrap(),
+    )));
     let mut buf = BytesMut::new();
     let mut chunk = [0u8; 8192];
+    let mut fanout = Vec::new();
+    let mut joined = false;
     loop {
-        let frame = match d.decode(&mut buf) {
-            Ok(Some(f)) => f,
-            Ok(None) => match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    continue;
-                }
-            },
-            Err(_) => return,
+        let n = match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
         };
-        let reply = |s: &mut TcpStream, f: Frame| s.write_all(&f.to_bytes().unwrap());
-        let r = match frame {
-            Frame::Hello(_) => reply(
-                &mut s,
-                Frame::Welcome(Welcome {
-                    session_id: 1,
-                    epoch: 1,
-                    inbox_tail: 0,
-                    broadcast_epoch: 1,
-                    broadcast_tail: 0,
-                    heartbeat_interval_ms: 30_000,
-                    max_sleep_interval_ms: 30_000,
-                    max_payload: 65536,
-                    max_rooms: 64,
-                    server_time_ms: 0,
-                    user: String::new(),
-                }),
-            ),
-            Frame::Join(j) => {
-                let r = reply(
-                    &mut s,
-                    Frame::RoomResult(RoomResult {
-                        req_id: j.req_id,
-                        status: Status::OK,
+        buf.extend_from_slice(&chunk[..n]);
+        let mut c = me.lock().unwrap();
+        c.0.handle_input(&mut buf, 0);
+        while let Some(ev) = c.0.poll_event() {
+            match ev {
+                Event::Hello { .. } => {
+                    let params = WelcomeParams {
+                        session_id: 1,
                         epoch: 1,
-                        tail: 0,
-                    }),
-                );
-                members.lock().unwrap().push(s.try_clone().unwrap());
-                r
-            }
-            Frame::Publish(Publish { room, seq, payload }) => {
-                let mut m = members.lock().unwrap();
-                let offset = published.fetch_add(1, Ordering::Relaxed) + 1;
-                if offset % 1000 != 0 {
-                    let push = Frame::Push(Push {
-                        stream: StreamName::Room(room),
-                        epoch: 1,
-                        offset,
-                        urgent: false,
-                        payload,
-                    })
-                    .to_bytes()
-                    .unwrap();
-                    for member in m.iter_mut() {
-                        let _ = member.write_all(&push);
-                    }
+                        inbox_tail: 0,
+                        broadcast_epoch: 1,
+                        broadcast_tail: 0,
+                        user: String::new(),
+                        server_time_ms: 0,
+                    };
+                    c.0.accept(params, 0).unwrap();
                 }
-                drop(m);
-                reply(
-                    &mut s,
-                    Frame::PublishAck(PublishAck {
-                        seq,
-                        status: Status::OK,
-                    }),
-                )
+                Event::Join { req_id, .. } => {
+                    c.0.reply_room(req_id, Status::OK, Some((1, 0))).unwrap();
+                    joined = true;
+                }
+                // Published (and acknowledged) below, without this connection's lock.
+                Event::Publish { room, seq, payload } => fanout.push((room, seq, payload)),
+                _ => {}
             }
-            Frame::Ping { nonce } => reply(&mut s, Frame::Pong { nonce }),
-            _ => Ok(()),
-        };
-        if r.is_err() {
+        }
+        if !flush(&mut c) {
             return;
+        }
+        drop(c);
+        // Lock order: the member list (which also orders offsets), then one connection.
+        let mut m = members.lock().unwrap();
+        if std::mem::take(&mut joined) {
+            m.push(me.clone());
+        }
+        for (room, seq, payload) in fanout.drain(..) {
+            let offset = published.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut c = me.lock().unwrap();
+            c.0.reply_publish(seq, Status::OK).unwrap();
+            flush(&mut c);
+            drop(c);
+            if offset % 1000 == 0 {
+                continue;
+            }
+            let stream = StreamName::Room(room);
+            let push = Frame::Push(Push {
+                stream: stream.clone(),
+                epoch: 1,
+                offset,
+                urgent: false,
+                payload,
+            })
+            .to_bytes()
+            .unwrap();
+            for member in m.iter() {
+                let mut other = member.lock().unwrap();
+                other
+                    .0
+                    .offer_push(PushClass::Room, &stream, offset, push.clone());
+                flush(&mut other);
+            }
         }
     }
 }

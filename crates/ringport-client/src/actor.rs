@@ -1,19 +1,21 @@
-//! The task that owns the connection: handshake, resume, heartbeat,
-//! reconnect with backoff, request/ack matching, dedupe.
+//! The task that owns the connection: TCP, reconnect with backoff, and
+//! matching answers to the application's requests.
 //!
 //! One tokio task per [`Client`](crate::Client). The handle talks to it
 //! through a command channel; it talks to the application through the
-//! event channel. State that must survive reconnects (session id, stream
-//! positions, joined rooms, unacknowledged publishes) lives here; state of
-//! one connection lives in [`Conn`].
+//! event channel. Every protocol rule (handshake, resume entries, dedupe,
+//! loss reports, inbox ACKs, heartbeat duty, re-JOINs) is
+//! [`ClientSession`]'s, the sans-IO client core in `ringport-proto`; this
+//! task moves bytes between it and the socket, feeds it a millisecond clock,
+//! and keeps what only the application cares about: the replies waiting
+//! for answers and the outbound queue of unacknowledged publishes.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringport_proto::{
-    Ack, CloseReason, Decoder, Frame, Hello, Publish, Resume, ResumeOutcome, RoomRequest, Skipped,
-    Status, StreamName,
+    ClientConfig, ClientEvent, ClientSession, ClientState, CloseReason, Skipped, Status,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,13 +26,8 @@ use crate::error::Error;
 use crate::event::{Event, Message};
 use crate::options::Options;
 use crate::outbound::Outbound;
-use crate::positions::{Positions, Verdict};
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
-
-/// Room name of the broadcast stream `room:*` (docs/protocol.md, 4.2), which
-/// every connection receives without joining.
-const BROADCAST: &str = "*";
 
 /// Connection faults a test can inject (chaos tests of resume).
 #[doc(hidden)]
@@ -72,15 +69,6 @@ pub(crate) enum Command {
     },
 }
 
-/// A JOIN or LEAVE awaiting its ROOM_RESULT.
-struct RoomReq {
-    req_id: u32,
-    join: bool,
-    room: String,
-    /// `None` for the client's own re-JOINs after a reconnect.
-    reply: Option<Reply<()>>,
-}
-
 /// How a connection ended.
 enum End {
     /// The application closed the client (or dropped it).
@@ -91,62 +79,26 @@ enum End {
     Lost(CloseReason, String),
 }
 
-/// One live connection.
+/// One live connection: the socket and its receive buffer.
 struct Conn {
     stream: TcpStream,
     /// Received bytes not yet decoded.
     rx: BytesMut,
-    /// Encoded frames not yet written.
-    tx: BytesMut,
-    decoder: Decoder,
-    last_rx: Instant,
-    last_tx: Instant,
-    /// Send a PING after this much silence.
-    heartbeat: Duration,
-    /// WELCOME's max payload, to reject oversize publishes locally.
-    max_payload: u32,
-}
-
-impl Conn {
-    fn queue(&mut self, frame: &Frame) -> Result<(), Error> {
-        frame.encode(&mut self.tx)?;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.tx.is_empty() {
-            let out = self.tx.split();
-            self.stream.write_all(&out).await?;
-            self.last_tx = Instant::now();
-        }
-        Ok(())
-    }
 }
 
 pub(crate) struct Actor {
     addr: String,
-    token: Bytes,
     opts: Options,
     cmds: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
-    /// 0 until the first WELCOME; presented in HELLO to resume.
-    session_id: u64,
-    /// Per-stream (epoch, last delivered offset): dedupe and resume data.
-    positions: Positions,
-    /// Rooms joined (confirmed by ROOM_RESULT OK).
-    rooms: BTreeSet<String>,
-    /// JOIN/LEAVE awaiting ROOM_RESULT.
-    room_reqs: Vec<RoomReq>,
-    next_req: u32,
+    /// The protocol: session id, stream positions, rooms, heartbeat.
+    session: ClientSession,
+    /// The session's clock starts here (ms since).
+    origin: Instant,
+    /// JOIN/LEAVE replies by request id.
+    room_replies: HashMap<u32, Reply<()>>,
     /// Publishes awaiting PUBLISH_ACK (bounded), resent after reconnect.
     outbound: Outbound<Reply<u64>>,
-    /// This user's inbox (named by WELCOME); acked cumulatively.
-    inbox: Option<StreamName>,
-    /// The inbox position WELCOME started it at: never acknowledged, since
-    /// the messages up to it were not received by this client.
-    inbox_start: Option<(u32, u64)>,
-    /// Last (epoch, offset) ACKed on this connection.
-    acked: Option<(u32, u64)>,
     sleep_reply: Option<Reply<u32>>,
     wake_reply: Option<Reply<Vec<Skipped>>>,
 }
@@ -160,24 +112,32 @@ impl Actor {
         events: mpsc::Sender<Event>,
     ) -> Actor {
         let outbound = Outbound::new(opts.outbound_queue);
+        let session = ClientSession::new(ClientConfig {
+            token,
+            client_info: opts.client_info.clone(),
+            handshake_timeout_ms: millis(opts.handshake_timeout),
+            heartbeat_cap_ms: opts
+                .heartbeat_interval
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            dead_after_intervals: opts.dead_after_intervals,
+        });
         Actor {
             addr,
-            token,
             opts,
             cmds,
             events,
-            session_id: 0,
-            positions: Positions::default(),
-            rooms: BTreeSet::new(),
-            room_reqs: Vec::new(),
-            next_req: 1,
+            session,
+            origin: Instant::now(),
+            room_replies: HashMap::new(),
             outbound,
-            inbox: None,
-            inbox_start: None,
-            acked: None,
             sleep_reply: None,
             wake_reply: None,
         }
+    }
+
+    /// The session clock: ms since the actor started.
+    fn now(&self) -> u64 {
+        millis(self.origin.elapsed())
     }
 
     /// Runs until closed. `ready` learns the outcome of the first connect.
@@ -189,7 +149,7 @@ impl Actor {
                 Ok(conn) => {
                     attempt = 0;
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Ok(self.session_id));
+                        let _ = r.send(Ok(self.session.session_id()));
                     }
                     match self.drive(conn).await {
                         End::Closed => return self.stop("closed by the application"),
@@ -236,10 +196,8 @@ impl Actor {
         for p in self.outbound.drain() {
             let _ = p.reply.send(Err(Error::Closed));
         }
-        for r in self.room_reqs.drain(..) {
-            if let Some(reply) = r.reply {
-                let _ = reply.send(Err(Error::Closed));
-            }
+        for (_, reply) in self.room_replies.drain() {
+            let _ = reply.send(Err(Error::Closed));
         }
         let _ = self.events.try_send(Event::Closed {
             text: why.to_owned(),
@@ -258,18 +216,8 @@ impl Actor {
                         let _ = reply.send(());
                         return false;
                     }
-                    Some(Command::Join { room, reply }) => self.room_request(None, true, room, Some(reply)),
-                    Some(Command::Leave { room, reply }) => self.room_request(None, false, room, Some(reply)),
-                    Some(Command::Publish { room, payload, reply }) => {
-                        self.publish(None, room, payload, reply);
-                    }
-                    Some(Command::Sleep { reply, .. }) => {
-                        let _ = reply.send(Err(Error::Disconnected));
-                    }
-                    Some(Command::Wake { reply }) => {
-                        let _ = reply.send(Ok(Vec::new()));
-                    }
                     Some(Command::Fault(_)) => {}
+                    Some(cmd) => self.request(cmd),
                 },
             }
         }
@@ -284,245 +232,146 @@ impl Actor {
     }
 
     async fn handshake(&mut self) -> Result<Conn, Error> {
+        let addr = self.addr.clone();
         let connect_err = |source| Error::Connect {
-            addr: self.addr.clone(),
+            addr: addr.clone(),
             source,
         };
-        let stream = TcpStream::connect(&self.addr).await.map_err(connect_err)?;
+        let stream = TcpStream::connect(&addr).await.map_err(connect_err)?;
         let _ = stream.set_nodelay(true);
-        let now = Instant::now();
         let mut conn = Conn {
             stream,
             rx: BytesMut::with_capacity(8 * 1024),
-            tx: BytesMut::new(),
-            decoder: Decoder::default(),
-            last_rx: now,
-            last_tx: now,
-            heartbeat: Duration::from_secs(30),
-            max_payload: ringport_proto::DEFAULT_MAX_PAYLOAD,
         };
-        let resume = (self.session_id != 0).then(|| Resume {
-            session_id: self.session_id,
-            streams: self.positions.resume_points(),
-        });
-        conn.queue(&Frame::Hello(Hello {
-            token: self.token.clone(),
-            client_info: self.opts.client_info.clone(),
-            resume,
-        }))?;
-        conn.flush().await.map_err(connect_err)?;
-        loop {
-            match conn.decoder.decode(&mut conn.rx) {
-                Ok(Some(Frame::Welcome(w))) => {
-                    let resumed = self.session_id != 0 && self.session_id == w.session_id;
-                    self.session_id = w.session_id;
-                    let mut hb = Duration::from_millis(w.heartbeat_interval_ms.max(1).into());
-                    if let Some(h) = self.opts.heartbeat_interval {
-                        hb = hb.min(h);
-                    }
-                    conn.heartbeat = hb;
-                    conn.max_payload = w.max_payload;
-                    conn.last_rx = Instant::now();
-                    if !w.user.is_empty() {
-                        // Resume point of the inbox before its first message: a
-                        // reconnect then resumes it instead of skipping the cut.
-                        let inbox = StreamName::User(w.user.clone());
-                        if self.positions.start(&inbox, w.epoch, w.inbox_tail) {
-                            self.inbox_start = Some((w.epoch, w.inbox_tail));
-                        }
-                        self.inbox = Some(inbox);
-                    }
-                    // Likewise the broadcast stream, which every connection receives.
-                    let broadcast = StreamName::Room(BROADCAST.to_owned());
-                    self.positions
-                        .start(&broadcast, w.broadcast_epoch, w.broadcast_tail);
-                    self.emit(Event::Connected {
-                        session_id: w.session_id,
-                        resumed,
-                    })
-                    .await;
-                    return Ok(conn);
-                }
-                Ok(Some(Frame::Close { reason, text })) => {
-                    return Err(match reason {
-                        CloseReason::AUTH_FAILED => Error::AuthFailed { text },
-                        _ => Error::ClosedByServer { reason, text },
-                    })
-                }
-                Ok(Some(_)) => {
-                    return Err(Error::ClosedByServer {
-                        reason: CloseReason::PROTOCOL_ERROR,
-                        text: "frame before WELCOME".into(),
-                    })
-                }
-                Ok(None) => {}
-                Err(e) => return Err(Error::Invalid(e)),
-            }
+        self.session.connect(self.now());
+        self.flush(&mut conn).await.map_err(connect_err)?;
+        while self.session.state() == ClientState::Handshaking {
             let n = conn
                 .stream
                 .read_buf(&mut conn.rx)
                 .await
                 .map_err(connect_err)?;
             if n == 0 {
+                self.session.transport_closed("connection closed by peer");
                 return Err(connect_err(std::io::ErrorKind::UnexpectedEof.into()));
             }
+            self.session.handle_input(&mut conn.rx, self.now());
         }
-    }
-
-    /// After WELCOME: re-JOIN rooms that resume does not cover, resend
-    /// pending JOIN/LEAVE and every unacknowledged publish (same seq).
-    fn after_welcome(&mut self, conn: &mut Conn) {
-        self.acked = None;
-        let reqs: Vec<RoomReq> = self
-            .room_reqs
-            .drain(..)
-            .filter(|r| r.reply.is_some())
-            .collect();
-        for room in self.rooms.clone() {
-            let covered = self.positions.knows(&StreamName::Room(room.clone()))
-                || reqs.iter().any(|r| r.room == room);
-            if !covered {
-                self.room_request(Some(conn), true, room, None);
-            }
-        }
-        for r in reqs {
-            self.room_request(Some(conn), r.join, r.room, r.reply);
-        }
-        for p in self.outbound.iter() {
-            let _ = conn.queue(&Frame::Publish(Publish {
-                room: p.room.clone(),
-                seq: p.seq,
-                payload: p.payload.clone(),
-            }));
-        }
-    }
-
-    fn room_request(
-        &mut self,
-        conn: Option<&mut Conn>,
-        join: bool,
-        room: String,
-        reply: Option<Reply<()>>,
-    ) {
-        let req_id = self.next_req;
-        self.next_req = self.next_req.wrapping_add(1).max(1);
-        if let Some(conn) = conn {
-            let r = RoomRequest {
-                req_id,
-                room: room.clone(),
-            };
-            let frame = if join {
-                Frame::Join(r)
-            } else {
-                Frame::Leave(r)
-            };
-            if let Err(e) = conn.queue(&frame) {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(e));
-                }
-                return;
-            }
-        } else if let Err(e) = (RoomRequest {
-            req_id,
-            room: room.clone(),
-        })
-        .room_check()
-        {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(e));
-            }
-            return;
-        }
-        self.room_reqs.push(RoomReq {
-            req_id,
-            join,
-            room,
-            reply,
-        });
-    }
-
-    fn publish(
-        &mut self,
-        conn: Option<&mut Conn>,
-        room: String,
-        payload: Bytes,
-        reply: Reply<u64>,
-    ) {
-        let max = conn
-            .as_ref()
-            .map_or(ringport_proto::DEFAULT_MAX_PAYLOAD, |c| c.max_payload);
-        let probe = Frame::Publish(Publish {
-            room: room.clone(),
-            seq: 0,
-            payload: payload.clone(),
-        });
-        match probe.encoded_len() {
-            Err(e) => {
-                let _ = reply.send(Err(Error::Invalid(e)));
-                return;
-            }
-            Ok(len) if len - ringport_proto::HEADER_LEN > max as usize => {
-                let _ = reply.send(Err(Error::Invalid(ringport_proto::Error::FieldTooLong {
-                    field: "payload",
-                    len: len - ringport_proto::HEADER_LEN,
-                    max: max as usize,
-                })));
-                return;
-            }
-            Ok(_) => {}
-        }
-        let capacity = self.outbound.capacity();
-        match self.outbound.push(room.clone(), payload.clone(), reply) {
-            Err(reply) => {
-                let _ = reply.send(Err(Error::QueueFull { capacity }));
-            }
-            Ok(seq) => {
-                if let Some(conn) = conn {
-                    let _ = conn.queue(&Frame::Publish(Publish { room, seq, payload }));
+        if self.session.state() == ClientState::Disconnected {
+            let _ = self.flush(&mut conn).await;
+            while let Some(ev) = self.session.poll_event() {
+                if let ClientEvent::Closed { reason, text, .. } = ev {
+                    return Err(match reason {
+                        CloseReason::AUTH_FAILED => Error::AuthFailed { text },
+                        CloseReason::HANDSHAKE_TIMEOUT => Error::HandshakeTimeout,
+                        _ => Error::ClosedByServer { reason, text },
+                    });
                 }
             }
+        }
+        // WELCOME: the events are handled (Connected, resends) by `drive`.
+        Ok(conn)
+    }
+
+    /// Sends what the session queued.
+    async fn flush(&mut self, conn: &mut Conn) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        while let Some(b) = self.session.poll_transmit() {
+            out.extend_from_slice(&b);
+        }
+        if !out.is_empty() {
+            conn.stream.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// An application request; the session sends it now or after the next
+    /// WELCOME.
+    fn request(&mut self, cmd: Command) {
+        let now = self.now();
+        let join = matches!(cmd, Command::Join { .. });
+        match cmd {
+            Command::Join { room, reply } | Command::Leave { room, reply } => {
+                let sent = if join {
+                    self.session.join(&room, now)
+                } else {
+                    self.session.leave(&room, now)
+                };
+                match sent {
+                    Ok(req_id) => {
+                        self.room_replies.insert(req_id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Invalid(e)));
+                    }
+                }
+            }
+            Command::Publish {
+                room,
+                payload,
+                reply,
+            } => {
+                if let Err(e) = self.session.check_publish(&room, &payload) {
+                    let _ = reply.send(Err(Error::Invalid(e)));
+                    return;
+                }
+                let capacity = self.outbound.capacity();
+                match self.outbound.push(room.clone(), payload.clone(), reply) {
+                    Err(reply) => {
+                        let _ = reply.send(Err(Error::QueueFull { capacity }));
+                    }
+                    // Checked above; sent now or resent after the next WELCOME.
+                    Ok(seq) => {
+                        let _ = self.session.publish(&room, seq, payload, now);
+                    }
+                }
+            }
+            Command::Sleep { interval_ms, reply } => {
+                if !self.session.sleep(interval_ms, now) {
+                    let _ = reply.send(Err(Error::Disconnected));
+                } else if let Some(old) = self.sleep_reply.replace(reply) {
+                    let _ = old.send(Err(Error::Disconnected));
+                }
+            }
+            Command::Wake { reply } => {
+                if !self.session.wake(now) {
+                    let _ = reply.send(Ok(Vec::new()));
+                } else if let Some(old) = self.wake_reply.replace(reply) {
+                    let _ = old.send(Ok(Vec::new()));
+                }
+            }
+            Command::Fault(_) | Command::Close { .. } => {}
         }
     }
 
     /// Serves one connection until it ends.
     async fn drive(&mut self, mut conn: Conn) -> End {
-        self.after_welcome(&mut conn);
-        // Frames that arrived right behind WELCOME (RESUME_RESULT, replay)
-        // are already buffered.
-        if let Some(end) = self.on_input(&mut conn).await {
-            let _ = conn.flush().await;
-            return end;
-        }
         loop {
-            if let Err(e) = conn.flush().await {
+            if let Some(end) = self.on_events().await {
+                let _ = self.flush(&mut conn).await;
+                return end;
+            }
+            if let Err(e) = self.flush(&mut conn).await {
                 return End::Lost(CloseReason::CONNECTION_LOST, e.to_string());
             }
-            let ping_at = conn.last_tx + conn.heartbeat;
-            let dead_at = conn.last_rx + conn.heartbeat * self.opts.dead_after_intervals.max(1);
+            let wake_at = self
+                .session
+                .poll_timeout()
+                .map_or(self.origin + Duration::from_secs(3600), |t| {
+                    self.origin + Duration::from_millis(t)
+                });
             tokio::select! {
                 r = conn.stream.read_buf(&mut conn.rx) => match r {
-                    Ok(0) => return End::Lost(CloseReason::CONNECTION_LOST, "connection closed by peer".into()),
-                    Err(e) => return End::Lost(CloseReason::CONNECTION_LOST, e.to_string()),
-                    Ok(_) => {
-                        conn.last_rx = Instant::now();
-                        if let Some(end) = self.on_input(&mut conn).await {
-                            let _ = conn.flush().await;
-                            return end;
-                        }
-                    }
+                    Ok(0) => self.session.transport_closed("connection closed by peer"),
+                    Err(e) => self.session.transport_closed(&e.to_string()),
+                    Ok(_) => self.session.handle_input(&mut conn.rx, self.now()),
                 },
                 cmd = self.cmds.recv() => {
                     if let Some(end) = self.on_command(&mut conn, cmd).await {
                         return end;
                     }
                 }
-                _ = sleep_until(ping_at) => {
-                    let nonce = u64::try_from(conn.last_tx.elapsed().as_millis()).unwrap_or(0);
-                    let _ = conn.queue(&Frame::Ping { nonce });
-                }
-                _ = sleep_until(dead_at) => {
-                    return End::Lost(CloseReason::HEARTBEAT_TIMEOUT, "no frame from server within the heartbeat deadline".into());
-                }
+                _ = sleep_until(wake_at) => self.session.handle_timeout(self.now()),
             }
         }
     }
@@ -530,220 +379,127 @@ impl Actor {
     async fn on_command(&mut self, conn: &mut Conn, cmd: Option<Command>) -> Option<End> {
         match cmd {
             None => {
-                let _ = conn.queue(&Frame::Close {
-                    reason: CloseReason::NORMAL,
-                    text: String::new(),
-                });
-                let _ = conn.flush().await;
-                return Some(End::Closed);
+                self.session.close(CloseReason::NORMAL, "", self.now());
+                let _ = self.flush(conn).await;
+                Some(End::Closed)
             }
             Some(Command::Close { reply }) => {
-                let _ = conn.queue(&Frame::Close {
-                    reason: CloseReason::NORMAL,
-                    text: String::new(),
-                });
-                let _ = conn.flush().await;
+                self.session.close(CloseReason::NORMAL, "", self.now());
+                let _ = self.flush(conn).await;
                 let _ = conn.stream.shutdown().await;
                 let _ = reply.send(());
-                return Some(End::Closed);
+                Some(End::Closed)
             }
-            Some(Command::Join { room, reply }) => {
-                self.room_request(Some(conn), true, room, Some(reply))
+            Some(Command::Fault(f)) => {
+                let text = match f {
+                    Fault::Reset => {
+                        // Zero linger: close() sends RST and never blocks.
+                        #[allow(deprecated)]
+                        let _ = conn.stream.set_linger(Some(Duration::ZERO));
+                        "fault: reset"
+                    }
+                    Fault::Abort => "fault: abort",
+                    Fault::Pause(d) => {
+                        tokio::time::sleep(d).await;
+                        return None;
+                    }
+                };
+                self.session.transport_closed(text);
+                let _ = self.session.poll_event();
+                Some(End::Lost(CloseReason::CONNECTION_LOST, text.to_owned()))
             }
-            Some(Command::Leave { room, reply }) => {
-                self.room_request(Some(conn), false, room, Some(reply))
+            Some(cmd) => {
+                self.request(cmd);
+                None
             }
-            Some(Command::Publish {
-                room,
-                payload,
-                reply,
-            }) => self.publish(Some(conn), room, payload, reply),
-            Some(Command::Sleep { interval_ms, reply }) => {
-                let _ = conn.queue(&Frame::Sleep { interval_ms });
-                if let Some(old) = self.sleep_reply.replace(reply) {
-                    let _ = old.send(Err(Error::Disconnected));
-                }
-            }
-            Some(Command::Wake { reply }) => {
-                let _ = conn.queue(&Frame::Wake);
-                if let Some(old) = self.wake_reply.replace(reply) {
-                    let _ = old.send(Ok(Vec::new()));
-                }
-            }
-            Some(Command::Fault(f)) => match f {
-                Fault::Reset => {
-                    // Zero linger: close() sends RST and never blocks.
-                    #[allow(deprecated)]
-                    let _ = conn.stream.set_linger(Some(Duration::ZERO));
-                    return Some(End::Lost(
-                        CloseReason::CONNECTION_LOST,
-                        "fault: reset".into(),
-                    ));
-                }
-                Fault::Abort => {
-                    return Some(End::Lost(
-                        CloseReason::CONNECTION_LOST,
-                        "fault: abort".into(),
-                    ))
-                }
-                Fault::Pause(d) => tokio::time::sleep(d).await,
-            },
         }
-        None
     }
 
-    /// Handles every complete frame received; then ACKs the inbox.
-    async fn on_input(&mut self, conn: &mut Conn) -> Option<End> {
-        loop {
-            let frame = match conn.decoder.decode(&mut conn.rx) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = conn.queue(&Frame::Close {
-                        reason: e.close_reason(),
-                        text: e.to_string(),
-                    });
-                    return Some(End::Lost(e.close_reason(), e.to_string()));
-                }
-            };
-            if let Some(end) = self.on_frame(conn, frame).await {
-                return Some(end);
-            }
-        }
-        if let Some(inbox) = &self.inbox {
-            let pos = self.positions.get(inbox);
-            if pos.is_some() && pos != self.acked && pos != self.inbox_start {
-                if let Some((_, offset)) = pos {
-                    let _ = conn.queue(&Frame::Ack(Ack {
-                        stream: inbox.clone(),
-                        offset,
-                    }));
-                }
-                self.acked = pos;
-            }
-        }
-        None
-    }
-
-    async fn on_frame(&mut self, conn: &mut Conn, frame: Frame) -> Option<End> {
-        match frame {
-            Frame::Push(p) => {
-                if p.stream.is_user() && self.inbox.is_none() {
-                    self.inbox = Some(p.stream.clone());
-                }
-                match self.positions.on_push(&p.stream, p.epoch, p.offset) {
-                    Verdict::Duplicate => {}
-                    v => {
-                        if let Verdict::DeliverAfterLoss(loss) = v {
-                            self.emit(loss.into()).await;
-                        }
-                        self.emit(Event::Message(Message {
-                            stream: p.stream,
-                            epoch: p.epoch,
-                            offset: p.offset,
-                            urgent: p.urgent,
-                            payload: p.payload,
-                        }))
-                        .await;
+    /// Acts on the session's events; `Some` once the connection ended.
+    async fn on_events(&mut self) -> Option<End> {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                ClientEvent::Welcome {
+                    session_id,
+                    resumed,
+                    ..
+                } => {
+                    // Unacknowledged publishes again, with their seqs: the server
+                    // publishes each once.
+                    let now = self.now();
+                    for p in self.outbound.iter() {
+                        let _ = self.session.publish(&p.room, p.seq, p.payload.clone(), now);
                     }
-                }
-            }
-            Frame::ResumeResult(r) => {
-                if let ResumeOutcome::Refused(status) = r.outcome {
-                    // Not a member any more: nothing of it follows, so say so.
-                    self.positions.forget(&r.stream);
-                    if let StreamName::Room(room) = &r.stream {
-                        self.rooms.remove(room);
-                    }
-                    self.emit(Event::ResumeRefused {
-                        stream: r.stream,
-                        status,
+                    self.emit(Event::Connected {
+                        session_id,
+                        resumed,
                     })
                     .await;
-                } else if let Some(loss) = self.positions.on_resume(&r) {
-                    self.emit(loss.into()).await;
                 }
-            }
-            Frame::Ping { nonce } => {
-                let _ = conn.queue(&Frame::Pong { nonce });
-            }
-            Frame::Pong { .. } => {}
-            Frame::PublishAck(a) => {
-                if let Some(p) = self.outbound.ack(a.seq) {
-                    let r = if a.status == Status::OK {
-                        Ok(a.seq)
-                    } else {
-                        Err(Error::Rejected { status: a.status })
-                    };
-                    let _ = p.reply.send(r);
+                ClientEvent::Message(p) => {
+                    self.emit(Event::Message(Message {
+                        stream: p.stream,
+                        epoch: p.epoch,
+                        offset: p.offset,
+                        urgent: p.urgent,
+                        payload: p.payload,
+                    }))
+                    .await
                 }
-            }
-            Frame::RoomResult(r) => {
-                if let Some(i) = self.room_reqs.iter().position(|q| q.req_id == r.req_id) {
-                    let q = self.room_reqs.remove(i);
-                    if r.status == Status::OK {
-                        if q.join {
-                            // The room's resume point until its first message.
-                            let stream = StreamName::Room(q.room.clone());
-                            self.positions.start(&stream, r.epoch, r.tail);
-                            self.rooms.insert(q.room);
-                        } else {
-                            self.positions.forget(&StreamName::Room(q.room.clone()));
-                            self.rooms.remove(&q.room);
-                        }
-                    }
-                    if let Some(reply) = q.reply {
-                        let _ = reply.send(if r.status == Status::OK {
+                ClientEvent::Lost(loss) => self.emit(loss.into()).await,
+                ClientEvent::ResumeRefused { stream, status } => {
+                    self.emit(Event::ResumeRefused { stream, status }).await
+                }
+                ClientEvent::RoomResult { req_id, status } => {
+                    if let Some(reply) = self.room_replies.remove(&req_id) {
+                        let _ = reply.send(if status == Status::OK {
                             Ok(())
                         } else {
-                            Err(Error::Rejected { status: r.status })
+                            Err(Error::Rejected { status })
                         });
                     }
                 }
-            }
-            Frame::SleepAck { interval_ms } => {
-                if let Some(reply) = self.sleep_reply.take() {
-                    let _ = reply.send(Ok(interval_ms));
+                ClientEvent::PublishAck { seq, status } => {
+                    if let Some(p) = self.outbound.ack(seq) {
+                        let _ = p.reply.send(if status == Status::OK {
+                            Ok(seq)
+                        } else {
+                            Err(Error::Rejected { status })
+                        });
+                    }
                 }
-            }
-            Frame::WakeAck(w) => {
-                for s in &w.skipped {
-                    let loss = self.positions.on_skipped(&s.stream, s.resume_from, s.count);
-                    self.emit(loss.into()).await;
+                ClientEvent::SleepAck { interval_ms } => {
+                    if let Some(reply) = self.sleep_reply.take() {
+                        let _ = reply.send(Ok(interval_ms));
+                    }
                 }
-                if let Some(reply) = self.wake_reply.take() {
-                    let _ = reply.send(Ok(w.skipped));
+                ClientEvent::WakeAck { skipped } => {
+                    if let Some(reply) = self.wake_reply.take() {
+                        let _ = reply.send(Ok(skipped));
+                    }
                 }
-            }
-            Frame::Error { code, text } => tracing::warn!(?code, %text, "server reported an error"),
-            Frame::Close { reason, text } => {
-                return Some(match reason {
-                    CloseReason::AUTH_FAILED => End::Fatal(Error::AuthFailed { text }),
-                    CloseReason::REPLACED => End::Fatal(Error::ClosedByServer { reason, text }),
-                    _ => End::Lost(reason, text),
-                });
-            }
-            other => {
-                let text = format!("unexpected {:?} from server", other.op());
-                let _ = conn.queue(&Frame::Close {
-                    reason: CloseReason::PROTOCOL_ERROR,
-                    text: text.clone(),
-                });
-                return Some(End::Lost(CloseReason::PROTOCOL_ERROR, text));
+                ClientEvent::ServerError { code, text } => {
+                    tracing::warn!(?code, %text, "server reported an error")
+                }
+                ClientEvent::Closed {
+                    reason,
+                    text,
+                    by_peer,
+                } => {
+                    return Some(match reason {
+                        CloseReason::AUTH_FAILED => End::Fatal(Error::AuthFailed { text }),
+                        CloseReason::REPLACED if by_peer => {
+                            End::Fatal(Error::ClosedByServer { reason, text })
+                        }
+                        _ => End::Lost(reason, text),
+                    });
+                }
             }
         }
         None
     }
 }
 
-/// Name validation without a connection (requests queued while offline).
-trait RoomCheck {
-    fn room_check(&self) -> Result<(), Error>;
-}
-
-impl RoomCheck for RoomRequest {
-    fn room_check(&self) -> Result<(), Error> {
-        Frame::Join(self.clone()).encoded_len()?;
-        Ok(())
-    }
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -39,7 +39,7 @@ mod error;
 mod event;
 mod options;
 pub mod outbound;
-pub mod positions;
+pub use ringport_proto::client::positions;
 
 use std::time::Duration;
 

@@ -15,6 +15,9 @@
 //! - [`Session`] is the server side of one connection: handshake deadline,
 //!   heartbeat (tolerate, probe, close), sleep/wake with bounded holdback, and
 //!   protocol-error closes for frames in the wrong state.
+//! - [`ClientSession`] is its mirror, the client side: resume entries,
+//!   per-stream dedupe and loss reports, inbox ACKs, heartbeat duty and
+//!   sleep/wake — the reference for the client rules of the protocol.
 //! - [`Error`] is the one error type; each variant names its cause.
 //!
 //! The wire format is specified in `docs/protocol.md` (v1).
@@ -39,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 mod codec;
 mod codes;
 mod error;
@@ -51,7 +55,10 @@ mod wire;
 
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod spec;
 
+pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState};
 pub use codec::Decoder;
 pub use codes::{CloseReason, Status};
 pub use error::Error;

@@ -65,6 +65,20 @@ impl StreamName {
         wire::put_str8(dst, self.name());
     }
 
+    /// Whether the stream field at the start of `body` (an encoded PUSH payload) is this
+    /// stream; compares bytes, allocates nothing.
+    pub(crate) fn heads(&self, body: &[u8]) -> bool {
+        let kind = match self {
+            StreamName::Room(_) => KIND_ROOM,
+            StreamName::User(_) => KIND_USER,
+        };
+        let name = self.name().as_bytes();
+        body.len() >= 2 + name.len()
+            && body[0] == kind
+            && usize::from(body[1]) == name.len()
+            && &body[2..2 + name.len()] == name
+    }
+
     pub(crate) fn read(r: &mut Reader) -> Result<StreamName, Error> {
         let kind = r.u8("stream kind")?;
         let name = read_name(r, "stream name")?;

@@ -41,19 +41,7 @@ fn examples() -> Vec<Frame> {
 }
 
 fn spec_blocks() -> Vec<Vec<u8>> {
-    let mut blocks = Vec::new();
-    let mut rest = SPEC;
-    while let Some(start) = rest.find("```hex\n") {
-        let body = &rest[start + 7..];
-        let end = body.find("```").expect("unterminated hex block");
-        let bytes = body[..end]
-            .split_whitespace()
-            .map(|h| u8::from_str_radix(h, 16).expect("hex byte"))
-            .collect();
-        blocks.push(bytes);
-        rest = &body[end + 3..];
-    }
-    blocks
+    ringport_proto::spec::hex_examples(SPEC)
 }
 
 #[test]

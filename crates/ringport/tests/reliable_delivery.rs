@@ -18,21 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::gateway::{test_config, token, TestServer, SECRET};
-use common::request;
+use common::{request, runtime};
 use rand::Rng;
 use ringport_client::{Backoff, Client, Event, Fault, LossReason, Options, StreamName};
 use ringport_proto::{Frame, Hello, Resume, ResumeOutcome, ResumePoint};
 use tokio::sync::mpsc::Receiver;
 
 const ROOM: &str = "chaos";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn sdk_options() -> Options {
     Options {

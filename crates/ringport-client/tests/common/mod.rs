@@ -1,7 +1,8 @@
-//! An in-process fake gateway speaking the protocol with `ringport_proto`
-//! frames: rooms with a bounded history, resume, publish dedupe by (session,
-//! seq), inbox acks, and knobs for faults. Small on purpose: it is the
-//! reference behaviour the SDK is tested against, not the real gateway.
+//! An in-process fake gateway: the protocol is the server `Session` of
+//! `ringport_proto` (the gateway's own state machine); around it, rooms with a
+//! bounded history, resume, publish dedupe by (session, seq), inbox acks, and
+//! knobs for faults. Small on purpose: it is the reference behaviour the SDK
+//! is tested against, not the real gateway.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -11,8 +12,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use ringport_proto::{
-    CloseReason, Decoder, Frame, PublishAck, Push, ResumeOutcome, ResumeResult, RoomResult, Status,
-    StreamName, Welcome,
+    CloseReason, Event, Frame, Push, PushClass, ResumeOutcome, ResumeResult, Session,
+    SessionConfig, State as SessionState, Status, StreamName, WelcomeParams,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,9 +59,17 @@ pub struct State {
     pub refuse: HashSet<StreamName>,
 }
 
+/// What other connections (and the test) hand a connection's task.
+enum ToConn {
+    /// An encoded PUSH of `stream` at an offset, offered to the session.
+    Push(StreamName, u64, Bytes),
+    /// Drop the connection without CLOSE.
+    Kick,
+}
+
 struct ConnState {
     session: u64,
-    tx: mpsc::UnboundedSender<Option<Bytes>>,
+    tx: mpsc::UnboundedSender<ToConn>,
     members: HashSet<StreamName>,
     delivered: HashMap<StreamName, u64>,
 }
@@ -138,7 +147,7 @@ impl Fake {
     pub fn kick_all(&self) {
         let mut st = self.state.lock().unwrap();
         for c in st.conns.values() {
-            let _ = c.tx.send(None);
+            let _ = c.tx.send(ToConn::Kick);
         }
         st.conns.clear();
     }
@@ -173,22 +182,32 @@ fn append(st: &mut State, stream: &StreamName, payload: Bytes) -> u64 {
             let d = c.delivered.entry(stream.clone()).or_insert(0);
             if offset > *d {
                 *d = offset;
-                let _ = c.tx.send(Some(frame.clone()));
+                let _ =
+                    c.tx.send(ToConn::Push(stream.clone(), offset, frame.clone()));
             }
         }
     }
     offset
 }
 
-fn send(tx: &mpsc::UnboundedSender<Option<Bytes>>, f: Frame) {
-    let _ = tx.send(Some(f.to_bytes().unwrap()));
+fn class(stream: &StreamName) -> PushClass {
+    if stream.is_user() {
+        PushClass::Direct
+    } else {
+        PushClass::Room
+    }
+}
+
+/// The fake's clock for the session (its heartbeat timer is never run).
+fn now_ms() -> u64 {
+    0
 }
 
 async fn serve(st: Arc<Mutex<State>>, mut sock: TcpStream) {
     // As a real gateway does; with Nagle every PUBLISH_ACK written right
     // behind a PUSH waits for the client's delayed ACK (~40 ms).
     let _ = sock.set_nodelay(true);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Option<Bytes>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToConn>();
     let id;
     {
         let mut s = st.lock().unwrap();
@@ -200,66 +219,79 @@ async fn serve(st: Arc<Mutex<State>>, mut sock: TcpStream) {
         id = s.next_conn;
         s.next_conn += 1;
     }
-    let dec = Decoder::default();
+    let mut session = Session::new(Arc::new(SessionConfig::default()), now_ms());
     let mut buf = BytesMut::new();
-    let mut session = 0;
+    let mut session_id = 0;
     loop {
         tokio::select! {
             out = rx.recv() => match out {
-                Some(Some(b)) => { if sock.write_all(&b).await.is_err() { break; } }
+                Some(ToConn::Push(stream, offset, frame)) => {
+                    session.offer_push(class(&stream), &stream, offset, frame);
+                }
                 _ => break,
             },
             r = sock.read_buf(&mut buf) => {
                 match r { Ok(0) | Err(_) => break, Ok(_) => {} }
-                loop {
-                    let f = match dec.decode(&mut buf) {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(_) => return,
-                    };
-                    let keep = handle(&mut st.lock().unwrap(), id, &mut session, &tx, f);
-                    if !keep {
-                        while let Ok(Some(b)) = rx.try_recv() {
-                            let _ = sock.write_all(&b).await;
+                while session.state() != SessionState::Closed {
+                    match session.next_frame(&mut buf) {
+                        Ok(Some(f)) => {
+                            if matches!(f, Frame::Ping { .. }) {
+                                st.lock().unwrap().pings += 1;
+                            }
+                            session.handle_frame(f, now_ms());
+                            let mut s = st.lock().unwrap();
+                            while let Some(ev) = session.poll_event() {
+                                decide(&mut s, id, &mut session_id, &tx, &mut session, ev);
+                            }
                         }
-                        let _ = sock.shutdown().await;
-                        st.lock().unwrap().conns.remove(&id);
-                        return;
+                        Ok(None) => break,
+                        Err(e) => {
+                            session.refuse_input(&mut buf, &e, now_ms());
+                            break;
+                        }
                     }
                 }
             }
+        }
+        while let Some(b) = session.poll_transmit() {
+            if sock.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        if matches!(
+            session.state(),
+            SessionState::Draining | SessionState::Closed
+        ) {
+            let _ = sock.shutdown().await;
+            break;
         }
     }
     st.lock().unwrap().conns.remove(&id);
 }
 
-fn handle(
+/// Acts on one session event as a gateway would.
+fn decide(
     s: &mut State,
     id: u64,
-    session: &mut u64,
-    tx: &mpsc::UnboundedSender<Option<Bytes>>,
-    f: Frame,
-) -> bool {
-    match f {
-        Frame::Hello(h) => {
-            if &h.token[..] == b"bad" {
-                send(
-                    tx,
-                    Frame::Close {
-                        reason: CloseReason::AUTH_FAILED,
-                        text: "bad token".into(),
-                    },
-                );
-                return false;
+    session_id: &mut u64,
+    tx: &mpsc::UnboundedSender<ToConn>,
+    session: &mut Session,
+    ev: Event,
+) {
+    match ev {
+        Event::Hello { token, resume, .. } => {
+            if &token[..] == b"bad" {
+                let _ = session.reject(CloseReason::AUTH_FAILED, "bad token", now_ms());
+                return;
             }
-            *session = match &h.resume {
+            *session_id = match &resume {
                 Some(r) => r.session_id,
                 None => {
                     s.next_session += 1;
                     s.next_session
                 }
             };
-            let user = std::str::from_utf8(&h.token)
+            let user = std::str::from_utf8(&token)
                 .ok()
                 .and_then(|t| t.strip_prefix("user:"))
                 .map(str::to_owned);
@@ -269,41 +301,34 @@ fn handle(
                 .map_or(0, |l| l.tail);
             let broadcast = StreamName::Room("*".into());
             let broadcast_tail = s.logs.get(&broadcast).map_or(0, |l| l.tail);
-            send(
-                tx,
-                Frame::Welcome(Welcome {
-                    session_id: *session,
-                    epoch: s.epoch,
-                    inbox_tail,
-                    broadcast_epoch: s.epoch,
-                    broadcast_tail,
-                    heartbeat_interval_ms: 30_000,
-                    max_sleep_interval_ms: 300_000,
-                    max_payload: 65_536,
-                    max_rooms: 64,
-                    server_time_ms: 0,
-                    user: user.clone().unwrap_or_default(),
-                }),
-            );
+            let params = WelcomeParams {
+                session_id: *session_id,
+                epoch: s.epoch,
+                inbox_tail,
+                broadcast_epoch: s.epoch,
+                broadcast_tail,
+                user: user.clone().unwrap_or_default(),
+                server_time_ms: 0,
+            };
+            session.accept(params, now_ms()).unwrap();
             let mut conn = ConnState {
-                session: *session,
+                session: *session_id,
                 tx: tx.clone(),
                 members: HashSet::new(),
                 delivered: HashMap::new(),
             };
-            for p in h.resume.map(|r| r.streams).unwrap_or_default() {
+            for p in resume.map(|r| r.streams).unwrap_or_default() {
                 if s.refuse.contains(&p.stream) {
-                    send(
-                        tx,
-                        Frame::ResumeResult(ResumeResult {
+                    session
+                        .send_resume_result(ResumeResult {
                             stream: p.stream.clone(),
                             outcome: ResumeOutcome::Refused(Status::FORBIDDEN),
                             old_epoch: p.epoch,
                             new_epoch: p.epoch,
                             missing_from: 0,
                             missing_to: 0,
-                        }),
-                    );
+                        })
+                        .unwrap();
                     continue;
                 }
                 let epoch = s.epoch;
@@ -324,20 +349,19 @@ fn handle(
                 } else {
                     (ResumeOutcome::Gap, first, (p.last_offset + 1, first))
                 };
-                send(
-                    tx,
-                    Frame::ResumeResult(ResumeResult {
+                session
+                    .send_resume_result(ResumeResult {
                         stream: p.stream.clone(),
                         outcome,
                         old_epoch: p.epoch,
                         new_epoch: epoch,
                         missing_from: missing.0,
                         missing_to: missing.1,
-                    }),
-                );
+                    })
+                    .unwrap();
                 for (off, fr) in &log.frames {
                     if *off >= from {
-                        let _ = tx.send(Some(fr.clone()));
+                        session.offer_push(class(&p.stream), &p.stream, *off, fr.clone());
                     }
                 }
                 conn.delivered.insert(p.stream.clone(), log.tail);
@@ -357,60 +381,32 @@ fn handle(
             }
             s.conns.insert(id, conn);
         }
-        Frame::Ping { nonce } => {
-            s.pings += 1;
-            send(tx, Frame::Pong { nonce });
-        }
-        Frame::Join(r) => {
-            let stream = StreamName::Room(r.room);
+        Event::Join { req_id, room } => {
+            let stream = StreamName::Room(room);
             let tail = s.logs.get(&stream).map_or(0, |l| l.tail);
             if let Some(c) = s.conns.get_mut(&id) {
                 c.delivered.insert(stream.clone(), tail);
                 c.members.insert(stream);
             }
-            send(
-                tx,
-                Frame::RoomResult(RoomResult {
-                    req_id: r.req_id,
-                    status: Status::OK,
-                    epoch: s.epoch,
-                    tail,
-                }),
-            );
+            let _ = session.reply_room(req_id, Status::OK, Some((s.epoch, tail)));
         }
-        Frame::Leave(r) => {
+        Event::Leave { req_id, room } => {
             if let Some(c) = s.conns.get_mut(&id) {
-                c.members.remove(&StreamName::Room(r.room));
+                c.members.remove(&StreamName::Room(room));
             }
-            send(
-                tx,
-                Frame::RoomResult(RoomResult {
-                    req_id: r.req_id,
-                    status: Status::OK,
-                    epoch: 0,
-                    tail: 0,
-                }),
-            );
+            let _ = session.reply_room(req_id, Status::OK, None);
         }
-        Frame::Publish(p) => {
+        Event::Publish { room, seq, payload } => {
             s.publish_frames += 1;
-            if s.seen.insert((*session, p.seq)) {
+            if s.seen.insert((*session_id, seq)) {
                 s.published += 1;
-                append(s, &StreamName::Room(p.room), p.payload);
+                append(s, &StreamName::Room(room), payload);
             }
             if !s.lose_acks {
-                send(
-                    tx,
-                    Frame::PublishAck(PublishAck {
-                        seq: p.seq,
-                        status: Status::OK,
-                    }),
-                );
+                let _ = session.reply_publish(seq, Status::OK);
             }
         }
-        Frame::Ack(a) => s.highest_ack = s.highest_ack.max(a.offset),
-        Frame::Close { .. } => return false,
-        _ => {}
+        Event::Ack { offset, .. } => s.highest_ack = s.highest_ack.max(offset),
+        Event::Sleep { .. } | Event::Wake | Event::Closed { .. } => {}
     }
-    true
 }

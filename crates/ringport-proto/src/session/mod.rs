@@ -195,23 +195,47 @@ impl Session {
     /// decode error closes the session with the matching reason and discards
     /// the rest of `buf`; while draining, frames are still decoded so a peer
     /// CLOSE is seen, but nothing else is acted on.
+    ///
+    /// A caller that must act between frames (count them, answer each
+    /// frame's events before the next frame is interpreted) runs the same
+    /// loop itself: [`next_frame`](Self::next_frame), then
+    /// [`handle_frame`](Self::handle_frame) or, on `Err`,
+    /// [`refuse_input`](Self::refuse_input).
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: u64) {
-        let decoder = Decoder::new(self.config.max_payload);
         while self.state != State::Closed {
-            match decoder.decode(buf) {
+            match self.next_frame(buf) {
                 Ok(Some(frame)) => self.handle_frame(frame, now),
                 Ok(None) => return,
                 Err(e) => {
-                    let text = match e {
-                        Error::BadVersion { .. } => "supported versions: 1".to_owned(),
-                        ref e => e.to_string(),
-                    };
-                    self.close_with(e.close_reason(), &text, now);
-                    break;
+                    self.refuse_input(buf, &e, now);
+                    return;
                 }
             }
         }
-        // After a corrupt frame (or once closed) nothing more is interpreted.
+        buf.clear();
+    }
+
+    /// Removes and decodes the next complete frame from `buf` (`Ok(None)`:
+    /// incomplete, wait for more bytes). Before WELCOME the payload limit is
+    /// the handshake's (docs/protocol.md section 1), whatever `max_payload` is.
+    pub fn next_frame(&self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let decoder = Decoder::new(self.config.max_payload);
+        match self.state {
+            State::Handshaking | State::Authenticating => decoder.handshake().decode(buf),
+            _ => decoder.decode(buf),
+        }
+    }
+
+    /// Closes the session for input that failed to decode (`e` from
+    /// [`next_frame`](Self::next_frame)) with the matching CLOSE reason and
+    /// text, and discards the rest of `buf`: after a corrupt frame nothing
+    /// more is interpreted.
+    pub fn refuse_input(&mut self, buf: &mut BytesMut, e: &Error, now: u64) {
+        let text = match e {
+            Error::BadVersion { .. } => "supported versions: 1".to_owned(),
+            e => e.to_string(),
+        };
+        self.close_with(e.close_reason(), &text, now);
         buf.clear();
     }
 
@@ -319,11 +343,13 @@ impl Session {
         self.state = State::Active;
         self.heartbeat
             .set_interval(self.config.heartbeat_interval_ms, now);
-        let hb = self.holdback.take().map(|b| *b).unwrap_or_default();
-        self.queue(&Frame::WakeAck(WakeAck {
-            skipped: hb.skipped,
-        }));
-        self.transmit.extend(hb.held);
+        let (held, skipped) = self
+            .holdback
+            .take()
+            .map(|b| b.into_parts())
+            .unwrap_or_default();
+        self.queue(&Frame::WakeAck(WakeAck { skipped }));
+        self.transmit.extend(held);
         self.events.push_back(Event::Wake);
     }
 
@@ -529,7 +555,10 @@ impl Session {
     /// Offers an already-encoded PUSH frame (shared by all recipients).
     ///
     /// `stream` and `offset` must match the frame; the session uses them to
-    /// report skipped ranges without re-parsing the frame.
+    /// report skipped ranges without re-parsing the frame. A stream is always
+    /// sent in offset order: an urgent push to a sleeping client first sends
+    /// that stream's held frames, and ends its skipped run if it was skipping
+    /// (docs/protocol.md section 8).
     pub fn offer_push(
         &mut self,
         class: PushClass,
@@ -546,7 +575,12 @@ impl Session {
                     None => PushOutcome::Dropped,
                 };
             }
-            State::Sleeping => {}
+            // Urgent: the stream's held frames go first, so it stays in offset order.
+            State::Sleeping => {
+                if let Some(h) = self.holdback.as_mut() {
+                    self.transmit.extend(h.release(stream));
+                }
+            }
             _ => return PushOutcome::Dropped,
         }
         self.transmit.push_back(frame);
@@ -569,7 +603,8 @@ impl Session {
     }
 }
 
-fn truncate(text: &str) -> &str {
+/// `text` cut to at most `MAX_TEXT` bytes on a character boundary.
+pub(crate) fn truncate(text: &str) -> &str {
     if text.len() <= MAX_TEXT {
         return text;
     }

@@ -269,10 +269,10 @@ fn sleep_interval_is_clamped_and_stretches_the_heartbeat() {
     }
 }
 
-#[test]
-fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
+/// An established session asleep at 0 with a holdback of `frames`, its output drained.
+fn asleep(frames: usize) -> Session {
     let cfg = Arc::new(SessionConfig {
-        sleep_holdback_frames: 3,
+        sleep_holdback_frames: frames,
         ..SessionConfig::default()
     });
     let mut s = established(cfg, 0);
@@ -284,6 +284,12 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
     );
     sent(&mut s);
     events(&mut s);
+    s
+}
+
+#[test]
+fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
+    let mut s = asleep(3);
     let a = StreamName::Room("a".into());
     let b = StreamName::Room("b".into());
     let me = StreamName::User("me".into());
@@ -293,26 +299,29 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
         (PushClass::Direct, &me, 7, PushOutcome::Sent),
         (PushClass::Room, &a, 2, PushOutcome::Held),
         (PushClass::Room, &a, 3, PushOutcome::Skipped),
+        // Urgent: b's held frame goes out first, freeing a place.
         (PushClass::Urgent, &b, 2, PushOutcome::Sent),
-        (PushClass::Room, &b, 3, PushOutcome::Skipped),
+        (PushClass::Room, &b, 3, PushOutcome::Held),
         (PushClass::Room, &a, 4, PushOutcome::Skipped),
     ];
-    let mut immediate = Vec::new();
+    let mut frames = std::collections::HashMap::new();
     for (class, stream, offset, want) in offers {
         let frame = push_frame(stream, offset);
+        frames.insert((stream.to_string(), offset), frame.clone());
         assert_eq!(
             s.offer_push(class, stream, offset, frame.clone()),
             want,
             "{stream} {offset}"
         );
-        if want == PushOutcome::Sent {
-            immediate.push(frame);
-        }
     }
-    // Direct and urgent went out at once, sharing the caller's buffer.
+    // Direct and urgent went out at once (urgent behind its stream's held frame), sharing
+    // the caller's buffers.
     let out: Vec<Bytes> = std::iter::from_fn(|| s.poll_transmit()).collect();
-    assert_eq!(out, immediate);
-    assert_eq!(out[0].as_ptr(), immediate[0].as_ptr());
+    let want = [("user:me", 7), ("room:b", 1), ("room:b", 2)];
+    assert_eq!(out.len(), want.len());
+    for (f, (stream, offset)) in out.iter().zip(want) {
+        assert_eq!(f.as_ptr(), frames[&(stream.to_owned(), offset)].as_ptr());
+    }
 
     s.handle_frame(Frame::Wake, 5_000);
     assert_eq!(s.state(), State::Active);
@@ -321,18 +330,11 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
     assert_eq!(
         frames[0],
         Frame::WakeAck(WakeAck {
-            skipped: vec![
-                Skipped {
-                    stream: a.clone(),
-                    resume_from: 3,
-                    count: 2
-                },
-                Skipped {
-                    stream: b.clone(),
-                    resume_from: 3,
-                    count: 1
-                },
-            ]
+            skipped: vec![Skipped {
+                stream: a.clone(),
+                resume_from: 3,
+                count: 2
+            },]
         })
     );
     let held: Vec<(String, u64)> = frames[1..]
@@ -346,8 +348,8 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
         held,
         [
             ("room:a".into(), 1),
-            ("room:b".into(), 1),
-            ("room:a".into(), 2)
+            ("room:a".into(), 2),
+            ("room:b".into(), 3)
         ]
     );
     assert!(s.holdback.is_none());
@@ -356,6 +358,53 @@ fn sleeping_holds_room_traffic_skips_beyond_bound_and_reports_on_wake() {
         s.offer_push(PushClass::Room, &a, 5, push_frame(&a, 5)),
         PushOutcome::Sent
     );
+}
+
+/// An urgent message of a skipping stream ends its run: the stream holds again (if there is
+/// room) and a later overflow starts a second run, so WAKE_ACK lists the stream twice and
+/// never claims the urgent offset as skipped.
+#[test]
+fn urgent_ends_a_skipped_run_and_wake_ack_lists_each_run() {
+    let mut s = asleep(2);
+    let a = StreamName::Room("a".into());
+    let offers = [
+        (PushClass::Room, 1, PushOutcome::Held),
+        (PushClass::Room, 2, PushOutcome::Held),
+        (PushClass::Room, 3, PushOutcome::Skipped),
+        (PushClass::Room, 4, PushOutcome::Skipped),
+        (PushClass::Urgent, 5, PushOutcome::Sent),
+        (PushClass::Room, 6, PushOutcome::Held),
+        (PushClass::Room, 7, PushOutcome::Held),
+        (PushClass::Room, 8, PushOutcome::Skipped),
+    ];
+    for (class, offset, want) in offers {
+        let got = s.offer_push(class, &a, offset, push_frame(&a, offset));
+        assert_eq!(got, want, "offset {offset}");
+    }
+    let offsets = |frames: &[Frame]| -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Push(p) => Some(p.offset),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(offsets(&sent(&mut s)), [1, 2, 5]);
+    s.handle_frame(Frame::Wake, 1_000);
+    let frames = sent(&mut s);
+    let run = |resume_from, count| Skipped {
+        stream: a.clone(),
+        resume_from,
+        count,
+    };
+    assert_eq!(
+        frames[0],
+        Frame::WakeAck(WakeAck {
+            skipped: vec![run(3, 2), run(8, 1)]
+        })
+    );
+    assert_eq!(offsets(&frames), [6, 7]);
 }
 
 #[test]
@@ -652,4 +701,26 @@ fn draining_session_still_sees_a_peer_close_in_raw_input() {
     s.handle_input(&mut buf, 1);
     assert_eq!(s.state(), State::Closed);
     assert!(sent(&mut s).is_empty(), "no PONG after our CLOSE");
+}
+
+#[test]
+fn before_welcome_the_handshake_payload_limit_applies() {
+    let cfg = Arc::new(SessionConfig {
+        max_payload: 200_000,
+        ..SessionConfig::default()
+    });
+    // 70,000 bytes declared: over the handshake limit, under max_payload.
+    let header = [1, 1, 0, 0, 0x00, 0x01, 0x11, 0x70];
+    let mut s = Session::new(cfg.clone(), 0);
+    let mut buf = BytesMut::from(&header[..]);
+    s.handle_input(&mut buf, 0);
+    assert_eq!(
+        close_reason(&sent(&mut s)),
+        Some(CloseReason::FRAME_TOO_LARGE)
+    );
+    // After WELCOME the same declaration is fine (the body is still incomplete).
+    let s = established(cfg, 0);
+    let mut buf = BytesMut::from(&[1, 0x0B, 0, 0, 0x00, 0x01, 0x11, 0x70][..]);
+    assert_eq!(s.next_frame(&mut buf), Ok(None));
+    assert_eq!(buf.len(), 8);
 }

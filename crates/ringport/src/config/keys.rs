@@ -93,7 +93,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("protocol", "heartbeat_close_after", Int, "Unanswered probes after which the connection is closed (rounded up to whole heartbeat intervals)."),
     k("protocol", "handshake_timeout_ms", Int, "A connection must complete its handshake within this time."),
     k("protocol", "max_sleep_interval_ms", Int, "Longest heartbeat interval a sleeping client may ask for; at least heartbeat_interval_ms."),
-    k("protocol", "sleep_holdback", Int, "Room messages held back for a sleeping client; beyond this newer ones are skipped (each stream from its first skipped offset on, so the held ones stay in order) and reported in WAKE_ACK."),
+    k("protocol", "sleep_holdback", Int, "Room messages held back for a sleeping client; beyond this newer ones are skipped (each stream from its first skipped offset on until an urgent message of it, so the held ones stay in order) and reported in WAKE_ACK."),
     opt("auth", "secret", Str, "\"a-random-string-of-at-least-32-bytes\"", "HS256 secret for client tokens (at least 32 bytes). Prefer RINGPORT_AUTH_SECRET over writing it here."),
     opt("auth", "allow_anonymous", Bool, "false", "Accept clients without a token. Unset = true exactly when no secret is set."),
     k("rooms", "max_rooms_per_connection", Int, "Rooms one connection may join."),

@@ -14,7 +14,9 @@
 //!    doubles.
 //!
 //! With `rooms.batch_window_ms > 0`, room messages wait on each shard until the window has
-//! passed (checked every loop turn, so at timer-tick precision) and then go out together.
+//! passed (checked every loop turn, so at timer-tick precision) and then go out together. An
+//! urgent message does not wait, but first sends its stream's batched messages: every stream
+//! reaches a connection in offset order (docs/protocol.md 4.8).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,6 +157,19 @@ impl GatewayHandler {
                 self.batch_since.get_or_insert(ctx.now());
                 self.batch.push(Arc::clone(d));
                 return n;
+            }
+        }
+        if d.class == PushClass::Urgent && !self.batch.is_empty() {
+            // A stream is delivered in offset order: its batched messages go first.
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.batch)
+                .into_iter()
+                .partition(|b| b.stream == d.stream);
+            self.batch = rest;
+            if self.batch.is_empty() {
+                self.batch_since = None;
+            }
+            for b in &mine {
+                self.deliver_now(ctx, b);
             }
         }
         self.deliver_now(ctx, d)

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use bytes::BytesMut;
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, Origin, SendError};
 use ringport_proto::{
-    CloseReason, Decoder, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
+    CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
 use super::conn::{Conn, Joined, TokenBucket};
@@ -658,19 +658,8 @@ impl Handler for GatewayHandler {
         let now = self.now_ms(ctx);
         // Grows by what arrived only: nothing is reserved for a frame's declared length.
         c.rx.extend_from_slice(data);
-        let decoder = Decoder::new(self.shared.session.max_payload);
-        let handshake = decoder.handshake();
         while c.session.state() != State::Closed {
-            let welcomed = !matches!(
-                c.session.state(),
-                State::Handshaking | State::Authenticating
-            );
-            let decoded = if welcomed {
-                decoder.decode(&mut c.rx)
-            } else {
-                handshake.decode(&mut c.rx)
-            };
-            match decoded {
+            match c.session.next_frame(&mut c.rx) {
                 Ok(Some(frame)) => {
                     c.frames_in += 1;
                     self.rec.frame(Direction::In);
@@ -690,6 +679,10 @@ impl Handler for GatewayHandler {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    let welcomed = !matches!(
+                        c.session.state(),
+                        State::Handshaking | State::Authenticating
+                    );
                     if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
                         (welcomed, &e)
                     {
@@ -701,13 +694,7 @@ impl Handler for GatewayHandler {
                             ),
                         );
                     }
-                    let text = match e {
-                        ringport_proto::Error::BadVersion { .. } => {
-                            "supported versions: 1".to_owned()
-                        }
-                        ref e => e.to_string(),
-                    };
-                    c.session.close(e.close_reason(), &text, now);
+                    c.session.refuse_input(&mut c.rx, &e, now);
                     break;
                 }
             }

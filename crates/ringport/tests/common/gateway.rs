@@ -216,6 +216,18 @@ impl Client {
         }));
     }
 
+    /// Sends PING `nonce` and returns every frame that arrives before its PONG.
+    pub fn until_pong(&mut self, nonce: u64) -> Vec<Frame> {
+        self.send(&Frame::Ping { nonce });
+        let mut seen = Vec::new();
+        loop {
+            match self.recv() {
+                Frame::Pong { nonce: n } if n == nonce => return seen,
+                f => seen.push(f),
+            }
+        }
+    }
+
     pub fn push(&mut self) -> Push {
         match self.recv() {
             Frame::Push(p) => p,

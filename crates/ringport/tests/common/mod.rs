@@ -15,6 +15,15 @@ use ringport::http::{
 };
 use ringport::metrics::Registry;
 
+/// A two-thread tokio runtime for tests that drive the SDK.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Records pushes and kicks; connection 7 exists, everything else does not.
 #[derive(Default)]
 pub struct MockGateway {

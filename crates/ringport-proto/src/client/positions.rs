@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use ringport_proto::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
+use crate::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
 
 /// Why messages of a stream will never arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,22 +161,33 @@ impl Positions {
     }
 
     /// Applies a WAKE_ACK entry: `count` messages from `resume_from` were
-    /// skipped. Returns the loss to report.
-    pub fn on_skipped(&mut self, stream: &StreamName, resume_from: u64, count: u32) -> Loss {
-        let missing = resume_from..resume_from.saturating_add(count.into());
+    /// skipped. Returns the loss to report: none for the part at or below the
+    /// position, which an urgent message past the skipped run already
+    /// revealed (and reported) as a jump.
+    pub fn on_skipped(
+        &mut self,
+        stream: &StreamName,
+        resume_from: u64,
+        count: u32,
+    ) -> Option<Loss> {
+        let mut missing = resume_from..resume_from.saturating_add(count.into());
         let epoch = match self.streams.get_mut(stream) {
             Some(p) => {
+                missing.start = missing.start.max(p.last.saturating_add(1));
+                if missing.is_empty() {
+                    return None;
+                }
                 p.announced = Some(missing.clone());
                 p.epoch
             }
             None => 0,
         };
-        Loss {
+        Some(Loss {
             stream: stream.clone(),
             reason: LossReason::SkippedWhileAsleep,
             missing,
             epoch,
-        }
+        })
     }
 
     /// Starts tracking `stream` at `tail` of `epoch` (from a ROOM_RESULT of a
@@ -355,7 +366,7 @@ mod tests {
         p.on_push(&room(), 1, 10);
         let r = ResumeResult {
             stream: room(),
-            outcome: ResumeOutcome::Refused(ringport_proto::Status::FORBIDDEN),
+            outcome: ResumeOutcome::Refused(crate::Status::FORBIDDEN),
             old_epoch: 1,
             new_epoch: 1,
             missing_from: 0,
@@ -379,9 +390,22 @@ mod tests {
     fn announced_skip_is_not_reported_twice() {
         let mut p = Positions::default();
         p.on_push(&room(), 1, 1);
-        let loss = p.on_skipped(&room(), 3, 4);
+        let loss = p.on_skipped(&room(), 3, 4).unwrap();
         assert_eq!(loss.missing, 3..7);
         assert_eq!(p.on_push(&room(), 1, 2), Verdict::Deliver, "held frame");
         assert_eq!(p.on_push(&room(), 1, 7), Verdict::Deliver);
+    }
+
+    #[test]
+    fn skipped_run_already_passed_is_not_reported_again() {
+        let mut p = Positions::default();
+        p.on_push(&room(), 1, 2);
+        // Urgent 5 after a skipped run 3..5: the jump is the report.
+        assert!(matches!(
+            p.on_push(&room(), 1, 5),
+            Verdict::DeliverAfterLoss(Loss { ref missing, .. }) if *missing == (3..5)
+        ));
+        assert_eq!(p.on_skipped(&room(), 3, 2), None);
+        assert_eq!(p.on_skipped(&room(), 4, 3).unwrap().missing, 6..7);
     }
 }
