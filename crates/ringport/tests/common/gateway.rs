@@ -86,6 +86,12 @@ impl TestServer {
         }
     }
 
+    /// The engine behind the gateway (tests post closures to shards with it).
+    pub fn engine(&self) -> ringport_io::EngineHandle<ringport::gateway::GatewayHandler> {
+        let plane = self.plane.as_ref().expect("running");
+        plane.engine_gateway().engine().clone()
+    }
+
     pub fn http(&self, method: &str, path: &str, body: &str) -> super::Response {
         super::request(self.admin_addr, method, path, &[], body)
     }
