@@ -232,6 +232,8 @@ impl std::fmt::Debug for AdminConfig {
             .field("body_timeout_ms", &self.body_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field("idempotency_ttl_ms", &self.idempotency_ttl_ms)
+            .field("idempotency_max_keys", &self.idempotency_max_keys)
             .finish()
     }
 }
@@ -317,6 +319,10 @@ pub struct AdminConfig {
     /// Admin connections open at once; more are answered 503 and closed.
     pub max_connections: u32,
     // --- end abuse limits ---
+    /// How long an `Idempotency-Key` answers its first outcome.
+    pub idempotency_ttl_ms: u64,
+    /// Idempotency keys remembered at once; the oldest is forgotten beyond it.
+    pub idempotency_max_keys: u32,
 }
 
 impl Default for AdminConfig {
@@ -331,6 +337,8 @@ impl Default for AdminConfig {
             idle_timeout_ms: 60_000,
             max_connections: 256,
             // --- end abuse limits ---
+            idempotency_ttl_ms: 300_000,
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -646,6 +654,18 @@ impl Config {
         in_range("admin.idle_timeout_ms", a.idle_timeout_ms, 1, 3_600_000)?;
         in_range("admin.max_connections", a.max_connections.into(), 1, 65_536)?;
         // --- end abuse limits ---
+        in_range(
+            "admin.idempotency_ttl_ms",
+            a.idempotency_ttl_ms,
+            1_000,
+            86_400_000,
+        )?;
+        in_range(
+            "admin.idempotency_max_keys",
+            a.idempotency_max_keys.into(),
+            1,
+            10_000_000,
+        )?;
 
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

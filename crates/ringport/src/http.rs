@@ -2,6 +2,7 @@
 //!
 //! - [`gateway`]: the [`Gateway`] trait the routes call, and the types crossing it.
 //! - [`routes`]: the axum router, body parsing, API-key check, JSON errors; [`ROUTES`].
+//! - [`idempotency`]: the bounded `Idempotency-Key` store that makes pushes safe to retry.
 //! - [`fanout`]: asking every shard and awaiting replies with a deadline (for implementors).
 //! - [`server`]: [`AdminServer`], a tokio runtime on its own thread; [`conn`]: one
 //!   connection under its head, body and idle deadlines.
@@ -11,13 +12,14 @@
 pub mod conn;
 pub mod fanout;
 pub mod gateway;
+pub mod idempotency;
 pub mod routes;
 pub mod server;
 
 pub use fanout::{ask_all, ask_one, post_all, Asked, Replier, SHARD_REPLY_TIMEOUT};
 pub use gateway::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
-    PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
+    PushOutcome, PushTarget, Receipts, Reply, RoomInfo, RoomMember,
 };
 pub use routes::{router, ROUTES};
 pub use server::{AdminServer, HttpError};

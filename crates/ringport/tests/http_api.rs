@@ -59,21 +59,24 @@ fn push_routes_reach_the_gateway() {
                 "room:chat.lobby".to_owned(),
                 Push {
                     payload: "hello".into(),
-                    urgent: false
+                    urgent: false,
+                    wait_delivered: false,
                 }
             ),
             (
                 "user:u42".to_owned(),
                 Push {
                     payload: vec![0u8, 1, 2].into(),
-                    urgent: true
+                    urgent: true,
+                    wait_delivered: false,
                 }
             ),
             (
                 "broadcast".to_owned(),
                 Push {
                     payload: "all".into(),
-                    urgent: false
+                    urgent: false,
+                    wait_delivered: false,
                 }
             ),
         ]

@@ -139,3 +139,38 @@ fn pushes_arriving_together_leave_in_one_gathered_send() {
         sum1 - sum0
     );
 }
+
+#[test]
+fn an_idempotent_push_retried_after_a_forced_503_publishes_once() {
+    let server = TestServer::start(test_config());
+    let mut member = server.welcomed("");
+    assert_eq!(member.join(1, "idem"), ringport_proto::Status::OK);
+    let mut http = Pipelined::connect(server.admin_addr);
+    let key = [("Idempotency-Key", "order-17")];
+    let path = "/v1/push/room/idem?wait=delivered";
+    let body = r#"{"payload":"once"}"#;
+
+    // The shards are held past the delivery deadline: the push is appended (it has an
+    // offset) but its delivery is not confirmed, so the backend sees a 503.
+    let paused = pause_shards(&server);
+    let first = http.call("POST", path, &key, body);
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert!(first.body.contains("not_confirmed"), "{}", first.body);
+    drop(paused);
+
+    let retry = http.call("POST", path, &key, body);
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(field(&retry.body, "offset"), 1);
+    // The same key for another push is refused rather than answered with this outcome.
+    let other = http.call("POST", path, &key, r#"{"payload":"different"}"#);
+    assert_eq!(other.status, 422, "{}", other.body);
+    let after = http.call("POST", "/v1/push/room/idem", &[], r#"{"payload":"after"}"#);
+    assert_eq!(field(&after.body, "offset"), 2, "{}", after.body);
+
+    let p = member.push();
+    assert_eq!((p.offset, &p.payload[..]), (1, &b"once"[..]));
+    let p = member.push();
+    assert_eq!((p.offset, &p.payload[..]), (2, &b"after"[..]));
+    let metrics = server.http("GET", "/metrics", "").body;
+    assert!(metric(&metrics, "ringport_idempotent_replays_total") >= 1);
+}

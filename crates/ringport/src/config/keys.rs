@@ -117,6 +117,8 @@ pub const KEYS: &[KeyDoc] = &[
     k("admin", "body_timeout_ms", Int, "A request's body must arrive and the request be answered this long after its head; otherwise 408 and the connection is closed. At least 2500."),
     k("admin", "idle_timeout_ms", Int, "A kept-alive connection with no request in progress is closed after this long."),
     k("admin", "max_connections", Int, "Admin connections open at once; one more is answered 503 and closed. One descriptor is kept in reserve so /healthz and /metrics still answer when the process is out of descriptors."),
+    k("admin", "idempotency_ttl_ms", Int, "How long a push's Idempotency-Key answers its first outcome instead of publishing again. 1000 to 86400000."),
+    k("admin", "idempotency_max_keys", Int, "Idempotency keys remembered at once; a new key beyond this forgets the oldest (ringport_limit_hits_total{limit=\"idempotency_keys\"})."),
     // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),

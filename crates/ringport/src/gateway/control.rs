@@ -10,13 +10,13 @@ use std::time::Instant;
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, EngineHandle, StatsSnapshot};
 use ringport_proto::{CloseReason, State, StreamName};
 
-use super::fanout::Target;
+use super::fanout::{Message, Target};
 use super::handler::GatewayHandler;
+use super::handoff::Tally;
 use super::Shared;
 use crate::http::{
-    ask_all, ask_one, post_all, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway,
-    GatewayError, GatewayStats, Push, PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
-    SHARD_REPLY_TIMEOUT,
+    ask_all, ask_one, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError,
+    GatewayStats, Push, PushOutcome, Receipts, Reply, RoomInfo, RoomMember, SHARD_REPLY_TIMEOUT,
 };
 use crate::metrics::{ConnState, DeliveryKind, MetricsSnapshot};
 
@@ -51,29 +51,53 @@ impl EngineGateway {
         &self.handle
     }
 
+    /// Publishes `push`: answered once it is sequenced and appended, or with
+    /// `wait_delivered` once every shard handed it to its recipients.
     async fn push(
         &self,
         target: Target,
         kind: DeliveryKind,
         push: Push,
     ) -> Result<PushOutcome, GatewayError> {
-        let at = Instant::now();
-        let shards = self.handle.shards();
-        let asked = self
+        let (tally, delivered) = if push.wait_delivered {
+            let (t, rx) = Tally::new(self.handle.shards());
+            (Some(t), Some(rx))
+        } else {
+            (None, None)
+        };
+        let message = Message {
+            target,
+            kind,
+            payload: push.payload,
+            urgent: push.urgent,
+            at: Instant::now(),
+            tally,
+        };
+        let p = self
             .shared
-            .publish(target, kind, push.payload, push.urgent, at, |d| {
-                post_all(shards, |shard, reply| {
-                    let d = Arc::clone(&d);
-                    self.handle.run(shard, move |h: &mut GatewayHandler, ctx| {
-                        reply.send(h.deliver(ctx, &d))
-                    });
-                })
-            })
+            .publish(&self.handle, message)
             .map_err(GatewayError::Rejected)?;
-        let counts = asked.collect(SHARD_REPLY_TIMEOUT).await?;
-        Ok(PushOutcome {
-            recipients: counts.iter().sum(),
-        })
+        let mut outcome = PushOutcome {
+            stream: p.stream.to_string(),
+            epoch: p.epoch,
+            offset: p.offset,
+            recipients: None,
+        };
+        let Some(delivered) = delivered else {
+            return Ok(outcome);
+        };
+        let reason = match tokio::time::timeout(SHARD_REPLY_TIMEOUT, delivered).await {
+            Ok(Ok(n)) => {
+                outcome.recipients = Some(n);
+                return Ok(outcome);
+            }
+            Ok(Err(_)) => "a shard stopped before delivering".to_owned(),
+            Err(_) => format!(
+                "the shards did not deliver within {} ms",
+                SHARD_REPLY_TIMEOUT.as_millis()
+            ),
+        };
+        Err(GatewayError::NotConfirmed { outcome, reason })
     }
 
     fn connection_shard(&self, id: u64) -> Option<(ConnId, usize)> {

@@ -24,6 +24,14 @@ pub trait Gateway: Send + Sync + 'static {
     fn push_user(&self, user: String, push: Push) -> Reply<'_, PushOutcome>;
     /// Send to every connection.
     fn broadcast(&self, push: Push) -> Reply<'_, PushOutcome>;
+    /// Send to `target` (one of the three above).
+    fn publish(&self, target: PushTarget, push: Push) -> Reply<'_, PushOutcome> {
+        match target {
+            PushTarget::Room(room) => self.push_room(room, push),
+            PushTarget::User(user) => self.push_user(user, push),
+            PushTarget::Broadcast => self.broadcast(push),
+        }
+    }
     /// Membership of `room` with at most `sample` members listed (an unknown room is empty).
     fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo>;
     /// Gateway-wide counts.
@@ -46,6 +54,14 @@ pub trait Gateway: Send + Sync + 'static {
     fn render_metrics(&self, out: &mut String);
 }
 
+/// Who a push is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PushTarget {
+    Room(String),
+    User(String),
+    Broadcast,
+}
+
 /// A message to push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Push {
@@ -53,13 +69,35 @@ pub struct Push {
     pub payload: Bytes,
     /// Deliver even to sleeping clients instead of holding it back.
     pub urgent: bool,
+    /// Answer only after every shard handed the message to its recipients, with their count
+    /// (`?wait=delivered`); otherwise the answer comes once the message is sequenced and
+    /// appended.
+    pub wait_delivered: bool,
 }
 
-/// What a push reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+impl Push {
+    /// A push answered as soon as it is sequenced.
+    pub fn new(payload: Bytes, urgent: bool) -> Push {
+        Push {
+            payload,
+            urgent,
+            wait_delivered: false,
+        }
+    }
+}
+
+/// Where a push went: the stream it was numbered on, and its epoch and offset there (what a
+/// client reports on resume, and what `GET .../history?since=` takes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PushOutcome {
-    /// Connections the message was queued for (or held back for, if asleep).
-    pub recipients: u64,
+    /// `room:<name>`, `user:<id>` or `room:*` (broadcast).
+    pub stream: String,
+    pub epoch: u32,
+    pub offset: u64,
+    /// Connections the message was queued for (or held back for, if asleep); only with
+    /// `?wait=delivered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<u64>,
 }
 
 /// `GET /v1/rooms/{room}`.
@@ -158,4 +196,12 @@ pub enum GatewayError {
     /// The request is well-formed HTTP but the gateway refuses it. HTTP 400.
     #[error("{0}")]
     Rejected(String),
+    /// The message was published (it has an offset and reaches its recipients) but the
+    /// shards did not confirm delivery in time (`?wait=delivered`). HTTP 503 with the
+    /// outcome; a retry with the same `Idempotency-Key` answers it without publishing again.
+    #[error("published at offset {} of {} but delivery was not confirmed: {reason}", outcome.offset, outcome.stream)]
+    NotConfirmed {
+        outcome: PushOutcome,
+        reason: String,
+    },
 }

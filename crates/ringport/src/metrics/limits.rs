@@ -33,11 +33,14 @@ pub enum Limit {
     /// An admin connection closed by `admin.header_timeout_ms`, `admin.body_timeout_ms` or
     /// `admin.idle_timeout_ms`.
     AdminTimeout,
+    /// An idempotency key forgotten before its TTL because `admin.idempotency_max_keys`
+    /// keys were held.
+    IdempotencyKeys,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -47,6 +50,7 @@ impl Limit {
         Limit::SessionReplaced,
         Limit::AdminConnections,
         Limit::AdminTimeout,
+        Limit::IdempotencyKeys,
     ];
 
     /// The `limit` label.
@@ -61,6 +65,7 @@ impl Limit {
             Limit::SessionReplaced => "session_replaced",
             Limit::AdminConnections => "admin_connections",
             Limit::AdminTimeout => "admin_timeout",
+            Limit::IdempotencyKeys => "idempotency_keys",
         }
     }
 

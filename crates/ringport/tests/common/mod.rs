@@ -28,8 +28,14 @@ impl MockGateway {
         if *self.unavailable.lock().unwrap() {
             return Err(GatewayError::Unavailable("shutting down".into()));
         }
-        self.calls.lock().unwrap().push((target, push));
-        Ok(PushOutcome { recipients: 3 })
+        let mut calls = self.calls.lock().unwrap();
+        calls.push((target.clone(), push));
+        Ok(PushOutcome {
+            stream: target,
+            epoch: 1,
+            offset: calls.len() as u64,
+            recipients: Some(3),
+        })
     }
 }
 
