@@ -234,6 +234,8 @@ impl std::fmt::Debug for AdminConfig {
             .field("max_connections", &self.max_connections)
             .field("idempotency_ttl_ms", &self.idempotency_ttl_ms)
             .field("idempotency_max_keys", &self.idempotency_max_keys)
+            .field("max_batch_items", &self.max_batch_items)
+            .field("max_page_size", &self.max_page_size)
             .finish()
     }
 }
@@ -323,6 +325,10 @@ pub struct AdminConfig {
     pub idempotency_ttl_ms: u64,
     /// Idempotency keys remembered at once; the oldest is forgotten beyond it.
     pub idempotency_max_keys: u32,
+    /// Items one `POST /v1/publish/batch` may carry.
+    pub max_batch_items: u32,
+    /// Largest page of a history or presence listing.
+    pub max_page_size: u32,
 }
 
 impl Default for AdminConfig {
@@ -339,6 +345,8 @@ impl Default for AdminConfig {
             // --- end abuse limits ---
             idempotency_ttl_ms: 300_000,
             idempotency_max_keys: 100_000,
+            max_batch_items: 1_000,
+            max_page_size: 1_000,
         }
     }
 }
@@ -666,6 +674,13 @@ impl Config {
             1,
             10_000_000,
         )?;
+        in_range(
+            "admin.max_batch_items",
+            a.max_batch_items.into(),
+            1,
+            100_000,
+        )?;
+        in_range("admin.max_page_size", a.max_page_size.into(), 1, 100_000)?;
 
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -73,6 +73,18 @@ pub trait StreamSink: Send + Sync {
     fn history_streams(&self) -> u64 {
         0
     }
+
+    /// Up to `limit` retained messages of `stream` above `since` (`None`: this sink keeps
+    /// no history).
+    fn history(
+        &self,
+        _stream: &StreamName,
+        _since: u64,
+        _limit: usize,
+        _now_ms: u64,
+    ) -> Option<crate::streams::HistoryPage> {
+        None
+    }
 }
 
 /// A non-zero epoch that differs between process starts (std's per-process random hasher

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use ringport::http::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, PushOutcome, Receipts,
-    RoomInfo, RoomMember, ROUTES,
+    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, History, HistoryMessage,
+    Presence, PresenceUser, PushOutcome, Receipts, RoomInfo, RoomMember, ROUTES,
 };
 use serde_json::Value;
 
@@ -131,6 +131,26 @@ fn response_schemas_match_the_types() {
         fields(PushOutcome::default()),
     );
     check(&spec, "RoomInfo", RoomInfo::default());
+    check(&spec, "History", History::default());
+    check_optional(
+        &spec,
+        "HistoryMessage",
+        fields(HistoryMessage {
+            payload: Some("a".into()),
+            payload_base64: Some("YQ==".into()),
+            ..HistoryMessage::default()
+        }),
+        fields(HistoryMessage::default()),
+    );
+    check(&spec, "Presence", Presence::default());
+    check(
+        &spec,
+        "PresenceUser",
+        PresenceUser {
+            user: "u".into(),
+            connections: 1,
+        },
+    );
     check(
         &spec,
         "RoomMember",
@@ -203,5 +223,24 @@ fn push_body_schema_lists_the_accepted_fields() {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+    assert_eq!(props, expected);
+}
+
+#[test]
+fn batch_item_schema_lists_the_accepted_fields() {
+    let spec = spec();
+    let (props, _) = schema_keys(&spec, "BatchItem");
+    let expected: BTreeSet<String> = [
+        "room",
+        "user",
+        "broadcast",
+        "payload",
+        "payload_base64",
+        "urgent",
+        "idempotency_key",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     assert_eq!(props, expected);
 }

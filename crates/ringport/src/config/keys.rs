@@ -119,6 +119,8 @@ pub const KEYS: &[KeyDoc] = &[
     k("admin", "max_connections", Int, "Admin connections open at once; one more is answered 503 and closed. One descriptor is kept in reserve so /healthz and /metrics still answer when the process is out of descriptors."),
     k("admin", "idempotency_ttl_ms", Int, "How long a push's Idempotency-Key answers its first outcome instead of publishing again. 1000 to 86400000."),
     k("admin", "idempotency_max_keys", Int, "Idempotency keys remembered at once; a new key beyond this forgets the oldest (ringport_limit_hits_total{limit=\"idempotency_keys\"})."),
+    k("admin", "max_batch_items", Int, "Items one POST /v1/publish/batch may carry; more is answered 413 (ringport_limit_hits_total{limit=\"batch_items\"})."),
+    k("admin", "max_page_size", Int, "Largest page of GET /v1/rooms/{room}/history, /v1/users/{user}/history and /v1/rooms/{room}/presence; a larger limit is clamped."),
     // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),

@@ -50,6 +50,27 @@ pub trait Gateway: Send + Sync + 'static {
             ))
         })
     }
+    /// Up to `limit` retained messages of `target`'s stream with offsets above `since`
+    /// (`GET /v1/rooms/{room}/history`, `GET /v1/users/{user}/history`). A gateway that
+    /// keeps no history answers `Unavailable`.
+    fn history(&self, target: PushTarget, since: u64, limit: usize) -> Reply<'_, History> {
+        let _ = (target, since, limit);
+        Box::pin(async {
+            Err(GatewayError::Unavailable(
+                "this gateway keeps no history".into(),
+            ))
+        })
+    }
+    /// Who is in `room`: users after `after` in id order, at most `limit` of them
+    /// (`GET /v1/rooms/{room}/presence`).
+    fn presence(&self, room: String, after: Option<String>, limit: usize) -> Reply<'_, Presence> {
+        let _ = (room, after, limit);
+        Box::pin(async {
+            Err(GatewayError::Unavailable(
+                "this gateway lists no presence".into(),
+            ))
+        })
+    }
     /// Append the Prometheus text of every metric family.
     fn render_metrics(&self, out: &mut String);
 }
@@ -98,6 +119,60 @@ pub struct PushOutcome {
     /// `?wait=delivered`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<u64>,
+}
+
+/// One page of a stream's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct History {
+    /// `room:<room>`, `user:<user>` or `room:*`.
+    pub stream: String,
+    /// Epoch the offsets belong to (a client holding offsets of another epoch must start
+    /// over: they mean nothing here).
+    pub epoch: u32,
+    /// Highest offset written.
+    pub tail: u64,
+    /// Oldest offset still retained (`tail + 1` when none is): offsets above `since` and
+    /// below it were trimmed and cannot be fetched.
+    pub first: u64,
+    /// Oldest first, offsets above `since`.
+    pub messages: Vec<HistoryMessage>,
+    /// Retained messages follow the last one listed: ask again with `since` = its offset.
+    pub more: bool,
+}
+
+/// One message of a history page: exactly one of `payload` (UTF-8) and `payload_base64`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HistoryMessage {
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+    pub urgent: bool,
+}
+
+/// `GET /v1/rooms/{room}/presence`: users in a room with their connection counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Presence {
+    pub room: String,
+    /// Connections in the room now.
+    pub online: u64,
+    /// Distinct authenticated users in the room.
+    pub users: u64,
+    /// Connections in the room without a user (anonymous).
+    pub anonymous: u64,
+    /// Users after the requested `after`, in id order.
+    pub members: Vec<PresenceUser>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// One user in a presence listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUser {
+    pub user: String,
+    /// Connections of this user in the room.
+    pub connections: u64,
 }
 
 /// `GET /v1/rooms/{room}`.

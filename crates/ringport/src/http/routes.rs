@@ -26,11 +26,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/push/room/{room}"),
     ("POST", "/v1/push/user/{user}"),
     ("POST", "/v1/broadcast"),
+    ("POST", "/v1/publish/batch"),
     ("GET", "/v1/rooms/{room}"),
+    ("GET", "/v1/rooms/{room}/history"),
+    ("GET", "/v1/rooms/{room}/presence"),
     ("GET", "/v1/stats"),
     ("GET", "/v1/connections/{id}"),
     ("DELETE", "/v1/connections/{id}"),
     ("GET", "/v1/users/{user}/receipts"),
+    ("GET", "/v1/users/{user}/history"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
 ];
@@ -43,11 +47,15 @@ pub const MAX_MEMBER_SAMPLE: usize = 1000;
 
 /// Shared state of every handler.
 #[derive(Clone)]
-struct AppState {
-    gateway: Arc<dyn Gateway>,
+pub(super) struct AppState {
+    pub gateway: Arc<dyn Gateway>,
     api_key: Option<Arc<str>>,
     /// `Idempotency-Key`s of recent pushes (`admin.idempotency_*`).
-    idempotency: Arc<IdempotencyStore>,
+    pub idempotency: Arc<IdempotencyStore>,
+    /// `admin.max_batch_items`.
+    pub max_batch_items: usize,
+    /// `admin.max_page_size`.
+    max_page: usize,
 }
 
 /// Builds the router from `[admin]`. `api_key`, when set, is required on every request.
@@ -59,6 +67,8 @@ pub fn router(gateway: Arc<dyn Gateway>, config: &AdminConfig) -> Router {
             std::time::Duration::from_millis(config.idempotency_ttl_ms),
             config.idempotency_max_keys as usize,
         ),
+        max_batch_items: config.max_batch_items.max(1) as usize,
+        max_page: config.max_page_size.max(1) as usize,
     };
     let max_body_size = config.max_body_size as usize;
     // Built from ROUTES alone, so the served routes and the list (which the OpenAPI test
@@ -86,11 +96,15 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
         ("POST", "/v1/push/room/{room}") => post(push_room),
         ("POST", "/v1/push/user/{user}") => post(push_user),
         ("POST", "/v1/broadcast") => post(broadcast),
+        ("POST", "/v1/publish/batch") => post(super::batch::publish_batch),
         ("GET", "/v1/rooms/{room}") => get(room_info),
+        ("GET", "/v1/rooms/{room}/history") => get(room_history),
+        ("GET", "/v1/rooms/{room}/presence") => get(presence),
         ("GET", "/v1/stats") => get(stats),
         ("GET", "/v1/connections/{id}") => get(connection),
         ("DELETE", "/v1/connections/{id}") => delete(kick),
         ("GET", "/v1/users/{user}/receipts") => get(receipts),
+        ("GET", "/v1/users/{user}/history") => get(user_history),
         ("GET", "/healthz") => get(healthz),
         ("GET", "/metrics") => get(metrics),
         _ => return None,
@@ -100,20 +114,24 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
 /// An error answered as `{"error": code, "message": text}`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
         }
     }
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
@@ -225,7 +243,16 @@ fn parse_push(body: Result<Bytes, BytesRejection>) -> Result<Push, ApiError> {
     let body = body?;
     let parsed: PushBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    let payload = match (parsed.payload, parsed.payload_base64) {
+    let payload = decode_payload(parsed.payload, parsed.payload_base64)?;
+    Ok(Push::new(payload, parsed.urgent))
+}
+
+/// Exactly one of `payload` (text) and `payload_base64`, as bytes.
+pub(super) fn decode_payload(
+    payload: Option<String>,
+    payload_base64: Option<String>,
+) -> Result<Bytes, ApiError> {
+    Ok(match (payload, payload_base64) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -239,12 +266,11 @@ fn parse_push(body: Result<Bytes, BytesRejection>) -> Result<Push, ApiError> {
             ))
         }
         (None, None) => return Err(ApiError::bad_request("missing payload or payload_base64")),
-    };
-    Ok(Push::new(payload, parsed.urgent))
+    })
 }
 
 /// Room and user names: 1..=255 bytes, no whitespace or control characters.
-fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::bad_request(format!(
             "{what} name must be 1 to {MAX_NAME_LEN} bytes"
@@ -295,7 +321,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     Ok(Some(key))
 }
 
-fn check_key(key: &str) -> Result<(), ApiError> {
+pub(super) fn check_key(key: &str) -> Result<(), ApiError> {
     let visible = key.bytes().all(|b| b.is_ascii_graphic());
     if key.is_empty() || key.len() > idempotency::MAX_KEY_LEN || !visible {
         return Err(ApiError::bad_request(format!(
@@ -308,7 +334,7 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 
 /// Publishes one push, answering a retried idempotency key with its first outcome.
 /// Returns the outcome and whether it was replayed from the store.
-async fn publish_one(
+pub(super) async fn publish_one(
     s: &AppState,
     target: PushTarget,
     push: Push,
@@ -423,6 +449,71 @@ async fn room_info(
         .unwrap_or(DEFAULT_MEMBER_SAMPLE)
         .min(MAX_MEMBER_SAMPLE);
     Ok(Json(s.gateway.room_info(room, sample).await?).into_response())
+}
+
+/// `?since=OFFSET&limit=N` of the history routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Default page of the history and presence routes (at most `admin.max_page_size`).
+pub const DEFAULT_PAGE: usize = 100;
+
+async fn history(
+    s: AppState,
+    target: PushTarget,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).min(s.max_page);
+    let since = q.since.unwrap_or(0);
+    Ok(Json(s.gateway.history(target, since, limit).await?).into_response())
+}
+
+async fn room_history(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("room", &room)?;
+    // `*` is the broadcast stream `room:*`: its history is readable too.
+    let target = if room == crate::gateway::BROADCAST_ROOM {
+        PushTarget::Broadcast
+    } else {
+        PushTarget::Room(room)
+    };
+    history(s, target, query).await
+}
+
+async fn user_history(
+    State(s): State<AppState>,
+    Path(user): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("user", &user)?;
+    history(s, PushTarget::User(user), query).await
+}
+
+/// `?after=USER&limit=N` of the presence route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn presence(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("room", &room)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).min(s.max_page);
+    Ok(Json(s.gateway.presence(room, q.after, limit).await?).into_response())
 }
 
 async fn stats(State(s): State<AppState>) -> Result<Response, ApiError> {

@@ -36,11 +36,13 @@ pub enum Limit {
     /// An idempotency key forgotten before its TTL because `admin.idempotency_max_keys`
     /// keys were held.
     IdempotencyKeys,
+    /// A batch publish refused for carrying more than `admin.max_batch_items` items.
+    BatchItems,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -51,6 +53,7 @@ impl Limit {
         Limit::AdminConnections,
         Limit::AdminTimeout,
         Limit::IdempotencyKeys,
+        Limit::BatchItems,
     ];
 
     /// The `limit` label.
@@ -66,6 +69,7 @@ impl Limit {
             Limit::AdminConnections => "admin_connections",
             Limit::AdminTimeout => "admin_timeout",
             Limit::IdempotencyKeys => "idempotency_keys",
+            Limit::BatchItems => "batch_items",
         }
     }
 

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ringport::http::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
-    PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
+    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
+    History, Presence, Push, PushOutcome, PushTarget, Receipts, Reply, RoomInfo, RoomMember,
 };
 use ringport::metrics::Registry;
 
@@ -113,6 +113,22 @@ impl Gateway for MockGateway {
         Box::pin(async move {
             self.kicked.lock().unwrap().push((id, reason));
             Ok(id == 7)
+        })
+    }
+    fn history(&self, target: PushTarget, _since: u64, _limit: usize) -> Reply<'_, History> {
+        Box::pin(async move {
+            Ok(History {
+                stream: format!("{target:?}"),
+                ..History::default()
+            })
+        })
+    }
+    fn presence(&self, room: String, _after: Option<String>, _limit: usize) -> Reply<'_, Presence> {
+        Box::pin(async move {
+            Ok(Presence {
+                room,
+                ..Presence::default()
+            })
         })
     }
     fn render_metrics(&self, out: &mut String) {
