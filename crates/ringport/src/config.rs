@@ -256,6 +256,9 @@ pub struct RoomsConfig {
     pub publish_burst: u32,
     pub max_publish_size: u32,
     pub batch_window_ms: u64,
+    /// Messages queued for one shard and not yet handed to its connections; a push beyond
+    /// it is refused before it is published.
+    pub max_pending_deliveries: u32,
 }
 
 impl Default for RoomsConfig {
@@ -266,6 +269,7 @@ impl Default for RoomsConfig {
             publish_burst: 20,
             max_publish_size: 64 * 1024,
             batch_window_ms: 0,
+            max_pending_deliveries: 65_536,
         }
     }
 }
@@ -612,6 +616,12 @@ impl Config {
             )
         })?;
         in_range("rooms.batch_window_ms", r.batch_window_ms, 0, 1_000)?;
+        in_range(
+            "rooms.max_pending_deliveries",
+            r.max_pending_deliveries.into(),
+            1,
+            16_777_216,
+        )?;
 
         let h = &self.history;
         in_range(

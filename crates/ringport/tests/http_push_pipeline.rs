@@ -174,3 +174,44 @@ fn an_idempotent_push_retried_after_a_forced_503_publishes_once() {
     let metrics = server.http("GET", "/metrics", "").body;
     assert!(metric(&metrics, "ringport_idempotent_replays_total") >= 1);
 }
+
+/// Answering before delivery must not let a fast publisher queue without bound: while a
+/// shard has `rooms.max_pending_deliveries` messages waiting, a push is refused (503,
+/// nothing published) and succeeds again once the shard caught up.
+#[test]
+fn pushes_beyond_the_pending_bound_are_refused_unpublished() {
+    let mut config = test_config();
+    config.rooms.max_pending_deliveries = 10;
+    let server = TestServer::start(config);
+    let mut member = server.welcomed("");
+    assert_eq!(member.join(1, "bound"), ringport_proto::Status::OK);
+    let mut http = Pipelined::connect(server.admin_addr);
+    let paused = pause_shards(&server);
+    for i in 1..=10u64 {
+        let a = http.call("POST", "/v1/push/room/bound", &[], r#"{"payload":"x"}"#);
+        assert_eq!(field(&a.body, "offset"), i, "{}", a.body);
+    }
+    let refused = http.call("POST", "/v1/push/room/bound", &[], r#"{"payload":"y"}"#);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("unavailable"), "{}", refused.body);
+    drop(paused);
+    for i in 1..=10u64 {
+        assert_eq!(member.push().offset, i);
+    }
+    // The shard drained its queue: pushes are accepted again, numbered after the ten.
+    let a = http.call("POST", "/v1/push/room/bound", &[], r#"{"payload":"z"}"#);
+    assert_eq!(
+        (a.status, field(&a.body, "offset")),
+        (200, 11),
+        "{}",
+        a.body
+    );
+    assert_eq!(&member.push().payload[..], b"z");
+    let metrics = server.http("GET", "/metrics", "").body;
+    assert!(
+        metric(
+            &metrics,
+            "ringport_limit_hits_total{limit=\"delivery_backlog\"}"
+        ) >= 1
+    );
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, EngineHandle, StatsSnapshot};
 use ringport_proto::{CloseReason, Decoder, Frame, State, StreamName};
 
-use super::fanout::{Message, Target};
+use super::fanout::{Message, PublishError, Target};
 use super::handler::GatewayHandler;
 use super::handoff::Tally;
 use super::Shared;
@@ -81,7 +81,10 @@ impl EngineGateway {
         let p = self
             .shared
             .publish(&self.handle, message)
-            .map_err(GatewayError::Rejected)?;
+            .map_err(|e| match e {
+                PublishError::Rejected(m) => GatewayError::Rejected(m),
+                PublishError::Busy(m) => GatewayError::Unavailable(m),
+            })?;
         let mut outcome = PushOutcome {
             stream: p.stream.to_string(),
             epoch: p.epoch,

@@ -112,6 +112,15 @@ impl Delivery {
     }
 }
 
+/// Why a message was not published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PublishError {
+    /// The message itself is refused (bad name, too large): do not retry as is.
+    Rejected(String),
+    /// The shards are too far behind (`rooms.max_pending_deliveries`): retry later.
+    Busy(String),
+}
+
 /// One message to publish.
 #[derive(Debug)]
 pub(crate) struct Message {
@@ -127,9 +136,30 @@ pub(crate) struct Message {
 
 impl Shared {
     /// Numbers `m` on its target's stream, encodes its PUSH once and queues the delivery for
-    /// every shard, under the stream's sequencing stripe. `Err` says why the message cannot
-    /// be pushed (bad name, too large).
+    /// every shard, under the stream's sequencing stripe. `Err` says why the message was not
+    /// published (nothing was numbered then).
     pub(crate) fn publish(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, PublishError> {
+        if let Err(queued) = self.handoff.check_room() {
+            let max = self.handoff.max_pending();
+            crate::metrics::limits::hit(
+                crate::metrics::Limit::DeliveryBacklog,
+                1,
+                &format_args!("rooms.max_pending_deliveries ({max}) reached: refusing pushes"),
+            );
+            return Err(PublishError::Busy(format!(
+                "{queued} messages wait for a shard (rooms.max_pending_deliveries = {max}); \
+                 nothing was published, retry later"
+            )));
+        }
+        self.sequence(handle, m).map_err(PublishError::Rejected)
+    }
+
+    /// Checks, numbers, encodes and queues `m` (the body of [`Self::publish`]).
+    fn sequence(
         &self,
         handle: &EngineHandle<GatewayHandler>,
         m: Message,

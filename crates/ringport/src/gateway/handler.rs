@@ -15,7 +15,7 @@ use ringport_proto::{
 };
 
 use super::conn::{Conn, Joined, TokenBucket};
-use super::fanout::{Delivery, Message, Target};
+use super::fanout::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
 use super::{Shared, BROADCAST_ROOM};
@@ -401,7 +401,8 @@ impl GatewayHandler {
         let posted = self.shared.publish(ctx.handle(), message);
         match posted {
             Ok(_) => Status::OK,
-            Err(_) => Status::INVALID,
+            Err(PublishError::Busy(_)) => Status::RATE_LIMITED,
+            Err(PublishError::Rejected(_)) => Status::INVALID,
         }
     }
 

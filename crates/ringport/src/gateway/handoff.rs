@@ -8,6 +8,11 @@
 //! whole queue and delivers everything in it in the same loop turn, so pushes arriving
 //! together leave together: one gathered send per connection per turn.
 //!
+//! The queues are bounded (`rooms.max_pending_deliveries` messages per shard): while a
+//! shard is that far behind, [`DeliveryQueues::check_room`] refuses new pushes *before* they
+//! are numbered, so a publisher faster than the shards gets a retryable refusal instead of
+//! growing memory without bound.
+//!
 //! Pushes whose publisher waits for delivery (`?wait=delivered`) carry a [`Tally`]: every
 //! shard adds its recipient count and the last one answers the publisher. A tally dropped
 //! before every shard reported (a shard exited) answers nothing, and the publisher's
@@ -30,6 +35,10 @@ pub(crate) struct DeliveryQueues {
     /// The shard's own spare vector, swapped in when it takes its queue (no allocation per
     /// drain in steady state; only the shard locks it, so it is never contended).
     spares: Box<[Mutex<Vec<Arc<Delivery>>>]>,
+    /// Messages queued per shard and not yet taken (read without the queue's lock).
+    queued: Box<[AtomicUsize]>,
+    /// `rooms.max_pending_deliveries`.
+    max_pending: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,12 +47,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl DeliveryQueues {
-    pub fn new(shards: usize) -> DeliveryQueues {
+    pub fn new(shards: usize, max_pending: usize) -> DeliveryQueues {
         let empty = || (0..shards).map(|_| Mutex::new(Vec::new())).collect();
         DeliveryQueues {
             queues: empty(),
             spares: empty(),
+            queued: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            max_pending: max_pending.max(1),
         }
+    }
+
+    /// `Err(queued)` while some shard has `max_pending` messages or more waiting.
+    pub fn check_room(&self) -> Result<(), usize> {
+        match self.queued.iter().map(|q| q.load(Ordering::Acquire)).max() {
+            Some(n) if n >= self.max_pending => Err(n),
+            _ => Ok(()),
+        }
+    }
+
+    /// The bound (for messages).
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     /// Queues `d` on every shard; a queue that was empty gets a drain task posted.
@@ -52,6 +76,7 @@ impl DeliveryQueues {
             let mut q = lock(queue);
             let first = q.is_empty();
             q.push(Arc::clone(d));
+            self.queued[shard].fetch_add(1, Ordering::AcqRel);
             drop(q);
             if first {
                 handle.run(shard, |h: &mut GatewayHandler, ctx| h.drain_deliveries(ctx));
@@ -62,7 +87,9 @@ impl DeliveryQueues {
     /// Takes shard `shard`'s whole queue into `out` (which must be empty).
     fn take(&self, shard: usize, out: &mut Vec<Arc<Delivery>>) {
         if let Some(q) = self.queues.get(shard) {
-            std::mem::swap(&mut *lock(q), out);
+            let mut q = lock(q);
+            std::mem::swap(&mut *q, out);
+            self.queued[shard].fetch_sub(out.len(), Ordering::AcqRel);
         }
     }
 }

@@ -178,7 +178,10 @@ pub fn start_with_sink(
         rooms: config.rooms.clone(),
         sink,
         sequencer: Sequencer::new(64),
-        handoff: DeliveryQueues::new(engine_cfg.workers),
+        handoff: DeliveryQueues::new(
+            engine_cfg.workers,
+            config.rooms.max_pending_deliveries as usize,
+        ),
         clock: Clock::new(),
         registry,
         recorders: RecorderSlots::new(recorders),

@@ -38,11 +38,13 @@ pub enum Limit {
     IdempotencyKeys,
     /// A batch publish refused for carrying more than `admin.max_batch_items` items.
     BatchItems,
+    /// A push refused because a shard had `rooms.max_pending_deliveries` messages queued.
+    DeliveryBacklog,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 12] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -54,6 +56,7 @@ impl Limit {
         Limit::AdminTimeout,
         Limit::IdempotencyKeys,
         Limit::BatchItems,
+        Limit::DeliveryBacklog,
     ];
 
     /// The `limit` label.
@@ -70,6 +73,7 @@ impl Limit {
             Limit::AdminTimeout => "admin_timeout",
             Limit::IdempotencyKeys => "idempotency_keys",
             Limit::BatchItems => "batch_items",
+            Limit::DeliveryBacklog => "delivery_backlog",
         }
     }
 
