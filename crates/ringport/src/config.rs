@@ -232,6 +232,10 @@ impl std::fmt::Debug for AdminConfig {
             .field("body_timeout_ms", &self.body_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field("idempotency_ttl_ms", &self.idempotency_ttl_ms)
+            .field("idempotency_max_keys", &self.idempotency_max_keys)
+            .field("max_batch_items", &self.max_batch_items)
+            .field("max_page_size", &self.max_page_size)
             .finish()
     }
 }
@@ -252,6 +256,9 @@ pub struct RoomsConfig {
     pub publish_burst: u32,
     pub max_publish_size: u32,
     pub batch_window_ms: u64,
+    /// Messages queued for one shard and not yet handed to its connections; a push beyond
+    /// it is refused before it is published.
+    pub max_pending_deliveries: u32,
 }
 
 impl Default for RoomsConfig {
@@ -262,6 +269,7 @@ impl Default for RoomsConfig {
             publish_burst: 20,
             max_publish_size: 64 * 1024,
             batch_window_ms: 0,
+            max_pending_deliveries: 65_536,
         }
     }
 }
@@ -317,6 +325,14 @@ pub struct AdminConfig {
     /// Admin connections open at once; more are answered 503 and closed.
     pub max_connections: u32,
     // --- end abuse limits ---
+    /// How long an `Idempotency-Key` answers its first outcome.
+    pub idempotency_ttl_ms: u64,
+    /// Idempotency keys remembered at once; the oldest is forgotten beyond it.
+    pub idempotency_max_keys: u32,
+    /// Items one `POST /v1/publish/batch` may carry.
+    pub max_batch_items: u32,
+    /// Largest page of a history or presence listing.
+    pub max_page_size: u32,
 }
 
 impl Default for AdminConfig {
@@ -331,6 +347,10 @@ impl Default for AdminConfig {
             idle_timeout_ms: 60_000,
             max_connections: 256,
             // --- end abuse limits ---
+            idempotency_ttl_ms: 300_000,
+            idempotency_max_keys: 100_000,
+            max_batch_items: 1_000,
+            max_page_size: 1_000,
         }
     }
 }
@@ -596,6 +616,12 @@ impl Config {
             )
         })?;
         in_range("rooms.batch_window_ms", r.batch_window_ms, 0, 1_000)?;
+        in_range(
+            "rooms.max_pending_deliveries",
+            r.max_pending_deliveries.into(),
+            1,
+            16_777_216,
+        )?;
 
         let h = &self.history;
         in_range(
@@ -646,6 +672,25 @@ impl Config {
         in_range("admin.idle_timeout_ms", a.idle_timeout_ms, 1, 3_600_000)?;
         in_range("admin.max_connections", a.max_connections.into(), 1, 65_536)?;
         // --- end abuse limits ---
+        in_range(
+            "admin.idempotency_ttl_ms",
+            a.idempotency_ttl_ms,
+            1_000,
+            86_400_000,
+        )?;
+        in_range(
+            "admin.idempotency_max_keys",
+            a.idempotency_max_keys.into(),
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "admin.max_batch_items",
+            a.max_batch_items.into(),
+            1,
+            100_000,
+        )?;
+        in_range("admin.max_page_size", a.max_page_size.into(), 1, 100_000)?;
 
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

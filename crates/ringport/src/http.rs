@@ -2,22 +2,27 @@
 //!
 //! - [`gateway`]: the [`Gateway`] trait the routes call, and the types crossing it.
 //! - [`routes`]: the axum router, body parsing, API-key check, JSON errors; [`ROUTES`].
+//! - `batch`: `POST /v1/publish/batch`, many pushes answered per item in order.
+//! - [`idempotency`]: the bounded `Idempotency-Key` store that makes pushes safe to retry.
 //! - [`fanout`]: asking every shard and awaiting replies with a deadline (for implementors).
 //! - [`server`]: [`AdminServer`], a tokio runtime on its own thread; [`conn`]: one
 //!   connection under its head, body and idle deadlines.
 //!
 //! `docs/openapi.yaml` describes this API; `tests/openapi.rs` keeps the two in step.
 
+mod batch;
 pub mod conn;
 pub mod fanout;
 pub mod gateway;
+pub mod idempotency;
 pub mod routes;
 pub mod server;
 
 pub use fanout::{ask_all, ask_one, post_all, Asked, Replier, SHARD_REPLY_TIMEOUT};
 pub use gateway::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
-    PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
+    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
+    History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget, Receipts,
+    Reply, RoomInfo, RoomMember,
 };
 pub use routes::{router, ROUTES};
 pub use server::{AdminServer, HttpError};

@@ -10,9 +10,10 @@
 //! [`crate::streams::Streams`] is the implementation (history bounded by count and age, with
 //! replay, inbox acks and history memory); the gateway starts with it.
 //!
-//! Ordering: the gateway calls `append` and posts the returned frame to the shards under one
-//! sequencing lock, so every shard sees a stream's offsets in increasing order and can drop a
-//! duplicate (offset ≤ last delivered on that connection) without ever creating a gap.
+//! Ordering: the gateway calls `append` and queues the returned frame for the shards under
+//! the stream's sequencing stripe, so every shard sees a stream's offsets in increasing order
+//! and can drop a duplicate (offset ≤ last delivered on that connection) without ever
+//! creating a gap.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -71,6 +72,18 @@ pub trait StreamSink: Send + Sync {
     /// Streams with a log (`ringport_history_streams`).
     fn history_streams(&self) -> u64 {
         0
+    }
+
+    /// Up to `limit` retained messages of `stream` above `since` (`None`: this sink keeps
+    /// no history).
+    fn history(
+        &self,
+        _stream: &StreamName,
+        _since: u64,
+        _limit: usize,
+        _now_ms: u64,
+    ) -> Option<crate::streams::HistoryPage> {
+        None
     }
 }
 

@@ -36,7 +36,7 @@ fn thousand_room_pushes_reach_two_hundred_clients_once_in_order() {
     for i in 0..PUSHES {
         let r = server.http(
             "POST",
-            "/v1/push/room/big",
+            "/v1/push/room/big?wait=delivered",
             &format!(r#"{{"payload":"m{i}"}}"#),
         );
         assert_eq!(r.status, 200, "{}", r.body);
@@ -77,7 +77,11 @@ fn user_push_reaches_every_device_of_the_user_and_broadcast_reaches_all() {
     let mut alice: Vec<Client> = (0..3).map(|_| server.welcomed(&alice_token)).collect();
     let mut bob = server.welcomed(&token("bob", &[]));
 
-    let r = server.http("POST", "/v1/push/user/alice", r#"{"payload":"for alice"}"#);
+    let r = server.http(
+        "POST",
+        "/v1/push/user/alice?wait=delivered",
+        r#"{"payload":"for alice"}"#,
+    );
     assert_eq!(json(&r.body)["recipients"], 3);
     for c in &mut alice {
         let p = c.push();
@@ -88,7 +92,7 @@ fn user_push_reaches_every_device_of_the_user_and_broadcast_reaches_all() {
 
     let r = server.http(
         "POST",
-        "/v1/broadcast",
+        "/v1/broadcast?wait=delivered",
         r#"{"payload":"everyone","urgent":true}"#,
     );
     assert_eq!(json(&r.body)["recipients"], 4);
@@ -106,7 +110,11 @@ fn user_push_reaches_every_device_of_the_user_and_broadcast_reaches_all() {
     assert_eq!(stats["connections"]["active"], 4);
     assert_eq!(stats["shards"], 2);
 
-    let r = server.http("POST", "/v1/push/user/nobody", r#"{"payload":"x"}"#);
+    let r = server.http(
+        "POST",
+        "/v1/push/user/nobody?wait=delivered",
+        r#"{"payload":"x"}"#,
+    );
     assert_eq!(json(&r.body)["recipients"], 0);
     let r = server.http("POST", "/v1/push/room/*", r#"{"payload":"x"}"#);
     assert_eq!(r.status, 400, "{}", r.body);
@@ -184,7 +192,7 @@ fn batch_window_delays_room_messages_but_keeps_order() {
     for i in 0..20 {
         let r = server.http(
             "POST",
-            "/v1/push/room/b",
+            "/v1/push/room/b?wait=delivered",
             &format!(r#"{{"payload":"{i}"}}"#),
         );
         assert_eq!(json(&r.body)["recipients"], 4);
@@ -211,7 +219,7 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(1_500_000));
     let mut pushes = 0;
     loop {
-        let r = server.http("POST", "/v1/push/room/firehose", &body);
+        let r = server.http("POST", "/v1/push/room/firehose?wait=delivered", &body);
         assert_eq!(r.status, 200, "{}", r.body);
         if json(&r.body)["recipients"] == 0 {
             break; // closed and gone from the room
@@ -242,7 +250,7 @@ fn every_frame_a_slow_consumer_loses_counts_as_a_drop() {
     assert!(matches!(c.recv(), Frame::SleepAck { .. }));
     let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(PAYLOAD));
     for _ in 0..HELD {
-        let r = server.http("POST", "/v1/push/room/held", &body);
+        let r = server.http("POST", "/v1/push/room/held?wait=delivered", &body);
         assert_eq!(json(&r.body)["recipients"], 1, "{}", r.body);
     }
     // Wake up, then read nothing: about 17 frames of 60 kB fit under 1 MiB.

@@ -41,10 +41,18 @@ fn authenticated_client_joins_heartbeats_sleeps_and_wakes() {
         }
     );
     // Room traffic is held while asleep; a direct push is not.
-    let r = server.http("POST", "/v1/push/room/lobby", r#"{"payload":"held"}"#);
-    assert_eq!(r.body, r#"{"recipients":1}"#);
-    let r = server.http("POST", "/v1/push/user/alice", r#"{"payload":"direct"}"#);
-    assert_eq!(r.body, r#"{"recipients":1}"#);
+    let r = server.http(
+        "POST",
+        "/v1/push/room/lobby?wait=delivered",
+        r#"{"payload":"held"}"#,
+    );
+    assert!(r.body.ends_with(r#""recipients":1}"#), "{}", r.body);
+    let r = server.http(
+        "POST",
+        "/v1/push/user/alice?wait=delivered",
+        r#"{"payload":"direct"}"#,
+    );
+    assert!(r.body.ends_with(r#""recipients":1}"#), "{}", r.body);
     let p = c.push();
     assert_eq!(&p.payload[..], b"direct");
     assert_eq!(p.stream.to_string(), "user:alice");

@@ -59,21 +59,24 @@ fn push_routes_reach_the_gateway() {
                 "room:chat.lobby".to_owned(),
                 Push {
                     payload: "hello".into(),
-                    urgent: false
+                    urgent: false,
+                    wait_delivered: false,
                 }
             ),
             (
                 "user:u42".to_owned(),
                 Push {
                     payload: vec![0u8, 1, 2].into(),
-                    urgent: true
+                    urgent: true,
+                    wait_delivered: false,
                 }
             ),
             (
                 "broadcast".to_owned(),
                 Push {
                     payload: "all".into(),
-                    urgent: false
+                    urgent: false,
+                    wait_delivered: false,
                 }
             ),
         ]
@@ -232,7 +235,12 @@ fn every_listed_route_is_served() {
             .replace("{room}", "r")
             .replace("{user}", "u")
             .replace("{id}", "7");
-        let r = request(addr, method, &path, &[], r#"{"payload":"x"}"#);
+        let body = if path == "/v1/publish/batch" {
+            r#"{"items":[{"room":"r","payload":"x"}]}"#
+        } else {
+            r#"{"payload":"x"}"#
+        };
+        let r = request(addr, method, &path, &[], body);
         assert!(
             r.status < 300,
             "{method} {path} answered {} {} (ROUTES and the router disagree)",

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use ringport::http::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, PushOutcome, Receipts,
-    RoomInfo, RoomMember, ROUTES,
+    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, History, HistoryMessage,
+    Presence, PresenceUser, PushOutcome, Receipts, RoomInfo, RoomMember, ROUTES,
 };
 use serde_json::Value;
 
@@ -94,25 +94,63 @@ fn schema_keys(spec: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>)
     (props, required)
 }
 
-fn check(spec: &Value, name: &str, sample: impl serde::Serialize) {
+fn fields(sample: impl serde::Serialize) -> BTreeSet<String> {
     let value = serde_json::to_value(sample).unwrap();
-    let fields: BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+fn check(spec: &Value, name: &str, sample: impl serde::Serialize) {
+    let fields = fields(sample);
+    check_optional(spec, name, fields.clone(), fields);
+}
+
+/// A schema with optional fields: `all` is a sample with every field present, `minimal`
+/// one with only the always-present ones (the required list).
+fn check_optional(spec: &Value, name: &str, all: BTreeSet<String>, minimal: BTreeSet<String>) {
     let (props, required) = schema_keys(spec, name);
     assert_eq!(
-        fields, props,
+        all, props,
         "schema {name}: properties differ from the Rust type"
     );
     assert_eq!(
-        fields, required,
-        "schema {name}: every field is always present, so all are required"
+        minimal, required,
+        "schema {name}: the always-present fields are exactly the required ones"
     );
 }
 
 #[test]
 fn response_schemas_match_the_types() {
     let spec = spec();
-    check(&spec, "PushOutcome", PushOutcome::default());
+    check_optional(
+        &spec,
+        "PushOutcome",
+        fields(PushOutcome {
+            recipients: Some(1),
+            ..PushOutcome::default()
+        }),
+        fields(PushOutcome::default()),
+    );
     check(&spec, "RoomInfo", RoomInfo::default());
+    check(&spec, "History", History::default());
+    check_optional(
+        &spec,
+        "HistoryMessage",
+        fields(HistoryMessage {
+            payload: Some("a".into()),
+            payload_base64: Some("YQ==".into()),
+            ..HistoryMessage::default()
+        }),
+        fields(HistoryMessage::default()),
+    );
+    check(&spec, "Presence", Presence::default());
+    check(
+        &spec,
+        "PresenceUser",
+        PresenceUser {
+            user: "u".into(),
+            connections: 1,
+        },
+    );
     check(
         &spec,
         "RoomMember",
@@ -185,5 +223,24 @@ fn push_body_schema_lists_the_accepted_fields() {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+    assert_eq!(props, expected);
+}
+
+#[test]
+fn batch_item_schema_lists_the_accepted_fields() {
+    let spec = spec();
+    let (props, _) = schema_keys(&spec, "BatchItem");
+    let expected: BTreeSet<String> = [
+        "room",
+        "user",
+        "broadcast",
+        "payload",
+        "payload_base64",
+        "urgent",
+        "idempotency_key",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     assert_eq!(props, expected);
 }

@@ -101,6 +101,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("rooms", "publish_burst", Int, "Client publishes allowed in a burst (token bucket size)."),
     k("rooms", "max_publish_size", Int, "Largest client publish payload in bytes; at most protocol.max_payload."),
     k("rooms", "batch_window_ms", Int, "Coalesce room messages for this long before sending; 0 = send at once."),
+    k("rooms", "max_pending_deliveries", Int, "Messages queued for one shard and not yet handed to its connections (pushes arrive faster than the shard delivers); a push beyond it is refused before it is published: HTTP 503 unavailable, PUBLISH_ACK RATE_LIMITED (ringport_limit_hits_total{limit=\"delivery_backlog\"})."),
     k("history", "max_messages_per_stream", Int, "Messages kept per stream for resume; 0 = no history."),
     k("history", "max_age_ms", Int, "Drop history older than this; 0 = no age limit."),
     // --- abuse limits (issue 10) ---
@@ -117,6 +118,10 @@ pub const KEYS: &[KeyDoc] = &[
     k("admin", "body_timeout_ms", Int, "A request's body must arrive and the request be answered this long after its head; otherwise 408 and the connection is closed. At least 2500."),
     k("admin", "idle_timeout_ms", Int, "A kept-alive connection with no request in progress is closed after this long."),
     k("admin", "max_connections", Int, "Admin connections open at once; one more is answered 503 and closed. One descriptor is kept in reserve so /healthz and /metrics still answer when the process is out of descriptors."),
+    k("admin", "idempotency_ttl_ms", Int, "How long a push's Idempotency-Key answers its first outcome instead of publishing again. 1000 to 86400000."),
+    k("admin", "idempotency_max_keys", Int, "Idempotency keys remembered at once; a new key beyond this forgets the oldest (ringport_limit_hits_total{limit=\"idempotency_keys\"})."),
+    k("admin", "max_batch_items", Int, "Items one POST /v1/publish/batch may carry; more is answered 413 (ringport_limit_hits_total{limit=\"batch_items\"})."),
+    k("admin", "max_page_size", Int, "Largest page of GET /v1/rooms/{room}/history, /v1/users/{user}/history and /v1/rooms/{room}/presence; a larger limit is clamped."),
     // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),

@@ -3,20 +3,25 @@
 //! answers with the fan-out helpers; `/metrics` is read from per-shard cells and engine
 //! counters without asking the shards anything.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, EngineHandle, StatsSnapshot};
-use ringport_proto::{CloseReason, State, StreamName};
+use ringport_proto::{CloseReason, Decoder, Frame, State, StreamName};
 
-use super::fanout::Target;
+use super::fanout::{Message, PublishError, Target};
 use super::handler::GatewayHandler;
+use super::handoff::Tally;
 use super::Shared;
 use crate::http::{
-    ask_all, ask_one, post_all, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway,
-    GatewayError, GatewayStats, Push, PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
-    SHARD_REPLY_TIMEOUT,
+    ask_all, ask_one, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError,
+    GatewayStats, History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget,
+    Receipts, Reply, RoomInfo, RoomMember, SHARD_REPLY_TIMEOUT,
 };
 use crate::metrics::{ConnState, DeliveryKind, MetricsSnapshot};
 
@@ -51,29 +56,56 @@ impl EngineGateway {
         &self.handle
     }
 
+    /// Publishes `push`: answered once it is sequenced and appended, or with
+    /// `wait_delivered` once every shard handed it to its recipients.
     async fn push(
         &self,
         target: Target,
         kind: DeliveryKind,
         push: Push,
     ) -> Result<PushOutcome, GatewayError> {
-        let at = Instant::now();
-        let shards = self.handle.shards();
-        let asked = self
+        let (tally, delivered) = if push.wait_delivered {
+            let (t, rx) = Tally::new(self.handle.shards());
+            (Some(t), Some(rx))
+        } else {
+            (None, None)
+        };
+        let message = Message {
+            target,
+            kind,
+            payload: push.payload,
+            urgent: push.urgent,
+            at: Instant::now(),
+            tally,
+        };
+        let p = self
             .shared
-            .publish(target, kind, push.payload, push.urgent, at, |d| {
-                post_all(shards, |shard, reply| {
-                    let d = Arc::clone(&d);
-                    self.handle.run(shard, move |h: &mut GatewayHandler, ctx| {
-                        reply.send(h.deliver(ctx, &d))
-                    });
-                })
-            })
-            .map_err(GatewayError::Rejected)?;
-        let counts = asked.collect(SHARD_REPLY_TIMEOUT).await?;
-        Ok(PushOutcome {
-            recipients: counts.iter().sum(),
-        })
+            .publish(&self.handle, message)
+            .map_err(|e| match e {
+                PublishError::Rejected(m) => GatewayError::Rejected(m),
+                PublishError::Busy(m) => GatewayError::Unavailable(m),
+            })?;
+        let mut outcome = PushOutcome {
+            stream: p.stream.to_string(),
+            epoch: p.epoch,
+            offset: p.offset,
+            recipients: None,
+        };
+        let Some(delivered) = delivered else {
+            return Ok(outcome);
+        };
+        let reason = match tokio::time::timeout(SHARD_REPLY_TIMEOUT, delivered).await {
+            Ok(Ok(n)) => {
+                outcome.recipients = Some(n);
+                return Ok(outcome);
+            }
+            Ok(Err(_)) => "a shard stopped before delivering".to_owned(),
+            Err(_) => format!(
+                "the shards did not deliver within {} ms",
+                SHARD_REPLY_TIMEOUT.as_millis()
+            ),
+        };
+        Err(GatewayError::NotConfirmed { outcome, reason })
     }
 
     fn connection_shard(&self, id: u64) -> Option<(ConnId, usize)> {
@@ -226,6 +258,92 @@ impl Gateway for EngineGateway {
         })
     }
 
+    fn history(&self, target: PushTarget, since: u64, limit: usize) -> Reply<'_, History> {
+        Box::pin(async move {
+            let stream = match target {
+                PushTarget::Room(room) => StreamName::Room(room),
+                PushTarget::User(user) => StreamName::User(user),
+                PushTarget::Broadcast => StreamName::Room(super::BROADCAST_ROOM.to_owned()),
+            };
+            let now = self.shared.clock.unix_ms(Instant::now());
+            // One more than asked says whether another page follows.
+            let page = self
+                .shared
+                .sink
+                .history(&stream, since, limit.saturating_add(1), now)
+                .ok_or_else(|| GatewayError::Unavailable("this gateway keeps no history".into()))?;
+            let more = page.frames.len() > limit;
+            let decoder = Decoder::new(u32::MAX);
+            let mut messages = Vec::with_capacity(page.frames.len().min(limit));
+            for (offset, frame) in page.frames.into_iter().take(limit) {
+                let Ok(Some((Frame::Push(p), _))) = decoder.decode_slice(&frame) else {
+                    return Err(GatewayError::Unavailable(format!(
+                        "history of {stream} holds an undecodable frame at offset {offset}"
+                    )));
+                };
+                let (payload, payload_base64) = match std::str::from_utf8(&p.payload) {
+                    Ok(text) => (Some(text.to_owned()), None),
+                    Err(_) => (None, Some(BASE64.encode(&p.payload))),
+                };
+                messages.push(HistoryMessage {
+                    offset,
+                    payload,
+                    payload_base64,
+                    urgent: p.urgent,
+                });
+            }
+            Ok(History {
+                stream: stream.to_string(),
+                epoch: page.epoch,
+                tail: page.tail,
+                first: page.first,
+                messages,
+                more,
+            })
+        })
+    }
+
+    fn presence(&self, room: String, after: Option<String>, limit: usize) -> Reply<'_, Presence> {
+        Box::pin(async move {
+            let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
+                let room = room.clone();
+                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                    reply.send(h.room_presence(&room))
+                });
+            })
+            .await?;
+            let mut users: BTreeMap<String, u64> = BTreeMap::new();
+            let mut presence = Presence {
+                room,
+                ..Presence::default()
+            };
+            for (by_user, anonymous) in answers {
+                presence.anonymous += anonymous;
+                presence.online += anonymous;
+                for (user, n) in by_user {
+                    presence.online += n;
+                    *users.entry(user).or_default() += n;
+                }
+            }
+            presence.users = users.len() as u64;
+            let start = match &after {
+                Some(a) => Bound::Excluded(a.clone()),
+                None => Bound::Unbounded,
+            };
+            let mut page = users.range((start, Bound::Unbounded));
+            for (user, connections) in page.by_ref().take(limit) {
+                presence.members.push(PresenceUser {
+                    user: user.clone(),
+                    connections: *connections,
+                });
+            }
+            if page.next().is_some() {
+                presence.next = presence.members.last().map(|m| m.user.clone());
+            }
+            Ok(presence)
+        })
+    }
+
     fn render_metrics(&self, out: &mut String) {
         self.metrics_snapshot().render(out);
     }
@@ -248,6 +366,24 @@ impl GatewayHandler {
             })
             .collect();
         (members.len() as u64, listed)
+    }
+
+    /// This shard's members of `room`: connections per user, and anonymous connections.
+    fn room_presence(&self, room: &str) -> (HashMap<String, u64>, u64) {
+        let mut by_user: HashMap<String, u64> = HashMap::new();
+        let mut anonymous = 0;
+        for id in self.rooms.members(room) {
+            let user = self
+                .conns
+                .get(id.index())
+                .and_then(Option::as_ref)
+                .and_then(|c| c.user());
+            match user {
+                Some(u) => *by_user.entry(u.to_owned()).or_default() += 1,
+                None => anonymous += 1,
+            }
+        }
+        (by_user, anonymous)
     }
 
     fn counts(&self) -> ShardCounts {

@@ -1,14 +1,18 @@
 //! Fan-out: one message, numbered once, encoded once, shared by every recipient.
 //!
 //! 1. [`Shared::publish`] (any thread: the HTTP API or a shard handling a client PUBLISH)
-//!    takes the sequencing lock, asks the [`StreamSink`](crate::offsets::StreamSink) for the
-//!    stream's next offset with a closure that encodes the PUSH frame once into `Bytes`, and
-//!    posts the resulting [`Delivery`] to **every** shard (`EngineHandle::run`) before letting
-//!    go of the lock — so each shard sees a stream's offsets in increasing order.
-//! 2. On each shard, [`GatewayHandler::deliver`] hands the shared frame to each local
-//!    recipient's session (`offer_push`: sent, held while asleep, or skipped past the
-//!    holdback) and queues what the session transmits with `ctx.send` — a `Bytes` clone, no
-//!    copy. Everything queued to one connection in one loop turn leaves in one gathered send.
+//!    takes the stream's sequencing stripe ([`Sequencer`]: per stream, not one global lock),
+//!    asks the [`StreamSink`](crate::offsets::StreamSink) for the stream's next offset with
+//!    a closure that encodes the PUSH frame once into `Bytes`, and queues the resulting
+//!    [`Delivery`] for **every** shard ([`super::handoff::DeliveryQueues`]) before letting go
+//!    of the stripe — so each shard sees a stream's offsets in increasing order. The
+//!    publisher gets the stream, epoch and offset back at once; it does not wait for the
+//!    shards unless it asked to (a [`Tally`]).
+//! 2. On each shard, the drain task takes the whole queue and [`GatewayHandler::deliver`]
+//!    hands each shared frame to each local recipient's session (`offer_push`: sent, held
+//!    while asleep, or skipped past the holdback) and queues what the session transmits with
+//!    `ctx.send` — a `Bytes` clone, no copy. Everything queued to one connection in one loop
+//!    turn leaves in one gathered send.
 //! 3. A connection that already got an offset of that stream (offset ≤ its last delivered)
 //!    drops it as a duplicate: replayed history and live traffic can overlap without gaps or
 //!    doubles.
@@ -18,14 +22,18 @@
 //! urgent message does not wait, but first sends its stream's batched messages: every stream
 //! reaches a connection in offset order (docs/protocol.md 4.8).
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringport_io::{ConnId, Ctx};
+use ringport_io::{ConnId, Ctx, EngineHandle};
 use ringport_proto::{Frame, Push, PushClass, PushOutcome, StreamName, MAX_NAME_LEN};
 
 use super::handler::{transmit, GatewayHandler};
+use super::handoff::Tally;
 use super::replay::{record_offer, Pending};
 use super::{Shared, BROADCAST_ROOM};
 use crate::metrics::{ConnState as Gauge, DeliveryKind};
@@ -61,6 +69,39 @@ pub(crate) struct Delivery {
     pub kind: DeliveryKind,
     /// When the push arrived (API call or client PUBLISH), for the push-to-send histogram.
     pub at: Instant,
+    /// Recipient counts for a publisher waiting for delivery (`?wait=delivered`).
+    pub tally: Option<Tally>,
+}
+
+/// Where a published message went: its stream, epoch and offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Published {
+    pub stream: StreamName,
+    pub epoch: u32,
+    pub offset: u64,
+}
+
+/// Sequencing locks, striped by stream name: pushes to one stream are numbered and queued
+/// for the shards one at a time (so every shard sees its offsets in order), while pushes to
+/// different streams rarely wait for each other.
+#[derive(Debug)]
+pub(crate) struct Sequencer {
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl Sequencer {
+    pub fn new(stripes: usize) -> Sequencer {
+        Sequencer {
+            stripes: (0..stripes.max(1)).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn lock(&self, stream: &StreamName) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        stream.hash(&mut h);
+        let i = (h.finish() % self.stripes.len() as u64) as usize;
+        self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Delivery {
@@ -73,19 +114,66 @@ impl Delivery {
     }
 }
 
+/// Why a message was not published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PublishError {
+    /// The message itself is refused (bad name, too large): do not retry as is.
+    Rejected(String),
+    /// The shards are too far behind (`rooms.max_pending_deliveries`): retry later.
+    Busy(String),
+}
+
+/// One message to publish.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub target: Target,
+    pub kind: DeliveryKind,
+    pub payload: Bytes,
+    pub urgent: bool,
+    /// When the push arrived.
+    pub at: Instant,
+    /// Set when the publisher waits for the recipient count.
+    pub tally: Option<Tally>,
+}
+
 impl Shared {
-    /// Numbers `payload` on `target`'s stream, encodes its PUSH once and calls `post` with
-    /// the delivery while holding the sequencing lock (post it to every shard there).
-    /// `Err` says why the message cannot be pushed (bad name, too large).
-    pub(crate) fn publish<R>(
+    /// Numbers `m` on its target's stream, encodes its PUSH once and queues the delivery for
+    /// every shard, under the stream's sequencing stripe. `Err` says why the message was not
+    /// published (nothing was numbered then).
+    pub(crate) fn publish(
         &self,
-        target: Target,
-        kind: DeliveryKind,
-        payload: Bytes,
-        urgent: bool,
-        at: Instant,
-        post: impl FnOnce(Arc<Delivery>) -> R,
-    ) -> Result<R, String> {
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, PublishError> {
+        if let Err(queued) = self.handoff.check_room() {
+            let max = self.handoff.max_pending();
+            crate::metrics::limits::hit(
+                crate::metrics::Limit::DeliveryBacklog,
+                1,
+                &format_args!("rooms.max_pending_deliveries ({max}) reached: refusing pushes"),
+            );
+            return Err(PublishError::Busy(format!(
+                "{queued} messages wait for a shard (rooms.max_pending_deliveries = {max}); \
+                 nothing was published, retry later"
+            )));
+        }
+        self.sequence(handle, m).map_err(PublishError::Rejected)
+    }
+
+    /// Checks, numbers, encodes and queues `m` (the body of [`Self::publish`]).
+    fn sequence(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, String> {
+        let Message {
+            target,
+            kind,
+            payload,
+            urgent,
+            at,
+            tally,
+        } = m;
         let stream = target.stream();
         let name = stream.name();
         if name.is_empty() || name.len() > MAX_NAME_LEN {
@@ -115,7 +203,7 @@ impl Shared {
         };
         let epoch = self.sink.epoch();
         let mut failed = None;
-        let _order = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = self.sequencer.lock(&stream);
         let (offset, frame) = self
             .sink
             .append(&stream, self.clock.unix_ms(at), &mut |offset| {
@@ -135,14 +223,20 @@ impl Shared {
             return Err(e);
         }
         let d = Arc::new(Delivery {
-            stream,
+            stream: stream.clone(),
             offset,
             frame,
             class,
             kind,
             at,
+            tally,
         });
-        Ok(post(d))
+        self.handoff.post(handle, &d);
+        Ok(Published {
+            stream,
+            epoch,
+            offset,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use ringport_proto::{
 };
 
 use super::conn::{Conn, Joined, TokenBucket};
-use super::fanout::{Delivery, Target};
+use super::fanout::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
 use super::{Shared, BROADCAST_ROOM};
@@ -390,26 +390,19 @@ impl GatewayHandler {
             self.rec.dropped(DropReason::RateLimited, 1);
             return Status::RATE_LIMITED;
         }
-        let handle = ctx.handle().clone();
-        let shards = handle.shards();
-        let posted = self.shared.publish(
-            Target::Room(room),
-            DeliveryKind::Publish,
+        let message = Message {
+            target: Target::Room(room),
+            kind: DeliveryKind::Publish,
             payload,
-            false,
-            Instant::now(),
-            |d| {
-                for shard in 0..shards {
-                    let d = Arc::clone(&d);
-                    handle.run(shard, move |h: &mut GatewayHandler, ctx| {
-                        h.deliver(ctx, &d);
-                    });
-                }
-            },
-        );
+            urgent: false,
+            at: Instant::now(),
+            tally: None,
+        };
+        let posted = self.shared.publish(ctx.handle(), message);
         match posted {
-            Ok(()) => Status::OK,
-            Err(_) => Status::INVALID,
+            Ok(_) => Status::OK,
+            Err(PublishError::Busy(_)) => Status::RATE_LIMITED,
+            Err(PublishError::Rejected(_)) => Status::INVALID,
         }
     }
 

@@ -7,7 +7,8 @@
 //!   it transmits, keep its timer armed.
 //! - `rooms`: per-shard room and user indexes.
 //! - `fanout`: numbering a message ([`crate::offsets::StreamSink`]), encoding it once,
-//!   posting it to every shard, and handing it to each member there.
+//!   queueing it for every shard, and handing it to each member there.
+//! - `handoff`: the per-shard delivery queues between publishers and shards.
 //! - `control`: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
 //! - `replay`: resume replay handed to sessions a slice per loop turn.
 //!
@@ -19,11 +20,12 @@ mod conn;
 mod control;
 mod fanout;
 mod handler;
+mod handoff;
 mod replay;
 mod rooms;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringport_io::Engine;
@@ -35,6 +37,9 @@ use crate::metrics::{RecorderSlots, Registry};
 use crate::offsets::StreamSink;
 use crate::serve::{engine_config, EnginePlane, ServeError};
 use crate::streams::{HistoryLimits, PublishDedupes, Streams};
+
+use fanout::Sequencer;
+use handoff::DeliveryQueues;
 
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
@@ -83,9 +88,11 @@ pub(crate) struct Shared {
     pub anonymous: bool,
     pub rooms: RoomsConfig,
     pub sink: Arc<dyn StreamSink>,
-    /// Held while a message is numbered and posted to the shards, so every shard receives a
-    /// stream's messages in offset order.
-    pub sequencer: Mutex<()>,
+    /// A stream's stripe is held while a message is numbered and queued for the shards, so
+    /// every shard receives a stream's messages in offset order.
+    pub sequencer: Sequencer,
+    /// Per-shard queues of deliveries (`handoff.rs`).
+    pub handoff: DeliveryQueues,
     pub clock: Clock,
     pub registry: Registry,
     pub recorders: RecorderSlots,
@@ -170,7 +177,11 @@ pub fn start_with_sink(
         anonymous: config.auth.anonymous_allowed(),
         rooms: config.rooms.clone(),
         sink,
-        sequencer: Mutex::new(()),
+        sequencer: Sequencer::new(64),
+        handoff: DeliveryQueues::new(
+            engine_cfg.workers,
+            config.rooms.max_pending_deliveries as usize,
+        ),
         clock: Clock::new(),
         registry,
         recorders: RecorderSlots::new(recorders),

@@ -24,6 +24,14 @@ pub trait Gateway: Send + Sync + 'static {
     fn push_user(&self, user: String, push: Push) -> Reply<'_, PushOutcome>;
     /// Send to every connection.
     fn broadcast(&self, push: Push) -> Reply<'_, PushOutcome>;
+    /// Send to `target` (one of the three above).
+    fn publish(&self, target: PushTarget, push: Push) -> Reply<'_, PushOutcome> {
+        match target {
+            PushTarget::Room(room) => self.push_room(room, push),
+            PushTarget::User(user) => self.push_user(user, push),
+            PushTarget::Broadcast => self.broadcast(push),
+        }
+    }
     /// Membership of `room` with at most `sample` members listed (an unknown room is empty).
     fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo>;
     /// Gateway-wide counts.
@@ -42,8 +50,37 @@ pub trait Gateway: Send + Sync + 'static {
             ))
         })
     }
+    /// Up to `limit` retained messages of `target`'s stream with offsets above `since`
+    /// (`GET /v1/rooms/{room}/history`, `GET /v1/users/{user}/history`). A gateway that
+    /// keeps no history answers `Unavailable`.
+    fn history(&self, target: PushTarget, since: u64, limit: usize) -> Reply<'_, History> {
+        let _ = (target, since, limit);
+        Box::pin(async {
+            Err(GatewayError::Unavailable(
+                "this gateway keeps no history".into(),
+            ))
+        })
+    }
+    /// Who is in `room`: users after `after` in id order, at most `limit` of them
+    /// (`GET /v1/rooms/{room}/presence`).
+    fn presence(&self, room: String, after: Option<String>, limit: usize) -> Reply<'_, Presence> {
+        let _ = (room, after, limit);
+        Box::pin(async {
+            Err(GatewayError::Unavailable(
+                "this gateway lists no presence".into(),
+            ))
+        })
+    }
     /// Append the Prometheus text of every metric family.
     fn render_metrics(&self, out: &mut String);
+}
+
+/// Who a push is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PushTarget {
+    Room(String),
+    User(String),
+    Broadcast,
 }
 
 /// A message to push.
@@ -53,13 +90,89 @@ pub struct Push {
     pub payload: Bytes,
     /// Deliver even to sleeping clients instead of holding it back.
     pub urgent: bool,
+    /// Answer only after every shard handed the message to its recipients, with their count
+    /// (`?wait=delivered`); otherwise the answer comes once the message is sequenced and
+    /// appended.
+    pub wait_delivered: bool,
 }
 
-/// What a push reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+impl Push {
+    /// A push answered as soon as it is sequenced.
+    pub fn new(payload: Bytes, urgent: bool) -> Push {
+        Push {
+            payload,
+            urgent,
+            wait_delivered: false,
+        }
+    }
+}
+
+/// Where a push went: the stream it was numbered on, and its epoch and offset there (what a
+/// client reports on resume, and what `GET .../history?since=` takes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PushOutcome {
-    /// Connections the message was queued for (or held back for, if asleep).
-    pub recipients: u64,
+    /// `room:<name>`, `user:<id>` or `room:*` (broadcast).
+    pub stream: String,
+    pub epoch: u32,
+    pub offset: u64,
+    /// Connections the message was queued for (or held back for, if asleep); only with
+    /// `?wait=delivered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<u64>,
+}
+
+/// One page of a stream's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct History {
+    /// `room:<room>`, `user:<user>` or `room:*`.
+    pub stream: String,
+    /// Epoch the offsets belong to (a client holding offsets of another epoch must start
+    /// over: they mean nothing here).
+    pub epoch: u32,
+    /// Highest offset written.
+    pub tail: u64,
+    /// Oldest offset still retained (`tail + 1` when none is): offsets above `since` and
+    /// below it were trimmed and cannot be fetched.
+    pub first: u64,
+    /// Oldest first, offsets above `since`.
+    pub messages: Vec<HistoryMessage>,
+    /// Retained messages follow the last one listed: ask again with `since` = its offset.
+    pub more: bool,
+}
+
+/// One message of a history page: exactly one of `payload` (UTF-8) and `payload_base64`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HistoryMessage {
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+    pub urgent: bool,
+}
+
+/// `GET /v1/rooms/{room}/presence`: users in a room with their connection counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Presence {
+    pub room: String,
+    /// Connections in the room now.
+    pub online: u64,
+    /// Distinct authenticated users in the room.
+    pub users: u64,
+    /// Connections in the room without a user (anonymous).
+    pub anonymous: u64,
+    /// Users after the requested `after`, in id order.
+    pub members: Vec<PresenceUser>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// One user in a presence listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUser {
+    pub user: String,
+    /// Connections of this user in the room.
+    pub connections: u64,
 }
 
 /// `GET /v1/rooms/{room}`.
@@ -158,4 +271,12 @@ pub enum GatewayError {
     /// The request is well-formed HTTP but the gateway refuses it. HTTP 400.
     #[error("{0}")]
     Rejected(String),
+    /// The message was published (it has an offset and reaches its recipients) but the
+    /// shards did not confirm delivery in time (`?wait=delivered`). HTTP 503 with the
+    /// outcome; a retry with the same `Idempotency-Key` answers it without publishing again.
+    #[error("published at offset {} of {} but delivery was not confirmed: {reason}", outcome.offset, outcome.stream)]
+    NotConfirmed {
+        outcome: PushOutcome,
+        reason: String,
+    },
 }

@@ -16,7 +16,9 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::gateway::{Gateway, GatewayError, Push};
+use super::gateway::{Gateway, GatewayError, Push, PushOutcome, PushTarget};
+use super::idempotency::{self, Claim, IdempotencyStore};
+use crate::config::AdminConfig;
 use crate::metrics::CONTENT_TYPE;
 
 /// Every route as `(method, path)`, paths in OpenAPI template syntax.
@@ -24,11 +26,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/push/room/{room}"),
     ("POST", "/v1/push/user/{user}"),
     ("POST", "/v1/broadcast"),
+    ("POST", "/v1/publish/batch"),
     ("GET", "/v1/rooms/{room}"),
+    ("GET", "/v1/rooms/{room}/history"),
+    ("GET", "/v1/rooms/{room}/presence"),
     ("GET", "/v1/stats"),
     ("GET", "/v1/connections/{id}"),
     ("DELETE", "/v1/connections/{id}"),
     ("GET", "/v1/users/{user}/receipts"),
+    ("GET", "/v1/users/{user}/history"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
 ];
@@ -41,17 +47,30 @@ pub const MAX_MEMBER_SAMPLE: usize = 1000;
 
 /// Shared state of every handler.
 #[derive(Clone)]
-struct AppState {
-    gateway: Arc<dyn Gateway>,
+pub(super) struct AppState {
+    pub gateway: Arc<dyn Gateway>,
     api_key: Option<Arc<str>>,
+    /// `Idempotency-Key`s of recent pushes (`admin.idempotency_*`).
+    pub idempotency: Arc<IdempotencyStore>,
+    /// `admin.max_batch_items`.
+    pub max_batch_items: usize,
+    /// `admin.max_page_size`.
+    max_page: usize,
 }
 
-/// Builds the router. `api_key`, when set, is required on every request.
-pub fn router(gateway: Arc<dyn Gateway>, api_key: Option<String>, max_body_size: usize) -> Router {
+/// Builds the router from `[admin]`. `api_key`, when set, is required on every request.
+pub fn router(gateway: Arc<dyn Gateway>, config: &AdminConfig) -> Router {
     let state = AppState {
         gateway,
-        api_key: api_key.map(Arc::from),
+        api_key: config.api_key.clone().map(Arc::from),
+        idempotency: IdempotencyStore::new(
+            std::time::Duration::from_millis(config.idempotency_ttl_ms),
+            config.idempotency_max_keys as usize,
+        ),
+        max_batch_items: config.max_batch_items.max(1) as usize,
+        max_page: config.max_page_size.max(1) as usize,
     };
+    let max_body_size = config.max_body_size as usize;
     // Built from ROUTES alone, so the served routes and the list (which the OpenAPI test
     // reads) cannot drift apart.
     let mut router = Router::new();
@@ -77,11 +96,15 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
         ("POST", "/v1/push/room/{room}") => post(push_room),
         ("POST", "/v1/push/user/{user}") => post(push_user),
         ("POST", "/v1/broadcast") => post(broadcast),
+        ("POST", "/v1/publish/batch") => post(super::batch::publish_batch),
         ("GET", "/v1/rooms/{room}") => get(room_info),
+        ("GET", "/v1/rooms/{room}/history") => get(room_history),
+        ("GET", "/v1/rooms/{room}/presence") => get(presence),
         ("GET", "/v1/stats") => get(stats),
         ("GET", "/v1/connections/{id}") => get(connection),
         ("DELETE", "/v1/connections/{id}") => delete(kick),
         ("GET", "/v1/users/{user}/receipts") => get(receipts),
+        ("GET", "/v1/users/{user}/history") => get(user_history),
         ("GET", "/healthz") => get(healthz),
         ("GET", "/metrics") => get(metrics),
         _ => return None,
@@ -91,20 +114,24 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
 /// An error answered as `{"error": code, "message": text}`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
             message: message.into(),
         }
     }
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 }
@@ -127,6 +154,11 @@ impl From<GatewayError> for ApiError {
             GatewayError::Rejected(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "rejected", e.to_string())
             }
+            GatewayError::NotConfirmed { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_confirmed",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -211,7 +243,16 @@ fn parse_push(body: Result<Bytes, BytesRejection>) -> Result<Push, ApiError> {
     let body = body?;
     let parsed: PushBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    let payload = match (parsed.payload, parsed.payload_base64) {
+    let payload = decode_payload(parsed.payload, parsed.payload_base64)?;
+    Ok(Push::new(payload, parsed.urgent))
+}
+
+/// Exactly one of `payload` (text) and `payload_base64`, as bytes.
+pub(super) fn decode_payload(
+    payload: Option<String>,
+    payload_base64: Option<String>,
+) -> Result<Bytes, ApiError> {
+    Ok(match (payload, payload_base64) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
@@ -225,15 +266,11 @@ fn parse_push(body: Result<Bytes, BytesRejection>) -> Result<Push, ApiError> {
             ))
         }
         (None, None) => return Err(ApiError::bad_request("missing payload or payload_base64")),
-    };
-    Ok(Push {
-        payload,
-        urgent: parsed.urgent,
     })
 }
 
 /// Room and user names: 1..=255 bytes, no whitespace or control characters.
-fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::bad_request(format!(
             "{what} name must be 1 to {MAX_NAME_LEN} bytes"
@@ -253,32 +290,146 @@ fn parse_conn_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("connection id {id:?} is not a decimal u64")))
 }
 
+/// `?wait=delivered` on the push routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushQuery {
+    wait: Option<String>,
+}
+
+type PushQueryResult = Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>;
+
+/// Whether the query asks to wait for delivery.
+fn wait_delivered(query: PushQueryResult) -> Result<bool, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    match q.wait.as_deref() {
+        None | Some("sequenced") => Ok(false),
+        Some("delivered") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "wait must be \"delivered\" or \"sequenced\" (got {other:?})"
+        ))),
+    }
+}
+
+/// The `Idempotency-Key` header, if present: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v.to_str().unwrap_or("");
+    check_key(key)?;
+    Ok(Some(key))
+}
+
+pub(super) fn check_key(key: &str) -> Result<(), ApiError> {
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > idempotency::MAX_KEY_LEN || !visible {
+        return Err(ApiError::bad_request(format!(
+            "an idempotency key must be 1 to {} visible ASCII characters",
+            idempotency::MAX_KEY_LEN
+        )));
+    }
+    Ok(())
+}
+
+/// Publishes one push, answering a retried idempotency key with its first outcome.
+/// Returns the outcome and whether it was replayed from the store.
+pub(super) async fn publish_one(
+    s: &AppState,
+    target: PushTarget,
+    push: Push,
+    key: Option<&str>,
+) -> Result<(PushOutcome, bool), ApiError> {
+    let Some(key) = key else {
+        return Ok((s.gateway.publish(target, push).await?, false));
+    };
+    let what = |h: &mut std::collections::hash_map::DefaultHasher| {
+        use std::hash::Hash;
+        target.hash(h);
+        push.payload.hash(h);
+        push.urgent.hash(h);
+    };
+    let ticket = match s.idempotency.claim(key, &what, std::time::Instant::now()) {
+        Claim::Done(outcome) => return Ok((outcome, true)),
+        Claim::InProgress => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "a push with this idempotency key is still being published; retry later",
+            ))
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this idempotency key was used for a different push",
+            ))
+        }
+        Claim::New(ticket) => ticket,
+    };
+    match s.gateway.publish(target, push).await {
+        Ok(outcome) => {
+            ticket.finish(&outcome);
+            Ok((outcome, false))
+        }
+        Err(e) => {
+            if let GatewayError::NotConfirmed { outcome, .. } = &e {
+                ticket.finish(outcome); // published: a retry must not publish again
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The answer of a push route; a replayed outcome says so in `Idempotent-Replayed`.
+async fn push_route(
+    s: AppState,
+    target: PushTarget,
+    query: PushQueryResult,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut push = parse_push(body)?;
+    push.wait_delivered = wait_delivered(query)?;
+    let key = idempotency_key(&headers)?;
+    let (outcome, replayed) = publish_one(&s, target, push, key).await?;
+    let mut resp = Json(outcome).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
 async fn push_room(
     State(s): State<AppState>,
     Path(room): Path<String>,
+    query: PushQueryResult,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_name("room", &room)?;
-    let push = parse_push(body)?;
-    Ok(Json(s.gateway.push_room(room, push).await?).into_response())
+    push_route(s, PushTarget::Room(room), query, headers, body).await
 }
 
 async fn push_user(
     State(s): State<AppState>,
     Path(user): Path<String>,
+    query: PushQueryResult,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_name("user", &user)?;
-    let push = parse_push(body)?;
-    Ok(Json(s.gateway.push_user(user, push).await?).into_response())
+    push_route(s, PushTarget::User(user), query, headers, body).await
 }
 
 async fn broadcast(
     State(s): State<AppState>,
+    query: PushQueryResult,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let push = parse_push(body)?;
-    Ok(Json(s.gateway.broadcast(push).await?).into_response())
+    push_route(s, PushTarget::Broadcast, query, headers, body).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +449,71 @@ async fn room_info(
         .unwrap_or(DEFAULT_MEMBER_SAMPLE)
         .min(MAX_MEMBER_SAMPLE);
     Ok(Json(s.gateway.room_info(room, sample).await?).into_response())
+}
+
+/// `?since=OFFSET&limit=N` of the history routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Default page of the history and presence routes (at most `admin.max_page_size`).
+pub const DEFAULT_PAGE: usize = 100;
+
+async fn history(
+    s: AppState,
+    target: PushTarget,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).min(s.max_page);
+    let since = q.since.unwrap_or(0);
+    Ok(Json(s.gateway.history(target, since, limit).await?).into_response())
+}
+
+async fn room_history(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("room", &room)?;
+    // `*` is the broadcast stream `room:*`: its history is readable too.
+    let target = if room == crate::gateway::BROADCAST_ROOM {
+        PushTarget::Broadcast
+    } else {
+        PushTarget::Room(room)
+    };
+    history(s, target, query).await
+}
+
+async fn user_history(
+    State(s): State<AppState>,
+    Path(user): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("user", &user)?;
+    history(s, PushTarget::User(user), query).await
+}
+
+/// `?after=USER&limit=N` of the presence route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn presence(
+    State(s): State<AppState>,
+    Path(room): Path<String>,
+    query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_name("room", &room)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).min(s.max_page);
+    Ok(Json(s.gateway.presence(room, q.after, limit).await?).into_response())
 }
 
 async fn stats(State(s): State<AppState>) -> Result<Response, ApiError> {

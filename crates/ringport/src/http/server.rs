@@ -75,11 +75,7 @@ impl AdminServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let app = router(
-            gateway,
-            config.api_key.clone(),
-            config.max_body_size as usize,
-        );
+        let app = router(gateway, config);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let limits = Limits {
             deadlines: Deadlines {

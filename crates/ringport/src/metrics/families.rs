@@ -329,6 +329,17 @@ impl MetricsSnapshot {
         // --- end abuse limits ---
 
         w.family(
+            "ringport_idempotent_replays_total",
+            "Pushes answered with the first outcome of their Idempotency-Key instead of publishing again.",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_idempotent_replays_total",
+            &[],
+            crate::http::idempotency::replays(),
+        );
+
+        w.family(
             "ringport_inbox_acked_total",
             "User-inbox messages acknowledged by clients (delivery receipts).",
             MetricType::Counter,

@@ -33,11 +33,18 @@ pub enum Limit {
     /// An admin connection closed by `admin.header_timeout_ms`, `admin.body_timeout_ms` or
     /// `admin.idle_timeout_ms`.
     AdminTimeout,
+    /// An idempotency key forgotten before its TTL because `admin.idempotency_max_keys`
+    /// keys were held.
+    IdempotencyKeys,
+    /// A batch publish refused for carrying more than `admin.max_batch_items` items.
+    BatchItems,
+    /// A push refused because a shard had `rooms.max_pending_deliveries` messages queued.
+    DeliveryBacklog,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 12] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -47,6 +54,9 @@ impl Limit {
         Limit::SessionReplaced,
         Limit::AdminConnections,
         Limit::AdminTimeout,
+        Limit::IdempotencyKeys,
+        Limit::BatchItems,
+        Limit::DeliveryBacklog,
     ];
 
     /// The `limit` label.
@@ -61,6 +71,9 @@ impl Limit {
             Limit::SessionReplaced => "session_replaced",
             Limit::AdminConnections => "admin_connections",
             Limit::AdminTimeout => "admin_timeout",
+            Limit::IdempotencyKeys => "idempotency_keys",
+            Limit::BatchItems => "batch_items",
+            Limit::DeliveryBacklog => "delivery_backlog",
         }
     }
 

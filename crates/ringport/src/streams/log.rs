@@ -437,6 +437,22 @@ impl StreamLog {
         }
     }
 
+    /// Up to `limit` retained messages with offsets above `since`, oldest first, with their
+    /// offsets (the history API's page).
+    pub fn page(&self, since: u64, limit: usize) -> Vec<(u64, Bytes)> {
+        let Some(first) = self.first_retained() else {
+            return Vec::new();
+        };
+        let skip =
+            usize::try_from(since.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        self.history
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|e| (e.offset, e.frame.clone()))
+            .collect()
+    }
+
     fn frames_from(&self, from: u64) -> Vec<Bytes> {
         let Some(first) = self.first_retained() else {
             return Vec::new();

@@ -63,6 +63,19 @@ pub struct InboxReceipts {
     pub receipts: u64,
 }
 
+/// One page of a stream's retained history (`GET .../history`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Epoch the offsets belong to.
+    pub epoch: u32,
+    /// Highest offset appended.
+    pub tail: u64,
+    /// Oldest offset still retained (`tail + 1` when none is): offsets below it are gone.
+    pub first: u64,
+    /// `(offset, encoded PUSH frame)`, oldest first.
+    pub frames: Vec<(u64, Bytes)>,
+}
+
 /// Totals over every stream, for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamsStats {
@@ -279,6 +292,30 @@ impl Streams {
         r
     }
 
+    /// Up to `limit` retained messages of `stream` above `since`, trimmed to the age
+    /// bound at `now` first. An unknown stream is an empty log at the floor.
+    pub fn history(&self, stream: &StreamName, since: u64, limit: usize, now: u64) -> HistoryPage {
+        let mut shard = self.lock(stream);
+        let Some(log) = shard.get_mut(stream) else {
+            let floor = self.floor.load(Ordering::Relaxed);
+            return HistoryPage {
+                epoch: self.epoch,
+                tail: floor,
+                first: floor + 1,
+                frames: Vec::new(),
+            };
+        };
+        let before = log.bytes();
+        log.trim(now, self.limits);
+        self.account(before, log.bytes());
+        HistoryPage {
+            epoch: log.epoch(),
+            tail: log.tail(),
+            first: log.first_retained().unwrap_or(log.tail() + 1),
+            frames: log.page(since, limit),
+        }
+    }
+
     /// The stream's current `(epoch, tail)`: a connection joining live treats
     /// offsets ≤ tail as already past. An unknown stream is at the floor (its
     /// first message, whenever it comes, gets an offset above it); nothing is
@@ -441,6 +478,16 @@ impl crate::offsets::StreamSink for Streams {
 
     fn history_streams(&self) -> u64 {
         Streams::streams(self)
+    }
+
+    fn history(
+        &self,
+        stream: &StreamName,
+        since: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Option<HistoryPage> {
+        Some(Streams::history(self, stream, since, limit, now_ms))
     }
 }
 

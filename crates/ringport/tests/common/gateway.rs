@@ -86,6 +86,32 @@ impl TestServer {
         }
     }
 
+    /// The engine behind the gateway (tests post closures to shards with it).
+    pub fn engine(&self) -> ringport_io::EngineHandle<ringport::gateway::GatewayHandler> {
+        let plane = self.plane.as_ref().expect("running");
+        plane.engine_gateway().engine().clone()
+    }
+
+    /// An anonymous session that joined room `name` and closed: its `(session_id, epoch)`.
+    pub fn session_in_room(&self, name: &str) -> (u64, u32) {
+        let mut c = self.client();
+        let w = c.welcome("");
+        c.send(&Frame::Join(RoomRequest {
+            req_id: 1,
+            room: name.into(),
+        }));
+        let epoch = match c.recv() {
+            Frame::RoomResult(r) => r.epoch,
+            other => panic!("expected ROOM_RESULT, got {other:?}"),
+        };
+        c.send(&Frame::Close {
+            reason: CloseReason::NORMAL,
+            text: String::new(),
+        });
+        while c.next().is_some() {}
+        (w.session_id, epoch)
+    }
+
     pub fn http(&self, method: &str, path: &str, body: &str) -> super::Response {
         super::request(self.admin_addr, method, path, &[], body)
     }

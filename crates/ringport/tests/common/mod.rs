@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ringport::http::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats, Push,
-    PushOutcome, Receipts, Reply, RoomInfo, RoomMember,
+    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
+    History, Presence, Push, PushOutcome, PushTarget, Receipts, Reply, RoomInfo, RoomMember,
 };
 use ringport::metrics::Registry;
 
@@ -37,8 +37,14 @@ impl MockGateway {
         if *self.unavailable.lock().unwrap() {
             return Err(GatewayError::Unavailable("shutting down".into()));
         }
-        self.calls.lock().unwrap().push((target, push));
-        Ok(PushOutcome { recipients: 3 })
+        let mut calls = self.calls.lock().unwrap();
+        calls.push((target.clone(), push));
+        Ok(PushOutcome {
+            stream: target,
+            epoch: 1,
+            offset: calls.len() as u64,
+            recipients: Some(3),
+        })
     }
 }
 
@@ -118,6 +124,22 @@ impl Gateway for MockGateway {
             Ok(id == 7)
         })
     }
+    fn history(&self, target: PushTarget, _since: u64, _limit: usize) -> Reply<'_, History> {
+        Box::pin(async move {
+            Ok(History {
+                stream: format!("{target:?}"),
+                ..History::default()
+            })
+        })
+    }
+    fn presence(&self, room: String, _after: Option<String>, _limit: usize) -> Reply<'_, Presence> {
+        Box::pin(async move {
+            Ok(Presence {
+                room,
+                ..Presence::default()
+            })
+        })
+    }
     fn render_metrics(&self, out: &mut String) {
         Registry::new(1).0.render(out);
     }
@@ -193,4 +215,93 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// One keep-alive HTTP/1.1 connection that writes requests ahead of reading answers
+/// (pipelining); answers come back in request order.
+pub struct Pipelined {
+    reader: std::io::BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Pipelined {
+    pub fn connect(addr: SocketAddr) -> Pipelined {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Pipelined {
+            writer: s.try_clone().unwrap(),
+            reader: std::io::BufReader::new(s),
+        }
+    }
+
+    /// A second handle on the socket for writing from another thread.
+    pub fn writer(&self) -> TcpStream {
+        self.writer.try_clone().unwrap()
+    }
+
+    /// The bytes of one request (keep-alive).
+    pub fn encode(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        req
+    }
+
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) {
+        let req = Pipelined::encode(method, path, headers, body);
+        self.writer.write_all(req.as_bytes()).unwrap();
+    }
+
+    /// Reads the next answer (`Content-Length` framed, as hyper answers JSON).
+    pub fn answer(&mut self) -> Response {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let (mut len, mut content_type) = (0usize, String::new());
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("header line");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                } else if k.eq_ignore_ascii_case("content-type") {
+                    content_type = v.trim().to_owned();
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body).expect("body");
+        Response {
+            status,
+            content_type,
+            body: String::from_utf8(body).unwrap(),
+        }
+    }
+
+    /// One request and its answer.
+    pub fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        self.send(method, path, headers, body);
+        self.answer()
+    }
 }
