@@ -18,6 +18,7 @@
 
 mod keys;
 mod layers;
+mod limits;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use keys::{default_toml, KeyDoc, KeyKind, KEYS};
 pub use layers::{Layers, Override};
+pub use limits::LimitsConfig;
 
 /// The whole resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -37,6 +39,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rooms: RoomsConfig,
     pub history: HistoryConfig,
+    pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -596,6 +599,8 @@ impl Config {
             )
         })?;
         in_range("rooms.batch_window_ms", r.batch_window_ms, 0, 1_000)?;
+
+        self.limits.validate()?;
 
         let h = &self.history;
         in_range(

@@ -138,6 +138,27 @@ impl Client {
         }
     }
 
+    /// Connects from source address `ip` (any of 127.0.0.0/8 on loopback), to look like
+    /// a distinct peer.
+    pub fn connect_from(addr: SocketAddr, ip: std::net::IpAddr) -> Client {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        s.bind(&SocketAddr::new(ip, 0).into()).expect("bind source");
+        s.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = s.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            decoder: Decoder::new(16 << 20),
+        }
+    }
+
     pub fn send(&mut self, frame: &Frame) {
         let bytes = frame.to_bytes().unwrap();
         self.stream.write_all(&bytes).unwrap();
