@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// Application run on the data plane.
     pub app: AppMode,
+    /// Memory the gateway may use for connections and history before it sheds load;
+    /// 0 = half of physical memory (or of the cgroup's limit, if lower).
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -88,11 +91,20 @@ impl Default for ServerConfig {
             pin_cpus: false,
             backlog: 4096,
             app: AppMode::Gateway,
+            memory_budget_bytes: 0,
         }
     }
 }
 
 impl ServerConfig {
+    /// The memory budget after resolving 0 to half of physical memory.
+    pub fn effective_memory_budget(&self) -> u64 {
+        match self.memory_budget_bytes {
+            0 => crate::gateway::physical_memory().map_or(u64::MAX, |m| m / 2),
+            n => n,
+        }
+    }
+
     /// Workers after resolving 0 to the number of available cores.
     pub fn effective_workers(&self) -> usize {
         if self.workers == 0 {

@@ -74,6 +74,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("server", "pin_cpus", Bool, "Pin shard i to CPU i."),
     k("server", "backlog", Int, "listen(2) backlog of the client listener."),
     k("server", "app", KeyKind::Enum(&["gateway", "echo"]), "Application on the data plane: \"gateway\" (rooms, auth, push) or \"echo\" (bare engine test)."),
+    k("server", "memory_budget_bytes", Int, "Memory for send queues, receive buffers and history together; above it new connections are refused with CLOSE POLICY and the largest send queues are closed first. 0 = half of physical memory (or of the cgroup memory limit, if lower)."),
     k("engine", "max_connections_per_shard", Int, "Connection slots per shard (accepted + outbound); sizes the registered file table."),
     k("engine", "ring_entries", Int, "io_uring submission queue entries per shard, 8 to 32768 (the kernel rounds up to a power of two)."),
     k("engine", "recv_buffer_size", Int, "Bytes per provided receive buffer."),

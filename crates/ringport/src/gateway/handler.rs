@@ -47,6 +47,10 @@ pub struct GatewayHandler {
     pub(super) replaying: Vec<ConnId>,
     /// A `drain_replays` is posted to this shard's inbox and not yet run.
     pub(super) drain_posted: bool,
+    /// Session clock (ms) of this shard's last memory check (`gateway/overload.rs`).
+    pub(super) memory_checked_ms: u64,
+    /// Connection memory this shard last published to the process-wide budget.
+    pub(super) memory_published: u64,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -76,6 +80,8 @@ impl GatewayHandler {
             batch_since: None,
             replaying: Vec::new(),
             drain_posted: false,
+            memory_checked_ms: 0,
+            memory_published: 0,
         }
     }
 
@@ -779,6 +785,7 @@ impl Handler for GatewayHandler {
 
     fn on_loop(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.flush_batch(ctx, false);
+        self.check_memory(ctx);
         if self.shard == 0 {
             self.sweep(ctx);
         }

@@ -20,8 +20,12 @@ impl GatewayHandler {
         ]
     }
 
-    /// A new connection: counted against its address's limits, or closed with POLICY.
+    /// A new connection: refused with POLICY while the process is over its memory budget,
+    /// else counted against its address's limits or closed with POLICY.
     pub(super) fn admit_peer(&mut self, ctx: &Ctx<'_, Self>, c: &mut Conn, now: u64) {
+        if self.refuse_overloaded(c, now) {
+            return;
+        }
         let peers = &self.shared.peers;
         let Some(ip) = ctx
             .conn_info(c.id)

@@ -21,6 +21,7 @@ mod control;
 mod fanout;
 mod handler;
 mod limits;
+mod overload;
 mod replay;
 mod rooms;
 
@@ -40,6 +41,7 @@ use crate::streams::{HistoryLimits, PublishDedupes, Streams};
 
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
+pub use overload::physical_memory;
 
 /// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every
 /// established connection receives it.
@@ -107,6 +109,8 @@ pub(crate) struct Shared {
     pub peers: admission::PeerTable,
     /// Open connections per user, process-wide.
     pub user_counts: admission::UserCounts,
+    /// `server.memory_budget_bytes` and every shard's last measurement.
+    pub memory: overload::MemoryBudget,
     // --- end abuse limits ---
 }
 
@@ -202,6 +206,10 @@ pub fn start_with_sink(
         limits: config.limits.clone(),
         peers: admission::PeerTable::new(&config.limits),
         user_counts: admission::UserCounts::new(&config.limits),
+        memory: overload::MemoryBudget::new(
+            config.server.effective_memory_budget(),
+            engine_cfg.workers,
+        ),
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {

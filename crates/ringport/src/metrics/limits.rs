@@ -52,11 +52,14 @@ pub enum Limit {
     /// A connection accepted over the process-wide connection cap (CLOSE POLICY "server
     /// full"); counted by the engine.
     ServerFull,
+    /// `server.memory_budget_bytes` exceeded: a connection refused, or one with a large send
+    /// queue closed.
+    MemoryBudget,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 18] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -74,6 +77,7 @@ impl Limit {
         Limit::ControlRate,
         Limit::TrackedIps,
         Limit::ServerFull,
+        Limit::MemoryBudget,
     ];
 
     /// The `limit` label.
@@ -96,6 +100,7 @@ impl Limit {
             Limit::ControlRate => "control_rate",
             Limit::TrackedIps => "tracked_ips",
             Limit::ServerFull => "server_full",
+            Limit::MemoryBudget => "memory_budget",
         }
     }
 

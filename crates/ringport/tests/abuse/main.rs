@@ -5,6 +5,7 @@
 mod common;
 
 mod admission;
+mod overload;
 
 use bytes::Bytes;
 use common::gateway::{test_config, token, Client, TestServer, SECRET};
