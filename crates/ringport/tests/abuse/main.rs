@@ -5,6 +5,7 @@
 mod common;
 
 mod admission;
+mod attacks;
 mod overload;
 
 use bytes::Bytes;
