@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 use common::{start, totals, wait_until, Behaviour, DEADLINE};
 use ringport_io::EngineConfig;
 
+/// An engine whose handler echoes what it receives.
+fn start_echo(
+    cfg: EngineConfig,
+) -> (
+    ringport_io::Engine<common::Recorder>,
+    std::sync::Arc<common::Log>,
+    std::net::SocketAddr,
+) {
+    start(
+        cfg,
+        Behaviour {
+            echo: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes into the local timespec we pass.
@@ -43,13 +60,7 @@ fn full_table_leaves_the_rest_in_the_backlog_without_spinning() {
         max_connections_per_shard: 8,
         ..Default::default()
     };
-    let (engine, _log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, _log, addr) = start_echo(cfg);
     let h = engine.handle();
     let mut clients: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for c in &mut clients {
@@ -118,13 +129,7 @@ fn outbound_connect_taking_the_last_slot_pauses_accepting() {
         max_connections_per_shard: 2,
         ..Default::default()
     };
-    let (engine, log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, log, addr) = start_echo(cfg);
     let h = engine.handle();
     let mut a = TcpStream::connect(addr).unwrap();
     a.write_all(b"ping").unwrap();
@@ -170,13 +175,7 @@ fn over_cap_reply_refuses_the_excess_process_wide() {
         over_cap_reply: Some(bytes::Bytes::from_static(b"full")),
         ..Default::default()
     };
-    let (engine, log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, log, addr) = start_echo(cfg);
     let h = engine.handle();
     // Eight connections from distinct source ports: an even 4/4 split over the shards
     // is unlikely, so a per-shard cap of 2 would leave some unanswered.

@@ -55,6 +55,34 @@ pub(crate) fn bystander_is_served(server: &TestServer, from: IpAddr, user: &str)
     assert_eq!(&c.push().payload[..], b"hello");
 }
 
+/// Connects from `from` and says HELLO with `tok` until WELCOME comes back, for a place
+/// that frees asynchronously (a close is processed on its shard); every refusal meanwhile
+/// must be CLOSE POLICY mentioning `refusal`.
+pub(crate) fn welcome_eventually(
+    server: &TestServer,
+    from: IpAddr,
+    tok: &str,
+    refusal: &str,
+) -> Client {
+    let deadline = Instant::now() + crate::common::gateway::WAIT;
+    loop {
+        let mut c = Client::connect_from(server.addr, from);
+        match c.hello(tok) {
+            Frame::Welcome(_) => return c,
+            Frame::Close { reason, text } => {
+                assert_eq!(reason, CloseReason::POLICY, "{text}");
+                assert!(
+                    text.contains(refusal),
+                    "{text:?} should mention {refusal:?}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "still refused: {refusal}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads until CLOSE and checks it is POLICY with `text` in its text.
 fn expect_policy(c: &mut Client, text: &str) {
     let (reason, got) = c.expect_close();
@@ -85,20 +113,7 @@ fn connections_per_ip_are_capped_and_released_on_close() {
     bystander_is_served(&server, ip(2), "bystander");
     // A closed connection frees its place (released on the shard's close, so poll).
     drop(held.pop());
-    let deadline = Instant::now() + crate::common::gateway::WAIT;
-    loop {
-        let mut c = Client::connect_from(server.addr, ip(1));
-        match c.hello("") {
-            Frame::Welcome(_) => break,
-            Frame::Close { reason, .. } => assert_eq!(reason, CloseReason::POLICY),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed connection's place never freed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    welcome_eventually(&server, ip(1), "", "too many connections from this address");
 }
 
 /// Observed: 28,692 handshakes/s from one IP were all served.
@@ -195,18 +210,7 @@ fn connections_per_user_are_capped_across_shards() {
     wait_limit_hits(&server, "connections_per_user", 4);
     bystander_is_served(&server, ip(30), "bob");
     drop(held.pop());
-    let deadline = Instant::now() + crate::common::gateway::WAIT;
-    loop {
-        let mut c = Client::connect_from(server.addr, ip(31));
-        if let Frame::Welcome(_) = c.hello(&tok) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the user's closed connection never released"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    welcome_eventually(&server, ip(31), &tok, "this user");
 }
 
 /// Observed: one connection did ~200,000 JOIN+LEAVE per second.
@@ -319,22 +323,8 @@ fn at_the_cap_excess_gets_server_full_and_any_shard_serves_up_to_it() {
     wait_limit_hits(&server, "server_full", 5);
     // Freed places are taken by the next clients, whichever shard they land on.
     drop(held.drain(..3));
-    let deadline = Instant::now() + crate::common::gateway::WAIT;
-    let mut served = 0;
-    while served < 3 {
-        let mut c = Client::connect_from(server.addr, ip(80 + served));
-        c.stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
-        match c.hello("") {
-            Frame::Welcome(_) => {
-                served += 1;
-                held.push(c);
-            }
-            Frame::Close { text, .. } => assert!(text.contains("server full"), "{text}"),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(Instant::now() < deadline, "freed places were not served");
+    for k in 0..3 {
+        held.push(welcome_eventually(&server, ip(80 + k), "", "server full"));
     }
     server.wait_metric("ringport_connections_open{state=\"active\"} 8");
 }

@@ -1,18 +1,14 @@
 //! Overload (issue 10, item 7): `server.memory_budget_bytes` bounds what the gateway holds
 //! for clients (send queues, receive buffers, history).
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ringport_proto::{CloseReason, Frame};
 
-use super::wait_limit_hits;
+use super::admission::welcome_eventually;
+use super::{push_room, wait_limit_hits};
 use crate::common::gateway::{test_config, TestServer, WAIT};
-
-fn push_room(server: &TestServer, room: &str, payload: &str) {
-    let body = format!(r#"{{"payload":"{payload}"}}"#);
-    let r = server.http("POST", &format!("/v1/push/room/{room}"), &body);
-    assert_eq!(r.status, 200, "{}", r.body);
-}
 
 /// A consumer that stops reading grows its send queue up to `engine.send_high_water`; many of
 /// them would exhaust memory long before that. Over the budget the largest queue goes first,
@@ -61,16 +57,7 @@ fn over_the_budget_the_largest_send_queue_is_closed_first() {
     drop((reader, slow));
     // Load shed: new clients are served again (once the shards have published their
     // memory since).
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match server.client().hello("") {
-            Frame::Welcome(_) => break,
-            Frame::Close { text, .. } => assert!(text.contains("overloaded"), "{text}"),
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(Instant::now() < deadline, "still overloaded after shedding");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    welcome_eventually(&server, IpAddr::from([127, 0, 0, 1]), "", "overloaded");
 }
 
 /// Above the budget new connections are refused with POLICY. Here the history alone is over

@@ -128,7 +128,10 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
@@ -149,14 +152,7 @@ impl Client {
         .expect("socket");
         s.bind(&SocketAddr::new(ip, 0).into()).expect("bind source");
         s.connect(&addr.into()).expect("connect");
-        let stream: TcpStream = s.into();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-            decoder: Decoder::new(16 << 20),
-        }
+        Client::over(s.into())
     }
 
     pub fn send(&mut self, frame: &Frame) {
