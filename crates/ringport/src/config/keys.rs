@@ -75,7 +75,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("server", "backlog", Int, "listen(2) backlog of the client listener."),
     k("server", "app", KeyKind::Enum(&["gateway", "echo"]), "Application on the data plane: \"gateway\" (rooms, auth, push) or \"echo\" (bare engine test)."),
     k("server", "memory_budget_bytes", Int, "Memory for send queues, receive buffers and history together; above it new connections are refused with CLOSE POLICY and the largest send queues are closed first. 0 = half of physical memory (or of the cgroup memory limit, if lower)."),
-    k("engine", "max_connections_per_shard", Int, "Connection slots per shard (accepted + outbound); sizes the registered file table."),
+    k("engine", "max_connections_per_shard", Int, "Connections per shard; the gateway enforces max_connections_per_shard x workers process-wide (any shard may hold more than its share; each shard's registered file table is sized for the whole cap plus 64) and answers a connection over it with CLOSE POLICY \"server full\"."),
     k("engine", "ring_entries", Int, "io_uring submission queue entries per shard, 8 to 32768 (the kernel rounds up to a power of two)."),
     k("engine", "recv_buffer_size", Int, "Bytes per provided receive buffer."),
     k("engine", "recv_buffers", Int, "Provided receive buffers per shard; a power of two up to 32768. Idle connections pin none, but the kernel cycles through all of them, so recv_buffers x recv_buffer_size becomes resident per shard once traffic has passed."),
