@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 secs="${FUZZ_SECS:-20}"
-targets=(decode_frames session_sequence)
+targets=(decode_frames session_sequence hello_resume)
 
 fail() {
     echo "fuzz smoke: FAILED: $*" >&2

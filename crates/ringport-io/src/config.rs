@@ -13,6 +13,11 @@ pub enum SlowConsumerPolicy {
     Reject,
 }
 
+/// Descriptor-table entries each shard keeps beyond the process-wide cap when
+/// [`EngineConfig::over_cap_reply`] is set: room to accept a connection over the cap, send it
+/// the reply and close it, while the cap's own connections stay open.
+pub const OVER_CAP_HEADROOM: u32 = 64;
+
 /// How the engine is built. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -28,8 +33,18 @@ pub struct EngineConfig {
     /// Connections (accepted + outbound) per shard; also the size of the shard's direct
     /// descriptor table. The kernel caps a table at RLIMIT_NOFILE, so the engine clamps to
     /// it. At the cap a shard stops accepting: new connections wait in the listen backlog
-    /// until a slot frees. Default 65,536 (clamped).
+    /// until a slot frees — unless [`EngineConfig::over_cap_reply`] is set, which makes the
+    /// cap process-wide. Default 65,536 (clamped).
     pub max_connections_per_shard: u32,
+    /// Refuse connections over the cap instead of leaving them in the backlog. When set, the
+    /// cap is process-wide: at most `max_connections_per_shard × workers` connections are
+    /// open, whichever shards hold them (the kernel's SO_REUSEPORT hash is uneven, so each
+    /// shard's descriptor table is sized for the whole cap plus [`OVER_CAP_HEADROOM`] entries,
+    /// clamped to RLIMIT_NOFILE). A connection accepted over the cap is sent these bytes
+    /// (e.g. a protocol's "server full" close frame; empty: nothing), closed gracefully
+    /// (bounded by `close_linger`) and never shown to the handler; counted in
+    /// `ShardStats::refused_over_cap`. Default: `None` (backlog).
+    pub over_cap_reply: Option<bytes::Bytes>,
     /// Submission queue entries per ring (the completion queue is 4x). Default 4096.
     pub ring_entries: u32,
     /// Bytes per provided receive buffer. Default 4096.
@@ -73,6 +88,7 @@ impl Default for EngineConfig {
             listen: None,
             backlog: 4096,
             max_connections_per_shard: 65_536,
+            over_cap_reply: None,
             ring_entries: 4096,
             recv_buffer_size: 4096,
             recv_buffers: 1024,

@@ -47,6 +47,11 @@ pub(crate) struct Slot {
     pub waiting_buffers: bool,
     /// The peer's FIN arrived.
     pub peer_eof: bool,
+    /// The handler was told of this connection (`on_open`, or an outbound connect it
+    /// started), so it is owed exactly one `on_close`. An accepted connection is announced
+    /// once its peer address is known (when `resolve_peer_addr`); one refused over the cap
+    /// never is.
+    pub announced: bool,
     pub origin: Origin,
     pub q: SendQueue,
     /// Handler timer, or linger deadline while closing (tick), or `NEVER`.
@@ -76,6 +81,7 @@ impl Slot {
             dirty: false,
             waiting_buffers: false,
             peer_eof: false,
+            announced: false,
             origin: Origin::Accepted,
             q: SendQueue::default(),
             timer: NEVER,

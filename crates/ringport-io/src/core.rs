@@ -72,8 +72,15 @@ pub(crate) struct Core<H: crate::Handler> {
     tick_ns: u64,
     idle_ticks: Option<u64>,
     linger_ticks: u64,
+    /// Connections open on this shard (counted from accept or connect to the start of
+    /// their close).
     pub open: usize,
+    /// Slots taken (open, connecting or closing).
     pub used: usize,
+    /// Process-wide connection cap when refusing over it (`over_cap_reply`); else unused.
+    pub limit: usize,
+    /// The first refusal over the cap was logged (later ones only count).
+    over_cap_logged: bool,
     pub sh: Arc<ShardShared<H>>,
     pub handle: EngineHandle<H>,
 }
@@ -84,6 +91,7 @@ impl<H: crate::Handler> Core<H> {
         cfg: EngineConfig,
         driver: Driver,
         cap: u32,
+        limit: usize,
         listener: Option<OwnedFd>,
         handle: EngineHandle<H>,
     ) -> Core<H> {
@@ -120,6 +128,8 @@ impl<H: crate::Handler> Core<H> {
             handle,
             open: 0,
             used: 0,
+            limit,
+            over_cap_logged: false,
             cfg,
         }
     }
@@ -291,6 +301,7 @@ impl<H: crate::Handler> Core<H> {
             .stats
             .send_blocks
             .set(self.pool.blocks_allocated() as u64);
+        self.sh.stats.queued_bytes.set(self.pool.queued_bytes());
         // Connection operations only: the doorbell read and an armed accept are always there.
         let resident = 1 + usize::from(matches!(self.accept, Accept::Armed | Accept::Cancelling));
         self.sh
@@ -361,6 +372,53 @@ impl<H: crate::Handler> Core<H> {
         }
     }
 
+    /// Counts a connection that became open (accepted or connected) on this shard and in
+    /// the process. Returns false, counting nothing, for an accepted one over the
+    /// process-wide cap (only when refusing over it, `over_cap_reply`).
+    pub fn count_open(&mut self, accepted: bool) -> bool {
+        let open = &self.handle.shared.open;
+        let before = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if accepted && self.cfg.over_cap_reply.is_some() && before >= self.limit {
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        self.open += 1;
+        self.sh.stats.open.set(self.open as u64);
+        true
+    }
+
+    /// A connection accepted into `slot` over the process-wide cap: it is sent
+    /// `over_cap_reply` and closed gracefully (drain, FIN, the peer's FIN or the linger),
+    /// without the handler ever seeing it. Its receive is armed only to notice the peer's
+    /// FIN or reset; what it sends is discarded.
+    pub fn refuse_over_cap(&mut self, slot: u32, fd: u32) {
+        self.sh.stats.refused_over_cap.inc();
+        if !self.over_cap_logged {
+            self.over_cap_logged = true;
+            tracing::warn!(
+                shard = self.shard,
+                limit = self.limit,
+                "connection cap reached: connections over it are refused (logged once per shard; see refused_over_cap)"
+            );
+        }
+        let reply = self.cfg.over_cap_reply.clone().unwrap_or_default();
+        let linger = self.now_tick + self.linger_ticks;
+        let s = &mut self.slots[slot as usize];
+        s.fd = fd;
+        s.origin = crate::Origin::Accepted;
+        s.state = State::Draining;
+        s.timer = linger;
+        if !reply.is_empty() {
+            self.pool.push_shared(&mut s.q, reply);
+            self.mark_dirty(slot);
+        }
+        self.arm_recv(slot);
+        self.schedule(slot);
+        if self.slots[slot as usize].q.is_empty() {
+            self.start_fin(slot);
+        }
+    }
+
     // ---- timers --------------------------------------------------------------------------
 
     /// Makes sure the slot's wheel entry is at or before its earliest deadline.
@@ -395,10 +453,16 @@ impl<H: crate::Handler> Core<H> {
         let state = self.slots[slot as usize].state;
         match state {
             State::Open => {
-                self.notify.push((id, reason));
+                if self.slots[slot as usize].announced {
+                    self.notify.push((id, reason));
+                }
                 self.sh.stats.closed[reason.bucket()].inc();
                 self.open -= 1;
                 self.sh.stats.open.set(self.open as u64);
+                self.handle
+                    .shared
+                    .open
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if graceful {
                     let s = &mut self.slots[slot as usize];
                     s.state = State::Draining;
@@ -533,6 +597,7 @@ impl<H: crate::Handler> Core<H> {
         };
         let s = &mut self.slots[slot as usize];
         s.state = State::Connecting;
+        s.announced = true;
         s.origin = crate::Origin::Connected;
         s.peer = Some(addr);
         s.connect = ci;

@@ -15,6 +15,9 @@ use crate::{CloseReason, ConnId, Ctx, EngineConfig, EngineError, Handler, StatsS
 pub(crate) struct EngineShared<H: Handler> {
     pub shards: Vec<Arc<ShardShared<H>>>,
     pub local_addr: Option<SocketAddr>,
+    /// Connections open in the whole process (every shard's `Core::open` together): the
+    /// process-wide cap of [`EngineConfig::over_cap_reply`] is checked against it at accept.
+    pub open: std::sync::atomic::AtomicUsize,
 }
 
 /// A cheap, cloneable way for any thread to reach the engine's shards.
@@ -39,6 +42,11 @@ impl<H: Handler> std::fmt::Debug for EngineHandle<H> {
 }
 
 impl<H: Handler> EngineHandle<H> {
+    /// Connections open in the whole process (all shards).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.shared.shards.len()
@@ -150,7 +158,11 @@ impl<H: Handler> Engine<H> {
             shards.push(Arc::new(s));
         }
         let handle = EngineHandle {
-            shared: Arc::new(EngineShared { shards, local_addr }),
+            shared: Arc::new(EngineShared {
+                shards,
+                local_addr,
+                open: std::sync::atomic::AtomicUsize::new(0),
+            }),
         };
         let factory = Arc::new(factory);
         let cpus = std::thread::available_parallelism()

@@ -61,7 +61,7 @@ mod stats;
 mod sys;
 mod timer;
 
-pub use config::{EngineConfig, SlowConsumerPolicy};
+pub use config::{EngineConfig, SlowConsumerPolicy, OVER_CAP_HEADROOM};
 pub use conn::{ConnInfo, ConnState};
 pub use ctx::Ctx;
 pub use engine::{Engine, EngineHandle};

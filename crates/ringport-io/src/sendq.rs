@@ -117,6 +117,8 @@ pub(crate) struct SendPool {
     #[allow(clippy::vec_box)]
     ops: Vec<Box<SendOp>>,
     free_ops: Vec<u32>,
+    /// Bytes queued over all of this pool's queues (sent ones leave at completion).
+    queued: u64,
 }
 
 impl SendPool {
@@ -129,7 +131,13 @@ impl SendPool {
             vacant_blocks: Vec::new(),
             ops: Vec::new(),
             free_ops: Vec::new(),
+            queued: 0,
         }
+    }
+
+    /// Bytes queued over all queues of this pool and not yet sent.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued
     }
 
     /// Blocks currently allocated (in use or kept free).
@@ -198,6 +206,7 @@ impl SendPool {
             return;
         }
         q.bytes += payload.len() as u32;
+        self.queued += payload.len() as u64;
         let node = self.alloc_node(Chunk::Shared(payload));
         self.link(q, node);
     }
@@ -205,6 +214,7 @@ impl SendPool {
     /// Queues a copy of `data`, filling the queue's last block first.
     pub fn push_copy(&mut self, q: &mut SendQueue, mut data: &[u8]) {
         q.bytes += data.len() as u32;
+        self.queued += data.len() as u64;
         if q.tail != NONE {
             let tail = &mut self.nodes[q.tail as usize];
             if let (false, Chunk::Block { id, end, .. }) = (tail.sealed, &mut tail.chunk) {
@@ -297,7 +307,9 @@ impl SendPool {
     /// chunk, unseals the rest and releases the `SendOp`.
     pub fn complete(&mut self, q: &mut SendQueue, mut sent: usize) {
         debug_assert!(q.in_flight());
-        q.bytes -= sent.min(q.bytes as usize) as u32;
+        let gone = sent.min(q.bytes as usize) as u32;
+        q.bytes -= gone;
+        self.queued -= u64::from(gone);
         while q.head != NONE {
             let head = q.head;
             let node = &mut self.nodes[head as usize];
@@ -348,7 +360,9 @@ impl SendPool {
         }
         while cur != NONE {
             let next = self.nodes[cur as usize].next;
-            q.bytes -= self.chunk_len(cur) as u32;
+            let len = self.chunk_len(cur) as u32;
+            q.bytes -= len;
+            self.queued -= u64::from(len);
             self.free_node(cur);
             cur = next;
         }
@@ -364,6 +378,7 @@ impl SendPool {
     /// Releases a queue whose connection is gone (no send may be in flight).
     pub fn release(&mut self, q: &mut SendQueue) {
         debug_assert!(!q.in_flight());
+        self.queued -= u64::from(q.bytes);
         let mut cur = q.head;
         while cur != NONE {
             let next = self.nodes[cur as usize].next;
@@ -458,6 +473,7 @@ mod tests {
         pool.push_shared(&mut q, Bytes::from_static(b"tail-shared"));
         expected.extend_from_slice(b"tail-shared");
         assert_eq!(q.bytes as usize, expected.len());
+        assert_eq!(pool.queued_bytes(), expected.len() as u64);
 
         let mut got = Vec::new();
         let mut step = 1;
@@ -473,6 +489,7 @@ mod tests {
         }
         assert_eq!(got, expected);
         assert_eq!(q.bytes, 0);
+        assert_eq!(pool.queued_bytes(), 0);
         assert_eq!(pool.free_nodes.len(), pool.nodes.len());
     }
 
@@ -487,8 +504,16 @@ mod tests {
         pool.push_copy(&mut q, b"cccc");
         pool.clear_unsent(&mut q);
         assert_eq!(q.bytes, 4);
+        assert_eq!(
+            pool.queued_bytes(),
+            4,
+            "the pool's total follows every queue"
+        );
         pool.complete(&mut q, 4);
         assert!(q.is_empty());
+        pool.push_copy(&mut q, b"dddd");
+        pool.release(&mut q);
+        assert_eq!(pool.queued_bytes(), 0);
         assert_eq!(pool.free_nodes.len(), pool.nodes.len());
     }
 

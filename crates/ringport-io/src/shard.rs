@@ -41,11 +41,24 @@ impl<H: Handler> Shard<H> {
         factory: impl FnOnce(EngineHandle<H>) -> H,
     ) -> Result<Shard<H>, EngineError> {
         let limit = nofile_limit().min(u64::from(u32::MAX)) as u32;
-        let cap = cfg.max_connections_per_shard.min(limit.max(1));
-        if cap < cfg.max_connections_per_shard {
+        // Refusing over the cap makes it process-wide: any shard may hold all of it, plus a
+        // headroom to accept, answer and close the excess.
+        let (wanted, process_cap) = match cfg.over_cap_reply {
+            Some(_) => {
+                let total = u64::from(cfg.max_connections_per_shard) * cfg.workers as u64;
+                let table = (total + u64::from(crate::OVER_CAP_HEADROOM)).min(1 << 24) as u32;
+                (table, total as usize)
+            }
+            None => (
+                cfg.max_connections_per_shard,
+                cfg.max_connections_per_shard as usize,
+            ),
+        };
+        let cap = wanted.min(limit.max(1));
+        if cap < wanted {
             tracing::warn!(
                 shard = index,
-                requested = cfg.max_connections_per_shard,
+                requested = wanted,
                 cap,
                 "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table)"
             );
@@ -58,7 +71,15 @@ impl<H: Handler> Shard<H> {
             cap,
             "shard ring ready"
         );
-        let core = Core::new(index, cfg, driver, cap, listener, handle.clone());
+        let core = Core::new(
+            index,
+            cfg,
+            driver,
+            cap,
+            process_cap,
+            listener,
+            handle.clone(),
+        );
         let handler = factory(handle);
         Ok(Shard {
             handler,
@@ -219,6 +240,9 @@ impl<H: Handler> Shard<H> {
                     self.core.slots[slot as usize].peer =
                         crate::peer::peer_addr_of_installed(c.result);
                 }
+                if self.core.slots[slot as usize].state == State::Open {
+                    self.announce(slot);
+                }
             }
             Op::Socket => self.on_socket(slot, c.result),
             Op::Setup => {
@@ -252,23 +276,24 @@ impl<H: Handler> Shard<H> {
                 }
                 return;
             };
-            self.core.sh.stats.accepted.inc();
-            self.core.open += 1;
-            self.core.sh.stats.open.set(self.core.open as u64);
-            let s = &mut self.core.slots[slot as usize];
-            s.fd = fd;
-            s.state = State::Open;
-            s.origin = Origin::Accepted;
-            self.core.arm_recv(slot);
-            if self.core.cfg.resolve_peer_addr {
-                let ud = self.core.op_started(slot, Op::PeerAddr);
-                self.core.driver.fd_install(fd, ud);
+            if !self.core.count_open(true) {
+                self.core.refuse_over_cap(slot, fd);
+            } else {
+                self.core.sh.stats.accepted.inc();
+                let s = &mut self.core.slots[slot as usize];
+                s.fd = fd;
+                s.state = State::Open;
+                s.origin = Origin::Accepted;
+                self.core.schedule(slot);
+                if self.core.cfg.resolve_peer_addr {
+                    // The handler meets the connection with its peer address known: it is
+                    // announced (receive armed, `on_open`) when the lookup completes.
+                    let ud = self.core.op_started(slot, Op::PeerAddr);
+                    self.core.driver.fd_install(fd, ud);
+                } else {
+                    self.announce(slot);
+                }
             }
-            self.core.schedule(slot);
-            let id = self.core.id(slot);
-            let (h, mut ctx) = self.ctx();
-            h.on_open(&mut ctx, id, Origin::Accepted);
-            self.deliver_closes();
         } else {
             let errno = -c.result;
             let kind = match errno {
@@ -326,6 +351,20 @@ impl<H: Handler> Shard<H> {
         if !c.more() && self.shutting_down.is_none() {
             self.core.arm_accept();
         }
+    }
+
+    /// Tells the handler of an accepted connection (`on_open`) and starts receiving.
+    fn announce(&mut self, slot: u32) {
+        let s = &mut self.core.slots[slot as usize];
+        if s.announced {
+            return;
+        }
+        s.announced = true;
+        self.core.arm_recv(slot);
+        let id = self.core.id(slot);
+        let (h, mut ctx) = self.ctx();
+        h.on_open(&mut ctx, id, Origin::Accepted);
+        self.deliver_closes();
     }
 
     fn on_recv(&mut self, slot: u32, c: Completion) {
@@ -418,8 +457,7 @@ impl<H: Handler> Shard<H> {
         }
         if res == 0 {
             self.core.sh.stats.connected.inc();
-            self.core.open += 1;
-            self.core.sh.stats.open.set(self.core.open as u64);
+            self.core.count_open(false);
             let s = &mut self.core.slots[slot as usize];
             s.state = State::Open;
             s.last_recv = self.core.now_tick;

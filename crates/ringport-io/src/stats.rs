@@ -91,6 +91,8 @@ pub struct ShardStats {
     pub accept_errors: [Counter; 4],
     /// Times accepting was paused (table full or resource error).
     pub accept_paused: Counter,
+    /// Connections accepted over the process-wide cap, sent `over_cap_reply` and closed.
+    pub refused_over_cap: Counter,
     /// Loop turns (io_uring_enter calls that waited).
     pub loops: Counter,
     /// Completions processed.
@@ -106,6 +108,9 @@ pub struct ShardStats {
     pub slots_used: Counter,
     /// Pooled send blocks currently allocated (gauge).
     pub send_blocks: Counter,
+    /// Bytes queued to this shard's connections and not yet sent (gauge, updated once per
+    /// loop turn).
+    pub queued_bytes: Counter,
 }
 
 impl ShardStats {
@@ -137,6 +142,7 @@ impl ShardStats {
             bufring_exhausted: self.bufring_exhausted.get(),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
             accept_paused: self.accept_paused.get(),
+            refused_over_cap: self.refused_over_cap.get(),
             loops: self.loops.get(),
             completions: self.completions.get(),
             busy_ns: self.busy_ns.get(),
@@ -144,6 +150,7 @@ impl ShardStats {
             inflight_ops: self.inflight_ops.get(),
             slots_used: self.slots_used.get(),
             send_blocks: self.send_blocks.get(),
+            queued_bytes: self.queued_bytes.get(),
         }
     }
 }
@@ -165,6 +172,7 @@ pub struct StatsSnapshot {
     pub bufring_exhausted: u64,
     pub accept_errors: [u64; 4],
     pub accept_paused: u64,
+    pub refused_over_cap: u64,
     pub loops: u64,
     pub completions: u64,
     pub busy_ns: u64,
@@ -172,6 +180,7 @@ pub struct StatsSnapshot {
     pub inflight_ops: u64,
     pub slots_used: u64,
     pub send_blocks: u64,
+    pub queued_bytes: u64,
 }
 
 impl StatsSnapshot {
@@ -198,6 +207,7 @@ impl StatsSnapshot {
                 t.accept_errors[i] += s.accept_errors[i];
             }
             t.accept_paused += s.accept_paused;
+            t.refused_over_cap += s.refused_over_cap;
             t.loops += s.loops;
             t.completions += s.completions;
             t.busy_ns += s.busy_ns;
@@ -205,6 +215,7 @@ impl StatsSnapshot {
             t.inflight_ops += s.inflight_ops;
             t.slots_used += s.slots_used;
             t.send_blocks += s.send_blocks;
+            t.queued_bytes += s.queued_bytes;
         }
         t
     }

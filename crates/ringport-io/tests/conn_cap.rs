@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 use common::{start, totals, wait_until, Behaviour, DEADLINE};
 use ringport_io::EngineConfig;
 
+/// An engine whose handler echoes what it receives.
+fn start_echo(
+    cfg: EngineConfig,
+) -> (
+    ringport_io::Engine<common::Recorder>,
+    std::sync::Arc<common::Log>,
+    std::net::SocketAddr,
+) {
+    start(
+        cfg,
+        Behaviour {
+            echo: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
     // SAFETY: clock_gettime writes into the local timespec we pass.
@@ -43,13 +60,7 @@ fn full_table_leaves_the_rest_in_the_backlog_without_spinning() {
         max_connections_per_shard: 8,
         ..Default::default()
     };
-    let (engine, _log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, _log, addr) = start_echo(cfg);
     let h = engine.handle();
     let mut clients: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for c in &mut clients {
@@ -118,13 +129,7 @@ fn outbound_connect_taking_the_last_slot_pauses_accepting() {
         max_connections_per_shard: 2,
         ..Default::default()
     };
-    let (engine, log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, log, addr) = start_echo(cfg);
     let h = engine.handle();
     let mut a = TcpStream::connect(addr).unwrap();
     a.write_all(b"ping").unwrap();
@@ -154,6 +159,61 @@ fn outbound_connect_taking_the_last_slot_pauses_accepting() {
     assert!(log.opens().len() == 3);
     assert_eq!(totals(&h).accept_errors, [0; 4]);
     drop((a, b, _peer));
+    common::wait_at_rest(&h);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}
+
+/// With `over_cap_reply` the cap is process-wide (`max_connections_per_shard × workers`):
+/// connections up to it are served whichever shard the kernel's hash picks, and each one
+/// over it gets the reply and end of stream at once, without the handler ever seeing it.
+#[test]
+fn over_cap_reply_refuses_the_excess_process_wide() {
+    let cfg = EngineConfig {
+        workers: 2,
+        max_connections_per_shard: 2,
+        over_cap_reply: Some(bytes::Bytes::from_static(b"full")),
+        ..Default::default()
+    };
+    let (engine, log, addr) = start_echo(cfg);
+    let h = engine.handle();
+    // Eight connections from distinct source ports: an even 4/4 split over the shards
+    // is unlikely, so a per-shard cap of 2 would leave some unanswered.
+    let mut held: Vec<TcpStream> = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"ping").unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).unwrap();
+        got.extend_from_slice(&buf);
+        if &got[..] == b"ping" {
+            held.push(c);
+        } else {
+            assert_eq!(&got[..], b"full");
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty(), "end of stream after the reply");
+            refused += 1;
+        }
+    }
+    assert_eq!((held.len(), refused), (4, 4));
+    assert_eq!(h.open_connections(), 4);
+    assert_eq!(totals(&h).refused_over_cap, 4);
+    assert_eq!(
+        log.opens().len(),
+        4,
+        "the handler never saw a refused connection"
+    );
+    // A freed place is taken by the next client, whichever shard it lands on.
+    drop(held.pop());
+    wait_until("a place freed", DEADLINE, || h.open_connections() == 3);
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"ping").unwrap();
+    assert!(served(&mut c, DEADLINE));
+    drop((held, c));
     common::wait_at_rest(&h);
     engine.shutdown();
     common::join_within(engine, DEADLINE);

@@ -146,6 +146,80 @@ pub fn session_sequence(data: &[u8]) {
     }
 }
 
+/// A HELLO with resume entries, two ways: `data` taken as a HELLO payload behind a valid
+/// header, and a HELLO built from `data` (entry count, stream kinds and names, epochs and
+/// offsets, duplicates included). Either must decode through the handshake decoder without
+/// panicking; one that decodes re-encodes to the same frame and reaches the gateway as one
+/// `Event::Hello` carrying exactly its entries. One over 64 KiB must be refused as too large
+/// before any of its payload is needed.
+pub fn hello_resume(data: &[u8]) {
+    use crate::{Resume, ResumePoint, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN, VERSION};
+    let handshake = Decoder::new(u32::MAX).handshake();
+    // 1. Raw bytes as a HELLO payload.
+    let mut raw = BytesMut::new();
+    raw.extend_from_slice(&[VERSION, crate::Op::Hello as u8, 0, 0]);
+    raw.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    raw.extend_from_slice(data);
+    if let Ok(Some(frame)) = handshake.decode(&mut raw) {
+        let again = frame.to_bytes().expect("a decoded HELLO re-encodes");
+        let mut b = BytesMut::from(&again[..]);
+        assert_eq!(
+            handshake.decode(&mut b).ok().flatten().as_ref(),
+            Some(&frame)
+        );
+    }
+    // 2. A HELLO built from the input.
+    let mut it = data.iter().copied();
+    let mut next = || it.next().unwrap_or(0);
+    let entries = usize::from(next()) * 8 + usize::from(next() % 8);
+    let mut streams = Vec::with_capacity(entries);
+    for _ in 0..entries {
+        let kind = next();
+        let len = 1 + usize::from(next() % 40);
+        let name: String = (0..len).map(|_| char::from(b'a' + next() % 26)).collect();
+        let stream = match kind % 3 {
+            0 => StreamName::Room(name),
+            1 => StreamName::Room("*".into()),
+            _ => StreamName::User(name),
+        };
+        streams.push(ResumePoint {
+            stream,
+            epoch: u32::from(next()),
+            last_offset: u64::from(next()) << (next() % 56),
+        });
+    }
+    let hello = Frame::Hello(Hello {
+        token: Bytes::from(vec![b't'; usize::from(next())]),
+        client_info: String::new(),
+        resume: Some(Resume {
+            session_id: u64::from(next()).max(1),
+            streams: streams.clone(),
+        }),
+    });
+    let Ok(bytes) = hello.to_bytes() else {
+        return;
+    };
+    let too_large = bytes.len() - HEADER_LEN > HANDSHAKE_MAX_PAYLOAD as usize;
+    let mut header_only = BytesMut::from(&bytes[..HEADER_LEN]);
+    let refused = matches!(
+        handshake.decode(&mut header_only),
+        Err(crate::Error::FrameTooLarge { .. })
+    );
+    assert_eq!(refused, too_large, "size check on the header alone");
+    if too_large {
+        return;
+    }
+    let mut s = Session::new(Arc::new(SessionConfig::default()), 0);
+    let mut input = BytesMut::from(&bytes[..]);
+    s.handle_input(&mut input, 0);
+    match s.poll_event() {
+        Some(Event::Hello {
+            resume: Some(r), ..
+        }) => assert_eq!(r.streams, streams, "every entry reaches the gateway"),
+        other => panic!("a valid HELLO gave {other:?}"),
+    }
+}
+
 fn scripted_frame(arg: u8) -> Frame {
     let room = format!("r{}", arg % 4);
     match arg % 12 {

@@ -2,7 +2,7 @@
 //! so `cargo test` exercises them too (CI also runs the real targets briefly).
 
 use proptest::prelude::*;
-use ringport_proto::fuzzing::{decode_frames, sample_frames, session_sequence};
+use ringport_proto::fuzzing::{decode_frames, hello_resume, sample_frames, session_sequence};
 
 /// Valid frames glued together, then mutated: reaches deeper than pure noise.
 fn mutated_frames() -> impl Strategy<Value = Vec<u8>> {
@@ -42,5 +42,10 @@ proptest! {
     #[test]
     fn session_sequence_body(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         session_sequence(&data);
+    }
+
+    #[test]
+    fn hello_resume_body(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        hello_resume(&data);
     }
 }

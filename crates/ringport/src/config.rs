@@ -18,6 +18,7 @@
 
 mod keys;
 mod layers;
+mod limits;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use keys::{default_toml, KeyDoc, KeyKind, KEYS};
 pub use layers::{Layers, Override};
+pub use limits::LimitsConfig;
 
 /// The whole resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -37,6 +39,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rooms: RoomsConfig,
     pub history: HistoryConfig,
+    pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -75,6 +78,9 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// Application run on the data plane.
     pub app: AppMode,
+    /// Memory the gateway may use for connections and history before it sheds load;
+    /// 0 = half of physical memory (or of the cgroup's limit, if lower).
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -85,11 +91,20 @@ impl Default for ServerConfig {
             pin_cpus: false,
             backlog: 4096,
             app: AppMode::Gateway,
+            memory_budget_bytes: 0,
         }
     }
 }
 
 impl ServerConfig {
+    /// The memory budget after resolving 0 to half of physical memory.
+    pub fn effective_memory_budget(&self) -> u64 {
+        match self.memory_budget_bytes {
+            0 => crate::gateway::physical_memory().map_or(u64::MAX, |m| m / 2),
+            n => n,
+        }
+    }
+
     /// Workers after resolving 0 to the number of available cores.
     pub fn effective_workers(&self) -> usize {
         if self.workers == 0 {
@@ -622,6 +637,8 @@ impl Config {
             1,
             16_777_216,
         )?;
+
+        self.limits.validate()?;
 
         let h = &self.history;
         in_range(

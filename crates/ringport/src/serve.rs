@@ -94,6 +94,9 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         listen: Some(s.listen),
         backlog: s.backlog,
         max_connections_per_shard: e.max_connections_per_shard,
+        // The gateway sets its "server full" CLOSE (`gateway::start_with_sink`); echo mode
+        // leaves the excess in the backlog.
+        over_cap_reply: None,
         ring_entries: e.ring_entries,
         recv_buffer_size: e.recv_buffer_size,
         recv_buffers: u16::try_from(e.recv_buffers).unwrap_or(32_768),

@@ -41,6 +41,18 @@ pub(crate) struct Conn {
     pub rooms: Vec<Joined>,
     /// Client publish rate limit.
     pub bucket: TokenBucket,
+    /// JOIN/LEAVE rate limit (`limits.room_ops_*`).
+    pub room_ops: TokenBucket,
+    /// JOIN/LEAVE requests answered RATE_LIMITED since the last one allowed; a whole burst
+    /// of them closes the connection.
+    pub room_ops_refused: u32,
+    /// Control frame rate limit (`limits.control_frames_*`).
+    pub controls: TokenBucket,
+    /// The peer's address as counted in the per-IP table (`None`: not counted, e.g.
+    /// loopback or refused), released on close.
+    pub peer_ip: Option<std::net::IpAddr>,
+    /// Counted in the per-user table (released on close).
+    pub user_counted: bool,
     /// Highest offset of the user inbox stream delivered.
     pub user_last: u64,
     /// Highest offset of the broadcast stream delivered.
@@ -65,7 +77,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, session: Session, bucket: TokenBucket, now_ms: u64) -> Conn {
+    pub fn new(id: ConnId, session: Session, buckets: [TokenBucket; 3], now_ms: u64) -> Conn {
+        let [bucket, room_ops, controls] = buckets;
         Conn {
             id,
             session,
@@ -76,6 +89,11 @@ impl Conn {
             anonymous: false,
             rooms: Vec::new(),
             bucket,
+            room_ops,
+            room_ops_refused: 0,
+            controls,
+            peer_ip: None,
+            user_counted: false,
             user_last: 0,
             broadcast_last: 0,
             gauge: Some(Gauge::Handshaking),
@@ -125,13 +143,27 @@ impl TokenBucket {
         }
     }
 
+    /// Milli-tokens at `now_ms`.
+    fn level(&self, rate: u32, burst: u32, now_ms: u64) -> u64 {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        // `rate` tokens per second = `rate` milli-tokens per millisecond.
+        (self.milli + elapsed.saturating_mul(u64::from(rate))).min(u64::from(burst) * 1000)
+    }
+
+    /// Whether a token is there (none is taken).
+    pub fn has(&self, rate: u32, burst: u32, now_ms: u64) -> bool {
+        self.level(rate, burst, now_ms) >= 1000
+    }
+
+    /// Whether the bucket is full again (it remembers nothing a fresh one would not).
+    pub fn is_full(&self, rate: u32, burst: u32, now_ms: u64) -> bool {
+        self.level(rate, burst, now_ms) >= u64::from(burst) * 1000
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
-        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.milli = self.level(rate, burst, now_ms);
         self.at_ms = self.at_ms.max(now_ms);
-        // `rate` tokens per second = `rate` milli-tokens per millisecond.
-        self.milli =
-            (self.milli + elapsed.saturating_mul(u64::from(rate))).min(u64::from(burst) * 1000);
         if self.milli >= 1000 {
             self.milli -= 1000;
             true

@@ -130,6 +130,7 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
     let total = StatsSnapshot::sum(engine);
     s.bytes = [total.bytes_in, total.bytes_out];
     s.bufring_exhausted = total.bufring_exhausted;
+    s.refused_over_cap = total.refused_over_cap;
     // The engine counts chunks per sendmsg in buckets 1, 2-3, 4-7, 8-15, 16-31, 32+; each
     // lands in the smallest histogram bucket that holds its whole range, and the sum uses
     // each range's lower end (so it is a lower bound).

@@ -14,7 +14,7 @@ use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
-use super::conn::{Conn, Joined, TokenBucket};
+use super::conn::{Conn, Joined};
 use super::fanout::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
@@ -47,6 +47,10 @@ pub struct GatewayHandler {
     pub(super) replaying: Vec<ConnId>,
     /// A `drain_replays` is posted to this shard's inbox and not yet run.
     pub(super) drain_posted: bool,
+    /// Session clock (ms) of this shard's last memory check (`gateway/overload.rs`).
+    pub(super) memory_checked_ms: u64,
+    /// Connection memory this shard last published to the process-wide budget.
+    pub(super) memory_published: u64,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -76,6 +80,8 @@ impl GatewayHandler {
             batch_since: None,
             replaying: Vec::new(),
             drain_posted: false,
+            memory_checked_ms: 0,
+            memory_published: 0,
         }
     }
 
@@ -132,6 +138,9 @@ impl GatewayHandler {
             Event::Hello { token, resume, .. } => match self.authenticate(&token) {
                 Ok(claims) => {
                     if let Some(cl) = &claims {
+                        if !self.admit_user(c, &cl.sub, now) {
+                            return;
+                        }
                         self.users.add(&cl.sub, c.id);
                     }
                     c.anonymous = claims.is_none();
@@ -194,9 +203,15 @@ impl GatewayHandler {
                     self.start_replay(ctx, c);
                 }
                 Err(text) => {
+                    self.auth_failed(c, now);
                     let _ = c.session.reject(CloseReason::AUTH_FAILED, &text, now);
                 }
             },
+            Event::Join { req_id, .. } | Event::Leave { req_id, .. }
+                if !self.room_op_allowed(c, now) =>
+            {
+                let _ = c.session.reply_room(req_id, Status::RATE_LIMITED, None);
+            }
             Event::Join { req_id, room } => {
                 let wall = self.shared.clock.unix_ms(ctx.now());
                 let (status, position) = match self.join(c, &room, wall) {
@@ -636,10 +651,10 @@ impl Handler for GatewayHandler {
             self.conns.resize_with(idx + 1, || None);
         }
         let session = Session::new(Arc::clone(&self.shared.session), now);
-        let bucket = TokenBucket::full(self.shared.rooms.publish_burst, now);
-        let mut c = Box::new(Conn::new(conn, session, bucket, now));
+        let mut c = Box::new(Conn::new(conn, session, self.fresh_buckets(now), now));
         self.rec.accepted();
         self.rec.state_change(None, c.gauge);
+        self.admit_peer(ctx, &mut c, now);
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -663,6 +678,9 @@ impl Handler for GatewayHandler {
                         }
                     }
                     c.last_rx_ms = now;
+                    if !self.control_allowed(&mut c, &frame, now) {
+                        break;
+                    }
                     c.session.handle_frame(frame, now);
                     // Act on each frame's events before the next frame (a JOIN right
                     // behind HELLO finds the session already accepted).
@@ -735,6 +753,7 @@ impl Handler for GatewayHandler {
         if let Some(cl) = &c.claims {
             self.users.remove(&cl.sub, conn);
         }
+        self.release_admission(&mut c);
         if c.session_id != 0 {
             let wall = self.shared.clock.unix_ms(ctx.now());
             self.shared
@@ -746,6 +765,7 @@ impl Handler for GatewayHandler {
 
     fn on_loop(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.flush_batch(ctx, false);
+        self.check_memory(ctx);
         if self.shard == 0 {
             self.sweep(ctx);
         }

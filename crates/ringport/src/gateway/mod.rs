@@ -16,11 +16,14 @@
 //! every shard and the control plane see (configuration, token verifier, stream sink, metric
 //! registry).
 
+mod admission;
 mod conn;
 mod control;
 mod fanout;
 mod handler;
 mod handoff;
+mod limits;
+mod overload;
 mod replay;
 mod rooms;
 
@@ -43,6 +46,7 @@ use handoff::DeliveryQueues;
 
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
+pub use overload::physical_memory;
 
 /// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every
 /// established connection receives it.
@@ -106,6 +110,14 @@ pub(crate) struct Shared {
     pub max_replay_bytes: u64,
     /// `history.replay_slice_bytes`: replay a shard hands out per loop turn.
     pub replay_slice_bytes: u64,
+    /// `[limits]`: admission and per-connection rates.
+    pub limits: crate::config::LimitsConfig,
+    /// Per-IP connection counts and rates, process-wide (`gateway/admission.rs`).
+    pub peers: admission::PeerTable,
+    /// Open connections per user, process-wide.
+    pub user_counts: admission::UserCounts,
+    /// `server.memory_budget_bytes` and every shard's last measurement.
+    pub memory: overload::MemoryBudget,
     // --- end abuse limits ---
 }
 
@@ -154,6 +166,16 @@ impl GatewayPlane {
     }
 }
 
+/// The frame a connection over the process-wide connection cap receives before it is closed.
+pub fn server_full_frame() -> bytes::Bytes {
+    ringport_proto::Frame::Close {
+        reason: ringport_proto::CloseReason::POLICY,
+        text: "server full".into(),
+    }
+    .to_bytes()
+    .unwrap_or_default()
+}
+
 /// Starts the gateway with in-memory history ([`Streams`], bounded by `[history]`).
 pub fn start(config: &Config) -> Result<GatewayPlane, ServeError> {
     let limits = HistoryLimits::from_config(&config.history);
@@ -165,7 +187,10 @@ pub fn start_with_sink(
     config: &Config,
     sink: Arc<dyn StreamSink>,
 ) -> Result<GatewayPlane, ServeError> {
-    let engine_cfg = engine_config(config);
+    let mut engine_cfg = engine_config(config);
+    // At the connection cap (process-wide), a new client is told so and closed rather than
+    // left unanswered in the listen backlog.
+    engine_cfg.over_cap_reply = Some(server_full_frame());
     let (registry, recorders) = Registry::new(engine_cfg.workers);
     let shared = Arc::new(Shared {
         session: Arc::new(session_config(config)),
@@ -189,6 +214,13 @@ pub fn start_with_sink(
         last_sweep_ms: AtomicU64::new(0),
         max_replay_bytes: config.history.max_replay_bytes,
         replay_slice_bytes: config.history.replay_slice_bytes.max(1),
+        limits: config.limits.clone(),
+        peers: admission::PeerTable::new(&config.limits),
+        user_counts: admission::UserCounts::new(&config.limits),
+        memory: overload::MemoryBudget::new(
+            config.server.effective_memory_budget(),
+            engine_cfg.workers,
+        ),
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {

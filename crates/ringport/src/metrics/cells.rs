@@ -182,6 +182,10 @@ impl ShardRecorder {
         self.cells.receive_buffer.sub(from as u64);
         self.cells.receive_buffer.add(to as u64);
     }
+    /// Receive-buffer capacity this shard's connections hold now.
+    pub fn receive_buffer_bytes(&self) -> u64 {
+        self.cells.receive_buffer.get()
+    }
     pub fn push_to_send(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.cells.push_to_send_us.record(us);

@@ -120,6 +120,8 @@ pub struct MetricsSnapshot {
     pub history_streams: u64,
     /// Receive-buffer capacity held by connections (`ringport_receive_buffer_bytes`).
     pub receive_buffer_bytes: u64,
+    /// Connections the engine refused over the process-wide cap (limit `server_full`).
+    pub refused_over_cap: u64,
     // --- end abuse limits ---
     /// User-inbox messages acknowledged by clients (delivery receipts).
     pub inbox_acked: u64,
@@ -146,6 +148,7 @@ impl Default for MetricsSnapshot {
             history_bytes: 0,
             history_streams: 0,
             receive_buffer_bytes: 0,
+            refused_over_cap: 0,
             inbox_acked: 0,
             shards: Vec::new(),
         }
@@ -325,7 +328,7 @@ impl MetricsSnapshot {
             &[],
             self.receive_buffer_bytes,
         );
-        super::limits::render(&mut w);
+        super::limits::render(&mut w, &[(super::Limit::ServerFull, self.refused_over_cap)]);
         // --- end abuse limits ---
 
         w.family(

@@ -40,11 +40,33 @@ pub enum Limit {
     BatchItems,
     /// A push refused because a shard had `rooms.max_pending_deliveries` messages queued.
     DeliveryBacklog,
+    /// A connection refused at `limits.max_connections_per_ip` (CLOSE POLICY).
+    ConnectionsPerIp,
+    /// A connection refused by `limits.handshakes_per_ip_per_sec` (CLOSE POLICY).
+    HandshakeRate,
+    /// A connection refused because its address spent `limits.auth_failure_burst_per_ip`
+    /// (CLOSE POLICY).
+    AuthFailures,
+    /// A HELLO refused at `limits.max_connections_per_user` (CLOSE POLICY).
+    ConnectionsPerUser,
+    /// A JOIN or LEAVE answered RATE_LIMITED (`limits.room_ops_per_sec`).
+    RoomOpRate,
+    /// A connection closed with POLICY for control frames over `limits.control_frames_per_sec`
+    /// or for a whole burst of JOIN/LEAVE sent while rate limited.
+    ControlRate,
+    /// An address's rates forgotten to stay within `limits.max_tracked_ips`.
+    TrackedIps,
+    /// A connection accepted over the process-wide connection cap (CLOSE POLICY "server
+    /// full"); counted by the engine.
+    ServerFull,
+    /// `server.memory_budget_bytes` exceeded: a connection refused, or one with a large send
+    /// queue closed.
+    MemoryBudget,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 21] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -57,6 +79,15 @@ impl Limit {
         Limit::IdempotencyKeys,
         Limit::BatchItems,
         Limit::DeliveryBacklog,
+        Limit::ConnectionsPerIp,
+        Limit::HandshakeRate,
+        Limit::AuthFailures,
+        Limit::ConnectionsPerUser,
+        Limit::RoomOpRate,
+        Limit::ControlRate,
+        Limit::TrackedIps,
+        Limit::ServerFull,
+        Limit::MemoryBudget,
     ];
 
     /// The `limit` label.
@@ -74,6 +105,15 @@ impl Limit {
             Limit::IdempotencyKeys => "idempotency_keys",
             Limit::BatchItems => "batch_items",
             Limit::DeliveryBacklog => "delivery_backlog",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::HandshakeRate => "handshake_rate",
+            Limit::AuthFailures => "auth_failures",
+            Limit::ConnectionsPerUser => "connections_per_user",
+            Limit::RoomOpRate => "room_op_rate",
+            Limit::ControlRate => "control_rate",
+            Limit::TrackedIps => "tracked_ips",
+            Limit::ServerFull => "server_full",
+            Limit::MemoryBudget => "memory_budget",
         }
     }
 
@@ -107,8 +147,9 @@ pub fn hits(limit: Limit) -> u64 {
     HITS[limit.index()].load(Ordering::Relaxed)
 }
 
-/// Renders `ringport_limit_hits_total`.
-pub(super) fn render(w: &mut TextWriter<'_>) {
+/// Renders `ringport_limit_hits_total`; `counted_elsewhere` adds hits counted outside this
+/// module (the engine's refusals over the connection cap).
+pub(super) fn render(w: &mut TextWriter<'_>, counted_elsewhere: &[(Limit, u64)]) {
     w.family(
         "ringport_limit_hits_total",
         "Times an abuse limit bit, by limit (docs/operations.md, Limits and abuse).",
@@ -118,7 +159,12 @@ pub(super) fn render(w: &mut TextWriter<'_>) {
         w.sample(
             "ringport_limit_hits_total",
             &[("limit", l.label())],
-            hits(l),
+            hits(l)
+                + counted_elsewhere
+                    .iter()
+                    .filter(|(e, _)| *e == l)
+                    .map(|(_, n)| n)
+                    .sum::<u64>(),
         );
     }
 }

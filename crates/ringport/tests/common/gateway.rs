@@ -154,7 +154,10 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    fn over(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
@@ -162,6 +165,20 @@ impl Client {
             buf: BytesMut::new(),
             decoder: Decoder::new(16 << 20),
         }
+    }
+
+    /// Connects from source address `ip` (any of 127.0.0.0/8 on loopback), to look like
+    /// a distinct peer.
+    pub fn connect_from(addr: SocketAddr, ip: std::net::IpAddr) -> Client {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        s.bind(&SocketAddr::new(ip, 0).into()).expect("bind source");
+        s.connect(&addr.into()).expect("connect");
+        Client::over(s.into())
     }
 
     pub fn send(&mut self, frame: &Frame) {

@@ -1,0 +1,374 @@
+//! Admission: who may hold a connection, process-wide (issue 10, item 4).
+//!
+//! Shards are separate threads, but an IP address or a user may have connections on every
+//! shard, so the counts live here, shared: [`PeerTable`] (per IP address: open connections,
+//! a handshake token bucket and a failed-auth token bucket) and [`UserCounts`] (open
+//! connections per user). Both are split into [`LOCK_SHARDS`] independently locked maps by a
+//! hash of the key, so shards rarely meet on one lock, and both are touched only when a
+//! connection opens, authenticates or closes — never per frame.
+//!
+//! The per-IP state is bounded: at most `limits.max_tracked_ips` addresses are remembered.
+//! An address with open connections is always kept (there are at most as many as
+//! connections); one without is forgotten when room is needed — first those whose buckets
+//! are full again (nothing is lost), then the least recently seen (its rates start afresh;
+//! counted as limit `tracked_ips`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use super::conn::TokenBucket;
+use crate::config::LimitsConfig;
+use crate::metrics::{limits::hit, Limit};
+
+/// Independently locked parts of each table.
+pub(crate) const LOCK_SHARDS: usize = 64;
+
+/// Why a connection is refused; the text goes into its CLOSE POLICY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    ConnectionsPerIp(u32),
+    HandshakeRate(u32),
+    AuthFailures,
+    ConnectionsPerUser(u32),
+}
+
+impl Refusal {
+    pub fn limit(self) -> Limit {
+        match self {
+            Refusal::ConnectionsPerIp(_) => Limit::ConnectionsPerIp,
+            Refusal::HandshakeRate(_) => Limit::HandshakeRate,
+            Refusal::AuthFailures => Limit::AuthFailures,
+            Refusal::ConnectionsPerUser(_) => Limit::ConnectionsPerUser,
+        }
+    }
+
+    pub fn text(self) -> String {
+        match self {
+            Refusal::ConnectionsPerIp(n) => {
+                format!("too many connections from this address (at most {n})")
+            }
+            Refusal::HandshakeRate(n) => {
+                format!("too many new connections from this address (at most {n} per second)")
+            }
+            Refusal::AuthFailures => {
+                "too many failed handshakes from this address; retry later".to_owned()
+            }
+            Refusal::ConnectionsPerUser(n) => {
+                format!("too many connections for this user (at most {n})")
+            }
+        }
+    }
+
+    /// Counts the refusal (and logs the first of its kind).
+    pub fn count(self) {
+        hit(self.limit(), 1, &format_args!("refused: {}", self.text()));
+    }
+}
+
+/// What is remembered about one IP address.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    conns: u32,
+    handshakes: TokenBucket,
+    failures: TokenBucket,
+    /// Session clock (ms) this address was last seen.
+    seen_ms: u64,
+}
+
+/// A map split into [`LOCK_SHARDS`] locked parts by key hash.
+struct Sharded<K, V> {
+    parts: Box<[Mutex<HashMap<K, V>>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<K: Hash + Eq, V> Sharded<K, V> {
+    fn new() -> Self {
+        Sharded {
+            parts: (0..LOCK_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn part<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        let i = (self.hasher.hash_one(key) % LOCK_SHARDS as u64) as usize;
+        // A panic while holding the lock cannot leave a count half-written (plain integer
+        // fields), so a poisoned lock is used as is.
+        self.parts[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+}
+
+/// Per-IP connection counts and rates, process-wide.
+pub(crate) struct PeerTable {
+    limits: LimitsConfig,
+    peers: Sharded<IpAddr, Peer>,
+    /// Addresses remembered per locked part.
+    per_part: usize,
+}
+
+impl PeerTable {
+    pub fn new(limits: &LimitsConfig) -> PeerTable {
+        PeerTable {
+            limits: limits.clone(),
+            peers: Sharded::new(),
+            per_part: (limits.max_tracked_ips as usize)
+                .div_ceil(LOCK_SHARDS)
+                .max(1),
+        }
+    }
+
+    /// Whether `ip` is subject to the per-IP limits at all.
+    pub fn applies(&self, ip: IpAddr) -> bool {
+        let l = &self.limits;
+        let any = l.max_connections_per_ip > 0
+            || l.handshakes_per_ip_per_sec > 0
+            || l.auth_failures_per_ip_per_sec > 0;
+        any && !(l.exempt_loopback && ip.is_loopback())
+    }
+
+    /// A new connection from `ip`: counted (`Ok`, release it with [`PeerTable::release`]) or
+    /// refused.
+    pub fn admit(&self, ip: IpAddr, now_ms: u64) -> Result<(), Refusal> {
+        let l = &self.limits;
+        let mut part = self.peers.part(&ip);
+        if !part.contains_key(&ip) && part.len() >= self.per_part {
+            self.make_room(&mut part, now_ms);
+        }
+        let p = part.entry(ip).or_insert_with(|| Peer {
+            conns: 0,
+            handshakes: TokenBucket::full(l.handshake_burst_per_ip, now_ms),
+            failures: TokenBucket::full(l.auth_failure_burst_per_ip, now_ms),
+            seen_ms: now_ms,
+        });
+        p.seen_ms = now_ms;
+        if l.max_connections_per_ip > 0 && p.conns >= l.max_connections_per_ip {
+            return Err(Refusal::ConnectionsPerIp(l.max_connections_per_ip));
+        }
+        if l.auth_failures_per_ip_per_sec > 0
+            && !p.failures.has(
+                l.auth_failures_per_ip_per_sec,
+                l.auth_failure_burst_per_ip,
+                now_ms,
+            )
+        {
+            return Err(Refusal::AuthFailures);
+        }
+        if l.handshakes_per_ip_per_sec > 0
+            && !p.handshakes.take(
+                l.handshakes_per_ip_per_sec,
+                l.handshake_burst_per_ip,
+                now_ms,
+            )
+        {
+            return Err(Refusal::HandshakeRate(l.handshakes_per_ip_per_sec));
+        }
+        p.conns += 1;
+        Ok(())
+    }
+
+    /// A connection admitted from `ip` closed.
+    pub fn release(&self, ip: IpAddr) {
+        if let Some(p) = self.peers.part(&ip).get_mut(&ip) {
+            p.conns = p.conns.saturating_sub(1);
+        }
+    }
+
+    /// A handshake from `ip` failed authentication: spends one of its failure tokens.
+    pub fn auth_failed(&self, ip: IpAddr, now_ms: u64) {
+        let l = &self.limits;
+        if l.auth_failures_per_ip_per_sec == 0 {
+            return;
+        }
+        if let Some(p) = self.peers.part(&ip).get_mut(&ip) {
+            p.failures.take(
+                l.auth_failures_per_ip_per_sec,
+                l.auth_failure_burst_per_ip,
+                now_ms,
+            );
+        }
+    }
+
+    /// Addresses remembered now.
+    #[cfg(test)]
+    pub fn tracked(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Forgets addresses without open connections until this part has room for one more.
+    fn make_room(&self, part: &mut HashMap<IpAddr, Peer>, now_ms: u64) {
+        let l = &self.limits;
+        // Nothing is lost by forgetting an address whose buckets are full again.
+        part.retain(|_, p| {
+            p.conns > 0
+                || !p.handshakes.is_full(
+                    l.handshakes_per_ip_per_sec,
+                    l.handshake_burst_per_ip,
+                    now_ms,
+                )
+                || !p.failures.is_full(
+                    l.auth_failures_per_ip_per_sec,
+                    l.auth_failure_burst_per_ip,
+                    now_ms,
+                )
+        });
+        if part.len() < self.per_part {
+            return;
+        }
+        let oldest = part
+            .iter()
+            .filter(|(_, p)| p.conns == 0)
+            .min_by_key(|(_, p)| p.seen_ms)
+            .map(|(ip, _)| *ip);
+        if let Some(ip) = oldest {
+            part.remove(&ip);
+            hit(
+                Limit::TrackedIps,
+                1,
+                &format_args!(
+                    "limits.max_tracked_ips ({}) reached: the rates of {ip} were forgotten",
+                    l.max_tracked_ips
+                ),
+            );
+        }
+        // Every remembered address has open connections: the table grows, bounded by the
+        // connection cap (one entry per connection at most).
+    }
+}
+
+/// Open connections per user, process-wide.
+pub(crate) struct UserCounts {
+    max: u32,
+    users: Sharded<String, u32>,
+}
+
+impl UserCounts {
+    pub fn new(limits: &LimitsConfig) -> UserCounts {
+        UserCounts {
+            max: limits.max_connections_per_user,
+            users: Sharded::new(),
+        }
+    }
+
+    /// Counts one more connection of `user`, or refuses it at the cap.
+    pub fn acquire(&self, user: &str) -> Result<(), Refusal> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let mut part = self.users.part(user);
+        match part.get_mut(user) {
+            Some(n) if *n >= self.max => Err(Refusal::ConnectionsPerUser(self.max)),
+            Some(n) => {
+                *n += 1;
+                Ok(())
+            }
+            None => {
+                part.insert(user.to_owned(), 1);
+                Ok(())
+            }
+        }
+    }
+
+    /// One connection of `user` (counted by [`UserCounts::acquire`]) closed.
+    pub fn release(&self, user: &str) {
+        if self.max == 0 {
+            return;
+        }
+        let mut part = self.users.part(user);
+        if let Some(n) = part.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                part.remove(user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + n))
+    }
+
+    fn limits() -> LimitsConfig {
+        LimitsConfig {
+            max_connections_per_ip: 2,
+            handshakes_per_ip_per_sec: 1,
+            handshake_burst_per_ip: 3,
+            auth_failures_per_ip_per_sec: 1,
+            auth_failure_burst_per_ip: 2,
+            max_connections_per_user: 2,
+            max_tracked_ips: 64,
+            exempt_loopback: true,
+            ..LimitsConfig::default()
+        }
+    }
+
+    #[test]
+    fn per_ip_cap_and_handshake_rate() {
+        let t = PeerTable::new(&limits());
+        assert_eq!(t.admit(ip(1), 0), Ok(()));
+        assert_eq!(t.admit(ip(1), 0), Ok(()));
+        assert_eq!(t.admit(ip(1), 0), Err(Refusal::ConnectionsPerIp(2)));
+        t.release(ip(1));
+        assert_eq!(t.admit(ip(1), 0), Ok(()), "third token of the burst");
+        t.release(ip(1));
+        assert_eq!(t.admit(ip(1), 0), Err(Refusal::HandshakeRate(1)));
+        assert_eq!(t.admit(ip(1), 1000), Ok(()), "one token per second");
+        assert_eq!(t.admit(ip(2), 0), Ok(()), "another address is unaffected");
+        assert!(!t.applies("127.0.0.9".parse().unwrap()));
+        assert!(t.applies(ip(3)));
+    }
+
+    #[test]
+    fn failed_auth_throttles_new_connections() {
+        let t = PeerTable::new(&limits());
+        t.admit(ip(1), 0).unwrap();
+        t.auth_failed(ip(1), 0);
+        t.auth_failed(ip(1), 0);
+        t.release(ip(1));
+        assert_eq!(t.admit(ip(1), 0), Err(Refusal::AuthFailures));
+        assert_eq!(t.admit(ip(1), 1000), Ok(()), "a failure token refilled");
+    }
+
+    #[test]
+    fn state_stays_bounded_under_many_addresses() {
+        let t = PeerTable::new(&limits());
+        for n in 0..10_000 {
+            t.admit(ip(n), u64::from(n)).unwrap();
+            t.release(ip(n));
+        }
+        assert!(t.tracked() <= 64, "{} addresses remembered", t.tracked());
+        // Addresses with open connections are never forgotten.
+        let t = PeerTable::new(&limits());
+        for n in 0..200 {
+            t.admit(ip(n), 0).unwrap();
+        }
+        assert_eq!(t.tracked(), 200);
+    }
+
+    #[test]
+    fn per_user_cap() {
+        let u = UserCounts::new(&limits());
+        assert_eq!(u.acquire("a"), Ok(()));
+        assert_eq!(u.acquire("a"), Ok(()));
+        assert_eq!(u.acquire("a"), Err(Refusal::ConnectionsPerUser(2)));
+        assert_eq!(u.acquire("b"), Ok(()));
+        u.release("a");
+        assert_eq!(u.acquire("a"), Ok(()));
+        u.release("a");
+        u.release("a");
+        u.release("b");
+        assert_eq!(u.users.len(), 0, "no entry for a user without connections");
+    }
+}

@@ -1,0 +1,139 @@
+//! The gateway's side of the admission and rate limits (issue 10, item 4): where a shard
+//! consults the process-wide tables of `admission` and the per-connection buckets of
+//! [`Conn`], and what the client is told when one bites.
+
+use ringport_io::Ctx;
+use ringport_proto::{CloseReason, Frame};
+
+use super::conn::{Conn, TokenBucket};
+use super::handler::GatewayHandler;
+use crate::metrics::{limits::hit, Limit};
+
+impl GatewayHandler {
+    /// The per-connection buckets of a new connection: publish, JOIN/LEAVE, control frames.
+    pub(super) fn fresh_buckets(&self, now: u64) -> [TokenBucket; 3] {
+        let l = &self.shared.limits;
+        [
+            TokenBucket::full(self.shared.rooms.publish_burst, now),
+            TokenBucket::full(l.room_ops_burst, now),
+            TokenBucket::full(l.control_frames_burst, now),
+        ]
+    }
+
+    /// A new connection: refused with POLICY while the process is over its memory budget,
+    /// else counted against its address's limits or closed with POLICY.
+    pub(super) fn admit_peer(&mut self, ctx: &Ctx<'_, Self>, c: &mut Conn, now: u64) {
+        if self.refuse_overloaded(c, now) {
+            return;
+        }
+        let peers = &self.shared.peers;
+        let Some(ip) = ctx
+            .conn_info(c.id)
+            .and_then(|i| i.peer)
+            .map(|a| a.ip())
+            .filter(|ip| peers.applies(*ip))
+        else {
+            return;
+        };
+        match peers.admit(ip, now) {
+            Ok(()) => c.peer_ip = Some(ip),
+            Err(refusal) => {
+                refusal.count();
+                c.session.close(CloseReason::POLICY, &refusal.text(), now);
+            }
+        }
+    }
+
+    /// An authenticated HELLO of `user`: counted against the per-user cap (`true`), or
+    /// rejected with POLICY (`false`).
+    pub(super) fn admit_user(&mut self, c: &mut Conn, user: &str, now: u64) -> bool {
+        match self.shared.user_counts.acquire(user) {
+            Ok(()) => {
+                c.user_counted = true;
+                true
+            }
+            Err(refusal) => {
+                refusal.count();
+                let _ = c.session.reject(CloseReason::POLICY, &refusal.text(), now);
+                false
+            }
+        }
+    }
+
+    /// A HELLO failed authentication: spends one of its address's failure tokens.
+    pub(super) fn auth_failed(&self, c: &Conn, now: u64) {
+        if let Some(ip) = c.peer_ip {
+            self.shared.peers.auth_failed(ip, now);
+        }
+    }
+
+    /// The connection closed: its counts are released.
+    pub(super) fn release_admission(&self, c: &mut Conn) {
+        if let Some(ip) = c.peer_ip.take() {
+            self.shared.peers.release(ip);
+        }
+        if std::mem::take(&mut c.user_counted) {
+            if let Some(user) = c.user() {
+                self.shared.user_counts.release(user);
+            }
+        }
+    }
+
+    /// Whether a JOIN or LEAVE may be served now. Beyond the rate it is answered
+    /// RATE_LIMITED by the caller; a connection that sends a whole burst more while limited
+    /// is closed with POLICY (answering a flood costs as much as serving it).
+    pub(super) fn room_op_allowed(&self, c: &mut Conn, now: u64) -> bool {
+        let l = &self.shared.limits;
+        if l.room_ops_per_sec == 0 || c.room_ops.take(l.room_ops_per_sec, l.room_ops_burst, now) {
+            c.room_ops_refused = 0;
+            return true;
+        }
+        c.room_ops_refused += 1;
+        hit(
+            Limit::RoomOpRate,
+            1,
+            &format_args!(
+                "JOIN/LEAVE over limits.room_ops_per_sec ({}) answered RATE_LIMITED",
+                l.room_ops_per_sec
+            ),
+        );
+        if c.room_ops_refused > l.room_ops_burst {
+            let text = format!(
+                "{} JOIN/LEAVE sent while rate limited (at most {} per second)",
+                c.room_ops_refused, l.room_ops_per_sec
+            );
+            hit(Limit::ControlRate, 1, &text);
+            c.session.close(CloseReason::POLICY, &text, now);
+        }
+        false
+    }
+
+    /// Whether control frame `frame` (PING, PONG, SLEEP, WAKE, ACK) may be handled; beyond
+    /// `limits.control_frames_per_sec` the connection is closed with POLICY. Other frames
+    /// always may.
+    pub(super) fn control_allowed(&self, c: &mut Conn, frame: &Frame, now: u64) -> bool {
+        let control = matches!(
+            frame,
+            Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::Sleep { .. }
+                | Frame::Wake
+                | Frame::Ack(_)
+        );
+        let l = &self.shared.limits;
+        if !control
+            || l.control_frames_per_sec == 0
+            || c.controls
+                .take(l.control_frames_per_sec, l.control_frames_burst, now)
+        {
+            return true;
+        }
+        let text = format!(
+            "control frames (PING, PONG, SLEEP, WAKE, ACK) over {} per second",
+            l.control_frames_per_sec
+        );
+        hit(Limit::ControlRate, 1, &text);
+        c.session.close(CloseReason::POLICY, &text, now);
+        false
+    }
+}
