@@ -468,6 +468,10 @@ impl<H: crate::Handler> Core<H> {
                     s.state = State::Draining;
                     s.timer = self.now_tick + self.linger_ticks;
                     self.schedule(slot);
+                    // A connection closed before it was announced (its peer-address lookup
+                    // still in flight) has no receive armed: arm one, or the peer's FIN
+                    // would go unnoticed and the close would wait the whole linger.
+                    self.arm_recv(slot);
                     let s = &self.slots[slot as usize];
                     if s.q.is_empty() && !s.q.in_flight() {
                         self.start_fin(slot);
