@@ -97,11 +97,13 @@ pub struct Deliveries {
 pub struct GwOutcome {
     pub counters: GwTotals,
     pub deliveries: Deliveries,
-    /// Publisher: requests sent, accepted, rejected, and recipients the server reported.
+    /// Publisher: requests sent, accepted, rejected, and the recipients the server reported
+    /// (`None` when its answers carry no count: ringport's HTTP push without
+    /// `?wait=delivered`, client PUBLISH, NATS).
     pub published_sent: u64,
     pub published_accepted: u64,
     pub published_rejected: u64,
-    pub server_recipients: u64,
+    pub server_recipients: Option<u64>,
     /// Publish rate asked for, and the largest lateness of a publish against its schedule.
     pub publish_rate: f64,
     pub publisher_max_lag_ms: f64,
@@ -300,7 +302,8 @@ impl LoadDriver for GwLoad {
             out.published_sent = stats.sent.load(Ordering::Relaxed);
             out.published_accepted = stats.accepted.load(Ordering::Relaxed);
             out.published_rejected = stats.rejected.load(Ordering::Relaxed);
-            out.server_recipients = stats.recipients.load(Ordering::Relaxed);
+            out.server_recipients = (stats.recipients_reported.load(Ordering::Relaxed) > 0)
+                .then(|| stats.recipients.load(Ordering::Relaxed));
             out.publisher_max_lag_ms = stats.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0;
             out.publish_rate = self.cfg.publisher.as_ref().map_or(0.0, |p| p.rate);
             let per_room = stats

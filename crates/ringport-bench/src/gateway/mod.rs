@@ -253,7 +253,12 @@ pub fn human(r: &GatewayReport) -> String {
         let _ = writeln!(
             s,
             "published           {} sent, {} accepted, server-reported recipients {}",
-            g.published_sent, g.published_accepted, g.server_recipients
+            g.published_sent,
+            g.published_accepted,
+            g.server_recipients.map_or_else(
+                || "n/a (answers carry no count)".to_owned(),
+                |n| n.to_string()
+            )
         );
         let d = &g.deliveries;
         let _ = writeln!(

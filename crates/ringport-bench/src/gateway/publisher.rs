@@ -65,8 +65,10 @@ pub struct PublisherStats {
     /// Accepted: HTTP 200 / PUBLISH_ACK OK.
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
-    /// Sum of `recipients` over HTTP answers.
+    /// Sum of the recipient counts the answers carried, and how many answers carried one
+    /// (an HTTP push is answered once sequenced, without a count; Redis always says).
     pub recipients: AtomicU64,
+    pub recipients_reported: AtomicU64,
     /// Largest lateness of a send against its scheduled time, microseconds (a publisher that
     /// cannot keep the rate, because the server takes requests slower, shows it here).
     pub max_lag_us: AtomicU64,
@@ -186,9 +188,9 @@ fn start_http(
 
 /// What the server answered to one pipelined request.
 pub(super) enum Answer {
-    /// Taken; `recipients` as the server reported them (0 when it does not say).
+    /// Taken; `recipients` as the server reported them, if it did.
     Accepted {
-        recipients: u64,
+        recipients: Option<u64>,
     },
     Rejected,
 }
@@ -263,7 +265,10 @@ pub(super) fn start_pipelined(
                     match answer {
                         Answer::Accepted { recipients } => {
                             stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            stats.recipients.fetch_add(recipients, Ordering::Relaxed);
+                            if let Some(n) = recipients {
+                                stats.recipients.fetch_add(n, Ordering::Relaxed);
+                                stats.recipients_reported.fetch_add(1, Ordering::Relaxed);
+                            }
                             stats
                                 .accepted_per_room
                                 .lock()
@@ -364,12 +369,11 @@ fn read_line_patiently(r: &mut BufReader<TcpStream>, line: &mut String) -> std::
     }
 }
 
-/// `{"recipients": N}` → N.
-fn recipients(body: &str) -> u64 {
+/// `{"recipients": N, ...}` → N; `None` for an answer without a count.
+fn recipients(body: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["recipients"].as_u64())
-        .unwrap_or(0)
 }
 
 fn start_publish(

@@ -221,7 +221,7 @@ pub fn start_publisher(
         read_first_line(r, &mut line)?;
         Ok(match line.trim_end().strip_prefix(':') {
             Some(n) => Answer::Accepted {
-                recipients: n.parse().unwrap_or(0),
+                recipients: n.parse().ok(),
             },
             None => Answer::Rejected,
         })
