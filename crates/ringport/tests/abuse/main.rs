@@ -184,6 +184,27 @@ fn push_room_at(admin: SocketAddr, room: &str, payload: &str) {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// Connects and resumes `session` from the start of room `name` (nothing delivered yet).
+fn resume_from_start(addr: SocketAddr, session: u64, name: &str, epoch: u32) -> Client {
+    let mut c = Client::connect(addr);
+    let entry = ResumePoint {
+        stream: room(name),
+        epoch,
+        last_offset: 0,
+    };
+    c.hello_resume("", session, vec![entry]);
+    c
+}
+
+/// Reads the WELCOME and then the RESUME_RESULT that answer a one-entry resume.
+fn welcome_and_result(c: &mut Client) -> ringport_proto::ResumeResult {
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(rr) => rr,
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    }
+}
+
 /// Observed: one HELLO with 65,535 resume entries for `room:*` replayed the whole history
 /// per entry (RSS 17 MB → 2.08 GB, the shard stalled 5.1 s).
 #[test]
@@ -242,18 +263,8 @@ fn replay_per_hello_is_capped_and_reported_as_gap() {
     let addr = server.addr;
     // Each round resumes the session from the start again (replacing the last round's).
     let rounds = served_during(&server, ip(5), "bystander", |_| {
-        let mut c = Client::connect(addr);
-        let entry = ResumePoint {
-            stream: room("big"),
-            epoch,
-            last_offset: 0,
-        };
-        c.hello_resume("", session, vec![entry]);
-        assert!(matches!(c.recv(), Frame::Welcome(_)));
-        let rr = match c.recv() {
-            Frame::ResumeResult(rr) => rr,
-            other => panic!("expected RESUME_RESULT, got {other:?}"),
-        };
+        let mut c = resume_from_start(addr, session, "big", epoch);
+        let rr = welcome_and_result(&mut c);
         assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Gap, "{rr:?}");
         assert_eq!(rr.missing_from, 1);
         let mut bytes = 0;
@@ -287,25 +298,14 @@ fn sliced_replay_completes_in_order_with_live_traffic_behind_it() {
     let (addr, admin) = (server.addr, server.admin_addr);
     let mut total = 60u64;
     served_during(&server, ip(6), "bystander", |_| {
-        let mut c = Client::connect(addr);
-        let entry = ResumePoint {
-            stream: room("feed"),
-            epoch,
-            last_offset: 0,
-        };
-        c.hello_resume("", session, vec![entry]);
+        let mut c = resume_from_start(addr, session, "feed", epoch);
         // Live messages while the replay is (probably) still going out.
         for _ in 0..20 {
             total += 1;
             push_room_at(admin, "feed", &format!("m{total}"));
         }
-        assert!(matches!(c.recv(), Frame::Welcome(_)));
-        match c.recv() {
-            Frame::ResumeResult(rr) => {
-                assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Resumed, "{rr:?}")
-            }
-            other => panic!("expected RESUME_RESULT, got {other:?}"),
-        }
+        let rr = welcome_and_result(&mut c);
+        assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Resumed, "{rr:?}");
         for i in 1..=total {
             let p = c.push();
             assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
