@@ -7,12 +7,9 @@ use std::time::{Duration, Instant};
 
 use ringport_proto::{CloseReason, Frame, RoomRequest, Status};
 
+use super::bystander::bystander_is_served;
 use super::{secured, wait_limit_hits};
 use crate::common::gateway::{test_config, token, Client, TestServer};
-
-/// A well-behaved client must get WELCOME this fast while an attack runs (generous for a
-/// loaded 2-core machine, but real).
-const WELCOME_WITHIN: Duration = Duration::from_millis(100);
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 10, last])
@@ -25,34 +22,6 @@ fn limited(f: impl FnOnce(&mut ringport::config::LimitsConfig)) -> ringport::con
     c.limits.exempt_loopback = false;
     f(&mut c.limits);
     c
-}
-
-/// A well-behaved client from `from` gets WELCOME within [`WELCOME_WITHIN`] and then a push
-/// to its user. The machine is shared and noisy, so the fastest of three handshakes in a row
-/// is what must be under the bound (a stalled shard would fail all three).
-pub(crate) fn bystander_is_served(server: &TestServer, from: IpAddr, user: &str) {
-    let mut fastest = Duration::MAX;
-    let mut kept = None;
-    for _ in 0..3 {
-        let started = Instant::now();
-        let mut c = Client::connect_from(server.addr, from);
-        let w = c.welcome(&token(user, &[]));
-        fastest = fastest.min(started.elapsed());
-        assert!(w.session_id != 0);
-        kept = Some(c);
-        if fastest < WELCOME_WITHIN {
-            break;
-        }
-    }
-    assert!(
-        fastest < WELCOME_WITHIN,
-        "a well-behaved client waited at least {fastest:?} for WELCOME, three times"
-    );
-    let mut c = kept.expect("one client");
-    let body = r#"{"payload":"hello"}"#;
-    let r = server.http("POST", &format!("/v1/push/user/{user}"), body);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(&c.push().payload[..], b"hello");
 }
 
 /// Connects from `from` and says HELLO with `tok` until WELCOME comes back, for a place

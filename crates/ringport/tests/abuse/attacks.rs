@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ringport_proto::{CloseReason, Frame, Hello};
 
-use super::admission::bystander_is_served;
+use super::bystander::bystander_is_served;
 use super::secured;
 use crate::common::gateway::{token, Client, TestServer};
 

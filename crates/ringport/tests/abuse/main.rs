@@ -6,8 +6,12 @@ mod common;
 
 mod admission;
 mod attacks;
+mod bystander;
 mod overload;
 
+use std::net::{IpAddr, SocketAddr};
+
+use bystander::{bystander_is_served, served_during};
 use bytes::Bytes;
 use common::gateway::{test_config, token, Client, TestServer, SECRET};
 use ringport_proto::{CloseReason, Frame, ResumePoint, StreamName};
@@ -16,6 +20,19 @@ fn secured() -> ringport::config::Config {
     let mut c = test_config();
     c.auth.secret = Some(SECRET.into());
     c
+}
+
+/// `config` with a secret, so the bystander can authenticate, and anonymous clients (the
+/// attackers here) still allowed.
+fn with_bystander(mut config: ringport::config::Config) -> ringport::config::Config {
+    config.auth.secret = Some(SECRET.into());
+    config.auth.allow_anonymous = Some(true);
+    config
+}
+
+/// The bystander's address (loopback, exempt from the per-IP limits by default).
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 30, last])
 }
 
 /// Polls `/metrics` until `ringport_limit_hits_total{limit="<limit>"}` is at least `n` (the
@@ -46,24 +63,33 @@ fn room(name: &str) -> StreamName {
 /// (+489 MB after 1,000,000) while /v1/stats showed 0 rooms.
 #[test]
 fn join_leave_and_resume_of_unknown_streams_create_no_logs() {
-    let mut config = test_config();
+    let mut config = with_bystander(test_config());
     // This churn is what `limits.room_ops_per_sec` stops early; here it must reach the
     // stream registry.
     config.limits.room_ops_per_sec = 0;
     let (server, streams) = TestServer::start_with_streams(config);
     let mut c = server.client();
     let w = c.welcome("").session_id;
-    for i in 0..2_000u32 {
-        let name = format!("churn-{i}");
-        assert_eq!(c.join(2 * i, &name), ringport_proto::Status::OK);
-        c.send(&Frame::Leave(ringport_proto::RoomRequest {
-            req_id: 2 * i + 1,
-            room: name,
-        }));
-        match c.recv() {
-            Frame::RoomResult(r) => assert_eq!(r.status, ringport_proto::Status::OK),
-            other => panic!("expected ROOM_RESULT, got {other:?}"),
+    // Rounds of 500 unique JOIN+LEAVE, at least 2,000 in all, until the bystander was served.
+    let mut churn = |round: u32| {
+        for k in 0..500u32 {
+            let i = round * 500 + k;
+            let name = format!("churn-{i}");
+            assert_eq!(c.join(2 * i, &name), ringport_proto::Status::OK);
+            c.send(&Frame::Leave(ringport_proto::RoomRequest {
+                req_id: 2 * i + 1,
+                room: name,
+            }));
+            match c.recv() {
+                Frame::RoomResult(r) => assert_eq!(r.status, ringport_proto::Status::OK),
+                other => panic!("expected ROOM_RESULT, got {other:?}"),
+            }
         }
+    };
+    let mut rounds = served_during(&server, ip(1), "bystander", &mut churn);
+    while rounds < 4 {
+        churn(rounds);
+        rounds += 1;
     }
     // Resuming streams nobody ever wrote to creates nothing either.
     let mut r = server.client();
@@ -79,30 +105,43 @@ fn join_leave_and_resume_of_unknown_streams_create_no_logs() {
     for _ in 0..40 {
         assert!(matches!(r.recv(), Frame::ResumeResult(_)));
     }
-    assert_eq!(streams.stats().streams, 0, "no message was ever appended");
+    // The only message so far went to the bystander's inbox (if user pushes keep history).
+    let inbox = usize::from(streams.position(&StreamName::User("bystander".into()), 0).1 > 0);
+    assert_eq!(
+        streams.stats().streams,
+        inbox,
+        "no message was ever appended to a room"
+    );
     // A message creates its stream's log (and only that one).
     let resp = server.http("POST", "/v1/push/room/churn-1", r#"{"payload":"x"}"#);
     assert_eq!(resp.status, 200, "{}", resp.body);
-    assert_eq!(streams.stats().streams, 1);
-    server.wait_metric("ringport_history_streams 1");
+    assert_eq!(streams.stats().streams, inbox + 1);
+    server.wait_metric(&format!("ringport_history_streams {}", inbox + 1));
 }
 
 // --- item 6: sessions ---
 
 /// Observed: 300 connections resumed one session id and all stayed open; a user push went
-/// to every one of them.
+/// to every one of them. Here connections resume one live session, one after the other,
+/// while a bystander is served.
 #[test]
 fn resuming_a_live_session_closes_the_old_connection_with_replaced() {
     let server = TestServer::start(secured());
     let tok = token("alice", &[]);
-    let mut a = server.client();
-    let wa = a.welcome(&tok);
-    let mut b = server.client();
-    b.hello_resume(&tok, wa.session_id, Vec::new());
-    match b.recv() {
-        Frame::Welcome(wb) => assert_eq!(wb.session_id, wa.session_id, "same session"),
-        other => panic!("expected WELCOME, got {other:?}"),
-    }
+    let mut live = server.client();
+    let wa = live.welcome(&tok);
+    let addr = server.addr;
+    let rounds = served_during(&server, ip(2), "bystander", |_| {
+        let mut b = Client::connect(addr);
+        b.hello_resume(&tok, wa.session_id, Vec::new());
+        match b.recv() {
+            Frame::Welcome(wb) => assert_eq!(wb.session_id, wa.session_id, "same session"),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        let mut old = std::mem::replace(&mut live, b);
+        let (reason, text) = old.expect_close();
+        assert_eq!(reason, CloseReason::REPLACED, "{text}");
+    });
     let r = server.http(
         "POST",
         "/v1/push/user/alice?wait=delivered",
@@ -113,10 +152,8 @@ fn resuming_a_live_session_closes_the_old_connection_with_replaced() {
         "one live connection per session: {}",
         r.body
     );
-    assert_eq!(&b.push().payload[..], b"one");
-    let (reason, _) = a.expect_close();
-    assert_eq!(reason, CloseReason::REPLACED);
-    wait_limit_hits(&server, "session_replaced", 1);
+    assert_eq!(&live.push().payload[..], b"one");
+    wait_limit_hits(&server, "session_replaced", rounds.into());
     server.wait_metric("ringport_connections_open{state=\"active\"} 1");
 }
 
@@ -137,53 +174,85 @@ fn session_ids_are_not_sequential() {
 // --- item 2: resume work ---
 
 fn push_room(server: &TestServer, room: &str, payload: &str) {
+    push_room_at(server.admin_addr, room, payload);
+}
+
+/// [`push_room`] by the admin address alone (for an attacker thread).
+fn push_room_at(admin: SocketAddr, room: &str, payload: &str) {
     let body = format!(r#"{{"payload":"{payload}"}}"#);
-    let r = server.http("POST", &format!("/v1/push/room/{room}"), &body);
+    let r = common::request(admin, "POST", &format!("/v1/push/room/{room}"), &[], &body);
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Connects and resumes `session` from the start of room `name` (nothing delivered yet).
+fn resume_from_start(addr: SocketAddr, session: u64, name: &str, epoch: u32) -> Client {
+    let mut c = Client::connect(addr);
+    let entry = ResumePoint {
+        stream: room(name),
+        epoch,
+        last_offset: 0,
+    };
+    c.hello_resume("", session, vec![entry]);
+    c
+}
+
+/// Reads the WELCOME and then the RESUME_RESULT that answer a one-entry resume.
+fn welcome_and_result(c: &mut Client) -> ringport_proto::ResumeResult {
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(rr) => rr,
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    }
 }
 
 /// Observed: one HELLO with 65,535 resume entries for `room:*` replayed the whole history
 /// per entry (RSS 17 MB → 2.08 GB, the shard stalled 5.1 s).
 #[test]
 fn a_hello_with_more_than_max_rooms_plus_two_entries_is_a_protocol_error() {
-    let server = TestServer::start(test_config());
+    let server = TestServer::start(with_bystander(test_config()));
     let (session, epoch) = server.session_in_room("lobby");
-    let mut c = server.client();
-    let points = (0..67)
-        .map(|_| ResumePoint {
-            stream: room("*"),
-            epoch,
-            last_offset: 0,
-        })
-        .collect();
-    c.hello_resume("", session, points);
-    let (reason, text) = c.expect_close();
-    assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
-    assert!(text.contains("66"), "names the limit: {text}");
-    wait_limit_hits(&server, "resume_entries", 1);
+    let addr = server.addr;
+    let rounds = served_during(&server, ip(3), "bystander", |_| {
+        let mut c = Client::connect(addr);
+        let points = (0..67)
+            .map(|_| ResumePoint {
+                stream: room("*"),
+                epoch,
+                last_offset: 0,
+            })
+            .collect();
+        c.hello_resume("", session, points);
+        let (reason, text) = c.expect_close();
+        assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
+        assert!(text.contains("66"), "names the limit: {text}");
+    });
+    wait_limit_hits(&server, "resume_entries", rounds.into());
 }
 
 #[test]
 fn a_hello_naming_one_stream_twice_is_a_protocol_error() {
-    let server = TestServer::start(test_config());
+    let server = TestServer::start(with_bystander(test_config()));
     let (session, epoch) = server.session_in_room("lobby");
-    let mut c = server.client();
-    let point = ResumePoint {
-        stream: room("lobby"),
-        epoch,
-        last_offset: 0,
-    };
-    c.hello_resume("", session, vec![point.clone(), point]);
-    let (reason, text) = c.expect_close();
-    assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
-    assert!(text.contains("room:lobby"), "{text}");
+    let addr = server.addr;
+    served_during(&server, ip(4), "bystander", |_| {
+        let mut c = Client::connect(addr);
+        let point = ResumePoint {
+            stream: room("lobby"),
+            epoch,
+            last_offset: 0,
+        };
+        c.hello_resume("", session, vec![point.clone(), point]);
+        let (reason, text) = c.expect_close();
+        assert_eq!(reason, CloseReason::PROTOCOL_ERROR, "{text}");
+        assert!(text.contains("room:lobby"), "{text}");
+    });
 }
 
 /// The bytes one HELLO replays are capped; beyond the cap the entry is answered GAP and
 /// delivery continues with the newest messages that fit.
 #[test]
 fn replay_per_hello_is_capped_and_reported_as_gap() {
-    let mut config = test_config();
+    let mut config = with_bystander(test_config());
     config.history.max_replay_bytes = 1_000;
     let server = TestServer::start(config);
     let (session, epoch) = server.session_in_room("big");
@@ -191,69 +260,60 @@ fn replay_per_hello_is_capped_and_reported_as_gap() {
     for _ in 0..10 {
         push_room(&server, "big", &payload);
     }
-    let mut c = server.client();
-    let entry = ResumePoint {
-        stream: room("big"),
-        epoch,
-        last_offset: 0,
-    };
-    c.hello_resume("", session, vec![entry]);
-    assert!(matches!(c.recv(), Frame::Welcome(_)));
-    let rr = match c.recv() {
-        Frame::ResumeResult(rr) => rr,
-        other => panic!("expected RESUME_RESULT, got {other:?}"),
-    };
-    assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Gap, "{rr:?}");
-    assert_eq!(rr.missing_from, 1);
-    let mut bytes = 0;
-    let mut expect = rr.missing_to;
-    while expect <= 10 {
-        let p = c.push();
-        assert_eq!(p.offset, expect);
-        bytes += Frame::Push(p).to_bytes().unwrap().len();
-        expect += 1;
-    }
-    assert!(bytes <= 1_000, "{bytes} bytes replayed");
-    assert!(rr.missing_to > 1 && rr.missing_to <= 10, "{rr:?}");
-    wait_limit_hits(&server, "replay_bytes", 1);
+    let addr = server.addr;
+    // Each round resumes the session from the start again (replacing the last round's).
+    let rounds = served_during(&server, ip(5), "bystander", |_| {
+        let mut c = resume_from_start(addr, session, "big", epoch);
+        let rr = welcome_and_result(&mut c);
+        assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Gap, "{rr:?}");
+        assert_eq!(rr.missing_from, 1);
+        let mut bytes = 0;
+        let mut expect = rr.missing_to;
+        while expect <= 10 {
+            let p = c.push();
+            assert_eq!(p.offset, expect);
+            bytes += Frame::Push(p).to_bytes().unwrap().len();
+            expect += 1;
+        }
+        assert!(bytes <= 1_000, "{bytes} bytes replayed");
+        assert!(rr.missing_to > 1 && rr.missing_to <= 10, "{rr:?}");
+    });
+    wait_limit_hits(&server, "replay_bytes", rounds.into());
 }
 
 /// Replay goes out in slices across loop turns; with a one-byte slice (one frame per turn)
-/// it still completes, in order, with live messages sent meanwhile behind it.
+/// it still completes, in order, with live messages sent meanwhile behind it. Each round
+/// resumes the session from the start again (replacing the last round's connection) and adds
+/// 20 live messages, while a bystander is served between the slices.
 #[test]
 fn sliced_replay_completes_in_order_with_live_traffic_behind_it() {
-    let mut config = test_config();
+    let mut config = with_bystander(test_config());
     config.history.replay_slice_bytes = 1;
+    config.history.max_messages_per_stream = 100_000;
     let server = TestServer::start(config);
     let (session, epoch) = server.session_in_room("feed");
     for i in 1..=60 {
         push_room(&server, "feed", &format!("m{i}"));
     }
-    let mut c = server.client();
-    let entry = ResumePoint {
-        stream: room("feed"),
-        epoch,
-        last_offset: 0,
-    };
-    c.hello_resume("", session, vec![entry]);
-    // Live messages while the replay is (probably) still going out.
-    for i in 61..=80 {
-        push_room(&server, "feed", &format!("m{i}"));
-    }
-    assert!(matches!(c.recv(), Frame::Welcome(_)));
-    match c.recv() {
-        Frame::ResumeResult(rr) => {
-            assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Resumed, "{rr:?}")
+    let (addr, admin) = (server.addr, server.admin_addr);
+    let mut total = 60u64;
+    served_during(&server, ip(6), "bystander", |_| {
+        let mut c = resume_from_start(addr, session, "feed", epoch);
+        // Live messages while the replay is (probably) still going out.
+        for _ in 0..20 {
+            total += 1;
+            push_room_at(admin, "feed", &format!("m{total}"));
         }
-        other => panic!("expected RESUME_RESULT, got {other:?}"),
-    }
-    for i in 1..=80u64 {
-        let p = c.push();
-        assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
-    }
-    // And the connection is fully usable afterwards.
-    c.send(&Frame::Ping { nonce: 7 });
-    assert_eq!(c.recv(), Frame::Pong { nonce: 7 });
+        let rr = welcome_and_result(&mut c);
+        assert_eq!(rr.outcome, ringport_proto::ResumeOutcome::Resumed, "{rr:?}");
+        for i in 1..=total {
+            let p = c.push();
+            assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
+        }
+        // And the connection is fully usable afterwards.
+        c.send(&Frame::Ping { nonce: 7 });
+        assert_eq!(c.recv(), Frame::Pong { nonce: 7 });
+    });
 }
 
 // --- item 8: admin HTTP ---
@@ -426,21 +486,24 @@ fn wait_receive_buffer(server: &TestServer, what: &str, ok: impl Fn(u64) -> bool
 #[test]
 fn receive_a_hello_above_64_kib_is_refused_whatever_max_payload_is() {
     use std::io::Write;
-    let server = TestServer::start(big_payload());
+    let server = TestServer::start(with_bystander(big_payload()));
     // 65,536 bytes is allowed before WELCOME.
     let mut ok = server.client();
     ok.stream.write_all(&hello_of_payload(65_536)).unwrap();
     assert!(matches!(ok.recv(), Frame::Welcome(_)));
 
-    let mut c = server.client();
     let bytes = hello_of_payload(65_537);
-    // The header alone is enough for the refusal: no body byte is needed.
-    c.stream
-        .write_all(&bytes[..ringport_proto::HEADER_LEN])
-        .unwrap();
-    let (reason, text) = c.expect_close();
-    assert_eq!(reason, CloseReason::FRAME_TOO_LARGE, "{text}");
-    wait_limit_hits(&server, "handshake_payload", 1);
+    let addr = server.addr;
+    let rounds = served_during(&server, ip(7), "bystander", |_| {
+        let mut c = Client::connect(addr);
+        // The header alone is enough for the refusal: no body byte is needed.
+        c.stream
+            .write_all(&bytes[..ringport_proto::HEADER_LEN])
+            .unwrap();
+        let (reason, text) = c.expect_close();
+        assert_eq!(reason, CloseReason::FRAME_TOO_LARGE, "{text}");
+    });
+    wait_limit_hits(&server, "handshake_payload", rounds.into());
 
     // After WELCOME the configured maximum applies.
     let big = vec![7u8; 100_000];
@@ -459,7 +522,7 @@ fn receive_a_hello_above_64_kib_is_refused_whatever_max_payload_is() {
 fn receive_partial_frames_hold_only_what_arrived() {
     use std::io::Write;
     const N: usize = 200;
-    let server = TestServer::start(big_payload());
+    let server = TestServer::start(with_bystander(big_payload()));
     let mut holders: Vec<Client> = (0..N).map(|_| server.welcomed("")).collect();
     for h in &mut holders {
         let mut bytes = header(ringport_proto::Op::Publish, (1 << 20) - 8).to_vec();
@@ -474,14 +537,8 @@ fn receive_partial_frames_hold_only_what_arrived() {
         "{N} partial frames hold {held} bytes of receive buffer"
     );
 
-    // A well-behaved client is served meanwhile.
-    let mut good = server.client();
-    good.welcome("");
-    assert_eq!(good.join(1, "calm"), ringport_proto::Status::OK);
-    for i in 0..3 {
-        push_room(&server, "calm", &format!("m{i}"));
-        assert_eq!(&good.push().payload[..], format!("m{i}").as_bytes());
-    }
+    // A well-behaved client is served while the partial frames are held open.
+    bystander_is_served(&server, ip(8), "bystander");
     let still = receive_buffer_bytes(&server);
     assert!(still <= N as u64 * 4096, "still {still}");
 
@@ -496,7 +553,7 @@ fn receive_partial_frames_hold_only_what_arrived() {
 fn receive_a_partial_frame_behind_a_large_one_is_compacted() {
     use std::io::Write;
     const N: usize = 20;
-    let server = TestServer::start(big_payload());
+    let server = TestServer::start(with_bystander(big_payload()));
     let mut holders: Vec<Client> = (0..N).map(|_| server.welcomed("")).collect();
     let big = Frame::Publish(ringport_proto::Publish {
         room: "big".into(),
@@ -524,6 +581,8 @@ fn receive_a_partial_frame_behind_a_large_one_is_compacted() {
         held <= N as u64 * 8192,
         "{N} partial frames behind 1 MB frames hold {held} bytes of receive buffer"
     );
+    // A well-behaved client is served while the partial frames are held open.
+    bystander_is_served(&server, ip(9), "bystander");
     drop(holders);
     wait_receive_buffer(&server, "released after close", |v| v == 0);
 }
