@@ -4,7 +4,8 @@
 //! - [`routes`]: the axum router, body parsing, API-key check, JSON errors; [`ROUTES`].
 //! - `batch`: `POST /v1/publish/batch`, many pushes answered per item in order.
 //! - [`idempotency`]: the bounded `Idempotency-Key` store that makes pushes safe to retry.
-//! - [`fanout`]: asking every shard and awaiting replies with a deadline (for implementors).
+//! - [`shard_rpc`]: asking every shard (or one) and awaiting the replies with a deadline:
+//!   the one "post to every shard" helper, [`ask_all`] (for implementors).
 //! - [`server`]: [`AdminServer`], a tokio runtime on its own thread; [`conn`]: one
 //!   connection under its head, body and idle deadlines.
 //!
@@ -12,13 +13,12 @@
 
 mod batch;
 pub mod conn;
-pub mod fanout;
 pub mod gateway;
 pub mod idempotency;
 pub mod routes;
 pub mod server;
+pub mod shard_rpc;
 
-pub use fanout::{ask_all, ask_one, post_all, Asked, Replier, SHARD_REPLY_TIMEOUT};
 pub use gateway::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
     History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget, Receipts,
@@ -26,3 +26,4 @@ pub use gateway::{
 };
 pub use routes::{router, ROUTES};
 pub use server::{AdminServer, HttpError};
+pub use shard_rpc::{ask_all, ask_one, Replier, SHARD_REPLY_TIMEOUT};

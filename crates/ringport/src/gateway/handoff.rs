@@ -21,11 +21,11 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ringport_io::{Ctx, EngineHandle};
+use ringport_io::EngineHandle;
 use tokio::sync::oneshot;
 
-use super::fanout::Delivery;
 use super::handler::GatewayHandler;
+use super::publish::Delivery;
 
 /// Per-shard queues of deliveries waiting for their shard's next drain.
 #[derive(Debug)]
@@ -34,14 +34,14 @@ pub(crate) struct DeliveryQueues {
     queues: Box<[Mutex<Vec<Arc<Delivery>>>]>,
     /// The shard's own spare vector, swapped in when it takes its queue (no allocation per
     /// drain in steady state; only the shard locks it, so it is never contended).
-    spares: Box<[Mutex<Vec<Arc<Delivery>>>]>,
+    pub(super) spares: Box<[Mutex<Vec<Arc<Delivery>>>]>,
     /// Messages queued per shard and not yet taken (read without the queue's lock).
     queued: Box<[AtomicUsize]>,
     /// `rooms.max_pending_deliveries`.
     max_pending: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every mutation under these locks is a single push or swap: a poisoned lock is usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -85,7 +85,7 @@ impl DeliveryQueues {
     }
 
     /// Takes shard `shard`'s whole queue into `out` (which must be empty).
-    fn take(&self, shard: usize, out: &mut Vec<Arc<Delivery>>) {
+    pub(super) fn take(&self, shard: usize, out: &mut Vec<Arc<Delivery>>) {
         if let Some(q) = self.queues.get(shard) {
             let mut q = lock(q);
             std::mem::swap(&mut *q, out);
@@ -123,25 +123,6 @@ impl Tally {
                 let _ = tx.send(self.recipients.load(Ordering::Acquire));
             }
         }
-    }
-}
-
-impl GatewayHandler {
-    /// Delivers everything queued for this shard, in queue order (one loop turn).
-    pub(crate) fn drain_deliveries(&mut self, ctx: &mut Ctx<'_, Self>) {
-        let shared = Arc::clone(&self.shared);
-        let Some(spare) = shared.handoff.spares.get(self.shard) else {
-            return;
-        };
-        let mut batch = std::mem::take(&mut *lock(spare));
-        shared.handoff.take(self.shard, &mut batch);
-        for d in batch.drain(..) {
-            let n = self.deliver(ctx, &d);
-            if let Some(t) = &d.tally {
-                t.report(n);
-            }
-        }
-        *lock(spare) = batch;
     }
 }
 

@@ -3,13 +3,19 @@
 //!
 //! - `conn`: per-connection state (session, reassembly buffer, user, rooms, rate limit,
 //!   last delivered offsets).
-//! - `handler`: the engine callbacks: feed the sans-IO session, act on its events, send what
-//!   it transmits, keep its timer armed.
+//! - `handler`: everything [`GatewayHandler`] does, in one module: the engine callbacks (feed
+//!   the sans-IO session, act on its events, send what it transmits, keep its timer armed)
+//!   in `handler/mod.rs`, and its children: `deliver` (handing queued messages to local
+//!   members, batching), `limits` (per-connection rate limits and admission checks),
+//!   `overload` (the shard's side of the memory budget), `answers` (the shard's answers to
+//!   control-plane questions).
 //! - `rooms`: per-shard room and user indexes.
-//! - `fanout`: numbering a message ([`crate::offsets::StreamSink`]), encoding it once,
-//!   queueing it for every shard, and handing it to each member there.
+//! - `publish`: numbering a message ([`crate::offsets::StreamSink`]) under its stream's
+//!   sequencing stripe, encoding it once, and queueing it for every shard.
 //! - `handoff`: the per-shard delivery queues between publishers and shards.
-//! - `control`: the [`crate::http::Gateway`] implementation and `/metrics` rendering.
+//! - `admission`, `overload`: the process-wide admission tables and memory budget.
+//! - `control`: the [`crate::http::Gateway`] implementation (asks the shards through
+//!   [`crate::http::ask_all`]) and `/metrics` rendering.
 //! - `replay`: resume replay handed to sessions a slice per loop turn.
 //!
 //! Threads: everything per connection lives on its shard; `Shared` is the read-mostly part
@@ -19,11 +25,10 @@
 mod admission;
 mod conn;
 mod control;
-mod fanout;
 mod handler;
 mod handoff;
-mod limits;
 mod overload;
+mod publish;
 mod replay;
 mod rooms;
 
@@ -41,8 +46,8 @@ use crate::offsets::StreamSink;
 use crate::serve::{engine_config, EnginePlane, ServeError};
 use crate::streams::{HistoryLimits, PublishDedupes, Streams};
 
-use fanout::Sequencer;
 use handoff::DeliveryQueues;
+use publish::Sequencer;
 
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;

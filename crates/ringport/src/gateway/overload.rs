@@ -16,12 +16,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ringport_io::{CloseReason as EngineReason, ConnId, Ctx};
-use ringport_proto::CloseReason;
-
-use super::handler::GatewayHandler;
-use crate::metrics::{limits::hit, Limit};
-
 /// How often each shard measures (session clock ms).
 pub const CHECK_EVERY_MS: u64 = 100;
 
@@ -47,19 +41,19 @@ impl MemoryBudget {
     }
 
     /// Publishes `shard`'s connection memory.
-    fn publish(&self, shard: usize, bytes: u64) {
+    pub(super) fn publish(&self, shard: usize, bytes: u64) {
         if let Some(u) = self.usage.get(shard) {
             u.0.store(bytes, Ordering::Relaxed);
         }
     }
 
     /// Connection memory of the whole process.
-    fn connections(&self) -> u64 {
+    pub(super) fn connections(&self) -> u64 {
         self.usage.iter().map(|u| u.0.load(Ordering::Relaxed)).sum()
     }
 
     /// How far the process is over budget with `history` bytes added (0: within it).
-    fn excess(&self, history: u64) -> u64 {
+    pub(super) fn excess(&self, history: u64) -> u64 {
         (self.connections() + history).saturating_sub(self.budget)
     }
 }
@@ -78,76 +72,6 @@ pub fn physical_memory() -> Option<u64> {
     match (total, cgroup) {
         (Some(t), Some(c)) => Some(t.min(c)),
         (t, c) => t.or(c),
-    }
-}
-
-impl GatewayHandler {
-    /// Every loop turn: publishes this shard's connection memory; once per
-    /// [`CHECK_EVERY_MS`] sheds this shard's share of any excess.
-    pub(super) fn check_memory(&mut self, ctx: &mut Ctx<'_, Self>) {
-        let memory = &self.shared.memory;
-        let mine = ctx.stats().queued_bytes.get() + self.rec.receive_buffer_bytes();
-        if mine != self.memory_published {
-            self.memory_published = mine;
-            memory.publish(self.shard, mine);
-        }
-        let now = self.shared.clock.ms(ctx.now());
-        if mine == 0 || now < self.memory_checked_ms + CHECK_EVERY_MS {
-            return;
-        }
-        self.memory_checked_ms = now;
-        let excess = memory.excess(self.shared.sink.history_bytes());
-        let conns = memory.connections();
-        if excess == 0 {
-            return;
-        }
-        // This shard's share of the excess, by its share of the connection memory.
-        let share = (u128::from(excess) * u128::from(mine) / u128::from(conns.max(1))) as u64;
-        let mut queues: Vec<(usize, ConnId)> = self
-            .conns
-            .iter()
-            .flatten()
-            .filter(|c| !c.closing)
-            .map(|c| (ctx.queued_bytes(c.id) + c.rx.capacity(), c.id))
-            .filter(|(n, _)| *n > 0)
-            .collect();
-        queues.sort_unstable_by(|a, b| b.cmp(a));
-        let mut freed = 0u64;
-        for (bytes, id) in queues {
-            if freed >= share.max(1) {
-                break;
-            }
-            freed += bytes as u64;
-            hit(
-                Limit::MemoryBudget,
-                1,
-                &format_args!(
-                    "server.memory_budget_bytes exceeded by {excess} bytes: closing the largest send queues first ({bytes} bytes)"
-                ),
-            );
-            if let Some(mut c) = self.take(id) {
-                c.closing = true;
-                c.close_code = Some(CloseReason::POLICY.0);
-                // Dropped, not drained: the point is to free the memory now.
-                ctx.abort(id, EngineReason::App(CloseReason::POLICY.0));
-                self.put(c);
-            }
-        }
-    }
-
-    /// A new connection while overloaded: refused with POLICY (`true`).
-    pub(super) fn refuse_overloaded(&self, c: &mut super::conn::Conn, now: u64) -> bool {
-        if self.shared.memory.excess(self.shared.sink.history_bytes()) == 0 {
-            return false;
-        }
-        hit(
-            Limit::MemoryBudget,
-            1,
-            &"server.memory_budget_bytes exceeded: refusing new connections",
-        );
-        c.session
-            .close(CloseReason::POLICY, "server overloaded; retry later", now);
-        true
     }
 }
 

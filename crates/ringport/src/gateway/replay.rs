@@ -22,8 +22,8 @@ use ringport_io::{ConnId, Ctx};
 use ringport_proto::{PushClass, PushOutcome, ResumeResult, StreamName};
 
 use super::conn::Conn;
-use super::fanout::Delivery;
 use super::handler::GatewayHandler;
+use super::publish::Delivery;
 use crate::metrics::{DeliveryKind, DropReason, ShardRecorder, SkipReason};
 
 /// Budget charged per replayed frame on top of its length (per-frame work is not free).

@@ -5,6 +5,11 @@
 //! (`ctx.send`, gathered into one `sendmsg` per loop turn by the engine), the open-connection
 //! gauge follows its state, and the engine timer is re-armed at `session.poll_timeout()`.
 
+mod answers;
+mod deliver;
+mod limits;
+mod overload;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -15,7 +20,7 @@ use ringport_proto::{
 };
 
 use super::conn::{Conn, Joined};
-use super::fanout::{Delivery, Message, PublishError, Target};
+use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
 use super::{Shared, BROADCAST_ROOM};

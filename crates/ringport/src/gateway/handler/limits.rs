@@ -5,8 +5,8 @@
 use ringport_io::Ctx;
 use ringport_proto::{CloseReason, Frame};
 
-use super::conn::{Conn, TokenBucket};
-use super::handler::GatewayHandler;
+use super::GatewayHandler;
+use crate::gateway::conn::{Conn, TokenBucket};
 use crate::metrics::{limits::hit, Limit};
 
 impl GatewayHandler {

@@ -33,44 +33,27 @@ impl<T> Replier<T> {
     }
 }
 
-/// Posts one question per shard with `post(shard, replier)` and collects the answers in
-/// shard order, all within `timeout`.
+/// The one "post to every shard" helper: posts one question per shard with
+/// `post(shard, replier)` (all of them before the first `.await`) and collects the answers
+/// in shard order, all within `timeout`. (Message delivery does not come through here: it
+/// goes through the per-shard queues of `gateway/handoff.rs`.)
 pub async fn ask_all<T>(
     shards: usize,
     timeout: Duration,
-    post: impl FnMut(usize, Replier<T>),
+    mut post: impl FnMut(usize, Replier<T>),
 ) -> Result<Vec<T>, GatewayError> {
-    post_all(shards, post).collect(timeout).await
-}
-
-/// Questions already posted to every shard, whose answers are still to be awaited.
-#[derive(Debug)]
-pub struct Asked<T> {
-    pending: Vec<oneshot::Receiver<T>>,
-}
-
-/// The synchronous half of [`ask_all`]: posts one question per shard *now* (so a caller may
-/// post under a lock it must not hold across an `.await`) and returns the pending answers.
-pub fn post_all<T>(shards: usize, mut post: impl FnMut(usize, Replier<T>)) -> Asked<T> {
     let mut pending = Vec::with_capacity(shards);
     for shard in 0..shards {
         let (tx, rx) = oneshot::channel();
         post(shard, Replier(tx));
         pending.push(rx);
     }
-    Asked { pending }
-}
-
-impl<T> Asked<T> {
-    /// Awaits every answer, in shard order, within `timeout`.
-    pub async fn collect(self, timeout: Duration) -> Result<Vec<T>, GatewayError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut answers = Vec::with_capacity(self.pending.len());
-        for (shard, rx) in self.pending.into_iter().enumerate() {
-            answers.push(wait(shard, rx, deadline, timeout).await?);
-        }
-        Ok(answers)
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut answers = Vec::with_capacity(shards);
+    for (shard, rx) in pending.into_iter().enumerate() {
+        answers.push(wait(shard, rx, deadline, timeout).await?);
     }
+    Ok(answers)
 }
 
 /// Posts one question to one shard and awaits its answer within `timeout`.

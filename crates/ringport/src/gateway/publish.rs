@@ -26,17 +26,16 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use ringport_io::{ConnId, Ctx, EngineHandle};
-use ringport_proto::{Frame, Push, PushClass, PushOutcome, StreamName, MAX_NAME_LEN};
+use ringport_io::EngineHandle;
+use ringport_proto::{Frame, Push, PushClass, StreamName, MAX_NAME_LEN};
 
-use super::handler::{transmit, GatewayHandler};
+use super::handler::GatewayHandler;
 use super::handoff::Tally;
-use super::replay::{record_offer, Pending};
 use super::{Shared, BROADCAST_ROOM};
-use crate::metrics::{ConnState as Gauge, DeliveryKind};
+use crate::metrics::DeliveryKind;
 
 /// Who a message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +105,7 @@ impl Sequencer {
 
 impl Delivery {
     /// The room it is for, unless it is a user or broadcast message.
-    fn room(&self) -> Option<&str> {
+    pub(super) fn room(&self) -> Option<&str> {
         match &self.stream {
             StreamName::Room(room) if room != BROADCAST_ROOM => Some(room),
             _ => None,
@@ -237,107 +236,5 @@ impl Shared {
             epoch,
             offset,
         })
-    }
-}
-
-impl GatewayHandler {
-    /// Delivers `d` to its recipients on this shard (or batches it); returns how many
-    /// connections it was queued or held for.
-    pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
-        let window = self.shared.rooms.batch_window_ms;
-        if window > 0 && d.class == PushClass::Room {
-            if let Some(room) = d.room() {
-                let n = self.rooms.members(room).len() as u64;
-                self.batch_since.get_or_insert(ctx.now());
-                self.batch.push(Arc::clone(d));
-                return n;
-            }
-        }
-        if d.class == PushClass::Urgent && !self.batch.is_empty() {
-            // A stream is delivered in offset order: its batched messages go first.
-            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.batch)
-                .into_iter()
-                .partition(|b| b.stream == d.stream);
-            self.batch = rest;
-            if self.batch.is_empty() {
-                self.batch_since = None;
-            }
-            for b in &mine {
-                self.deliver_now(ctx, b);
-            }
-        }
-        self.deliver_now(ctx, d)
-    }
-
-    fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
-        let recipients: Vec<ConnId> = match &d.stream {
-            StreamName::User(user) => self.users.connections(user).to_vec(),
-            StreamName::Room(room) if room != BROADCAST_ROOM => self.rooms.members(room).to_vec(),
-            StreamName::Room(_) => self
-                .conns
-                .iter()
-                .flatten()
-                .filter(|c| matches!(c.gauge, Some(Gauge::Active | Gauge::Sleeping)))
-                .map(|c| c.id)
-                .collect(),
-        };
-        let mut n = 0;
-        for id in recipients {
-            n += u64::from(self.offer(ctx, id, d));
-        }
-        if n > 0 {
-            self.rec.push_to_send(d.at.elapsed());
-        }
-        n
-    }
-
-    /// Offers `d` to one connection; true if it was queued or held for it.
-    fn offer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, d: &Arc<Delivery>) -> bool {
-        let Some(Some(c)) = self.conns.get_mut(id.index()) else {
-            return false;
-        };
-        if c.id != id {
-            return false;
-        }
-        let last = match &d.stream {
-            StreamName::User(_) => &mut c.user_last,
-            StreamName::Room(room) if room != BROADCAST_ROOM => match c.joined(room) {
-                Some(i) => &mut c.rooms[i].last,
-                None => return false,
-            },
-            StreamName::Room(_) => &mut c.broadcast_last,
-        };
-        if d.offset <= *last {
-            return false; // already delivered (replay overlapping live traffic)
-        }
-        *last = d.offset;
-        if !c.replay.is_empty() {
-            // Behind the replay still going out (gateway/replay.rs): keeps the wire order.
-            c.replay.push_back(Pending::Live(Arc::clone(d)));
-            return true;
-        }
-        let outcome = c
-            .session
-            .offer_push(d.class, &d.stream, d.offset, d.frame.clone());
-        let queued = record_offer(&mut self.rec, d.kind, outcome);
-        if outcome == PushOutcome::Sent {
-            transmit(ctx, &mut self.rec, c);
-        }
-        queued
-    }
-
-    /// Sends batched room messages once the window has passed (or now, with `force`).
-    pub(super) fn flush_batch(&mut self, ctx: &mut Ctx<'_, Self>, force: bool) {
-        let Some(since) = self.batch_since else {
-            return;
-        };
-        let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
-        if !force && ctx.now().saturating_duration_since(since) < window {
-            return;
-        }
-        self.batch_since = None;
-        for d in std::mem::take(&mut self.batch) {
-            self.deliver_now(ctx, &d);
-        }
     }
 }
