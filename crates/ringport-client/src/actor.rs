@@ -120,6 +120,7 @@ impl Actor {
                 .heartbeat_interval
                 .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             dead_after_intervals: opts.dead_after_intervals,
+            observe: false,
         });
         Actor {
             addr,
@@ -481,6 +482,12 @@ impl Actor {
                 ClientEvent::ServerError { code, text } => {
                     tracing::warn!(?code, %text, "server reported an error")
                 }
+                // Observe is off: never reported.
+                ClientEvent::Duplicate(_)
+                | ClientEvent::Ping { .. }
+                | ClientEvent::Pong { .. }
+                | ClientEvent::ResumeAnswered(_)
+                | ClientEvent::ResumeUnanswered { .. } => {}
                 ClientEvent::Closed {
                     reason,
                     text,

@@ -1,32 +1,24 @@
-//! One simulated gateway client, sans-IO: bytes and `now` in, bytes and events out.
+//! One simulated gateway client: [`ringport_proto::ClientSession`] (the protocol's client
+//! rules: HELLO with resume entries, JOIN, heartbeat duty, PONG, inbox ACKs, dedupe) with
+//! `observe` on, plus the bench's own bookkeeping — bytes and `now` in, bytes and events out.
 //!
-//! HELLO(token[, resume]) → WELCOME → JOIN each room → ROOM_RESULT → ready. Server PINGs are
-//! answered with PONG, a PING goes out whenever nothing was sent for the negotiated heartbeat
-//! interval, user-inbox PUSHes are ACKed, and every PUSH is recorded in a per-stream
-//! [`StreamLedger`] (which survives reconnects, for the resume check).
+//! The session drops duplicates and reports losses for an application; the bench instead
+//! records every PUSH (delivered or dropped as a duplicate) in a per-stream
+//! [`StreamLedger`] (which survives reconnects, for the resume check) and classifies it
+//! there as in order, late or duplicate. Its PINGs carry a nanosecond timestamp as nonce
+//! ([`ClientSession::ping`]), so a PONG gives the round trip. Inbox ACKs are the session's
+//! cumulative ones; no measurement depends on one ACK per push.
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringport_proto::{
-    Ack, Decoder, Frame, Hello, Resume, ResumeOutcome, ResumePoint, RoomRequest, Status, StreamName,
+    ClientConfig, ClientEvent, ClientSession, ClientState, Push, ResumeOutcome, ResumeResult,
+    StreamName,
 };
 
 use super::ledger::{Arrival, StreamLedger};
 use super::payload;
-
-/// Where the handshake stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// TCP not yet open, or HELLO sent and no WELCOME yet.
-    Handshake,
-    /// WELCOME received; JOINs outstanding.
-    Joining,
-    /// Every room joined.
-    Ready,
-    /// CLOSE received or protocol error: the transport should close.
-    Done,
-}
 
 /// Things the driver counts or reacts to.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +45,7 @@ pub enum Event {
     ResumeUnanswered,
     /// The server sent CLOSE (reason code); the connection is done.
     ServerClose(u16),
-    /// Undecodable input.
+    /// Undecodable input, or a frame a server must not send.
     ProtocolError,
 }
 
@@ -67,53 +59,58 @@ pub struct Tracked {
 
 #[derive(Debug)]
 pub struct ClientConn {
-    pub phase: Phase,
-    /// Rooms to JOIN after WELCOME.
+    session: ClientSession,
+    /// Rooms to JOIN.
     rooms: Vec<String>,
-    joins_left: usize,
+    /// The session's clock is milliseconds since this instant.
+    base: Instant,
+    /// JOINs of this transport not yet answered (`None`: no WELCOME yet, or ready).
+    joins_left: Option<usize>,
     joins_failed: usize,
-    /// From WELCOME; 0 before.
-    pub session_id: u64,
-    heartbeat: Duration,
-    last_sent: Instant,
+    /// CLOSE received or sent: the transport should close.
+    done: bool,
     /// When the current transport's HELLO went out (handshake latency).
     pub hello_at: Instant,
     buf: BytesMut,
-    decoder: Decoder,
     /// Per stream epoch received; kept across reconnects.
     pub streams: Vec<Tracked>,
-    /// Streams named in our resume HELLO that have no RESUME_RESULT yet.
-    resume_pending: Vec<StreamName>,
-    /// Reused frame encoding buffer.
-    scratch: BytesMut,
+}
+
+fn new_session(token: &[u8]) -> ClientSession {
+    ClientSession::new(ClientConfig {
+        token: Bytes::copy_from_slice(token),
+        client_info: "ringport-bench/1".into(),
+        // The bench closes nothing on its own: it reports what the server does.
+        handshake_timeout_ms: u64::MAX,
+        heartbeat_cap_ms: None,
+        dead_after_intervals: u32::MAX,
+        observe: true,
+    })
 }
 
 impl ClientConn {
     pub fn new(rooms: Vec<String>, now: Instant) -> ClientConn {
         ClientConn {
-            phase: Phase::Handshake,
-            joins_left: rooms.len(),
+            session: new_session(b""),
             rooms,
+            base: now,
+            joins_left: None,
             joins_failed: 0,
-            session_id: 0,
-            heartbeat: Duration::from_secs(30),
-            last_sent: now,
+            done: false,
             hello_at: now,
             buf: BytesMut::new(),
-            decoder: Decoder::new(16 << 20),
             streams: Vec::new(),
-            resume_pending: Vec::new(),
-            scratch: BytesMut::new(),
         }
     }
 
-    fn put(&mut self, frame: &Frame, out: &mut Vec<u8>, now: Instant) {
-        self.scratch.clear();
-        frame
-            .encode(&mut self.scratch)
-            .expect("bench frames encode");
-        out.extend_from_slice(&self.scratch);
-        self.last_sent = now;
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        while let Some(b) = self.session.poll_transmit() {
+            out.extend_from_slice(&b);
+        }
     }
 
     /// The rooms this client joins.
@@ -121,63 +118,55 @@ impl ClientConn {
         &self.rooms
     }
 
-    /// The resume data for a reconnect: the session and the highest offset per stream epoch.
-    pub fn resume_data(&self) -> Option<Resume> {
-        if self.session_id == 0 {
-            return None;
-        }
-        let mut streams: Vec<ResumePoint> = Vec::new();
-        for t in &self.streams {
-            let Some(last) = t.ledger.received.max() else {
-                continue;
-            };
-            // Only the newest epoch of a stream is resumable.
-            streams.retain(|p| p.stream != t.stream);
-            streams.push(ResumePoint {
-                stream: t.stream.clone(),
-                epoch: t.epoch,
-                last_offset: last,
-            });
-        }
-        Some(Resume {
-            session_id: self.session_id,
-            streams,
-        })
+    /// From WELCOME; 0 before.
+    pub fn session_id(&self) -> u64 {
+        self.session.session_id()
     }
 
-    /// A fresh transport is open: reset per-transport state and send HELLO (resuming when
-    /// `resume` and a previous session exist).
+    /// The transport should close.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// A fresh transport is open: send HELLO, resuming the session (every stream's position)
+    /// when `resume` and a previous session exist, else as a new session that JOINs every room.
     pub fn start(&mut self, token: &[u8], resume: bool, out: &mut Vec<u8>, now: Instant) {
-        let resume = if resume { self.resume_data() } else { None };
-        self.resume_pending = resume
-            .as_ref()
-            .map(|r| r.streams.iter().map(|p| p.stream.clone()).collect())
-            .unwrap_or_default();
-        self.phase = Phase::Handshake;
-        self.joins_left = self.rooms.len();
+        if !resume || self.session.session_id() == 0 {
+            self.session = new_session(token);
+            let ms = self.ms(now);
+            for room in &self.rooms {
+                // Room names come from the bench's own generator.
+                let _ = self.session.join(room, ms);
+            }
+        }
+        self.joins_left = None;
         self.joins_failed = 0;
+        self.done = false;
         self.buf.clear();
         self.hello_at = now;
-        let hello = Frame::Hello(Hello {
-            token: Bytes::copy_from_slice(token),
-            client_info: "ringport-bench/1".into(),
-            resume,
-        });
-        self.put(&hello, out, now);
+        self.session.connect(self.ms(now));
+        self.flush(out);
     }
 
     /// When the next PING is due (after WELCOME).
     pub fn next_ping(&self) -> Option<Instant> {
-        matches!(self.phase, Phase::Joining | Phase::Ready).then(|| self.last_sent + self.heartbeat)
+        if !matches!(
+            self.session.state(),
+            ClientState::Active | ClientState::Sleeping
+        ) {
+            return None;
+        }
+        let at = self.session.poll_timeout()?;
+        self.base.checked_add(Duration::from_millis(at))
     }
 
     /// Sends a PING if nothing was sent for a heartbeat interval; returns whether it did.
     pub fn on_timer(&mut self, out: &mut Vec<u8>, now: Instant) -> bool {
         match self.next_ping() {
             Some(due) if now >= due => {
-                let nonce = payload::now_ns();
-                self.put(&Frame::Ping { nonce }, out, now);
-                true
+                let sent = self.session.ping(payload::now_ns(), self.ms(now));
+                self.flush(out);
+                sent
             }
             _ => false,
         }
@@ -202,12 +191,6 @@ impl ClientConn {
         &mut self.streams[i].ledger
     }
 
-    fn resume_unanswered(&mut self, events: &mut Vec<Event>) {
-        for _ in self.resume_pending.drain(..) {
-            events.push(Event::ResumeUnanswered);
-        }
-    }
-
     /// Feeds received bytes; replies go to `out`, observations to `events`.
     pub fn on_bytes(
         &mut self,
@@ -216,110 +199,104 @@ impl ClientConn {
         events: &mut Vec<Event>,
         now: Instant,
     ) {
+        if self.done {
+            return;
+        }
         self.buf.extend_from_slice(data);
-        while self.phase != Phase::Done {
-            let frame = match self.decoder.decode(&mut self.buf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => {
-                    self.phase = Phase::Done;
-                    events.push(Event::ProtocolError);
-                    break;
-                }
-            };
-            self.on_frame(frame, out, events, now);
+        let ms = self.ms(now);
+        self.session.handle_input(&mut self.buf, ms);
+        self.flush(out);
+        let evs: Vec<ClientEvent> = std::iter::from_fn(|| self.session.poll_event()).collect();
+        for (i, ev) in evs.iter().enumerate() {
+            if let ClientEvent::Welcome { .. } = ev {
+                // Answers to this transport's JOINs in this batch, plus those still pending.
+                let answered = evs[i..]
+                    .iter()
+                    .filter(|e| matches!(e, ClientEvent::RoomResult { .. }))
+                    .count();
+                self.joins_left = Some(answered + self.session.room_requests_pending());
+            }
+        }
+        for ev in evs {
+            self.on_event(ev, events);
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, out: &mut Vec<u8>, events: &mut Vec<Event>, now: Instant) {
-        match frame {
-            Frame::Welcome(w) if self.phase == Phase::Handshake => {
-                self.session_id = w.session_id;
-                self.heartbeat = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(1)));
+    fn ready_if_joined(&mut self, events: &mut Vec<Event>) {
+        if self.joins_left == Some(0) {
+            self.joins_left = None;
+            events.push(Event::Ready {
+                failed: self.joins_failed,
+            });
+        }
+    }
+
+    fn on_push(&mut self, p: Push, events: &mut Vec<Event>) {
+        let latency = payload::decode(&p.payload)
+            .map(|(ts, _)| Duration::from_nanos(payload::now_ns().saturating_sub(ts)));
+        let arrival = self.ledger(&p.stream, p.epoch).record(p.offset);
+        events.push(Event::Push { arrival, latency });
+    }
+
+    fn on_resume(&mut self, r: ResumeResult, events: &mut Vec<Event>) {
+        match r.outcome {
+            ResumeOutcome::Resumed => {}
+            ResumeOutcome::Gap => self
+                .ledger(&r.stream, r.old_epoch)
+                .reported_lost
+                .insert_range(r.missing_from, r.missing_to),
+            // Refused: the server will send this stream no more (explicitly, so what
+            // follows counts as reported, not silently lost).
+            ResumeOutcome::EpochChanged | ResumeOutcome::Refused(_) => {
+                // Everything after what we had in the old epoch is gone.
+                let old = self.ledger(&r.stream, r.old_epoch);
+                let from = old.received.max().map_or(0, |m| m + 1);
+                old.reported_lost.insert_range(from, u64::MAX);
+            }
+        }
+        events.push(Event::ResumeAnswered(r.outcome));
+    }
+
+    fn on_event(&mut self, ev: ClientEvent, events: &mut Vec<Event>) {
+        match ev {
+            ClientEvent::Welcome { .. } => {
                 events.push(Event::Welcomed);
-                self.phase = Phase::Joining;
-                let rooms = std::mem::take(&mut self.rooms);
-                for (i, room) in rooms.iter().enumerate() {
-                    let join = Frame::Join(RoomRequest {
-                        req_id: i as u32,
-                        room: room.clone(),
-                    });
-                    self.put(&join, out, now);
-                }
-                self.rooms = rooms;
-                if self.rooms.is_empty() {
-                    self.phase = Phase::Ready;
-                    events.push(Event::Ready { failed: 0 });
-                }
+                self.ready_if_joined(events);
             }
-            Frame::ResumeResult(r) => {
-                self.resume_pending.retain(|s| s != &r.stream);
-                match r.outcome {
-                    ResumeOutcome::Resumed => {}
-                    ResumeOutcome::Gap => self
-                        .ledger(&r.stream, r.old_epoch)
-                        .reported_lost
-                        .insert_range(r.missing_from, r.missing_to),
-                    // Refused: the server will send this stream no more (explicitly, so
-                    // what follows counts as reported, not silently lost).
-                    ResumeOutcome::EpochChanged | ResumeOutcome::Refused(_) => {
-                        // Everything after what we had in the old epoch is gone.
-                        let old = self.ledger(&r.stream, r.old_epoch);
-                        let from = old.received.max().map_or(0, |m| m + 1);
-                        old.reported_lost.insert_range(from, u64::MAX);
-                    }
-                }
-                events.push(Event::ResumeAnswered(r.outcome));
-            }
-            Frame::RoomResult(r) if self.phase == Phase::Joining => {
-                // The server answers resume entries right after WELCOME, before any JOIN.
-                self.resume_unanswered(events);
-                if r.status != Status::OK {
+            ClientEvent::RoomResult { status, .. } => {
+                if status != ringport_proto::Status::OK {
                     self.joins_failed += 1;
                 }
-                self.joins_left = self.joins_left.saturating_sub(1);
-                if self.joins_left == 0 {
-                    self.phase = Phase::Ready;
-                    events.push(Event::Ready {
-                        failed: self.joins_failed,
-                    });
+                if let Some(n) = &mut self.joins_left {
+                    *n = n.saturating_sub(1);
                 }
+                self.ready_if_joined(events);
             }
-            Frame::Push(p) => {
-                if self.resume_pending.contains(&p.stream) {
-                    self.resume_pending.retain(|s| s != &p.stream);
-                    events.push(Event::ResumeUnanswered);
-                }
-                let latency = payload::decode(&p.payload)
-                    .map(|(ts, _)| Duration::from_nanos(payload::now_ns().saturating_sub(ts)));
-                let arrival = self.ledger(&p.stream, p.epoch).record(p.offset);
-                if p.stream.is_user() {
-                    let ack = Frame::Ack(Ack {
-                        stream: p.stream,
-                        offset: p.offset,
-                    });
-                    self.put(&ack, out, now);
-                }
-                events.push(Event::Push { arrival, latency });
-            }
-            Frame::Ping { nonce } => {
-                self.put(&Frame::Pong { nonce }, out, now);
-                events.push(Event::ServerPing);
-            }
-            Frame::Pong { nonce } => events.push(Event::Pong {
+            ClientEvent::Message(p) | ClientEvent::Duplicate(p) => self.on_push(p, events),
+            ClientEvent::Ping { .. } => events.push(Event::ServerPing),
+            ClientEvent::Pong { nonce } => events.push(Event::Pong {
                 rtt: Duration::from_nanos(payload::now_ns().saturating_sub(nonce)),
             }),
-            Frame::Close { reason, .. } => {
-                self.phase = Phase::Done;
-                events.push(Event::ServerClose(reason.0));
+            ClientEvent::ResumeAnswered(r) => self.on_resume(r, events),
+            ClientEvent::ResumeUnanswered { .. } => events.push(Event::ResumeUnanswered),
+            ClientEvent::Closed {
+                reason, by_peer, ..
+            } => {
+                self.done = true;
+                events.push(if by_peer {
+                    Event::ServerClose(reason.0)
+                } else {
+                    Event::ProtocolError
+                });
             }
-            // PUBLISH_ACK, ERROR, SLEEP_ACK, WAKE_ACK: not used by the scenarios.
-            Frame::PublishAck(_) | Frame::Error { .. } | Frame::SleepAck { .. } => {}
-            Frame::WakeAck(_) => {}
-            _ => {
-                self.phase = Phase::Done;
-                events.push(Event::ProtocolError);
-            }
+            // The ledger counts losses itself (holes, and the resume answers above);
+            // PUBLISH, SLEEP, WAKE and ERROR are not used by the scenarios.
+            ClientEvent::Lost(_)
+            | ClientEvent::ResumeRefused { .. }
+            | ClientEvent::PublishAck { .. }
+            | ClientEvent::SleepAck { .. }
+            | ClientEvent::WakeAck { .. }
+            | ClientEvent::ServerError { .. } => {}
         }
     }
 }
@@ -327,7 +304,7 @@ impl ClientConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringport_proto::{Push, ResumeResult, RoomResult, Welcome};
+    use ringport_proto::{Decoder, Frame, RoomResult, Status, Welcome};
 
     fn server_bytes(frames: &[Frame]) -> Vec<u8> {
         let mut v = BytesMut::new();
@@ -387,13 +364,13 @@ mod tests {
                 tail: 0,
             })
         };
-        let bytes = server_bytes(&[rr(0), rr(1), Frame::Ping { nonce: 5 }, push("a", 1)]);
+        // The session numbers its requests from 1.
+        let bytes = server_bytes(&[rr(1), rr(2), Frame::Ping { nonce: 5 }, push("a", 1)]);
         out.clear();
         // Byte by byte: partial frames are fine.
         for b in &bytes {
             c.on_bytes(std::slice::from_ref(b), &mut out, &mut ev, t0);
         }
-        assert_eq!(c.phase, Phase::Ready);
         assert_eq!(decode_all(&out), vec![Frame::Pong { nonce: 5 }]);
         assert!(ev.contains(&Event::Ready { failed: 0 }));
         assert!(ev.contains(&Event::ServerPing));
@@ -411,7 +388,7 @@ mod tests {
         let (mut out, mut ev) = (Vec::new(), Vec::new());
         c.start(b"", true, &mut out, t0);
         let rr = Frame::RoomResult(RoomResult {
-            req_id: 0,
+            req_id: 1,
             status: Status::OK,
             epoch: 1,
             tail: 0,
@@ -420,45 +397,57 @@ mod tests {
         c.on_bytes(&b, &mut out, &mut ev, t0);
         out.clear();
         c.start(b"", true, &mut out, t0);
+        let a = StreamName::Room("a".into());
         match &decode_all(&out)[..] {
             [Frame::Hello(h)] => {
                 let r = h.resume.as_ref().unwrap();
                 assert_eq!(r.session_id, 7);
-                assert_eq!(r.streams[0].last_offset, 2);
-                assert_eq!(r.streams[0].epoch, 9);
+                let p = r.streams.iter().find(|p| p.stream == a).unwrap();
+                assert_eq!(p.last_offset, 2);
+                assert_eq!(p.epoch, 9);
             }
             other => panic!("{other:?}"),
         }
-        // A server that ignores resume: WELCOME then ROOM_RESULT, no RESUME_RESULT.
+        // A server that ignores resume: WELCOME then live traffic, no RESUME_RESULT.
         ev.clear();
         c.on_bytes(
-            &server_bytes(&[welcome(8), rr.clone()]),
+            &server_bytes(&[welcome(8), push("b", 1)]),
             &mut out,
             &mut ev,
             t0,
         );
         assert!(ev.contains(&Event::ResumeUnanswered));
-        // A server that answers GAP: the gap is recorded as reported lost.
+        // A server that answers every entry, `a`'s with GAP: the gap is recorded as
+        // reported lost.
         out.clear();
         c.start(b"", true, &mut out, t0);
+        let entries = match &decode_all(&out)[..] {
+            [Frame::Hello(h)] => h.resume.clone().unwrap().streams,
+            other => panic!("{other:?}"),
+        };
         ev.clear();
-        let gap = Frame::ResumeResult(ResumeResult {
-            stream: StreamName::Room("a".into()),
-            outcome: ResumeOutcome::Gap,
-            old_epoch: 9,
-            new_epoch: 9,
-            missing_from: 3,
-            missing_to: 5,
-        });
-        c.on_bytes(
-            &server_bytes(&[welcome(8), gap, rr, push("a", 5)]),
-            &mut out,
-            &mut ev,
-            t0,
-        );
+        let mut frames = vec![welcome(8)];
+        for e in entries {
+            let gap = e.stream == a;
+            frames.push(Frame::ResumeResult(ResumeResult {
+                stream: e.stream,
+                outcome: if gap {
+                    ResumeOutcome::Gap
+                } else {
+                    ResumeOutcome::Resumed
+                },
+                old_epoch: e.epoch,
+                new_epoch: e.epoch,
+                missing_from: if gap { 3 } else { 0 },
+                missing_to: if gap { 5 } else { 0 },
+            }));
+        }
+        frames.extend([rr, push("a", 5)]);
+        c.on_bytes(&server_bytes(&frames), &mut out, &mut ev, t0);
         assert!(ev.contains(&Event::ResumeAnswered(ResumeOutcome::Gap)));
         assert!(!ev.contains(&Event::ResumeUnanswered));
-        let v = c.streams[0].ledger.verify(1, 6);
+        let t = c.streams.iter().find(|t| t.stream == a).unwrap();
+        let v = t.ledger.verify(1, 6);
         assert!(v.ok(), "{v:?}");
         assert_eq!(v.reported_missing, 2);
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ringport_proto::StreamName;
 
-use super::client::{ClientConn, Event, Phase, Tracked};
+use super::client::{ClientConn, Event, Tracked};
 use super::ledger::{Arrival, StreamLedger};
 use super::nats::NatsSub;
 use super::payload;
@@ -39,7 +39,8 @@ impl Protocol {
 /// One simulated subscriber of any [`Protocol`].
 #[derive(Debug)]
 pub enum Subscriber {
-    Ringport(ClientConn),
+    /// Boxed: the protocol session is much larger than the Redis and NATS parsers.
+    Ringport(Box<ClientConn>),
     Redis(RedisSub),
     Nats(NatsSub),
 }
@@ -47,7 +48,7 @@ pub enum Subscriber {
 impl Subscriber {
     pub fn new(protocol: Protocol, rooms: Vec<String>, now: Instant) -> Subscriber {
         match protocol {
-            Protocol::Ringport => Subscriber::Ringport(ClientConn::new(rooms, now)),
+            Protocol::Ringport => Subscriber::Ringport(Box::new(ClientConn::new(rooms, now))),
             Protocol::Redis => Subscriber::Redis(RedisSub::new(rooms)),
             Protocol::Nats => Subscriber::Nats(NatsSub::new(rooms)),
         }
@@ -99,7 +100,7 @@ impl Subscriber {
     /// The server ended the session or sent something undecodable: close the transport.
     pub fn is_done(&self) -> bool {
         match self {
-            Subscriber::Ringport(c) => c.phase == Phase::Done,
+            Subscriber::Ringport(c) => c.is_done(),
             Subscriber::Redis(c) => c.ch.done,
             Subscriber::Nats(c) => c.ch.done,
         }

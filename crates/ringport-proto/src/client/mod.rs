@@ -36,6 +36,24 @@
 //!
 //! PUBLISH retry (same seq after a reconnect) is the caller's: it owns the
 //! outbound queue and resends it on [`ClientEvent::Welcome`].
+//!
+//! **Observing clients.** An application wants exactly-once messages; a
+//! measuring client (the load tool) wants to see what the server did wrong.
+//! With [`ClientConfig::observe`] the session also reports, without changing
+//! any rule it follows:
+//! - [`ClientEvent::Duplicate`]: a PUSH at or below the stream's position,
+//!   which is dropped (a true duplicate, or a late offset below one already
+//!   delivered — the caller's own ledger tells them apart);
+//! - [`ClientEvent::Ping`] / [`ClientEvent::Pong`]: the server probed us (the
+//!   PONG is queued) / a PONG came back with our nonce. [`ClientSession::ping`]
+//!   sends a PING with the caller's nonce (a finer clock than `now`, for RTT);
+//!   PINGs of `handle_timeout` carry `now` as nonce;
+//! - [`ClientEvent::ResumeAnswered`] for every RESUME_RESULT (after its `Lost`
+//!   / `ResumeRefused`), and [`ClientEvent::ResumeUnanswered`] for a HELLO
+//!   resume entry the server moved past without answering (docs/protocol.md
+//!   4.10: answers come in entry order, each before any PUSH of its stream and
+//!   before live traffic): at a later entry's answer, at a PUSH of its stream
+//!   or of a stream no answer covered, or when the connection ends.
 
 pub mod positions;
 #[cfg(test)]
@@ -48,7 +66,9 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::Decoder;
 use crate::codes::{CloseReason, Status};
 use crate::error::Error;
-use crate::ops::{Ack, Frame, Hello, Publish, Push, Resume, ResumeOutcome, RoomRequest, Skipped};
+use crate::ops::{
+    Ack, Frame, Hello, Publish, Push, Resume, ResumeOutcome, ResumeResult, RoomRequest, Skipped,
+};
 use crate::stream::StreamName;
 pub use positions::{Loss, LossReason, Positions, Verdict};
 
@@ -70,6 +90,10 @@ pub struct ClientConfig {
     /// Intervals without any inbound frame after which the connection is
     /// counted dead (docs/protocol.md 7 suggests 3).
     pub dead_after_intervals: u32,
+    /// Also report what a measuring client counts (module docs, "Observing
+    /// clients"): `Duplicate`, `Ping`, `Pong`, `ResumeAnswered`,
+    /// `ResumeUnanswered`.
+    pub observe: bool,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +104,7 @@ impl Default for ClientConfig {
             handshake_timeout_ms: 10_000,
             heartbeat_cap_ms: None,
             dead_after_intervals: 3,
+            observe: false,
         }
     }
 }
@@ -153,6 +178,25 @@ pub enum ClientEvent {
         /// Detail.
         text: String,
     },
+    /// Observe only: a PUSH at or below the stream's position, dropped.
+    Duplicate(Push),
+    /// Observe only: the server sent PING (the PONG is queued).
+    Ping {
+        /// The server's nonce.
+        nonce: u64,
+    },
+    /// Observe only: a PONG answered one of our PINGs.
+    Pong {
+        /// The PING's nonce (`now` at sending, or [`ClientSession::ping`]'s).
+        nonce: u64,
+    },
+    /// Observe only: the server answered a resume entry.
+    ResumeAnswered(ResumeResult),
+    /// Observe only: the server moved past a resume entry without answering.
+    ResumeUnanswered {
+        /// The entry's stream.
+        stream: StreamName,
+    },
     /// The connection ended; `connect` again to resume.
     Closed {
         /// The server's reason, or the local one (`HEARTBEAT_TIMEOUT`,
@@ -216,6 +260,10 @@ pub struct ClientSession {
     transmit: VecDeque<Bytes>,
     /// Events for the caller, in order.
     events: VecDeque<ClientEvent>,
+    /// This connection's resume entries not yet answered, in entry order.
+    resume_pending: VecDeque<StreamName>,
+    /// This connection's resume entries answered.
+    resume_answered: Vec<StreamName>,
 }
 
 impl ClientSession {
@@ -240,6 +288,8 @@ impl ClientSession {
             deadline: 0,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            resume_pending: VecDeque::new(),
+            resume_answered: Vec::new(),
         }
     }
 
@@ -289,6 +339,11 @@ impl ClientSession {
             session_id: self.session_id,
             streams: self.positions.resume_points(),
         });
+        self.resume_answered.clear();
+        self.resume_pending = resume
+            .iter()
+            .flat_map(|r| r.streams.iter().map(|p| p.stream.clone()))
+            .collect();
         self.queue(
             &Frame::Hello(Hello {
                 token: self.config.token.clone(),
@@ -339,8 +394,22 @@ impl ClientSession {
             return;
         }
         match frame {
-            Frame::Push(p) => self.push(p),
+            Frame::Push(p) => {
+                if !self.resume_answered.contains(&p.stream) {
+                    // Its own entry, or live traffic: what is pending up to it
+                    // will not be answered any more.
+                    let upto = self.resume_pending.iter().position(|s| s == &p.stream);
+                    self.resume_unanswered(upto.map_or(usize::MAX, |i| i + 1));
+                }
+                self.push(p)
+            }
             Frame::ResumeResult(r) => {
+                if let Some(i) = self.resume_pending.iter().position(|s| s == &r.stream) {
+                    self.resume_unanswered(i);
+                    self.resume_pending.pop_front();
+                    self.resume_answered.push(r.stream.clone());
+                }
+                let answer = self.config.observe.then(|| r.clone());
                 if let ResumeOutcome::Refused(status) = r.outcome {
                     // Not a member any more: nothing of it follows.
                     self.positions.forget(&r.stream);
@@ -354,9 +423,15 @@ impl ClientSession {
                 } else if let Some(loss) = self.positions.on_resume(&r) {
                     self.events.push_back(ClientEvent::Lost(loss));
                 }
+                if let Some(answer) = answer {
+                    self.events.push_back(ClientEvent::ResumeAnswered(answer));
+                }
             }
-            Frame::Ping { nonce } => self.queue(&Frame::Pong { nonce }, now),
-            Frame::Pong { .. } => {}
+            Frame::Ping { nonce } => {
+                self.queue(&Frame::Pong { nonce }, now);
+                self.observed(ClientEvent::Ping { nonce });
+            }
+            Frame::Pong { nonce } => self.observed(ClientEvent::Pong { nonce }),
             Frame::PublishAck(a) => self.events.push_back(ClientEvent::PublishAck {
                 seq: a.seq,
                 status: a.status,
@@ -463,7 +538,7 @@ impl ClientSession {
             self.inbox = Some(p.stream.clone());
         }
         match self.positions.on_push(&p.stream, p.epoch, p.offset) {
-            Verdict::Duplicate => {}
+            Verdict::Duplicate => self.observed(ClientEvent::Duplicate(p)),
             Verdict::Deliver => self.events.push_back(ClientEvent::Message(p)),
             Verdict::DeliverAfterLoss(mut loss) => {
                 // Asleep, a room stream jumps only past a run the server skipped
@@ -499,6 +574,36 @@ impl ClientSession {
             }
             self.acked = pos;
         }
+    }
+
+    /// Queues an observation event (only with `observe`).
+    fn observed(&mut self, ev: ClientEvent) {
+        if self.config.observe {
+            self.events.push_back(ev);
+        }
+    }
+
+    /// Declares the first `n` pending resume entries unanswered.
+    fn resume_unanswered(&mut self, n: usize) {
+        let n = n.min(self.resume_pending.len());
+        for stream in self.resume_pending.drain(..n).collect::<Vec<_>>() {
+            self.observed(ClientEvent::ResumeUnanswered { stream });
+        }
+    }
+
+    /// Sends a PING with the caller's `nonce` now (`false`: not connected);
+    /// its PONG is reported as [`ClientEvent::Pong`] with observe on.
+    pub fn ping(&mut self, nonce: u64, now: u64) -> bool {
+        self.established() && {
+            self.queue(&Frame::Ping { nonce }, now);
+            true
+        }
+    }
+
+    /// JOIN/LEAVE requests not yet answered (the caller's and the session's
+    /// own re-JOINs).
+    pub fn room_requests_pending(&self) -> usize {
+        self.room_reqs.len()
     }
 
     /// Checks the deadlines at `now`: handshake, heartbeat duty (PING), dead
@@ -710,6 +815,7 @@ impl ClientSession {
     }
 
     fn end(&mut self, reason: CloseReason, text: String, by_peer: bool) {
+        self.resume_unanswered(usize::MAX);
         self.state = ClientState::Disconnected;
         self.interval_ms = self.awake_interval_ms;
         self.events.push_back(ClientEvent::Closed {

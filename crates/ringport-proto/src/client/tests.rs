@@ -54,17 +54,22 @@ impl Server {
     }
 
     fn push(&mut self, class: PushClass, room: &str, offset: u64) {
+        let frame = push_frame(self.epoch, class == PushClass::Urgent, room, offset);
         let stream = StreamName::Room(room.into());
-        let frame = Frame::Push(Push {
-            stream: stream.clone(),
-            epoch: self.epoch,
-            offset,
-            urgent: class == PushClass::Urgent,
-            payload: Bytes::from(format!("{offset}")),
-        });
         self.session
             .offer_push(class, &stream, offset, frame.to_bytes().unwrap());
     }
+}
+
+/// A PUSH of `room` at (`epoch`, `offset`); the payload is the offset in decimal.
+fn push_frame(epoch: u32, urgent: bool, room: &str, offset: u64) -> Frame {
+    Frame::Push(Push {
+        stream: StreamName::Room(room.into()),
+        epoch,
+        offset,
+        urgent,
+        payload: Bytes::from(format!("{offset}")),
+    })
 }
 
 /// Moves bytes both ways until both sides are quiet; returns the client's events.
@@ -392,4 +397,164 @@ fn a_skipped_run_seen_before_wake_is_reported_once_as_skipped() {
         "WAKE_ACK's run was already reported: {ev:?}"
     );
     assert_eq!(offsets(&ev), (1..=64).collect::<Vec<_>>());
+}
+
+/// Feeds server frames to `c` at `now`; returns its events.
+fn feed(c: &mut ClientSession, frames: &[Frame], now: u64) -> Vec<ClientEvent> {
+    let mut b = BytesMut::new();
+    for f in frames {
+        f.encode(&mut b).unwrap();
+    }
+    c.handle_input(&mut b, now);
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+/// The WELCOME the server `Session` sends to a new session, with `session_id`.
+fn welcome_frame(session_id: u64) -> Frame {
+    let mut s = Server::new(0);
+    let mut up = BytesMut::new();
+    Frame::Hello(Hello {
+        token: Bytes::new(),
+        client_info: String::new(),
+        resume: None,
+    })
+    .encode(&mut up)
+    .unwrap();
+    s.session.handle_input(&mut up, 0);
+    s.decide(0);
+    let mut down = BytesMut::from(&s.session.poll_transmit().unwrap()[..]);
+    match Decoder::default().decode(&mut down) {
+        Ok(Some(Frame::Welcome(w))) => Frame::Welcome(crate::ops::Welcome { session_id, ..w }),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn room_push(room: &str, offset: u64) -> Frame {
+    push_frame(9, false, room, offset)
+}
+
+#[test]
+fn observe_reports_duplicates_pings_pongs_and_resume_answers_and_silence() {
+    let mut c = ClientSession::new(ClientConfig {
+        observe: true,
+        ..ClientConfig::default()
+    });
+    c.connect(0);
+    let ev = feed(&mut c, &[welcome_frame(7), room_push("a", 2)], 0);
+    assert!(matches!(
+        ev[..],
+        [ClientEvent::Welcome { .. }, ClientEvent::Message(_)]
+    ));
+    // A duplicate and a late offset are dropped for the application but observed.
+    let ev = feed(&mut c, &[room_push("a", 2), room_push("a", 1)], 1);
+    assert_eq!(
+        ev,
+        [
+            ClientEvent::Duplicate(match room_push("a", 2) {
+                Frame::Push(p) => p,
+                _ => unreachable!(),
+            }),
+            ClientEvent::Duplicate(match room_push("a", 1) {
+                Frame::Push(p) => p,
+                _ => unreachable!(),
+            }),
+        ]
+    );
+    // The caller's PING nonce comes back in Pong; a server PING is answered and observed.
+    while c.poll_transmit().is_some() {}
+    assert!(c.ping(123_456, 2));
+    assert_eq!(
+        c.poll_transmit(),
+        Some(Frame::Ping { nonce: 123_456 }.to_bytes().unwrap())
+    );
+    let ev = feed(
+        &mut c,
+        &[Frame::Pong { nonce: 123_456 }, Frame::Ping { nonce: 5 }],
+        3,
+    );
+    assert_eq!(
+        ev,
+        [
+            ClientEvent::Pong { nonce: 123_456 },
+            ClientEvent::Ping { nonce: 5 }
+        ]
+    );
+    assert_eq!(
+        c.poll_transmit(),
+        Some(Frame::Pong { nonce: 5 }.to_bytes().unwrap())
+    );
+    // Reconnect: the entries are room:* then room a (positions' order); the server answers
+    // a's entry and skips room:*'s.
+    c.transport_closed("cut");
+    let _ = std::iter::from_fn(|| c.poll_event()).count();
+    c.connect(10);
+    let entries: Vec<StreamName> = c.resume_pending.iter().cloned().collect();
+    assert_eq!(entries.len(), 3, "room:*, room a, the inbox: {entries:?}");
+    let answer = ResumeResult {
+        stream: StreamName::Room("a".into()),
+        outcome: ResumeOutcome::Gap,
+        old_epoch: 9,
+        new_epoch: 9,
+        missing_from: 3,
+        missing_to: 5,
+    };
+    let ev = feed(
+        &mut c,
+        &[
+            welcome_frame(7),
+            Frame::ResumeResult(answer.clone()),
+            room_push("a", 5),
+        ],
+        10,
+    );
+    let unanswered: Vec<&StreamName> = ev
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ResumeUnanswered { stream } => Some(stream),
+            _ => None,
+        })
+        .collect();
+    let a = StreamName::Room("a".into());
+    let skipped: Vec<&StreamName> = entries.iter().take_while(|s| **s != a).collect();
+    assert_eq!(
+        unanswered, skipped,
+        "entries before a's answer were skipped: {ev:?}"
+    );
+    assert!(ev.contains(&ClientEvent::ResumeAnswered(answer)), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| matches!(e, ClientEvent::Lost(_))),
+        "{ev:?}"
+    );
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Message(p) if p.offset == 5)));
+    // A server that ignores resume: live traffic with entries unanswered reports each once.
+    c.transport_closed("cut");
+    let _ = std::iter::from_fn(|| c.poll_event()).count();
+    c.connect(20);
+    let n = c.resume_pending.len();
+    let ev = feed(
+        &mut c,
+        &[welcome_frame(8), room_push("b", 1), room_push("a", 6)],
+        20,
+    );
+    let silent = ev
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::ResumeUnanswered { .. }))
+        .count();
+    assert_eq!(silent, n, "{ev:?}");
+    // Without observe none of these appear.
+    let mut quiet = ClientSession::new(ClientConfig::default());
+    quiet.connect(0);
+    let ev = feed(
+        &mut quiet,
+        &[
+            welcome_frame(7),
+            room_push("a", 2),
+            room_push("a", 2),
+            Frame::Ping { nonce: 1 },
+        ],
+        0,
+    );
+    assert_eq!(ev.len(), 2, "{ev:?}");
 }
