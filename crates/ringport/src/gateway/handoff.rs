@@ -32,26 +32,21 @@ use super::publish::Delivery;
 pub(crate) struct DeliveryQueues {
     /// Filled by publishers, taken whole by the shard's drain task.
     queues: Box<[Mutex<Vec<Arc<Delivery>>>]>,
-    /// The shard's own spare vector, swapped in when it takes its queue (no allocation per
-    /// drain in steady state; only the shard locks it, so it is never contended).
-    pub(super) spares: Box<[Mutex<Vec<Arc<Delivery>>>]>,
     /// Messages queued per shard and not yet taken (read without the queue's lock).
     queued: Box<[AtomicUsize]>,
     /// `rooms.max_pending_deliveries`.
     max_pending: usize,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every mutation under these locks is a single push or swap: a poisoned lock is usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DeliveryQueues {
     pub fn new(shards: usize, max_pending: usize) -> DeliveryQueues {
-        let empty = || (0..shards).map(|_| Mutex::new(Vec::new())).collect();
         DeliveryQueues {
-            queues: empty(),
-            spares: empty(),
+            queues: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             queued: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             max_pending: max_pending.max(1),
         }

@@ -12,7 +12,6 @@ use ringport_io::{ConnId, Ctx};
 use ringport_proto::{PushClass, PushOutcome, StreamName};
 
 use super::{transmit, GatewayHandler};
-use crate::gateway::handoff::lock;
 use crate::gateway::publish::Delivery;
 use crate::gateway::replay::{record_offer, Pending};
 use crate::gateway::BROADCAST_ROOM;
@@ -21,19 +20,15 @@ use crate::metrics::ConnState as Gauge;
 impl GatewayHandler {
     /// Delivers everything queued for this shard, in queue order (one loop turn).
     pub(crate) fn drain_deliveries(&mut self, ctx: &mut Ctx<'_, Self>) {
-        let shared = Arc::clone(&self.shared);
-        let Some(spare) = shared.handoff.spares.get(self.shard) else {
-            return;
-        };
-        let mut batch = std::mem::take(&mut *lock(spare));
-        shared.handoff.take(self.shard, &mut batch);
+        let mut batch = std::mem::take(&mut self.drained);
+        self.shared.handoff.take(self.shard, &mut batch);
         for d in batch.drain(..) {
             let n = self.deliver(ctx, &d);
             if let Some(t) = &d.tally {
                 t.report(n);
             }
         }
-        *lock(spare) = batch;
+        self.drained = batch;
     }
 }
 
