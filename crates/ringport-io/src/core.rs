@@ -230,28 +230,29 @@ impl<H: crate::Handler> Core<H> {
         Ok(slot)
     }
 
-    fn queued(&mut self, slot: u32) {
+    fn queued(&mut self, slot: u32, messages: u32) {
         let s = &mut self.slots[slot as usize];
-        s.msgs_out += 1;
-        self.sh.stats.msgs_out.inc();
+        s.msgs_out += u64::from(messages);
+        self.sh.stats.msgs_out.add(u64::from(messages));
         if !s.dirty {
             s.dirty = true;
             self.dirty.push(slot);
         }
     }
 
-    pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
+    /// Queues `payload` (holding `messages` application messages) to `conn`.
+    pub fn send(&mut self, conn: ConnId, payload: Bytes, messages: u32) -> Result<(), SendError> {
         let slot = self.admit(conn, payload.len())?;
         self.pool
-            .push_shared(&mut self.slots[slot as usize].q, payload);
-        self.queued(slot);
+            .push_shared(&mut self.slots[slot as usize].q, payload, messages);
+        self.queued(slot, messages);
         Ok(())
     }
 
     pub fn send_copy(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
         let slot = self.admit(conn, data.len())?;
         self.pool.push_copy(&mut self.slots[slot as usize].q, data);
-        self.queued(slot);
+        self.queued(slot, 1);
         Ok(())
     }
 
@@ -266,6 +267,7 @@ impl<H: crate::Handler> Core<H> {
             }
             let fd = s.fd;
             if let Some(prepared) = self.pool.prepare(&mut s.q) {
+                let messages = s.q.take_fresh();
                 let ud = self.op_started(slot, Op::Send);
                 match prepared {
                     // SAFETY: `ptr..ptr+len` is the queue's one sealed chunk (a `Bytes` or a
@@ -280,7 +282,7 @@ impl<H: crate::Handler> Core<H> {
                     Prepared::Gathered { msg, .. } => unsafe { self.driver.sendmsg(fd, msg, ud) },
                 }
                 self.sh.stats.sends.inc();
-                self.sh.stats.record_batch(prepared.chunks());
+                self.sh.stats.record_batch(messages);
             }
         }
         dirty.clear();
@@ -409,7 +411,7 @@ impl<H: crate::Handler> Core<H> {
         s.state = State::Draining;
         s.timer = linger;
         if !reply.is_empty() {
-            self.pool.push_shared(&mut s.q, reply);
+            self.pool.push_shared(&mut s.q, reply, 1);
             self.mark_dirty(slot);
         }
         self.arm_recv(slot);

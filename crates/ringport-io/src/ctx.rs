@@ -38,7 +38,19 @@ impl<H: Handler> Ctx<'_, H> {
     /// this turn, in one send when the loop turns (a gathered `sendmsg` for more than one
     /// chunk).
     pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
-        self.core.send(conn, payload)
+        self.core.send(conn, payload, 1)
+    }
+
+    /// [`Ctx::send`] of a payload that holds `messages` application messages (e.g. several
+    /// frames joined once and shared by many connections), so that the messages-sent and
+    /// messages-per-send counters count messages, not payloads.
+    pub fn send_messages(
+        &mut self,
+        conn: ConnId,
+        payload: Bytes,
+        messages: u32,
+    ) -> Result<(), SendError> {
+        self.core.send(conn, payload, messages)
     }
 
     /// Queues a copy of `data` to `conn` (pooled blocks: no allocation in steady state).

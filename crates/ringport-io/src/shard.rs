@@ -488,11 +488,11 @@ impl<H: Handler> Shard<H> {
         for env in mail.drain(..) {
             match env {
                 Envelope::Send(conn, payload) => {
-                    let _ = self.core.send(conn, payload);
+                    let _ = self.core.send(conn, payload, 1);
                 }
                 Envelope::SendMany(conns, payload) => {
                     for conn in conns {
-                        let _ = self.core.send(conn, payload.clone());
+                        let _ = self.core.send(conn, payload.clone(), 1);
                     }
                 }
                 Envelope::Close(conn, reason) => {

@@ -41,8 +41,9 @@ impl Counter {
     }
 }
 
-/// Buckets of the "chunks per send" histogram: 1, 2-3, 4-7, 8-15, 16-31, 32+.
-pub const SEND_BATCH_BUCKETS: usize = 6;
+/// Buckets of the "messages per send" histogram: 1, 2-3, 4-7, ... 512-1023, 1024+ (bucket `i`
+/// holds `2^i ..= 2^(i+1) - 1`, the last everything from 1,024 on).
+pub const SEND_BATCH_BUCKETS: usize = 11;
 
 /// Kinds of accept errors, counted separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,8 +84,11 @@ pub struct ShardStats {
     pub msgs_out: Counter,
     /// Send operations issued (`IORING_OP_SEND` for a lone chunk, `SENDMSG` for more).
     pub sends: Counter,
-    /// Histogram of queue chunks per send (see [`SEND_BATCH_BUCKETS`]).
+    /// Histogram of messages per send (see [`SEND_BATCH_BUCKETS`]): the payloads queued to the
+    /// connection since its previous send was issued.
     pub send_batch: [Counter; SEND_BATCH_BUCKETS],
+    /// Messages counted in `send_batch` (its exact sum).
+    pub send_batch_msgs: Counter,
     /// Times the receive buffer ring ran dry (ENOBUFS) and a connection waited for buffers.
     pub bufring_exhausted: Counter,
     /// Accept errors by [`AcceptError`] kind.
@@ -114,16 +118,10 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
-    pub(crate) fn record_batch(&self, chunks: usize) {
-        let b = match chunks {
-            0 | 1 => 0,
-            2..=3 => 1,
-            4..=7 => 2,
-            8..=15 => 3,
-            16..=31 => 4,
-            _ => 5,
-        };
+    pub(crate) fn record_batch(&self, messages: u32) {
+        let b = (messages.max(1).ilog2() as usize).min(SEND_BATCH_BUCKETS - 1);
         self.send_batch[b].inc();
+        self.send_batch_msgs.add(u64::from(messages));
     }
 
     /// A plain copy of every counter.
@@ -139,6 +137,7 @@ impl ShardStats {
             msgs_out: self.msgs_out.get(),
             sends: self.sends.get(),
             send_batch: std::array::from_fn(|i| self.send_batch[i].get()),
+            send_batch_msgs: self.send_batch_msgs.get(),
             bufring_exhausted: self.bufring_exhausted.get(),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
             accept_paused: self.accept_paused.get(),
@@ -169,6 +168,7 @@ pub struct StatsSnapshot {
     pub msgs_out: u64,
     pub sends: u64,
     pub send_batch: [u64; SEND_BATCH_BUCKETS],
+    pub send_batch_msgs: u64,
     pub bufring_exhausted: u64,
     pub accept_errors: [u64; 4],
     pub accept_paused: u64,
@@ -202,6 +202,7 @@ impl StatsSnapshot {
             for i in 0..SEND_BATCH_BUCKETS {
                 t.send_batch[i] += s.send_batch[i];
             }
+            t.send_batch_msgs += s.send_batch_msgs;
             t.bufring_exhausted += s.bufring_exhausted;
             for i in 0..4 {
                 t.accept_errors[i] += s.accept_errors[i];
