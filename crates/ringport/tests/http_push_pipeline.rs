@@ -129,8 +129,8 @@ fn pushes_arriving_together_leave_in_one_gathered_send() {
     }
     let after = server.http("GET", "/metrics", "").body;
     let (count1, sum1) = sends(&after);
-    // The sum counts each send's messages (at its bucket's lower bound): more messages than
-    // sends means at least one send carried several.
+    // The sum counts each send's messages exactly: more messages than sends means at least
+    // one send carried several.
     assert!(count1 > count0, "no send counted");
     assert!(
         sum1 - sum0 > count1 - count0,

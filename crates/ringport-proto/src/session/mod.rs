@@ -426,6 +426,14 @@ impl Session {
         }
     }
 
+    /// True when a push offered now would be the very next frame out: the session is active
+    /// and has nothing queued. The caller may then send the shared frame itself instead of
+    /// [`Session::offer_push`] followed by [`Session::poll_transmit`] — the same bytes in the
+    /// same order, without passing through the queue (the delivery hot path).
+    pub fn push_passes_through(&self) -> bool {
+        self.state == State::Active && self.transmit.is_empty()
+    }
+
     /// The next encoded frame to send, in order.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let b = self.transmit.pop_front();

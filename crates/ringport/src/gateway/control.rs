@@ -131,19 +131,18 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
     s.bytes = [total.bytes_in, total.bytes_out];
     s.bufring_exhausted = total.bufring_exhausted;
     s.refused_over_cap = total.refused_over_cap;
-    // The engine counts chunks per sendmsg in buckets 1, 2-3, 4-7, 8-15, 16-31, 32+; each
-    // lands in the smallest histogram bucket that holds its whole range, and the sum uses
-    // each range's lower end (so it is a lower bound).
-    let into = [0usize, 2, 3, 4, 5, s.send_batch.counts.len() - 1];
-    let low = [1u64, 2, 4, 8, 16, 32];
+    // The engine counts messages per send in power-of-two ranges (1, 2-3, 4-7, ... 1024+):
+    // each range lands in the histogram bucket of its upper bound (1, 4, 8, ... 1024, +Inf),
+    // and the sum is exact.
     for s_counts in s.send_batch.counts.iter_mut() {
         *s_counts = 0;
     }
-    s.send_batch.sum = 0;
+    let last = s.send_batch.counts.len() - 1;
     for (i, n) in total.send_batch.iter().enumerate() {
-        s.send_batch.counts[into[i]] += n;
-        s.send_batch.sum += n * low[i];
+        let into = if i == 0 { 0 } else { i + 1 };
+        s.send_batch.counts[into.min(last)] += n;
     }
+    s.send_batch.sum = total.send_batch_msgs;
     for (shard, e) in s.shards.iter_mut().zip(engine) {
         shard.busy_ns = e.busy_ns;
         shard.iterations = e.loops;

@@ -162,6 +162,9 @@ impl ShardRecorder {
     pub fn frame(&mut self, dir: Direction) {
         self.cells.frames[dir.index()].add(1);
     }
+    pub fn frames(&mut self, dir: Direction, n: u64) {
+        self.cells.frames[dir.index()].add(n);
+    }
     pub fn delivered(&mut self, kind: DeliveryKind, n: u64) {
         self.cells.deliveries[kind.index()].add(n);
     }

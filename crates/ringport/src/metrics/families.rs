@@ -286,7 +286,7 @@ impl MetricsSnapshot {
 
         w.family(
             "ringport_send_batch_messages",
-            "Messages per gathered send.",
+            "Messages per send: those queued to the connection since its previous send.",
             MetricType::Histogram,
         );
         w.histogram("ringport_send_batch_messages", &[], &self.send_batch, 1.0);

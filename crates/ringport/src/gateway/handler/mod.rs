@@ -13,7 +13,7 @@ mod overload;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, Origin, SendError};
 use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
@@ -396,7 +396,7 @@ impl GatewayHandler {
         ctx: &mut Ctx<'_, Self>,
         c: &mut Conn,
         room: String,
-        payload: bytes::Bytes,
+        payload: Bytes,
         now: u64,
     ) -> Status {
         let r = &self.shared.rooms;
@@ -635,21 +635,36 @@ pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder
         if frame.get(1) == Some(&(Op::Ping as u8)) {
             rec.heartbeat_sent();
         }
-        match ctx.send(c.id, frame) {
-            Ok(()) => rec.frame(Direction::Out),
-            Err(SendError::SlowConsumer) => {
-                // With the default policy the engine is closing it: this frame and every one
-                // still waiting in the session are lost, and each counts as a drop.
-                let mut lost = 1;
-                while c.session.poll_transmit().is_some() {
-                    lost += 1;
-                }
-                rec.dropped(DropReason::SlowConsumer, lost);
-                return;
-            }
-            Err(SendError::NotConnected) => rec.dropped(DropReason::NotConnected, 1),
+        if !send_frames(ctx, rec, c, frame, 1) {
+            return;
         }
     }
+}
+
+/// Hands `frames` whole frames (one released by the session, or a run it let pass through)
+/// to the engine; false when the connection is being closed as a slow consumer.
+pub(super) fn send_frames<H: Handler>(
+    ctx: &mut Ctx<'_, H>,
+    rec: &mut ShardRecorder,
+    c: &mut Conn,
+    bytes: Bytes,
+    frames: u64,
+) -> bool {
+    match ctx.send_messages(c.id, bytes, u32::try_from(frames).unwrap_or(u32::MAX)) {
+        Ok(()) => rec.frames(Direction::Out, frames),
+        Err(SendError::SlowConsumer) => {
+            // With the default policy the engine is closing it: these frames and every one
+            // still waiting in the session are lost, and each counts as a drop.
+            let mut lost = frames;
+            while c.session.poll_transmit().is_some() {
+                lost += 1;
+            }
+            rec.dropped(DropReason::SlowConsumer, lost);
+            return false;
+        }
+        Err(SendError::NotConnected) => rec.dropped(DropReason::NotConnected, frames),
+    }
+    true
 }
 
 impl Handler for GatewayHandler {
