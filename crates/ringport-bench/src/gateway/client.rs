@@ -69,6 +69,8 @@ pub struct ClientConn {
     joins_failed: usize,
     /// CLOSE received or sent: the transport should close.
     done: bool,
+    /// The clock (payload::now_ns) when the bytes being parsed arrived.
+    now_ns: u64,
     /// When the current transport's HELLO went out (handshake latency).
     pub hello_at: Instant,
     buf: BytesMut,
@@ -97,6 +99,7 @@ impl ClientConn {
             joins_left: None,
             joins_failed: 0,
             done: false,
+            now_ns: 0,
             hello_at: now,
             buf: BytesMut::new(),
             streams: Vec::new(),
@@ -198,10 +201,12 @@ impl ClientConn {
         out: &mut Vec<u8>,
         events: &mut Vec<Event>,
         now: Instant,
+        now_ns: u64,
     ) {
         if self.done {
             return;
         }
+        self.now_ns = now_ns;
         self.buf.extend_from_slice(data);
         let ms = self.ms(now);
         self.session.handle_input(&mut self.buf, ms);
@@ -233,7 +238,7 @@ impl ClientConn {
 
     fn on_push(&mut self, p: Push, events: &mut Vec<Event>) {
         let latency = payload::decode(&p.payload)
-            .map(|(ts, _)| Duration::from_nanos(payload::now_ns().saturating_sub(ts)));
+            .map(|(ts, _)| Duration::from_nanos(self.now_ns.saturating_sub(ts)));
         let arrival = self.ledger(&p.stream, p.epoch).record(p.offset);
         events.push(Event::Push { arrival, latency });
     }
@@ -354,7 +359,7 @@ mod tests {
         c.start(b"tok", true, &mut out, t0);
         assert!(matches!(decode_all(&out)[..], [Frame::Hello(ref h)] if h.resume.is_none()));
         out.clear();
-        c.on_bytes(&server_bytes(&[welcome(7)]), &mut out, &mut ev, t0);
+        c.on_bytes(&server_bytes(&[welcome(7)]), &mut out, &mut ev, t0, 0);
         assert_eq!(decode_all(&out).len(), 2, "two JOINs");
         let rr = |id| {
             Frame::RoomResult(RoomResult {
@@ -369,7 +374,7 @@ mod tests {
         out.clear();
         // Byte by byte: partial frames are fine.
         for b in &bytes {
-            c.on_bytes(std::slice::from_ref(b), &mut out, &mut ev, t0);
+            c.on_bytes(std::slice::from_ref(b), &mut out, &mut ev, t0, 0);
         }
         assert_eq!(decode_all(&out), vec![Frame::Pong { nonce: 5 }]);
         assert!(ev.contains(&Event::Ready { failed: 0 }));
@@ -394,7 +399,7 @@ mod tests {
             tail: 0,
         });
         let b = server_bytes(&[welcome(7), rr.clone(), push("a", 1), push("a", 2)]);
-        c.on_bytes(&b, &mut out, &mut ev, t0);
+        c.on_bytes(&b, &mut out, &mut ev, t0, 0);
         out.clear();
         c.start(b"", true, &mut out, t0);
         let a = StreamName::Room("a".into());
@@ -415,6 +420,7 @@ mod tests {
             &mut out,
             &mut ev,
             t0,
+            0,
         );
         assert!(ev.contains(&Event::ResumeUnanswered));
         // A server that answers every entry, `a`'s with GAP: the gap is recorded as
@@ -443,7 +449,7 @@ mod tests {
             }));
         }
         frames.extend([rr, push("a", 5)]);
-        c.on_bytes(&server_bytes(&frames), &mut out, &mut ev, t0);
+        c.on_bytes(&server_bytes(&frames), &mut out, &mut ev, t0, 0);
         assert!(ev.contains(&Event::ResumeAnswered(ResumeOutcome::Gap)));
         assert!(!ev.contains(&Event::ResumeUnanswered));
         let t = c.streams.iter().find(|t| t.stream == a).unwrap();

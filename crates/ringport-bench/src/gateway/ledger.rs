@@ -17,6 +17,14 @@ pub struct RangeSet {
 
 impl RangeSet {
     pub fn contains(&self, v: u64) -> bool {
+        // The common case (in-order arrivals): past the last range.
+        if self
+            .ranges
+            .last_key_value()
+            .is_some_and(|(_, &end)| v >= end)
+        {
+            return false;
+        }
         self.ranges
             .range(..=v)
             .next_back()
@@ -27,6 +35,14 @@ impl RangeSet {
     pub fn insert_range(&mut self, start: u64, end: u64) {
         if start >= end {
             return;
+        }
+        // The common case (in-order arrivals): extends the last range.
+        if let Some(mut last) = self.ranges.last_entry() {
+            if *last.key() <= start && start <= *last.get() {
+                let e = last.get_mut();
+                *e = (*e).max(end);
+                return;
+            }
         }
         let (mut s, mut e) = (start, end);
         // Absorb a range that starts before `s` and reaches it.

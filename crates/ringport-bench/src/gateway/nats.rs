@@ -163,7 +163,14 @@ impl NatsSub {
         out.extend_from_slice(b"PING\r\n");
     }
 
-    pub fn on_bytes(&mut self, data: &[u8], out: &mut Vec<u8>, events: &mut Vec<Event>) {
+    pub fn on_bytes(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+        now_ns: u64,
+    ) {
+        self.ch.now_ns = now_ns;
         let mut pending = std::mem::take(&mut self.ch.pending);
         feed(&mut pending, data, |src| self.consume(src, out, events));
         self.ch.pending = pending;
@@ -194,7 +201,7 @@ impl NatsSub {
                         Some(r) => r.clone(),
                         None => String::from_utf8_lossy(subject).into_owned(),
                     };
-                    record_delivery(&mut self.ch.streams, &room, payload, events);
+                    record_delivery(&mut self.ch.streams, &room, payload, events, self.ch.now_ns);
                 }
                 ServerOp::Info if !self.welcomed => {
                     self.welcomed = true;
@@ -423,7 +430,7 @@ mod tests {
         input.extend_from_slice(b"PING\r\n");
         let (mut out, mut events) = (Vec::new(), Vec::new());
         for piece in input.chunks(5) {
-            s.on_bytes(piece, &mut out, &mut events);
+            s.on_bytes(piece, &mut out, &mut events, payload::now_ns());
         }
         assert!(!s.ch.done);
         assert_eq!(out, b"PONG\r\n");
@@ -434,7 +441,7 @@ mod tests {
         assert_eq!(s.ch.streams[0].stream.name(), "b");
         assert_eq!(s.ch.streams[0].ledger.received.len(), 3);
         let mut events = Vec::new();
-        s.on_bytes(b"-ERR 'Slow Consumer'\r\n", &mut out, &mut events);
+        s.on_bytes(b"-ERR 'Slow Consumer'\r\n", &mut out, &mut events, 0);
         assert!(s.ch.done);
         assert_eq!(events, vec![Event::ServerClose(0)]);
     }

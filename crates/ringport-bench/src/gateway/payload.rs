@@ -27,8 +27,21 @@ pub fn encode(seq: u64, size: usize) -> Vec<u8> {
 
 /// (timestamp ns, sequence) of a bench payload; None for anything else.
 pub fn decode(p: &[u8]) -> Option<(u64, u64)> {
-    let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
     Some((hex(p.get(..16)?)?, hex(p.get(16..32)?)?))
+}
+
+/// 16 lowercase or uppercase hex digits (run once or twice per delivery, millions of times a
+/// second: no UTF-8 check or radix parser).
+fn hex(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |v, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some(v << 4 | u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -43,6 +56,11 @@ mod tests {
         assert_eq!(seq, 42);
         assert!(ts <= now_ns());
         assert_eq!(decode(b"hello"), None);
+        assert_eq!(decode(b"00000000000000ffx000000000000001"), None);
+        assert_eq!(
+            decode(b"00000000000000FF0000000000000010...."),
+            Some((255, 16))
+        );
         assert_eq!(encode(1, 8).len(), MIN_SIZE);
     }
 }

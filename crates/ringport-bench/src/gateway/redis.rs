@@ -153,7 +153,8 @@ impl RedisSub {
         command(&args, out);
     }
 
-    pub fn on_bytes(&mut self, data: &[u8], events: &mut Vec<Event>) {
+    pub fn on_bytes(&mut self, data: &[u8], events: &mut Vec<Event>, now_ns: u64) {
+        self.ch.now_ns = now_ns;
         let mut pending = std::mem::take(&mut self.ch.pending);
         feed(&mut pending, data, |src| self.consume(src, events));
         self.ch.pending = pending;
@@ -180,7 +181,7 @@ impl RedisSub {
             Resp::Array(Some(items)) => match items.as_slice() {
                 [Resp::Bulk(Some(b"message")), Resp::Bulk(Some(ch)), Resp::Bulk(Some(body))] => {
                     let room = String::from_utf8_lossy(ch);
-                    record_delivery(&mut self.ch.streams, &room, body, events);
+                    record_delivery(&mut self.ch.streams, &room, body, events, self.ch.now_ns);
                 }
                 [Resp::Bulk(Some(b"subscribe")), _, Resp::Int(_)] => {
                     self.subscribed += 1;
@@ -276,7 +277,7 @@ mod tests {
         // Feed in 7-byte pieces: every reply crosses a boundary somewhere.
         let mut events = Vec::new();
         for piece in input.chunks(7) {
-            s.on_bytes(piece, &mut events);
+            s.on_bytes(piece, &mut events, payload::now_ns());
         }
         assert!(!s.ch.done);
         assert_eq!(events[0], Event::Welcomed);
@@ -298,7 +299,7 @@ mod tests {
         assert_eq!(s.ch.streams[0].ledger.received.len(), 3);
         assert_eq!(s.ch.streams[0].ledger.holes(), 0);
         let mut events = Vec::new();
-        s.on_bytes(b"-ERR wrong\r\n", &mut events);
+        s.on_bytes(b"-ERR wrong\r\n", &mut events, 0);
         assert!(s.ch.done);
         assert_eq!(events, vec![Event::ServerClose(0)]);
     }
