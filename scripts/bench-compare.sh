@@ -14,6 +14,7 @@
 # SYSTEMS (run in this order in every round):
 #   ringport         ringport serve --workers 1, publisher PUBLISHER (http: admin API, pipelined)
 #   ringport-http    the same with the HTTP publisher
+#   ringport-batch   the same with the HTTP batch API (the messages due each ms in one request)
 #   ringport-client  the same with a protocol client's PUBLISH
 #   base             BASE_BIN (another ringport build) with PUBLISHER: "ringport/base" ratios
 #   redis            redis-server (no persistence), publisher PUBLISH, pipelined
@@ -66,8 +67,9 @@ install_servers() {
 start_system() {
     local name=$1 bin=$RINGPORT_BIN publisher=$PUBLISHER
     case $name in
-    ringport | ringport-http | ringport-client | base)
+    ringport | ringport-http | ringport-batch | ringport-client | base)
         [[ $name == ringport-http ]] && publisher=http
+        [[ $name == ringport-batch ]] && publisher=batch
         [[ $name == ringport-client ]] && publisher=client
         if [[ $name == base ]]; then
             [[ -x "$BASE_BIN" ]] || die "SYSTEMS has base but BASE_BIN ($BASE_BIN) is not an executable"
@@ -98,7 +100,7 @@ start_system() {
         wait_port "$NATS_PORT" || die "nats-server did not listen (see $OUT/nats-server.log)"
         TARGET_ARGS=(--protocol nats --target "127.0.0.1:$NATS_PORT")
         ;;
-    *) die "unknown system $name (ringport, ringport-http, ringport-client, base, redis, nats)" ;;
+    *) die "unknown system $name (ringport, ringport-http, ringport-batch, ringport-client, base, redis, nats)" ;;
     esac
 }
 

@@ -151,8 +151,9 @@ pub struct GatewayArgs {
     /// subjects; Redis and NATS run without authentication).
     #[arg(long, value_enum, default_value_t = ProtocolArg::Ringport)]
     pub protocol: ProtocolArg,
-    /// How the publisher publishes to ringport: the admin HTTP API (`http`, default) or a
-    /// protocol client's PUBLISH (`client`). Redis and NATS always use their own PUBLISH/PUB.
+    /// How the publisher publishes to ringport: the admin HTTP API (`http`, default), its
+    /// batch API (`batch`: the messages due each millisecond in one request) or a protocol
+    /// client's PUBLISH (`client`). Redis and NATS always use their own PUBLISH/PUB.
     #[arg(long, visible_alias = "via", value_enum)]
     pub publisher: Option<ViaArg>,
     /// resume: induced abrupt disconnects per second (in total).
@@ -170,6 +171,7 @@ pub struct GatewayArgs {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ViaArg {
     Http,
+    Batch,
     #[value(alias = "publish")]
     Client,
 }

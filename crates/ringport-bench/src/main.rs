@@ -229,6 +229,7 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
     };
     let (protocol, via) = match (a.protocol, a.publisher) {
         (ProtocolArg::Ringport, None | Some(ViaArg::Http)) => (Protocol::Ringport, Via::Http),
+        (ProtocolArg::Ringport, Some(ViaArg::Batch)) => (Protocol::Ringport, Via::Batch),
         (ProtocolArg::Ringport, Some(ViaArg::Client)) => (Protocol::Ringport, Via::Publish),
         (ProtocolArg::Redis, None) => (Protocol::Redis, Via::Redis),
         (ProtocolArg::Nats, None) => (Protocol::Nats, Via::Nats),

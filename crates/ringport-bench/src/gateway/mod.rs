@@ -94,7 +94,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
     let publisher = opts.publish_rate.map(|rate| publisher::PublisherConfig {
         via: opts.via,
         addr: match opts.via {
-            Via::Http => opts.admin,
+            Via::Http | Via::Batch => opts.admin,
             Via::Publish | Via::Redis | Via::Nats => opts.target,
         },
         rooms: rooms.clone(),

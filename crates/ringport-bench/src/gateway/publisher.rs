@@ -1,7 +1,8 @@
 //! The publisher of the fan-out and resume scenarios: a thread sending stamped payloads at a
 //! fixed rate, round-robin over the rooms, either through the admin HTTP API
 //! (`POST /v1/push/room/{room}`, pipelined on one keep-alive connection so a slow answer does
-//! not slow the rate) or as a protocol client (PUBLISH, answered by PUBLISH_ACK); for the
+//! not slow the rate), its batch API (`POST /v1/publish/batch`, the messages due each
+//! millisecond in one request) or as a protocol client (PUBLISH, answered by PUBLISH_ACK); for the
 //! comparison runs, Redis `PUBLISH` ([`super::redis`]) and NATS `PUB` ([`super::nats`]).
 //!
 //! Sends follow an open-loop schedule: message k is due at start + k / rate. A publisher that
@@ -24,6 +25,8 @@ use super::payload;
 pub enum Via {
     /// ringport's admin HTTP API.
     Http,
+    /// ringport's admin HTTP batch API (`POST /v1/publish/batch`).
+    Batch,
     /// A ringport protocol client's PUBLISH.
     Publish,
     /// Redis `PUBLISH`, pipelined ([`super::redis`]).
@@ -36,6 +39,7 @@ impl Via {
     pub fn name(self) -> &'static str {
         match self {
             Via::Http => "http",
+            Via::Batch => "batch",
             Via::Publish => "client",
             Via::Redis => "redis",
             Via::Nats => "nats",
@@ -97,6 +101,7 @@ impl Publisher {
         stream.set_nodelay(true)?;
         let threads = match cfg.via {
             Via::Http => start_http(cfg, stream, stop.clone(), stats.clone())?,
+            Via::Batch => start_batch(cfg, stream, stop.clone(), stats.clone())?,
             Via::Publish => start_publish(cfg, stream, stop.clone(), stats.clone())?,
             Via::Redis => super::redis::start_publisher(cfg, stream, stop.clone(), stats.clone())?,
             Via::Nats => super::nats::start_publisher(cfg, stream, stop.clone(), stats.clone())?,
@@ -531,4 +536,144 @@ impl FrameStream {
             }
         }
     }
+}
+
+/// The batch publisher (`--publisher batch`): the messages due on the open-loop schedule are
+/// gathered into one `POST /v1/publish/batch` per `BATCH_TICK` (at most `MAX_BATCH` items),
+/// pipelined on one keep-alive connection like the single-push publisher; each item's result
+/// (`offset` = accepted, `error` = refused) is credited to its room.
+fn start_batch(
+    cfg: PublisherConfig,
+    stream: TcpStream,
+    stop: Arc<AtomicBool>,
+    stats: Arc<PublisherStats>,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+    const BATCH_TICK: Duration = Duration::from_millis(1);
+    const MAX_BATCH: u64 = 1000;
+    const DEPTH: usize = 16;
+    let host = cfg.addr.to_string();
+    let reader = stream.try_clone()?;
+    reader.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let done_sending = Arc::new(AtomicBool::new(false));
+    // The rooms of each outstanding request's items, in order.
+    let pending = Arc::new(Mutex::new(std::collections::VecDeque::<Vec<usize>>::new()));
+    let w = {
+        let (stats, pending, done) = (stats.clone(), pending.clone(), done_sending.clone());
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let start = Instant::now();
+            let interval = Duration::from_secs_f64(1.0 / cfg.rate);
+            let mut k = 0u64;
+            let r = (|| {
+                while !stop.load(Ordering::Relaxed) && start.elapsed() < cfg.max_duration {
+                    let now = Instant::now();
+                    let due = (now - start).as_secs_f64() * cfg.rate;
+                    let due = (due as u64 + 1).min(k + MAX_BATCH);
+                    if due <= k {
+                        std::thread::sleep(BATCH_TICK);
+                        continue;
+                    }
+                    let first_due = start + interval.mul_f64(k as f64);
+                    stats.max_lag_us.fetch_max(
+                        now.saturating_duration_since(first_due).as_micros() as u64,
+                        Ordering::Relaxed,
+                    );
+                    let wait_from = Instant::now();
+                    while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= DEPTH {
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if wait_from.elapsed() > Duration::from_secs(30) {
+                            bail!(
+                                "admin API stopped answering (pipeline of {DEPTH} full for 30 s)"
+                            );
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    let mut body = String::from("{\"items\":[");
+                    let mut rooms = Vec::with_capacity((due - k) as usize);
+                    for m in k..due {
+                        let room = (m as usize) % cfg.rooms.len();
+                        let p = payload::encode(m, cfg.size);
+                        if m > k {
+                            body.push(',');
+                        }
+                        body.push_str(&format!(
+                            "{{\"room\":\"{}\",\"payload\":\"{}\"}}",
+                            cfg.rooms[room],
+                            std::str::from_utf8(&p).expect("ascii payload")
+                        ));
+                        rooms.push(room);
+                    }
+                    body.push_str("]}");
+                    let n = rooms.len() as u64;
+                    pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(rooms);
+                    let req = format!(
+                        "POST /v1/publish/batch HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    stream
+                        .write_all(req.as_bytes())
+                        .context("writing to the admin API")?;
+                    stats.sent.fetch_add(n, Ordering::Relaxed);
+                    k = due;
+                }
+                Ok(())
+            })();
+            done.store(true, Ordering::Relaxed);
+            r
+        })
+    };
+    let r = std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let outstanding = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if done_sending.load(Ordering::Relaxed) && outstanding == 0 {
+                return Ok(());
+            }
+            match read_http_response(&mut reader) {
+                Ok((status, body)) => {
+                    idle_since = None;
+                    let rooms = pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front()
+                        .unwrap_or_default();
+                    let results = (status == 200)
+                        .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+                        .flatten();
+                    let results = results.as_ref().and_then(|v| v["results"].as_array());
+                    let mut per_room = stats
+                        .accepted_per_room
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    for (i, room) in rooms.into_iter().enumerate() {
+                        let ok = results
+                            .and_then(|r| r.get(i))
+                            .is_some_and(|item| item.get("offset").is_some());
+                        if ok {
+                            stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            per_room[room] += 1;
+                        } else {
+                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Err(e) if is_timeout(&e) => {
+                    if done_sending.load(Ordering::Relaxed) {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(10) {
+                            bail!("admin API left {outstanding} batches unanswered for 10 s");
+                        }
+                    }
+                }
+                Err(e) => return Err(e).context("reading the admin API's batch answer"),
+            }
+        }
+    });
+    Ok(vec![w, r])
 }
