@@ -17,12 +17,36 @@ pub(crate) const WELCOME_WITHIN: Duration = Duration::from_millis(100);
 /// is what must be under the bound (a stalled shard would fail all three). The server needs
 /// a secret (the client authenticates as `user`).
 pub(crate) fn bystander_is_served(server: &TestServer, from: IpAddr, user: &str) {
+    let mut c = welcomed_quickly(server, from, &token(user, &[]));
+    let body = r#"{"payload":"hello"}"#;
+    let r = server.http("POST", &format!("/v1/push/user/{user}"), body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(&c.push().payload[..], b"hello");
+}
+
+/// [`bystander_is_served`] for attacks on the admin API, which therefore cannot carry the
+/// check's push: the bystander joins a room and gets what another protocol client publishes
+/// there (the data plane serves clients whatever happens to the admin listener).
+pub(crate) fn bystander_is_served_by_a_publisher(server: &TestServer, from: IpAddr, user: &str) {
+    let room = format!("bystander-{user}");
+    let mut c = welcomed_quickly(server, from, &token(user, &[&room]));
+    assert_eq!(c.join(1, &room), ringport_proto::Status::OK);
+    let mut publisher = Client::connect_from(server.addr, from);
+    publisher.welcome(&token(&format!("{user}-publisher"), &[&room]));
+    assert_eq!(publisher.join(1, &room), ringport_proto::Status::OK);
+    publisher.publish(&room, 1, b"hello");
+    assert_eq!(&c.push().payload[..], b"hello");
+}
+
+/// A client with `token` from `from`, welcomed within [`WELCOME_WITHIN`] (the fastest of up
+/// to three tries).
+fn welcomed_quickly(server: &TestServer, from: IpAddr, token: &str) -> Client {
     let mut fastest = Duration::MAX;
     let mut kept = None;
     for _ in 0..3 {
         let started = Instant::now();
         let mut c = Client::connect_from(server.addr, from);
-        let w = c.welcome(&token(user, &[]));
+        let w = c.welcome(token);
         fastest = fastest.min(started.elapsed());
         assert!(w.session_id != 0);
         kept = Some(c);
@@ -34,11 +58,7 @@ pub(crate) fn bystander_is_served(server: &TestServer, from: IpAddr, user: &str)
         fastest < WELCOME_WITHIN,
         "a well-behaved client waited at least {fastest:?} for WELCOME, three times"
     );
-    let mut c = kept.expect("one client");
-    let body = r#"{"payload":"hello"}"#;
-    let r = server.http("POST", &format!("/v1/push/user/{user}"), body);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(&c.push().payload[..], b"hello");
+    kept.expect("one client")
 }
 
 /// Runs `attack(round)` over and over on another thread, from before the bystander connects

@@ -323,10 +323,12 @@ mod admin {
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
+    use super::bystander::bystander_is_served_by_a_publisher;
     use super::common::gateway::{test_config, TestServer, WAIT};
+    use super::ip;
 
     fn server(f: impl FnOnce(&mut ringport::config::AdminConfig)) -> TestServer {
-        let mut c = test_config();
+        let mut c = super::with_bystander(test_config());
         f(&mut c.admin);
         TestServer::start(c)
     }
@@ -362,7 +364,14 @@ mod admin {
         let mut t = connect(&s);
         t.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             .unwrap();
+        // 50 more half-sent heads held open while a client is served.
+        let mut held: Vec<TcpStream> = (0..50).map(|_| connect(&s)).collect();
+        for h in &mut held {
+            h.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        }
+        bystander_is_served_by_a_publisher(&s, ip(60), "bystander");
         assert_eq!(until_closed(&mut t), "");
+        drop(held);
         // A silent connection is a head that never starts: the same deadline.
         let mut t = connect(&s);
         assert_eq!(until_closed(&mut t), "");
@@ -381,6 +390,7 @@ mod admin {
               Content-Length: 100\r\n\r\n{\"payload\"",
         )
         .unwrap();
+        bystander_is_served_by_a_publisher(&s, ip(61), "bystander");
         let answer = until_closed(&mut t);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("request_timeout"), "{answer}");
@@ -409,6 +419,7 @@ mod admin {
         let mut third = connect(&s);
         let answer = until_closed(&mut third);
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        bystander_is_served_by_a_publisher(&s, ip(62), "bystander");
         drop(held);
         // Once they are gone, new connections are served again (bounded poll).
         let deadline = Instant::now() + WAIT;
