@@ -147,8 +147,11 @@ pub async fn serve(
             })
         }
     });
+    // Pipelined requests (a backend pushing at line rate) get their answers in one write per
+    // batch instead of one per answer.
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(keep_alive)
+        .pipeline_flush(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut phase = Phase::Head {
