@@ -218,3 +218,56 @@ fn pushes_beyond_the_pending_bound_are_refused_unpublished() {
         ) >= 1
     );
 }
+
+/// Pushes that reach a shard in one turn are delivered as a run (joined once, one send per
+/// connection) to members that take everything at once, and message by message to a member
+/// that cannot: here a sleeping member, which gets only the urgent push and the held room
+/// pushes before it (its stream stays in offset order, protocol.md §8), and the rest on WAKE.
+#[test]
+fn a_run_of_pushes_reaches_active_and_sleeping_members_each_by_its_own_rules() {
+    let server = TestServer::start(test_config());
+    let mut active = server.welcomed("");
+    assert_eq!(active.join(1, "run"), ringport_proto::Status::OK);
+    let mut sleeper = server.welcomed("");
+    assert_eq!(sleeper.join(1, "run"), ringport_proto::Status::OK);
+    sleeper.send(&ringport_proto::Frame::Sleep {
+        interval_ms: 60_000,
+    });
+    assert!(matches!(
+        sleeper.recv(),
+        ringport_proto::Frame::SleepAck { .. }
+    ));
+
+    let paused = pause_shards(&server);
+    let mut http = Pipelined::connect(server.admin_addr);
+    for i in 1..=30u64 {
+        let urgent = i == 21;
+        let body = format!(r#"{{"payload":"m{i}","urgent":{urgent}}}"#);
+        let a = http.call("POST", "/v1/push/room/run", &[], &body);
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(field(&a.body, "offset"), i);
+    }
+    drop(paused);
+
+    for i in 1..=30u64 {
+        let p = active.push();
+        assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
+    }
+    // Asleep: the held room pushes 1..20 go out ahead of the urgent 21, the rest is held.
+    for i in 1..=21u64 {
+        assert_eq!(sleeper.push().offset, i);
+    }
+    sleeper.send(&ringport_proto::Frame::Wake);
+    let mut after_wake = Vec::new();
+    while after_wake.len() < 9 {
+        match sleeper.recv() {
+            ringport_proto::Frame::Push(p) => after_wake.push(p.offset),
+            ringport_proto::Frame::WakeAck(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(after_wake, (22..=30).collect::<Vec<_>>());
+    // Nothing twice: the active member's next frame is the answer to a PING.
+    active.send(&ringport_proto::Frame::Ping { nonce: 5 });
+    assert_eq!(active.recv(), ringport_proto::Frame::Pong { nonce: 5 });
+}
