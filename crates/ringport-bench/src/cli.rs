@@ -53,7 +53,8 @@ pub struct CommonArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Local source addresses, e.g. 127.0.0.2-127.0.0.250 (spreads connections past one
-    /// address's ephemeral ports).
+    /// address's ephemeral ports). Without it, a run that needs more than one address's
+    /// ports (80% of `ip_local_port_range`) is spread over 127.0.0.2 and up by itself.
     #[arg(long)]
     pub source_addrs: Option<String>,
     /// Client threads (engine shards).

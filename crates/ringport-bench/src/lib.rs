@@ -11,4 +11,5 @@ pub mod gateway;
 pub mod measure;
 pub mod procfs;
 pub mod report;
+pub mod sources;
 pub mod stats;

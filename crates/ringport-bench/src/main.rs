@@ -60,6 +60,29 @@ fn check_loopback(common: &CommonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--source-addrs`, or as many 127.0.0.0/8 addresses as `--connections` needs (said on
+/// stderr).
+fn source_plan(common: &CommonArgs) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let explicit = match &common.source_addrs {
+        Some(spec) => echo::parse_source_addrs(spec).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let given = !explicit.is_empty();
+    let per = ringport_bench::sources::per_address(ringport_bench::sources::ephemeral_ports());
+    let plan = ringport_bench::sources::plan(common.connections, explicit, per)
+        .map_err(anyhow::Error::msg)?;
+    if !given && !plan.is_empty() {
+        eprintln!(
+            "ringport-bench: {} connections need more than one source address ({per} each): \
+             binding them round robin to {}-{}",
+            common.connections,
+            plan[0],
+            plan[plan.len() - 1]
+        );
+    }
+    Ok(plan)
+}
+
 fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
     let common = &args.common;
     check_loopback(common)?;
@@ -68,10 +91,7 @@ fn run_echo(args: EchoArgs) -> anyhow::Result<()> {
             bail!("--rate must be a positive number of messages per second");
         }
     }
-    let sources = match &common.source_addrs {
-        Some(spec) => echo::parse_source_addrs(spec).map_err(anyhow::Error::msg)?,
-        None => Vec::new(),
-    };
+    let sources = source_plan(common)?;
     let cfg = EchoConfig {
         target: common.target,
         connections: common.connections,
@@ -243,10 +263,7 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         (None, Some(s)) => Tokens::Secret(s.clone()),
         (None, None) => Tokens::Anonymous,
     };
-    let sources = match &common.source_addrs {
-        Some(spec) => echo::parse_source_addrs(spec).map_err(anyhow::Error::msg)?,
-        None => Vec::new(),
-    };
+    let sources = source_plan(common)?;
     let opts = GatewayOptions {
         scenario,
         target: common.target,

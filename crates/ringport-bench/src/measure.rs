@@ -173,6 +173,10 @@ pub struct Sample {
     pub t: f64,
     pub phase: Phase,
     pub connections: u64,
+    /// Connections that became open (gateway: ready) in this second, net of closes.
+    pub opened_per_sec: f64,
+    /// Failed connects so far.
+    pub connect_failed: u64,
     pub messages_per_sec: f64,
     pub mib_per_sec: f64,
     pub latency: LatencySummary,
@@ -301,14 +305,22 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
             break;
         }
         if Instant::now() >= next_sample {
-            timeline.push(sample(
+            let s = sample(
                 t0,
                 Phase::Connect,
                 &shared,
                 &mut last,
                 &mut interval_hist,
                 1.0,
-            ));
+            );
+            // Long connect phases (large counts) say how they progress, bar or not.
+            if !plan.progress && timeline.len() % 5 == 4 {
+                eprintln!(
+                    "ringport-bench: connecting: {:.0} s, {} of {} open, {:.0}/s, {} failed",
+                    s.t, s.connections, plan.connections, s.opened_per_sec, s.connect_failed
+                );
+            }
+            timeline.push(s);
             next_sample += Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -468,6 +480,8 @@ fn sample(
         t: t0.elapsed().as_secs_f64(),
         phase,
         connections: t.open,
+        opened_per_sec: t.open.saturating_sub(last.open) as f64 / secs,
+        connect_failed: t.failed,
         messages_per_sec: (t.messages - last.messages) as f64 / secs,
         mib_per_sec: (t.received - last.received) as f64 / 1_048_576.0 / secs,
         latency: LatencySummary::from_histogram(interval_hist),

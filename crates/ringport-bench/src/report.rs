@@ -247,6 +247,8 @@ mod tests {
                     Phase::Measure
                 },
                 connections: 10,
+                opened_per_sec: 0.0,
+                connect_failed: 0,
                 messages_per_sec: 1000.0 + i as f64,
                 mib_per_sec: 0.5,
                 latency,

@@ -174,6 +174,9 @@ impl<H: crate::Handler> Core<H> {
         let slot = match self.free.pop() {
             Some(s) => s,
             None if (self.slots.len() as u32) < self.cap => {
+                // Grown by an eighth, not doubled: the slab is the engine's largest
+                // per-connection table (issue 16).
+                crate::connmap::reserve_bounded(&mut self.slots, 1);
                 self.slots.push(Slot::new(self.now));
                 (self.slots.len() - 1) as u32
             }

@@ -46,6 +46,7 @@
 
 mod config;
 mod conn;
+mod connmap;
 mod core;
 mod ctx;
 mod engine;
@@ -63,6 +64,7 @@ mod timer;
 
 pub use config::{EngineConfig, SlowConsumerPolicy, OVER_CAP_HEADROOM};
 pub use conn::{ConnInfo, ConnState};
+pub use connmap::ConnMap;
 pub use ctx::Ctx;
 pub use engine::{Engine, EngineHandle};
 pub use error::{EngineError, SendError};

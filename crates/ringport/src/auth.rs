@@ -30,12 +30,50 @@ pub struct Claims {
 impl Claims {
     /// Whether the token admits joining `room`.
     pub fn may_join(&self, room: &str) -> bool {
-        self.rooms
-            .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => room.starts_with(prefix),
-                None => pattern == room,
-            })
+        self.rooms.iter().any(|pattern| admits(pattern, room))
+    }
+}
+
+/// Whether one `rooms` pattern (an exact name, or a prefix ending in `*`) admits `room`.
+fn admits(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
+    }
+}
+
+/// What a connection keeps of its token's `rooms` claim: only what JOIN and resume check
+/// later. A lone `"*"` anywhere in the list (the common case) costs no heap memory; other
+/// lists are kept as exact-size boxed patterns (a deserialized `Vec<String>` keeps spare
+/// capacity: 96 bytes for a one-room list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomGrants {
+    /// Every room.
+    All,
+    /// Exact names or prefixes ending in `*` (empty: no room).
+    Patterns(Box<[Box<str>]>),
+}
+
+impl RoomGrants {
+    /// The grants of a verified token's `rooms` claim.
+    pub fn from_claim(rooms: Vec<String>) -> RoomGrants {
+        if rooms.iter().any(|p| p == "*") {
+            return RoomGrants::All;
+        }
+        RoomGrants::Patterns(rooms.into_iter().map(String::into_boxed_str).collect())
+    }
+
+    /// No room at all (anonymous connections and connections before WELCOME).
+    pub fn none() -> RoomGrants {
+        RoomGrants::Patterns(Box::default())
+    }
+
+    /// Whether these grants admit joining `room`.
+    pub fn may_join(&self, room: &str) -> bool {
+        match self {
+            RoomGrants::All => true,
+            RoomGrants::Patterns(p) => p.iter().any(|pattern| admits(pattern, room)),
+        }
     }
 }
 
@@ -213,6 +251,24 @@ mod tests {
             rooms: vec![],
         };
         assert!(!none.may_join("lobby"));
+    }
+
+    #[test]
+    fn room_grants_admit_what_the_claim_admits() {
+        let lists: [&[&str]; 4] = [&["*"], &[], &["lobby", "chat.*"], &["a", "*", "b"]];
+        for list in lists {
+            let c = Claims {
+                sub: "u".into(),
+                exp: 0,
+                rooms: rooms(list),
+            };
+            let g = RoomGrants::from_claim(c.rooms.clone());
+            for room in ["lobby", "lobby2", "chat", "chat.x", "a", "zzz"] {
+                assert_eq!(g.may_join(room), c.may_join(room), "{list:?} / {room}");
+            }
+        }
+        assert_eq!(RoomGrants::from_claim(rooms(&["a", "*"])), RoomGrants::All);
+        assert!(!RoomGrants::none().may_join("lobby"));
     }
 
     #[test]

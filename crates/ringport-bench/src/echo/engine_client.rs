@@ -11,7 +11,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use ringport_io::{CloseReason, ConnId, Ctx, Engine, EngineConfig, EngineHandle, Handler, Origin};
+use ringport_io::{
+    CloseReason, ConnId, ConnMap, Ctx, Engine, EngineConfig, EngineHandle, Handler, Origin,
+};
 
 use super::conn::{pattern, EchoConn};
 use super::EchoConfig;
@@ -150,7 +152,7 @@ pub struct EchoShard {
     pattern: Vec<u8>,
     recorder: ShardRecorder,
     /// Indexed by `ConnId::index()`.
-    slots: Vec<Option<Slot>>,
+    slots: ConnMap<Slot>,
     /// Global numbers of the connections this shard opens: shard, shard + shards, ...
     next_number: usize,
     stride: usize,
@@ -173,7 +175,7 @@ impl EchoShard {
             pattern: pattern(cfg.size),
             out: Vec::with_capacity(cfg.size * cfg.depth),
             recorder: ShardRecorder::new(shared),
-            slots: Vec::new(),
+            slots: ConnMap::new(),
             next_number: shard,
             stride: shards,
             connecting: 0,
@@ -188,10 +190,7 @@ impl EchoShard {
     }
 
     fn slot_mut(&mut self, conn: ConnId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(conn.index())
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == conn)
+        self.slots.get_mut(conn)
     }
 
     /// Issues connects until the window is full or every connection of this shard is asked for.
@@ -204,15 +203,15 @@ impl EchoShard {
             self.next_number += self.stride;
             match ctx.connect(self.cfg.target, self.cfg.bind_for(number)) {
                 Ok(id) => {
-                    if self.slots.len() <= id.index() {
-                        self.slots.resize_with(id.index() + 1, || None);
-                    }
-                    self.slots[id.index()] = Some(Slot {
+                    self.slots.insert(
                         id,
-                        number,
-                        open: false,
-                        echo: None,
-                    });
+                        Slot {
+                            id,
+                            number,
+                            open: false,
+                            echo: None,
+                        },
+                    );
                     self.connecting += 1;
                 }
                 Err(e) => self.stats().connect_failed(e.raw_os_error()),
@@ -224,8 +223,7 @@ impl EchoShard {
         self.started = Some(start);
         let ids: Vec<ConnId> = self
             .slots
-            .iter()
-            .flatten()
+            .values()
             .filter(|s| s.open)
             .map(|s| s.id)
             .collect();
@@ -248,13 +246,7 @@ impl EchoShard {
         if self.stopping {
             return;
         }
-        let Some(echo) = self
-            .slots
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == id)
-            .and_then(|s| s.echo.as_mut())
-        else {
+        let Some(echo) = self.slots.get_mut(id).and_then(|s| s.echo.as_mut()) else {
             return;
         };
         self.out.clear();
@@ -271,7 +263,7 @@ impl EchoShard {
     fn stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.stopping = true;
         self.recorder.flush();
-        let ids: Vec<ConnId> = self.slots.iter().flatten().map(|s| s.id).collect();
+        let ids: Vec<ConnId> = self.slots.values().map(|s| s.id).collect();
         for id in ids {
             ctx.close(id, CloseReason::Local);
         }
@@ -294,12 +286,7 @@ impl Handler for EchoShard {
 
     fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
         let received = Instant::now();
-        let Some(slot) = self
-            .slots
-            .get_mut(conn.index())
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == conn)
-        else {
+        let Some(slot) = self.slots.get_mut(conn) else {
             return;
         };
         self.recorder.received(data.len());
@@ -328,11 +315,7 @@ impl Handler for EchoShard {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
-        let Some(slot) = self
-            .slots
-            .get_mut(conn.index())
-            .and_then(|s| s.take_if(|s| s.id == conn))
-        else {
+        let Some(slot) = self.slots.remove(conn) else {
             return;
         };
         if slot.open {

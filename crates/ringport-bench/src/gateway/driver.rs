@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use rand::Rng;
-use ringport_io::{CloseReason, ConnId, Ctx, Engine, EngineConfig, EngineHandle, Handler, Origin};
+use ringport_io::{
+    CloseReason, ConnId, ConnMap, Ctx, Engine, EngineConfig, EngineHandle, Handler, Origin,
+};
 use serde::Serialize;
 
 use super::client::Event;
@@ -158,7 +160,7 @@ impl GwLoad {
                 cfg: cfg.clone(),
                 recorder: ShardRecorder::new(shared[shard].clone()),
                 counters: counters[shard].clone(),
-                slots: Vec::new(),
+                slots: ConnMap::new(),
                 next_number: shard,
                 stride: shards,
                 connecting: 0,
@@ -379,7 +381,7 @@ pub struct GwShard {
     cfg: Arc<GwConfig>,
     recorder: ShardRecorder,
     counters: Arc<GwCounters>,
-    slots: Vec<Option<Slot>>,
+    slots: ConnMap<Slot>,
     next_number: usize,
     stride: usize,
     connecting: usize,
@@ -402,21 +404,21 @@ impl GwShard {
         match ctx.connect(self.cfg.target, self.cfg.bind_for(number)) {
             Ok(id) => {
                 inc(&self.counters.connects);
-                if self.slots.len() <= id.index() {
-                    self.slots.resize_with(id.index() + 1, || None);
-                }
                 let client = client.unwrap_or_else(|| {
                     Subscriber::new(self.cfg.protocol, self.cfg.rooms_for(number), now)
                 });
-                self.slots[id.index()] = Some(Slot {
+                self.slots.insert(
                     id,
-                    number,
-                    open: false,
-                    ready: false,
-                    disrupted: false,
-                    connect_at: now,
-                    client,
-                });
+                    Slot {
+                        id,
+                        number,
+                        open: false,
+                        ready: false,
+                        disrupted: false,
+                        connect_at: now,
+                        client,
+                    },
+                );
                 self.connecting += 1;
             }
             Err(e) => self.stats().connect_failed(e.raw_os_error()),
@@ -460,8 +462,13 @@ impl GwShard {
                 let mut tries = 0;
                 while self.issued < due && tries < 64 && !self.slots.is_empty() {
                     tries += 1;
-                    let i = rng.random_range(0..self.slots.len());
-                    let Some(s) = self.slots[i].as_mut().filter(|s| s.ready) else {
+                    let i = rng.random_range(0..self.slots.slot_count());
+                    let Some(s) = self
+                        .slots
+                        .by_slot_mut(i)
+                        .map(|(_, s)| s)
+                        .filter(|s| s.ready)
+                    else {
                         continue;
                     };
                     self.issued += 1;
@@ -477,7 +484,7 @@ impl GwShard {
 
     fn members(&self, rooms: &[String]) -> Vec<u64> {
         let mut m = vec![0u64; rooms.len()];
-        for s in self.slots.iter().flatten().filter(|s| s.ready) {
+        for s in self.slots.values().filter(|s| s.ready) {
             for r in s.client.rooms() {
                 if let Some(i) = rooms.iter().position(|x| x == r) {
                     m[i] += 1;
@@ -495,7 +502,7 @@ impl GwShard {
             holes: 0,
             max_offset: Vec::new(),
         };
-        for slot in self.slots.iter().flatten() {
+        for slot in self.slots.values() {
             for t in slot.client.streams() {
                 s.unique += t.ledger.received.len();
                 s.duplicates += t.ledger.duplicates;
@@ -520,7 +527,7 @@ impl GwShard {
     /// Every connection's streams, from its first offset to the stream's highest anywhere.
     fn verify(&self, maxes: &[(String, u32, u64)]) -> Verdict {
         let mut v = Verdict::default();
-        for slot in self.slots.iter().flatten() {
+        for slot in self.slots.values() {
             for t in slot.client.streams() {
                 let Some(first) = t.ledger.received.min() else {
                     continue;
@@ -539,7 +546,7 @@ impl GwShard {
     fn stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.stopping = true;
         self.recorder.flush();
-        let ids: Vec<ConnId> = self.slots.iter().flatten().map(|s| s.id).collect();
+        let ids: Vec<ConnId> = self.slots.values().map(|s| s.id).collect();
         for id in ids {
             ctx.close(id, CloseReason::Local);
         }
@@ -564,7 +571,7 @@ impl GwShard {
                         .join_refused
                         .fetch_add(failed as u64, Ordering::Relaxed);
                     inc(&self.counters.ready);
-                    let Some(slot) = self.slots[id.index()].as_mut() else {
+                    let Some(slot) = self.slots.get_mut(id) else {
                         continue;
                     };
                     slot.ready = true;
@@ -624,12 +631,7 @@ impl Handler for GwShard {
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
         let now = ctx.now();
         let resume = matches!(self.cfg.scenario, Scenario::Resume { .. });
-        let Some(slot) = self
-            .slots
-            .get_mut(conn.index())
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == conn)
-        else {
+        let Some(slot) = self.slots.get_mut(conn) else {
             return;
         };
         slot.open = true;
@@ -642,12 +644,7 @@ impl Handler for GwShard {
 
     fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
         let now = ctx.now();
-        let Some(slot) = self
-            .slots
-            .get_mut(conn.index())
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == conn)
-        else {
+        let Some(slot) = self.slots.get_mut(conn) else {
             return;
         };
         self.recorder.received(data.len());
@@ -662,11 +659,7 @@ impl Handler for GwShard {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
-        let Some(slot) = self
-            .slots
-            .get_mut(conn.index())
-            .and_then(|s| s.take_if(|s| s.id == conn))
-        else {
+        let Some(slot) = self.slots.remove(conn) else {
             return;
         };
         if slot.ready {
@@ -698,12 +691,7 @@ impl Handler for GwShard {
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
         let now = ctx.now();
-        let Some(slot) = self
-            .slots
-            .get_mut(conn.index())
-            .and_then(Option::as_mut)
-            .filter(|s| s.id == conn)
-        else {
+        let Some(slot) = self.slots.get_mut(conn) else {
             return;
         };
         if slot.client.on_timer(&mut self.out, now) {

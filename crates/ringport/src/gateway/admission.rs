@@ -247,7 +247,8 @@ impl PeerTable {
 /// Open connections per user, process-wide.
 pub(crate) struct UserCounts {
     max: u32,
-    users: Sharded<String, u32>,
+    /// Keyed by the connection's own `Arc<str>` user id (shared, not copied).
+    users: Sharded<std::sync::Arc<str>, u32>,
 }
 
 impl UserCounts {
@@ -259,19 +260,19 @@ impl UserCounts {
     }
 
     /// Counts one more connection of `user`, or refuses it at the cap.
-    pub fn acquire(&self, user: &str) -> Result<(), Refusal> {
+    pub fn acquire(&self, user: &std::sync::Arc<str>) -> Result<(), Refusal> {
         if self.max == 0 {
             return Ok(());
         }
-        let mut part = self.users.part(user);
-        match part.get_mut(user) {
+        let mut part = self.users.part(&**user);
+        match part.get_mut(&**user) {
             Some(n) if *n >= self.max => Err(Refusal::ConnectionsPerUser(self.max)),
             Some(n) => {
                 *n += 1;
                 Ok(())
             }
             None => {
-                part.insert(user.to_owned(), 1);
+                part.insert(std::sync::Arc::clone(user), 1);
                 Ok(())
             }
         }
@@ -360,12 +361,13 @@ mod tests {
     #[test]
     fn per_user_cap() {
         let u = UserCounts::new(&limits());
-        assert_eq!(u.acquire("a"), Ok(()));
-        assert_eq!(u.acquire("a"), Ok(()));
-        assert_eq!(u.acquire("a"), Err(Refusal::ConnectionsPerUser(2)));
-        assert_eq!(u.acquire("b"), Ok(()));
+        let (a, b) = (std::sync::Arc::from("a"), std::sync::Arc::from("b"));
+        assert_eq!(u.acquire(&a), Ok(()));
+        assert_eq!(u.acquire(&a), Ok(()));
+        assert_eq!(u.acquire(&a), Err(Refusal::ConnectionsPerUser(2)));
+        assert_eq!(u.acquire(&b), Ok(()));
         u.release("a");
-        assert_eq!(u.acquire("a"), Ok(()));
+        assert_eq!(u.acquire(&a), Ok(()));
         u.release("a");
         u.release("a");
         u.release("b");

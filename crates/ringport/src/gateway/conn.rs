@@ -4,14 +4,16 @@ use bytes::BytesMut;
 use ringport_io::ConnId;
 use ringport_proto::{Session, State};
 
-use crate::auth::Claims;
+use std::sync::Arc;
+
+use crate::auth::RoomGrants;
 use crate::metrics::ConnState as Gauge;
 
 /// One room this connection joined.
 #[derive(Debug)]
 pub(crate) struct Joined {
-    /// Room name (without `room:`).
-    pub room: String,
+    /// Room name (without `room:`), shared with the shard's room index.
+    pub room: Arc<str>,
     /// Position of this connection in the shard's member list of the room (O(1) leave).
     pub pos: usize,
     /// Highest offset of `room:<room>` handed to the session; lower or equal ones are
@@ -28,13 +30,18 @@ pub(crate) struct Conn {
     pub session: Session,
     /// Session id given in WELCOME (0 before); keys publish dedupe.
     pub session_id: u64,
-    /// Bytes of an incomplete trailing frame; grows only as bytes arrive, unallocated while
-    /// empty, compacted when it holds far more capacity than bytes (`GatewayHandler::on_data`).
-    pub rx: BytesMut,
+    /// Bytes of an incomplete trailing frame; grows only as bytes arrive, `None` (no buffer,
+    /// not even its header) while empty, compacted when it holds far more capacity than bytes
+    /// (`GatewayHandler::on_data`).
+    pub rx: Option<Box<BytesMut>>,
     /// Capacity of `rx` as last counted in `ringport_receive_buffer_bytes`.
     pub rx_counted: usize,
-    /// Verified claims (`None` for anonymous clients and before WELCOME).
-    pub claims: Option<Claims>,
+    /// The token's user id (`None` for anonymous clients and before WELCOME), shared with
+    /// the shard's user index, the per-user counts and the session registry.
+    pub user: Option<Arc<str>>,
+    /// What the token's `rooms` claim admits (nothing for anonymous clients, which may join
+    /// any room through `anonymous`). The rest of the claims is not needed after WELCOME.
+    pub grants: RoomGrants,
     /// Set once authenticated anonymously: may join any room, has no inbox.
     pub anonymous: bool,
     /// Joined rooms; a handful per connection, so a vector beats a map.
@@ -73,7 +80,7 @@ pub(crate) struct Conn {
     pub timer_at: u64,
     /// Resume results, replayed history and live pushes behind them, not yet handed to the
     /// session (sliced replay, `gateway/replay.rs`); empty (unallocated) otherwise.
-    pub replay: std::collections::VecDeque<super::replay::Pending>,
+    pub replay: super::replay::ReplayQueue,
 }
 
 impl Conn {
@@ -83,9 +90,10 @@ impl Conn {
             id,
             session,
             session_id: 0,
-            rx: BytesMut::new(),
+            rx: None,
             rx_counted: 0,
-            claims: None,
+            user: None,
+            grants: RoomGrants::none(),
             anonymous: false,
             rooms: Vec::new(),
             bucket,
@@ -103,13 +111,18 @@ impl Conn {
             close_code: None,
             closing: false,
             timer_at: u64::MAX,
-            replay: std::collections::VecDeque::new(),
+            replay: super::replay::ReplayQueue::default(),
         }
+    }
+
+    /// Capacity of the receive buffer (0 without one).
+    pub fn rx_capacity(&self) -> usize {
+        self.rx.as_ref().map_or(0, |b| b.capacity())
     }
 
     /// The user id, if authenticated with a token.
     pub fn user(&self) -> Option<&str> {
-        self.claims.as_ref().map(|c| c.sub.as_str())
+        self.user.as_deref()
     }
 
     /// The gauge bucket the session's state belongs in.
@@ -123,7 +136,7 @@ impl Conn {
     }
 
     pub fn joined(&self, room: &str) -> Option<usize> {
-        self.rooms.iter().position(|j| j.room == room)
+        self.rooms.iter().position(|j| &*j.room == room)
     }
 }
 

@@ -46,6 +46,38 @@ pub(crate) enum Pending {
     Live(Arc<Delivery>),
 }
 
+/// A connection's queue of [`Pending`] items: one pointer, and no heap memory, while empty
+/// (almost always: only a resuming connection has replay queued).
+/// (Boxed on purpose: the extra allocation exists only while replay is queued, and saves 24
+/// bytes in every connection's state the rest of the time.)
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)]
+pub(crate) struct ReplayQueue(Option<Box<VecDeque<Pending>>>);
+
+impl ReplayQueue {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    pub fn push_back(&mut self, item: Pending) {
+        self.0.get_or_insert_default().push_back(item);
+    }
+
+    pub fn push_front(&mut self, item: Pending) {
+        self.0.get_or_insert_default().push_front(item);
+    }
+
+    /// The next item; the queue's memory is released once it is empty.
+    pub fn pop_front(&mut self) -> Option<Pending> {
+        let q = self.0.as_mut()?;
+        let item = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        item
+    }
+}
+
 /// Counts a session's answer to one offered push; true if it was queued or held.
 pub(super) fn record_offer(rec: &mut ShardRecorder, kind: DeliveryKind, o: PushOutcome) -> bool {
     match o {

@@ -5,26 +5,31 @@
 //! A room's members are a dense vector; each connection remembers its position in it
 //! (`Joined::pos`), so leaving is a `swap_remove` plus one position fix-up, O(1) whatever
 //! the room's size.
+//!
+//! Names are interned: the index's key is an `Arc<str>` that every member's `Joined::room`
+//! (and every connection's user id) shares, so a member costs no copy of the name.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ringport_io::ConnId;
 
 /// Room name → members on this shard.
 #[derive(Debug, Default)]
 pub(crate) struct RoomIndex {
-    rooms: HashMap<String, Vec<ConnId>>,
+    rooms: HashMap<Arc<str>, Vec<ConnId>>,
 }
 
 impl RoomIndex {
-    /// Adds `conn` to `room`; returns its position in the member list.
-    pub fn join(&mut self, room: &str, conn: ConnId) -> usize {
-        let members = match self.rooms.get_mut(room) {
-            Some(m) => m,
-            None => self.rooms.entry(room.to_owned()).or_default(),
+    /// Adds `conn` to `room`; returns the interned name and its position in the member list.
+    pub fn join(&mut self, room: &str, conn: ConnId) -> (Arc<str>, usize) {
+        let name = match self.rooms.get_key_value(room) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(room),
         };
+        let members = self.rooms.entry(Arc::clone(&name)).or_default();
         members.push(conn);
-        members.len() - 1
+        (name, members.len() - 1)
     }
 
     /// Removes the member at `pos` of `room`. Returns the connection that moved into `pos`
@@ -49,42 +54,83 @@ impl RoomIndex {
 
     /// Rooms with at least one member on this shard.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.rooms.keys().map(String::as_str)
+        self.rooms.keys().map(|k| &**k)
+    }
+}
+
+/// One user's connections on this shard: almost always one, held without a heap block
+/// (16 bytes; several devices of one user are boxed).
+#[derive(Debug)]
+enum UserConns {
+    One(ConnId),
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<ConnId>>),
+}
+
+impl UserConns {
+    fn as_slice(&self) -> &[ConnId] {
+        match self {
+            UserConns::One(c) => std::slice::from_ref(c),
+            UserConns::Many(v) => v,
+        }
     }
 }
 
 /// User id → that user's connections on this shard (one per device).
 #[derive(Debug, Default)]
 pub(crate) struct UserIndex {
-    users: HashMap<String, Vec<ConnId>>,
+    users: HashMap<Arc<str>, UserConns>,
 }
 
 impl UserIndex {
-    pub fn add(&mut self, user: &str, conn: ConnId) {
-        match self.users.get_mut(user) {
-            Some(v) => v.push(conn),
-            None => {
-                self.users.insert(user.to_owned(), vec![conn]);
+    /// Adds `conn` to `user`'s connections; returns the user id the index keeps (the same
+    /// allocation as `user` when the user is new here), for the connection to share.
+    pub fn add(&mut self, user: &Arc<str>, conn: ConnId) -> Arc<str> {
+        if let Some(name) = self.name(user) {
+            if let Some(conns) = self.users.get_mut(&*name) {
+                match conns {
+                    UserConns::One(first) => {
+                        *conns = UserConns::Many(Box::new(vec![*first, conn]));
+                    }
+                    UserConns::Many(v) => v.push(conn),
+                }
             }
+            return name;
         }
+        self.users.insert(Arc::clone(user), UserConns::One(conn));
+        Arc::clone(user)
     }
 
     pub fn remove(&mut self, user: &str, conn: ConnId) {
-        if let Some(v) = self.users.get_mut(user) {
-            v.retain(|c| *c != conn);
-            if v.is_empty() {
+        let Some(conns) = self.users.get_mut(user) else {
+            return;
+        };
+        match conns {
+            UserConns::One(c) if *c == conn => {
                 self.users.remove(user);
+            }
+            UserConns::One(_) => {}
+            UserConns::Many(v) => {
+                v.retain(|c| *c != conn);
+                if let [only] = v[..] {
+                    *conns = UserConns::One(only);
+                }
             }
         }
     }
 
+    /// The user id as this index keeps it, if the user has a connection here.
+    pub fn name(&self, user: &str) -> Option<Arc<str>> {
+        self.users.get_key_value(user).map(|(k, _)| Arc::clone(k))
+    }
+
     pub fn connections(&self, user: &str) -> &[ConnId] {
-        self.users.get(user).map_or(&[], Vec::as_slice)
+        self.users.get(user).map_or(&[], UserConns::as_slice)
     }
 
     /// Users with at least one connection on this shard.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.users.keys().map(String::as_str)
+        self.users.keys().map(|k| &**k)
     }
 }
 
@@ -96,9 +142,13 @@ mod tests {
     fn leave_reports_the_moved_member() {
         let ids: Vec<ConnId> = (1..=3).map(ConnId::from_u64).collect();
         let mut r = RoomIndex::default();
-        assert_eq!(r.join("a", ids[0]), 0);
-        assert_eq!(r.join("a", ids[1]), 1);
-        assert_eq!(r.join("a", ids[2]), 2);
+        assert_eq!(r.join("a", ids[0]).1, 0);
+        let (name, pos) = r.join("a", ids[1]);
+        assert_eq!(pos, 1);
+        assert!(
+            Arc::ptr_eq(&name, &r.join("a", ids[2]).0),
+            "one name per room"
+        );
         assert_eq!(r.leave("a", 0), Some(ids[2]));
         assert_eq!(r.members("a"), &[ids[2], ids[1]]);
         assert_eq!(r.leave("a", 1), None);
@@ -107,10 +157,14 @@ mod tests {
         assert_eq!(r.names().count(), 0);
 
         let mut u = UserIndex::default();
-        u.add("u", ids[0]);
-        u.add("u", ids[1]);
+        let first = u.add(&Arc::from("u"), ids[0]);
+        let second = u.add(&Arc::from("u"), ids[1]);
+        assert!(Arc::ptr_eq(&first, &second), "one name per user");
+        u.add(&first, ids[2]);
+        assert_eq!(u.connections("u"), &ids[..]);
         u.remove("u", ids[0]);
-        assert_eq!(u.connections("u"), &[ids[1]]);
+        assert_eq!(u.connections("u"), &ids[1..]);
+        u.remove("u", ids[2]);
         u.remove("u", ids[1]);
         assert_eq!(u.names().count(), 0);
     }

@@ -13,7 +13,7 @@
 //! than the window) never triggers that.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Whether a publish is new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,14 +83,15 @@ impl PublishDedupe {
     }
 }
 
-/// One session's entry.
+/// One session's entry: one per connection, so kept small (56 bytes with its key).
 #[derive(Debug, Default)]
 struct Entry {
-    /// Seqs published.
-    dedupe: PublishDedupe,
-    /// Who opened the session (user id, empty for anonymous); only the same
-    /// owner may resume it, so nobody can pre-empt another's seqs.
-    owner: String,
+    /// Seqs published; allocated at the session's first PUBLISH (most never publish).
+    dedupe: Option<Box<PublishDedupe>>,
+    /// Who opened the session (user id, `None` for anonymous); only the same
+    /// owner may resume it, so nobody can pre-empt another's seqs. Shared with the
+    /// connection's own copy of its user id.
+    owner: Option<Arc<str>>,
     /// Last use (ms), for expiry.
     used: u64,
     /// The connection (`ConnId::as_u64`) currently holding the session, if any: one live
@@ -136,14 +137,15 @@ impl PublishDedupes {
         let mut map = self.map(session);
         let e = map.entry(session).or_default();
         e.used = now;
-        e.dedupe.check(seq, self.window)
+        e.dedupe.get_or_insert_default().check(seq, self.window)
     }
 
     /// Whether `seq` of `session` was already published.
     pub fn seen(&self, session: u64, seq: u64) -> bool {
         self.map(session)
             .get(&session)
-            .is_some_and(|e| e.dedupe.seen(seq))
+            .and_then(|e| e.dedupe.as_ref())
+            .is_some_and(|d| d.seen(seq))
     }
 
     /// Records `seq` of `session` as published at `now`.
@@ -151,12 +153,19 @@ impl PublishDedupes {
         let mut map = self.map(session);
         let e = map.entry(session).or_default();
         e.used = now;
-        e.dedupe.record(seq, self.window);
+        e.dedupe.get_or_insert_default().record(seq, self.window);
     }
 
-    /// Registers a new session of `owner`, held by connection `conn`. Returns false (and
-    /// changes nothing) if the id is taken, so the caller draws another.
-    pub fn open(&self, session: u64, owner: &str, now: u64, conn: u64) -> bool {
+    /// Registers a new session of `owner` (`""`: anonymous), held by connection `conn`.
+    /// Returns false (and changes nothing) if the id is taken, so the caller draws another.
+    /// Pass the connection's `Arc<str>` user id to share it rather than copy it.
+    pub fn open(
+        &self,
+        session: u64,
+        owner: impl AsRef<str> + Into<Arc<str>>,
+        now: u64,
+        conn: u64,
+    ) -> bool {
         let mut map = self.map(session);
         if session == 0 || map.contains_key(&session) {
             return false;
@@ -164,8 +173,8 @@ impl PublishDedupes {
         map.insert(
             session,
             Entry {
-                dedupe: PublishDedupe::default(),
-                owner: owner.to_owned(),
+                dedupe: None,
+                owner: (!owner.as_ref().is_empty()).then(|| owner.into()),
                 used: now,
                 live: Some(conn),
             },
@@ -179,7 +188,7 @@ impl PublishDedupes {
     /// caller closes with REPLACED (`Some(None)`: nobody held it).
     pub fn resume(&self, session: u64, owner: &str, now: u64, conn: u64) -> Option<Option<u64>> {
         match self.map(session).get_mut(&session) {
-            Some(e) if e.owner == owner => {
+            Some(e) if e.owner.as_deref().unwrap_or("") == owner => {
                 e.used = now;
                 Some(e.live.replace(conn).filter(|&old| old != conn))
             }

@@ -134,15 +134,26 @@ fn a_slow_consumer_is_closed_and_readers_get_everything() {
     reader.welcome(&token("reader", &["feed"]));
     assert_eq!(reader.join(1, "feed"), ringport_proto::Status::OK);
     // 200 × 60 KB = 12 MB: more than the high-water mark plus what the kernel buffers.
+    // The pushes follow the reader (at most LEAD ahead of what it has read), so the reader's
+    // queue stays far below the mark however slowly a loaded machine runs its thread.
     const N: usize = 200;
+    const LEAD: usize = 4;
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
     let reading = std::thread::spawn(move || {
-        for _ in 0..N {
+        for i in 1..=N {
             reader.push();
+            let _ = read_tx.send(i);
         }
         reader
     });
     let body = format!(r#"{{"payload":"{}"}}"#, "y".repeat(60_000));
-    for _ in 0..N {
+    let mut read = 0;
+    for i in 0..N {
+        while read + LEAD < i {
+            read = read_rx
+                .recv_timeout(crate::common::gateway::WAIT)
+                .expect("the reader keeps reading");
+        }
         let r = server.http("POST", "/v1/push/room/feed", &body);
         assert_eq!(r.status, 200, "{}", r.body);
     }

@@ -30,16 +30,25 @@ fn over_the_budget_the_largest_send_queue_is_closed_first() {
     reader.welcome("");
     reader.join(1, "feed");
     const N: usize = 200;
+    // The pushes follow the reader (at most LEAD ahead of what it has read), so its queue
+    // never becomes the largest, however slowly a loaded machine runs its thread.
+    const LEAD: usize = 4;
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
     let reading = std::thread::spawn(move || {
-        let mut got = 0;
-        while got < N {
+        for i in 1..=N {
             reader.push();
-            got += 1;
+            let _ = read_tx.send(i);
         }
         reader
     });
     let payload = "x".repeat(60_000);
-    for _ in 0..N {
+    let mut read = 0;
+    for i in 0..N {
+        while read + LEAD < i {
+            read = read_rx
+                .recv_timeout(WAIT)
+                .expect("the reader keeps reading");
+        }
         push_room(&server, "feed", &payload);
     }
     // 200 × 60 KB = 12 MB for the consumer that does not read: over the 4 MiB budget.

@@ -24,8 +24,7 @@ impl GatewayHandler {
                 connection: id.as_u64().to_string(),
                 user: self
                     .conns
-                    .get(id.index())
-                    .and_then(Option::as_ref)
+                    .get(*id)
                     .and_then(|c| c.user().map(str::to_owned)),
             })
             .collect();
@@ -37,11 +36,7 @@ impl GatewayHandler {
         let mut by_user: HashMap<String, u64> = HashMap::new();
         let mut anonymous = 0;
         for id in self.rooms.members(room) {
-            let user = self
-                .conns
-                .get(id.index())
-                .and_then(Option::as_ref)
-                .and_then(|c| c.user());
+            let user = self.conns.get(*id).and_then(|c| c.user());
             match user {
                 Some(u) => *by_user.entry(u.to_owned()).or_default() += 1,
                 None => anonymous += 1,
@@ -52,7 +47,7 @@ impl GatewayHandler {
 
     pub(in crate::gateway) fn counts(&self) -> ShardCounts {
         let mut by_state = [0u64; ConnState::COUNT];
-        for c in self.conns.iter().flatten() {
+        for c in self.conns.values() {
             if let Some(g) = c.gauge {
                 by_state[g.index()] += 1;
             }
@@ -69,7 +64,7 @@ impl GatewayHandler {
         ctx: &mut Ctx<'_, Self>,
         id: ConnId,
     ) -> Option<ConnectionInfo> {
-        let c = self.conns.get(id.index())?.as_ref()?;
+        let c = self.conns.get(id)?;
         if c.id != id {
             return None;
         }
@@ -79,7 +74,7 @@ impl GatewayHandler {
             id: id.as_u64().to_string(),
             remote_addr: info.peer.map(|a| a.to_string()),
             user: c.user().map(str::to_owned),
-            rooms: c.rooms.iter().map(|j| j.room.clone()).collect(),
+            rooms: c.rooms.iter().map(|j| j.room.to_string()).collect(),
             state: match c.session.state() {
                 State::Handshaking | State::Authenticating => ConnectionState::Handshaking,
                 State::Active => ConnectionState::Active,

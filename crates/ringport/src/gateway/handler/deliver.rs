@@ -117,8 +117,7 @@ impl GatewayHandler {
             StreamName::Room(room) if room != BROADCAST_ROOM => self.rooms.members(room).to_vec(),
             StreamName::Room(_) => self
                 .conns
-                .iter()
-                .flatten()
+                .values()
                 .filter(|c| matches!(c.gauge, Some(Gauge::Active | Gauge::Sleeping)))
                 .map(|c| c.id)
                 .collect(),
@@ -168,7 +167,7 @@ impl GatewayHandler {
         run: &[Arc<Delivery>],
         joined: &Bytes,
     ) -> RunOffer {
-        let Some(Some(c)) = self.conns.get_mut(id.index()) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return RunOffer::None;
         };
         if c.id != id {
@@ -229,7 +228,7 @@ impl GatewayHandler {
 
     /// Offers `d` to one connection; true if it was queued or held for it.
     fn offer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, d: &Arc<Delivery>) -> bool {
-        let Some(Some(c)) = self.conns.get_mut(id.index()) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return false;
         };
         if c.id != id {

@@ -46,7 +46,12 @@ impl GatewayHandler {
 
     /// An authenticated HELLO of `user`: counted against the per-user cap (`true`), or
     /// rejected with POLICY (`false`).
-    pub(super) fn admit_user(&mut self, c: &mut Conn, user: &str, now: u64) -> bool {
+    pub(super) fn admit_user(
+        &mut self,
+        c: &mut Conn,
+        user: &std::sync::Arc<str>,
+        now: u64,
+    ) -> bool {
         match self.shared.user_counts.acquire(user) {
             Ok(()) => {
                 c.user_counted = true;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, Origin, SendError};
+use ringport_io::{CloseReason as EngineReason, ConnId, ConnMap, Ctx, Handler, Origin, SendError};
 use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
@@ -36,10 +36,9 @@ const RX_SLACK: usize = 4096;
 pub struct GatewayHandler {
     pub(super) shard: usize,
     pub(super) shared: Arc<Shared>,
-    /// Indexed by `ConnId::index()`; grows to the highest slot used.
-    /// Boxed: a slot costs one pointer until its connection opens, and growing the vector
-    /// moves pointers, not 300-byte states.
-    pub(super) conns: Vec<Option<Box<Conn>>>,
+    /// This shard's connections. Boxed: a slot costs 16 bytes until its connection opens,
+    /// and growing the table moves pointers, not 350-byte states.
+    pub(super) conns: ConnMap<Box<Conn>>,
     pub(super) rooms: RoomIndex,
     pub(super) users: UserIndex,
     /// This shard's metric cells (the only writer).
@@ -80,7 +79,7 @@ impl GatewayHandler {
         GatewayHandler {
             shard,
             shared,
-            conns: Vec::new(),
+            conns: ConnMap::new(),
             rooms: RoomIndex::default(),
             users: UserIndex::default(),
             rec,
@@ -101,16 +100,11 @@ impl GatewayHandler {
     /// Takes a connection's state out of the table (put it back with [`Self::put`]), so the
     /// handler's indexes can be changed while it is borrowed.
     pub(super) fn take(&mut self, id: ConnId) -> Option<Box<Conn>> {
-        let slot = self.conns.get_mut(id.index())?;
-        match slot {
-            Some(c) if c.id == id => slot.take(),
-            _ => None,
-        }
+        self.conns.remove(id)
     }
 
     pub(super) fn put(&mut self, c: Box<Conn>) {
-        let i = c.id.index();
-        self.conns[i] = Some(c);
+        self.conns.insert(c.id, c);
     }
 
     /// Acts on the session's events, sends its frames, syncs the gauge and the timer.
@@ -146,16 +140,22 @@ impl GatewayHandler {
             } if self.refuse_resume(c, &r, now) => {}
             Event::Hello { token, resume, .. } => match self.authenticate(&token) {
                 Ok(claims) => {
-                    if let Some(cl) = &claims {
-                        if !self.admit_user(c, &cl.sub, now) {
+                    c.anonymous = claims.is_none();
+                    if let Some(cl) = claims {
+                        // One copy of the user id, shared by the connection, the shard's
+                        // user index, the per-user counts and the session registry.
+                        let user = self
+                            .users
+                            .name(&cl.sub)
+                            .unwrap_or_else(|| Arc::from(cl.sub));
+                        if !self.admit_user(c, &user, now) {
                             return;
                         }
-                        self.users.add(&cl.sub, c.id);
+                        c.user = Some(self.users.add(&user, c.id));
+                        c.grants = crate::auth::RoomGrants::from_claim(cl.rooms);
                     }
-                    c.anonymous = claims.is_none();
-                    c.claims = claims;
                     let wall = self.shared.clock.unix_ms(ctx.now());
-                    let owner = c.user().unwrap_or("").to_owned();
+                    let owner: Arc<str> = c.user.clone().unwrap_or_else(|| Arc::from(""));
                     let publishes = &self.shared.publishes;
                     // A resumed session keeps its id (and so its publish dedupe state) if
                     // this process issued it to the same user; otherwise it starts afresh.
@@ -175,7 +175,7 @@ impl GatewayHandler {
                             }
                             id
                         }
-                        None => new_session_id(|id| publishes.open(id, &owner, wall, me)),
+                        None => new_session_id(|id| publishes.open(id, owner.clone(), wall, me)),
                     };
                     c.session_id = session_id;
                     // The inbox position, read under the stream's lock in the same turn that
@@ -360,7 +360,7 @@ impl GatewayHandler {
             // Already a member: everything after what it was handed follows.
             return Ok((self.shared.sink.epoch(), c.rooms[i].last));
         }
-        let allowed = c.anonymous || c.claims.as_ref().is_some_and(|cl| cl.may_join(room));
+        let allowed = c.anonymous || c.grants.may_join(room);
         if !allowed {
             return Err(Status::FORBIDDEN);
         }
@@ -371,9 +371,12 @@ impl GatewayHandler {
             .shared
             .sink
             .position(&StreamName::Room(room.to_owned()), wall);
-        let pos = self.rooms.join(room, c.id);
+        let (room, pos) = self.rooms.join(room, c.id);
+        // Exact: a connection joins a handful of rooms, and a vector grown by doubling would
+        // reserve four entries at the first JOIN.
+        c.rooms.reserve_exact(1);
         c.rooms.push(Joined {
-            room: room.to_owned(),
+            room,
             pos,
             last: tail,
         });
@@ -383,7 +386,7 @@ impl GatewayHandler {
     /// Removes one membership from the room index and fixes the moved member's position.
     fn leave_index(&mut self, j: &Joined) {
         if let Some(moved) = self.rooms.leave(&j.room, j.pos) {
-            if let Some(Some(m)) = self.conns.get_mut(moved.index()) {
+            if let Some(m) = self.conns.get_mut(moved) {
                 if let Some(k) = m.joined(&j.room) {
                     m.rooms[k].pos = j.pos;
                 }
@@ -479,10 +482,7 @@ impl GatewayHandler {
         let stream = point.stream;
         let (allowed, new_room) = match &stream {
             StreamName::Room(r) if r == BROADCAST_ROOM => (true, false),
-            StreamName::Room(r) => (
-                c.anonymous || c.claims.as_ref().is_some_and(|cl| cl.may_join(r)),
-                c.joined(r).is_none(),
-            ),
+            StreamName::Room(r) => (c.anonymous || c.grants.may_join(r), c.joined(r).is_none()),
             StreamName::User(u) => (c.user() == Some(u.as_str()), false),
         };
         let refused = if !ringport_proto::is_valid_name(stream.name()) {
@@ -546,9 +546,10 @@ impl GatewayHandler {
             StreamName::Room(r) => match c.joined(&r) {
                 Some(i) => c.rooms[i].last = c.rooms[i].last.max(tail),
                 None => {
-                    let pos = self.rooms.join(&r, c.id);
+                    let (room, pos) = self.rooms.join(&r, c.id);
+                    c.rooms.reserve_exact(1);
                     c.rooms.push(Joined {
-                        room: r,
+                        room,
                         pos,
                         last: tail,
                     });
@@ -670,10 +671,6 @@ pub(super) fn send_frames<H: Handler>(
 impl Handler for GatewayHandler {
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
         let now = self.now_ms(ctx);
-        let idx = conn.index();
-        if self.conns.len() <= idx {
-            self.conns.resize_with(idx + 1, || None);
-        }
         let session = Session::new(Arc::clone(&self.shared.session), now);
         let mut c = Box::new(Conn::new(conn, session, self.fresh_buckets(now), now));
         self.rec.accepted();
@@ -689,9 +686,10 @@ impl Handler for GatewayHandler {
         };
         let now = self.now_ms(ctx);
         // Grows by what arrived only: nothing is reserved for a frame's declared length.
-        c.rx.extend_from_slice(data);
+        let mut rx = c.rx.take().map_or_else(BytesMut::new, |b| *b);
+        rx.extend_from_slice(data);
         while c.session.state() != State::Closed {
-            match c.session.next_frame(&mut c.rx) {
+            match c.session.next_frame(&mut rx) {
                 Ok(Some(frame)) => {
                     c.frames_in += 1;
                     self.rec.frame(Direction::In);
@@ -729,24 +727,26 @@ impl Handler for GatewayHandler {
                             ),
                         );
                     }
-                    c.session.refuse_input(&mut c.rx, &e, now);
+                    c.session.refuse_input(&mut rx, &e, now);
                     break;
                 }
             }
         }
         if c.session.state() == State::Closed || c.session.state() == State::Draining {
-            c.rx.clear();
+            rx.clear();
         }
-        if c.rx.is_empty() {
-            // Idle connections hold no receive memory.
-            c.rx = BytesMut::new();
-        } else if c.rx.capacity() > 2 * c.rx.len() + RX_SLACK {
-            // A partial frame left behind a decoded one keeps the whole old allocation (and,
-            // when bytes next arrive, a fresh one of the old size): copy the few bytes out.
-            c.rx = BytesMut::from(&c.rx[..]);
+        // Idle connections hold no receive memory (and no buffer header either).
+        if !rx.is_empty() {
+            if rx.capacity() > 2 * rx.len() + RX_SLACK {
+                // A partial frame left behind a decoded one keeps the whole old allocation
+                // (and, when bytes next arrive, a fresh one of the old size): copy the few
+                // bytes out.
+                rx = BytesMut::from(&rx[..]);
+            }
+            c.rx = Some(Box::new(rx));
         }
-        self.rec.receive_buffer(c.rx_counted, c.rx.capacity());
-        c.rx_counted = c.rx.capacity();
+        self.rec.receive_buffer(c.rx_counted, c.rx_capacity());
+        c.rx_counted = c.rx_capacity();
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -774,8 +774,8 @@ impl Handler for GatewayHandler {
         for j in std::mem::take(&mut c.rooms) {
             self.leave_index(&j);
         }
-        if let Some(cl) = &c.claims {
-            self.users.remove(&cl.sub, conn);
+        if let Some(user) = &c.user {
+            self.users.remove(user, conn);
         }
         self.release_admission(&mut c);
         if c.session_id != 0 {
@@ -798,7 +798,7 @@ impl Handler for GatewayHandler {
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.flush_batch(ctx, true);
         let now = self.now_ms(ctx);
-        let ids: Vec<ConnId> = self.conns.iter().flatten().map(|c| c.id).collect();
+        let ids: Vec<ConnId> = self.conns.ids().collect();
         for id in ids {
             if let Some(mut c) = self.take(id) {
                 c.session

@@ -31,10 +31,9 @@ impl GatewayHandler {
         let share = (u128::from(excess) * u128::from(mine) / u128::from(conns.max(1))) as u64;
         let mut queues: Vec<(usize, ConnId)> = self
             .conns
-            .iter()
-            .flatten()
+            .values()
             .filter(|c| !c.closing)
-            .map(|c| (ctx.queued_bytes(c.id) + c.rx.capacity(), c.id))
+            .map(|c| (ctx.queued_bytes(c.id) + c.rx_capacity(), c.id))
             .filter(|(n, _)| *n > 0)
             .collect();
         queues.sort_unstable_by(|a, b| b.cmp(a));

@@ -1,0 +1,277 @@
+//! Heap bytes per idle authenticated connection joined to one room (issue 16): this binary
+//! counts every live heap byte of the process with a counting global allocator, opens
+//! `CONNS` connections to an in-process gateway in three passes (TCP connect, HELLO with a
+//! token, JOIN of one room) and measures the live heap after each pass. The deltas divided by
+//! the connection count are the per-connection cost of each step; the test fails if the
+//! total exceeds `BUDGET` bytes. Heap, not RSS: the count is the same on every run.
+//!
+//! `cargo test --release -p ringport --test memory_per_conn -- --nocapture` also prints the
+//! profile: per step, the live allocations that grew by at least a tenth of a block per
+//! connection, by requested size.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringport::config::Config;
+use ringport::serve::DataPlane;
+use ringport_proto::{Decoder, Frame, Hello, RoomRequest, Status};
+
+/// Connections measured: enough that per-shard tables amortise, well under the open-file
+/// limit (the test's client sockets are ordinary descriptors).
+const CONNS: usize = 10_000;
+/// Heap bytes per idle authenticated connection joined to one room this test allows: the
+/// measured 783 (docs/benchmarks.md, "Where an idle connection's bytes go") plus 2%. Issue
+/// 16's target is 700; lower this as the remaining cuts land, never raise it.
+const BUDGET: i64 = 800;
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Size classes: exact to 8 bytes up to 4 KiB, then one class per power of two.
+const SMALL: usize = 4096 / 8;
+const CLASSES: usize = SMALL + 64;
+
+struct Counting;
+
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+static LIVE_BLOCKS: [AtomicI64; CLASSES] = [const { AtomicI64::new(0) }; CLASSES];
+
+fn class(size: usize) -> usize {
+    if size <= 4096 {
+        size.div_ceil(8).max(1) - 1
+    } else {
+        SMALL + (usize::BITS - (size - 1).leading_zeros()) as usize
+    }
+}
+
+fn class_label(c: usize) -> String {
+    if c < SMALL {
+        format!("{}..={} B", c * 8 + 1, c * 8 + 8)
+    } else {
+        let hi = 1usize << (c - SMALL);
+        format!("{}..={} B", hi / 2 + 1, hi)
+    }
+}
+
+fn count(size: usize, sign: i64) {
+    LIVE_BYTES.fetch_add(sign * size as i64, Ordering::Relaxed);
+    LIVE_BLOCKS[class(size)].fetch_add(sign, Ordering::Relaxed);
+}
+
+// SAFETY: defers every operation to the system allocator unchanged; the counters are atomics
+// that never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            count(l.size(), 1);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { System.alloc_zeroed(l) };
+        if !p.is_null() {
+            count(l.size(), 1);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        count(l.size(), -1);
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() {
+            count(l.size(), -1);
+            count(new, 1);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Live heap: total bytes and blocks per size class.
+struct Snapshot {
+    bytes: i64,
+    blocks: Vec<i64>,
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        bytes: LIVE_BYTES.load(Ordering::Relaxed),
+        blocks: LIVE_BLOCKS
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect(),
+    }
+}
+
+/// Prints what grew between two snapshots, per connection; returns bytes per connection.
+fn report(step: &str, before: &Snapshot, after: &Snapshot) -> f64 {
+    let per = (after.bytes - before.bytes) as f64 / CONNS as f64;
+    println!("{step}: {per:.1} heap bytes per connection");
+    for c in 0..CLASSES {
+        let grew = after.blocks[c] - before.blocks[c];
+        if grew * 10 >= CONNS as i64 || grew * 10 <= -(CONNS as i64) {
+            println!(
+                "  {:>14}: {:+.2} blocks per connection",
+                class_label(c),
+                grew as f64 / CONNS as f64
+            );
+        }
+    }
+    per
+}
+
+fn token(user: &str) -> String {
+    ringport::auth::mint(
+        user,
+        &["*".to_owned()],
+        Duration::from_secs(3600),
+        SECRET.as_bytes(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap()
+}
+
+/// Reads from `s` until a frame arrives; returns it. The buffer is dropped afterwards.
+fn read_frame(s: &mut TcpStream) -> Frame {
+    let decoder = Decoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(f) = decoder.decode(&mut buf).expect("server frame") {
+            return f;
+        }
+        let mut chunk = [0u8; 2048];
+        let n = s.read(&mut chunk).expect("read");
+        assert!(n > 0, "server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Polls `done` (bounded by `WAIT`).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn idle_authenticated_joined_connection_fits_the_heap_budget() {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.workers = 1;
+    config.engine.max_connections_per_shard = (CONNS + 1_000) as u32;
+    config.auth.secret = Some(SECRET.into());
+    config.validate().expect("valid config");
+    let plane = ringport::gateway::start(&config).expect("gateway starts");
+    let addr = plane.local_addr().unwrap();
+    let engine = plane.engine_gateway().engine().clone();
+
+    // Everything the client side keeps is allocated before the first snapshot.
+    let hellos: Vec<Bytes> = (0..CONNS)
+        .map(|i| {
+            Frame::Hello(Hello {
+                token: Bytes::from(token(&format!("user-{i}"))),
+                client_info: "memtest/1".into(),
+                resume: None,
+            })
+            .to_bytes()
+            .unwrap()
+        })
+        .collect();
+    let join = Frame::Join(RoomRequest {
+        req_id: 1,
+        room: "lobby".into(),
+    })
+    .to_bytes()
+    .unwrap();
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(CONNS);
+    // One connection through the whole story first, so one-time allocations (the room,
+    // lazily built tables) are in the baseline.
+    let mut warm = TcpStream::connect(addr).unwrap();
+    warm.set_read_timeout(Some(WAIT)).unwrap();
+    warm.write_all(
+        &Frame::Hello(Hello {
+            token: Bytes::from(token("warm-up")),
+            client_info: "memtest/1".into(),
+            resume: None,
+        })
+        .to_bytes()
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(read_frame(&mut warm), Frame::Welcome(_)));
+    warm.write_all(&join).unwrap();
+    assert!(matches!(read_frame(&mut warm), Frame::RoomResult(_)));
+    let engine = &engine;
+    let open = |n: usize| move || engine.stats(0).open == n as u64;
+    wait_until("the warm-up connection", open(1));
+
+    let base = snapshot();
+    for i in 0..CONNS {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        streams.push(s);
+        // Paced: at most 500 connections wait in the listen backlog.
+        if i % 500 == 499 {
+            wait_until("accepts to catch up", open(i + 2));
+        }
+    }
+    wait_until("every connection accepted", open(CONNS + 1));
+    let connected = snapshot();
+
+    for (s, hello) in streams.iter_mut().zip(&hellos) {
+        s.write_all(hello).unwrap();
+        match read_frame(s) {
+            Frame::Welcome(_) => {}
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+    let welcomed = snapshot();
+
+    for s in &mut streams {
+        s.write_all(&join).unwrap();
+        match read_frame(s) {
+            Frame::RoomResult(r) => assert_eq!(r.status, Status::OK),
+            other => panic!("expected ROOM_RESULT, got {other:?}"),
+        }
+    }
+    let joined = snapshot();
+
+    println!("{CONNS} connections, 1 shard, heap bytes requested from the allocator:");
+    let a = report(
+        "TCP connection (engine slot, gateway Conn, session)",
+        &base,
+        &connected,
+    );
+    let b = report(
+        "HELLO -> WELCOME (claims, user index, sessions)",
+        &connected,
+        &welcomed,
+    );
+    let c = report("JOIN -> ROOM_RESULT (room membership)", &welcomed, &joined);
+    let total = (joined.bytes - base.bytes) as f64 / CONNS as f64;
+    println!("total: {total:.1} heap bytes per connection ({a:.1} + {b:.1} + {c:.1})");
+
+    drop(streams);
+    drop(warm);
+    plane.shutdown();
+    let _ = Box::new(plane).join();
+    assert!(
+        total <= BUDGET as f64,
+        "an idle authenticated connection joined to one room holds {total:.1} heap bytes; \
+         the budget is {BUDGET}"
+    );
+}
