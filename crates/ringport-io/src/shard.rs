@@ -18,7 +18,7 @@ use crate::core::{Accept, Core};
 use crate::id::{pack, unpack, Op};
 use crate::inbox::Envelope;
 use crate::listener::nofile_limit;
-use crate::sys::uring::{Completion, Driver, SubmitFailures};
+use crate::sys::{Completion, SubmitFailures};
 use crate::timer::Entry;
 use crate::{CloseReason, Ctx, EngineConfig, EngineError, EngineHandle, Handler, Origin};
 
@@ -63,14 +63,8 @@ impl<H: Handler> Shard<H> {
                 "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table)"
             );
         }
-        let driver = Driver::new(&cfg, cap)?;
-        tracing::debug!(
-            shard = index,
-            single_issuer = driver.features.single_issuer,
-            defer_taskrun = driver.features.defer_taskrun,
-            cap,
-            "shard ring ready"
-        );
+        let driver = crate::sys::open(&cfg, cap)?;
+        tracing::debug!(shard = index, backend = driver.name(), cap, "shard ready");
         let core = Core::new(
             index,
             cfg,
@@ -267,7 +261,7 @@ impl<H: Handler> Shard<H> {
             self.core.accept = Accept::Off;
         }
         if c.result >= 0 {
-            let fd = c.result as u32;
+            let fd = c.sock();
             let Some(slot) = self.core.alloc_slot() else {
                 // Cannot happen while the table and the slab have the same size; be safe.
                 self.core.driver.close(fd, 0);
@@ -289,7 +283,7 @@ impl<H: Handler> Shard<H> {
                     // The handler meets the connection with its peer address known: it is
                     // announced (receive armed, `on_open`) when the lookup completes.
                     let ud = self.core.op_started(slot, Op::PeerAddr);
-                    self.core.driver.fd_install(fd, ud);
+                    self.core.driver.lookup_peer(fd, ud);
                 } else {
                     self.announce(slot);
                 }
@@ -439,11 +433,11 @@ impl<H: Handler> Shard<H> {
         let state = self.core.slots[slot as usize].state;
         if res >= 0 {
             if state == State::Connecting {
-                self.core.socket_ready(slot, res as u32);
+                self.core.socket_ready(slot, crate::sys::Sock(res as u32));
             } else {
                 // Closed while the socket was being made: the slot is closing, and
                 // `settle` (right after this completion) closes the new descriptor.
-                self.core.slots[slot as usize].fd = res as u32;
+                self.core.slots[slot as usize].fd = crate::sys::Sock(res as u32);
             }
         } else {
             self.core
@@ -562,7 +556,7 @@ impl<H: Handler> Shard<H> {
                 self.shutting_down = Some(self.core.now + self.core.cfg.shutdown_timeout);
                 if self.core.accept == Accept::Armed {
                     // (When Cancelling, a cancel is already on its way.)
-                    self.core.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
+                    self.core.driver.cancel(pack(Op::Accept, 0, 0), 0);
                 }
                 self.core.accept = Accept::Off;
                 self.core.listener = None;

@@ -4,4 +4,4 @@
 mod bufring;
 mod driver;
 
-pub(crate) use driver::{Completion, Driver, SubmitFailures};
+pub(crate) use driver::{SubmitFailures, UringDriver};
