@@ -36,6 +36,7 @@ impl<H: Handler> Shard<H> {
     pub fn new(
         index: usize,
         cfg: EngineConfig,
+        backend: crate::IoBackend,
         listener: Option<OwnedFd>,
         handle: EngineHandle<H>,
         factory: impl FnOnce(EngineHandle<H>) -> H,
@@ -60,10 +61,10 @@ impl<H: Handler> Shard<H> {
                 shard = index,
                 requested = wanted,
                 cap,
-                "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table)"
+                "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table, and on the fd table epoll's sockets live in)"
             );
         }
-        let driver = crate::sys::open(&cfg, cap)?;
+        let driver = crate::sys::open(backend, &cfg, cap)?;
         tracing::debug!(shard = index, backend = driver.name(), cap, "shard ready");
         let core = Core::new(
             index,
@@ -311,6 +312,21 @@ impl<H: Handler> Shard<H> {
                         return;
                     }
                     None => Accept::Off,
+                    // The process fd table (shared with other shards and the rest of the
+                    // process; epoll's sockets live there): no slot of ours frees it, so
+                    // try again after a pause.
+                    Some(crate::stats::AcceptError::TableFull) if errno == libc::EMFILE => {
+                        self.core.sh.stats.accept_paused.inc();
+                        tracing::warn!(
+                            shard = self.core.shard,
+                            used = self.core.used,
+                            "process fd table full (RLIMIT_NOFILE): accepting paused, backing off"
+                        );
+                        Accept::Backoff(
+                            self.core
+                                .tick_of(self.core.now + self.core.cfg.accept_backoff),
+                        )
+                    }
                     Some(crate::stats::AcceptError::TableFull) => {
                         self.core.sh.stats.accept_paused.inc();
                         tracing::warn!(

@@ -43,7 +43,9 @@ use std::time::Duration;
 
 use crate::conn::ConnectCtx;
 use crate::sendq::Prepared;
+use crate::{EngineConfig, EngineError, IoBackend};
 
+pub(crate) mod epoll;
 pub(crate) mod uring;
 
 pub(crate) use uring::SubmitFailures;
@@ -179,10 +181,56 @@ pub(crate) trait Driver: Send {
     fn publish_buffers(&mut self);
 }
 
-/// Opens the shard's backend, for a connection cap of `cap` sockets.
+/// The backend an engine runs on, and why (for the start-up log, stats and metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendChoice {
+    /// The backend in use: [`IoBackend::Uring`] or [`IoBackend::Epoll`].
+    pub backend: IoBackend,
+    /// Why: `configured`, or the probe's finding when `auto` chose.
+    pub reason: String,
+}
+
+impl BackendChoice {
+    /// The backend's name (`uring`, `epoll`).
+    pub fn name(&self) -> &'static str {
+        self.backend.as_str()
+    }
+}
+
+/// Resolves `cfg.io_backend` once per engine start: `auto` probes io_uring (ring setup with
+/// the features the engine asks for, the direct-descriptor table, a provided-buffer ring,
+/// and the opcodes it issues) and falls back to epoll only when the host blocks or lacks
+/// it — never on a transient error such as ENOMEM, which is returned.
+pub(crate) fn choose(cfg: &EngineConfig) -> Result<BackendChoice, EngineError> {
+    let configured = |backend| BackendChoice {
+        backend,
+        reason: "configured".into(),
+    };
+    match cfg.io_backend {
+        IoBackend::Uring => Ok(configured(IoBackend::Uring)),
+        IoBackend::Epoll => Ok(configured(IoBackend::Epoll)),
+        IoBackend::Auto => match uring::probe(cfg) {
+            Ok(()) => Ok(BackendChoice {
+                backend: IoBackend::Uring,
+                reason: "auto: io_uring available".into(),
+            }),
+            Err(uring::Unusable::Blocked(why)) => Ok(BackendChoice {
+                backend: IoBackend::Epoll,
+                reason: format!("auto: io_uring unusable here ({why})"),
+            }),
+            Err(uring::Unusable::Failed(e)) => Err(e),
+        },
+    }
+}
+
+/// Opens a shard's backend, for a connection cap of `cap` sockets.
 pub(crate) fn open(
-    cfg: &crate::EngineConfig,
+    backend: IoBackend,
+    cfg: &EngineConfig,
     cap: u32,
-) -> Result<Box<dyn Driver>, crate::EngineError> {
-    Ok(Box::new(uring::UringDriver::new(cfg, cap)?))
+) -> Result<Box<dyn Driver>, EngineError> {
+    Ok(match backend {
+        IoBackend::Epoll => Box::new(epoll::EpollDriver::new(cfg)?),
+        IoBackend::Uring | IoBackend::Auto => Box::new(uring::UringDriver::new(cfg, cap)?),
+    })
 }

@@ -108,6 +108,17 @@ impl UringDriver {
         })
     }
 
+    /// The names of the `needed` opcodes this kernel does not support.
+    pub fn probe_opcodes(&self, needed: &[(u8, &'static str)]) -> io::Result<Vec<&'static str>> {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe)?;
+        Ok(needed
+            .iter()
+            .filter(|(code, _)| !probe.is_supported(*code))
+            .map(|&(_, name)| name)
+            .collect())
+    }
+
     /// Queues one entry (see [`UringDriver::push_chain`]).
     fn push(&mut self, entry: squeue::Entry) {
         self.push_chain(&[entry]);
