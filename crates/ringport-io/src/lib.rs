@@ -59,6 +59,7 @@ mod id;
 mod inbox;
 mod listener;
 mod peer;
+pub mod seccomp;
 mod sendq;
 mod shard;
 mod stats;
