@@ -13,6 +13,63 @@ pub enum SlowConsumerPolicy {
     Reject,
 }
 
+/// Which I/O backend the shards use ([`EngineConfig::io_backend`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring when the host allows it (probed once at start: ring setup, the opcodes and
+    /// features the engine uses); epoll where io_uring is blocked (EPERM, ENOSYS,
+    /// `kernel.io_uring_disabled`, a missing opcode or feature). Transient errors (ENOMEM)
+    /// are errors, never a reason to fall back.
+    Auto,
+    /// io_uring only: start fails with a clear message where it is blocked.
+    Uring,
+    /// Edge-triggered epoll (sockets in the process fd table).
+    Epoll,
+}
+
+impl IoBackend {
+    /// The environment variable that sets [`EngineConfig::io_backend`]'s default.
+    pub const ENV: &'static str = "RINGPORT_IO_BACKEND";
+
+    /// The backend's name as configured (`auto`, `uring`, `epoll`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoBackend::Auto => "auto",
+            IoBackend::Uring => "uring",
+            IoBackend::Epoll => "epoll",
+        }
+    }
+
+    /// The default: [`IoBackend::ENV`] when set, else `Auto`.
+    pub fn from_env() -> Result<IoBackend, String> {
+        match std::env::var(Self::ENV) {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(IoBackend::Auto),
+        }
+    }
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IoBackend, String> {
+        match s.trim() {
+            "auto" => Ok(IoBackend::Auto),
+            "uring" | "io_uring" => Ok(IoBackend::Uring),
+            "epoll" => Ok(IoBackend::Epoll),
+            other => Err(format!(
+                "unknown I/O backend {other:?}: expected auto, uring or epoll"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Descriptor-table entries each shard keeps beyond the process-wide cap when
 /// [`EngineConfig::over_cap_reply`] is set: room to accept a connection over the cap, send it
 /// the reply and close it, while the cap's own connections stay open.
@@ -76,6 +133,9 @@ pub struct EngineConfig {
     /// Past it the shard exits anyway and leaks the memory those operations may still use
     /// (never frees it under the kernel). Default 2 s.
     pub shutdown_drain: Duration,
+    /// The I/O backend. Default: [`IoBackend::ENV`] (`RINGPORT_IO_BACKEND`) when set, else
+    /// `Auto`; an unparseable value there is reported by [`EngineConfig::validate`].
+    pub io_backend: IoBackend,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +161,7 @@ impl Default for EngineConfig {
             shutdown_timeout: Duration::from_secs(5),
             resolve_peer_addr: true,
             shutdown_drain: Duration::from_secs(2),
+            io_backend: IoBackend::from_env().unwrap_or(IoBackend::Auto),
         }
     }
 }
@@ -108,6 +169,9 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Checks values that would otherwise fail deep inside the kernel with an obscure errno.
     pub fn validate(&self) -> Result<(), String> {
+        if let Err(e) = IoBackend::from_env() {
+            return Err(format!("{}: {e}", IoBackend::ENV));
+        }
         if self.workers == 0 || self.workers > 255 {
             return Err(format!(
                 "workers must be between 1 and 255, got {}",

@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::sendq::SendQueue;
+use crate::sys::Sock;
 use crate::{CloseReason, Origin};
 
-/// No direct descriptor.
-pub(crate) const NO_FD: u32 = u32::MAX;
+/// No socket.
+pub(crate) const NO_FD: Sock = Sock::NONE;
 /// No deadline / no wheel entry.
 pub(crate) const NEVER: u64 = u64::MAX;
 /// No pooled context.
@@ -35,8 +36,8 @@ pub(crate) enum State {
 pub(crate) struct Slot {
     /// Bumped on free: ids and user_data of the previous occupant go stale.
     pub gen: u32,
-    /// Direct descriptor index, or `NO_FD`.
-    pub fd: u32,
+    /// The socket (as the backend names it), or `NO_FD`.
+    pub fd: Sock,
     pub state: State,
     /// Ring operations in flight for this slot; the slot is freed only at zero.
     pub ops: u16,

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use crate::conn::{ConnectCtx, Slot, State, NEVER, NO_CTX, NO_FD};
 use crate::id::{pack, Op};
 use crate::inbox::ShardShared;
-use crate::sendq::{Prepared, SendPool};
-use crate::sys::uring::Driver;
+use crate::sendq::SendPool;
+use crate::sys::{Driver, Sock};
 use crate::timer::TimerWheel;
 use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
 
@@ -44,7 +44,7 @@ pub(crate) enum Accept {
 pub(crate) struct Core<H: crate::Handler> {
     pub shard: usize,
     pub cfg: EngineConfig,
-    pub driver: Driver,
+    pub driver: Box<dyn Driver>,
     pub slots: Vec<Slot>,
     free: Vec<u32>,
     /// Slot cap (= direct descriptor table size).
@@ -89,7 +89,7 @@ impl<H: crate::Handler> Core<H> {
     pub fn new(
         shard: usize,
         cfg: EngineConfig,
-        driver: Driver,
+        driver: Box<dyn Driver>,
         cap: u32,
         limit: usize,
         listener: Option<OwnedFd>,
@@ -272,18 +272,13 @@ impl<H: crate::Handler> Core<H> {
             if let Some(prepared) = self.pool.prepare(&mut s.q) {
                 let messages = s.q.take_fresh();
                 let ud = self.op_started(slot, Op::Send);
-                match prepared {
-                    // SAFETY: `ptr..ptr+len` is the queue's one sealed chunk (a `Bytes` or a
-                    // pooled block, heap memory that does not move): neither freed nor
-                    // changed until this send's completion, also after a cancel, and the pool
-                    // is leaked rather than dropped if the shard exits before it arrives.
-                    Prepared::Single { ptr, len } => unsafe { self.driver.send(fd, ptr, len, ud) },
-                    // SAFETY: `msg` is the boxed `SendOp` of this queue's send in flight; it
-                    // and the chunks it points at are sealed (neither moved, freed nor
-                    // changed) until this send's completion, also after a cancel, and the
-                    // pool is leaked rather than dropped if the shard exits before then.
-                    Prepared::Gathered { msg, .. } => unsafe { self.driver.sendmsg(fd, msg, ud) },
-                }
+                // SAFETY: a single chunk is heap memory that does not move (a `Bytes` or a
+                // pooled block); a gathered send's `msg` is the boxed `SendOp` of this queue's
+                // send in flight. Both, and the chunks they point at, are sealed (neither
+                // moved, freed nor changed) until this send's completion, also after a
+                // cancel, and the pool is leaked rather than dropped if the shard exits
+                // before it arrives.
+                unsafe { self.driver.send(fd, prepared, ud) };
                 self.sh.stats.sends.inc();
                 self.sh.stats.record_batch(messages);
             }
@@ -339,7 +334,7 @@ impl<H: crate::Handler> Core<H> {
         s.recv_armed = true;
         let fd = s.fd;
         let ud = self.op_started(slot, Op::Recv);
-        self.driver.recv_multishot(fd, ud);
+        self.driver.recv(fd, ud);
     }
 
     /// Arms accepting: multishot while at least [`MULTISHOT_HEADROOM`] slots are free, one
@@ -355,13 +350,8 @@ impl<H: crate::Handler> Core<H> {
             return;
         }
         self.accept_multishot = free >= MULTISHOT_HEADROOM;
-        if self.accept_multishot {
-            self.driver
-                .accept_multishot(l.as_raw_fd(), pack(Op::Accept, 0, 0));
-        } else {
-            self.driver
-                .accept_one(l.as_raw_fd(), pack(Op::Accept, 0, 0));
-        }
+        self.driver
+            .accept(l.as_raw_fd(), self.accept_multishot, pack(Op::Accept, 0, 0));
         self.accept = Accept::Armed;
     }
 
@@ -373,7 +363,7 @@ impl<H: crate::Handler> Core<H> {
         let too_many = free == 0 || (self.accept_multishot && free < MULTISHOT_HEADROOM);
         if self.accept == Accept::Armed && too_many {
             self.accept = Accept::Cancelling;
-            self.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
+            self.driver.cancel(pack(Op::Accept, 0, 0), 0);
         }
     }
 
@@ -396,7 +386,7 @@ impl<H: crate::Handler> Core<H> {
     /// `over_cap_reply` and closed gracefully (drain, FIN, the peer's FIN or the linger),
     /// without the handler ever seeing it. Its receive is armed only to notice the peer's
     /// FIN or reset; what it sends is discarded.
-    pub fn refuse_over_cap(&mut self, slot: u32, fd: u32) {
+    pub fn refuse_over_cap(&mut self, slot: u32, fd: Sock) {
         self.sh.stats.refused_over_cap.inc();
         if !self.over_cap_logged {
             self.over_cap_logged = true;
@@ -505,7 +495,7 @@ impl<H: crate::Handler> Core<H> {
         s.state = State::FinSent;
         let fd = s.fd;
         let ud = self.op_started(slot, Op::Shutdown);
-        self.driver.shutdown(fd, libc::SHUT_WR, ud);
+        self.driver.shutdown_write(fd, ud);
     }
 
     /// Stops the connection: drops what is unsent and cancels what is in flight. The
@@ -522,7 +512,7 @@ impl<H: crate::Handler> Core<H> {
         if s.fd != NO_FD && s.ops > 0 {
             let fd = s.fd;
             let ud = self.op_started(slot, Op::Cancel);
-            self.driver.cancel_fd(fd, ud);
+            self.driver.cancel_sock(fd, ud);
         }
         self.settle(slot);
     }
@@ -621,7 +611,7 @@ impl<H: crate::Handler> Core<H> {
     }
 
     /// The outbound socket exists: set it up and connect (linked).
-    pub fn socket_ready(&mut self, slot: u32, fd: u32) {
+    pub fn socket_ready(&mut self, slot: u32, fd: Sock) {
         self.slots[slot as usize].fd = fd;
         let ci = self.slots[slot as usize].connect as usize;
         let has_bind = self.connects[ci].bind.is_some();
@@ -631,21 +621,12 @@ impl<H: crate::Handler> Core<H> {
             self.op_started(slot, Op::Setup);
         }
         let conn = self.op_started(slot, Op::Connect);
-        let ctx = &self.connects[ci];
-        let bind = ctx.bind.as_ref().map(|b| (b.as_ptr().cast(), b.len()));
         // SAFETY: the option value and both addresses live in this slot's boxed
         // `ConnectCtx`, which does not move when the pool grows and is reused only after the
-        // slot is freed — that is, after every entry of this chain has completed (each one is
-        // counted in the slot's ops). If the shard exits first, the contexts are leaked.
+        // slot is freed — that is, after every completion of this connect has arrived (each
+        // one is counted in the slot's ops). If the shard exits first, the contexts are leaked.
         unsafe {
-            self.driver.setup_and_connect(
-                fd,
-                &ctx.one,
-                bind,
-                (ctx.addr.as_ptr().cast(), ctx.addr.len()),
-                setup,
-                conn,
-            );
+            self.driver.connect(fd, &self.connects[ci], setup, conn);
         }
     }
 

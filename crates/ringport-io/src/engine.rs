@@ -18,6 +18,8 @@ pub(crate) struct EngineShared<H: Handler> {
     /// Connections open in the whole process (every shard's `Core::open` together): the
     /// process-wide cap of [`EngineConfig::over_cap_reply`] is checked against it at accept.
     pub open: std::sync::atomic::AtomicUsize,
+    /// The I/O backend the shards run on, and why.
+    pub backend: crate::BackendChoice,
 }
 
 /// A cheap, cloneable way for any thread to reach the engine's shards.
@@ -45,6 +47,11 @@ impl<H: Handler> EngineHandle<H> {
     /// Connections open in the whole process (all shards).
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// The I/O backend the shards run on, and why it was chosen.
+    pub fn backend(&self) -> &crate::BackendChoice {
+        &self.shared.backend
     }
 
     /// Number of shards.
@@ -142,6 +149,8 @@ impl<H: Handler> Engine<H> {
         F: Fn(usize, EngineHandle<H>) -> H + Send + Sync + 'static,
     {
         config.validate().map_err(EngineError::Config)?;
+        let backend = crate::sys::choose(&config)?;
+        log_backend(&backend);
         let (listeners, local_addr) = match config.listen {
             Some(addr) => {
                 let (l, a) = crate::listener::bind_all(addr, config.workers, config.backlog)?;
@@ -162,6 +171,7 @@ impl<H: Handler> Engine<H> {
                 shards,
                 local_addr,
                 open: std::sync::atomic::AtomicUsize::new(0),
+                backend: backend.clone(),
             }),
         };
         let factory = Arc::new(factory);
@@ -172,6 +182,7 @@ impl<H: Handler> Engine<H> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), EngineError>>();
         for (index, listener) in listeners.into_iter().enumerate() {
             let cfg = config.clone();
+            let kind = backend.backend;
             let handle = handle.clone();
             let factory = factory.clone();
             let ready = ready_tx.clone();
@@ -182,18 +193,19 @@ impl<H: Handler> Engine<H> {
                     if cfg.pin_cpus {
                         crate::listener::pin_to_cpu(index % cpus);
                     }
-                    let mut shard = match Shard::new(index, cfg, listener, handle.clone(), |h| {
-                        factory(index, h)
-                    }) {
-                        Ok(s) => {
-                            let _ = ready.send(Ok(()));
-                            s
-                        }
-                        Err(e) => {
-                            let _ = ready.send(Err(e));
-                            return Ok(());
-                        }
-                    };
+                    let mut shard =
+                        match Shard::new(index, cfg, kind, listener, handle.clone(), |h| {
+                            factory(index, h)
+                        }) {
+                            Ok(s) => {
+                                let _ = ready.send(Ok(()));
+                                s
+                            }
+                            Err(e) => {
+                                let _ = ready.send(Err(e));
+                                return Ok(());
+                            }
+                        };
                     drop(ready);
                     shard.run()
                 })
@@ -250,5 +262,23 @@ impl<H: Handler> Engine<H> {
             }
         }
         result
+    }
+}
+
+/// Says at start which backend runs and why; on epoll, also what caps connections.
+fn log_backend(choice: &crate::BackendChoice) {
+    match choice.backend {
+        crate::IoBackend::Epoll => tracing::info!(
+            backend = choice.name(),
+            reason = %choice.reason,
+            nofile = crate::listener::nofile_limit(),
+            "I/O backend: epoll; connections are sockets in the process fd table, so \
+             RLIMIT_NOFILE (nofile) caps open connections per process"
+        ),
+        _ => tracing::info!(
+            backend = choice.name(),
+            reason = %choice.reason,
+            "I/O backend: io_uring"
+        ),
     }
 }

@@ -37,10 +37,14 @@
 //! engine.join().unwrap();
 //! ```
 //!
-//! Platform code lives under `sys/` behind one driver boundary, so a readiness (epoll)
-//! backend can be added for hosts where io_uring is blocked without touching shards or
-//! handlers. All `unsafe` in ringport lives in this crate, each block with a `// SAFETY:`
-//! comment.
+//! Platform code lives under `sys/` behind one `Driver` trait with two backends: io_uring
+//! (above) and, for hosts where io_uring is blocked (container seccomp profiles,
+//! `kernel.io_uring_disabled`), edge-triggered epoll, where accepted sockets live in the
+//! process fd table (so RLIMIT_NOFILE caps connections per process) and receives use a small
+//! per-shard buffer pool. [`EngineConfig::io_backend`] chooses (`auto` by default: io_uring
+//! when the host allows it; [`EngineHandle::backend`] says which runs and why). Shards and
+//! handlers see the same completions on both. All `unsafe` in ringport lives in this crate,
+//! each block with a `// SAFETY:` comment.
 
 #![warn(missing_docs)]
 
@@ -56,13 +60,14 @@ mod id;
 mod inbox;
 mod listener;
 mod peer;
+pub mod seccomp;
 mod sendq;
 mod shard;
 mod stats;
 mod sys;
 mod timer;
 
-pub use config::{EngineConfig, SlowConsumerPolicy, OVER_CAP_HEADROOM};
+pub use config::{EngineConfig, IoBackend, SlowConsumerPolicy, OVER_CAP_HEADROOM};
 pub use conn::{ConnInfo, ConnState};
 pub use connmap::ConnMap;
 pub use ctx::Ctx;
@@ -71,3 +76,4 @@ pub use error::{EngineError, SendError};
 pub use handler::{CloseReason, Handler, Origin};
 pub use id::ConnId;
 pub use stats::{AcceptError, Counter, ShardStats, StatsSnapshot, SEND_BATCH_BUCKETS};
+pub use sys::BackendChoice;

@@ -18,7 +18,7 @@ use crate::core::{Accept, Core};
 use crate::id::{pack, unpack, Op};
 use crate::inbox::Envelope;
 use crate::listener::nofile_limit;
-use crate::sys::uring::{Completion, Driver, SubmitFailures};
+use crate::sys::{Completion, SubmitFailures};
 use crate::timer::Entry;
 use crate::{CloseReason, Ctx, EngineConfig, EngineError, EngineHandle, Handler, Origin};
 
@@ -36,6 +36,7 @@ impl<H: Handler> Shard<H> {
     pub fn new(
         index: usize,
         cfg: EngineConfig,
+        backend: crate::IoBackend,
         listener: Option<OwnedFd>,
         handle: EngineHandle<H>,
         factory: impl FnOnce(EngineHandle<H>) -> H,
@@ -60,17 +61,11 @@ impl<H: Handler> Shard<H> {
                 shard = index,
                 requested = wanted,
                 cap,
-                "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table)"
+                "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table, and on the fd table epoll's sockets live in)"
             );
         }
-        let driver = Driver::new(&cfg, cap)?;
-        tracing::debug!(
-            shard = index,
-            single_issuer = driver.features.single_issuer,
-            defer_taskrun = driver.features.defer_taskrun,
-            cap,
-            "shard ring ready"
-        );
+        let driver = crate::sys::open(backend, &cfg, cap)?;
+        tracing::debug!(shard = index, backend = driver.name(), cap, "shard ready");
         let core = Core::new(
             index,
             cfg,
@@ -267,7 +262,7 @@ impl<H: Handler> Shard<H> {
             self.core.accept = Accept::Off;
         }
         if c.result >= 0 {
-            let fd = c.result as u32;
+            let fd = c.sock();
             let Some(slot) = self.core.alloc_slot() else {
                 // Cannot happen while the table and the slab have the same size; be safe.
                 self.core.driver.close(fd, 0);
@@ -289,7 +284,7 @@ impl<H: Handler> Shard<H> {
                     // The handler meets the connection with its peer address known: it is
                     // announced (receive armed, `on_open`) when the lookup completes.
                     let ud = self.core.op_started(slot, Op::PeerAddr);
-                    self.core.driver.fd_install(fd, ud);
+                    self.core.driver.lookup_peer(fd, ud);
                 } else {
                     self.announce(slot);
                 }
@@ -317,6 +312,21 @@ impl<H: Handler> Shard<H> {
                         return;
                     }
                     None => Accept::Off,
+                    // The process fd table (shared with other shards and the rest of the
+                    // process; epoll's sockets live there): no slot of ours frees it, so
+                    // try again after a pause.
+                    Some(crate::stats::AcceptError::TableFull) if errno == libc::EMFILE => {
+                        self.core.sh.stats.accept_paused.inc();
+                        tracing::warn!(
+                            shard = self.core.shard,
+                            used = self.core.used,
+                            "process fd table full (RLIMIT_NOFILE): accepting paused, backing off"
+                        );
+                        Accept::Backoff(
+                            self.core
+                                .tick_of(self.core.now + self.core.cfg.accept_backoff),
+                        )
+                    }
                     Some(crate::stats::AcceptError::TableFull) => {
                         self.core.sh.stats.accept_paused.inc();
                         tracing::warn!(
@@ -439,11 +449,11 @@ impl<H: Handler> Shard<H> {
         let state = self.core.slots[slot as usize].state;
         if res >= 0 {
             if state == State::Connecting {
-                self.core.socket_ready(slot, res as u32);
+                self.core.socket_ready(slot, crate::sys::Sock(res as u32));
             } else {
                 // Closed while the socket was being made: the slot is closing, and
                 // `settle` (right after this completion) closes the new descriptor.
-                self.core.slots[slot as usize].fd = res as u32;
+                self.core.slots[slot as usize].fd = crate::sys::Sock(res as u32);
             }
         } else {
             self.core
@@ -562,7 +572,7 @@ impl<H: Handler> Shard<H> {
                 self.shutting_down = Some(self.core.now + self.core.cfg.shutdown_timeout);
                 if self.core.accept == Accept::Armed {
                     // (When Cancelling, a cancel is already on its way.)
-                    self.core.driver.cancel_user_data(pack(Op::Accept, 0, 0), 0);
+                    self.core.driver.cancel(pack(Op::Accept, 0, 0), 0);
                 }
                 self.core.accept = Accept::Off;
                 self.core.listener = None;

@@ -62,6 +62,14 @@ pub enum AppArg {
     Echo,
 }
 
+/// The I/O backend.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IoBackendArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormatArg {
     Text,
@@ -87,6 +95,9 @@ pub struct ServeArgs {
     /// Data-plane application (server.app).
     #[arg(long, value_enum)]
     pub app: Option<AppArg>,
+    /// I/O backend: auto (io_uring where allowed, else epoll), uring or epoll (engine.io_backend).
+    #[arg(long, value_enum)]
+    pub io_backend: Option<IoBackendArg>,
     /// Token secret (auth.secret); prefer RINGPORT_AUTH_SECRET, flags show up in `ps`.
     #[arg(long, value_name = "S")]
     pub secret: Option<String>,
@@ -166,6 +177,14 @@ impl ServeArgs {
                 AppArg::Echo => "echo",
             };
             l = l.flag("server.app", v, "--app");
+        }
+        if let Some(v) = self.io_backend {
+            let v = match v {
+                IoBackendArg::Auto => "auto",
+                IoBackendArg::Uring => "uring",
+                IoBackendArg::Epoll => "epoll",
+            };
+            l = l.flag("engine.io_backend", v, "--io-backend");
         }
         if let Some(v) = &self.secret {
             l = l.flag("auth.secret", v, "--secret");

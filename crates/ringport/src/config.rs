@@ -115,6 +115,33 @@ impl ServerConfig {
     }
 }
 
+/// `engine.io_backend`: which I/O backend the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackendMode {
+    /// io_uring where the host allows it, else epoll (the environment variable
+    /// `RINGPORT_IO_BACKEND`, when set, replaces `auto`).
+    #[default]
+    Auto,
+    /// io_uring only: start fails with a clear message where it is blocked.
+    Uring,
+    /// Edge-triggered epoll.
+    Epoll,
+}
+
+impl IoBackendMode {
+    /// The engine's setting: `auto` defers to `RINGPORT_IO_BACKEND` when that is set.
+    pub fn engine(self) -> ringport_io::IoBackend {
+        match self {
+            IoBackendMode::Auto => {
+                ringport_io::IoBackend::from_env().unwrap_or(ringport_io::IoBackend::Auto)
+            }
+            IoBackendMode::Uring => ringport_io::IoBackend::Uring,
+            IoBackendMode::Epoll => ringport_io::IoBackend::Epoll,
+        }
+    }
+}
+
 /// `[engine]`: mirrors `ringport_io::EngineConfig` (durations in milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -134,6 +161,8 @@ pub struct EngineSettings {
     /// At exit, how long a shard waits for the kernel to finish cancelled operations before
     /// it leaks the memory they may still use.
     pub shutdown_drain_ms: u64,
+    /// The I/O backend: auto, uring or epoll.
+    pub io_backend: IoBackendMode,
 }
 
 impl Default for EngineSettings {
@@ -151,6 +180,7 @@ impl Default for EngineSettings {
             shutdown_timeout_ms: 5_000,
             resolve_peer_addr: true,
             shutdown_drain_ms: 2_000,
+            io_backend: IoBackendMode::Auto,
         }
     }
 }

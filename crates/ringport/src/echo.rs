@@ -75,6 +75,8 @@ impl Gateway for EchoGateway {
                 ..ConnectionCounts::default()
             },
             uptime_seconds: self.started.elapsed().as_secs(),
+            io_backend: self.handle.backend().name().to_owned(),
+            io_backend_reason: self.handle.backend().reason.clone(),
             ..GatewayStats::default()
         };
         Box::pin(async move { Ok(stats) })
@@ -104,6 +106,8 @@ impl Gateway for EchoGateway {
                     iterations: e.loops,
                 })
                 .collect(),
+            io_backend: self.handle.backend().name(),
+            io_backend_reason: self.handle.backend().reason.clone(),
             ..MetricsSnapshot::default()
         };
         s.connections_open[crate::metrics::ConnState::Active.index()] = total.open;

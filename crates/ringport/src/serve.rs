@@ -109,6 +109,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         shutdown_timeout: e.shutdown_timeout(),
         resolve_peer_addr: e.resolve_peer_addr,
         shutdown_drain: e.shutdown_drain(),
+        io_backend: e.io_backend.engine(),
     }
 }
 

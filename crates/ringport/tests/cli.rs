@@ -183,6 +183,16 @@ fn serve_announces_then_reports_a_busy_port() {
 /// Starts `ringport serve ARGS` on loopback port 0, waits for `ringport ready`, and returns
 /// the child with the client and admin addresses it logged.
 fn serve(args: &[&str]) -> (std::process::Child, String, String) {
+    let (child, clients, admin, _) = serve_on(args, false);
+    (child, clients, admin)
+}
+
+/// [`serve`], optionally on a simulated host whose seccomp profile blocks io_uring; also
+/// returns the JSON log lines before `ringport ready`. `RINGPORT_IO_BACKEND` is passed on.
+fn serve_on(
+    args: &[&str],
+    uring_blocked: bool,
+) -> (std::process::Child, String, String, Vec<serde_json::Value>) {
     use std::io::BufRead;
     let mut all = vec![
         "serve",
@@ -198,13 +208,17 @@ fn serve(args: &[&str]) -> (std::process::Child, String, String) {
         "engine.recv_buffers=256",
     ];
     all.extend(args);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringport"))
-        .args(&all)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+    cmd.args(&all)
         .env_clear()
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .envs(std::env::var("RINGPORT_IO_BACKEND").map(|v| ("RINGPORT_IO_BACKEND", v)))
+        .stderr(std::process::Stdio::piped());
+    if uring_blocked {
+        ringport_io::seccomp::deny_io_uring(&mut cmd);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
     for line in stderr.by_ref() {
         let line = line.unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
@@ -213,8 +227,9 @@ fn serve(args: &[&str]) -> (std::process::Child, String, String) {
             let admin = v["admin"].as_str().unwrap().to_owned();
             // Keep reading the log, or the server's writes to stderr would fail.
             std::thread::spawn(move || stderr.for_each(drop));
-            return (child, clients, admin);
+            return (child, clients, admin, log);
         }
+        log.push(v);
     }
     panic!("ringport exited before it was ready: {:?}", child.wait());
 }
@@ -230,22 +245,95 @@ fn stop(mut child: std::process::Child) {
     assert!(status.success(), "graceful exit: {status:?}");
 }
 
-#[test]
-fn serve_echo_echoes_and_stops_on_sigterm() {
+/// GET `path` from the admin API; the whole response.
+fn admin_get(admin: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let (child, clients, admin) = serve(&["--app", "echo"]);
-    let mut s = std::net::TcpStream::connect(&clients).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    s.write_all(b"ping over io_uring").unwrap();
-    let mut back = [0u8; 18];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"ping over io_uring");
-    let mut h = std::net::TcpStream::connect(&admin).unwrap();
-    h.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut h = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        h,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     h.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Sends `msg` to the echo server at `clients` and checks it comes back.
+fn echo_once(clients: &str, msg: &[u8]) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(clients).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+/// A host whose seccomp profile denies io_uring (Docker's default): `auto` falls back to
+/// epoll, says so (log, /v1/stats, /metrics) and serves; `--io-backend uring` exits with the
+/// cause.
+#[test]
+fn serve_falls_back_to_epoll_where_seccomp_blocks_io_uring() {
+    let (child, clients, admin, log) = serve_on(&["--app", "echo", "--io-backend", "auto"], true);
+    let chosen = log
+        .iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("I/O backend"))
+        })
+        .unwrap_or_else(|| panic!("no backend line in {log:?}"));
+    assert_eq!(chosen["backend"], "epoll", "{chosen}");
+    let reason = chosen["reason"].as_str().unwrap();
+    assert!(reason.contains("EPERM"), "{reason}");
+    assert!(
+        chosen["nofile"].as_u64().is_some(),
+        "the fd limit is logged: {chosen}"
+    );
+
+    echo_once(&clients, b"ping over epoll");
+
+    let stats = admin_get(&admin, "/v1/stats");
+    assert!(stats.contains(r#""io_backend":"epoll""#), "{stats}");
+    let metrics = admin_get(&admin, "/metrics");
+    assert!(
+        metrics.contains(
+            r#"ringport_engine_info{backend="epoll",reason="auto: io_uring unusable here"#
+        ),
+        "{metrics}"
+    );
+    stop(child);
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
+    cmd.args([
+        "serve",
+        "--app",
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .args(["--io-backend", "uring"])
+    .env_clear();
+    ringport_io::seccomp::deny_io_uring(&mut cmd);
+    let o = cmd.output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("io_uring is not available on this host"),
+        "{err}"
+    );
+    assert!(err.contains("EPERM: blocked by policy"), "{err}");
+}
+
+#[test]
+fn serve_echo_echoes_and_stops_on_sigterm() {
+    let (child, clients, admin) = serve(&["--app", "echo"]);
+    echo_once(&clients, b"ping over the engine");
+    let body = admin_get(&admin, "/metrics");
     assert!(
         body.contains("ringport_connections_accepted_total 1"),
         "{body}"

@@ -199,12 +199,13 @@ fn scraped_metrics_match_the_metrics_table() {
                 );
             }
         }
-        // Labels: `name` = value, value, ... (values listed unless they are open-ended).
+        // Labels: `name` = value, value, ... (values listed unless they are open-ended);
+        // several labels separated by "; ".
         let mut want: std::collections::BTreeMap<
             String,
             Option<std::collections::BTreeSet<String>>,
         > = Default::default();
-        if !labels.is_empty() {
+        for labels in labels.split("; ").filter(|l| !l.is_empty()) {
             let (label, values) = labels.split_once(" = ").unwrap_or((labels, ""));
             let values =
                 (!values.is_empty()).then(|| values.split(", ").map(str::to_owned).collect());

@@ -87,6 +87,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("engine", "shutdown_timeout_ms", Int, "Longest graceful shutdown before connections are aborted."),
     k("engine", "resolve_peer_addr", Bool, "Look up each accepted connection's peer address (shown by the connections API)."),
     k("engine", "shutdown_drain_ms", Int, "At exit, how long each shard waits for the kernel to finish its cancelled operations; past it the shard exits and leaks the memory they may still use instead of freeing it under the kernel."),
+    k("engine", "io_backend", KeyKind::Enum(&["auto", "uring", "epoll"]), "I/O backend: \"auto\" probes io_uring once at start and falls back to epoll where it is blocked (EPERM, ENOSYS, kernel.io_uring_disabled, a missing opcode; never on ENOMEM); \"uring\" or \"epoll\" force one. The environment variable RINGPORT_IO_BACKEND, when set, replaces \"auto\". On epoll, sockets live in the process fd table, so RLIMIT_NOFILE caps connections per process."),
     k("protocol", "max_payload", Int, "Largest frame payload in bytes (after the 8-byte header) a client may send and the server will push; announced in WELCOME as max_payload."),
     k("protocol", "heartbeat_interval_ms", Int, "How often an awake client must show signs of life."),
     k("protocol", "heartbeat_tolerated", Int, "Heartbeat intervals that may pass in silence before the server probes."),

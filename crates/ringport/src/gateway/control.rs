@@ -121,6 +121,8 @@ impl EngineGateway {
         s.history_bytes = self.shared.sink.history_bytes();
         s.history_streams = self.shared.sink.history_streams();
         s.inbox_acked = self.shared.sink.acked_total();
+        s.io_backend = self.handle.backend().name();
+        s.io_backend_reason = self.handle.backend().reason.clone();
         s
     }
 }
@@ -226,6 +228,8 @@ impl Gateway for EngineGateway {
                 rooms: rooms.len() as u64,
                 users: users.len() as u64,
                 uptime_seconds: self.shared.clock.uptime().as_secs(),
+                io_backend: self.handle.backend().name().to_owned(),
+                io_backend_reason: self.handle.backend().reason.clone(),
             })
         })
     }

@@ -223,6 +223,10 @@ pub struct GatewayStats {
     /// Distinct authenticated users online.
     pub users: u64,
     pub uptime_seconds: u64,
+    /// The engine's I/O backend: `uring` or `epoll`.
+    pub io_backend: String,
+    /// Why that backend runs (`configured`, or what `auto`'s probe found).
+    pub io_backend_reason: String,
 }
 
 /// `GET /v1/connections/{id}`.

@@ -127,6 +127,10 @@ pub struct MetricsSnapshot {
     pub inbox_acked: u64,
     /// Indexed by shard.
     pub shards: Vec<ShardLoop>,
+    /// The engine's I/O backend (`uring`, `epoll`) and why it runs
+    /// (`ringport_engine_info`).
+    pub io_backend: &'static str,
+    pub io_backend_reason: String,
 }
 
 impl Default for MetricsSnapshot {
@@ -151,6 +155,8 @@ impl Default for MetricsSnapshot {
             refused_over_cap: 0,
             inbox_acked: 0,
             shards: Vec::new(),
+            io_backend: "",
+            io_backend_reason: String::new(),
         }
     }
 }
@@ -179,6 +185,20 @@ impl MetricsSnapshot {
         w.sample(
             "ringport_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))],
+            1,
+        );
+
+        w.family(
+            "ringport_engine_info",
+            "The engine's I/O backend (uring or epoll) and why it runs (always 1).",
+            MetricType::Gauge,
+        );
+        w.sample(
+            "ringport_engine_info",
+            &[
+                ("backend", self.io_backend),
+                ("reason", &self.io_backend_reason),
+            ],
             1,
         );
 

@@ -86,6 +86,8 @@ impl Gateway for MockGateway {
                 rooms: 4,
                 users: 6,
                 uptime_seconds: 10,
+                io_backend: "uring".into(),
+                io_backend_reason: "configured".into(),
             })
         })
     }

@@ -15,28 +15,11 @@ use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use super::bufring::BufRing;
+use crate::conn::ConnectCtx;
 use crate::error::EngineError;
+use crate::sendq::Prepared;
+use crate::sys::{Completion, Driver, RecvBuf, Sock};
 use crate::EngineConfig;
-
-/// One harvested completion.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Completion {
-    pub user_data: u64,
-    pub result: i32,
-    pub flags: u32,
-}
-
-impl Completion {
-    /// More completions will follow for this (multishot) operation.
-    pub fn more(&self) -> bool {
-        cqueue::more(self.flags)
-    }
-
-    /// The provided buffer this completion filled, if any.
-    pub fn buffer(&self) -> Option<u16> {
-        cqueue::buffer_select(self.flags)
-    }
-}
 
 /// What the ring was set up with (probed at start).
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +28,7 @@ pub(crate) struct Features {
     pub defer_taskrun: bool,
 }
 
-pub(crate) struct Driver {
+pub(crate) struct UringDriver {
     /// The ring. Dropped first (in `Drop`), which closes it: the kernel then cancels what is
     /// left and lets go of the memory below asynchronously.
     ring: ManuallyDrop<IoUring>,
@@ -54,7 +37,6 @@ pub(crate) struct Driver {
     /// Where the doorbell eventfd read lands (a leaked box while the driver lives: the kernel
     /// writes it asynchronously, and on a give-up exit it must never be freed).
     doorbell_buf: *mut u64,
-    pub features: Features,
     /// Operations submitted and not yet finished (their last completion not seen).
     inflight: usize,
     /// Completions taken off the CQ mid-turn to make room (see `push`), in order; handed
@@ -66,9 +48,9 @@ pub(crate) struct Driver {
 
 // SAFETY: `doorbell_buf` is owned by the driver (a boxed u64 only the driver and the kernel
 // touch); the driver moves to its shard thread once and is used only there.
-unsafe impl Send for Driver {}
+unsafe impl Send for UringDriver {}
 
-impl Drop for Driver {
+impl Drop for UringDriver {
     fn drop(&mut self) {
         // SAFETY: the ring is dropped exactly once, here, and not used after.
         unsafe { ManuallyDrop::drop(&mut self.ring) };
@@ -91,10 +73,10 @@ impl Drop for Driver {
     }
 }
 
-impl Driver {
+impl UringDriver {
     /// Sets up a ring, probing SINGLE_ISSUER and DEFER_TASKRUN, and registers the shard's
     /// sparse direct-descriptor table and receive buffer ring.
-    pub fn new(cfg: &EngineConfig, files: u32) -> Result<Driver, EngineError> {
+    pub fn new(cfg: &EngineConfig, files: u32) -> Result<UringDriver, EngineError> {
         let entries = cfg.ring_entries;
         let (ring, features) = build_ring(entries)?;
         ring.submitter()
@@ -110,24 +92,34 @@ impl Driver {
                     source,
                 }
             })?;
-        Ok(Driver {
+        tracing::debug!(
+            single_issuer = features.single_issuer,
+            defer_taskrun = features.defer_taskrun,
+            entries,
+            "io_uring ring ready"
+        );
+        Ok(UringDriver {
             ring: ManuallyDrop::new(ring),
             bufs: ManuallyDrop::new(bufs),
             doorbell_buf: Box::into_raw(Box::new(0)),
-            features,
             inflight: 0,
             stashed: Vec::new(),
             failed: None,
         })
     }
 
-    /// The submit error that stopped this driver, if any: nothing queued since reached the
-    /// kernel, and the shard must stop.
-    pub fn failed(&self) -> Option<&io::Error> {
-        self.failed.as_ref()
+    /// The names of the `needed` opcodes this kernel does not support.
+    pub fn probe_opcodes(&self, needed: &[(u8, &'static str)]) -> io::Result<Vec<&'static str>> {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe)?;
+        Ok(needed
+            .iter()
+            .filter(|(code, _)| !probe.is_supported(*code))
+            .map(|&(_, name)| name)
+            .collect())
     }
 
-    /// Queues one entry (see [`Driver::push_chain`]).
+    /// Queues one entry (see [`UringDriver::push_chain`]).
     fn push(&mut self, entry: squeue::Entry) {
         self.push_chain(&[entry]);
     }
@@ -177,97 +169,103 @@ impl Driver {
         self.inflight += entries.len();
     }
 
-    /// Multishot accept on `listener` into kernel-allocated direct descriptors.
-    pub fn accept_multishot(&mut self, listener: RawFd, user_data: u64) {
-        let e = opcode::AcceptMulti::new(Fd(listener))
-            // Direct descriptors are never in the fd table, so there is nothing to
-            // close-on-exec (and the kernel rejects SOCK_CLOEXEC with them).
-            .allocate_file_index(true)
-            .build()
-            .user_data(user_data);
-        self.push(e);
+    /// Moves the completions in the CQ to `stashed` (to free CQ space mid-turn).
+    fn stash_completions(&mut self) {
+        let cq = self.ring.completion();
+        self.stashed.extend(cq.map(completion_of));
+    }
+}
+
+/// The engine's view of a CQE: `more` and the provided buffer decoded from its flags.
+fn completion_of(c: cqueue::Entry) -> Completion {
+    let flags = c.flags();
+    Completion {
+        user_data: c.user_data(),
+        result: c.result(),
+        more: cqueue::more(flags),
+        buf: cqueue::buffer_select(flags).map(|b| RecvBuf(u32::from(b))),
+    }
+}
+
+impl Driver for UringDriver {
+    fn name(&self) -> &'static str {
+        "uring"
     }
 
-    /// One accept on `listener` into a kernel-allocated direct descriptor. Used near the
-    /// connection cap: a multishot accept keeps taking connections from the backlog and the
+    fn failed(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+
+    /// Multishot accept into kernel-allocated direct descriptors, or (near the connection
+    /// cap) one accept: a multishot accept keeps taking connections from the backlog and the
     /// kernel closes any it cannot fit in the table, where a single accept leaves them queued.
-    pub fn accept_one(&mut self, listener: RawFd, user_data: u64) {
-        let e = opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
-            .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+    fn accept(&mut self, listener: RawFd, multishot: bool, user_data: u64) {
+        let e = if multishot {
+            opcode::AcceptMulti::new(Fd(listener))
+                // Direct descriptors are never in the fd table, so there is nothing to
+                // close-on-exec (and the kernel rejects SOCK_CLOEXEC with them).
+                .allocate_file_index(true)
+                .build()
+        } else {
+            opcode::Accept::new(Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
+                .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
+                .build()
+        };
+        self.push(e.user_data(user_data));
+    }
+
+    /// Multishot receive on the direct descriptor from the shard's buffer ring.
+    fn recv(&mut self, sock: Sock, user_data: u64) {
+        let e = opcode::RecvMulti::new(Fixed(sock.0), self.bufs.group())
             .build()
             .user_data(user_data);
         self.push(e);
     }
 
-    /// Multishot receive on direct descriptor `fd` from the shard's buffer ring.
-    pub fn recv_multishot(&mut self, fd: u32, user_data: u64) {
-        let e = opcode::RecvMulti::new(Fixed(fd), self.bufs.group())
+    /// A single chunk goes as `IORING_OP_SEND` (no `msghdr` to import: cheaper than
+    /// `IORING_OP_SENDMSG`), more as `IORING_OP_SENDMSG`.
+    unsafe fn send(&mut self, sock: Sock, data: Prepared, user_data: u64) {
+        let e = match data {
+            Prepared::Single { ptr, len } => opcode::Send::new(Fixed(sock.0), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
+            Prepared::Gathered { msg, .. } => opcode::SendMsg::new(Fixed(sock.0), msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build(),
+        };
+        self.push(e.user_data(user_data));
+    }
+
+    fn shutdown_write(&mut self, sock: Sock, user_data: u64) {
+        let e = opcode::Shutdown::new(Fixed(sock.0), libc::SHUT_WR)
             .build()
             .user_data(user_data);
         self.push(e);
     }
 
-    /// Plain send of one buffer (`IORING_OP_SEND`: no `msghdr` to import, cheaper than
-    /// [`Driver::sendmsg`] for a single chunk).
-    ///
-    /// # Safety
-    /// `len` bytes at `buf` must stay valid and unchanged until this operation's completion
-    /// arrives — also when it is cancelled, and also if the shard gives up waiting for it at
-    /// exit (then the memory must be leaked, never freed).
-    pub unsafe fn send(&mut self, fd: u32, buf: *const u8, len: u32, user_data: u64) {
-        let e = opcode::Send::new(Fixed(fd), buf, len)
-            .flags(libc::MSG_NOSIGNAL)
+    fn cancel_sock(&mut self, sock: Sock, user_data: u64) {
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(sock.0)).all())
             .build()
             .user_data(user_data);
         self.push(e);
     }
 
-    /// Gathered send.
-    ///
-    /// # Safety
-    /// `msg`, its iovecs and the bytes they point at must stay valid and unchanged until this
-    /// operation's completion arrives — also when it is cancelled, and also if the shard
-    /// gives up waiting for it at exit (then the memory must be leaked, never freed).
-    pub unsafe fn sendmsg(&mut self, fd: u32, msg: *const libc::msghdr, user_data: u64) {
-        let e = opcode::SendMsg::new(Fixed(fd), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(user_data);
-        self.push(e);
-    }
-
-    /// shutdown(2) on a direct descriptor.
-    pub fn shutdown(&mut self, fd: u32, how: i32, user_data: u64) {
-        let e = opcode::Shutdown::new(Fixed(fd), how)
-            .build()
-            .user_data(user_data);
-        self.push(e);
-    }
-
-    /// Cancels every operation on direct descriptor `fd`.
-    pub fn cancel_fd(&mut self, fd: u32, user_data: u64) {
-        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(fd)).all())
-            .build()
-            .user_data(user_data);
-        self.push(e);
-    }
-
-    /// Cancels the operation(s) carrying `target`.
-    pub fn cancel_user_data(&mut self, target: u64, user_data: u64) {
+    fn cancel(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target).all())
             .build()
             .user_data(user_data);
         self.push(e);
     }
 
-    /// Closes direct descriptor `fd`.
-    pub fn close(&mut self, fd: u32, user_data: u64) {
-        let e = opcode::Close::new(Fixed(fd)).build().user_data(user_data);
+    fn close(&mut self, sock: Sock, user_data: u64) {
+        let e = opcode::Close::new(Fixed(sock.0))
+            .build()
+            .user_data(user_data);
         self.push(e);
     }
 
     /// A new TCP socket in a kernel-allocated direct descriptor.
-    pub fn socket(&mut self, domain: i32, user_data: u64) {
+    fn socket(&mut self, domain: i32, user_data: u64) {
         let e = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
             .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
             .build()
@@ -275,30 +273,16 @@ impl Driver {
         self.push(e);
     }
 
-    /// TCP_NODELAY, an optional bind, then connect — linked, on direct descriptor `fd`, and
-    /// queued as one unit so the chain reaches the kernel whole. Each entry completes once:
-    /// the first ones with `setup_ud`, the connect with `connect_ud`.
-    ///
-    /// # Safety
-    /// `one` (the option value), `bind` and `addr` must stay valid until every one of these
-    /// operations has completed — also when they are cancelled, and also if the shard gives
-    /// up waiting for them at exit (then the memory must be leaked, never freed).
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn setup_and_connect(
-        &mut self,
-        fd: u32,
-        one: *const i32,
-        bind: Option<(*const libc::sockaddr, libc::socklen_t)>,
-        addr: (*const libc::sockaddr, libc::socklen_t),
-        setup_ud: u64,
-        connect_ud: u64,
-    ) {
+    /// TCP_NODELAY, an optional bind, then connect — linked, and queued as one unit so the
+    /// chain reaches the kernel whole.
+    unsafe fn connect(&mut self, sock: Sock, ctx: &ConnectCtx, setup_ud: u64, connect_ud: u64) {
+        let fd = Fixed(sock.0);
         let mut chain = [
             opcode::SetSockOpt::new(
-                Fixed(fd),
+                fd,
                 libc::IPPROTO_TCP as u32,
                 libc::TCP_NODELAY as u32,
-                one.cast(),
+                (&ctx.one as *const i32).cast(),
                 std::mem::size_of::<i32>() as u32,
             )
             .build()
@@ -308,22 +292,23 @@ impl Driver {
             opcode::Nop::new().build(),
         ];
         let mut n = 1;
-        if let Some((ptr, len)) = bind {
-            chain[n] = opcode::Bind::new(Fixed(fd), ptr, len)
+        if let Some(b) = &ctx.bind {
+            chain[n] = opcode::Bind::new(fd, b.as_ptr().cast(), b.len())
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(setup_ud);
             n += 1;
         }
-        chain[n] = opcode::Connect::new(Fixed(fd), addr.0, addr.1)
+        chain[n] = opcode::Connect::new(fd, ctx.addr.as_ptr().cast(), ctx.addr.len())
             .build()
             .user_data(connect_ud);
         self.push_chain(&chain[..=n]);
     }
 
-    /// Installs direct descriptor `fd` into the process fd table (to ask its peer address).
-    pub fn fd_install(&mut self, fd: u32, user_data: u64) {
-        let e = opcode::FixedFdInstall::new(Fixed(fd), 0)
+    /// Installs the direct descriptor into the process fd table
+    /// (`IORING_OP_FIXED_FD_INSTALL`).
+    fn lookup_peer(&mut self, sock: Sock, user_data: u64) {
+        let e = opcode::FixedFdInstall::new(Fixed(sock.0), 0)
             .build()
             .user_data(user_data);
         self.push(e);
@@ -331,18 +316,16 @@ impl Driver {
 
     /// Arms the 8-byte read of the shard's doorbell eventfd. The word it lands in belongs to
     /// the driver, which frees it only when no operation is in flight.
-    pub fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
+    fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
         let e = opcode::Read::new(Fd(eventfd), self.doorbell_buf.cast(), 8)
             .build()
             .user_data(user_data);
         self.push(e);
     }
 
-    /// Submits everything queued and waits for at least one completion, or `timeout`.
-    ///
-    /// Interruptions, the timeout and a full completion backlog are not errors. Any other
-    /// error is returned: see [`SubmitFailures`] for when the shard gives up on it.
-    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// One `io_uring_enter`: submits everything queued and waits. A full completion backlog
+    /// (EBUSY) is not an error either.
+    fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
             // Completions already stashed: submit, don't wait.
             _ if !self.stashed.is_empty() => self.ring.submit(),
@@ -367,38 +350,20 @@ impl Driver {
         }
     }
 
-    /// Moves the completions in the CQ to `stashed` (to free CQ space mid-turn).
-    fn stash_completions(&mut self) {
-        let cq = self.ring.completion();
-        self.stashed.extend(cq.map(|c| Completion {
-            user_data: c.user_data(),
-            result: c.result(),
-            flags: c.flags(),
-        }));
-    }
-
-    /// Moves every available completion into `out`.
-    pub fn drain(&mut self, out: &mut Vec<Completion>) {
+    fn drain(&mut self, out: &mut Vec<Completion>) {
         let start = out.len();
         out.append(&mut self.stashed);
         let cq = self.ring.completion();
-        out.extend(cq.map(|c| Completion {
-            user_data: c.user_data(),
-            result: c.result(),
-            flags: c.flags(),
-        }));
-        let finished = out[start..].iter().filter(|c| !c.more()).count();
+        out.extend(cq.map(completion_of));
+        let finished = out[start..].iter().filter(|c| !c.more).count();
         self.inflight = self.inflight.saturating_sub(finished);
     }
 
-    /// Operations whose last completion has not arrived.
-    pub fn inflight(&self) -> usize {
+    fn inflight(&self) -> usize {
         self.inflight
     }
 
-    /// Cancels every operation in flight (used on exit; the cancel itself is counted in
-    /// `inflight` like any operation until its completion).
-    pub fn cancel_any(&mut self) {
+    fn cancel_any(&mut self) {
         let e = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
             .user_data(0);
@@ -406,27 +371,19 @@ impl Driver {
         let _ = self.ring.submit();
     }
 
-    /// The bytes of a receive completion.
-    ///
-    /// # Safety
-    /// `bid` must come from a not-yet-recycled receive completion of this driver with result
-    /// `len`; the slice must be dropped before `recycle(bid)`.
-    pub unsafe fn buffer<'a>(&self, bid: u16, len: usize) -> &'a [u8] {
-        // SAFETY: forwarded contract.
-        unsafe { self.bufs.get(bid, len) }
+    unsafe fn buffer<'a>(&self, buf: RecvBuf, len: usize) -> &'a [u8] {
+        // SAFETY: forwarded contract; buffer ids of this ring fit in u16.
+        unsafe { self.bufs.get(buf.0 as u16, len) }
     }
 
-    /// Returns a receive buffer to the kernel (published at the end of the batch).
-    pub fn recycle(&mut self, bid: u16) {
-        self.bufs.recycle(bid);
+    fn recycle(&mut self, buf: RecvBuf) {
+        self.bufs.recycle(buf.0 as u16);
     }
 
-    /// Publishes recycled buffers.
-    pub fn publish_buffers(&mut self) {
+    fn publish_buffers(&mut self) {
         self.bufs.publish();
     }
 }
-
 /// Builds a ring of `entries` (completion queue 4x), probing SINGLE_ISSUER and
 /// DEFER_TASKRUN. The kernel allocates each ring as physically contiguous pages, which can
 /// fail with ENOMEM on a machine whose memory is fragmented (e.g. full of page cache) even
@@ -565,7 +522,7 @@ mod tests {
             recv_buffers: 8,
             ..Default::default()
         };
-        let mut d = Driver::new(&cfg, 16).expect("ring");
+        let mut d = UringDriver::new(&cfg, 16).expect("ring");
         let null = std::fs::File::open("/dev/null").unwrap();
         // SAFETY: both descriptors are open; dup2 atomically replaces the ring's descriptor
         // (closing the ring, which has no operation in flight) with a copy of /dev/null's,

@@ -1,0 +1,873 @@
+//! The readiness driver: edge-triggered epoll, with the I/O done by the driver itself and
+//! reported as completions (the contract in `sys/mod.rs`).
+//!
+//! Each socket in use has a [`SockState`]: what epoll last said about it (`readable`,
+//! `writable`: cleared only when an attempt meets `EAGAIN`, as edge-triggered epoll
+//! requires) and the operations queued on it. An operation is attempted when it is queued
+//! (optimistically, like io_uring's inline attempt) and again whenever epoll reports the
+//! socket ready, until it ends. Every attempt loop has a budget per turn, so one busy socket
+//! or a backlog burst cannot starve the others; a socket that used its budget is retried
+//! next turn without waiting.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::bufpool::BufPool;
+use crate::conn::ConnectCtx;
+use crate::core::MULTISHOT_HEADROOM;
+use crate::error::EngineError;
+use crate::sendq::Prepared;
+use crate::sys::{Completion, Driver, RecvBuf, Sock};
+use crate::EngineConfig;
+
+/// Receives per socket per turn.
+const RECV_BUDGET: usize = 8;
+/// Connections a multishot accept takes per turn: the shard cancels a multishot accept when
+/// fewer than `MULTISHOT_HEADROOM` slots are free, so a turn must not take more than that.
+const ACCEPT_BUDGET: usize = MULTISHOT_HEADROOM / 2;
+/// Events harvested per `epoll_wait`.
+const EVENTS: usize = 1024;
+
+/// What the driver knows and has queued for one descriptor (indexed by its number).
+#[derive(Default)]
+struct SockState {
+    /// Bumped at each registration: events carry it, so an event for a descriptor number's
+    /// previous socket is ignored.
+    gen: u32,
+    /// Registered with the epoll instance.
+    registered: bool,
+    /// Epoll reported readable and no attempt met EAGAIN since.
+    readable: bool,
+    /// Epoll reported writable and no attempt met EAGAIN since.
+    writable: bool,
+    /// The peer's FIN (or an error) was reported: read until EOF, not until a short read.
+    rdhup: bool,
+    /// In the retry list for next turn.
+    again: bool,
+    /// Pending accept: (user_data, multishot).
+    accept: Option<(u64, bool)>,
+    /// Pending (multishot) receive.
+    recv: Option<u64>,
+    /// Pending send.
+    send: Option<(u64, Prepared)>,
+    /// Pending connect (waiting for writability).
+    connect: Option<u64>,
+    /// Pending doorbell read.
+    doorbell: Option<u64>,
+}
+
+impl SockState {
+    fn pending(&self) -> bool {
+        self.accept.is_some()
+            || self.recv.is_some()
+            || self.send.is_some()
+            || self.connect.is_some()
+            || self.doorbell.is_some()
+    }
+}
+
+/// An operation queued by the shard, performed at the next wait (so, as with io_uring,
+/// nothing takes effect before the turn's callbacks have run).
+enum Queued {
+    Accept(RawFd, bool, u64),
+    Recv(Sock, u64),
+    Send(Sock, Prepared, u64),
+    ShutdownWrite(Sock, u64),
+    CancelSock(Sock, u64),
+    Cancel(u64, u64),
+    CancelAny,
+    Close(Sock, u64),
+    Socket(i32, u64),
+    Connect(Sock, *const ConnectCtx, u64, u64),
+    LookupPeer(Sock, u64),
+    Doorbell(RawFd, u64),
+}
+
+pub(crate) struct EpollDriver {
+    /// Operations queued since the last wait, in order.
+    queued: Vec<Queued>,
+    /// The list `queued` is swapped with while it is performed (no allocation per turn).
+    queued_spare: Vec<Queued>,
+    /// The epoll instance.
+    ep: OwnedFd,
+    /// `epoll_wait`'s output.
+    events: Vec<libc::epoll_event>,
+    /// Per-descriptor state, indexed by descriptor number.
+    socks: Vec<SockState>,
+    /// Descriptors to attempt again next turn (budget used up, still ready).
+    again: VecDeque<RawFd>,
+    /// The list `again` is swapped with while it is worked through (no allocation per turn).
+    again_spare: VecDeque<RawFd>,
+    /// Descriptors with a pending accept (where `cancel` looks first).
+    accepting: Vec<RawFd>,
+    /// Completions not yet drained, in order.
+    done: Vec<Completion>,
+    /// Operations queued whose last completion was not drained.
+    inflight: usize,
+    bufs: BufPool,
+    /// The `epoll_wait` error that stopped this driver.
+    failed: Option<io::Error>,
+}
+
+// SAFETY: the raw pointers a pending send holds point into the shard's send pool, which
+// lives on the same thread as the driver; the driver moves to its shard thread once, before
+// any send is queued, and is used only there.
+unsafe impl Send for EpollDriver {}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+impl EpollDriver {
+    pub fn new(cfg: &EngineConfig) -> Result<EpollDriver, EngineError> {
+        // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(EngineError::Setup {
+                what: "creating the epoll instance",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let ep = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EpollDriver {
+            queued: Vec::with_capacity(1024),
+            queued_spare: Vec::with_capacity(1024),
+            ep,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+            socks: Vec::new(),
+            again: VecDeque::with_capacity(256),
+            again_spare: VecDeque::with_capacity(256),
+            accepting: Vec::new(),
+            done: Vec::with_capacity(1024),
+            inflight: 0,
+            bufs: BufPool::new(usize::from(cfg.recv_buffers), cfg.recv_buffer_size as usize),
+            failed: None,
+        })
+    }
+
+    fn state(&mut self, fd: RawFd) -> &mut SockState {
+        let i = fd as usize;
+        if i >= self.socks.len() {
+            self.socks.resize_with(i + 1, SockState::default);
+        }
+        &mut self.socks[i]
+    }
+
+    fn complete(&mut self, user_data: u64, result: i32, more: bool, buf: Option<RecvBuf>) {
+        self.done.push(Completion {
+            user_data,
+            result,
+            more,
+            buf,
+        });
+    }
+
+    /// Registers `fd` (edge-triggered, read and write) unless it is; both directions start
+    /// as ready, so the first attempt is made at once and EAGAIN clears them. `fresh`: the
+    /// kernel just handed out this descriptor number, so whatever the table says about it
+    /// is about a previous socket (one closed behind the driver's back, like a listener).
+    fn register(&mut self, fd: RawFd, fresh: bool) -> Result<(), i32> {
+        let st = self.state(fd);
+        if st.registered && !fresh {
+            return Ok(());
+        }
+        let gen = st.gen.wrapping_add(1);
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: (u64::from(gen) << 32) | fd as u32 as u64,
+        };
+        // SAFETY: `ev` is a live local; epoll_ctl only reads it.
+        let mut rc =
+            unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 && errno() == libc::EEXIST {
+            // SAFETY: as above.
+            rc = unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) };
+        }
+        if rc < 0 {
+            return Err(errno());
+        }
+        *self.state(fd) = SockState {
+            gen,
+            registered: true,
+            readable: true,
+            writable: true,
+            ..SockState::default()
+        };
+        Ok(())
+    }
+
+    /// Attempts every pending operation of `fd` that its readiness allows.
+    fn progress(&mut self, fd: RawFd) {
+        let Some(st) = self.socks.get(fd as usize) else {
+            return;
+        };
+        if st.doorbell.is_some() && st.readable {
+            self.read_doorbell_now(fd);
+        }
+        if self.socks[fd as usize].accept.is_some() && self.socks[fd as usize].readable {
+            self.accept_now(fd);
+        }
+        if self.socks[fd as usize].connect.is_some() && self.socks[fd as usize].writable {
+            self.connect_now(fd);
+        }
+        if self.socks[fd as usize].send.is_some() && self.socks[fd as usize].writable {
+            self.send_now(fd);
+        }
+        if self.socks[fd as usize].recv.is_some() && self.socks[fd as usize].readable {
+            self.recv_now(fd);
+        }
+    }
+
+    fn retry_next_turn(&mut self, fd: RawFd) {
+        let st = &mut self.socks[fd as usize];
+        if !st.again {
+            st.again = true;
+            self.again.push_back(fd);
+        }
+    }
+
+    fn read_doorbell_now(&mut self, fd: RawFd) {
+        let mut word = 0u64;
+        // SAFETY: reads at most 8 bytes into a live local u64.
+        let n = unsafe { libc::read(fd, (&mut word as *mut u64).cast(), 8) };
+        let st = &mut self.socks[fd as usize];
+        if n == 8 {
+            let ud = st.doorbell.take().expect("pending doorbell");
+            self.complete(ud, 8, false, None);
+        } else if n < 0 && errno() == libc::EAGAIN {
+            st.readable = false;
+        } else {
+            let ud = st.doorbell.take().expect("pending doorbell");
+            let r = if n < 0 { -errno() } else { n as i32 };
+            self.complete(ud, r, false, None);
+        }
+    }
+
+    fn accept_now(&mut self, fd: RawFd) {
+        let Some((ud, multishot)) = self.socks[fd as usize].accept else {
+            return;
+        };
+        let budget = if multishot { ACCEPT_BUDGET } else { 1 };
+        for _ in 0..budget {
+            // SAFETY: null address pointers are allowed (the peer address is not wanted).
+            let s = unsafe {
+                libc::accept4(
+                    fd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if s >= 0 {
+                if let Err(e) = self.register(s, true) {
+                    // SAFETY: `s` was just accepted and is owned by nothing else.
+                    unsafe { libc::close(s) };
+                    self.end_accept(fd, ud, -e);
+                    return;
+                }
+                self.complete(ud, s, multishot, None);
+                if !multishot {
+                    self.end_accept_quietly(fd);
+                    return;
+                }
+                continue;
+            }
+            match errno() {
+                libc::EAGAIN => {
+                    self.socks[fd as usize].readable = false;
+                    return;
+                }
+                libc::EINTR => {}
+                // The connection went away before we took it: the accept goes on.
+                e @ (libc::ECONNABORTED | libc::EPROTO) if multishot => {
+                    self.complete(ud, -e, true, None)
+                }
+                e => {
+                    self.end_accept(fd, ud, -e);
+                    return;
+                }
+            }
+        }
+        self.retry_next_turn(fd);
+    }
+
+    fn end_accept_quietly(&mut self, fd: RawFd) {
+        self.socks[fd as usize].accept = None;
+        self.accepting.retain(|&l| l != fd);
+    }
+
+    fn end_accept(&mut self, fd: RawFd, ud: u64, result: i32) {
+        self.end_accept_quietly(fd);
+        self.complete(ud, result, false, None);
+    }
+
+    fn recv_now(&mut self, fd: RawFd) {
+        let Some(ud) = self.socks[fd as usize].recv else {
+            return;
+        };
+        for _ in 0..RECV_BUDGET {
+            let Some(buf) = self.bufs.take() else {
+                self.socks[fd as usize].recv = None;
+                self.complete(ud, -libc::ENOBUFS, false, None);
+                return;
+            };
+            let slot = self.bufs.slot(buf);
+            let cap = slot.len();
+            // SAFETY: receives at most `cap` bytes into the pool buffer `slot`, which lives
+            // in the pool and is not lent out (just taken).
+            let n = unsafe { libc::recv(fd, slot.as_mut_ptr().cast(), cap, libc::MSG_DONTWAIT) };
+            if n > 0 {
+                self.complete(ud, n as i32, true, Some(buf));
+                let st = &mut self.socks[fd as usize];
+                // A short read of a stream socket emptied it: more data (or the FIN) is a new
+                // edge. After an RDHUP, read on until EOF.
+                if (n as usize) < cap && !st.rdhup {
+                    st.readable = false;
+                    return;
+                }
+                continue;
+            }
+            self.bufs.put(buf);
+            if n == 0 {
+                self.socks[fd as usize].recv = None;
+                self.complete(ud, 0, false, None);
+                return;
+            }
+            match errno() {
+                libc::EAGAIN => {
+                    self.socks[fd as usize].readable = false;
+                    return;
+                }
+                libc::EINTR => {}
+                e => {
+                    self.socks[fd as usize].recv = None;
+                    self.complete(ud, -e, false, None);
+                    return;
+                }
+            }
+        }
+        self.retry_next_turn(fd);
+    }
+
+    fn send_now(&mut self, fd: RawFd) {
+        let Some((ud, data)) = self.socks[fd as usize].send else {
+            return;
+        };
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        loop {
+            let n = match data {
+                // SAFETY: the caller of `send` keeps `len` bytes at `ptr` valid until this
+                // operation's completion (the trait's contract).
+                Prepared::Single { ptr, len } => unsafe {
+                    libc::send(fd, ptr.cast(), len as usize, flags)
+                },
+                // SAFETY: as above for the msghdr, its iovecs and the bytes they point at.
+                Prepared::Gathered { msg, .. } => unsafe { libc::sendmsg(fd, msg, flags) },
+            };
+            if n >= 0 {
+                self.socks[fd as usize].send = None;
+                self.complete(ud, n as i32, false, None);
+                return;
+            }
+            match errno() {
+                libc::EAGAIN => {
+                    self.socks[fd as usize].writable = false;
+                    return;
+                }
+                libc::EINTR => {}
+                e => {
+                    self.socks[fd as usize].send = None;
+                    self.complete(ud, -e, false, None);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn connect_now(&mut self, fd: RawFd) {
+        let Some(ud) = self.socks[fd as usize].connect else {
+            return;
+        };
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `err`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        let result = if rc < 0 {
+            -errno()
+        } else if err != 0 {
+            -err
+        } else {
+            // Writable without an error: connected, unless the readiness was from before
+            // the connect (then the peer is not known yet: wait for the next edge).
+            // SAFETY: sockaddr_storage is plain data; getpeername writes at most `alen`
+            // bytes into it.
+            let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut alen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: as above.
+            let rc = unsafe {
+                libc::getpeername(
+                    fd,
+                    (&mut addr as *mut libc::sockaddr_storage).cast(),
+                    &mut alen,
+                )
+            };
+            if rc < 0 && errno() == libc::ENOTCONN {
+                self.socks[fd as usize].writable = false;
+                return;
+            }
+            0
+        };
+        self.socks[fd as usize].connect = None;
+        self.complete(ud, result, false, None);
+    }
+
+    /// Ends every pending operation of `fd` with ECANCELED; how many there were.
+    fn cancel_all_of(&mut self, fd: RawFd) -> i32 {
+        let Some(st) = self.socks.get_mut(fd as usize) else {
+            return 0;
+        };
+        let uds = [
+            st.accept.take().map(|(ud, _)| ud),
+            st.recv.take(),
+            st.send.take().map(|(ud, _)| ud),
+            st.connect.take(),
+            st.doorbell.take(),
+        ];
+        let mut n = 0;
+        for ud in uds.into_iter().flatten() {
+            self.complete(ud, -libc::ECANCELED, false, None);
+            n += 1;
+        }
+        self.accepting.retain(|&l| l != fd);
+        n
+    }
+
+    /// The one completion of an operation done at once.
+    fn complete_now(&mut self, user_data: u64, result: i32) {
+        self.complete(user_data, result, false, None);
+    }
+
+    /// Queues an operation (counted in flight now, performed at the next wait).
+    fn queue(&mut self, op: Queued, completions: usize) {
+        self.inflight += completions;
+        self.queued.push(op);
+    }
+
+    /// Performs the queued operations, in order.
+    fn perform_queued(&mut self) {
+        let mut queued = std::mem::take(&mut self.queued_spare);
+        std::mem::swap(&mut queued, &mut self.queued);
+        for op in queued.drain(..) {
+            match op {
+                Queued::Accept(l, multishot, ud) => self.perform_accept(l, multishot, ud),
+                Queued::Recv(s, ud) => self.perform_recv(s, ud),
+                Queued::Send(s, data, ud) => self.perform_send(s, data, ud),
+                Queued::ShutdownWrite(s, ud) => self.perform_shutdown_write(s, ud),
+                Queued::CancelSock(s, ud) => self.perform_cancel_sock(s, ud),
+                Queued::Cancel(target, ud) => self.perform_cancel(target, ud),
+                Queued::CancelAny => self.perform_cancel_any(),
+                Queued::Close(s, ud) => self.perform_close(s, ud),
+                Queued::Socket(domain, ud) => self.perform_socket(domain, ud),
+                // SAFETY: the caller of `connect` keeps the context alive until every one of
+                // the connect's completions (the trait's contract).
+                Queued::Connect(s, ctx, setup, conn) => unsafe {
+                    self.perform_connect(s, &*ctx, setup, conn)
+                },
+                Queued::LookupPeer(s, ud) => self.perform_lookup_peer(s, ud),
+                Queued::Doorbell(fd, ud) => self.perform_read_doorbell(fd, ud),
+            }
+        }
+        self.queued_spare = queued;
+    }
+
+    fn perform_cancel_any(&mut self) {
+        for fd in 0..self.socks.len() {
+            if self.socks[fd].pending() {
+                self.cancel_all_of(fd as RawFd);
+            }
+        }
+        self.complete_now(0, 0);
+    }
+
+    fn perform_accept(&mut self, listener: RawFd, multishot: bool, user_data: u64) {
+        if !self.state(listener).registered {
+            // SAFETY: fcntl on a descriptor the shard owns; no memory is passed.
+            let nonblocking = unsafe {
+                let flags = libc::fcntl(listener, libc::F_GETFL);
+                flags >= 0 && libc::fcntl(listener, libc::F_SETFL, flags | libc::O_NONBLOCK) >= 0
+            };
+            let registered = if nonblocking {
+                self.register(listener, false)
+            } else {
+                Err(errno())
+            };
+            if let Err(e) = registered {
+                self.complete(user_data, -e, false, None);
+                return;
+            }
+        }
+        self.state(listener).accept = Some((user_data, multishot));
+        self.accepting.push(listener);
+        self.progress(listener);
+    }
+
+    fn perform_recv(&mut self, sock: Sock, user_data: u64) {
+        let fd = sock.0 as RawFd;
+        self.state(fd).recv = Some(user_data);
+        self.progress(fd);
+    }
+
+    fn perform_send(&mut self, sock: Sock, data: Prepared, user_data: u64) {
+        let fd = sock.0 as RawFd;
+        self.state(fd).send = Some((user_data, data));
+        self.progress(fd);
+    }
+
+    fn perform_shutdown_write(&mut self, sock: Sock, user_data: u64) {
+        // SAFETY: shutdown(2) takes no memory.
+        let r = Self::ret(unsafe { libc::shutdown(sock.0 as RawFd, libc::SHUT_WR) });
+        self.complete_now(user_data, r);
+    }
+
+    fn perform_cancel_sock(&mut self, sock: Sock, user_data: u64) {
+        let n = self.cancel_all_of(sock.0 as RawFd);
+        self.complete_now(user_data, if n > 0 { n } else { -libc::ENOENT });
+    }
+
+    fn perform_cancel(&mut self, target: u64, user_data: u64) {
+        let fd = self
+            .accepting
+            .iter()
+            .copied()
+            .find(|&l| matches!(self.socks[l as usize].accept, Some((ud, _)) if ud == target))
+            .or_else(|| {
+                self.socks
+                    .iter()
+                    .position(|s| {
+                        s.recv == Some(target)
+                            || s.connect == Some(target)
+                            || s.doorbell == Some(target)
+                            || matches!(s.send, Some((ud, _)) if ud == target)
+                    })
+                    .map(|i| i as RawFd)
+            });
+        let mut n = 0;
+        if let Some(fd) = fd {
+            let st = &mut self.socks[fd as usize];
+            if matches!(st.accept, Some((ud, _)) if ud == target) {
+                st.accept = None;
+                self.accepting.retain(|&l| l != fd);
+                self.complete(target, -libc::ECANCELED, false, None);
+                n += 1;
+            }
+            let st = &mut self.socks[fd as usize];
+            let mut hits = Vec::new();
+            if st.recv == Some(target) {
+                st.recv = None;
+                hits.push(target);
+            }
+            if st.connect == Some(target) {
+                st.connect = None;
+                hits.push(target);
+            }
+            if st.doorbell == Some(target) {
+                st.doorbell = None;
+                hits.push(target);
+            }
+            if matches!(st.send, Some((ud, _)) if ud == target) {
+                st.send = None;
+                hits.push(target);
+            }
+            for ud in hits {
+                self.complete(ud, -libc::ECANCELED, false, None);
+                n += 1;
+            }
+        }
+        self.complete_now(user_data, if n > 0 { n } else { -libc::ENOENT });
+    }
+
+    fn perform_close(&mut self, sock: Sock, user_data: u64) {
+        let fd = sock.0 as RawFd;
+        // The caller closes only sockets with nothing in flight; be safe anyway.
+        self.cancel_all_of(fd);
+        if let Some(st) = self.socks.get_mut(fd as usize) {
+            if st.registered {
+                st.registered = false;
+                // SAFETY: removes `fd` from our epoll instance; no memory is passed (a null
+                // event is allowed for EPOLL_CTL_DEL since Linux 2.6.9).
+                unsafe {
+                    libc::epoll_ctl(
+                        self.ep.as_raw_fd(),
+                        libc::EPOLL_CTL_DEL,
+                        fd,
+                        std::ptr::null_mut(),
+                    )
+                };
+            }
+        }
+        // SAFETY: the shard owns `fd` and names it nowhere after this close.
+        let r = Self::ret(unsafe { libc::close(fd) });
+        self.complete_now(user_data, r);
+    }
+
+    fn perform_socket(&mut self, domain: i32, user_data: u64) {
+        // SAFETY: socket(2) takes no memory.
+        let r = Self::ret(unsafe {
+            libc::socket(
+                domain,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        });
+        self.complete_now(user_data, r);
+    }
+
+    unsafe fn perform_connect(
+        &mut self,
+        sock: Sock,
+        ctx: &ConnectCtx,
+        setup_ud: u64,
+        connect_ud: u64,
+    ) {
+        let fd = sock.0 as RawFd;
+        // SAFETY: setsockopt reads the i32 `ctx.one`, which the caller keeps alive.
+        let r = Self::ret(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&ctx.one as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        });
+        let mut failed = r < 0;
+        self.complete_now(setup_ud, r);
+        if let Some(b) = &ctx.bind {
+            let r = if failed {
+                -libc::ECANCELED
+            } else {
+                // SAFETY: `b` is a valid socket address of `b.len()` bytes.
+                Self::ret(unsafe { libc::bind(fd, b.as_ptr().cast(), b.len()) })
+            };
+            failed |= r < 0;
+            self.complete_now(setup_ud, r);
+        }
+        if failed {
+            self.complete_now(connect_ud, -libc::ECANCELED);
+            return;
+        }
+        // SAFETY: `ctx.addr` is a valid socket address of `len()` bytes.
+        let rc = unsafe { libc::connect(fd, ctx.addr.as_ptr().cast(), ctx.addr.len()) };
+        let e = if rc < 0 { errno() } else { 0 };
+        if rc == 0 || e != libc::EINPROGRESS {
+            self.complete_now(connect_ud, -e);
+            if rc == 0 {
+                let _ = self.register(fd, true);
+            }
+            return;
+        }
+        if let Err(e) = self.register(fd, true) {
+            self.complete(connect_ud, -e, false, None);
+            return;
+        }
+        let st = self.state(fd);
+        st.connect = Some(connect_ud);
+        // Wait for the connect's own edge.
+        st.writable = false;
+    }
+
+    fn perform_lookup_peer(&mut self, sock: Sock, user_data: u64) {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes no memory; the new descriptor goes to the
+        // caller (the completion's contract).
+        let r = Self::ret(unsafe { libc::fcntl(sock.0 as RawFd, libc::F_DUPFD_CLOEXEC, 0) });
+        self.complete_now(user_data, r);
+    }
+
+    fn perform_read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
+        if let Err(e) = self.register(eventfd, false) {
+            self.complete(user_data, -e, false, None);
+            return;
+        }
+        self.state(eventfd).doorbell = Some(user_data);
+        self.progress(eventfd);
+    }
+
+    fn ret(rc: libc::c_int) -> i32 {
+        if rc < 0 {
+            -errno()
+        } else {
+            rc
+        }
+    }
+}
+
+impl Drop for EpollDriver {
+    fn drop(&mut self) {
+        // Nothing is owned by the kernel here: receives and sends are done synchronously, so
+        // buffers and payloads are free to go.
+        if self.inflight > 0 {
+            tracing::debug!(
+                inflight = self.inflight,
+                "epoll driver dropped with operations pending"
+            );
+        }
+    }
+}
+
+impl Driver for EpollDriver {
+    fn name(&self) -> &'static str {
+        "epoll"
+    }
+
+    fn failed(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+
+    fn accept(&mut self, listener: RawFd, multishot: bool, user_data: u64) {
+        self.queue(Queued::Accept(listener, multishot, user_data), 1);
+    }
+
+    fn recv(&mut self, sock: Sock, user_data: u64) {
+        self.queue(Queued::Recv(sock, user_data), 1);
+    }
+
+    unsafe fn send(&mut self, sock: Sock, data: Prepared, user_data: u64) {
+        self.queue(Queued::Send(sock, data, user_data), 1);
+    }
+
+    fn shutdown_write(&mut self, sock: Sock, user_data: u64) {
+        self.queue(Queued::ShutdownWrite(sock, user_data), 1);
+    }
+
+    fn cancel_sock(&mut self, sock: Sock, user_data: u64) {
+        self.queue(Queued::CancelSock(sock, user_data), 1);
+    }
+
+    fn cancel(&mut self, target: u64, user_data: u64) {
+        self.queue(Queued::Cancel(target, user_data), 1);
+    }
+
+    fn close(&mut self, sock: Sock, user_data: u64) {
+        self.queue(Queued::Close(sock, user_data), 1);
+    }
+
+    fn socket(&mut self, domain: i32, user_data: u64) {
+        self.queue(Queued::Socket(domain, user_data), 1);
+    }
+
+    unsafe fn connect(&mut self, sock: Sock, ctx: &ConnectCtx, setup_ud: u64, connect_ud: u64) {
+        let completions = 2 + usize::from(ctx.bind.is_some());
+        self.queue(
+            Queued::Connect(sock, ctx, setup_ud, connect_ud),
+            completions,
+        );
+    }
+
+    fn lookup_peer(&mut self, sock: Sock, user_data: u64) {
+        self.queue(Queued::LookupPeer(sock, user_data), 1);
+    }
+
+    fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
+        self.queue(Queued::Doorbell(eventfd, user_data), 1);
+    }
+
+    /// One `epoll_wait` (not blocking when completions or retries are waiting), then the
+    /// attempts the reported readiness allows.
+    fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.perform_queued();
+        let ms = if !self.done.is_empty() || !self.again.is_empty() || !self.queued.is_empty() {
+            0
+        } else {
+            match timeout {
+                // Rounded up: waking before a timer is due would only spin.
+                Some(t) => t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+                None => -1,
+            }
+        };
+        // SAFETY: `events` is a live buffer of `len` entries the kernel writes into.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.ep.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        let mut retry = std::mem::take(&mut self.again_spare);
+        std::mem::swap(&mut retry, &mut self.again);
+        for fd in retry.drain(..) {
+            if let Some(st) = self.socks.get_mut(fd as usize) {
+                st.again = false;
+                self.progress(fd);
+            }
+        }
+        self.again_spare = retry;
+        for i in 0..n as usize {
+            let ev = self.events[i];
+            let (fd, gen) = (ev.u64 as u32 as RawFd, (ev.u64 >> 32) as u32);
+            let Some(st) = self.socks.get_mut(fd as usize) else {
+                continue;
+            };
+            if !st.registered || st.gen != gen {
+                continue; // the descriptor's previous socket
+            }
+            let bits = ev.events as i32;
+            let broken = bits & (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) != 0;
+            st.readable |= bits & libc::EPOLLIN != 0 || broken;
+            st.writable |=
+                bits & libc::EPOLLOUT != 0 || bits & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
+            st.rdhup |= broken;
+            if st.pending() {
+                self.progress(fd);
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, out: &mut Vec<Completion>) {
+        let finished = self.done.iter().filter(|c| !c.more).count();
+        self.inflight = self.inflight.saturating_sub(finished);
+        out.append(&mut self.done);
+    }
+
+    fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    fn cancel_any(&mut self) {
+        self.queue(Queued::CancelAny, 1);
+    }
+
+    unsafe fn buffer<'a>(&self, buf: RecvBuf, len: usize) -> &'a [u8] {
+        let b = self.bufs.get(buf, len);
+        // SAFETY: the buffer is boxed (it does not move when the pool grows) and is not
+        // written until it is recycled; the caller drops the slice before `recycle`.
+        unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) }
+    }
+
+    fn recycle(&mut self, buf: RecvBuf) {
+        self.bufs.put(buf);
+    }
+
+    fn publish_buffers(&mut self) {}
+}
