@@ -74,6 +74,8 @@ pub(crate) struct Conn {
     /// Resume results, replayed history and live pushes behind them, not yet handed to the
     /// session (sliced replay, `gateway/replay.rs`); empty (unallocated) otherwise.
     pub replay: std::collections::VecDeque<super::replay::Pending>,
+    /// Native or WebSocket (`gateway/transport.rs`), decided by the first bytes.
+    pub transport: super::transport::Transport,
 }
 
 impl Conn {
@@ -104,6 +106,7 @@ impl Conn {
             closing: false,
             timer_at: u64::MAX,
             replay: std::collections::VecDeque::new(),
+            transport: super::transport::Transport::Undecided,
         }
     }
 

@@ -9,6 +9,7 @@ mod answers;
 mod deliver;
 mod limits;
 mod overload;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -23,6 +24,7 @@ use super::conn::{Conn, Joined};
 use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
+use super::transport::Transport;
 use super::{Shared, BROADCAST_ROOM};
 use super::{SESSION_RESUME_MS, SWEEP_EVERY_MS};
 use crate::auth::Claims;
@@ -272,6 +274,12 @@ impl GatewayHandler {
             Event::Sleep { .. } | Event::Wake => {}
             Event::Closed { reason, by_peer } => {
                 transmit(ctx, &mut self.rec, c);
+                if !self.ws_closed(ctx, c, reason, by_peer) {
+                    // Our WebSocket Close is out; the peer's answer (or the session's drain
+                    // deadline, in `pump`) closes the transport.
+                    c.close_code = Some(reason.0);
+                    return;
+                }
                 if !c.closing {
                     c.closing = true;
                     let engine_reason = if by_peer {
@@ -283,6 +291,58 @@ impl GatewayHandler {
                     ctx.close(c.id, engine_reason);
                 }
             }
+        }
+    }
+
+    /// Decodes and handles the protocol frames in `c.rx` (native bytes, or the payloads of
+    /// WebSocket binary messages), acting on each frame's events before the next.
+    pub(super) fn feed_native(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, now: u64) {
+        while c.session.state() != State::Closed {
+            match c.session.next_frame(&mut c.rx) {
+                Ok(Some(frame)) => {
+                    c.frames_in += 1;
+                    self.rec.frame(Direction::In);
+                    if matches!(c.session.state(), State::Active | State::Sleeping) {
+                        let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
+                        for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {
+                            self.rec.heartbeat_missed();
+                        }
+                    }
+                    c.last_rx_ms = now;
+                    if !self.control_allowed(c, &frame, now) {
+                        break;
+                    }
+                    c.session.handle_frame(frame, now);
+                    // Act on each frame's events before the next frame (a JOIN right
+                    // behind HELLO finds the session already accepted).
+                    while let Some(ev) = c.session.poll_event() {
+                        self.on_event(ctx, c, ev, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let welcomed = !matches!(
+                        c.session.state(),
+                        State::Handshaking | State::Authenticating
+                    );
+                    if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
+                        (welcomed, &e)
+                    {
+                        crate::metrics::limits::hit(
+                            crate::metrics::Limit::HandshakePayload,
+                            1,
+                            &format_args!(
+                                "a frame before WELCOME declared {declared} bytes (at most {max}); closed with FRAME_TOO_LARGE"
+                            ),
+                        );
+                    }
+                    c.session.refuse_input(&mut c.rx, &e, now);
+                    break;
+                }
+            }
+        }
+        if c.session.state() == State::Closed || c.session.state() == State::Draining {
+            c.rx.clear();
         }
     }
 
@@ -630,12 +690,31 @@ fn random_u64(salt: u64) -> u64 {
 }
 
 /// Hands the session's queued frames to the engine.
+///
+/// Over WebSocket each frame is one binary message: its 2–10-byte header is copied into the
+/// engine's pooled blocks and the (possibly shared) frame follows it, uncopied. Before the
+/// upgrade and after our Close there is no place for them on the wire: they are dropped.
 pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder, c: &mut Conn) {
+    let ws = c.transport.ws_sending();
     while let Some(frame) = c.session.poll_transmit() {
         if frame.get(1) == Some(&(Op::Ping as u8)) {
             rec.heartbeat_sent();
         }
-        match ctx.send(c.id, frame) {
+        let sent = match ws {
+            None => ctx.send(c.id, frame),
+            Some(true) => {
+                let header = ringport_ws::encode_header(
+                    ringport_ws::OpCode::Binary,
+                    true,
+                    frame.len(),
+                    None,
+                );
+                ctx.send_copy(c.id, header.as_slice())
+                    .and_then(|()| ctx.send(c.id, frame))
+            }
+            Some(false) => continue,
+        };
+        match sent {
             Ok(()) => rec.frame(Direction::Out),
             Err(SendError::SlowConsumer) => {
                 // With the default policy the engine is closing it: this frame and every one
@@ -674,53 +753,17 @@ impl Handler for GatewayHandler {
         };
         let now = self.now_ms(ctx);
         // Grows by what arrived only: nothing is reserved for a frame's declared length.
-        c.rx.extend_from_slice(data);
-        while c.session.state() != State::Closed {
-            match c.session.next_frame(&mut c.rx) {
-                Ok(Some(frame)) => {
-                    c.frames_in += 1;
-                    self.rec.frame(Direction::In);
-                    if matches!(c.session.state(), State::Active | State::Sleeping) {
-                        let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
-                        for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {
-                            self.rec.heartbeat_missed();
-                        }
-                    }
-                    c.last_rx_ms = now;
-                    if !self.control_allowed(&mut c, &frame, now) {
-                        break;
-                    }
-                    c.session.handle_frame(frame, now);
-                    // Act on each frame's events before the next frame (a JOIN right
-                    // behind HELLO finds the session already accepted).
-                    while let Some(ev) = c.session.poll_event() {
-                        self.on_event(ctx, &mut c, ev, now);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let welcomed = !matches!(
-                        c.session.state(),
-                        State::Handshaking | State::Authenticating
-                    );
-                    if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
-                        (welcomed, &e)
-                    {
-                        crate::metrics::limits::hit(
-                            crate::metrics::Limit::HandshakePayload,
-                            1,
-                            &format_args!(
-                                "a frame before WELCOME declared {declared} bytes (at most {max}); closed with FRAME_TOO_LARGE"
-                            ),
-                        );
-                    }
-                    c.session.refuse_input(&mut c.rx, &e, now);
-                    break;
-                }
-            }
+        match &mut c.transport {
+            Transport::WebSocket(ws) => ws.raw.extend_from_slice(data),
+            _ => c.rx.extend_from_slice(data),
         }
-        if c.session.state() == State::Closed || c.session.state() == State::Draining {
-            c.rx.clear();
+        if matches!(c.transport, Transport::Undecided) {
+            c.transport = Transport::sniff(&mut c.rx, self.shared.websocket.as_ref());
+        }
+        match c.transport {
+            Transport::Native => self.feed_native(ctx, &mut c, now),
+            Transport::WebSocket(_) => self.ws_input(ctx, &mut c, now),
+            Transport::Undecided => {}
         }
         if c.rx.is_empty() {
             // Idle connections hold no receive memory.
@@ -730,8 +773,14 @@ impl Handler for GatewayHandler {
             // when bytes next arrive, a fresh one of the old size): copy the few bytes out.
             c.rx = BytesMut::from(&c.rx[..]);
         }
-        self.rec.receive_buffer(c.rx_counted, c.rx.capacity());
-        c.rx_counted = c.rx.capacity();
+        if let Transport::WebSocket(ws) = &mut c.transport {
+            if ws.raw.is_empty() {
+                ws.raw = BytesMut::new();
+            }
+        }
+        let held = c.rx.capacity() + c.transport.held();
+        self.rec.receive_buffer(c.rx_counted, held);
+        c.rx_counted = held;
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -752,6 +801,11 @@ impl Handler for GatewayHandler {
             return;
         };
         c.session.transport_closed();
+        if let Transport::WebSocket(ws) = &c.transport {
+            if ws.upgraded {
+                crate::metrics::websocket::closed();
+            }
+        }
         self.rec.receive_buffer(c.rx_counted, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);
