@@ -119,7 +119,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("limits", "max_connections_per_user", Int, "Connections open at once for one user (the token's sub), on every shard and address together; one more HELLO is answered CLOSE POLICY. 0 = no limit."),
     k("limits", "room_ops_per_sec", Int, "Sustained JOIN and LEAVE requests per second on one connection; beyond it they are answered RATE_LIMITED, and a connection that sends a whole burst more while limited is closed with POLICY. 0 = no limit."),
     k("limits", "room_ops_burst", Int, "JOIN and LEAVE requests one connection may send in a burst."),
-    k("limits", "control_frames_per_sec", Int, "Sustained control frames (PING, PONG, SLEEP, WAKE, ACK) per second on one connection; beyond it the connection is closed with POLICY. 0 = no limit."),
+    k("limits", "control_frames_per_sec", Int, "Sustained control frames (PING, PONG, SLEEP, WAKE, ACK, and WebSocket pings and pongs) per second on one connection; beyond it the connection is closed with POLICY. 0 = no limit."),
     k("limits", "control_frames_burst", Int, "Control frames one connection may send in a burst."),
     k("limits", "max_tracked_ips", Int, "IP addresses whose connection counts and rates are remembered at once; beyond it the least recently seen address without open connections is forgotten."),
     k("limits", "exempt_loopback", Bool, "Exempt loopback peers (127.0.0.0/8, ::1) from the per-IP limits: behind a local proxy every client looks like loopback."),
