@@ -42,6 +42,9 @@ mod encode;
 mod error;
 pub mod handshake;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use close::{is_valid_close_code, CloseCode, CloseFrame};
 pub use decode::{Decoder, Incoming, Role};
 pub use encode::{apply_mask, close_payload, encode_frame, encode_header, Header, MAX_HEADER};

@@ -7,7 +7,22 @@ import asyncio
 import sys
 
 import websockets
-from websockets.asyncio.client import connect
+
+try:  # websockets >= 13 (pip)
+    from websockets.asyncio.client import connect
+except ImportError:  # the legacy API of older releases (Debian's python3-websockets 10.x)
+    from websockets import connect
+
+# The exception for a non-101 answer: InvalidStatus (>= 13) or InvalidStatusCode (legacy).
+REFUSED = tuple(
+    getattr(websockets.exceptions, name)
+    for name in ("InvalidStatus", "InvalidStatusCode")
+    if hasattr(websockets.exceptions, name)
+)
+
+
+def status_of(e):
+    return e.response.status_code if hasattr(e, "response") else e.status_code
 
 
 async def main():
@@ -51,14 +66,14 @@ async def main():
     try:
         async with connect(url, subprotocols=["chat"]) as ws:
             print("refused", "no")
-    except websockets.exceptions.InvalidStatus as e:
-        print("refused", e.response.status_code)
+    except REFUSED as e:
+        print("refused", status_of(e))
 
     try:
         async with connect(f"ws://127.0.0.1:{port}/elsewhere", subprotocols=["ringport.v1"]):
             print("not_found", "no")
-    except websockets.exceptions.InvalidStatus as e:
-        print("not_found", e.response.status_code)
+    except REFUSED as e:
+        print("not_found", status_of(e))
 
 
 asyncio.run(asyncio.wait_for(main(), 60))
