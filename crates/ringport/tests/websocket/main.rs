@@ -6,6 +6,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod interop;
+mod sdk;
 
 use bytes::BytesMut;
 use client::{exchange, request, Msg, WsClient, MASK};
