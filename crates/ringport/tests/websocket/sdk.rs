@@ -1,25 +1,11 @@
 //! The Rust SDK over WebSocket (`ws://` address) against the real gateway: join, publish,
 //! receive, and a reconnect that resumes the room.
 
-use std::time::Duration;
-
-use ringport_client::{Backoff, Client, Event, Fault, Options};
+use ringport_client::{Client, Event, Fault};
 use ringport_proto::Status;
 
 use crate::common::gateway::{test_config, TestServer, WAIT};
-
-fn options() -> Options {
-    Options {
-        backoff: Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(300),
-            multiplier: 2.0,
-            jitter: 0.5,
-        },
-        handshake_timeout: Duration::from_secs(5),
-        ..Options::default()
-    }
-}
+use crate::common::sdk_options;
 
 /// The next event matching `want`, skipping others.
 async fn until(
@@ -50,7 +36,9 @@ fn sdk_connects_over_websocket_and_resumes() {
     let url = format!("ws://{}/ringport", server.addr);
     let rt = crate::common::runtime();
     rt.block_on(async {
-        let (client, mut rx) = Client::connect(url, "", options()).await.expect("connects");
+        let (client, mut rx) = Client::connect(url, "", sdk_options())
+            .await
+            .expect("connects");
         client.join("sdk").await.expect("joined");
         client.publish("sdk", "from sdk").await.expect("acked");
         until(&mut rx, |e| payload_is(e, b"from sdk")).await;
@@ -75,7 +63,11 @@ fn sdk_connects_over_websocket_and_resumes() {
 fn sdk_refuses_wss_for_now() {
     let rt = crate::common::runtime();
     let e = rt
-        .block_on(Client::connect("wss://127.0.0.1:1/ringport", "", options()))
+        .block_on(Client::connect(
+            "wss://127.0.0.1:1/ringport",
+            "",
+            sdk_options(),
+        ))
         .expect_err("refused");
     assert!(e.to_string().contains("no TLS yet"), "{e}");
 }
