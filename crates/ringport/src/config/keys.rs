@@ -126,7 +126,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("websocket", "enabled", Bool, "Accept WebSocket (RFC 6455) upgrades on server.listen: a connection whose first bytes are \"GET \" is an HTTP upgrade request, any other speaks the native protocol."),
     k("websocket", "path", Str, "Request path of the WebSocket endpoint (a query string is ignored); other paths are answered 404."),
     k("websocket", "max_request_bytes", Int, "Largest upgrade request (request line and headers) in bytes; a longer one is answered 431 and closed. The request must also complete within protocol.handshake_timeout_ms. 512 to 1048576."),
-    k("websocket", "max_message_bytes", Int, "Largest binary message (the sum of its fragments) in bytes, refused from its frame headers before it is buffered (close code 1009); at least protocol.max_payload + 8."),
+    k("websocket", "max_message_bytes", Int, "Largest binary message (the sum of its fragments) in bytes, refused from its frame headers before it is buffered (close code 1009); 0 = one frame of protocol.max_payload (max_payload + 8), otherwise at least that."),
     k("admin", "listen", Addr, "HTTP API and /metrics listener. A non-loopback address requires api_key."),
     opt("admin", "api_key", Str, "\"a-random-string-of-at-least-16-bytes\"", "Bearer key for the HTTP API (Authorization: Bearer KEY or X-Api-Key). Required when listen is not loopback; enforced whenever set."),
     k("admin", "max_body_size", Int, "Largest accepted HTTP request body in bytes."),

@@ -18,7 +18,8 @@ pub struct WebSocketConfig {
     pub path: String,
     /// Largest upgrade request (request line and headers) in bytes.
     pub max_request_bytes: u32,
-    /// Largest binary message (the sum of its frames) in bytes.
+    /// Largest binary message (the sum of its frames) in bytes; 0 = one frame of
+    /// `protocol.max_payload` (its payload and 8-byte header).
     pub max_message_bytes: u32,
 }
 
@@ -28,13 +29,21 @@ impl Default for WebSocketConfig {
             enabled: true,
             path: ringport_ws::DEFAULT_PATH.to_owned(),
             max_request_bytes: 8 * 1024,
-            // One frame of the default protocol.max_payload and its 8-byte header.
-            max_message_bytes: 64 * 1024 + 8,
+            // One frame of protocol.max_payload, whatever it is set to.
+            max_message_bytes: 0,
         }
     }
 }
 
 impl WebSocketConfig {
+    /// The message limit in force: `max_message_bytes`, or one frame of `max_payload`.
+    pub fn max_message(&self, max_payload: u32) -> u64 {
+        match self.max_message_bytes {
+            0 => u64::from(max_payload) + 8,
+            n => u64::from(n),
+        }
+    }
+
     /// `max_payload`: `protocol.max_payload`, which one message must be able to carry.
     pub(super) fn validate(&self, max_payload: u32) -> Result<(), ConfigError> {
         if !self.path.starts_with('/')
@@ -55,7 +64,7 @@ impl WebSocketConfig {
             1 << 20,
         )?;
         let frame = u64::from(max_payload) + 8;
-        if u64::from(self.max_message_bytes) < frame {
+        if self.max_message_bytes != 0 && u64::from(self.max_message_bytes) < frame {
             return Err(invalid(
                 "websocket.max_message_bytes",
                 format!(

@@ -231,7 +231,7 @@ pub fn start_with_sink(
             config.server.effective_memory_budget(),
             engine_cfg.workers,
         ),
-        websocket: transport::WsSettings::from_config(&config.websocket),
+        websocket: transport::WsSettings::from_config(config),
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {

@@ -31,11 +31,12 @@ pub(crate) struct WsSettings {
 }
 
 impl WsSettings {
-    pub fn from_config(c: &crate::config::WebSocketConfig) -> Option<WsSettings> {
-        c.enabled.then(|| WsSettings {
-            path: c.path.clone(),
-            max_request: c.max_request_bytes as usize,
-            max_message: u64::from(c.max_message_bytes),
+    pub fn from_config(c: &crate::config::Config) -> Option<WsSettings> {
+        let ws = &c.websocket;
+        ws.enabled.then(|| WsSettings {
+            path: ws.path.clone(),
+            max_request: ws.max_request_bytes as usize,
+            max_message: ws.max_message(c.protocol.max_payload),
         })
     }
 }

@@ -43,7 +43,7 @@ fn python_websockets_client_interoperates() {
         seq: 1,
         payload: "hello from python".into(),
     }));
-    let max = test_config().websocket.max_message_bytes.to_string();
+    let max = (test_config().protocol.max_payload + 8).to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/websocket/interop.py");
     let out = Command::new("python3")
         .args([

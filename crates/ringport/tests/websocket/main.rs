@@ -264,7 +264,7 @@ fn every_violation_closes_with_its_code() {
 
     // Oversized: refused from the header alone (only the header is sent), with the native
     // CLOSE FRAME_TOO_LARGE before the Close 1009.
-    let max = u64::from(test_config().websocket.max_message_bytes);
+    let max = u64::from(test_config().protocol.max_payload) + 8;
     let header = encode_header(OpCode::Binary, true, max as usize + 1, Some(MASK));
     let frames = violation(&server, header.as_slice(), 1009, "message_too_big");
     assert!(matches!(
