@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 secs="${FUZZ_SECS:-20}"
-targets=(decode_frames session_sequence hello_resume)
+targets=(decode_frames session_sequence hello_resume ws_decode)
 
 fail() {
     echo "fuzz smoke: FAILED: $*" >&2

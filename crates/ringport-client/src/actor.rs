@@ -13,12 +13,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::link::{Link, Target};
 use bytes::{Bytes, BytesMut};
 use ringport_proto::{
     ClientConfig, ClientEvent, ClientSession, ClientState, CloseReason, Skipped, Status,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
@@ -81,7 +80,7 @@ enum End {
 
 /// One live connection: the socket and its receive buffer.
 struct Conn {
-    stream: TcpStream,
+    stream: Link,
     /// Received bytes not yet decoded.
     rx: BytesMut,
 }
@@ -238,8 +237,8 @@ impl Actor {
             addr: addr.clone(),
             source,
         };
-        let stream = TcpStream::connect(&addr).await.map_err(connect_err)?;
-        let _ = stream.set_nodelay(true);
+        let target = Target::parse(&addr).map_err(connect_err)?;
+        let stream = Link::open(&target).await.map_err(connect_err)?;
         let mut conn = Conn {
             stream,
             rx: BytesMut::with_capacity(8 * 1024),
@@ -247,11 +246,7 @@ impl Actor {
         self.session.connect(self.now());
         self.flush(&mut conn).await.map_err(connect_err)?;
         while self.session.state() == ClientState::Handshaking {
-            let n = conn
-                .stream
-                .read_buf(&mut conn.rx)
-                .await
-                .map_err(connect_err)?;
+            let n = conn.stream.read(&mut conn.rx).await.map_err(connect_err)?;
             if n == 0 {
                 self.session.transport_closed("connection closed by peer");
                 return Err(connect_err(std::io::ErrorKind::UnexpectedEof.into()));
@@ -280,8 +275,8 @@ impl Actor {
         while let Some(b) = self.session.poll_transmit() {
             out.extend_from_slice(&b);
         }
-        if !out.is_empty() {
-            conn.stream.write_all(&out).await?;
+        if !out.is_empty() || conn.stream.owes() {
+            conn.stream.write(&out).await?;
         }
         Ok(())
     }
@@ -362,7 +357,7 @@ impl Actor {
                     self.origin + Duration::from_millis(t)
                 });
             tokio::select! {
-                r = conn.stream.read_buf(&mut conn.rx) => match r {
+                r = conn.stream.read(&mut conn.rx) => match r {
                     Ok(0) => self.session.transport_closed("connection closed by peer"),
                     Err(e) => self.session.transport_closed(&e.to_string()),
                     Ok(_) => self.session.handle_input(&mut conn.rx, self.now()),
@@ -387,7 +382,7 @@ impl Actor {
             Some(Command::Close { reply }) => {
                 self.session.close(CloseReason::NORMAL, "", self.now());
                 let _ = self.flush(conn).await;
-                let _ = conn.stream.shutdown().await;
+                conn.stream.shutdown().await;
                 let _ = reply.send(());
                 Some(End::Closed)
             }
@@ -396,7 +391,7 @@ impl Actor {
                     Fault::Reset => {
                         // Zero linger: close() sends RST and never blocks.
                         #[allow(deprecated)]
-                        let _ = conn.stream.set_linger(Some(Duration::ZERO));
+                        let _ = conn.stream.stream.set_linger(Some(Duration::ZERO));
                         "fault: reset"
                     }
                     Fault::Abort => "fault: abort",

@@ -37,6 +37,7 @@
 mod actor;
 mod error;
 mod event;
+mod link;
 mod options;
 pub mod outbound;
 pub use ringport_proto::client::positions;
@@ -70,7 +71,9 @@ impl std::fmt::Debug for Command {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`), authenticates with `token`, and
+    /// Connects to `addr` — `host:port` for the native protocol on TCP, or
+    /// `ws://host:port/path` for WebSocket (path `/ringport` when absent;
+    /// docs/protocol.md section 13) — authenticates with `token`, and
     /// returns the handle and the event receiver. Fails if the first
     /// connection or handshake fails; later disconnects are retried.
     pub async fn connect(

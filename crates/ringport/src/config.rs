@@ -19,6 +19,7 @@
 mod keys;
 mod layers;
 mod limits;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::{default_toml, KeyDoc, KeyKind, KEYS};
 pub use layers::{Layers, Override};
 pub use limits::LimitsConfig;
+pub use websocket::WebSocketConfig;
 
 /// The whole resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -40,6 +42,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub history: HistoryConfig,
     pub limits: LimitsConfig,
+    pub websocket: WebSocketConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -669,6 +672,7 @@ impl Config {
         )?;
 
         self.limits.validate()?;
+        self.websocket.validate(self.protocol.max_payload)?;
 
         let h = &self.history;
         in_range(

@@ -11,6 +11,7 @@ pub mod cells;
 pub mod families;
 pub mod limits;
 pub mod text;
+pub mod websocket;
 
 pub use cells::{RecorderSlots, Registry, ShardRecorder};
 pub use families::{

@@ -18,28 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::gateway::{test_config, token, TestServer, SECRET};
-use common::{request, runtime};
+use common::{request, runtime, sdk_options};
 use rand::Rng;
-use ringport_client::{Backoff, Client, Event, Fault, LossReason, Options, StreamName};
+use ringport_client::{Client, Event, Fault, LossReason, StreamName};
 use ringport_proto::{Frame, Hello, Resume, ResumeOutcome, ResumePoint};
 use tokio::sync::mpsc::Receiver;
 
 const ROOM: &str = "chaos";
-
-fn sdk_options() -> Options {
-    Options {
-        backoff: Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(300),
-            multiplier: 2.0,
-            jitter: 0.5,
-        },
-        handshake_timeout: Duration::from_secs(5),
-        outbound_queue: 4_096,
-        event_capacity: 65_536,
-        ..Options::default()
-    }
-}
 
 /// What one client saw of the room.
 #[derive(Debug, Default)]

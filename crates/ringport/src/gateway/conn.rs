@@ -81,6 +81,8 @@ pub(crate) struct Conn {
     /// Resume results, replayed history and live pushes behind them, not yet handed to the
     /// session (sliced replay, `gateway/replay.rs`); empty (unallocated) otherwise.
     pub replay: super::replay::ReplayQueue,
+    /// Native or WebSocket (`gateway/transport.rs`), decided by the first bytes.
+    pub transport: super::transport::Transport,
 }
 
 impl Conn {
@@ -112,7 +114,18 @@ impl Conn {
             closing: false,
             timer_at: u64::MAX,
             replay: super::replay::ReplayQueue::default(),
+            transport: super::transport::Transport::Undecided,
         }
+    }
+
+    /// The receive reassembly buffer, allocated on first use.
+    pub fn rx_mut(&mut self) -> &mut BytesMut {
+        self.rx.get_or_insert_with(Box::default)
+    }
+
+    /// Bytes held in the receive reassembly buffer.
+    pub fn rx_len(&self) -> usize {
+        self.rx.as_ref().map_or(0, |b| b.len())
     }
 
     /// Capacity of the receive buffer (0 without one).

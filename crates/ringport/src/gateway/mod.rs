@@ -17,6 +17,8 @@
 //! - `control`: the [`crate::http::Gateway`] implementation (asks the shards through
 //!   [`crate::http::ask_all`]) and `/metrics` rendering.
 //! - `replay`: resume replay handed to sessions a slice per loop turn.
+//! - `transport`: native or WebSocket framing of a client connection, told apart by its
+//!   first bytes (the WebSocket glue is `handler/websocket.rs`).
 //!
 //! Threads: everything per connection lives on its shard; `Shared` is the read-mostly part
 //! every shard and the control plane see (configuration, token verifier, stream sink, metric
@@ -31,6 +33,7 @@ mod overload;
 mod publish;
 mod replay;
 mod rooms;
+mod transport;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -124,6 +127,8 @@ pub(crate) struct Shared {
     /// `server.memory_budget_bytes` and every shard's last measurement.
     pub memory: overload::MemoryBudget,
     // --- end abuse limits ---
+    /// `[websocket]`; `None` when WebSocket is disabled.
+    pub websocket: Option<transport::WsSettings>,
 }
 
 /// Per-session window of client seqs remembered beyond the highest contiguous one (the SDK's
@@ -226,6 +231,7 @@ pub fn start_with_sink(
             config.server.effective_memory_budget(),
             engine_cfg.workers,
         ),
+        websocket: transport::WsSettings::from_config(config),
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {

@@ -349,6 +349,7 @@ impl MetricsSnapshot {
             self.receive_buffer_bytes,
         );
         super::limits::render(&mut w, &[(super::Limit::ServerFull, self.refused_over_cap)]);
+        super::websocket::render(&mut w);
         // --- end abuse limits ---
 
         w.family(

@@ -62,11 +62,15 @@ pub enum Limit {
     /// `server.memory_budget_bytes` exceeded: a connection refused, or one with a large send
     /// queue closed.
     MemoryBudget,
+    /// A WebSocket upgrade request over `websocket.max_request_bytes` (HTTP 431).
+    WebSocketRequest,
+    /// A WebSocket message over `websocket.max_message_bytes` (close code 1009).
+    WebSocketMessage,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 21] = [
+    pub const ALL: [Limit; 23] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -88,6 +92,8 @@ impl Limit {
         Limit::TrackedIps,
         Limit::ServerFull,
         Limit::MemoryBudget,
+        Limit::WebSocketRequest,
+        Limit::WebSocketMessage,
     ];
 
     /// The `limit` label.
@@ -114,6 +120,8 @@ impl Limit {
             Limit::TrackedIps => "tracked_ips",
             Limit::ServerFull => "server_full",
             Limit::MemoryBudget => "memory_budget",
+            Limit::WebSocketRequest => "websocket_request",
+            Limit::WebSocketMessage => "websocket_message",
         }
     }
 

@@ -307,3 +307,19 @@ impl Pipelined {
         self.answer()
     }
 }
+
+/// SDK options for tests: quick reconnects, room for every message a test sends.
+pub fn sdk_options() -> ringport_client::Options {
+    ringport_client::Options {
+        backoff: ringport_client::Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(300),
+            multiplier: 2.0,
+            jitter: 0.5,
+        },
+        handshake_timeout: Duration::from_secs(5),
+        outbound_queue: 4_096,
+        event_capacity: 65_536,
+        ..ringport_client::Options::default()
+    }
+}

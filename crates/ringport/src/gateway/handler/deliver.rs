@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use ringport_io::{ConnId, Ctx};
 use ringport_proto::{PushClass, PushOutcome, StreamName};
 
-use super::{send_frames, transmit, GatewayHandler};
+use super::{send_frame, send_frames, transmit, GatewayHandler};
 use crate::gateway::conn::Conn;
 use crate::gateway::publish::Delivery;
 use crate::gateway::replay::{record_offer, Pending};
@@ -173,7 +173,10 @@ impl GatewayHandler {
         if c.id != id {
             return RunOffer::None;
         }
-        let passes = c.replay.is_empty() && c.session.push_passes_through();
+        // Over WebSocket every server message holds exactly one frame (protocol.md §13).
+        let passes = c.replay.is_empty()
+            && c.session.push_passes_through()
+            && c.transport.ws_sending().is_none();
         let Some(last) = last_offset(c, &run[0].stream) else {
             return RunOffer::None;
         };
@@ -249,7 +252,7 @@ impl GatewayHandler {
         if c.session.push_passes_through() {
             // Nothing queued ahead of it: straight to the engine.
             let queued = record_offer(&mut self.rec, d.kind, PushOutcome::Sent);
-            send_frames(ctx, &mut self.rec, c, d.frame.clone(), 1);
+            send_frame(ctx, &mut self.rec, c, d.frame.clone());
             return queued;
         }
         let outcome = c

@@ -125,16 +125,21 @@ impl GatewayHandler {
                 | Frame::Wake
                 | Frame::Ack(_)
         );
+        !control || self.take_control(c, now)
+    }
+
+    /// Takes a token for one control frame (native, or a WebSocket ping or pong); beyond
+    /// `limits.control_frames_per_sec` closes the connection with POLICY and returns false.
+    pub(super) fn take_control(&self, c: &mut Conn, now: u64) -> bool {
         let l = &self.shared.limits;
-        if !control
-            || l.control_frames_per_sec == 0
+        if l.control_frames_per_sec == 0
             || c.controls
                 .take(l.control_frames_per_sec, l.control_frames_burst, now)
         {
             return true;
         }
         let text = format!(
-            "control frames (PING, PONG, SLEEP, WAKE, ACK) over {} per second",
+            "control frames (PING, PONG, SLEEP, WAKE, ACK, WebSocket ping/pong) over {} per second",
             l.control_frames_per_sec
         );
         hit(Limit::ControlRate, 1, &text);

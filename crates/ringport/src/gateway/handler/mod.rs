@@ -9,6 +9,7 @@ mod answers;
 mod deliver;
 mod limits;
 mod overload;
+mod websocket;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -23,6 +24,7 @@ use super::conn::{Conn, Joined};
 use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
+use super::transport::Transport;
 use super::{Shared, BROADCAST_ROOM};
 use super::{SESSION_RESUME_MS, SWEEP_EVERY_MS};
 use crate::auth::Claims;
@@ -272,6 +274,12 @@ impl GatewayHandler {
             Event::Sleep { .. } | Event::Wake => {}
             Event::Closed { reason, by_peer } => {
                 transmit(ctx, &mut self.rec, c);
+                if !self.ws_closed(ctx, c, reason, by_peer) {
+                    // Our WebSocket Close is out; the peer's answer (or the session's drain
+                    // deadline, in `pump`) closes the transport.
+                    c.close_code = Some(reason.0);
+                    return;
+                }
                 if !c.closing {
                     c.closing = true;
                     let engine_reason = if by_peer {
@@ -283,6 +291,69 @@ impl GatewayHandler {
                     ctx.close(c.id, engine_reason);
                 }
             }
+        }
+    }
+
+    /// Decodes and handles the protocol frames in `c.rx` (native bytes, or the payloads of
+    /// WebSocket binary messages), acting on each frame's events before the next.
+    pub(super) fn feed_native(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, now: u64) {
+        let mut rx = c.rx.take().map_or_else(BytesMut::new, |b| *b);
+        while c.session.state() != State::Closed {
+            match c.session.next_frame(&mut rx) {
+                Ok(Some(frame)) => {
+                    c.frames_in += 1;
+                    self.rec.frame(Direction::In);
+                    if matches!(c.session.state(), State::Active | State::Sleeping) {
+                        let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
+                        for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {
+                            self.rec.heartbeat_missed();
+                        }
+                    }
+                    c.last_rx_ms = now;
+                    if !self.control_allowed(c, &frame, now) {
+                        break;
+                    }
+                    c.session.handle_frame(frame, now);
+                    // Act on each frame's events before the next frame (a JOIN right
+                    // behind HELLO finds the session already accepted).
+                    while let Some(ev) = c.session.poll_event() {
+                        self.on_event(ctx, c, ev, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let welcomed = !matches!(
+                        c.session.state(),
+                        State::Handshaking | State::Authenticating
+                    );
+                    if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
+                        (welcomed, &e)
+                    {
+                        crate::metrics::limits::hit(
+                            crate::metrics::Limit::HandshakePayload,
+                            1,
+                            &format_args!(
+                                "a frame before WELCOME declared {declared} bytes (at most {max}); closed with FRAME_TOO_LARGE"
+                            ),
+                        );
+                    }
+                    c.session.refuse_input(&mut rx, &e, now);
+                    break;
+                }
+            }
+        }
+        if c.session.state() == State::Closed || c.session.state() == State::Draining {
+            rx.clear();
+        }
+        // Idle connections hold no receive memory (and no buffer header either).
+        if !rx.is_empty() {
+            if rx.capacity() > 2 * rx.len() + RX_SLACK {
+                // A partial frame left behind a decoded one keeps the whole old allocation
+                // (and, when bytes next arrive, a fresh one of the old size): copy the few
+                // bytes out.
+                rx = BytesMut::from(&rx[..]);
+            }
+            c.rx = Some(Box::new(rx));
         }
     }
 
@@ -630,20 +701,45 @@ fn random_u64(salt: u64) -> u64 {
     h.finish()
 }
 
-/// Hands the session's queued frames to the engine.
+/// Hands the session's queued frames to the engine ([`send_frame`]).
 pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder, c: &mut Conn) {
     while let Some(frame) = c.session.poll_transmit() {
         if frame.get(1) == Some(&(Op::Ping as u8)) {
             rec.heartbeat_sent();
         }
-        if !send_frames(ctx, rec, c, frame, 1) {
+        if !send_frame(ctx, rec, c, frame) {
             return;
         }
     }
 }
 
-/// Hands `frames` whole frames (one released by the session, or a run it let pass through)
-/// to the engine; false when the connection is being closed as a slow consumer.
+/// Hands one frame (released by the session, or a push it let pass through) to the engine
+/// on the connection's transport. Over WebSocket each frame is one binary message: its
+/// 2–10-byte header is copied into the engine's pooled blocks and the (possibly shared) frame
+/// follows it, uncopied. Before the upgrade and after our Close there is no place for it on
+/// the wire: it is dropped. False when the connection is being closed as a slow consumer.
+pub(super) fn send_frame<H: Handler>(
+    ctx: &mut Ctx<'_, H>,
+    rec: &mut ShardRecorder,
+    c: &mut Conn,
+    frame: Bytes,
+) -> bool {
+    match c.transport.ws_sending() {
+        None => send_frames(ctx, rec, c, frame, 1),
+        Some(true) => {
+            let header =
+                ringport_ws::encode_header(ringport_ws::OpCode::Binary, true, frame.len(), None);
+            let sent = ctx
+                .send_copy(c.id, header.as_slice())
+                .and_then(|()| ctx.send(c.id, frame));
+            account_sent(rec, c, sent, 1)
+        }
+        Some(false) => true,
+    }
+}
+
+/// Hands `frames` whole native frames (one frame, or a run joined into one buffer) to the
+/// engine as one payload; false when the connection is being closed as a slow consumer.
 pub(super) fn send_frames<H: Handler>(
     ctx: &mut Ctx<'_, H>,
     rec: &mut ShardRecorder,
@@ -651,7 +747,18 @@ pub(super) fn send_frames<H: Handler>(
     bytes: Bytes,
     frames: u64,
 ) -> bool {
-    match ctx.send_messages(c.id, bytes, u32::try_from(frames).unwrap_or(u32::MAX)) {
+    let sent = ctx.send_messages(c.id, bytes, u32::try_from(frames).unwrap_or(u32::MAX));
+    account_sent(rec, c, sent, frames)
+}
+
+/// Counts what happened to `frames` frames handed to the engine; false for a slow consumer.
+fn account_sent(
+    rec: &mut ShardRecorder,
+    c: &mut Conn,
+    sent: Result<(), SendError>,
+    frames: u64,
+) -> bool {
+    match sent {
         Ok(()) => rec.frames(Direction::Out, frames),
         Err(SendError::SlowConsumer) => {
             // With the default policy the engine is closing it: these frames and every one
@@ -686,67 +793,30 @@ impl Handler for GatewayHandler {
         };
         let now = self.now_ms(ctx);
         // Grows by what arrived only: nothing is reserved for a frame's declared length.
-        let mut rx = c.rx.take().map_or_else(BytesMut::new, |b| *b);
-        rx.extend_from_slice(data);
-        while c.session.state() != State::Closed {
-            match c.session.next_frame(&mut rx) {
-                Ok(Some(frame)) => {
-                    c.frames_in += 1;
-                    self.rec.frame(Direction::In);
-                    if matches!(c.session.state(), State::Active | State::Sleeping) {
-                        let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
-                        for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {
-                            self.rec.heartbeat_missed();
-                        }
-                    }
-                    c.last_rx_ms = now;
-                    if !self.control_allowed(&mut c, &frame, now) {
-                        break;
-                    }
-                    c.session.handle_frame(frame, now);
-                    // Act on each frame's events before the next frame (a JOIN right
-                    // behind HELLO finds the session already accepted).
-                    while let Some(ev) = c.session.poll_event() {
-                        self.on_event(ctx, &mut c, ev, now);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let welcomed = !matches!(
-                        c.session.state(),
-                        State::Handshaking | State::Authenticating
-                    );
-                    if let (false, ringport_proto::Error::FrameTooLarge { declared, max }) =
-                        (welcomed, &e)
-                    {
-                        crate::metrics::limits::hit(
-                            crate::metrics::Limit::HandshakePayload,
-                            1,
-                            &format_args!(
-                                "a frame before WELCOME declared {declared} bytes (at most {max}); closed with FRAME_TOO_LARGE"
-                            ),
-                        );
-                    }
-                    c.session.refuse_input(&mut rx, &e, now);
-                    break;
-                }
-            }
+        match &mut c.transport {
+            Transport::WebSocket(ws) => ws.raw.extend_from_slice(data),
+            _ => c.rx_mut().extend_from_slice(data),
         }
-        if c.session.state() == State::Closed || c.session.state() == State::Draining {
-            rx.clear();
+        if matches!(c.transport, Transport::Undecided) {
+            c.transport = Transport::sniff(c.rx_mut(), self.shared.websocket.as_ref());
+        }
+        match c.transport {
+            Transport::Native => self.feed_native(ctx, &mut c, now),
+            Transport::WebSocket(_) => self.ws_input(ctx, &mut c, now),
+            Transport::Undecided => {}
         }
         // Idle connections hold no receive memory (and no buffer header either).
-        if !rx.is_empty() {
-            if rx.capacity() > 2 * rx.len() + RX_SLACK {
-                // A partial frame left behind a decoded one keeps the whole old allocation
-                // (and, when bytes next arrive, a fresh one of the old size): copy the few
-                // bytes out.
-                rx = BytesMut::from(&rx[..]);
-            }
-            c.rx = Some(Box::new(rx));
+        if c.rx.as_ref().is_some_and(|b| b.is_empty()) {
+            c.rx = None;
         }
-        self.rec.receive_buffer(c.rx_counted, c.rx_capacity());
-        c.rx_counted = c.rx_capacity();
+        if let Transport::WebSocket(ws) = &mut c.transport {
+            if ws.raw.is_empty() {
+                ws.raw = BytesMut::new();
+            }
+        }
+        let held = c.rx_capacity() + c.transport.held();
+        self.rec.receive_buffer(c.rx_counted, held);
+        c.rx_counted = held;
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -767,6 +837,11 @@ impl Handler for GatewayHandler {
             return;
         };
         c.session.transport_closed();
+        if let Transport::WebSocket(ws) = &c.transport {
+            if ws.upgraded {
+                crate::metrics::websocket::closed();
+            }
+        }
         self.rec.receive_buffer(c.rx_counted, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);

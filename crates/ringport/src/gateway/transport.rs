@@ -1,0 +1,203 @@
+//! How a client connection's bytes are framed: the native protocol straight on the stream,
+//! or WebSocket (RFC 6455) carrying the same frames, told apart by the first bytes.
+//!
+//! ```text
+//!  engine bytes ─► [TLS, later] ─► Transport ─► ringport_proto::Session
+//!                                   ├ Native:    bytes are protocol frames
+//!                                   └ WebSocket: upgrade request, then ringport_ws::Decoder;
+//!                                                binary message payloads are protocol frames
+//!  Session frames ─► Native: as they are │ WebSocket: one binary message each ─► [TLS] ─► engine
+//! ```
+//!
+//! A native connection's first byte is the protocol version (1); an upgrade request starts
+//! with `GET `. So the first four bytes decide, and nothing is sent before they do. TLS
+//! (issue 14, item 2) belongs *under* this layer: it turns ciphertext from the engine into the
+//! plaintext this module reads and encrypts what it produces, so neither the sniffing nor the
+//! WebSocket framing changes when it arrives.
+
+use bytes::BytesMut;
+use ringport_proto::CloseReason;
+use ringport_ws::{CloseCode, Decoder, Role};
+
+/// The `[websocket]` settings the shards use (`None` in [`super::Shared`] when disabled).
+#[derive(Debug, Clone)]
+pub(crate) struct WsSettings {
+    /// `websocket.path`.
+    pub path: String,
+    /// `websocket.max_request_bytes`.
+    pub max_request: usize,
+    /// `websocket.max_message_bytes`.
+    pub max_message: u64,
+}
+
+impl WsSettings {
+    pub fn from_config(c: &crate::config::Config) -> Option<WsSettings> {
+        let ws = &c.websocket;
+        ws.enabled.then(|| WsSettings {
+            path: ws.path.clone(),
+            max_request: ws.max_request_bytes as usize,
+            max_message: ws.max_message(c.protocol.max_payload),
+        })
+    }
+}
+
+/// How one connection's bytes are framed.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Fewer than four bytes, all a prefix of `GET `, have arrived (they wait in `Conn::rx`).
+    Undecided,
+    /// ringport frames directly on the stream.
+    Native,
+    /// WebSocket: the upgrade request, then frames. Boxed: native connections (the many)
+    /// pay one pointer-sized enum, not the WebSocket state.
+    WebSocket(Box<WsConn>),
+}
+
+impl Transport {
+    /// Decides from the first bytes in `head` (which move to the WebSocket state if it is one).
+    pub fn sniff(head: &mut BytesMut, ws: Option<&WsSettings>) -> Transport {
+        const GET: &[u8] = b"GET ";
+        let Some(ws) = ws else {
+            return Transport::Native;
+        };
+        if head.len() < GET.len() {
+            return if GET.starts_with(head) {
+                Transport::Undecided
+            } else {
+                Transport::Native
+            };
+        }
+        if !head.starts_with(GET) {
+            return Transport::Native;
+        }
+        Transport::WebSocket(Box::new(WsConn {
+            upgraded: false,
+            responded: false,
+            raw: std::mem::take(head),
+            decoder: Decoder::new(Role::Server, ws.max_message),
+            error: None,
+            close_sent: false,
+            close_received: false,
+        }))
+    }
+
+    /// Capacity of the bytes held below the session (the WebSocket raw buffer).
+    pub fn held(&self) -> usize {
+        match self {
+            Transport::WebSocket(ws) => ws.raw.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Whether session frames go out as WebSocket binary messages: `None` native (or
+    /// undecided), `Some(true)` upgraded and no Close sent yet, `Some(false)` not now (HTTP
+    /// phase, or after our Close: RFC 6455 §5.5.1 forbids data after it).
+    pub fn ws_sending(&self) -> Option<bool> {
+        match self {
+            Transport::WebSocket(ws) => Some(ws.upgraded && !ws.close_sent),
+            _ => None,
+        }
+    }
+}
+
+/// The WebSocket state of one connection.
+#[derive(Debug)]
+pub(crate) struct WsConn {
+    /// The `101` was sent: the bytes are frames now.
+    pub upgraded: bool,
+    /// An HTTP answer (`101` or an error) was sent.
+    pub responded: bool,
+    /// Bytes not yet decoded: the request, then at most an incomplete frame header or
+    /// control frame (data payloads are passed on as they arrive).
+    pub raw: BytesMut,
+    /// The frame decoder (RFC 6455 §5 rules, message size limit).
+    pub decoder: Decoder,
+    /// A WebSocket-level error to close with, instead of the code mapped from the session's
+    /// close reason: `(code, reason text)`.
+    pub error: Option<(CloseCode, String)>,
+    /// Our Close frame was queued.
+    pub close_sent: bool,
+    /// The peer's Close frame arrived.
+    pub close_received: bool,
+}
+
+/// The WebSocket close code for a ringport close reason (docs/protocol.md, "WebSocket"):
+/// NORMAL → 1000, GOING_AWAY → 1001, every other reason → 4000 + its code.
+pub(crate) fn close_code(reason: CloseReason) -> CloseCode {
+    match reason {
+        CloseReason::NORMAL => CloseCode::NORMAL,
+        CloseReason::GOING_AWAY => CloseCode::GOING_AWAY,
+        r => CloseCode(CloseCode::RINGPORT_BASE.saturating_add(r.0.min(999))),
+    }
+}
+
+/// The HTTP answer to a connection that sent (part of) an upgrade request and is closed by
+/// the session before the upgrade (handshake deadline, admission refusal).
+pub(crate) fn http_refusal(reason: CloseReason) -> Vec<u8> {
+    let (status, phrase, body) = match reason {
+        CloseReason::HANDSHAKE_TIMEOUT => (408, "Request Timeout", "handshake timeout\n"),
+        CloseReason::GOING_AWAY => (503, "Service Unavailable", "server shutting down\n"),
+        CloseReason::POLICY => (503, "Service Unavailable", "refused by policy\n"),
+        _ => (400, "Bad Request", "closed\n"),
+    };
+    format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WsSettings {
+        WsSettings {
+            path: "/ringport".into(),
+            max_request: 4096,
+            max_message: 1024,
+        }
+    }
+
+    #[test]
+    fn first_bytes_decide() {
+        let s = settings();
+        let mut b = BytesMut::from(&b"GE"[..]);
+        assert!(matches!(
+            Transport::sniff(&mut b, Some(&s)),
+            Transport::Undecided
+        ));
+        let mut b = BytesMut::from(&b"GET /ringport"[..]);
+        assert!(matches!(
+            Transport::sniff(&mut b, Some(&s)),
+            Transport::WebSocket(_)
+        ));
+        assert!(b.is_empty(), "the request moved to the WebSocket state");
+        let mut b = BytesMut::from(&[1u8, 1, 0, 0][..]);
+        assert!(matches!(
+            Transport::sniff(&mut b, Some(&s)),
+            Transport::Native
+        ));
+        let mut b = BytesMut::from(&b"G"[..]);
+        assert!(matches!(Transport::sniff(&mut b, None), Transport::Native));
+        let mut b = BytesMut::from(&b"GEX"[..]);
+        assert!(matches!(
+            Transport::sniff(&mut b, Some(&s)),
+            Transport::Native
+        ));
+    }
+
+    #[test]
+    fn close_codes() {
+        assert_eq!(close_code(CloseReason::NORMAL), CloseCode::NORMAL);
+        assert_eq!(close_code(CloseReason::GOING_AWAY), CloseCode::GOING_AWAY);
+        assert_eq!(close_code(CloseReason::AUTH_FAILED), CloseCode(4005));
+        assert_eq!(close_code(CloseReason::CONNECTION_LOST), CloseCode(4999));
+        for r in 0..=10 {
+            assert!(ringport_ws::is_valid_close_code(
+                close_code(CloseReason(r)).0
+            ));
+        }
+    }
+}
