@@ -68,3 +68,35 @@ fn the_environment_variable_sets_the_default_backend() {
     let err = "kqueue".parse::<IoBackend>().unwrap_err();
     assert!(err.contains("auto, uring or epoll"), "{err}");
 }
+
+/// Observed after the backend probe landed: tests that started an engine with `auto` saw
+/// `EINTR` ("Interrupted system call") on their own blocking socket reads — the probe set up
+/// a ring on the caller's thread, and that ring's teardown notified the thread. Starting an
+/// engine must leave the caller's system calls alone.
+#[test]
+fn starting_an_engine_with_auto_does_not_interrupt_the_callers_system_calls() {
+    let cfg = EngineConfig {
+        workers: 1,
+        io_backend: IoBackend::Auto,
+        ..Default::default()
+    };
+    let (engine, _log, addr) = start(cfg, Behaviour::default());
+    // Nothing is ever sent back: every read must end by its timeout, never by a signal.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    for _ in 0..20 {
+        let mut b = [0u8; 8];
+        let e = c.read(&mut b).expect_err("nothing arrives");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "a blocking read on the thread that started the engine ended with {e}"
+        );
+    }
+    drop(c);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}

@@ -209,7 +209,7 @@ pub(crate) fn choose(cfg: &EngineConfig) -> Result<BackendChoice, EngineError> {
     match cfg.io_backend {
         IoBackend::Uring => Ok(configured(IoBackend::Uring)),
         IoBackend::Epoll => Ok(configured(IoBackend::Epoll)),
-        IoBackend::Auto => match uring::probe(cfg) {
+        IoBackend::Auto => match probe_off_thread(cfg)? {
             Ok(()) => Ok(BackendChoice {
                 backend: IoBackend::Uring,
                 reason: "auto: io_uring available".into(),
@@ -221,6 +221,26 @@ pub(crate) fn choose(cfg: &EngineConfig) -> Result<BackendChoice, EngineError> {
             Err(uring::Unusable::Failed(e)) => Err(e),
         },
     }
+}
+
+/// [`uring::probe`] on a short-lived thread of its own. The probe sets up a ring the way a
+/// shard does (SINGLE_ISSUER, DEFER_TASKRUN): such a ring belongs to the thread that made it,
+/// and tearing it down notifies that thread (`TIF_NOTIFY_SIGNAL`), which made the caller's own
+/// blocking system calls fail with `EINTR` afterwards. A thread that exits takes that with it.
+fn probe_off_thread(cfg: &EngineConfig) -> Result<Result<(), uring::Unusable>, EngineError> {
+    let cfg = cfg.clone();
+    std::thread::Builder::new()
+        .name("ringport-probe".into())
+        .spawn(move || uring::probe(&cfg))
+        .map_err(|source| EngineError::Setup {
+            what: "spawning the io_uring probe thread",
+            source,
+        })?
+        .join()
+        .map_err(|_| EngineError::Setup {
+            what: "the io_uring probe thread",
+            source: std::io::Error::other("panicked"),
+        })
 }
 
 /// Opens a shard's backend, for a connection cap of `cap` sockets.
