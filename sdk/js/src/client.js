@@ -192,6 +192,12 @@ export class RingportClient {
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      if (this.session.state === 'disconnected') {
+        // Never opened (refused, unreachable): no session event will follow.
+        this.emit('error', new RingportError(`WebSocket to ${this.options.url} failed (code ${ev?.code ?? '?'})`));
+        this.scheduleReconnect();
+        return;
+      }
       this.session.transportClosed(`WebSocket closed (code ${ev?.code ?? '?'})`);
       this.pump();
     };
