@@ -313,7 +313,7 @@ export class RingportClient {
         this.emit(ev.type, ev);
         break;
       case 'closed': {
-        this.dropSocket(ev.byPeer ? 1000 : 4000 + Math.min(ev.reason, 999));
+        this.dropSocket(ev.byPeer || ev.reason === CloseReason.NORMAL ? 1000 : 4000 + Math.min(ev.reason, 999));
         this.emit('close', { reason: ev.reason, reasonName: closeReasonName(ev.reason), text: ev.text, byPeer: ev.byPeer });
         if (this.stopped) break;
         if (FINAL.has(ev.reason)) {
