@@ -215,3 +215,19 @@ test('a gateway restart: the client reconnects and reports the lost history as l
   await until(() => ev.texts('room:restart').length === 2, 'new');
   assert.deepEqual(ev.texts('room:restart'), ['old', 'new']);
 });
+
+test('the broadcast stream room:* arrives without joining and is resumed across a reconnect', async () => {
+  const { c, rec, ev } = client('kate', { initialBackoffMs: 400 });
+  await c.connect();
+  await gw.http('POST', '/v1/broadcast', { payload: 'b1' });
+  await until(() => ev.texts('room:*').length === 1, 'b1');
+  rec.kill();
+  await until(() => c.state !== 'active', 'the client to notice');
+  await gw.http('POST', '/v1/broadcast', { payload: 'b2' });
+  await until(() => ev.welcomes.length === 2, 'the reconnect');
+  await gw.http('POST', '/v1/broadcast', { payload: 'b3' });
+  await until(() => ev.texts('room:*').length === 3, 'b2 replayed and b3 live');
+  assert.deepEqual(ev.texts('room:*'), ['b1', 'b2', 'b3']);
+  assert.equal(ev.messages[0].room, '*');
+  assert.deepEqual(ev.losses, []);
+});
