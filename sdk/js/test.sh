@@ -14,4 +14,4 @@ if [[ -z "${RINGPORT_BIN:-}" ]]; then
 fi
 # The hand-written declarations (index.d.ts) against a typed usage of the API.
 npx --no-install tsc -p test/types
-exec node --test test/
+exec node --test test/*.test.js
