@@ -63,6 +63,8 @@ export class RingportClient {
     this.publishes = new Map(); // seq -> {room, payload, resolve, reject}
     this.roomWaiters = new Map(); // reqId -> {resolve, reject, room}
     this.wantSleep = false;
+    this.connectWaiters = [];
+    this.openTimer = null;
     this.document = options.document ?? globalThis.document ?? null;
     this.onVisibility = () => this.visibilityChanged();
   }
@@ -109,15 +111,7 @@ export class RingportClient {
 
   /** Starts connecting (and reconnecting, until close()). Resolves at the first WELCOME. */
   connect() {
-    const welcomed = new Promise((resolve, reject) => {
-      const offW = this.once('welcome', (w) => { offC(); resolve(w); });
-      const offC = this.on('close', (c) => {
-        if (this.stopped || FINAL.has(c.reason)) {
-          offW(); offC();
-          reject(new RingportError(`connection closed: ${closeReasonName(c.reason)} ${c.text}`, { reason: c.reason }));
-        }
-      });
-    });
+    const welcomed = new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
     if (this.stopped) {
       this.stopped = false;
       if (this.options.sleepOnHidden && this.document?.addEventListener) {
@@ -130,16 +124,18 @@ export class RingportClient {
   }
 
   /** Sends CLOSE NORMAL, closes the socket and stops reconnecting. Pending requests are rejected. */
-  close() {
+  close(why = new RingportError('client closed')) {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.openTimer);
     this.document?.removeEventListener?.('visibilitychange', this.onVisibility);
     this.session.close(CloseReason.NORMAL, 'client closed', this.now());
     this.flush();
     this.drainEvents();
     this.dropSocket(1000);
-    const err = new RingportError('client closed');
+    const err = why;
+    for (const w of this.connectWaiters.splice(0)) w.reject(err);
     for (const p of this.publishes.values()) p.reject(err);
     this.publishes.clear();
     for (const w of this.roomWaiters.values()) w.reject(err);
@@ -172,8 +168,18 @@ export class RingportClient {
     }
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
+    // The handshake deadline also bounds the WebSocket's own opening.
+    clearTimeout(this.openTimer);
+    this.openTimer = setTimeout(() => {
+      if (this.ws !== ws || ws.readyState === 1) return;
+      this.ws = null;
+      try { ws.close(); } catch { /* not open yet */ }
+      this.emit('error', new RingportError(`WebSocket to ${this.options.url} did not open within ${this.session.config.handshakeTimeoutMs} ms`));
+      this.scheduleReconnect();
+    }, this.session.config.handshakeTimeoutMs);
     ws.onopen = () => {
       if (this.ws !== ws) return;
+      clearTimeout(this.openTimer);
       this.session.connect(this.now());
       this.setState('handshaking');
       this.pump();
@@ -192,6 +198,7 @@ export class RingportClient {
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      clearTimeout(this.openTimer);
       if (this.session.state === 'disconnected') {
         // Never opened (refused, unreachable): no session event will follow.
         this.emit('error', new RingportError(`WebSocket to ${this.options.url} failed (code ${ev?.code ?? '?'})`));
@@ -261,12 +268,15 @@ export class RingportClient {
       case 'welcome': {
         this.attempt = 0;
         this.setState('active');
+        const { type: _welcome, ...fields } = ev.welcome;
+        const info = { ...fields, resumed: ev.resumed };
         // Unacknowledged publishes again, same seq: the server answers OK without
         // publishing twice if the session was resumed (docs/protocol.md 4.6).
         const now = this.now();
         for (const [seq, p] of this.publishes) this.session.publish(p.room, seq, p.payload, now);
         if (this.wantSleep) this.session.sleep(this.options.sleepIntervalMs, now);
-        this.emit('welcome', { sessionId: ev.sessionId, resumed: ev.resumed, ...ev.welcome });
+        for (const w of this.connectWaiters.splice(0)) w.resolve(info);
+        this.emit('welcome', info);
         break;
       }
       case 'message': {
@@ -317,8 +327,9 @@ export class RingportClient {
         this.emit('close', { reason: ev.reason, reasonName: closeReasonName(ev.reason), text: ev.text, byPeer: ev.byPeer });
         if (this.stopped) break;
         if (FINAL.has(ev.reason)) {
-          this.emit('error', new RingportError(`closed by server: ${closeReasonName(ev.reason)} ${ev.text}`, { reason: ev.reason }));
-          this.close();
+          const err = new RingportError(`connection closed: ${closeReasonName(ev.reason)} ${ev.text}`, { reason: ev.reason });
+          this.emit('error', err);
+          this.close(err);
         } else {
           this.scheduleReconnect();
         }

@@ -118,3 +118,28 @@ test('globalThis.WebSocket is the default; none at all is a clear error', () => 
     assert.equal(c.WebSocket, WS);
   } finally { delete globalThis.WebSocket; }
 });
+
+test('a WebSocket that never opens is given up at the handshake deadline and retried', async () => {
+  const WS = fakeWebSocket((ws, n) => { if (n === 2) { ws.open(); ws.receive(WELCOME); } });
+  const c = new RingportClient({ url: 'ws://x', WebSocket: WS, handshakeTimeoutMs: 20, initialBackoffMs: 1 });
+  const errors = [];
+  c.on('error', (e) => errors.push(e.message));
+  const w = await c.connect();
+  assert.equal(w.sessionId, 42n);
+  assert.equal(w.resumed, false);
+  assert.equal(w.type, undefined);
+  assert.equal(WS.all.length, 2);
+  assert.equal(WS.all[0].readyState, 3, 'the stuck socket was closed');
+  assert.match(errors[0], /did not open within 20 ms/);
+  c.close();
+});
+
+test('close() while connecting rejects connect()', async () => {
+  const WS = fakeWebSocket(() => {});
+  const c = new RingportClient({ url: 'ws://x', WebSocket: WS });
+  const p = c.connect();
+  await tick();
+  c.close();
+  await assert.rejects(p, /client closed/);
+  assert.equal(c.state, 'closed');
+});
