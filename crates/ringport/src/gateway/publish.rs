@@ -78,6 +78,9 @@ pub(crate) struct Published {
     pub stream: StreamName,
     pub epoch: u32,
     pub offset: u64,
+    /// In a cluster: why the message could not be handed to the other nodes (it was
+    /// delivered on this node only).
+    pub not_forwarded: Option<crate::cluster::DropReason>,
 }
 
 /// Sequencing locks, striped by stream name: pushes to one stream are numbered and queued
@@ -154,6 +157,34 @@ impl Shared {
             return Err(PublishError::Busy(format!(
                 "{queued} messages wait for a shard (rooms.max_pending_deliveries = {max}); \
                  nothing was published, retry later"
+            )));
+        }
+        let forward = self.cluster.as_ref().map(|bus| {
+            (
+                std::sync::Arc::clone(bus),
+                m.target.clone(),
+                m.payload.clone(),
+                m.urgent,
+                m.kind == DeliveryKind::Publish,
+            )
+        });
+        let mut published = self.sequence(handle, m).map_err(PublishError::Rejected)?;
+        if let Some((bus, target, payload, urgent, client_publish)) = forward {
+            published.not_forwarded = bus.forward(&target, &payload, urgent, client_publish).err();
+        }
+        Ok(published)
+    }
+
+    /// Publishes a message that another node of the cluster published: numbered and
+    /// delivered on this node like a local one, and not forwarded again.
+    pub(crate) fn publish_from_cluster(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, PublishError> {
+        if let Err(queued) = self.handoff.check_room() {
+            return Err(PublishError::Busy(format!(
+                "{queued} messages wait for a shard"
             )));
         }
         self.sequence(handle, m).map_err(PublishError::Rejected)
@@ -235,6 +266,7 @@ impl Shared {
             stream,
             epoch,
             offset,
+            not_forwarded: None,
         })
     }
 }

@@ -7,21 +7,39 @@
 //! the room's size.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ringport_io::ConnId;
+
+use super::Target;
+use crate::cluster::ClusterBus;
 
 /// Room name → members on this shard.
 #[derive(Debug, Default)]
 pub(crate) struct RoomIndex {
     rooms: HashMap<String, Vec<ConnId>>,
+    /// Told when a room gains its first or loses its last member here (cluster only).
+    bus: Option<Arc<ClusterBus>>,
 }
 
 impl RoomIndex {
+    pub fn new(bus: Option<Arc<ClusterBus>>) -> RoomIndex {
+        RoomIndex {
+            rooms: HashMap::new(),
+            bus,
+        }
+    }
+
     /// Adds `conn` to `room`; returns its position in the member list.
     pub fn join(&mut self, room: &str, conn: ConnId) -> usize {
         let members = match self.rooms.get_mut(room) {
             Some(m) => m,
-            None => self.rooms.entry(room.to_owned()).or_default(),
+            None => {
+                if let Some(bus) = &self.bus {
+                    bus.interest(&Target::Room(room.to_owned()), true);
+                }
+                self.rooms.entry(room.to_owned()).or_default()
+            }
         };
         members.push(conn);
         members.len() - 1
@@ -38,6 +56,9 @@ impl RoomIndex {
         let moved = members.get(pos).copied();
         if members.is_empty() {
             self.rooms.remove(room);
+            if let Some(bus) = &self.bus {
+                bus.interest(&Target::Room(room.to_owned()), false);
+            }
         }
         moved
     }
@@ -57,14 +78,26 @@ impl RoomIndex {
 #[derive(Debug, Default)]
 pub(crate) struct UserIndex {
     users: HashMap<String, Vec<ConnId>>,
+    /// Told when a user gains its first or loses its last connection here (cluster only).
+    bus: Option<Arc<ClusterBus>>,
 }
 
 impl UserIndex {
+    pub fn new(bus: Option<Arc<ClusterBus>>) -> UserIndex {
+        UserIndex {
+            users: HashMap::new(),
+            bus,
+        }
+    }
+
     pub fn add(&mut self, user: &str, conn: ConnId) {
         match self.users.get_mut(user) {
             Some(v) => v.push(conn),
             None => {
                 self.users.insert(user.to_owned(), vec![conn]);
+                if let Some(bus) = &self.bus {
+                    bus.interest(&Target::User(user.to_owned()), true);
+                }
             }
         }
     }
@@ -74,6 +107,9 @@ impl UserIndex {
             v.retain(|c| *c != conn);
             if v.is_empty() {
                 self.users.remove(user);
+                if let Some(bus) = &self.bus {
+                    bus.interest(&Target::User(user.to_owned()), false);
+                }
             }
         }
     }
