@@ -1,6 +1,6 @@
 //! The bridge thread: one tokio runtime that owns the NATS connection, publishes what the
 //! node forwards, keeps the node's subscriptions in line with its interest, and hands
-//! messages from other nodes to the shards ([`Shared::publish_from_cluster`]).
+//! messages from other nodes to the shards ([`Shared::publish_local`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -257,7 +257,7 @@ async fn receive(
             at: Instant::now(),
             tally: None,
         };
-        match shared.publish_from_cluster(&handle, message) {
+        match shared.publish_local(&handle, message) {
             Ok(_) => {
                 bus.received.fetch_add(1, Ordering::Relaxed);
             }

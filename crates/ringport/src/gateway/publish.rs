@@ -140,9 +140,27 @@ pub(crate) struct Message {
 
 impl Shared {
     /// Numbers `m` on its target's stream, encodes its PUSH once and queues the delivery for
-    /// every shard, under the stream's sequencing stripe. `Err` says why the message was not
-    /// published (nothing was numbered then).
+    /// every shard, under the stream's sequencing stripe; in a cluster, also hands it to the
+    /// bus for the other nodes. `Err` says why the message was not published (nothing was
+    /// numbered then).
     pub(crate) fn publish(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, PublishError> {
+        let Some(bus) = &self.cluster else {
+            return self.publish_local(handle, m);
+        };
+        let (target, payload) = (m.target.clone(), m.payload.clone());
+        let (urgent, client_publish) = (m.urgent, m.kind == DeliveryKind::Publish);
+        let mut published = self.publish_local(handle, m)?;
+        published.not_forwarded = bus.forward(&target, &payload, urgent, client_publish).err();
+        Ok(published)
+    }
+
+    /// [`Self::publish`] on this node only: what a message from another node of the cluster
+    /// gets (it is not forwarded again).
+    pub(crate) fn publish_local(
         &self,
         handle: &EngineHandle<GatewayHandler>,
         m: Message,
@@ -157,34 +175,6 @@ impl Shared {
             return Err(PublishError::Busy(format!(
                 "{queued} messages wait for a shard (rooms.max_pending_deliveries = {max}); \
                  nothing was published, retry later"
-            )));
-        }
-        let forward = self.cluster.as_ref().map(|bus| {
-            (
-                std::sync::Arc::clone(bus),
-                m.target.clone(),
-                m.payload.clone(),
-                m.urgent,
-                m.kind == DeliveryKind::Publish,
-            )
-        });
-        let mut published = self.sequence(handle, m).map_err(PublishError::Rejected)?;
-        if let Some((bus, target, payload, urgent, client_publish)) = forward {
-            published.not_forwarded = bus.forward(&target, &payload, urgent, client_publish).err();
-        }
-        Ok(published)
-    }
-
-    /// Publishes a message that another node of the cluster published: numbered and
-    /// delivered on this node like a local one, and not forwarded again.
-    pub(crate) fn publish_from_cluster(
-        &self,
-        handle: &EngineHandle<GatewayHandler>,
-        m: Message,
-    ) -> Result<Published, PublishError> {
-        if let Err(queued) = self.handoff.check_room() {
-            return Err(PublishError::Busy(format!(
-                "{queued} messages wait for a shard"
             )));
         }
         self.sequence(handle, m).map_err(PublishError::Rejected)
