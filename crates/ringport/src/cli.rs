@@ -113,6 +113,12 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `ringport=debug` (log.level).
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Join a cluster over NATS: `nats://HOST:PORT[,...]` (cluster.servers).
+    #[arg(long, value_name = "URLS")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (cluster.node_id).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +210,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.log_level {
             l = l.flag("log.level", v, "--log-level");
+        }
+        if let Some(v) = &self.cluster {
+            l = l.flag("cluster.servers", v, "--cluster");
+        }
+        if let Some(v) = &self.node_id {
+            l = l.flag("cluster.node_id", v, "--node-id");
         }
         Ok(l)
     }
@@ -304,6 +316,10 @@ mod tests {
             "echo",
             "--log-format",
             "json",
+            "--cluster",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+            "--node-id",
+            "gw-a",
             "--set",
             "engine.ring_entries=1024",
             "--set",
@@ -319,6 +335,8 @@ mod tests {
         assert_eq!(c.server.app, AppMode::Echo);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.engine.ring_entries, 1024);
+        assert_eq!(c.cluster.server_list().unwrap().len(), 2);
+        assert_eq!(c.cluster.node_id.as_deref(), Some("gw-a"));
     }
 
     #[test]

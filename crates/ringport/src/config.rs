@@ -45,6 +45,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// What the data plane runs on each connection.
@@ -403,6 +404,81 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[cluster]`: several gateways over NATS (`--cluster`). Unset `servers` = one node, no broker.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated (`nats://127.0.0.1:4222,nats://10.0.0.2:4222`).
+    pub servers: Option<String>,
+    /// This node's name on the bus; unset = `node-` and 8 random hex digits.
+    pub node_id: Option<String>,
+    /// First token of every subject ringport uses, so clusters can share a broker.
+    pub subject_prefix: String,
+    /// A NATS `.creds` file (JWT and NKey seed). `Debug` shows only whether it is set.
+    pub credentials_file: Option<String>,
+    /// A PEM file of CA certificates that the broker's TLS certificate must chain to.
+    pub tls_ca_file: Option<String>,
+    /// Refuse a broker connection without TLS.
+    pub tls_required: bool,
+    /// Messages waiting for the broker connection; beyond it they are dropped and counted.
+    pub max_pending: u32,
+    /// A connection attempt to one server gives up after this long.
+    pub connect_timeout_ms: u64,
+    /// How often the broker connection is probed; two unanswered probes mean it is gone.
+    pub ping_interval_ms: u64,
+    /// Longest pause between reconnection attempts (the backoff doubles from 100 ms to it).
+    pub reconnect_max_delay_ms: u64,
+    /// Handing one message to the NATS client may wait this long; then it is dropped.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            servers: None,
+            node_id: None,
+            subject_prefix: "ringport".to_owned(),
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_required: false,
+            max_pending: 65_536,
+            connect_timeout_ms: 2_000,
+            ping_interval_ms: 2_000,
+            reconnect_max_delay_ms: 5_000,
+            publish_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("servers", &self.servers)
+            .field("node_id", &self.node_id)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("credentials_file", &self.credentials_file.is_some())
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_required", &self.tls_required)
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// The server URLs, or `None` for a single node.
+    pub fn server_list(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .servers
+            .as_deref()?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -752,6 +828,63 @@ impl Config {
                 ),
             ));
         }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        for url in c.server_list().unwrap_or_default() {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("nats", &url));
+            if !matches!(scheme, "nats" | "tls") || rest.is_empty() {
+                return Err(invalid(
+                    "cluster.servers",
+                    format!("must be nats://HOST:PORT or tls://HOST:PORT URLs, comma-separated (got {url:?})"),
+                ));
+            }
+        }
+        let token_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if let Some(id) = &c.node_id {
+            if !token_ok(id) {
+                return Err(invalid(
+                    "cluster.node_id",
+                    format!("must be 1 to 64 letters, digits, '-' or '_' (got {id:?})"),
+                ));
+            }
+        }
+        if !token_ok(&c.subject_prefix) {
+            return Err(invalid(
+                "cluster.subject_prefix",
+                format!(
+                    "must be 1 to 64 letters, digits, '-' or '_' (got {:?})",
+                    c.subject_prefix
+                ),
+            ));
+        }
+        in_range("cluster.max_pending", c.max_pending.into(), 1, 10_000_000)?;
+        in_range(
+            "cluster.connect_timeout_ms",
+            c.connect_timeout_ms,
+            10,
+            600_000,
+        )?;
+        in_range("cluster.ping_interval_ms", c.ping_interval_ms, 100, 600_000)?;
+        in_range(
+            "cluster.reconnect_max_delay_ms",
+            c.reconnect_max_delay_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "cluster.publish_timeout_ms",
+            c.publish_timeout_ms,
+            1,
+            600_000,
+        )?;
         Ok(())
     }
 }
@@ -822,6 +955,26 @@ mod tests {
         let mut c = Config::default();
         c.auth.allow_anonymous = Some(false);
         assert!(err(&c).starts_with("auth.allow_anonymous is false"));
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.cluster.server_list(), None);
+        c.cluster.servers = Some(" nats://127.0.0.1:4222 , nats://10.0.0.2:4222,".into());
+        assert_eq!(
+            c.cluster.server_list().unwrap(),
+            ["nats://127.0.0.1:4222", "nats://10.0.0.2:4222"]
+        );
+        c.validate().unwrap();
+        c.cluster.servers = Some("http://x:1".into());
+        assert!(err(&c).starts_with("cluster.servers must be nats://"));
+        c.cluster.servers = None;
+        c.cluster.node_id = Some("a.b".into());
+        assert!(err(&c).starts_with("cluster.node_id must be"));
+        c.cluster.node_id = Some("gw-1".into());
+        c.cluster.subject_prefix = "a>".into();
+        assert!(err(&c).starts_with("cluster.subject_prefix must be"));
     }
 
     #[test]

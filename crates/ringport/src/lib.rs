@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod cli;
+mod cluster;
 pub mod config;
 pub mod echo;
 pub mod gateway;

@@ -126,6 +126,7 @@ fn response_schemas_match_the_types() {
         "PushOutcome",
         fields(PushOutcome {
             recipients: Some(1),
+            warning: Some("w".into()),
             ..PushOutcome::default()
         }),
         fields(PushOutcome::default()),

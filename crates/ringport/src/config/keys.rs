@@ -143,6 +143,17 @@ pub const KEYS: &[KeyDoc] = &[
     // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),
+    opt("cluster", "servers", Str, "\"nats://127.0.0.1:4222\"", "NATS servers of the cluster bus, comma-separated nats:// or tls:// URLs (--cluster). Unset = a single node with no broker."),
+    opt("cluster", "node_id", Str, "\"gw-a\"", "This node's name on the bus: letters, digits, '-' and '_' (--node-id). Unset = node- and 8 random hex digits."),
+    k("cluster", "subject_prefix", Str, "First token of every NATS subject this cluster uses, so several clusters can share one broker."),
+    opt("cluster", "credentials_file", Str, "\"/etc/ringport/nats.creds\"", "NATS credentials file (.creds: user JWT and NKey seed) for the broker connection."),
+    opt("cluster", "tls_ca_file", Str, "\"/etc/ringport/nats-ca.pem\"", "PEM file of CA certificates the broker's TLS certificate must chain to."),
+    k("cluster", "tls_required", Bool, "Refuse a broker connection without TLS."),
+    k("cluster", "max_pending", Int, "Messages waiting to be handed to the broker connection; a message beyond it, or any while the broker is unreachable, is delivered on this node only and counted in ringport_cluster_dropped_total."),
+    k("cluster", "connect_timeout_ms", Int, "A connection attempt to one NATS server gives up after this long."),
+    k("cluster", "ping_interval_ms", Int, "How often the broker connection is probed; two unanswered probes close it and start reconnecting."),
+    k("cluster", "reconnect_max_delay_ms", Int, "Longest pause between reconnection attempts to the broker; the pause doubles from 100 ms up to it."),
+    k("cluster", "publish_timeout_ms", Int, "Longest wait to hand one message to the NATS client (its buffer is full while the broker is slow); then the message is dropped and counted."),
 ];
 
 /// Looks a key up by section and name.
@@ -203,6 +214,10 @@ mod tests {
         full.auth.secret = Some("s".into());
         full.auth.allow_anonymous = Some(true);
         full.admin.api_key = Some("k".into());
+        full.cluster.servers = Some("nats://127.0.0.1:4222".into());
+        full.cluster.node_id = Some("a".into());
+        full.cluster.credentials_file = Some("c".into());
+        full.cluster.tls_ca_file = Some("c".into());
         let table = toml::Table::try_from(full).unwrap();
         let mut seen = 0;
         for (section, keys) in &table {

@@ -90,6 +90,13 @@ impl EngineGateway {
             epoch: p.epoch,
             offset: p.offset,
             recipients: None,
+            warning: p.not_forwarded.map(|r| {
+                format!(
+                    "the message could not reach the other nodes of the cluster ({}): \
+                     it was delivered on this node only",
+                    r.as_str()
+                )
+            }),
         };
         let Some(delivered) = delivered else {
             return Ok(outcome);
@@ -350,5 +357,8 @@ impl Gateway for EngineGateway {
 
     fn render_metrics(&self, out: &mut String) {
         self.metrics_snapshot().render(out);
+        if let Some(bus) = &self.shared.cluster {
+            bus.render(out);
+        }
     }
 }

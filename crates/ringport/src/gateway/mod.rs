@@ -55,6 +55,7 @@ use publish::Sequencer;
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
 pub use overload::physical_memory;
+pub(crate) use publish::{Message, PublishError, Target};
 
 /// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every
 /// established connection receives it.
@@ -129,6 +130,8 @@ pub(crate) struct Shared {
     // --- end abuse limits ---
     /// `[websocket]`; `None` when WebSocket is disabled.
     pub websocket: Option<transport::WsSettings>,
+    /// The cluster bus (`--cluster`); `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::ClusterBus>>,
 }
 
 /// Per-session window of client seqs remembered beyond the highest contiguous one (the SDK's
@@ -202,6 +205,13 @@ pub fn start_with_sink(
     // left unanswered in the listen backlog.
     engine_cfg.over_cap_reply = Some(server_full_frame());
     let (registry, recorders) = Registry::new(engine_cfg.workers);
+    let (cluster, bus_queue) = match config.cluster.server_list() {
+        Some(_) => {
+            let (bus, queue) = crate::cluster::ClusterBus::new(&config.cluster);
+            (Some(bus), Some(queue))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         session: Arc::new(session_config(config)),
         verifier: config
@@ -232,12 +242,27 @@ pub fn start_with_sink(
             engine_cfg.workers,
         ),
         websocket: transport::WsSettings::from_config(config),
+        cluster,
     });
     let factory_shared = Arc::clone(&shared);
     let engine = Engine::start(engine_cfg, move |shard, _handle| {
         GatewayHandler::new(shard, Arc::clone(&factory_shared))
     })
     .map_err(|e| ServeError::Engine(e.to_string()))?;
+    if let (Some(bus), Some(queue)) = (&shared.cluster, bus_queue) {
+        tracing::info!(node = bus.node_id(), servers = ?config.cluster.server_list(), "cluster: joining");
+        if let Err(e) = crate::cluster::start(
+            &config.cluster,
+            Arc::clone(bus),
+            queue,
+            Arc::downgrade(&shared),
+            engine.handle(),
+        ) {
+            engine.shutdown();
+            let _ = engine.join();
+            return Err(ServeError::Engine(format!("cluster bridge thread: {e}")));
+        }
+    }
     let gateway = Arc::new(EngineGateway::new(engine.handle(), shared));
     Ok(GatewayPlane { engine, gateway })
 }

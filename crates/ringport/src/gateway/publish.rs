@@ -78,6 +78,9 @@ pub(crate) struct Published {
     pub stream: StreamName,
     pub epoch: u32,
     pub offset: u64,
+    /// In a cluster: why the message could not be handed to the other nodes (it was
+    /// delivered on this node only).
+    pub not_forwarded: Option<crate::cluster::DropReason>,
 }
 
 /// Sequencing locks, striped by stream name: pushes to one stream are numbered and queued
@@ -137,9 +140,27 @@ pub(crate) struct Message {
 
 impl Shared {
     /// Numbers `m` on its target's stream, encodes its PUSH once and queues the delivery for
-    /// every shard, under the stream's sequencing stripe. `Err` says why the message was not
-    /// published (nothing was numbered then).
+    /// every shard, under the stream's sequencing stripe; in a cluster, also hands it to the
+    /// bus for the other nodes. `Err` says why the message was not published (nothing was
+    /// numbered then).
     pub(crate) fn publish(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, PublishError> {
+        let Some(bus) = &self.cluster else {
+            return self.publish_local(handle, m);
+        };
+        let (target, payload) = (m.target.clone(), m.payload.clone());
+        let (urgent, client_publish) = (m.urgent, m.kind == DeliveryKind::Publish);
+        let mut published = self.publish_local(handle, m)?;
+        published.not_forwarded = bus.forward(&target, &payload, urgent, client_publish).err();
+        Ok(published)
+    }
+
+    /// [`Self::publish`] on this node only: what a message from another node of the cluster
+    /// gets (it is not forwarded again).
+    pub(crate) fn publish_local(
         &self,
         handle: &EngineHandle<GatewayHandler>,
         m: Message,
@@ -235,6 +256,7 @@ impl Shared {
             stream,
             epoch,
             offset,
+            not_forwarded: None,
         })
     }
 }

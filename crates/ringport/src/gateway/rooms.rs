@@ -14,18 +14,35 @@ use std::sync::Arc;
 
 use ringport_io::ConnId;
 
+use super::Target;
+use crate::cluster::ClusterBus;
+
 /// Room name → members on this shard.
 #[derive(Debug, Default)]
 pub(crate) struct RoomIndex {
     rooms: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Told when a room gains its first or loses its last member here (cluster only).
+    bus: Option<Arc<ClusterBus>>,
 }
 
 impl RoomIndex {
+    pub fn new(bus: Option<Arc<ClusterBus>>) -> RoomIndex {
+        RoomIndex {
+            rooms: HashMap::new(),
+            bus,
+        }
+    }
+
     /// Adds `conn` to `room`; returns the interned name and its position in the member list.
     pub fn join(&mut self, room: &str, conn: ConnId) -> (Arc<str>, usize) {
         let name = match self.rooms.get_key_value(room) {
             Some((name, _)) => Arc::clone(name),
-            None => Arc::from(room),
+            None => {
+                if let Some(bus) = &self.bus {
+                    bus.interest(&Target::Room(room.to_owned()), true);
+                }
+                Arc::from(room)
+            }
         };
         let members = self.rooms.entry(Arc::clone(&name)).or_default();
         members.push(conn);
@@ -43,6 +60,9 @@ impl RoomIndex {
         let moved = members.get(pos).copied();
         if members.is_empty() {
             self.rooms.remove(room);
+            if let Some(bus) = &self.bus {
+                bus.interest(&Target::Room(room.to_owned()), false);
+            }
         }
         moved
     }
@@ -80,9 +100,18 @@ impl UserConns {
 #[derive(Debug, Default)]
 pub(crate) struct UserIndex {
     users: HashMap<Arc<str>, UserConns>,
+    /// Told when a user gains its first or loses its last connection here (cluster only).
+    bus: Option<Arc<ClusterBus>>,
 }
 
 impl UserIndex {
+    pub fn new(bus: Option<Arc<ClusterBus>>) -> UserIndex {
+        UserIndex {
+            users: HashMap::new(),
+            bus,
+        }
+    }
+
     /// Adds `conn` to `user`'s connections; returns the user id the index keeps (the same
     /// allocation as `user` when the user is new here), for the connection to share.
     pub fn add(&mut self, user: &Arc<str>, conn: ConnId) -> Arc<str> {
@@ -98,6 +127,9 @@ impl UserIndex {
             return name;
         }
         self.users.insert(Arc::clone(user), UserConns::One(conn));
+        if let Some(bus) = &self.bus {
+            bus.interest(&Target::User(user.to_string()), true);
+        }
         Arc::clone(user)
     }
 
@@ -108,6 +140,9 @@ impl UserIndex {
         match conns {
             UserConns::One(c) if *c == conn => {
                 self.users.remove(user);
+                if let Some(bus) = &self.bus {
+                    bus.interest(&Target::User(user.to_owned()), false);
+                }
             }
             UserConns::One(_) => {}
             UserConns::Many(v) => {

@@ -119,6 +119,10 @@ pub struct PushOutcome {
     /// `?wait=delivered`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<u64>,
+    /// In a cluster: set when the message could not be handed to the other nodes (it
+    /// reached this node's connections only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// One page of a stream's history.

@@ -217,6 +217,7 @@ mod tests {
             epoch: 7,
             offset,
             recipients: None,
+            warning: None,
         }
     }
 

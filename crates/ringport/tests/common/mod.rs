@@ -44,6 +44,7 @@ impl MockGateway {
             epoch: 1,
             offset: calls.len() as u64,
             recipients: Some(3),
+            warning: None,
         })
     }
 }

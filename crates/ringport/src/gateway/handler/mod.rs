@@ -78,12 +78,13 @@ impl GatewayHandler {
             .recorders
             .take(shard)
             .unwrap_or_else(|| crate::metrics::Registry::new(1).1.remove(0));
+        let cluster = shared.cluster.clone();
         GatewayHandler {
             shard,
             shared,
             conns: ConnMap::new(),
-            rooms: RoomIndex::default(),
-            users: UserIndex::default(),
+            rooms: RoomIndex::new(cluster.clone()),
+            users: UserIndex::new(cluster),
             rec,
             batch: Vec::new(),
             batch_since: None,

@@ -1,0 +1,284 @@
+//! The bridge thread: one tokio runtime that owns the NATS connection, publishes what the
+//! node forwards, keeps the node's subscriptions in line with its interest, and hands
+//! messages from other nodes to the shards ([`Shared::publish_local`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, ConnectOptions, HeaderMap};
+use futures_util::StreamExt as _;
+use ringport_io::EngineHandle;
+use tokio::task::JoinHandle;
+
+use super::{BusQueue, ClusterBus, DropReason, Outbound};
+use crate::config::ClusterConfig;
+use crate::gateway::{GatewayHandler, Message, PublishError, Shared, Target};
+use crate::metrics::DeliveryKind;
+
+/// Header: the message is urgent.
+const URGENT: &str = "Rp-Urgent";
+/// Header: a client PUBLISH (not an API push).
+const CLIENT_PUBLISH: &str = "Rp-Publish";
+/// Header: the node that published it (for logs and debugging).
+const ORIGIN: &str = "Rp-Origin";
+
+/// Starts the bridge thread for `bus`. It runs until `shared` is gone.
+pub(crate) fn start(
+    config: &ClusterConfig,
+    bus: Arc<ClusterBus>,
+    queue: BusQueue,
+    shared: Weak<Shared>,
+    handle: EngineHandle<GatewayHandler>,
+) -> std::io::Result<()> {
+    let config = config.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("ringport-cluster".into())
+        .spawn(move || {
+            rt.block_on(run(config, bus, queue, shared, handle));
+        })?;
+    Ok(())
+}
+
+/// Reconnect pause after `attempts` failures: 100 ms doubling up to `max`.
+fn backoff(attempts: usize, max: Duration) -> Duration {
+    let shift = attempts.saturating_sub(1).min(16) as u32;
+    Duration::from_millis(100u64 << shift).min(max)
+}
+
+async fn connect(config: &ClusterConfig, bus: &Arc<ClusterBus>) -> Result<Client, String> {
+    let servers: Vec<async_nats::ServerAddr> = config
+        .server_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.parse().map_err(|e| format!("cluster.servers {s:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let max_delay = Duration::from_millis(config.reconnect_max_delay_ms);
+    let events = Arc::clone(bus);
+    let mut options = ConnectOptions::new()
+        .name(format!("ringport {}", bus.node_id))
+        .no_echo()
+        .ping_interval(Duration::from_millis(config.ping_interval_ms))
+        .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(move |attempts| backoff(attempts, max_delay))
+        .event_callback(move |event| {
+            let bus = Arc::clone(&events);
+            async move { on_event(&bus, &event) }
+        })
+        .require_tls(config.tls_required);
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.into());
+    }
+    if let Some(creds) = &config.credentials_file {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| format!("cluster.credentials_file {creds:?}: {e}"))?;
+    }
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| format!("cannot connect to the cluster bus: {e}"))
+}
+
+fn on_event(bus: &ClusterBus, event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => {
+            bus.connected.store(true, Ordering::Release);
+            tracing::info!(node = %bus.node_id, "cluster: connected to the broker");
+        }
+        async_nats::Event::Disconnected => {
+            if bus.connected.swap(false, Ordering::AcqRel) {
+                bus.disconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(
+                node = %bus.node_id,
+                "cluster: lost the broker; delivering locally only and reconnecting"
+            );
+        }
+        other => tracing::info!(node = %bus.node_id, event = %other, "cluster: broker event"),
+    }
+}
+
+async fn run(
+    config: ClusterConfig,
+    bus: Arc<ClusterBus>,
+    BusQueue(mut queue): BusQueue,
+    shared: Weak<Shared>,
+    handle: EngineHandle<GatewayHandler>,
+) {
+    let client = match connect(&config, &bus).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(node = %bus.node_id, "{e}; this node runs alone");
+            return;
+        }
+    };
+    let publish_timeout = Duration::from_millis(config.publish_timeout_ms);
+    let mut subscribed: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
+    loop {
+        tokio::select! {
+            m = queue.recv() => match m {
+                Some(m) => publish(&client, &bus, m, publish_timeout).await,
+                None => break,
+            },
+            () = bus.interest_changed.notified() => {
+                sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
+            }
+            _ = tick.tick() => {
+                if shared.strong_count() == 0 {
+                    break;
+                }
+                let up = client.connection_state() == async_nats::connection::State::Connected;
+                if bus.connected.swap(up, Ordering::AcqRel) && !up {
+                    bus.disconnects.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    for (_, task) in subscribed.drain() {
+        task.abort();
+    }
+    bus.connected.store(false, Ordering::Release);
+}
+
+async fn publish(client: &Client, bus: &ClusterBus, m: Outbound, timeout: Duration) {
+    if !bus.connected.load(Ordering::Acquire) {
+        bus.dropped(DropReason::Unreachable);
+        return;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(ORIGIN, bus.node_id.as_str());
+    if m.urgent {
+        headers.insert(URGENT, "1");
+    }
+    if m.client_publish {
+        headers.insert(CLIENT_PUBLISH, "1");
+    }
+    let sent = client.publish_with_headers(m.subject, headers, m.payload);
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok(())) => {
+            bus.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Err(_)) => bus.dropped(DropReason::Unreachable),
+        Err(_) => bus.dropped(DropReason::Timeout),
+    }
+}
+
+/// Subscribes to every subject the node now wants and unsubscribes from the rest.
+async fn sync_interest(
+    client: &Client,
+    bus: &Arc<ClusterBus>,
+    shared: &Weak<Shared>,
+    handle: &EngineHandle<GatewayHandler>,
+    subscribed: &mut HashMap<String, JoinHandle<()>>,
+) {
+    let wanted = bus.wanted();
+    subscribed.retain(|subject, task| {
+        let keep = wanted.contains(subject);
+        if !keep {
+            // Dropping the subscriber (with its task) unsubscribes.
+            task.abort();
+        }
+        keep
+    });
+    for subject in wanted {
+        if subscribed.contains_key(&subject) {
+            continue;
+        }
+        let Some(target) = super::subject::target(&bus.prefix, &subject) else {
+            continue;
+        };
+        match client.subscribe(subject.clone()).await {
+            Ok(sub) => {
+                let task = tokio::spawn(receive(
+                    sub,
+                    target,
+                    Arc::clone(bus),
+                    shared.clone(),
+                    handle.clone(),
+                ));
+                subscribed.insert(subject, task);
+            }
+            Err(e) => {
+                tracing::warn!(node = %bus.node_id, %subject, "cluster: subscribe failed: {e}");
+                // Retried at the next change of interest or tick-driven resync.
+                bus.interest_changed.notify_one();
+            }
+        }
+    }
+    // The broker has every SUB once it answers a flush: what is published after the count
+    // below moves reaches this node.
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+        tracing::debug!(node = %bus.node_id, "cluster: flush after subscribing: {e}");
+    }
+    bus.subscriptions
+        .store(subscribed.len() as u64, Ordering::Relaxed);
+}
+
+/// Delivers every message of one subscription on this node.
+async fn receive(
+    mut sub: async_nats::Subscriber,
+    target: Target,
+    bus: Arc<ClusterBus>,
+    shared: Weak<Shared>,
+    handle: EngineHandle<GatewayHandler>,
+) {
+    while let Some(msg) = sub.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .is_some_and(|v| v.as_str() == "1")
+        };
+        let client_publish = header(CLIENT_PUBLISH);
+        let kind = match (&target, client_publish) {
+            (_, true) => DeliveryKind::Publish,
+            (Target::Room(_), false) => DeliveryKind::Room,
+            (Target::User(_), false) => DeliveryKind::User,
+            (Target::Everyone, false) => DeliveryKind::Broadcast,
+        };
+        let message = Message {
+            target: target.clone(),
+            kind,
+            payload: msg.payload.clone(),
+            urgent: header(URGENT),
+            at: Instant::now(),
+            tally: None,
+        };
+        match shared.publish_local(&handle, message) {
+            Ok(_) => {
+                bus.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(PublishError::Busy(_)) => bus.dropped(DropReason::Backlog),
+            Err(PublishError::Rejected(e)) => {
+                tracing::warn!(node = %bus.node_id, "cluster: refused a message from the bus: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_millis(5_000);
+        assert_eq!(backoff(1, max), Duration::from_millis(100));
+        assert_eq!(backoff(2, max), Duration::from_millis(200));
+        assert_eq!(backoff(4, max), Duration::from_millis(800));
+        assert_eq!(backoff(30, max), max);
+    }
+}

@@ -1,0 +1,346 @@
+//! The cluster bus: several gateways over NATS (`--cluster`, `[cluster]`).
+//!
+//! What crosses the bus is the *message*, not its frame: a push or client PUBLISH made on one
+//! node is numbered and delivered there as on a single node, and handed to the bus
+//! ([`ClusterBus::forward`], a non-blocking `try_send` into a bounded queue, so the shards
+//! never wait for the broker). The bridge thread (`bridge.rs`, a tokio runtime of its own
+//! on the control plane) publishes it once on the stream's subject (`subject.rs`); every
+//! other node with interest in that stream receives it once, numbers it on its own stream
+//! log and delivers it through the same hand-off queues as a local push (encoded once per
+//! node, coalesced per shard turn).
+//!
+//! Interest: a node subscribes to a room's or user's subject while at least one of its
+//! shards has a member of it ([`ClusterBus::interest`], called by the shard's room and user
+//! indexes when their first member joins or last one leaves), and always to the broadcast
+//! subject. The bridge brings its subscriptions in line with that table whenever it
+//! changes; the NATS client re-subscribes all of them after a reconnect.
+//!
+//! Faults: while the broker is unreachable, the queue is full or the NATS client's own
+//! buffer stays full for `cluster.publish_timeout_ms`, a message is delivered on its own
+//! node only and counted in `ringport_cluster_dropped_total{reason}` (with a warning in the
+//! log, at most one a second). The HTTP answer of such a push carries a `warning`.
+//!
+//! Not done yet (docs/architecture.md, "Cluster"): one sequence per stream across the
+//! nodes (each node numbers the messages it delivers in its own epoch, so a resume on
+//! another node is answered EPOCH_CHANGED), GAP for messages a node missed while the broker
+//! was away, cluster-wide presence, counts and per-user limits.
+
+mod bridge;
+pub(crate) mod subject;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::ClusterConfig;
+use crate::gateway::Target;
+use crate::metrics::text::{MetricType, TextWriter};
+
+pub(crate) use bridge::start;
+
+/// Why a message did not reach the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// The broker connection is down (reconnecting).
+    Unreachable,
+    /// `cluster.max_pending` messages already wait for the broker connection.
+    QueueFull,
+    /// The NATS client did not take the message within `cluster.publish_timeout_ms`.
+    Timeout,
+    /// A message from another node found this node's shards too far behind
+    /// (`rooms.max_pending_deliveries`).
+    Backlog,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::Unreachable,
+        DropReason::QueueFull,
+        DropReason::Timeout,
+        DropReason::Backlog,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unreachable => "unreachable",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Timeout => "timeout",
+            DropReason::Backlog => "backlog",
+        }
+    }
+}
+
+/// One message on its way to the broker.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub subject: String,
+    pub payload: Bytes,
+    pub urgent: bool,
+    /// A client PUBLISH (counted as `publish` deliveries on every node) rather than a push.
+    pub client_publish: bool,
+}
+
+/// The node's side of the cluster: what shards and the HTTP API call, and the counters.
+#[derive(Debug)]
+pub(crate) struct ClusterBus {
+    node_id: String,
+    prefix: String,
+    outbound: mpsc::Sender<Outbound>,
+    /// Subjects with members on this node: subject -> shards with at least one member.
+    interest: Mutex<HashMap<String, u32>>,
+    /// Rung when `interest` changed.
+    interest_changed: Notify,
+    /// The broker connection is up (the bridge keeps it current).
+    connected: AtomicBool,
+    forwarded: AtomicU64,
+    received: AtomicU64,
+    dropped: [AtomicU64; 4],
+    disconnects: AtomicU64,
+    subscriptions: AtomicU64,
+    /// Wall ms of the last drop warning (at most one a second).
+    last_warning_ms: AtomicU64,
+}
+
+/// The receiving half the bridge owns.
+pub(crate) struct BusQueue(mpsc::Receiver<Outbound>);
+
+impl ClusterBus {
+    /// The bus for `config` (whose `servers` is set) and the queue the bridge drains.
+    pub fn new(config: &ClusterConfig) -> (Arc<ClusterBus>, BusQueue) {
+        let (tx, rx) = mpsc::channel(config.max_pending.max(1) as usize);
+        let node_id = config.node_id.clone().unwrap_or_else(|| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            format!("node-{:08x}", u32::from_be_bytes(b))
+        });
+        let bus = ClusterBus {
+            node_id,
+            prefix: config.subject_prefix.clone(),
+            outbound: tx,
+            interest: Mutex::new(HashMap::new()),
+            interest_changed: Notify::new(),
+            connected: AtomicBool::new(false),
+            forwarded: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: Default::default(),
+            disconnects: AtomicU64::new(0),
+            subscriptions: AtomicU64::new(0),
+            last_warning_ms: AtomicU64::new(0),
+        };
+        (Arc::new(bus), BusQueue(rx))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Hands a message published on this node to the bus without waiting. `Err` says why it
+    /// will not reach the other nodes (it was counted and logged).
+    pub fn forward(
+        &self,
+        target: &Target,
+        payload: &Bytes,
+        urgent: bool,
+        client_publish: bool,
+    ) -> Result<(), DropReason> {
+        if !self.connected.load(Ordering::Acquire) {
+            self.dropped(DropReason::Unreachable);
+            return Err(DropReason::Unreachable);
+        }
+        let m = Outbound {
+            subject: subject::of(&self.prefix, target),
+            payload: payload.clone(),
+            urgent,
+            client_publish,
+        };
+        match self.outbound.try_send(m) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped(DropReason::QueueFull);
+                Err(DropReason::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.dropped(DropReason::Unreachable);
+                Err(DropReason::Unreachable)
+            }
+        }
+    }
+
+    /// A shard's first member of a room (`room`) or user's connection (`user`) appeared
+    /// (`joined`) or its last one left.
+    pub fn interest(&self, target: &Target, joined: bool) {
+        let subject = subject::of(&self.prefix, target);
+        let mut table = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = if joined {
+            let n = table.entry(subject).or_insert(0);
+            *n += 1;
+            *n == 1
+        } else {
+            match table.get_mut(&subject) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    table.remove(&subject);
+                    true
+                }
+                None => false,
+            }
+        };
+        drop(table);
+        if changed {
+            self.interest_changed.notify_one();
+        }
+    }
+
+    /// The subjects this node should be subscribed to now.
+    fn wanted(&self) -> Vec<String> {
+        let table = self.interest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = table.keys().cloned().collect();
+        v.push(subject::all(&self.prefix));
+        v
+    }
+
+    /// Counts one message that did not cross the bus and warns (at most once a second).
+    pub fn dropped(&self, reason: DropReason) {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        let total = self.dropped[i].fetch_add(1, Ordering::Relaxed) + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now >= last + 1_000
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                node = %self.node_id,
+                reason = reason.as_str(),
+                dropped_total = total,
+                "cluster: a message did not cross the bus (delivered on its own node only)"
+            );
+        }
+    }
+
+    /// The `/metrics` families of the bus.
+    pub fn render(&self, out: &mut String) {
+        let mut w = TextWriter::new(out);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        w.family(
+            "ringport_cluster_connected",
+            "1 while the connection to the NATS broker is up.",
+            MetricType::Gauge,
+        );
+        w.sample(
+            "ringport_cluster_connected",
+            &[("node", &self.node_id)],
+            u64::from(self.connected.load(Ordering::Relaxed)),
+        );
+        w.family(
+            "ringport_cluster_forwarded_total",
+            "Messages published on this node and handed to the broker for the other nodes.",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_cluster_forwarded_total",
+            &[],
+            load(&self.forwarded),
+        );
+        w.family(
+            "ringport_cluster_received_total",
+            "Messages from other nodes delivered on this node.",
+            MetricType::Counter,
+        );
+        w.sample("ringport_cluster_received_total", &[], load(&self.received));
+        w.family(
+            "ringport_cluster_dropped_total",
+            "Messages that did not cross the bus, by reason (delivered on their own node only).",
+            MetricType::Counter,
+        );
+        for (r, n) in DropReason::ALL.iter().zip(&self.dropped) {
+            w.sample(
+                "ringport_cluster_dropped_total",
+                &[("reason", r.as_str())],
+                load(n),
+            );
+        }
+        w.family(
+            "ringport_cluster_disconnects_total",
+            "Times the connection to the NATS broker was lost.",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_cluster_disconnects_total",
+            &[],
+            load(&self.disconnects),
+        );
+        w.family(
+            "ringport_cluster_subscriptions",
+            "Subjects this node is subscribed to (rooms and users with members here, and broadcasts).",
+            MetricType::Gauge,
+        );
+        w.sample(
+            "ringport_cluster_subscriptions",
+            &[],
+            load(&self.subscriptions),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus(max_pending: u32) -> (Arc<ClusterBus>, BusQueue) {
+        let config = ClusterConfig {
+            servers: Some("nats://127.0.0.1:1".into()),
+            node_id: Some("t".into()),
+            max_pending,
+            ..ClusterConfig::default()
+        };
+        ClusterBus::new(&config)
+    }
+
+    #[test]
+    fn interest_counts_shards_and_changes_only_at_the_edges() {
+        let (b, _q) = bus(4);
+        let room = Target::Room("r".into());
+        b.interest(&room, true);
+        b.interest(&room, true);
+        assert!(b.wanted().contains(&"ringport.room.r".to_owned()));
+        b.interest(&room, false);
+        assert!(b.wanted().contains(&"ringport.room.r".to_owned()));
+        b.interest(&room, false);
+        assert_eq!(b.wanted(), vec!["ringport.all".to_owned()]);
+        // A stray leave is ignored.
+        b.interest(&room, false);
+        assert_eq!(b.wanted().len(), 1);
+    }
+
+    #[test]
+    fn forward_is_bounded_and_counts_what_it_drops() {
+        let (b, _q) = bus(2);
+        let t = Target::Everyone;
+        let p = Bytes::from_static(b"x");
+        assert_eq!(
+            b.forward(&t, &p, false, false),
+            Err(DropReason::Unreachable)
+        );
+        b.connected.store(true, Ordering::Release);
+        assert_eq!(b.forward(&t, &p, false, false), Ok(()));
+        assert_eq!(b.forward(&t, &p, false, false), Ok(()));
+        assert_eq!(b.forward(&t, &p, false, false), Err(DropReason::QueueFull));
+        let mut text = String::new();
+        b.render(&mut text);
+        assert!(text.contains("ringport_cluster_dropped_total{reason=\"unreachable\"} 1"));
+        assert!(text.contains("ringport_cluster_dropped_total{reason=\"queue_full\"} 1"));
+    }
+}
