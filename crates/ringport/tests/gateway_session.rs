@@ -131,9 +131,9 @@ fn garbage_gets_a_protocol_error_and_others_keep_working() {
     early.send(&Frame::Wake);
     assert_eq!(early.expect_close().0, CloseReason::PROTOCOL_ERROR);
 
-    // Wrong version byte.
+    // Wrong version byte (`GET ` would be a WebSocket upgrade, protocol.md section 13).
     let mut old = server.client();
-    old.stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    old.stream.write_all(b"POST / HTTP/1.1\r\n\r\n").unwrap();
     let (reason, text) = old.expect_close();
     assert_eq!(reason, CloseReason::UNSUPPORTED_VERSION);
     assert_eq!(text, "supported versions: 1");

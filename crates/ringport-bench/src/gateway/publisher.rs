@@ -212,7 +212,7 @@ pub(super) fn start_pipelined(
     stats: Arc<PublisherStats>,
     server: &'static str,
     mut encode: impl FnMut(u64, usize) -> Vec<u8> + Send + 'static,
-    mut read: impl FnMut(&mut BufReader<TcpStream>) -> std::io::Result<Answer> + Send + 'static,
+    read: impl FnMut(&mut BufReader<TcpStream>) -> std::io::Result<Answer> + Send + 'static,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let reader = stream.try_clone()?;
     reader.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -251,7 +251,47 @@ pub(super) fn start_pipelined(
             r.map(|_| ())
         })
     };
-    let r = std::thread::spawn(move || {
+    let r = read_answers(
+        reader,
+        pending,
+        done_sending,
+        server,
+        read,
+        move |room: usize, answer| match answer {
+            Answer::Accepted { recipients } => {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = recipients {
+                    stats.recipients.fetch_add(n, Ordering::Relaxed);
+                    stats.recipients_reported.fetch_add(1, Ordering::Relaxed);
+                }
+                stats
+                    .accepted_per_room
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())[room] += 1;
+            }
+            Answer::Rejected => {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    );
+    Ok(vec![w, r])
+}
+
+/// The reader of a pipelined publisher: takes answers in request order, handing each with
+/// its request's entry of `pending` to `credit`, until sending stopped and nothing is
+/// outstanding; once sending stopped it waits at most 10 s for the last answers.
+fn read_answers<T, A>(
+    reader: TcpStream,
+    pending: Arc<Mutex<std::collections::VecDeque<T>>>,
+    done_sending: Arc<AtomicBool>,
+    server: &'static str,
+    mut read: impl FnMut(&mut BufReader<TcpStream>) -> std::io::Result<A> + Send + 'static,
+    mut credit: impl FnMut(T, A) + Send + 'static,
+) -> JoinHandle<anyhow::Result<()>>
+where
+    T: Default + Send + 'static,
+{
+    std::thread::spawn(move || {
         let mut reader = BufReader::new(reader);
         let mut idle_since: Option<Instant> = None;
         loop {
@@ -262,27 +302,12 @@ pub(super) fn start_pipelined(
             match read(&mut reader) {
                 Ok(answer) => {
                     idle_since = None;
-                    let room = pending
+                    let entry = pending
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .pop_front()
-                        .unwrap_or(0);
-                    match answer {
-                        Answer::Accepted { recipients } => {
-                            stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            if let Some(n) = recipients {
-                                stats.recipients.fetch_add(n, Ordering::Relaxed);
-                                stats.recipients_reported.fetch_add(1, Ordering::Relaxed);
-                            }
-                            stats
-                                .accepted_per_room
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())[room] += 1;
-                        }
-                        Answer::Rejected => {
-                            stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                        .unwrap_or_default();
+                    credit(entry, answer);
                 }
                 Err(e) if is_timeout(&e) => {
                     // Bounded wait for the last answers once sending stopped.
@@ -296,8 +321,7 @@ pub(super) fn start_pipelined(
                 Err(e) => return Err(e).with_context(|| format!("reading the {server}'s answer")),
             }
         }
-    });
-    Ok(vec![w, r])
+    })
 }
 
 pub(super) fn is_timeout(e: &std::io::Error) -> bool {
@@ -627,53 +651,34 @@ fn start_batch(
             r
         })
     };
-    let r = std::thread::spawn(move || {
-        let mut reader = BufReader::new(reader);
-        let mut idle_since: Option<Instant> = None;
-        loop {
-            let outstanding = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
-            if done_sending.load(Ordering::Relaxed) && outstanding == 0 {
-                return Ok(());
-            }
-            match read_http_response(&mut reader) {
-                Ok((status, body)) => {
-                    idle_since = None;
-                    let rooms = pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .pop_front()
-                        .unwrap_or_default();
-                    let results = (status == 200)
-                        .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
-                        .flatten();
-                    let results = results.as_ref().and_then(|v| v["results"].as_array());
-                    let mut per_room = stats
-                        .accepted_per_room
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    for (i, room) in rooms.into_iter().enumerate() {
-                        let ok = results
-                            .and_then(|r| r.get(i))
-                            .is_some_and(|item| item.get("offset").is_some());
-                        if ok {
-                            stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            per_room[room] += 1;
-                        } else {
-                            stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Err(e) if is_timeout(&e) => {
-                    if done_sending.load(Ordering::Relaxed) {
-                        let since = *idle_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_secs(10) {
-                            bail!("admin API left {outstanding} batches unanswered for 10 s");
-                        }
-                    }
-                }
-                Err(e) => return Err(e).context("reading the admin API's batch answer"),
+    let credit = move |rooms: Vec<usize>, (status, body): (u16, String)| {
+        let results = (status == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .flatten();
+        let results = results.as_ref().and_then(|v| v["results"].as_array());
+        let mut per_room = stats
+            .accepted_per_room
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (i, room) in rooms.into_iter().enumerate() {
+            let ok = results
+                .and_then(|r| r.get(i))
+                .is_some_and(|item| item.get("offset").is_some());
+            if ok {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                per_room[room] += 1;
+            } else {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
-    });
+    };
+    let r = read_answers(
+        reader,
+        pending,
+        done_sending,
+        "admin API",
+        read_http_response,
+        credit,
+    );
     Ok(vec![w, r])
 }

@@ -83,6 +83,8 @@ pub(crate) struct Conn {
     pub replay: super::replay::ReplayQueue,
     /// Native or WebSocket (`gateway/transport.rs`), decided by the first bytes.
     pub transport: super::transport::Transport,
+    /// The first bytes have decided `transport` (before that it says `Native`).
+    pub sniffed: bool,
 }
 
 impl Conn {
@@ -114,7 +116,8 @@ impl Conn {
             closing: false,
             timer_at: u64::MAX,
             replay: super::replay::ReplayQueue::default(),
-            transport: super::transport::Transport::Undecided,
+            transport: super::transport::Transport::Native,
+            sniffed: false,
         }
     }
 

@@ -42,35 +42,33 @@ impl WsSettings {
 }
 
 /// How one connection's bytes are framed.
+/// How a connection's bytes are framed, decided by its first bytes (until then a connection
+/// is `Native` with `Conn::sniffed` false). Two variants around a box: the enum is one
+/// pointer (8 bytes per connection), and native connections (the many) pay nothing more.
 #[derive(Debug)]
 pub(crate) enum Transport {
-    /// Fewer than four bytes, all a prefix of `GET `, have arrived (they wait in `Conn::rx`).
-    Undecided,
     /// ringport frames directly on the stream.
     Native,
-    /// WebSocket: the upgrade request, then frames. Boxed: native connections (the many)
-    /// pay one pointer-sized enum, not the WebSocket state.
+    /// WebSocket: the upgrade request, then frames.
     WebSocket(Box<WsConn>),
 }
 
 impl Transport {
-    /// Decides from the first bytes in `head` (which move to the WebSocket state if it is one).
-    pub fn sniff(head: &mut BytesMut, ws: Option<&WsSettings>) -> Transport {
+    /// Decides from the first bytes in `head` (which move to the WebSocket state if it is
+    /// one); `None` while fewer than four bytes, all a prefix of `GET `, have arrived (they
+    /// wait in `Conn::rx`).
+    pub fn sniff(head: &mut BytesMut, ws: Option<&WsSettings>) -> Option<Transport> {
         const GET: &[u8] = b"GET ";
         let Some(ws) = ws else {
-            return Transport::Native;
+            return Some(Transport::Native);
         };
         if head.len() < GET.len() {
-            return if GET.starts_with(head) {
-                Transport::Undecided
-            } else {
-                Transport::Native
-            };
+            return (!GET.starts_with(head)).then_some(Transport::Native);
         }
         if !head.starts_with(GET) {
-            return Transport::Native;
+            return Some(Transport::Native);
         }
-        Transport::WebSocket(Box::new(WsConn {
+        Some(Transport::WebSocket(Box::new(WsConn {
             upgraded: false,
             responded: false,
             raw: std::mem::take(head),
@@ -78,7 +76,7 @@ impl Transport {
             error: None,
             close_sent: false,
             close_received: false,
-        }))
+        })))
     }
 
     /// Capacity of the bytes held below the session (the WebSocket raw buffer).
@@ -89,8 +87,8 @@ impl Transport {
         }
     }
 
-    /// Whether session frames go out as WebSocket binary messages: `None` native (or
-    /// undecided), `Some(true)` upgraded and no Close sent yet, `Some(false)` not now (HTTP
+    /// Whether session frames go out as WebSocket binary messages: `None` native (or not
+    /// yet decided), `Some(true)` upgraded and no Close sent yet, `Some(false)` not now (HTTP
     /// phase, or after our Close: RFC 6455 §5.5.1 forbids data after it).
     pub fn ws_sending(&self) -> Option<bool> {
         match self {
@@ -164,28 +162,33 @@ mod tests {
     fn first_bytes_decide() {
         let s = settings();
         let mut b = BytesMut::from(&b"GE"[..]);
-        assert!(matches!(
-            Transport::sniff(&mut b, Some(&s)),
-            Transport::Undecided
-        ));
+        assert!(Transport::sniff(&mut b, Some(&s)).is_none(), "undecided");
         let mut b = BytesMut::from(&b"GET /ringport"[..]);
         assert!(matches!(
             Transport::sniff(&mut b, Some(&s)),
-            Transport::WebSocket(_)
+            Some(Transport::WebSocket(_))
         ));
         assert!(b.is_empty(), "the request moved to the WebSocket state");
         let mut b = BytesMut::from(&[1u8, 1, 0, 0][..]);
         assert!(matches!(
             Transport::sniff(&mut b, Some(&s)),
-            Transport::Native
+            Some(Transport::Native)
         ));
         let mut b = BytesMut::from(&b"G"[..]);
-        assert!(matches!(Transport::sniff(&mut b, None), Transport::Native));
+        assert!(matches!(
+            Transport::sniff(&mut b, None),
+            Some(Transport::Native)
+        ));
         let mut b = BytesMut::from(&b"GEX"[..]);
         assert!(matches!(
             Transport::sniff(&mut b, Some(&s)),
-            Transport::Native
+            Some(Transport::Native)
         ));
+        assert_eq!(
+            std::mem::size_of::<Transport>(),
+            8,
+            "one pointer per connection"
+        );
     }
 
     #[test]

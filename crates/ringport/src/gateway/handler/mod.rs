@@ -798,13 +798,16 @@ impl Handler for GatewayHandler {
             Transport::WebSocket(ws) => ws.raw.extend_from_slice(data),
             _ => c.rx_mut().extend_from_slice(data),
         }
-        if matches!(c.transport, Transport::Undecided) {
-            c.transport = Transport::sniff(c.rx_mut(), self.shared.websocket.as_ref());
+        if !c.sniffed {
+            if let Some(t) = Transport::sniff(c.rx_mut(), self.shared.websocket.as_ref()) {
+                c.transport = t;
+                c.sniffed = true;
+            }
         }
         match c.transport {
+            _ if !c.sniffed => {}
             Transport::Native => self.feed_native(ctx, &mut c, now),
             Transport::WebSocket(_) => self.ws_input(ctx, &mut c, now),
-            Transport::Undecided => {}
         }
         // Idle connections hold no receive memory (and no buffer header either).
         if c.rx.as_ref().is_some_and(|b| b.is_empty()) {
