@@ -211,10 +211,12 @@ fn serve_on(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
     cmd.args(&all)
         .env_clear()
-        .envs(std::env::var("RINGPORT_IO_BACKEND").map(|v| ("RINGPORT_IO_BACKEND", v)))
         .stderr(std::process::Stdio::piped());
     if uring_blocked {
+        // The host decides here, not the suite's RINGPORT_IO_BACKEND (which replaces `auto`).
         ringport_io::seccomp::deny_io_uring(&mut cmd);
+    } else {
+        cmd.envs(std::env::var("RINGPORT_IO_BACKEND").map(|v| ("RINGPORT_IO_BACKEND", v)));
     }
     let mut child = cmd.spawn().unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
