@@ -170,9 +170,6 @@ impl GatewayHandler {
         let Some(c) = self.conns.get_mut(id) else {
             return RunOffer::None;
         };
-        if c.id != id {
-            return RunOffer::None;
-        }
         // Over WebSocket every server message holds exactly one frame (protocol.md §13).
         let passes = c.replay.is_empty()
             && c.session.push_passes_through()
@@ -234,9 +231,6 @@ impl GatewayHandler {
         let Some(c) = self.conns.get_mut(id) else {
             return false;
         };
-        if c.id != id {
-            return false;
-        }
         let Some(last) = last_offset(c, &d.stream) else {
             return false;
         };
