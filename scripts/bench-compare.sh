@@ -16,6 +16,8 @@
 #   ringport-http    the same with the HTTP publisher
 #   ringport-batch   the same with the HTTP batch API (the messages due each ms in one request)
 #   ringport-client  the same with a protocol client's PUBLISH
+#   ringport-ws      ringport with PUBLISHER, subscribers over WebSocket (`--protocol
+#                    ringport-ws`); also reported as the ratio ringport-ws/ringport
 #   base             BASE_BIN (another ringport build) with PUBLISHER: "ringport/base" ratios
 #   redis            redis-server (no persistence), publisher PUBLISH, pipelined
 #   nats             nats-server, publisher PUB
@@ -67,7 +69,9 @@ install_servers() {
 start_system() {
     local name=$1 bin=$RINGPORT_BIN publisher=$PUBLISHER
     case $name in
-    ringport | ringport-http | ringport-batch | ringport-client | base)
+    ringport | ringport-http | ringport-batch | ringport-client | ringport-ws | base)
+        local protocol=ringport
+        [[ $name == ringport-ws ]] && protocol=ringport-ws
         [[ $name == ringport-http ]] && publisher=http
         [[ $name == ringport-batch ]] && publisher=batch
         [[ $name == ringport-client ]] && publisher=client
@@ -83,7 +87,7 @@ start_system() {
             >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
         wait_port "$PORT" && wait_port "$ADMIN_PORT" || die "$name did not listen (see $OUT/$name-server.log)"
-        TARGET_ARGS=(--protocol ringport --publisher "$publisher" --target "127.0.0.1:$PORT"
+        TARGET_ARGS=(--protocol "$protocol" --publisher "$publisher" --target "127.0.0.1:$PORT"
             --admin "127.0.0.1:$ADMIN_PORT")
         ;;
     redis)
@@ -100,7 +104,7 @@ start_system() {
         wait_port "$NATS_PORT" || die "nats-server did not listen (see $OUT/nats-server.log)"
         TARGET_ARGS=(--protocol nats --target "127.0.0.1:$NATS_PORT")
         ;;
-    *) die "unknown system $name (ringport, ringport-http, ringport-batch, ringport-client, base, redis, nats)" ;;
+    *) die "unknown system $name (ringport, ringport-http, ringport-batch, ringport-client, ringport-ws, base, redis, nats)" ;;
     esac
 }
 
@@ -164,5 +168,9 @@ EOF
         for theirs in $SYSTEMS; do
             case $theirs in redis | nats | base) ratios "$RATE" "$ours" "$theirs" ;; esac
         done
+        # WebSocket's cost over the native protocol on the same load (issue 14's target).
+        if [[ $ours == ringport-ws && " $SYSTEMS " == *" ringport "* ]]; then
+            ratios "$RATE" ringport-ws ringport
+        fi
     done
 done

@@ -180,6 +180,8 @@ pub enum ViaArg {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProtocolArg {
     Ringport,
+    /// ringport's protocol over WebSocket (binary messages) on the same port.
+    RingportWs,
     Redis,
     Nats,
 }

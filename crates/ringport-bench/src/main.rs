@@ -247,15 +247,19 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         GwKind::Idle => a.rate,
         GwKind::Churn => None,
     };
+    let ours = |p: Protocol| match a.publisher {
+        None | Some(ViaArg::Http) => (p, Via::Http),
+        Some(ViaArg::Batch) => (p, Via::Batch),
+        Some(ViaArg::Client) => (p, Via::Publish),
+    };
     let (protocol, via) = match (a.protocol, a.publisher) {
-        (ProtocolArg::Ringport, None | Some(ViaArg::Http)) => (Protocol::Ringport, Via::Http),
-        (ProtocolArg::Ringport, Some(ViaArg::Batch)) => (Protocol::Ringport, Via::Batch),
-        (ProtocolArg::Ringport, Some(ViaArg::Client)) => (Protocol::Ringport, Via::Publish),
+        (ProtocolArg::Ringport, _) => ours(Protocol::Ringport),
+        (ProtocolArg::RingportWs, _) => ours(Protocol::RingportWs),
         (ProtocolArg::Redis, None) => (Protocol::Redis, Via::Redis),
         (ProtocolArg::Nats, None) => (Protocol::Nats, Via::Nats),
-        (_, Some(_)) => bail!("--publisher applies to --protocol ringport only"),
+        (_, Some(_)) => bail!("--publisher applies to --protocol ringport|ringport-ws only"),
     };
-    if protocol != Protocol::Ringport && kind == GwKind::Resume {
+    if !protocol.is_ringport() && kind == GwKind::Resume {
         bail!("resume needs ringport's offsets: --protocol redis|nats runs idle, fanout and churn");
     }
     let tokens = match (&a.token, &a.secret) {

@@ -3,6 +3,9 @@
 //! idempotent push publishes once.
 
 mod common;
+#[allow(dead_code)]
+#[path = "websocket/client.rs"]
+mod ws_client;
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -270,4 +273,73 @@ fn a_run_of_pushes_reaches_active_and_sleeping_members_each_by_its_own_rules() {
     // Nothing twice: the active member's next frame is the answer to a PING.
     active.send(&ringport_proto::Frame::Ping { nonce: 5 });
     assert_eq!(active.recv(), ringport_proto::Frame::Pong { nonce: 5 });
+}
+
+/// Runs reach WebSocket members too: each message is still one binary message holding one
+/// frame (protocol.md §13), in offset order, alongside native members of the same room —
+/// whether the member takes the run straight through or message by message.
+#[test]
+fn a_run_of_pushes_reaches_websocket_members_one_frame_per_message() {
+    const PUSHES: u64 = 40;
+    let server = TestServer::start(test_config());
+    let mut native = server.welcomed("");
+    assert_eq!(native.join(1, "wsrun"), ringport_proto::Status::OK);
+    let mut members: Vec<ws_client::WsClient> = (0..3)
+        .map(|_| {
+            let mut ws = ws_client::WsClient::connect(server.addr);
+            ws.hello("");
+            assert!(matches!(ws.recv(), ringport_proto::Frame::Welcome(_)));
+            ws.send(&[ringport_proto::Frame::Join(ringport_proto::RoomRequest {
+                req_id: 1,
+                room: "wsrun".into(),
+            })]);
+            assert!(matches!(
+                ws.recv(),
+                ringport_proto::Frame::RoomResult(r) if r.status == ringport_proto::Status::OK
+            ));
+            ws
+        })
+        .collect();
+    // One WebSocket member falls asleep: it is offered the run message by message.
+    members[2].send(&[ringport_proto::Frame::Sleep {
+        interval_ms: 60_000,
+    }]);
+    assert!(matches!(
+        members[2].recv(),
+        ringport_proto::Frame::SleepAck { .. }
+    ));
+
+    let paused = pause_shards(&server);
+    let mut http = Pipelined::connect(server.admin_addr);
+    for i in 1..=PUSHES {
+        // The last one is urgent, so the sleeper is sent everything held before it.
+        let urgent = i == PUSHES;
+        let body = format!(r#"{{"payload":"w{i}","urgent":{urgent}}}"#);
+        let a = http.call("POST", "/v1/push/room/wsrun", &[], &body);
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    drop(paused);
+
+    for i in 1..=PUSHES {
+        let p = native.push();
+        assert_eq!((p.offset, &p.payload[..]), (i, format!("w{i}").as_bytes()));
+    }
+    for (n, ws) in members.iter_mut().enumerate() {
+        for i in 1..=PUSHES {
+            // `recv` asserts that every binary message holds exactly one frame.
+            match ws.recv() {
+                ringport_proto::Frame::Push(p) => assert_eq!(
+                    (p.offset, &p.payload[..]),
+                    (i, format!("w{i}").as_bytes()),
+                    "member {n}"
+                ),
+                other => panic!("member {n}: unexpected {other:?}"),
+            }
+        }
+    }
+    // Nothing twice: each member's next frame answers its PING.
+    for ws in &mut members {
+        ws.send(&[ringport_proto::Frame::Ping { nonce: 9 }]);
+        assert_eq!(ws.recv(), ringport_proto::Frame::Pong { nonce: 9 });
+    }
 }

@@ -18,6 +18,7 @@ pub mod publisher;
 pub mod redis;
 pub mod subscriber;
 pub mod tokens;
+pub mod ws;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

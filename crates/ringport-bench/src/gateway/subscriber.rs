@@ -1,6 +1,6 @@
 //! Which server the fan-out subscribers talk to (`--protocol`), behind one interface the
-//! driver uses: ringport's native protocol ([`ClientConn`]), Redis pub/sub ([`RedisSub`]) or
-//! NATS core ([`NatsSub`]).
+//! driver uses: ringport's native protocol ([`ClientConn`]), the same over WebSocket
+//! ([`WsClient`]), Redis pub/sub ([`RedisSub`]) or NATS core ([`NatsSub`]).
 //!
 //! All three run on the same ringport-io engine client, with the same stamped payloads
 //! ([`super::payload`]), the same per-stream ledgers and the same latency recorder, so a
@@ -17,19 +17,28 @@ use super::ledger::{Arrival, StreamLedger};
 use super::nats::NatsSub;
 use super::payload;
 use super::redis::RedisSub;
+use super::ws::WsClient;
 
 /// The server the bench drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Ringport,
+    /// ringport's protocol over WebSocket on the same port.
+    RingportWs,
     Redis,
     Nats,
 }
 
 impl Protocol {
+    /// ringport's protocol (with offsets, resume and the HTTP publisher), on either transport.
+    pub fn is_ringport(self) -> bool {
+        matches!(self, Protocol::Ringport | Protocol::RingportWs)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Ringport => "ringport",
+            Protocol::RingportWs => "ringport-ws",
             Protocol::Redis => "redis",
             Protocol::Nats => "nats",
         }
@@ -41,6 +50,7 @@ impl Protocol {
 pub enum Subscriber {
     /// Boxed: the protocol session is much larger than the Redis and NATS parsers.
     Ringport(Box<ClientConn>),
+    RingportWs(Box<WsClient>),
     Redis(RedisSub),
     Nats(NatsSub),
 }
@@ -49,6 +59,9 @@ impl Subscriber {
     pub fn new(protocol: Protocol, rooms: Vec<String>, now: Instant) -> Subscriber {
         match protocol {
             Protocol::Ringport => Subscriber::Ringport(Box::new(ClientConn::new(rooms, now))),
+            Protocol::RingportWs => {
+                Subscriber::RingportWs(Box::new(WsClient::new(ClientConn::new(rooms, now))))
+            }
             Protocol::Redis => Subscriber::Redis(RedisSub::new(rooms)),
             Protocol::Nats => Subscriber::Nats(NatsSub::new(rooms)),
         }
@@ -58,6 +71,7 @@ impl Subscriber {
     pub fn rooms(&self) -> &[String] {
         match self {
             Subscriber::Ringport(c) => c.rooms(),
+            Subscriber::RingportWs(c) => c.inner.rooms(),
             Subscriber::Redis(c) => &c.ch.rooms,
             Subscriber::Nats(c) => &c.ch.rooms,
         }
@@ -67,6 +81,7 @@ impl Subscriber {
     pub fn streams(&self) -> &[Tracked] {
         match self {
             Subscriber::Ringport(c) => &c.streams,
+            Subscriber::RingportWs(c) => &c.inner.streams,
             Subscriber::Redis(c) => &c.ch.streams,
             Subscriber::Nats(c) => &c.ch.streams,
         }
@@ -77,6 +92,7 @@ impl Subscriber {
     pub fn start(&mut self, token: &[u8], resume: bool, out: &mut Vec<u8>, now: Instant) {
         match self {
             Subscriber::Ringport(c) => c.start(token, resume, out, now),
+            Subscriber::RingportWs(c) => c.start(token, resume, out, now),
             Subscriber::Redis(c) => c.start(out),
             Subscriber::Nats(c) => c.start(out),
         }
@@ -95,6 +111,7 @@ impl Subscriber {
         let now_ns = payload::now_ns();
         match self {
             Subscriber::Ringport(c) => c.on_bytes(data, out, events, now, now_ns),
+            Subscriber::RingportWs(c) => c.on_bytes(data, out, events, now, now_ns),
             Subscriber::Redis(c) => c.on_bytes(data, events, now_ns),
             Subscriber::Nats(c) => c.on_bytes(data, out, events, now_ns),
         }
@@ -104,6 +121,7 @@ impl Subscriber {
     pub fn is_done(&self) -> bool {
         match self {
             Subscriber::Ringport(c) => c.is_done(),
+            Subscriber::RingportWs(c) => c.is_done(),
             Subscriber::Redis(c) => c.ch.done,
             Subscriber::Nats(c) => c.ch.done,
         }
@@ -114,6 +132,7 @@ impl Subscriber {
     pub fn next_ping(&self) -> Option<Instant> {
         match self {
             Subscriber::Ringport(c) => c.next_ping(),
+            Subscriber::RingportWs(c) => c.inner.next_ping(),
             Subscriber::Redis(_) | Subscriber::Nats(_) => None,
         }
     }
@@ -122,6 +141,7 @@ impl Subscriber {
     pub fn on_timer(&mut self, out: &mut Vec<u8>, now: Instant) -> bool {
         match self {
             Subscriber::Ringport(c) => c.on_timer(out, now),
+            Subscriber::RingportWs(c) => c.on_timer(out, now),
             Subscriber::Redis(_) | Subscriber::Nats(_) => false,
         }
     }

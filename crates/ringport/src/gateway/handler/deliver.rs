@@ -15,6 +15,12 @@
 //! members and 1,000 messages/s, per-message-per-connection queue entries made the shard
 //! write (and later re-read) tens of megabytes per second of cold memory; a run costs one
 //! entry per connection per turn.
+//!
+//! WebSocket connections are served the same way: a run's (or a lone message's) frames are
+//! wrapped once per shard into binary messages (one frame each, protocol.md §13) the first
+//! time a WebSocket recipient takes them, and every other WebSocket recipient gets a
+//! reference to that buffer — the frame header is encoded once per message, not once per
+//! connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use ringport_io::{ConnId, Ctx};
 use ringport_proto::{PushClass, PushOutcome, StreamName};
 
-use super::{send_frame, send_frames, transmit, GatewayHandler};
+use super::{send_frames, transmit, GatewayHandler};
 use crate::gateway::conn::Conn;
 use crate::gateway::publish::Delivery;
 use crate::gateway::replay::{record_offer, Pending};
@@ -47,6 +53,63 @@ fn run_len(ds: &[Arc<Delivery>]) -> usize {
         })
         .count()
         .max(1)
+}
+
+/// `frames` wrapped as WebSocket binary messages, one frame each (protocol.md §13).
+fn ws_messages<'a>(frames: impl Iterator<Item = &'a Bytes> + Clone) -> Bytes {
+    let len: usize = frames
+        .clone()
+        .map(|f| f.len() + ringport_ws::MAX_HEADER)
+        .sum();
+    let mut out = BytesMut::with_capacity(len);
+    for f in frames {
+        let header = ringport_ws::encode_header(ringport_ws::OpCode::Binary, true, f.len(), None);
+        out.extend_from_slice(header.as_slice());
+        out.extend_from_slice(f);
+    }
+    out.freeze()
+}
+
+/// A message's or run's bytes for pass-through recipients, built once per transport kind
+/// on first use.
+struct Shared<'a> {
+    frames: &'a [Arc<Delivery>],
+    native: Option<Bytes>,
+    ws: Option<Bytes>,
+}
+
+impl<'a> Shared<'a> {
+    fn new(frames: &'a [Arc<Delivery>]) -> Shared<'a> {
+        Shared {
+            frames,
+            native: None,
+            ws: None,
+        }
+    }
+
+    /// The bytes for a connection whose `ws_sending()` is `ws`.
+    fn bytes(&mut self, ws: bool) -> Bytes {
+        let frames = self.frames;
+        if ws {
+            self.ws
+                .get_or_insert_with(|| ws_messages(frames.iter().map(|d| &d.frame)))
+                .clone()
+        } else {
+            self.native
+                .get_or_insert_with(|| match frames {
+                    [d] => d.frame.clone(),
+                    _ => {
+                        let len = frames.iter().map(|d| d.frame.len()).sum();
+                        let mut joined = BytesMut::with_capacity(len);
+                        for d in frames {
+                            joined.extend_from_slice(&d.frame);
+                        }
+                        joined.freeze()
+                    }
+                })
+                .clone()
+        }
+    }
 }
 
 /// What one recipient took of a run.
@@ -126,20 +189,17 @@ impl GatewayHandler {
 
     /// Delivers a run (2 or more consecutive messages of one stream, in offset order).
     fn deliver_run(&mut self, ctx: &mut Ctx<'_, Self>, run: &[Arc<Delivery>], report: bool) {
-        let mut joined = BytesMut::with_capacity(run.iter().map(|d| d.frame.len()).sum());
-        for d in run {
-            joined.extend_from_slice(&d.frame);
-        }
-        let joined = joined.freeze();
+        let mut joined = Shared::new(run);
+        let mut singles: Vec<Shared<'_>> = run.chunks(1).map(Shared::new).collect();
         // Connections that took the whole run, and per message those that took it alone.
         let mut whole = 0u64;
         let mut each = vec![0u64; run.len()];
         for id in self.recipients(&run[0].stream) {
-            match self.offer_run(ctx, id, run, &joined) {
+            match self.offer_run(ctx, id, run, &mut joined) {
                 RunOffer::Whole => whole += 1,
                 RunOffer::Each => {
-                    for (n, d) in each.iter_mut().zip(run) {
-                        *n += u64::from(self.offer(ctx, id, d));
+                    for ((n, d), single) in each.iter_mut().zip(run).zip(&mut singles) {
+                        *n += u64::from(self.offer(ctx, id, d, single));
                     }
                 }
                 RunOffer::None => {}
@@ -165,15 +225,13 @@ impl GatewayHandler {
         ctx: &mut Ctx<'_, Self>,
         id: ConnId,
         run: &[Arc<Delivery>],
-        joined: &Bytes,
+        joined: &mut Shared<'_>,
     ) -> RunOffer {
         let Some(c) = self.conns.get_mut(id) else {
             return RunOffer::None;
         };
-        // Over WebSocket every server message holds exactly one frame (protocol.md §13).
-        let passes = c.replay.is_empty()
-            && c.session.push_passes_through()
-            && c.transport.ws_sending().is_none();
+        let ws = c.transport.ws_sending();
+        let passes = c.replay.is_empty() && c.session.push_passes_through() && ws != Some(false);
         let Some(last) = last_offset(c, &run[0].stream) else {
             return RunOffer::None;
         };
@@ -181,7 +239,8 @@ impl GatewayHandler {
             return RunOffer::Each;
         }
         *last = run[run.len() - 1].offset;
-        send_frames(ctx, &mut self.rec, c, joined.clone(), run.len() as u64);
+        let bytes = joined.bytes(ws == Some(true));
+        send_frames(ctx, &mut self.rec, c, bytes, run.len() as u64);
         RunOffer::Whole
     }
 }
@@ -217,8 +276,9 @@ impl GatewayHandler {
 
     fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
         let mut n = 0;
+        let mut shared = Shared::new(std::slice::from_ref(d));
         for id in self.recipients(&d.stream) {
-            n += u64::from(self.offer(ctx, id, d));
+            n += u64::from(self.offer(ctx, id, d, &mut shared));
         }
         if n > 0 {
             self.rec.push_to_send(d.at.elapsed());
@@ -226,8 +286,15 @@ impl GatewayHandler {
         n
     }
 
-    /// Offers `d` to one connection; true if it was queued or held for it.
-    fn offer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId, d: &Arc<Delivery>) -> bool {
+    /// Offers `d` to one connection (`shared`: `d`'s bytes for pass-through); true if it was
+    /// queued or held for it.
+    fn offer(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        id: ConnId,
+        d: &Arc<Delivery>,
+        shared: &mut Shared<'_>,
+    ) -> bool {
         let Some(c) = self.conns.get_mut(id) else {
             return false;
         };
@@ -246,7 +313,14 @@ impl GatewayHandler {
         if c.session.push_passes_through() {
             // Nothing queued ahead of it: straight to the engine.
             let queued = record_offer(&mut self.rec, d.kind, PushOutcome::Sent);
-            send_frame(ctx, &mut self.rec, c, d.frame.clone());
+            match c.transport.ws_sending() {
+                // After our WebSocket Close nothing more is sent (RFC 6455 §5.5.1).
+                Some(false) => {}
+                ws => {
+                    let bytes = shared.bytes(ws == Some(true));
+                    send_frames(ctx, &mut self.rec, c, bytes, 1);
+                }
+            }
             return queued;
         }
         let outcome = c
