@@ -301,3 +301,50 @@ fn presence_lists_users_with_connection_counts_page_by_page() {
         (Some(0), Some(0))
     );
 }
+
+#[test]
+fn a_batch_waiting_for_delivery_reports_recipients_per_item_in_order() {
+    let server = secured();
+    let mut alice = server.welcomed(&token("alice", &["w"]));
+    assert_eq!(alice.join(1, "w"), Status::OK);
+    let mut bob = server.welcomed(&token("bob", &["w"]));
+    assert_eq!(bob.join(1, "w"), Status::OK);
+    let mut items: Vec<Value> = (1..=60)
+        .map(|i| serde_json::json!({"room": "w", "payload": format!("m{i}")}))
+        .collect();
+    items.push(serde_json::json!({"user": "bob", "payload": "direct"}));
+    items.push(serde_json::json!({"room": "", "payload": "bad name"}));
+    items.push(serde_json::json!({"room": "nobody-here", "payload": "x"}));
+    let body = serde_json::json!({ "items": items }).to_string();
+    let r = server.http("POST", "/v1/publish/batch?wait=delivered", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let results = json(&r.body)["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 63);
+    for (i, res) in results[..60].iter().enumerate() {
+        // Sequenced in item order, each answered with its recipient count.
+        assert_eq!(outcome(res), Ok(("room:w".into(), i as u64 + 1)), "{res}");
+        assert_eq!(res["recipients"], 2, "{res}");
+    }
+    assert_eq!(results[60]["recipients"], 1, "{}", results[60]);
+    assert_eq!(outcome(&results[61]), Err("bad_request".into()));
+    assert_eq!(results[62]["recipients"], 0, "{}", results[62]);
+    for c in [&mut alice, &mut bob] {
+        for i in 1..=60u64 {
+            let p = c.push();
+            assert_eq!((p.offset, &p.payload[..]), (i, format!("m{i}").as_bytes()));
+        }
+    }
+    assert_eq!(&bob.push().payload[..], b"direct");
+
+    // Without the query the outcomes carry no count; a bad query is 400, nothing published.
+    let plain = batch(&server, serde_json::json!([{"room": "w", "payload": "p"}]));
+    assert!(plain["results"][0].get("recipients").is_none(), "{plain}");
+    let r = server.http(
+        "POST",
+        "/v1/publish/batch?wait=later",
+        r#"{"items":[{"room":"w","payload":"q"}]}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = server.http("GET", "/v1/rooms/w/history", "");
+    assert_eq!(json(&r.body)["tail"], 61, "{}", r.body);
+}

@@ -222,26 +222,27 @@ impl Shared {
             _ => PushClass::Room,
         };
         let epoch = self.sink.epoch();
-        let mut failed = None;
+        // Encoded once per offset under the stream's lock; its length (and so every
+        // encoding rule) is checked before an offset is taken, so a refused message never
+        // leaves a hole in the stream.
+        let mut push = Frame::Push(Push {
+            stream: stream.clone(),
+            epoch,
+            offset: 0,
+            urgent,
+            payload,
+        });
+        push.encoded_len().map_err(|e| e.to_string())?;
         let _order = self.sequencer.lock(&stream);
         let (offset, frame) = self
             .sink
             .append(&stream, self.clock.unix_ms(at), &mut |offset| {
-                let push = Frame::Push(Push {
-                    stream: stream.clone(),
-                    epoch,
-                    offset,
-                    urgent,
-                    payload: payload.clone(),
-                });
-                push.to_bytes().unwrap_or_else(|e| {
-                    failed = Some(e.to_string());
-                    Bytes::new()
-                })
+                if let Frame::Push(p) = &mut push {
+                    p.offset = offset;
+                }
+                // Infallible after the length check above (same rules).
+                push.to_bytes().unwrap_or_default()
             });
-        if let Some(e) = failed {
-            return Err(e);
-        }
         let d = Arc::new(Delivery {
             stream: stream.clone(),
             offset,

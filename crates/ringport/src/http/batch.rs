@@ -11,6 +11,12 @@
 //! A body that is not `{"items": [...]}` is 400, and a batch of more than
 //! `admin.max_batch_items` items is 413 `batch_too_large` — in both cases nothing is
 //! published.
+//!
+//! With `?wait=delivered` every published item's outcome also carries its `recipients`, as
+//! on the single-push routes. The items are still sequenced one after the other in item
+//! order (each item's publishing runs up to its first wait before the next item starts);
+//! then the batch waits for all deliveries at once, so a batch takes one delivery round, not
+//! one per item.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,7 +27,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::gateway::{Push, PushOutcome, PushTarget};
-use super::routes::{check_key, check_name, decode_payload, publish_one, ApiError, AppState};
+use super::routes::{
+    check_key, check_name, decode_payload, publish_one, wait_delivered, ApiError, AppState,
+    PushQueryResult,
+};
 use crate::metrics::limits::hit;
 use crate::metrics::Limit;
 
@@ -100,8 +109,10 @@ fn parse_item(value: serde_json::Value) -> Result<(PushTarget, Push, Option<Stri
 
 pub(super) async fn publish_batch(
     State(s): State<AppState>,
+    query: PushQueryResult,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let wait = wait_delivered(query)?;
     let body = body?;
     let batch: BatchBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
@@ -124,16 +135,53 @@ pub(super) async fn publish_batch(
             ),
         ));
     }
-    let mut results = Vec::with_capacity(batch.items.len());
-    for value in batch.items {
-        let result = match parse_item(value) {
-            Ok((target, push, key)) => match publish_one(&s, target, push, key.as_deref()).await {
-                Ok((outcome, _replayed)) => ItemResult::Published(outcome),
-                Err(e) => e.into(),
-            },
+    let s = &s;
+    let items = batch.items.into_iter().map(|value| async move {
+        match parse_item(value) {
+            Ok((target, mut push, key)) => {
+                push.wait_delivered = wait;
+                match publish_one(s, target, push, key.as_deref()).await {
+                    Ok((outcome, _replayed)) => ItemResult::Published(outcome),
+                    Err(e) => e.into(),
+                }
+            }
             Err(e) => e.into(),
-        };
-        results.push(result);
-    }
+        }
+    });
+    let results = if wait {
+        in_order(items.map(Box::pin).collect()).await
+    } else {
+        let mut results = Vec::new();
+        for item in items {
+            results.push(item.await);
+        }
+        results
+    };
     Ok(Json(serde_json::json!({ "results": results })).into_response())
+}
+
+/// Runs `futures` together and returns their outputs in order; each is first polled in
+/// order, so whatever one does before its first wait (an item's sequencing) happens before
+/// the next one starts.
+async fn in_order<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }

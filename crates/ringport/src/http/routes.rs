@@ -293,14 +293,15 @@ fn parse_conn_id(id: &str) -> Result<u64, ApiError> {
 /// `?wait=delivered` on the push routes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PushQuery {
+pub(super) struct PushQuery {
     wait: Option<String>,
 }
 
-type PushQueryResult = Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>;
+pub(super) type PushQueryResult =
+    Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>;
 
 /// Whether the query asks to wait for delivery.
-fn wait_delivered(query: PushQueryResult) -> Result<bool, ApiError> {
+pub(super) fn wait_delivered(query: PushQueryResult) -> Result<bool, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     match q.wait.as_deref() {
         None | Some("sequenced") => Ok(false),
