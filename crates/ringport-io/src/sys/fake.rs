@@ -542,7 +542,7 @@ impl Driver for FakeDriver {
                         ));
                     }
                 }
-                (out, chunks)
+                (out, chunks as usize)
             }
         };
         let logged = FakeOp::Send {
