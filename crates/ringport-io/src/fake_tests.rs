@@ -93,6 +93,16 @@ fn accept_one(s: &mut FakeShard<Rec>) -> (ConnId, FakeSock) {
     (opened[0], sock)
 }
 
+/// A shard with one accepted connection and a send of `data` to it held in flight.
+fn with_send_in_flight(data: &[u8]) -> (FakeShard<Rec>, ConnId, FakeSock) {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.kernel().hold_sends(true);
+    s.with_ctx(|_, ctx| ctx.send_copy(a, data).unwrap());
+    s.settle();
+    (s, a, sa)
+}
+
 fn closes(s: &mut FakeShard<Rec>) -> Vec<(ConnId, CloseReason)> {
     s.handler()
         .events
@@ -215,11 +225,7 @@ fn multishot_accept_is_cancelled_and_rearmed_single_near_the_cap() {
 
 #[test]
 fn graceful_close_drains_the_send_in_flight_then_fin_then_close() {
-    let mut s = shard(8);
-    let (a, sa) = accept_one(&mut s);
-    s.kernel().hold_sends(true);
-    s.with_ctx(|_, ctx| ctx.send_copy(a, b"bye").unwrap());
-    s.settle();
+    let (mut s, a, sa) = with_send_in_flight(b"bye");
     s.with_ctx(|_, ctx| ctx.close(a, CloseReason::App(7)));
     s.settle();
     assert_eq!(
@@ -269,11 +275,7 @@ fn graceful_close_drains_the_send_in_flight_then_fin_then_close() {
 
 #[test]
 fn abort_cancels_what_is_in_flight_before_the_close() {
-    let mut s = shard(8);
-    let (a, sa) = accept_one(&mut s);
-    s.kernel().hold_sends(true);
-    s.with_ctx(|_, ctx| ctx.send_copy(a, b"never completes").unwrap());
-    s.settle();
+    let (mut s, a, sa) = with_send_in_flight(b"never completes");
     assert_eq!(s.kernel().sends_in_flight(sa), 1);
     s.with_ctx(|_, ctx| {
         ctx.send_copy(a, b"unsent").unwrap();

@@ -485,6 +485,12 @@ impl FakeDriver {
     fn k(&self) -> MutexGuard<'_, FakeKernel> {
         lock(&self.kernel)
     }
+
+    /// Queues an operation on `sock`, logged as `logged(sock)`.
+    fn queue_on(&self, sock: Sock, user_data: u64, kind: Kind, logged: fn(FakeSock) -> FakeOp) {
+        self.k()
+            .queue(user_data, kind, sock.0, logged(FakeSock(sock.0)));
+    }
 }
 
 /// Locks the fake kernel (a test that panicked while holding it leaves it usable).
@@ -511,12 +517,7 @@ impl Driver for FakeDriver {
     }
 
     fn recv(&mut self, sock: Sock, user_data: u64) {
-        self.k().queue(
-            user_data,
-            Kind::Recv,
-            sock.0,
-            FakeOp::Recv(FakeSock(sock.0)),
-        );
+        self.queue_on(sock, user_data, Kind::Recv, FakeOp::Recv);
     }
 
     unsafe fn send(&mut self, sock: Sock, data: Prepared, user_data: u64) {
@@ -554,21 +555,11 @@ impl Driver for FakeDriver {
     }
 
     fn shutdown_write(&mut self, sock: Sock, user_data: u64) {
-        self.k().queue(
-            user_data,
-            Kind::Shutdown,
-            sock.0,
-            FakeOp::ShutdownWrite(FakeSock(sock.0)),
-        );
+        self.queue_on(sock, user_data, Kind::Shutdown, FakeOp::ShutdownWrite);
     }
 
     fn cancel_sock(&mut self, sock: Sock, user_data: u64) {
-        self.k().queue(
-            user_data,
-            Kind::CancelSock,
-            sock.0,
-            FakeOp::CancelSock(FakeSock(sock.0)),
-        );
+        self.queue_on(sock, user_data, Kind::CancelSock, FakeOp::CancelSock);
     }
 
     fn cancel(&mut self, target: u64, user_data: u64) {
@@ -581,12 +572,7 @@ impl Driver for FakeDriver {
     }
 
     fn close(&mut self, sock: Sock, user_data: u64) {
-        self.k().queue(
-            user_data,
-            Kind::Close,
-            sock.0,
-            FakeOp::Close(FakeSock(sock.0)),
-        );
+        self.queue_on(sock, user_data, Kind::Close, FakeOp::Close);
     }
 
     fn socket(&mut self, _domain: i32, user_data: u64) {
@@ -615,12 +601,7 @@ impl Driver for FakeDriver {
     }
 
     fn lookup_peer(&mut self, sock: Sock, user_data: u64) {
-        self.k().queue(
-            user_data,
-            Kind::LookupPeer,
-            sock.0,
-            FakeOp::LookupPeer(FakeSock(sock.0)),
-        );
+        self.queue_on(sock, user_data, Kind::LookupPeer, FakeOp::LookupPeer);
     }
 
     fn read_doorbell(&mut self, _eventfd: RawFd, user_data: u64) {
