@@ -55,6 +55,8 @@ mod core;
 mod ctx;
 mod engine;
 mod error;
+#[cfg(test)]
+mod fake_tests;
 mod handler;
 mod id;
 mod inbox;
@@ -65,6 +67,8 @@ mod sendq;
 mod shard;
 mod stats;
 mod sys;
+#[cfg(any(test, feature = "fake"))]
+pub mod testing;
 mod timer;
 
 pub use config::{EngineConfig, IoBackend, SlowConsumerPolicy, OVER_CAP_HEADROOM};

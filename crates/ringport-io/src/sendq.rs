@@ -113,7 +113,7 @@ pub(crate) enum Prepared {
     Gathered {
         msg: *const libc::msghdr,
         #[cfg_attr(not(test), allow(dead_code))] // read by tests and Debug
-        chunks: usize,
+        chunks: u32,
     },
 }
 
@@ -123,7 +123,7 @@ impl Prepared {
     pub fn chunks(&self) -> usize {
         match *self {
             Prepared::Single { .. } => 1,
-            Prepared::Gathered { chunks, .. } => chunks,
+            Prepared::Gathered { chunks, .. } => chunks as usize,
         }
     }
 }
@@ -364,7 +364,7 @@ impl SendPool {
         q.op = op_idx;
         Some(Prepared::Gathered {
             msg: &op.msg as *const libc::msghdr,
-            chunks: n,
+            chunks: n as u32,
         })
     }
 

@@ -23,8 +23,8 @@ use crate::timer::Entry;
 use crate::{CloseReason, Ctx, EngineConfig, EngineError, EngineHandle, Handler, Origin};
 
 pub(crate) struct Shard<H: Handler> {
-    handler: H,
-    core: Core<H>,
+    pub(crate) handler: H,
+    pub(crate) core: Core<H>,
     completions: Vec<Completion>,
     due: Vec<Entry>,
     mail: Vec<Envelope<H>>,
@@ -41,31 +41,31 @@ impl<H: Handler> Shard<H> {
         handle: EngineHandle<H>,
         factory: impl FnOnce(EngineHandle<H>) -> H,
     ) -> Result<Shard<H>, EngineError> {
-        let limit = nofile_limit().min(u64::from(u32::MAX)) as u32;
-        // Refusing over the cap makes it process-wide: any shard may hold all of it, plus a
-        // headroom to accept, answer and close the excess.
-        let (wanted, process_cap) = match cfg.over_cap_reply {
-            Some(_) => {
-                let total = u64::from(cfg.max_connections_per_shard) * cfg.workers as u64;
-                let table = (total + u64::from(crate::OVER_CAP_HEADROOM)).min(1 << 24) as u32;
-                (table, total as usize)
-            }
-            None => (
-                cfg.max_connections_per_shard,
-                cfg.max_connections_per_shard as usize,
-            ),
-        };
-        let cap = wanted.min(limit.max(1));
-        if cap < wanted {
-            tracing::warn!(
-                shard = index,
-                requested = wanted,
-                cap,
-                "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table, and on the fd table epoll's sockets live in)"
-            );
-        }
+        let (cap, process_cap) = caps(index, &cfg);
         let driver = crate::sys::open(backend, &cfg, cap)?;
         tracing::debug!(shard = index, backend = driver.name(), cap, "shard ready");
+        Ok(Shard::with_driver(
+            index,
+            cfg,
+            driver,
+            (cap, process_cap),
+            listener,
+            handle,
+            factory,
+        ))
+    }
+
+    /// A shard on `driver`, for a slot cap and process-wide cap of `caps` (see [`caps`]).
+    /// The fake backend's harness builds its shard here.
+    pub fn with_driver(
+        index: usize,
+        cfg: EngineConfig,
+        driver: Box<dyn crate::sys::Driver>,
+        (cap, process_cap): (u32, usize),
+        listener: Option<OwnedFd>,
+        handle: EngineHandle<H>,
+        factory: impl FnOnce(EngineHandle<H>) -> H,
+    ) -> Shard<H> {
         let core = Core::new(
             index,
             cfg,
@@ -76,7 +76,7 @@ impl<H: Handler> Shard<H> {
             handle.clone(),
         );
         let handler = factory(handle);
-        Ok(Shard {
+        Shard {
             handler,
             core,
             completions: Vec::with_capacity(1024),
@@ -84,10 +84,12 @@ impl<H: Handler> Shard<H> {
             mail: Vec::new(),
             notified: Vec::new(),
             shutting_down: None,
-        })
+        }
     }
 
-    fn ctx(&mut self) -> (&mut H, Ctx<'_, H>) {
+    /// The handler and a context for it (the fake backend's harness runs test code as a
+    /// callback through this, then [`Shard::deliver_closes`]).
+    pub fn ctx(&mut self) -> (&mut H, Ctx<'_, H>) {
         (
             &mut self.handler,
             Ctx {
@@ -97,7 +99,7 @@ impl<H: Handler> Shard<H> {
     }
 
     /// Delivers queued `on_close` notifications (which may queue more).
-    fn deliver_closes(&mut self) {
+    pub fn deliver_closes(&mut self) {
         while !self.core.notify.is_empty() {
             std::mem::swap(&mut self.core.notify, &mut self.notified);
             let mut list = std::mem::take(&mut self.notified);
@@ -114,18 +116,10 @@ impl<H: Handler> Shard<H> {
     pub fn run(&mut self) -> Result<(), EngineError> {
         let mut failures = SubmitFailures::default();
         let mut stopped = None;
-        self.core.arm_accept();
-        let doorbell = self.core.sh.doorbell_fd();
-        self.core
-            .driver
-            .read_doorbell(doorbell, pack(Op::Doorbell, 0, 0));
-        let tick = self.core.cfg.timer_tick;
+        self.begin();
         let mut busy_from = Instant::now();
         loop {
-            self.core.flush();
-            let timed = self.core.wheel.len() > 0
-                || self.shutting_down.is_some()
-                || matches!(self.core.accept, Accept::Backoff(_));
+            let timeout = self.before_wait();
             self.core
                 .sh
                 .stats
@@ -136,7 +130,7 @@ impl<H: Handler> Shard<H> {
                 stopped = Some(io::Error::new(e.kind(), e.to_string()));
                 break;
             }
-            let submitted = self.core.driver.submit_and_wait(timed.then_some(tick));
+            let submitted = self.core.driver.submit_and_wait(timeout);
             let retry = submitted.is_err();
             if let Err(e) = failures.record(submitted, Instant::now()) {
                 stopped = Some(e);
@@ -148,34 +142,7 @@ impl<H: Handler> Shard<H> {
                 continue;
             }
             busy_from = Instant::now();
-            self.core.set_now(busy_from);
-            self.core.sh.stats.loops.inc();
-
-            let mut batch = std::mem::take(&mut self.completions);
-            self.core.driver.drain(&mut batch);
-            self.core.sh.stats.completions.add(batch.len() as u64);
-            for c in &batch {
-                self.dispatch(*c);
-            }
-            batch.clear();
-            self.completions = batch;
-            self.core.driver.publish_buffers();
-
-            if self.core.sh.has_mail() {
-                self.drain_inbox();
-            }
-            self.fire_timers();
-            if let Accept::Backoff(at) = self.core.accept {
-                if self.core.now_tick >= at && self.shutting_down.is_none() {
-                    self.core.arm_accept();
-                }
-            }
-            {
-                let (h, mut ctx) = self.ctx();
-                h.on_loop(&mut ctx);
-            }
-            self.deliver_closes();
-            if self.shutdown_progress() {
+            if self.after_wait(busy_from) {
                 break;
             }
         }
@@ -196,6 +163,58 @@ impl<H: Handler> Shard<H> {
                 source,
             }),
         }
+    }
+
+    /// Before the first turn: arms accepting and the doorbell read.
+    pub fn begin(&mut self) {
+        self.core.arm_accept();
+        let doorbell = self.core.sh.doorbell_fd();
+        self.core
+            .driver
+            .read_doorbell(doorbell, pack(Op::Doorbell, 0, 0));
+    }
+
+    /// The first half of a loop turn, before the wait: queues this turn's sends and receive
+    /// re-arms. Returns the wait's timeout (a timer tick while anything is timed).
+    pub fn before_wait(&mut self) -> Option<Duration> {
+        self.core.flush();
+        let timed = self.core.wheel.len() > 0
+            || self.shutting_down.is_some()
+            || matches!(self.core.accept, Accept::Backoff(_));
+        timed.then_some(self.core.cfg.timer_tick)
+    }
+
+    /// The second half of a loop turn, after the wait returned at `now`: completions, inbox,
+    /// timers, `on_loop`, close notifications, shutdown. True when the loop should exit.
+    pub fn after_wait(&mut self, now: Instant) -> bool {
+        self.core.set_now(now);
+        self.core.sh.stats.loops.inc();
+
+        let mut batch = std::mem::take(&mut self.completions);
+        self.core.driver.drain(&mut batch);
+        self.core.sh.stats.completions.add(batch.len() as u64);
+        for c in &batch {
+            self.dispatch(*c);
+        }
+        batch.clear();
+        self.completions = batch;
+        self.core.driver.publish_buffers();
+
+        if self.core.sh.has_mail() {
+            self.drain_inbox();
+        }
+        self.fire_timers();
+        if let Accept::Backoff(at) = self.core.accept {
+            if self.core.now_tick >= at && self.shutting_down.is_none() {
+                self.core.arm_accept();
+            }
+        }
+        {
+            let (h, mut ctx) = self.ctx();
+            h.on_loop(&mut ctx);
+        }
+        self.deliver_closes();
+        self.shutdown_progress()
     }
 
     fn dispatch(&mut self, c: Completion) {
@@ -663,4 +682,34 @@ impl<H: Handler> Shard<H> {
             self.core.leak_kernel_memory();
         }
     }
+}
+
+/// A shard's slot cap and the process-wide connection cap for `cfg`: the slot cap is
+/// `max_connections_per_shard` (or, when refusing over the cap, every shard's share plus a
+/// headroom), clamped to RLIMIT_NOFILE.
+fn caps(index: usize, cfg: &EngineConfig) -> (u32, usize) {
+    let limit = nofile_limit().min(u64::from(u32::MAX)) as u32;
+    // Refusing over the cap makes it process-wide: any shard may hold all of it, plus a
+    // headroom to accept, answer and close the excess.
+    let (wanted, process_cap) = match cfg.over_cap_reply {
+        Some(_) => {
+            let total = u64::from(cfg.max_connections_per_shard) * cfg.workers as u64;
+            let table = (total + u64::from(crate::OVER_CAP_HEADROOM)).min(1 << 24) as u32;
+            (table, total as usize)
+        }
+        None => (
+            cfg.max_connections_per_shard,
+            cfg.max_connections_per_shard as usize,
+        ),
+    };
+    let cap = wanted.min(limit.max(1));
+    if cap < wanted {
+        tracing::warn!(
+            shard = index,
+            requested = wanted,
+            cap,
+            "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table, and on the fd table epoll's sockets live in)"
+        );
+    }
+    (cap, process_cap)
 }

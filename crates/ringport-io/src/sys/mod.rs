@@ -46,6 +46,8 @@ use crate::sendq::Prepared;
 use crate::{EngineConfig, EngineError, IoBackend};
 
 pub(crate) mod epoll;
+#[cfg(any(test, feature = "fake"))]
+pub(crate) mod fake;
 pub(crate) mod uring;
 
 pub(crate) use uring::SubmitFailures;

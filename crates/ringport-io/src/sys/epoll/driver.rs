@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -30,12 +31,25 @@ const ACCEPT_BUDGET: usize = MULTISHOT_HEADROOM / 2;
 /// Events harvested per `epoll_wait`.
 const EVENTS: usize = 1024;
 
-/// What the driver knows and has queued for one descriptor (indexed by its number).
+/// The `user_data` of a pending operation. Never 0: the shard's socket operations carry
+/// their opcode in the top byte, so `Option<Ud>` costs no more than the `u64`.
+type Ud = NonZeroU64;
+
+fn ud(user_data: u64) -> Ud {
+    NonZeroU64::new(user_data).expect("socket operations carry a non-zero user_data")
+}
+
+/// What the driver knows and has queued for one descriptor (indexed by its number). The
+/// table grows to the highest descriptor number in use, so every byte here is a byte per
+/// connection (and per other descriptor of the process below the highest): the listener's
+/// accept and the doorbell read live in the driver, not here.
 #[derive(Default)]
 struct SockState {
     /// Bumped at each registration: events carry it, so an event for a descriptor number's
     /// previous socket is ignored.
-    gen: u32,
+    /// (16 bits: an event can only be stale within the batch one `epoll_wait` returned, far
+    /// fewer than 65,536 re-registrations of one number.)
+    gen: u16,
     /// Registered with the epoll instance.
     registered: bool,
     /// Epoll reported readable and no attempt met EAGAIN since.
@@ -46,25 +60,17 @@ struct SockState {
     rdhup: bool,
     /// In the retry list for next turn.
     again: bool,
-    /// Pending accept: (user_data, multishot).
-    accept: Option<(u64, bool)>,
     /// Pending (multishot) receive.
-    recv: Option<u64>,
+    recv: Option<Ud>,
     /// Pending send.
-    send: Option<(u64, Prepared)>,
+    send: Option<(Ud, Prepared)>,
     /// Pending connect (waiting for writability).
-    connect: Option<u64>,
-    /// Pending doorbell read.
-    doorbell: Option<u64>,
+    connect: Option<Ud>,
 }
 
 impl SockState {
     fn pending(&self) -> bool {
-        self.accept.is_some()
-            || self.recv.is_some()
-            || self.send.is_some()
-            || self.connect.is_some()
-            || self.doorbell.is_some()
+        self.recv.is_some() || self.send.is_some() || self.connect.is_some()
     }
 }
 
@@ -100,8 +106,10 @@ pub(crate) struct EpollDriver {
     again: VecDeque<RawFd>,
     /// The list `again` is swapped with while it is worked through (no allocation per turn).
     again_spare: VecDeque<RawFd>,
-    /// Descriptors with a pending accept (where `cancel` looks first).
-    accepting: Vec<RawFd>,
+    /// Pending accepts: (listener, user_data, multishot).
+    accepting: Vec<(RawFd, u64, bool)>,
+    /// The pending doorbell read: (eventfd, user_data).
+    doorbell: Option<(RawFd, u64)>,
     /// Completions not yet drained, in order.
     done: Vec<Completion>,
     /// Operations queued whose last completion was not drained.
@@ -143,6 +151,7 @@ impl EpollDriver {
             again: VecDeque::with_capacity(256),
             again_spare: VecDeque::with_capacity(256),
             accepting: Vec::new(),
+            doorbell: None,
             done: Vec::with_capacity(1024),
             inflight: 0,
             bufs: BufPool::new(usize::from(cfg.recv_buffers), cfg.recv_buffer_size as usize),
@@ -153,6 +162,9 @@ impl EpollDriver {
     fn state(&mut self, fd: RawFd) -> &mut SockState {
         let i = fd as usize;
         if i >= self.socks.len() {
+            // Grown by an eighth, not doubled: the table is per-connection memory.
+            let more = i + 1 - self.socks.len();
+            crate::connmap::reserve_bounded(&mut self.socks, more);
             self.socks.resize_with(i + 1, SockState::default);
         }
         &mut self.socks[i]
@@ -206,10 +218,10 @@ impl EpollDriver {
         let Some(st) = self.socks.get(fd as usize) else {
             return;
         };
-        if st.doorbell.is_some() && st.readable {
+        if st.readable && matches!(self.doorbell, Some((d, _)) if d == fd) {
             self.read_doorbell_now(fd);
         }
-        if self.socks[fd as usize].accept.is_some() && self.socks[fd as usize].readable {
+        if self.socks[fd as usize].readable && self.accepting.iter().any(|a| a.0 == fd) {
             self.accept_now(fd);
         }
         if self.socks[fd as usize].connect.is_some() && self.socks[fd as usize].writable {
@@ -235,21 +247,20 @@ impl EpollDriver {
         let mut word = 0u64;
         // SAFETY: reads at most 8 bytes into a live local u64.
         let n = unsafe { libc::read(fd, (&mut word as *mut u64).cast(), 8) };
-        let st = &mut self.socks[fd as usize];
         if n == 8 {
-            let ud = st.doorbell.take().expect("pending doorbell");
+            let (_, ud) = self.doorbell.take().expect("pending doorbell");
             self.complete(ud, 8, false, None);
         } else if n < 0 && errno() == libc::EAGAIN {
-            st.readable = false;
+            self.socks[fd as usize].readable = false;
         } else {
-            let ud = st.doorbell.take().expect("pending doorbell");
+            let (_, ud) = self.doorbell.take().expect("pending doorbell");
             let r = if n < 0 { -errno() } else { n as i32 };
             self.complete(ud, r, false, None);
         }
     }
 
     fn accept_now(&mut self, fd: RawFd) {
-        let Some((ud, multishot)) = self.socks[fd as usize].accept else {
+        let Some(&(_, ud, multishot)) = self.accepting.iter().find(|a| a.0 == fd) else {
             return;
         };
         let budget = if multishot { ACCEPT_BUDGET } else { 1 };
@@ -297,8 +308,7 @@ impl EpollDriver {
     }
 
     fn end_accept_quietly(&mut self, fd: RawFd) {
-        self.socks[fd as usize].accept = None;
-        self.accepting.retain(|&l| l != fd);
+        self.accepting.retain(|a| a.0 != fd);
     }
 
     fn end_accept(&mut self, fd: RawFd, ud: u64, result: i32) {
@@ -307,7 +317,7 @@ impl EpollDriver {
     }
 
     fn recv_now(&mut self, fd: RawFd) {
-        let Some(ud) = self.socks[fd as usize].recv else {
+        let Some(ud) = self.socks[fd as usize].recv.map(Ud::get) else {
             return;
         };
         for _ in 0..RECV_BUDGET {
@@ -358,6 +368,7 @@ impl EpollDriver {
         let Some((ud, data)) = self.socks[fd as usize].send else {
             return;
         };
+        let ud = ud.get();
         let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
         loop {
             let n = match data {
@@ -390,7 +401,7 @@ impl EpollDriver {
     }
 
     fn connect_now(&mut self, fd: RawFd) {
-        let Some(ud) = self.socks[fd as usize].connect else {
+        let Some(ud) = self.socks[fd as usize].connect.map(Ud::get) else {
             return;
         };
         let mut err: libc::c_int = 0;
@@ -436,22 +447,23 @@ impl EpollDriver {
 
     /// Ends every pending operation of `fd` with ECANCELED; how many there were.
     fn cancel_all_of(&mut self, fd: RawFd) -> i32 {
-        let Some(st) = self.socks.get_mut(fd as usize) else {
-            return 0;
-        };
-        let uds = [
-            st.accept.take().map(|(ud, _)| ud),
-            st.recv.take(),
-            st.send.take().map(|(ud, _)| ud),
-            st.connect.take(),
-            st.doorbell.take(),
-        ];
+        let mut uds = [None; 5];
+        if let Some(st) = self.socks.get_mut(fd as usize) {
+            uds[0] = st.recv.take().map(Ud::get);
+            uds[1] = st.send.take().map(|(ud, _)| ud.get());
+            uds[2] = st.connect.take().map(Ud::get);
+        }
+        if let Some(i) = self.accepting.iter().position(|a| a.0 == fd) {
+            uds[3] = Some(self.accepting.remove(i).1);
+        }
+        if matches!(self.doorbell, Some((d, _)) if d == fd) {
+            uds[4] = self.doorbell.take().map(|(_, ud)| ud);
+        }
         let mut n = 0;
         for ud in uds.into_iter().flatten() {
             self.complete(ud, -libc::ECANCELED, false, None);
             n += 1;
         }
-        self.accepting.retain(|&l| l != fd);
         n
     }
 
@@ -499,6 +511,12 @@ impl EpollDriver {
                 self.cancel_all_of(fd as RawFd);
             }
         }
+        while let Some(&(l, _, _)) = self.accepting.first() {
+            self.cancel_all_of(l);
+        }
+        if let Some((d, _)) = self.doorbell {
+            self.cancel_all_of(d);
+        }
         self.complete_now(0, 0);
     }
 
@@ -519,20 +537,19 @@ impl EpollDriver {
                 return;
             }
         }
-        self.state(listener).accept = Some((user_data, multishot));
-        self.accepting.push(listener);
+        self.accepting.push((listener, user_data, multishot));
         self.progress(listener);
     }
 
     fn perform_recv(&mut self, sock: Sock, user_data: u64) {
         let fd = sock.0 as RawFd;
-        self.state(fd).recv = Some(user_data);
+        self.state(fd).recv = Some(ud(user_data));
         self.progress(fd);
     }
 
     fn perform_send(&mut self, sock: Sock, data: Prepared, user_data: u64) {
         let fd = sock.0 as RawFd;
-        self.state(fd).send = Some((user_data, data));
+        self.state(fd).send = Some((ud(user_data), data));
         self.progress(fd);
     }
 
@@ -548,53 +565,38 @@ impl EpollDriver {
     }
 
     fn perform_cancel(&mut self, target: u64, user_data: u64) {
-        let fd = self
-            .accepting
-            .iter()
-            .copied()
-            .find(|&l| matches!(self.socks[l as usize].accept, Some((ud, _)) if ud == target))
-            .or_else(|| {
-                self.socks
-                    .iter()
-                    .position(|s| {
-                        s.recv == Some(target)
-                            || s.connect == Some(target)
-                            || s.doorbell == Some(target)
-                            || matches!(s.send, Some((ud, _)) if ud == target)
-                    })
-                    .map(|i| i as RawFd)
-            });
         let mut n = 0;
-        if let Some(fd) = fd {
-            let st = &mut self.socks[fd as usize];
-            if matches!(st.accept, Some((ud, _)) if ud == target) {
-                st.accept = None;
-                self.accepting.retain(|&l| l != fd);
-                self.complete(target, -libc::ECANCELED, false, None);
-                n += 1;
-            }
-            let st = &mut self.socks[fd as usize];
-            let mut hits = Vec::new();
-            if st.recv == Some(target) {
-                st.recv = None;
-                hits.push(target);
-            }
-            if st.connect == Some(target) {
-                st.connect = None;
-                hits.push(target);
-            }
-            if st.doorbell == Some(target) {
-                st.doorbell = None;
-                hits.push(target);
-            }
-            if matches!(st.send, Some((ud, _)) if ud == target) {
-                st.send = None;
-                hits.push(target);
-            }
-            for ud in hits {
-                self.complete(ud, -libc::ECANCELED, false, None);
-                n += 1;
-            }
+        if let Some(i) = self.accepting.iter().position(|a| a.1 == target) {
+            self.accepting.remove(i);
+            self.complete(target, -libc::ECANCELED, false, None);
+            n += 1;
+        }
+        if matches!(self.doorbell, Some((_, ud)) if ud == target) {
+            self.doorbell = None;
+            self.complete(target, -libc::ECANCELED, false, None);
+            n += 1;
+        }
+        let hit = NonZeroU64::new(target).and_then(|t| {
+            self.socks.iter_mut().find_map(|s| {
+                let mut hit = false;
+                if s.recv == Some(t) {
+                    s.recv = None;
+                    hit = true;
+                }
+                if s.connect == Some(t) {
+                    s.connect = None;
+                    hit = true;
+                }
+                if matches!(s.send, Some((ud, _)) if ud == t) {
+                    s.send = None;
+                    hit = true;
+                }
+                hit.then_some(t)
+            })
+        });
+        if let Some(t) = hit {
+            self.complete(t.get(), -libc::ECANCELED, false, None);
+            n += 1;
         }
         self.complete_now(user_data, if n > 0 { n } else { -libc::ENOENT });
     }
@@ -684,7 +686,7 @@ impl EpollDriver {
             return;
         }
         let st = self.state(fd);
-        st.connect = Some(connect_ud);
+        st.connect = Some(ud(connect_ud));
         // Wait for the connect's own edge.
         st.writable = false;
     }
@@ -701,7 +703,7 @@ impl EpollDriver {
             self.complete(user_data, -e, false, None);
             return;
         }
-        self.state(eventfd).doorbell = Some(user_data);
+        self.doorbell = Some((eventfd, user_data));
         self.progress(eventfd);
     }
 
@@ -824,7 +826,7 @@ impl Driver for EpollDriver {
         self.again_spare = retry;
         for i in 0..n as usize {
             let ev = self.events[i];
-            let (fd, gen) = (ev.u64 as u32 as RawFd, (ev.u64 >> 32) as u32);
+            let (fd, gen) = (ev.u64 as u32 as RawFd, (ev.u64 >> 32) as u16);
             let Some(st) = self.socks.get_mut(fd as usize) else {
                 continue;
             };
@@ -837,7 +839,10 @@ impl Driver for EpollDriver {
             st.writable |=
                 bits & libc::EPOLLOUT != 0 || bits & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
             st.rdhup |= broken;
-            if st.pending() {
+            let ours = st.pending()
+                || self.accepting.iter().any(|a| a.0 == fd)
+                || matches!(self.doorbell, Some((d, _)) if d == fd);
+            if ours {
                 self.progress(fd);
             }
         }
@@ -870,4 +875,17 @@ impl Driver for EpollDriver {
     }
 
     fn publish_buffers(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SockState;
+
+    /// The driver keeps one `SockState` per descriptor number up to the highest in use, so
+    /// its size is per-connection heap on epoll (docs/benchmarks.md, "epoll's extra bytes").
+    #[test]
+    fn sock_state_stays_small() {
+        let size = std::mem::size_of::<SockState>();
+        assert!(size <= 48, "SockState is {size} bytes");
+    }
 }

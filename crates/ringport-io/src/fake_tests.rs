@@ -1,0 +1,540 @@
+//! The shard's state machines on the fake backend (see [`crate::testing`]): accepting at the
+//! cap, the close layering, the send queue and late events, without sockets, on a virtual
+//! clock.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::testing::{FakeOp, FakeShard, FakeSock, SendOutcome};
+use crate::{CloseReason, ConnId, ConnMap, Ctx, EngineConfig, Handler, Origin, SendError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ev {
+    Open(ConnId),
+    Data(ConnId, Vec<u8>),
+    Close(ConnId, CloseReason),
+    Timer(ConnId, Instant),
+}
+
+/// Records every callback; keeps per-connection state in a [`ConnMap`] as a gateway does.
+#[derive(Default)]
+struct Rec {
+    events: Vec<Ev>,
+    /// Bytes received per connection.
+    conns: ConnMap<Vec<u8>>,
+    /// Re-arm a timer this far ahead on open and on every firing (a heartbeat).
+    heartbeat: Option<Duration>,
+}
+
+impl Handler for Rec {
+    fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
+        self.events.push(Ev::Open(conn));
+        self.conns.insert(conn, Vec::new());
+        if let Some(every) = self.heartbeat {
+            ctx.set_timer(conn, ctx.now() + every);
+        }
+    }
+
+    fn on_data(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
+        self.events.push(Ev::Data(conn, data.to_vec()));
+        self.conns
+            .get_mut(conn)
+            .expect("data for a connection never opened or already closed")
+            .extend_from_slice(data);
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
+        self.events.push(Ev::Close(conn, reason));
+        assert!(
+            self.conns.remove(conn).is_some(),
+            "on_close twice: {conn:?}"
+        );
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        self.events.push(Ev::Timer(conn, ctx.now()));
+        if let Some(every) = self.heartbeat {
+            ctx.set_timer(conn, ctx.now() + every);
+        }
+    }
+}
+
+fn cfg(cap: u32) -> EngineConfig {
+    EngineConfig {
+        max_connections_per_shard: cap,
+        resolve_peer_addr: false,
+        ..EngineConfig::default()
+    }
+}
+
+fn shard(cap: u32) -> FakeShard<Rec> {
+    let mut s = FakeShard::listening(cfg(cap), |_| Rec::default());
+    s.settle();
+    s
+}
+
+/// Accepts one connection from the fake backlog: its id and socket.
+fn accept_one(s: &mut FakeShard<Rec>) -> (ConnId, FakeSock) {
+    let before = s.handler().events.len();
+    s.kernel().incoming();
+    s.settle();
+    let opened: Vec<ConnId> = s.handler().events[before..]
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Open(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 1, "one connection accepted");
+    let sock = s
+        .sock_of(opened[0])
+        .expect("an open connection has a socket");
+    (opened[0], sock)
+}
+
+/// A shard with one accepted connection and a send of `data` to it held in flight.
+fn with_send_in_flight(data: &[u8]) -> (FakeShard<Rec>, ConnId, FakeSock) {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.kernel().hold_sends(true);
+    s.with_ctx(|_, ctx| ctx.send_copy(a, data).unwrap());
+    s.settle();
+    (s, a, sa)
+}
+
+fn closes(s: &mut FakeShard<Rec>) -> Vec<(ConnId, CloseReason)> {
+    s.handler()
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Close(c, r) => Some((*c, *r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The operations on `sock` (and accepts), in issue order, from `ops`.
+fn on_sock(ops: &[FakeOp], sock: FakeSock) -> Vec<FakeOp> {
+    ops.iter()
+        .filter(|op| match op {
+            FakeOp::Recv(s)
+            | FakeOp::ShutdownWrite(s)
+            | FakeOp::CancelSock(s)
+            | FakeOp::Close(s)
+            | FakeOp::Connect(s)
+            | FakeOp::LookupPeer(s) => *s == sock,
+            FakeOp::Send { sock: s, .. } => *s == sock,
+            _ => false,
+        })
+        .cloned()
+        .collect()
+}
+
+fn accepts(ops: &[FakeOp]) -> Vec<FakeOp> {
+    ops.iter()
+        .filter(|op| matches!(op, FakeOp::Accept { .. } | FakeOp::CancelAccept))
+        .cloned()
+        .collect()
+}
+
+fn sends(ops: &[FakeOp]) -> Vec<(Vec<u8>, usize)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            FakeOp::Send { data, chunks, .. } => Some((data.clone(), *chunks)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn accept_pauses_at_the_cap_and_resumes_when_a_slot_frees() {
+    let mut s = shard(2);
+    let (a, sa) = accept_one(&mut s);
+    let (_b, _) = accept_one(&mut s);
+    s.kernel().incoming();
+    s.settle();
+    // Two slots, two connections: the third waits in the backlog and no accept is armed.
+    assert_eq!(s.kernel().backlog(), 1);
+    assert_eq!(s.slots_used(), 2);
+    let ops = s.kernel().take_ops();
+    assert_eq!(
+        accepts(&ops),
+        vec![FakeOp::Accept { multishot: false }; 2],
+        "single accepts below the multishot headroom, none at the cap: {ops:?}"
+    );
+
+    // A graceful close holds the slot until the socket is closed: still paused.
+    s.with_ctx(|_, ctx| ctx.close(a, CloseReason::Local));
+    s.settle();
+    assert_eq!(
+        s.kernel().backlog(),
+        1,
+        "paused while the closing slot is held"
+    );
+    s.kernel().peer_fin(sa);
+    s.settle();
+
+    let ops = s.kernel().take_ops();
+    let close_at = ops.iter().position(|op| *op == FakeOp::Close(sa));
+    let accept_at = ops
+        .iter()
+        .position(|op| *op == FakeOp::Accept { multishot: false });
+    assert!(
+        close_at.is_some() && accept_at > close_at,
+        "re-armed after the close freed the slot: {ops:?}"
+    );
+    assert_eq!(s.kernel().backlog(), 0);
+    let c = match s.handler().events.last() {
+        Some(Ev::Open(c)) => *c,
+        other => panic!("the waiting connection was accepted: {other:?}"),
+    };
+    assert_eq!(c.index(), a.index(), "the freed slot is reused");
+    assert_ne!(c, a, "under a new generation");
+    assert_eq!(s.sock_of(c), Some(sa), "and the closed socket's number");
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
+}
+
+#[test]
+fn multishot_accept_is_cancelled_and_rearmed_single_near_the_cap() {
+    let headroom = crate::core::MULTISHOT_HEADROOM as u32;
+    let mut s = shard(headroom + 2);
+    for _ in 0..3 {
+        s.kernel().incoming();
+    }
+    s.settle();
+    assert_eq!(s.slots_used(), 3);
+    // Free slots fell below the headroom at the third: the multishot accept is cancelled
+    // (Cancelling), its -ECANCELED end re-arms in single mode.
+    let ops = s.kernel().take_ops();
+    assert_eq!(
+        accepts(&ops),
+        vec![
+            FakeOp::Accept { multishot: true },
+            FakeOp::CancelAccept,
+            FakeOp::Accept { multishot: false },
+        ],
+        "{ops:?}"
+    );
+    assert_eq!(
+        s.stats().accept_errors.iter().sum::<u64>(),
+        0,
+        "a cancel is no error"
+    );
+}
+
+#[test]
+fn graceful_close_drains_the_send_in_flight_then_fin_then_close() {
+    let (mut s, a, sa) = with_send_in_flight(b"bye");
+    s.with_ctx(|_, ctx| ctx.close(a, CloseReason::App(7)));
+    s.settle();
+    assert_eq!(
+        closes(&mut s),
+        vec![(a, CloseReason::App(7))],
+        "told at once"
+    );
+    assert!(
+        !s.kernel().fin_sent(sa),
+        "no FIN while the send is in flight"
+    );
+    assert_eq!(
+        s.with_ctx(|_, ctx| ctx.send_copy(a, b"late")),
+        Err(SendError::NotConnected),
+        "a closing connection takes no more sends"
+    );
+
+    s.kernel().script_send(sa, SendOutcome::Accept(3));
+    s.settle();
+    assert!(s.kernel().fin_sent(sa), "FIN once the queue drained");
+    assert!(
+        s.kernel().is_open(sa),
+        "the socket stays until the peer's FIN"
+    );
+    s.kernel().peer_fin(sa);
+    s.settle();
+
+    let ops = on_sock(&s.kernel().take_ops(), sa);
+    assert_eq!(
+        ops,
+        vec![
+            FakeOp::Recv(sa),
+            FakeOp::Send {
+                sock: sa,
+                data: b"bye".to_vec(),
+                chunks: 1
+            },
+            FakeOp::ShutdownWrite(sa),
+            FakeOp::Close(sa),
+        ],
+        "drain, FIN, close: nothing was in flight at the close, so no cancel"
+    );
+    assert_eq!(s.kernel().delivered(sa), b"bye");
+    assert_eq!(s.slots_used(), 0);
+    assert_eq!(closes(&mut s).len(), 1, "on_close exactly once");
+}
+
+#[test]
+fn abort_cancels_what_is_in_flight_before_the_close() {
+    let (mut s, a, sa) = with_send_in_flight(b"never completes");
+    assert_eq!(s.kernel().sends_in_flight(sa), 1);
+    s.with_ctx(|_, ctx| {
+        ctx.send_copy(a, b"unsent").unwrap();
+        ctx.abort(a, CloseReason::Local);
+    });
+    // `turn` panics if the socket were closed with the receive or the send in flight.
+    s.settle();
+    let ops = on_sock(&s.kernel().take_ops(), sa);
+    let cancel = ops.iter().position(|op| *op == FakeOp::CancelSock(sa));
+    let close = ops.iter().position(|op| *op == FakeOp::Close(sa));
+    assert!(
+        cancel.is_some() && close > cancel,
+        "cancel, then close: {ops:?}"
+    );
+    assert_eq!(
+        sends(&ops).len(),
+        1,
+        "the queued bytes were dropped, not sent: {ops:?}"
+    );
+    assert!(!s.kernel().is_open(sa));
+    assert_eq!(
+        s.kernel().inflight(),
+        2,
+        "only the doorbell and the accept remain"
+    );
+    assert_eq!(s.slots_used(), 0);
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
+
+    // Late events for the closed connection: nothing reaches the socket or the handler.
+    s.handle().send(a, Bytes::from_static(b"stale"));
+    s.handle().close(a, CloseReason::Local);
+    s.settle();
+    assert!(s.kernel().take_ops().is_empty());
+    assert_eq!(closes(&mut s).len(), 1);
+}
+
+#[test]
+fn peer_reset_closes_with_its_reason_and_no_fin() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.kernel().peer_error(sa, libc::ECONNRESET);
+    s.settle();
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::PeerReset)]);
+    assert!(!s.kernel().fin_sent(sa));
+    assert!(!s.kernel().is_open(sa));
+}
+
+#[test]
+fn short_writes_resume_where_the_kernel_stopped_with_one_send_in_flight() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.kernel().hold_sends(true);
+    let big = Bytes::from(vec![b'y'; 2000]);
+    s.with_ctx(|_, ctx| {
+        ctx.send_copy(a, &[b'x'; 100]).unwrap();
+        ctx.send(a, big.clone()).unwrap();
+    });
+    s.settle();
+    let first = sends(&s.kernel().take_ops());
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, 2, "both chunks gathered in one send");
+    assert_eq!(first[0].0.len(), 2100);
+
+    // Short write; meanwhile more is queued, which must wait for the send in flight.
+    s.kernel().script_send(sa, SendOutcome::Accept(150));
+    s.with_ctx(|_, ctx| ctx.send_copy(a, b"zz").unwrap());
+    s.settle();
+    let next = sends(&s.kernel().take_ops());
+    assert_eq!(next.len(), 1, "the rest in one new send: {next:?}");
+    let mut want = vec![b'y'; 1950];
+    want.extend_from_slice(b"zz");
+    assert_eq!(
+        next[0].0, want,
+        "resumed at byte 150 with the new bytes gathered"
+    );
+    assert_eq!(s.kernel().sends_in_flight(sa), 1, "one send in flight");
+
+    // Nothing taken (EAGAIN-like): the same bytes are offered again.
+    s.kernel().script_send(sa, SendOutcome::Accept(0));
+    s.settle();
+    let again = sends(&s.kernel().take_ops());
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, want);
+
+    s.kernel().hold_sends(false);
+    s.settle();
+    let mut all = vec![b'x'; 100];
+    all.extend_from_slice(&big);
+    all.extend_from_slice(b"zz");
+    assert_eq!(
+        s.kernel().delivered(sa),
+        all.as_slice(),
+        "every byte once, in order"
+    );
+    assert_eq!(s.with_ctx(|_, ctx| ctx.queued_bytes(a)), 0);
+}
+
+#[test]
+fn a_failed_send_closes_the_connection_with_its_errno() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.kernel().script_send(sa, SendOutcome::Fail(libc::EPIPE));
+    s.with_ctx(|_, ctx| ctx.send_copy(a, b"x").unwrap());
+    s.settle();
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::PeerReset)]);
+    assert!(!s.kernel().is_open(sa));
+    assert_eq!(s.slots_used(), 0);
+}
+
+#[test]
+fn late_events_after_slot_reuse_never_reach_the_new_connection() {
+    let mut s = shard(1);
+    let (a, sa) = accept_one(&mut s);
+    let at = s.now() + Duration::from_millis(100);
+    s.with_ctx(|_, ctx| ctx.set_timer(a, at));
+    s.with_ctx(|_, ctx| ctx.abort(a, CloseReason::Local));
+    s.settle();
+    let (b, sb) = accept_one(&mut s);
+    assert_eq!((b.index(), sb), (a.index(), sa), "slot and socket reused");
+    assert_ne!(a, b);
+
+    // Everything still addressed to `a`: inbox sends and closes, direct sends, its timer.
+    s.handle().send(a, Bytes::from_static(b"for a"));
+    s.handle().close(a, CloseReason::Local);
+    assert_eq!(
+        s.with_ctx(|_, ctx| ctx.send_copy(a, b"for a")),
+        Err(SendError::NotConnected)
+    );
+    s.with_ctx(|_, ctx| ctx.set_timer(a, ctx.now()));
+    s.advance(Duration::from_millis(300));
+    assert!(sends(s.kernel().ops()).is_empty(), "nothing sent to b");
+    assert!(s.kernel().delivered(sb).is_empty());
+    assert!(s.with_ctx(|_, ctx| ctx.is_open(b)));
+    assert!(
+        !s.handler()
+            .events
+            .iter()
+            .any(|e| matches!(e, Ev::Timer(..))),
+        "a's timer did not fire for b"
+    );
+    assert!(s.handler().conns.get(a).is_none(), "the map tells a from b");
+    assert!(s.handler().conns.get(b).is_some());
+
+    s.kernel().peer_sends(sb, b"for b");
+    s.settle();
+    assert_eq!(s.handler().conns.get(b).unwrap(), b"for b");
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
+}
+
+#[test]
+fn heartbeat_timers_fire_on_the_virtual_clock() {
+    let mut s = FakeShard::listening(cfg(8), |_| Rec {
+        heartbeat: Some(Duration::from_secs(1)),
+        ..Rec::default()
+    });
+    s.settle();
+    let t0 = s.now();
+    let (a, _) = accept_one(&mut s);
+    s.advance(Duration::from_millis(3500));
+    let fired: Vec<Duration> = s
+        .handler()
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Timer(c, at) if *c == a => Some(*at - t0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fired.len(), 3, "{fired:?}");
+    let tick = EngineConfig::default().timer_tick;
+    for (k, at) in fired.iter().enumerate() {
+        let due = Duration::from_secs(k as u64 + 1);
+        assert!(
+            *at >= due && *at <= due + tick * (k as u32 + 1),
+            "timer {k} at {at:?}, due {due:?}"
+        );
+    }
+}
+
+#[test]
+fn idle_timeout_counts_from_the_last_receive() {
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..cfg(8)
+        },
+        |_| Rec::default(),
+    );
+    s.settle();
+    let (a, sa) = accept_one(&mut s);
+    s.advance(Duration::from_secs(3));
+    s.kernel().peer_sends(sa, b"alive");
+    s.settle();
+    s.advance(Duration::from_millis(4900));
+    assert!(closes(&mut s).is_empty(), "4.9 s after the last receive");
+    s.advance(Duration::from_millis(200));
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::IdleTimeout)]);
+}
+
+#[test]
+fn close_linger_bounds_the_wait_for_the_peers_fin() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.with_ctx(|_, ctx| ctx.close(a, CloseReason::Local));
+    s.settle();
+    assert!(s.kernel().fin_sent(sa));
+    let linger = EngineConfig::default().close_linger;
+    s.advance(linger - Duration::from_millis(50));
+    assert!(s.kernel().is_open(sa), "waiting for the peer's FIN");
+    s.advance(Duration::from_millis(100));
+    assert!(!s.kernel().is_open(sa), "closed at the linger");
+    let ops = on_sock(&s.kernel().take_ops(), sa);
+    let cancel = ops.iter().position(|op| *op == FakeOp::CancelSock(sa));
+    let close = ops.iter().position(|op| *op == FakeOp::Close(sa));
+    assert!(
+        cancel.is_some() && close > cancel,
+        "the receive cancelled first: {ops:?}"
+    );
+    assert_eq!(s.slots_used(), 0);
+}
+
+#[test]
+fn receives_wait_for_buffers_and_keep_the_byte_order() {
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            recv_buffers: 1,
+            recv_buffer_size: 16,
+            ..cfg(8)
+        },
+        |_| Rec::default(),
+    );
+    s.settle();
+    let (a, sa) = accept_one(&mut s);
+    let data: Vec<u8> = (0..100u8).collect();
+    s.kernel().peer_sends(sa, &data);
+    s.settle();
+    assert_eq!(s.handler().conns.get(a).unwrap(), &data);
+    assert!(
+        s.stats().bufring_exhausted > 0,
+        "ran out of buffers and re-armed"
+    );
+}
+
+#[test]
+fn shutdown_closes_every_connection_and_exits() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    let (b, _) = accept_one(&mut s);
+    s.shutdown();
+    s.settle();
+    assert!(s.kernel().fin_sent(sa));
+    let mut got = closes(&mut s);
+    got.sort_by_key(|(c, _)| *c);
+    assert_eq!(
+        got,
+        vec![(a, CloseReason::Shutdown), (b, CloseReason::Shutdown)]
+    );
+    assert!(!s.exited(), "waiting for the peers' FINs");
+    s.advance(EngineConfig::default().shutdown_timeout + Duration::from_millis(50));
+    assert!(s.exited());
+    assert_eq!(s.slots_used(), 0);
+}
