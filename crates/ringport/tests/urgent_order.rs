@@ -48,12 +48,15 @@ fn record(mut rx: Receiver<Event>) -> Arc<Mutex<Vec<Seen>>> {
     seen
 }
 
+/// Pushes and waits until the shards handed the message to (or held it for) the member:
+/// answered only once sequenced, a push could still be on its way to the shard when the
+/// test's next step (a WAKE) arrives there, and then it is live traffic, not held.
 async fn push(admin: SocketAddr, body: &'static str, urgent: bool) {
     tokio::task::spawn_blocking(move || {
         let r = request(
             admin,
             "POST",
-            &format!("/v1/push/room/{ROOM}"),
+            &format!("/v1/push/room/{ROOM}?wait=delivered"),
             &[],
             &format!(r#"{{"payload":"{body}","urgent":{urgent}}}"#),
         );
