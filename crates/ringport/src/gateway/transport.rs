@@ -2,18 +2,21 @@
 //! or WebSocket (RFC 6455) carrying the same frames, told apart by the first bytes.
 //!
 //! ```text
-//!  engine bytes ─► [TLS, later] ─► Transport ─► ringport_proto::Session
-//!                                   ├ Native:    bytes are protocol frames
-//!                                   └ WebSocket: upgrade request, then ringport_ws::Decoder;
-//!                                                binary message payloads are protocol frames
-//!  Session frames ─► Native: as they are │ WebSocket: one binary message each ─► [TLS] ─► engine
+//!  engine bytes ─► [Tls: rustls ServerConnection] ─► Native | WebSocket ─► Session
+//!                    first byte 0x16                 ├ Native:    bytes are protocol frames
+//!                                                    └ WebSocket: upgrade request, then
+//!                                                      ringport_ws::Decoder; binary message
+//!                                                      payloads are protocol frames
+//!  Session frames ─► Native: as they are │ WebSocket: one binary message each ─► [Tls] ─► engine
 //! ```
 //!
 //! A native connection's first byte is the protocol version (1); an upgrade request starts
-//! with `GET `. So the first four bytes decide, and nothing is sent before they do. TLS
-//! (issue 14, item 2) belongs *under* this layer: it turns ciphertext from the engine into the
-//! plaintext this module reads and encrypts what it produces, so neither the sniffing nor the
-//! WebSocket framing changes when it arrives.
+//! with `GET `; a TLS connection's first byte is 0x16 (a handshake record). So the first
+//! byte decides TLS (when `[tls]` is configured) and the first four bytes of the plaintext
+//! decide native or WebSocket; nothing is sent before they do. TLS (`gateway/tls.rs`) sits
+//! *under* the other two: it turns ciphertext from the engine into the plaintext they read
+//! and encrypts what they produce, so neither the sniffing nor the WebSocket framing knows
+//! about it.
 
 use bytes::BytesMut;
 use ringport_proto::CloseReason;
@@ -51,6 +54,8 @@ pub(crate) enum Transport {
     Native,
     /// WebSocket: the upgrade request, then frames.
     WebSocket(Box<WsConn>),
+    /// TLS, with `Native` or `WebSocket` inside (`gateway/tls.rs`).
+    Tls(Box<super::tls::TlsConn>),
 }
 
 impl Transport {
@@ -83,7 +88,34 @@ impl Transport {
     pub fn held(&self) -> usize {
         match self {
             Transport::WebSocket(ws) => ws.raw.capacity(),
-            _ => 0,
+            Transport::Tls(t) => t.inner.held(),
+            Transport::Native => 0,
+        }
+    }
+
+    /// The WebSocket state, also inside TLS.
+    pub fn ws(&self) -> Option<&WsConn> {
+        match self {
+            Transport::WebSocket(ws) => Some(ws),
+            Transport::Tls(t) => t.inner.ws(),
+            Transport::Native => None,
+        }
+    }
+
+    /// The WebSocket state, also inside TLS.
+    pub fn ws_mut(&mut self) -> Option<&mut WsConn> {
+        match self {
+            Transport::WebSocket(ws) => Some(ws),
+            Transport::Tls(t) => t.inner.ws_mut(),
+            Transport::Native => None,
+        }
+    }
+
+    /// The TLS session, if the connection is TLS.
+    pub fn tls_mut(&mut self) -> Option<&mut super::tls::TlsConn> {
+        match self {
+            Transport::Tls(t) => Some(t),
+            _ => None,
         }
     }
 
@@ -91,10 +123,7 @@ impl Transport {
     /// yet decided), `Some(true)` upgraded and no Close sent yet, `Some(false)` not now (HTTP
     /// phase, or after our Close: RFC 6455 §5.5.1 forbids data after it).
     pub fn ws_sending(&self) -> Option<bool> {
-        match self {
-            Transport::WebSocket(ws) => Some(ws.upgraded && !ws.close_sent),
-            _ => None,
-        }
+        self.ws().map(|ws| ws.upgraded && !ws.close_sent)
     }
 }
 

@@ -171,6 +171,8 @@ impl GatewayHandler {
             return RunOffer::None;
         };
         // Over WebSocket every server message holds exactly one frame (protocol.md §13).
+        // Over TLS the run is encrypted for this connection (`send_frames` → `emit`): the
+        // shared plaintext never reaches the engine.
         let passes = c.replay.is_empty()
             && c.session.push_passes_through()
             && c.transport.ws_sending().is_none();
