@@ -223,6 +223,9 @@ mod tests {
         full.cluster.node_id = Some("a".into());
         full.cluster.credentials_file = Some("c".into());
         full.cluster.tls_ca_file = Some("c".into());
+        full.tls.cert_file = Some("c".into());
+        full.tls.key_file = Some("k".into());
+        full.tls.client_ca_file = Some("a".into());
         let table = toml::Table::try_from(full).unwrap();
         let mut seen = 0;
         for (section, keys) in &table {

@@ -84,3 +84,45 @@ impl TlsConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_come_in_pairs_and_options_need_tls() {
+        let ok = TlsConfig::default();
+        assert!(ok.validate().is_ok() && !ok.enabled() && ok.plaintext_allowed());
+        let cert_only = TlsConfig {
+            cert_file: Some("c.pem".into()),
+            ..TlsConfig::default()
+        };
+        assert!(cert_only.validate().is_err());
+        let both = TlsConfig {
+            key_file: Some("k.pem".into()),
+            ..cert_only
+        };
+        assert!(both.validate().is_ok() && both.enabled());
+        let tls_only = TlsConfig {
+            allow_plaintext: false,
+            ..both.clone()
+        };
+        assert!(tls_only.validate().is_ok() && !tls_only.plaintext_allowed());
+        for bad in [
+            TlsConfig {
+                allow_plaintext: false,
+                ..TlsConfig::default()
+            },
+            TlsConfig {
+                client_ca_file: Some("ca.pem".into()),
+                ..TlsConfig::default()
+            },
+            TlsConfig {
+                key_file: Some("k.pem".into()),
+                ..TlsConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

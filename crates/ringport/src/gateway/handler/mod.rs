@@ -884,7 +884,7 @@ impl Handler for GatewayHandler {
         if c.transport.ws().is_some_and(|ws| ws.upgraded) {
             crate::metrics::websocket::closed();
         }
-        self.tls_closed(&c, reason);
+        self.tls_closed(&c);
         self.rec.receive_buffer(c.rx_counted, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);

@@ -143,6 +143,10 @@ impl GatewayHandler {
         let Transport::Tls(t) = &mut c.transport else {
             return;
         };
+        if c.closing {
+            // Failed (or closed by the gateway): what else arrives is not read.
+            return;
+        }
         let mut plain = std::mem::take(&mut self.tls_plain);
         plain.clear();
         let mut failed = None;
@@ -193,7 +197,7 @@ impl GatewayHandler {
     }
 
     /// `c` is closing: counts a TLS connection's end (and a handshake cut by the deadline).
-    pub(super) fn tls_closed(&mut self, c: &Conn, _reason: EngineReason) {
+    pub(super) fn tls_closed(&mut self, c: &Conn) {
         let Transport::Tls(t) = &c.transport else {
             return;
         };
