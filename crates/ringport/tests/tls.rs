@@ -359,9 +359,9 @@ fn client_refuses_a_wrong_name_and_an_expired_certificate() {
     let files = Files::new("refuse");
     files.write(&ca.server(&["localhost"], false));
     let server = TestServer::start(files.config());
-    let e = tls_connect(server.addr, client_config(&ca, None), "other.example")
-        .err()
-        .expect("a certificate for localhost is refused for other.example");
+    let Err(e) = tls_connect(server.addr, client_config(&ca, None), "other.example") else {
+        panic!("a certificate for localhost is refused for other.example");
+    };
     assert!(
         e.contains("NotValidForName") || e.contains("not valid for name"),
         "{e}"
@@ -378,9 +378,9 @@ fn client_refuses_a_wrong_name_and_an_expired_certificate() {
     let expired = Files::new("expired");
     expired.write(&ca.server(&["localhost"], true));
     let server = TestServer::start(expired.config());
-    let e = tls_connect(server.addr, client_config(&ca, None), "localhost")
-        .err()
-        .expect("an expired certificate is refused");
+    let Err(e) = tls_connect(server.addr, client_config(&ca, None), "localhost") else {
+        panic!("an expired certificate is refused");
+    };
     assert!(e.contains("Expired") || e.contains("expired"), "{e}");
     // A certificate from another CA is refused too.
     let other = Ca::new("other");

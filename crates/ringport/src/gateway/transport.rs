@@ -44,7 +44,6 @@ impl WsSettings {
     }
 }
 
-/// How one connection's bytes are framed.
 /// How a connection's bytes are framed, decided by its first bytes (until then a connection
 /// is `Native` with `Conn::sniffed` false). Two variants around a box: the enum is one
 /// pointer (8 bytes per connection), and native connections (the many) pay nothing more.
@@ -52,9 +51,17 @@ impl WsSettings {
 pub(crate) enum Transport {
     /// ringport frames directly on the stream.
     Native,
+    /// WebSocket or TLS, in one box (two boxed variants would need a tag: 16 bytes).
+    Layered(Box<Layer>),
+}
+
+/// The state of a connection that is not plain native.
+#[derive(Debug)]
+pub(crate) enum Layer {
     /// WebSocket: the upgrade request, then frames.
-    WebSocket(Box<WsConn>),
-    /// TLS, with `Native` or `WebSocket` inside (`gateway/tls.rs`).
+    WebSocket(WsConn),
+    /// TLS, with `Native` or `WebSocket` inside (`gateway/tls.rs`); boxed again so that a
+    /// WebSocket connection's box is not the size of a rustls session.
     Tls(Box<super::tls::TlsConn>),
 }
 
@@ -73,7 +80,7 @@ impl Transport {
         if !head.starts_with(GET) {
             return Some(Transport::Native);
         }
-        Some(Transport::WebSocket(Box::new(WsConn {
+        Some(Transport::Layered(Box::new(Layer::WebSocket(WsConn {
             upgraded: false,
             responded: false,
             raw: std::mem::take(head),
@@ -81,23 +88,21 @@ impl Transport {
             error: None,
             close_sent: false,
             close_received: false,
-        })))
+        }))))
     }
 
     /// Capacity of the bytes held below the session (the WebSocket raw buffer).
     pub fn held(&self) -> usize {
-        match self {
-            Transport::WebSocket(ws) => ws.raw.capacity(),
-            Transport::Tls(t) => t.inner.held(),
-            Transport::Native => 0,
-        }
+        self.ws().map_or(0, |ws| ws.raw.capacity())
     }
 
     /// The WebSocket state, also inside TLS.
     pub fn ws(&self) -> Option<&WsConn> {
         match self {
-            Transport::WebSocket(ws) => Some(ws),
-            Transport::Tls(t) => t.inner.ws(),
+            Transport::Layered(l) => match &**l {
+                Layer::WebSocket(ws) => Some(ws),
+                Layer::Tls(t) => t.inner.ws(),
+            },
             Transport::Native => None,
         }
     }
@@ -105,18 +110,39 @@ impl Transport {
     /// The WebSocket state, also inside TLS.
     pub fn ws_mut(&mut self) -> Option<&mut WsConn> {
         match self {
-            Transport::WebSocket(ws) => Some(ws),
-            Transport::Tls(t) => t.inner.ws_mut(),
+            Transport::Layered(l) => match &mut **l {
+                Layer::WebSocket(ws) => Some(ws),
+                Layer::Tls(t) => t.inner.ws_mut(),
+            },
             Transport::Native => None,
         }
     }
 
-    /// The TLS session, if the connection is TLS.
+    /// A TLS connection's state.
+    pub fn tls(&self) -> Option<&super::tls::TlsConn> {
+        match self {
+            Transport::Layered(l) => match &**l {
+                Layer::Tls(t) => Some(t),
+                Layer::WebSocket(_) => None,
+            },
+            Transport::Native => None,
+        }
+    }
+
+    /// A TLS connection's state.
     pub fn tls_mut(&mut self) -> Option<&mut super::tls::TlsConn> {
         match self {
-            Transport::Tls(t) => Some(t),
-            _ => None,
+            Transport::Layered(l) => match &mut **l {
+                Layer::Tls(t) => Some(t),
+                Layer::WebSocket(_) => None,
+            },
+            Transport::Native => None,
         }
+    }
+
+    /// A TLS connection around `t`.
+    pub fn tls_over(t: super::tls::TlsConn) -> Transport {
+        Transport::Layered(Box::new(Layer::Tls(Box::new(t))))
     }
 
     /// Whether session frames go out as WebSocket binary messages: `None` native (or not
@@ -193,10 +219,7 @@ mod tests {
         let mut b = BytesMut::from(&b"GE"[..]);
         assert!(Transport::sniff(&mut b, Some(&s)).is_none(), "undecided");
         let mut b = BytesMut::from(&b"GET /ringport"[..]);
-        assert!(matches!(
-            Transport::sniff(&mut b, Some(&s)),
-            Some(Transport::WebSocket(_))
-        ));
+        assert!(Transport::sniff(&mut b, Some(&s)).is_some_and(|t| t.ws().is_some()));
         assert!(b.is_empty(), "the request moved to the WebSocket state");
         let mut b = BytesMut::from(&[1u8, 1, 0, 0][..]);
         assert!(matches!(

@@ -798,23 +798,18 @@ impl GatewayHandler {
             None => c.rx_mut().extend_from_slice(data),
         }
         let websocket = self.shared.websocket.as_ref();
-        let decided = match &mut c.transport {
-            Transport::Tls(t) if !t.sniffed => {
-                let plain = Transport::sniff(c.rx.get_or_insert_with(Box::default), websocket);
-                plain.map(|p| {
-                    t.inner = p;
-                    t.sniffed = true;
-                })
-            }
-            Transport::Tls(_) => Some(()),
-            slot if !c.sniffed => {
-                let plain = Transport::sniff(c.rx.get_or_insert_with(Box::default), websocket);
-                plain.map(|p| {
-                    *slot = p;
-                    c.sniffed = true;
-                })
-            }
-            _ => Some(()),
+        let rx = c.rx.get_or_insert_with(Box::default);
+        let decided = match c.transport.tls_mut() {
+            Some(t) if !t.sniffed => Transport::sniff(rx, websocket).map(|p| {
+                t.inner = p;
+                t.sniffed = true;
+            }),
+            Some(_) => Some(()),
+            None if !c.sniffed => Transport::sniff(rx, websocket).map(|p| {
+                c.transport = p;
+                c.sniffed = true;
+            }),
+            None => Some(()),
         };
         if decided.is_some() {
             match c.transport.ws() {
@@ -853,7 +848,7 @@ impl Handler for GatewayHandler {
         let now = self.now_ms(ctx);
         if !c.sniffed && c.rx_len() == 0 && !self.tls_sniff(ctx, &mut c, data) {
             // A plaintext connection on a TLS-only port: closed, nothing read.
-        } else if matches!(c.transport, Transport::Tls(_)) {
+        } else if c.transport.tls().is_some() {
             self.tls_input(ctx, &mut c, data, now);
         } else {
             self.plain_input(ctx, &mut c, data, now);

@@ -110,7 +110,7 @@ impl GatewayHandler {
         if data.first() == Some(&HANDSHAKE_RECORD) {
             match TlsConn::new(acceptor.config()) {
                 Ok(t) => {
-                    c.transport = Transport::Tls(Box::new(t));
+                    c.transport = Transport::tls_over(t);
                     c.sniffed = true;
                     tls_metrics::opened();
                     return true;
@@ -140,10 +140,11 @@ impl GatewayHandler {
         now: u64,
     ) {
         let id = c.id;
-        let Transport::Tls(t) = &mut c.transport else {
+        let closing = c.closing;
+        let Some(t) = c.transport.tls_mut() else {
             return;
         };
-        if c.closing {
+        if closing {
             // Failed (or closed by the gateway): what else arrives is not read.
             return;
         }
@@ -198,7 +199,7 @@ impl GatewayHandler {
 
     /// `c` is closing: counts a TLS connection's end (and a handshake cut by the deadline).
     pub(super) fn tls_closed(&mut self, c: &Conn) {
-        let Transport::Tls(t) = &c.transport else {
+        let Some(t) = c.transport.tls() else {
             return;
         };
         tls_metrics::closed();
