@@ -238,7 +238,9 @@ impl Actor {
             source,
         };
         let target = Target::parse(&addr).map_err(connect_err)?;
-        let stream = Link::open(&target).await.map_err(connect_err)?;
+        let stream = Link::open(&target, self.opts.tls.as_ref())
+            .await
+            .map_err(connect_err)?;
         let mut conn = Conn {
             stream,
             rx: BytesMut::with_capacity(8 * 1024),
@@ -391,7 +393,7 @@ impl Actor {
                     Fault::Reset => {
                         // Zero linger: close() sends RST and never blocks.
                         #[allow(deprecated)]
-                        let _ = conn.stream.stream.set_linger(Some(Duration::ZERO));
+                        let _ = conn.stream.stream.tcp().set_linger(Some(Duration::ZERO));
                         "fault: reset"
                     }
                     Fault::Abort => "fault: abort",

@@ -50,8 +50,11 @@ use tokio::sync::{mpsc, oneshot};
 pub use actor::Fault;
 pub use error::Error;
 pub use event::{Event, LossReason, Message};
+pub use link::tls_config;
 pub use options::{Backoff, Options};
 pub use ringport_proto::{CloseReason, Skipped, Status, StreamName};
+/// The TLS library the SDK uses (for [`Options::tls`]: root stores, certificates).
+pub use rustls;
 
 use actor::{Actor, Command};
 
@@ -71,9 +74,11 @@ impl std::fmt::Debug for Command {
 }
 
 impl Client {
-    /// Connects to `addr` — `host:port` for the native protocol on TCP, or
-    /// `ws://host:port/path` for WebSocket (path `/ringport` when absent;
-    /// docs/protocol.md section 13) — authenticates with `token`, and
+    /// Connects to `addr` — `host:port` for the native protocol on TCP,
+    /// `tls://host:port` for it over TLS, `ws://host:port/path` for WebSocket
+    /// (path `/ringport` when absent; docs/protocol.md section 13) or
+    /// `wss://host:port/path` for WebSocket over TLS (TLS needs
+    /// [`Options::tls`]; the certificate must name `host`) — authenticates with `token`, and
     /// returns the handle and the event receiver. Fails if the first
     /// connection or handshake fails; later disconnects are retried.
     pub async fn connect(

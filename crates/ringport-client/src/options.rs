@@ -69,6 +69,10 @@ pub struct Options {
     /// Consider the connection dead after this many heartbeat intervals
     /// without any inbound frame (protocol: 3).
     pub dead_after_intervals: u32,
+    /// TLS for `tls://` and `wss://` addresses: the trusted roots (see
+    /// [`tls_config`](crate::tls_config)); the server's certificate must name the address's
+    /// host. `None`: such addresses fail to connect.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Options {
@@ -82,6 +86,7 @@ impl Default for Options {
             event_capacity: 4096,
             heartbeat_interval: None,
             dead_after_intervals: 3,
+            tls: None,
         }
     }
 }

@@ -19,6 +19,7 @@
 mod keys;
 mod layers;
 mod limits;
+mod tls;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use keys::{default_toml, KeyDoc, KeyKind, KEYS};
 pub use layers::{Layers, Override};
 pub use limits::LimitsConfig;
+pub use tls::{ClientAuth, TlsConfig};
 pub use websocket::WebSocketConfig;
 
 /// The whole resolved configuration.
@@ -43,6 +45,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub limits: LimitsConfig,
     pub websocket: WebSocketConfig,
+    pub tls: TlsConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub cluster: ClusterConfig,
@@ -749,6 +752,7 @@ impl Config {
 
         self.limits.validate()?;
         self.websocket.validate(self.protocol.max_payload)?;
+        self.tls.validate()?;
 
         let h = &self.history;
         in_range(

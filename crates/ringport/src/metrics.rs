@@ -11,6 +11,7 @@ pub mod cells;
 pub mod families;
 pub mod limits;
 pub mod text;
+pub mod tls;
 pub mod websocket;
 
 pub use cells::{RecorderSlots, Registry, ShardRecorder};

@@ -144,8 +144,21 @@ pub fn run_until(
         admin = %admin.local_addr(),
         "ringport ready"
     );
+    // SIGHUP re-reads the TLS certificate files; connections stay open.
+    let hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)) {
+        tracing::warn!(error = %e, "cannot install the SIGHUP handler: no certificate reload");
+    }
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        if hup.swap(false, Ordering::Relaxed) {
+            match plane.gateway().reload_tls() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate files reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; the old certificate stays")
+                }
+            }
+        }
     }
     tracing::info!(
         timeout_ms = config.engine.shutdown_timeout_ms,

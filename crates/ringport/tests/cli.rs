@@ -522,3 +522,71 @@ fn healthz_answers_when_the_process_is_out_of_descriptors() {
     drop(held);
     stop(guard.0.take().expect("still running"));
 }
+
+/// A TLS handshake with `clients` that trusts only `cert` (for name localhost): whether it
+/// completes.
+fn tls_handshake_trusting(clients: &str, cert: &rcgen::Certificate) -> bool {
+    use rustls::pki_types::ServerName;
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut tcp = std::net::TcpStream::connect(clients).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn serve_reloads_the_tls_certificate_on_sighup() {
+    let make = || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert, key)
+    };
+    let (first, first_key) = make();
+    let cert = temp_file("sighup-cert.pem", &first.pem());
+    let key = temp_file("sighup-key.pem", &first_key.serialize_pem());
+    let cert_set = format!("tls.cert_file={}", cert.display());
+    let key_set = format!("tls.key_file={}", key.display());
+    let (child, clients, admin) = serve(&["--set", &cert_set, "--set", &key_set]);
+    assert!(tls_handshake_trusting(&clients, &first));
+
+    let (second, second_key) = make();
+    std::fs::write(&cert, second.pem()).unwrap();
+    std::fs::write(&key, second_key.serialize_pem()).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !admin_get(&admin, "/metrics")
+        .contains("ringport_tls_certificate_reloads_total{result=\"ok\"} 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload after SIGHUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(tls_handshake_trusting(&clients, &second), "new certificate");
+    assert!(!tls_handshake_trusting(&clients, &first), "old one gone");
+    stop(child);
+}

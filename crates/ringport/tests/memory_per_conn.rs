@@ -71,7 +71,19 @@ fn class_label(c: usize) -> String {
     }
 }
 
+std::thread_local! {
+    /// Set on a thread whose allocations are not counted: the in-process TLS clients of
+    /// [`idle_tls_connection_heap`] (their rustls state is not the server's).
+    static UNCOUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// One measurement at a time: both tests read the same process-wide count.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn count(size: usize, sign: i64) {
+    if UNCOUNTED.try_with(|u| u.get()).unwrap_or(false) {
+        return;
+    }
     LIVE_BYTES.fetch_add(sign * size as i64, Ordering::Relaxed);
     LIVE_BLOCKS[class(size)].fetch_add(sign, Ordering::Relaxed);
 }
@@ -132,15 +144,20 @@ fn snapshot() -> Snapshot {
 
 /// Prints what grew between two snapshots, per connection; returns bytes per connection.
 fn report(step: &str, before: &Snapshot, after: &Snapshot) -> f64 {
-    let per = (after.bytes - before.bytes) as f64 / conns() as f64;
+    report_of(conns(), step, before, after)
+}
+
+/// [`report`] for `n` connections.
+fn report_of(n: usize, step: &str, before: &Snapshot, after: &Snapshot) -> f64 {
+    let per = (after.bytes - before.bytes) as f64 / n as f64;
     println!("{step}: {per:.1} heap bytes per connection");
     for c in 0..CLASSES {
         let grew = after.blocks[c] - before.blocks[c];
-        if grew * 10 >= conns() as i64 || grew * 10 <= -(conns() as i64) {
+        if grew * 10 >= n as i64 || grew * 10 <= -(n as i64) {
             println!(
                 "  {:>14}: {:+.2} blocks per connection",
                 class_label(c),
-                grew as f64 / conns() as f64
+                grew as f64 / n as f64
             );
         }
     }
@@ -184,6 +201,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn idle_authenticated_joined_connection_fits_the_heap_budget() {
+    let _one = MEASURING.lock().unwrap_or_else(|p| p.into_inner());
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.workers = 1;
@@ -298,5 +316,139 @@ fn idle_authenticated_joined_connection_fits_the_heap_budget() {
         total <= budget as f64,
         "an idle authenticated connection joined to one room holds {total:.1} heap bytes; \
          the budget is {budget}"
+    );
+}
+
+/// TLS connections measured (the client side's handshakes are the slow part).
+const TLS_CONNS: usize = 2_000;
+/// Heap bytes per idle TLS connection (authenticated, joined, idle after its handshake) this
+/// test allows, server side only: the measured 8,163 (the plaintext connection's ~806 plus
+/// rustls' state, of which 4,096 is the buffered API's receive buffer that it keeps while
+/// idle) plus spread. Issue 14's target (≤ 4 KiB for TLS) is NOT met; see docs/benchmarks.md,
+/// "Idle TLS connection". Lower this when the receive buffer is released while idle.
+const TLS_BUDGET: f64 = 8_400.0;
+
+#[test]
+fn idle_tls_connection_heap() {
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    let _one = MEASURING.lock().unwrap_or_else(|p| p.into_inner());
+    // The client side: certificates, rustls clients, their streams: not counted.
+    UNCOUNTED.with(|u| u.set(true));
+    let dir = std::env::temp_dir().join(format!("ringport-memtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.workers = 1;
+    config.engine.max_connections_per_shard = (TLS_CONNS + 1_000) as u32;
+    config.tls.cert_file = Some(dir.join("cert.pem").to_str().unwrap().to_owned());
+    config.tls.key_file = Some(dir.join("key.pem").to_str().unwrap().to_owned());
+    config.validate().expect("valid config");
+    UNCOUNTED.with(|u| u.set(false));
+    let plane = ringport::gateway::start(&config).expect("gateway starts");
+    UNCOUNTED.with(|u| u.set(true));
+    let addr = plane.local_addr().unwrap();
+    let engine = plane.engine_gateway().engine().clone();
+    let hello = Frame::Hello(Hello {
+        token: Bytes::new(),
+        client_info: "memtest/1".into(),
+        resume: None,
+    })
+    .to_bytes()
+    .unwrap();
+    let join = Frame::Join(RoomRequest {
+        req_id: 1,
+        room: "lobby".into(),
+    })
+    .to_bytes()
+    .unwrap();
+    type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+    let connect = || -> Tls {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::clone(&client), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(&hello).unwrap();
+        tls.flush().unwrap();
+        tls
+    };
+    let read = |tls: &mut Tls| -> Frame {
+        let decoder = Decoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        loop {
+            if let Some(f) = decoder.decode(&mut buf).expect("server frame") {
+                return f;
+            }
+            let mut chunk = [0u8; 2048];
+            let n = tls.read(&mut chunk).expect("read");
+            assert!(n > 0, "server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let story = |tls: &mut Tls| {
+        assert!(matches!(read(tls), Frame::Welcome(_)));
+        tls.write_all(&join).unwrap();
+        tls.flush().unwrap();
+        assert!(matches!(read(tls), Frame::RoomResult(r) if r.status == Status::OK));
+    };
+    // Warm-up: the room, lazily built tables, and the server's resumption cache (256
+    // sessions) filled, so they are in the baseline.
+    let mut warm: Vec<Tls> = (0..300).map(|_| connect()).collect();
+    warm.iter_mut().for_each(&story);
+    let engine = &engine;
+    wait_until("the warm-up connections", || engine.stats(0).open == 300);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let base = snapshot();
+    let mut streams: Vec<Tls> = Vec::with_capacity(TLS_CONNS);
+    for i in 0..TLS_CONNS {
+        streams.push(connect());
+        if i % 200 == 199 {
+            // Paced: handshakes complete (each WELCOME read) before more wait in the backlog.
+            streams[i - 199..].iter_mut().for_each(&story);
+        }
+    }
+    wait_until("every connection open", || {
+        engine.stats(0).open == (TLS_CONNS + 300) as u64
+    });
+    // Idle: every answer delivered and read, nothing in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = snapshot();
+    let per = report_of(
+        TLS_CONNS,
+        "TLS connection, HELLO, JOIN, idle (1 shard, server side)",
+        &base,
+        &idle,
+    );
+    drop(streams);
+    drop(warm);
+    plane.shutdown();
+    let _ = Box::new(plane).join();
+    let _ = std::fs::remove_dir_all(&dir);
+    UNCOUNTED.with(|u| u.set(false));
+    assert!(
+        per <= TLS_BUDGET,
+        "an idle TLS connection holds {per:.1} heap bytes on the server; the budget is {TLS_BUDGET}"
     );
 }

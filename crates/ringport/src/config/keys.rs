@@ -128,6 +128,11 @@ pub const KEYS: &[KeyDoc] = &[
     k("websocket", "path", Str, "Request path of the WebSocket endpoint (a query string is ignored); other paths are answered 404."),
     k("websocket", "max_request_bytes", Int, "Largest upgrade request (request line and headers) in bytes; a longer one is answered 431 and closed. The request must also complete within protocol.handshake_timeout_ms. 512 to 1048576."),
     k("websocket", "max_message_bytes", Int, "Largest binary message (the sum of its fragments) in bytes, refused from its frame headers before it is buffered (close code 1009); 0 = one frame of protocol.max_payload (max_payload + 8), otherwise at least that."),
+    opt("tls", "cert_file", Str, "\"/etc/ringport/cert.pem\"", "PEM certificate chain (leaf first) for TLS on server.listen; setting it turns TLS on. A connection whose first byte is 0x16 is TLS, and the native-or-WebSocket choice is made inside it. Re-read on SIGHUP: new handshakes use the new certificate, open connections keep theirs."),
+    opt("tls", "key_file", Str, "\"/etc/ringport/key.pem\"", "PEM private key (PKCS#8, PKCS#1 or SEC1) of cert_file's leaf; required with cert_file, re-read with it on SIGHUP."),
+    opt("tls", "client_ca_file", Str, "\"/etc/ringport/client-ca.pem\"", "PEM CA certificates that client certificates must chain to (mutual TLS, e.g. for devices). Unset = no client certificates are asked for. Re-read on SIGHUP."),
+    k("tls", "client_auth", KeyKind::Enum(&["required", "optional"]), "With client_ca_file: \"required\" refuses a handshake without a valid client certificate, \"optional\" lets a client without one in (a bad one is still refused)."),
+    k("tls", "allow_plaintext", Bool, "With TLS on, also accept plaintext (native and ws://) connections on server.listen; false makes the port TLS-only (a plaintext connection is closed at once, ringport_tls_plaintext_refused_total)."),
     k("admin", "listen", Addr, "HTTP API and /metrics listener. A non-loopback address requires api_key."),
     opt("admin", "api_key", Str, "\"a-random-string-of-at-least-16-bytes\"", "Bearer key for the HTTP API (Authorization: Bearer KEY or X-Api-Key). Required when listen is not loopback; enforced whenever set."),
     k("admin", "max_body_size", Int, "Largest accepted HTTP request body in bytes."),
@@ -218,6 +223,9 @@ mod tests {
         full.cluster.node_id = Some("a".into());
         full.cluster.credentials_file = Some("c".into());
         full.cluster.tls_ca_file = Some("c".into());
+        full.tls.cert_file = Some("c".into());
+        full.tls.key_file = Some("k".into());
+        full.tls.client_ca_file = Some("a".into());
         let table = toml::Table::try_from(full).unwrap();
         let mut seen = 0;
         for (section, keys) in &table {

@@ -81,9 +81,10 @@ pub(crate) struct Conn {
     /// Resume results, replayed history and live pushes behind them, not yet handed to the
     /// session (sliced replay, `gateway/replay.rs`); empty (unallocated) otherwise.
     pub replay: super::replay::ReplayQueue,
-    /// Native or WebSocket (`gateway/transport.rs`), decided by the first bytes.
+    /// Native, WebSocket or TLS (`gateway/transport.rs`), decided by the first bytes.
     pub transport: super::transport::Transport,
-    /// The first bytes have decided `transport` (before that it says `Native`).
+    /// The first bytes have decided `transport` (before that it says `Native`); for TLS the
+    /// transport inside is decided later, by the first plaintext bytes (`TlsConn::sniffed`).
     pub sniffed: bool,
 }
 

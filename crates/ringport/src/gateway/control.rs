@@ -159,6 +159,13 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
 }
 
 impl Gateway for EngineGateway {
+    fn reload_tls(&self) -> Result<(), String> {
+        match &self.shared.tls {
+            Some(tls) => tls.reload().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
     fn receipts(&self, user: String) -> Reply<'_, Receipts> {
         Box::pin(async move {
             let stream = StreamName::User(user.clone());

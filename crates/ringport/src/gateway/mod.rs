@@ -17,6 +17,8 @@
 //! - `control`: the [`crate::http::Gateway`] implementation (asks the shards through
 //!   [`crate::http::ask_all`]) and `/metrics` rendering.
 //! - `replay`: resume replay handed to sessions a slice per loop turn.
+//! - `tls`: the TLS certificate set (reloaded on SIGHUP) and one connection's rustls session,
+//!   a layer under `transport` (the shard's side is `handler/tls.rs`).
 //! - `transport`: native or WebSocket framing of a client connection, told apart by its
 //!   first bytes (the WebSocket glue is `handler/websocket.rs`).
 //!
@@ -33,6 +35,7 @@ mod overload;
 mod publish;
 mod replay;
 mod rooms;
+mod tls;
 mod transport;
 
 use std::sync::atomic::AtomicU64;
@@ -56,6 +59,7 @@ pub use control::EngineGateway;
 pub use handler::GatewayHandler;
 pub use overload::physical_memory;
 pub(crate) use publish::{Message, PublishError, Target};
+pub use tls::{TlsAcceptor, TlsSetupError};
 
 /// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every
 /// established connection receives it.
@@ -130,6 +134,8 @@ pub(crate) struct Shared {
     // --- end abuse limits ---
     /// `[websocket]`; `None` when WebSocket is disabled.
     pub websocket: Option<transport::WsSettings>,
+    /// `[tls]`: the certificate set new TLS handshakes use; `None` when TLS is off.
+    pub tls: Option<TlsAcceptor>,
     /// The cluster bus (`--cluster`); `None` for a single node.
     pub cluster: Option<Arc<crate::cluster::ClusterBus>>,
 }
@@ -242,6 +248,7 @@ pub fn start_with_sink(
             engine_cfg.workers,
         ),
         websocket: transport::WsSettings::from_config(config),
+        tls: TlsAcceptor::new(&config.tls).map_err(|e| ServeError::Engine(e.to_string()))?,
         cluster,
     });
     let factory_shared = Arc::clone(&shared);

@@ -2,18 +2,21 @@
 //! or WebSocket (RFC 6455) carrying the same frames, told apart by the first bytes.
 //!
 //! ```text
-//!  engine bytes ─► [TLS, later] ─► Transport ─► ringport_proto::Session
-//!                                   ├ Native:    bytes are protocol frames
-//!                                   └ WebSocket: upgrade request, then ringport_ws::Decoder;
-//!                                                binary message payloads are protocol frames
-//!  Session frames ─► Native: as they are │ WebSocket: one binary message each ─► [TLS] ─► engine
+//!  engine bytes ─► [Tls: rustls ServerConnection] ─► Native | WebSocket ─► Session
+//!                    first byte 0x16                 ├ Native:    bytes are protocol frames
+//!                                                    └ WebSocket: upgrade request, then
+//!                                                      ringport_ws::Decoder; binary message
+//!                                                      payloads are protocol frames
+//!  Session frames ─► Native: as they are │ WebSocket: one binary message each ─► [Tls] ─► engine
 //! ```
 //!
 //! A native connection's first byte is the protocol version (1); an upgrade request starts
-//! with `GET `. So the first four bytes decide, and nothing is sent before they do. TLS
-//! (issue 14, item 2) belongs *under* this layer: it turns ciphertext from the engine into the
-//! plaintext this module reads and encrypts what it produces, so neither the sniffing nor the
-//! WebSocket framing changes when it arrives.
+//! with `GET `; a TLS connection's first byte is 0x16 (a handshake record). So the first
+//! byte decides TLS (when `[tls]` is configured) and the first four bytes of the plaintext
+//! decide native or WebSocket; nothing is sent before they do. TLS (`gateway/tls.rs`) sits
+//! *under* the other two: it turns ciphertext from the engine into the plaintext they read
+//! and encrypts what they produce, so neither the sniffing nor the WebSocket framing knows
+//! about it.
 
 use bytes::BytesMut;
 use ringport_proto::CloseReason;
@@ -41,7 +44,6 @@ impl WsSettings {
     }
 }
 
-/// How one connection's bytes are framed.
 /// How a connection's bytes are framed, decided by its first bytes (until then a connection
 /// is `Native` with `Conn::sniffed` false). Two variants around a box: the enum is one
 /// pointer (8 bytes per connection), and native connections (the many) pay nothing more.
@@ -49,8 +51,18 @@ impl WsSettings {
 pub(crate) enum Transport {
     /// ringport frames directly on the stream.
     Native,
+    /// WebSocket or TLS, in one box (two boxed variants would need a tag: 16 bytes).
+    Layered(Box<Layer>),
+}
+
+/// The state of a connection that is not plain native.
+#[derive(Debug)]
+pub(crate) enum Layer {
     /// WebSocket: the upgrade request, then frames.
-    WebSocket(Box<WsConn>),
+    WebSocket(WsConn),
+    /// TLS, with `Native` or `WebSocket` inside (`gateway/tls.rs`); boxed again so that a
+    /// WebSocket connection's box is not the size of a rustls session.
+    Tls(Box<super::tls::TlsConn>),
 }
 
 impl Transport {
@@ -68,7 +80,7 @@ impl Transport {
         if !head.starts_with(GET) {
             return Some(Transport::Native);
         }
-        Some(Transport::WebSocket(Box::new(WsConn {
+        Some(Transport::Layered(Box::new(Layer::WebSocket(WsConn {
             upgraded: false,
             responded: false,
             raw: std::mem::take(head),
@@ -76,25 +88,68 @@ impl Transport {
             error: None,
             close_sent: false,
             close_received: false,
-        })))
+        }))))
     }
 
     /// Capacity of the bytes held below the session (the WebSocket raw buffer).
     pub fn held(&self) -> usize {
+        self.ws().map_or(0, |ws| ws.raw.capacity())
+    }
+
+    /// The WebSocket state, also inside TLS.
+    pub fn ws(&self) -> Option<&WsConn> {
         match self {
-            Transport::WebSocket(ws) => ws.raw.capacity(),
-            _ => 0,
+            Transport::Layered(l) => match &**l {
+                Layer::WebSocket(ws) => Some(ws),
+                Layer::Tls(t) => t.inner.ws(),
+            },
+            Transport::Native => None,
         }
+    }
+
+    /// The WebSocket state, also inside TLS.
+    pub fn ws_mut(&mut self) -> Option<&mut WsConn> {
+        match self {
+            Transport::Layered(l) => match &mut **l {
+                Layer::WebSocket(ws) => Some(ws),
+                Layer::Tls(t) => t.inner.ws_mut(),
+            },
+            Transport::Native => None,
+        }
+    }
+
+    /// A TLS connection's state.
+    pub fn tls(&self) -> Option<&super::tls::TlsConn> {
+        match self {
+            Transport::Layered(l) => match &**l {
+                Layer::Tls(t) => Some(t),
+                Layer::WebSocket(_) => None,
+            },
+            Transport::Native => None,
+        }
+    }
+
+    /// A TLS connection's state.
+    pub fn tls_mut(&mut self) -> Option<&mut super::tls::TlsConn> {
+        match self {
+            Transport::Layered(l) => match &mut **l {
+                Layer::Tls(t) => Some(t),
+                Layer::WebSocket(_) => None,
+            },
+            Transport::Native => None,
+        }
+    }
+
+    /// A TLS connection around `t`.
+    pub fn tls_over(t: super::tls::TlsConn) -> Transport {
+        Transport::Layered(Box::new(Layer::Tls(Box::new(t))))
     }
 
     /// Whether session frames go out as WebSocket binary messages: `None` native (or not
     /// yet decided), `Some(true)` upgraded and no Close sent yet, `Some(false)` not now (HTTP
     /// phase, or after our Close: RFC 6455 §5.5.1 forbids data after it).
     pub fn ws_sending(&self) -> Option<bool> {
-        match self {
-            Transport::WebSocket(ws) => Some(ws.upgraded && !ws.close_sent),
-            _ => None,
-        }
+        self.ws().map(|ws| ws.upgraded && !ws.close_sent)
     }
 }
 
@@ -164,10 +219,7 @@ mod tests {
         let mut b = BytesMut::from(&b"GE"[..]);
         assert!(Transport::sniff(&mut b, Some(&s)).is_none(), "undecided");
         let mut b = BytesMut::from(&b"GET /ringport"[..]);
-        assert!(matches!(
-            Transport::sniff(&mut b, Some(&s)),
-            Some(Transport::WebSocket(_))
-        ));
+        assert!(Transport::sniff(&mut b, Some(&s)).is_some_and(|t| t.ws().is_some()));
         assert!(b.is_empty(), "the request moved to the WebSocket state");
         let mut b = BytesMut::from(&[1u8, 1, 0, 0][..]);
         assert!(matches!(

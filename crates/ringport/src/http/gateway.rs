@@ -18,6 +18,11 @@ pub type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + S
 
 /// The data plane as the HTTP API sees it.
 pub trait Gateway: Send + Sync + 'static {
+    /// Re-reads the TLS certificate files (SIGHUP): new handshakes use the new certificate,
+    /// open connections keep theirs. Without TLS there is nothing to do.
+    fn reload_tls(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Send to every connection in `room`.
     fn push_room(&self, room: String, push: Push) -> Reply<'_, PushOutcome>;
     /// Send to every connection authenticated as `user`.

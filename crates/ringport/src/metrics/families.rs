@@ -350,6 +350,7 @@ impl MetricsSnapshot {
         );
         super::limits::render(&mut w, &[(super::Limit::ServerFull, self.refused_over_cap)]);
         super::websocket::render(&mut w);
+        super::tls::render(&mut w);
         // --- end abuse limits ---
 
         w.family(

@@ -77,6 +77,11 @@ impl TestServer {
         Client::connect(self.addr)
     }
 
+    /// What SIGHUP does: re-reads the TLS certificate files.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        self.plane.as_ref().expect("running").gateway().reload_tls()
+    }
+
     /// An authenticated (or anonymous, with `token = ""`) client.
     pub fn welcomed(&self, token: &str) -> Client {
         let mut c = self.client();

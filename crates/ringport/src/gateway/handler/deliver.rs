@@ -230,6 +230,8 @@ impl GatewayHandler {
         let Some(c) = self.conns.get_mut(id) else {
             return RunOffer::None;
         };
+        // Over TLS the bytes are encrypted for this connection (`send_frames` → `emit`): the
+        // shared plaintext never reaches the engine.
         let ws = c.transport.ws_sending();
         let passes = c.replay.is_empty() && c.session.push_passes_through() && ws != Some(false);
         let Some(last) = last_offset(c, &run[0].stream) else {

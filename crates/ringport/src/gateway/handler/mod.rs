@@ -9,7 +9,10 @@ mod answers;
 mod deliver;
 mod limits;
 mod overload;
+mod tls;
 mod websocket;
+
+pub(super) use tls::{emit, emit_copy};
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -60,6 +63,9 @@ pub struct GatewayHandler {
     pub(super) memory_checked_ms: u64,
     /// Connection memory this shard last published to the process-wide budget.
     pub(super) memory_published: u64,
+    /// Plaintext decrypted from one TLS read, before the transport inside takes it
+    /// (`handler/tls.rs`); reused, so TLS input allocates nothing per read.
+    pub(super) tls_plain: Vec<u8>,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -93,6 +99,7 @@ impl GatewayHandler {
             drain_posted: false,
             memory_checked_ms: 0,
             memory_published: 0,
+            tls_plain: Vec::new(),
         }
     }
 
@@ -730,9 +737,7 @@ pub(super) fn send_frame<H: Handler>(
         Some(true) => {
             let header =
                 ringport_ws::encode_header(ringport_ws::OpCode::Binary, true, frame.len(), None);
-            let sent = ctx
-                .send_copy(c.id, header.as_slice())
-                .and_then(|()| ctx.send(c.id, frame));
+            let sent = emit_copy(ctx, c, header.as_slice()).and_then(|()| emit(ctx, c, frame, 1));
             account_sent(rec, c, sent, 1)
         }
         Some(false) => true,
@@ -740,7 +745,8 @@ pub(super) fn send_frame<H: Handler>(
 }
 
 /// Hands `frames` whole native frames (one frame, or a run joined into one buffer) to the
-/// engine as one payload; false when the connection is being closed as a slow consumer.
+/// engine as one payload (over TLS: encrypted, never the shared plaintext itself); false when
+/// the connection is being closed as a slow consumer.
 pub(super) fn send_frames<H: Handler>(
     ctx: &mut Ctx<'_, H>,
     rec: &mut ShardRecorder,
@@ -748,7 +754,7 @@ pub(super) fn send_frames<H: Handler>(
     bytes: Bytes,
     frames: u64,
 ) -> bool {
-    let sent = ctx.send_messages(c.id, bytes, u32::try_from(frames).unwrap_or(u32::MAX));
+    let sent = emit(ctx, c, bytes, u32::try_from(frames).unwrap_or(u32::MAX));
     account_sent(rec, c, sent, frames)
 }
 
@@ -776,6 +782,53 @@ fn account_sent(
     true
 }
 
+impl GatewayHandler {
+    /// Plaintext bytes of `c` (straight from the engine, or decrypted by TLS): sniffed for
+    /// native or WebSocket while undecided, then decoded by that transport.
+    pub(super) fn plain_input(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        c: &mut Conn,
+        data: &[u8],
+        now: u64,
+    ) {
+        // Grows by what arrived only: nothing is reserved for a frame's declared length.
+        match c.transport.ws_mut() {
+            Some(ws) => ws.raw.extend_from_slice(data),
+            None => c.rx_mut().extend_from_slice(data),
+        }
+        let websocket = self.shared.websocket.as_ref();
+        let rx = c.rx.get_or_insert_with(Box::default);
+        let decided = match c.transport.tls_mut() {
+            Some(t) if !t.sniffed => Transport::sniff(rx, websocket).map(|p| {
+                t.inner = p;
+                t.sniffed = true;
+            }),
+            Some(_) => Some(()),
+            None if !c.sniffed => Transport::sniff(rx, websocket).map(|p| {
+                c.transport = p;
+                c.sniffed = true;
+            }),
+            None => Some(()),
+        };
+        if decided.is_some() {
+            match c.transport.ws() {
+                Some(_) => self.ws_input(ctx, c, now),
+                None => self.feed_native(ctx, c, now),
+            }
+        }
+        // Idle connections hold no receive memory (and no buffer header either).
+        if c.rx.as_ref().is_some_and(|b| b.is_empty()) {
+            c.rx = None;
+        }
+        if let Some(ws) = c.transport.ws_mut() {
+            if ws.raw.is_empty() {
+                ws.raw = BytesMut::new();
+            }
+        }
+    }
+}
+
 impl Handler for GatewayHandler {
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
         let now = self.now_ms(ctx);
@@ -793,30 +846,12 @@ impl Handler for GatewayHandler {
             return;
         };
         let now = self.now_ms(ctx);
-        // Grows by what arrived only: nothing is reserved for a frame's declared length.
-        match &mut c.transport {
-            Transport::WebSocket(ws) => ws.raw.extend_from_slice(data),
-            _ => c.rx_mut().extend_from_slice(data),
-        }
-        if !c.sniffed {
-            if let Some(t) = Transport::sniff(c.rx_mut(), self.shared.websocket.as_ref()) {
-                c.transport = t;
-                c.sniffed = true;
-            }
-        }
-        match c.transport {
-            _ if !c.sniffed => {}
-            Transport::Native => self.feed_native(ctx, &mut c, now),
-            Transport::WebSocket(_) => self.ws_input(ctx, &mut c, now),
-        }
-        // Idle connections hold no receive memory (and no buffer header either).
-        if c.rx.as_ref().is_some_and(|b| b.is_empty()) {
-            c.rx = None;
-        }
-        if let Transport::WebSocket(ws) = &mut c.transport {
-            if ws.raw.is_empty() {
-                ws.raw = BytesMut::new();
-            }
+        if !c.sniffed && c.rx_len() == 0 && !self.tls_sniff(ctx, &mut c, data) {
+            // A plaintext connection on a TLS-only port: closed, nothing read.
+        } else if c.transport.tls().is_some() {
+            self.tls_input(ctx, &mut c, data, now);
+        } else {
+            self.plain_input(ctx, &mut c, data, now);
         }
         let held = c.rx_capacity() + c.transport.held();
         self.rec.receive_buffer(c.rx_counted, held);
@@ -841,11 +876,10 @@ impl Handler for GatewayHandler {
             return;
         };
         c.session.transport_closed();
-        if let Transport::WebSocket(ws) = &c.transport {
-            if ws.upgraded {
-                crate::metrics::websocket::closed();
-            }
+        if c.transport.ws().is_some_and(|ws| ws.upgraded) {
+            crate::metrics::websocket::closed();
         }
+        self.tls_closed(&c);
         self.rec.receive_buffer(c.rx_counted, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);

@@ -12,9 +12,9 @@ use ringport_proto::{CloseReason, Frame, State};
 use ringport_ws::handshake::{self, ServerConfig};
 use ringport_ws::{close_payload, encode_frame, CloseCode, Error as WsError, Incoming, OpCode};
 
-use super::GatewayHandler;
+use super::{emit_copy, GatewayHandler};
 use crate::gateway::conn::Conn;
-use crate::gateway::transport::{self, Transport, WsConn};
+use crate::gateway::transport::{self, WsConn};
 use crate::metrics::websocket as ws_metrics;
 
 impl GatewayHandler {
@@ -23,7 +23,7 @@ impl GatewayHandler {
         let Some(settings) = self.shared.websocket.as_ref() else {
             return;
         };
-        let Transport::WebSocket(ws) = &mut c.transport else {
+        let Some(ws) = c.transport.ws_mut() else {
             return;
         };
         if !ws.upgraded {
@@ -38,7 +38,7 @@ impl GatewayHandler {
                     ws.raw.advance(a.consumed);
                     ws.upgraded = true;
                     ws.responded = true;
-                    let _ = ctx.send_copy(c.id, &a.response);
+                    let _ = emit_copy(ctx, c, &a.response);
                     ws_metrics::upgraded();
                 }
                 Err(e) => {
@@ -52,7 +52,7 @@ impl GatewayHandler {
                     }
                     ws.responded = true;
                     ws.raw.clear();
-                    let _ = ctx.send_copy(c.id, &e.response());
+                    let _ = emit_copy(ctx, c, &e.response());
                     c.session
                         .close(CloseReason::PROTOCOL_ERROR, &e.to_string(), now);
                     return;
@@ -60,9 +60,9 @@ impl GatewayHandler {
             }
         }
         loop {
-            let next = match &mut c.transport {
-                Transport::WebSocket(ws) => ws.decoder.next(&mut ws.raw),
-                _ => return,
+            let next = match c.transport.ws_mut() {
+                Some(ws) => ws.decoder.next(&mut ws.raw),
+                None => return,
             };
             match next {
                 Ok(None) => return,
@@ -99,7 +99,7 @@ impl GatewayHandler {
                     }
                 }
                 Ok(Some(Incoming::Close(frame))) => {
-                    if let Transport::WebSocket(ws) = &mut c.transport {
+                    if let Some(ws) = c.transport.ws_mut() {
                         ws.close_received = true;
                     }
                     // Echo the peer's code (§5.5.1), unless our own Close went first.
@@ -148,7 +148,7 @@ impl GatewayHandler {
         now: u64,
     ) {
         ws_metrics::protocol_error(label);
-        let Transport::WebSocket(ws) = &mut c.transport else {
+        let Some(ws) = c.transport.ws_mut() else {
             return;
         };
         ws.raw.clear();
@@ -171,7 +171,7 @@ impl GatewayHandler {
 
     /// Queues a control frame (Pong, or our Close) unless our Close already went out.
     fn ws_control(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, op: OpCode, payload: &[u8]) {
-        let Transport::WebSocket(ws) = &mut c.transport else {
+        let Some(ws) = c.transport.ws_mut() else {
             return;
         };
         if ws.close_sent {
@@ -180,7 +180,7 @@ impl GatewayHandler {
         ws.close_sent = op == OpCode::Close;
         let mut frame = bytes::BytesMut::with_capacity(payload.len() + 2);
         encode_frame(op, true, payload, None, &mut frame);
-        let _ = ctx.send_copy(c.id, &frame);
+        let _ = emit_copy(ctx, c, &frame);
     }
 
     /// The session closed (`Event::Closed`), its frames already handed over: completes the
@@ -193,13 +193,13 @@ impl GatewayHandler {
         reason: CloseReason,
         by_peer: bool,
     ) -> bool {
-        let Transport::WebSocket(ws) = &mut c.transport else {
+        let Some(ws) = c.transport.ws_mut() else {
             return true;
         };
         if !ws.upgraded {
             if !ws.responded {
                 ws.responded = true;
-                let _ = ctx.send_copy(c.id, &transport::http_refusal(reason));
+                let _ = emit_copy(ctx, c, &transport::http_refusal(reason));
             }
             return true;
         }
@@ -207,7 +207,7 @@ impl GatewayHandler {
             error,
             close_received,
             ..
-        } = &mut **ws;
+        } = ws;
         // After a violation the connection is failed (RFC 6455 §7.1.7): our Close, then the
         // transport, without waiting for the peer's answer (its decoder is done).
         let waits = !by_peer && !*close_received && error.is_none();
