@@ -11,20 +11,9 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use common::{start, totals, wait_until, Behaviour, Log, Recorder, DEADLINE};
+use common::{nofile, start, totals, wait_until, Behaviour, Log, Recorder, DEADLINE};
 use ringport_io::{ConnId, Engine, EngineConfig, IoBackend};
 use std::sync::Arc;
-
-/// The soft open-file limit (`Max open files` in /proc/self/limits).
-fn nofile() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .expect("Max open files")
-}
 
 /// Connections per source address (well inside the ephemeral port range).
 const PER_SOURCE: usize = 10_000;
