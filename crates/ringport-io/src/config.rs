@@ -87,9 +87,12 @@ pub struct EngineConfig {
     pub listen: Option<SocketAddr>,
     /// listen(2) backlog. Default 4096.
     pub backlog: u32,
-    /// Connections (accepted + outbound) per shard; also the size of the shard's direct
-    /// descriptor table. The kernel caps a table at RLIMIT_NOFILE, so the engine clamps to
-    /// it. At the cap a shard stops accepting: new connections wait in the listen backlog
+    /// Connections (accepted + outbound) per shard. On io_uring they live in direct
+    /// descriptor tables, which the kernel caps at RLIMIT_NOFILE entries each: a shard adds
+    /// tables (one ring each, up to [`EngineConfig::max_descriptor_tables`]) as they fill, so
+    /// this cap may exceed RLIMIT_NOFILE (it is clamped to `RLIMIT_NOFILE ×
+    /// max_descriptor_tables`). On epoll the sockets live in the process fd table, so the cap
+    /// is clamped to RLIMIT_NOFILE (for the whole process, in fact). At the cap a shard stops accepting: new connections wait in the listen backlog
     /// until a slot frees — unless [`EngineConfig::over_cap_reply`] is set, which makes the
     /// cap process-wide. Default 65,536 (clamped).
     pub max_connections_per_shard: u32,
@@ -102,6 +105,12 @@ pub struct EngineConfig {
     /// (bounded by `close_linger`) and never shown to the handler; counted in
     /// `ShardStats::refused_over_cap`. Default: `None` (backlog).
     pub over_cap_reply: Option<bytes::Bytes>,
+    /// Most direct descriptor tables per shard on io_uring (1 to 1024). Each table beyond the
+    /// first is one more ring in the shard's thread (a quarter of `ring_entries`, an eighth
+    /// of `recv_buffers`), added only when the tables before it are nearly full; each holds
+    /// up to RLIMIT_NOFILE connections. Counted in `ShardStats::descriptor_tables`.
+    /// Ignored on epoll. Default 64.
+    pub max_descriptor_tables: u32,
     /// Submission queue entries per ring (the completion queue is 4x). Default 4096.
     pub ring_entries: u32,
     /// Bytes per provided receive buffer. Default 4096.
@@ -149,6 +158,7 @@ impl Default for EngineConfig {
             backlog: 4096,
             max_connections_per_shard: 65_536,
             over_cap_reply: None,
+            max_descriptor_tables: 64,
             ring_entries: 4096,
             recv_buffer_size: 4096,
             recv_buffers: 1024,
@@ -194,6 +204,12 @@ impl EngineConfig {
             return Err(format!(
                 "max_connections_per_shard must be between 1 and 16777216, got {}",
                 self.max_connections_per_shard
+            ));
+        }
+        if self.max_descriptor_tables == 0 || self.max_descriptor_tables > 1024 {
+            return Err(format!(
+                "max_descriptor_tables must be between 1 and 1024, got {}",
+                self.max_descriptor_tables
             ));
         }
         if self.ring_entries < 8 || self.ring_entries > 32_768 {

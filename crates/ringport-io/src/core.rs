@@ -47,7 +47,7 @@ pub(crate) struct Core<H: crate::Handler> {
     pub driver: Box<dyn Driver>,
     pub slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Slot cap (= direct descriptor table size).
+    /// Slot cap (= the entries of the shard's direct descriptor tables together on io_uring).
     pub cap: u32,
     pub pool: SendPool,
     pub wheel: TimerWheel,
@@ -308,6 +308,10 @@ impl<H: crate::Handler> Core<H> {
             .stats
             .inflight_ops
             .set(self.driver.inflight().saturating_sub(resident) as u64);
+        self.sh
+            .stats
+            .descriptor_tables
+            .set(self.driver.descriptor_tables() as u64);
     }
 
     pub fn mark_dirty(&mut self, slot: u32) {
@@ -344,7 +348,8 @@ impl<H: crate::Handler> Core<H> {
     /// could take more connections than it has slots: the excess waits in the backlog.
     pub fn arm_accept(&mut self) {
         let Some(l) = &self.listener else { return };
-        let free = (self.cap as usize).saturating_sub(self.used);
+        let room = self.driver.accept_room(true);
+        let free = (self.cap as usize).saturating_sub(self.used).min(room);
         if free == 0 {
             self.accept = Accept::PausedFull;
             return;
@@ -359,7 +364,9 @@ impl<H: crate::Handler> Core<H> {
     /// connections than there are free slots is cancelled; its final completion re-arms in
     /// the mode that fits (see [`Core::arm_accept`]).
     fn check_accept_headroom(&mut self) {
-        let free = (self.cap as usize).saturating_sub(self.used);
+        let free = (self.cap as usize)
+            .saturating_sub(self.used)
+            .min(self.driver.accept_room(false));
         let too_many = free == 0 || (self.accept_multishot && free < MULTISHOT_HEADROOM);
         if self.accept == Accept::Armed && too_many {
             self.accept = Accept::Cancelling;

@@ -8,8 +8,10 @@
 //! runtime on the data path.
 //!
 //! Contract highlights:
-//! - Accepted sockets are *direct descriptors* (io_uring's registered file table, sized from
-//!   [`EngineConfig::max_connections_per_shard`]): they never use the process fd table.
+//! - Accepted sockets are *direct descriptors* (io_uring's registered file tables, together
+//!   sized from [`EngineConfig::max_connections_per_shard`]; one table per ring holds at most
+//!   RLIMIT_NOFILE, so a shard adds rings up to [`EngineConfig::max_descriptor_tables`]): they
+//!   never use the process fd table.
 //! - Receives are multishot from a per-shard buffer ring: an idle connection pins no receive
 //!   buffer. `on_data` borrows the kernel-filled buffer; copy what you keep.
 //! - Each connection has at most one send in flight; everything queued meanwhile leaves in one

@@ -41,7 +41,7 @@ impl<H: Handler> Shard<H> {
         handle: EngineHandle<H>,
         factory: impl FnOnce(EngineHandle<H>) -> H,
     ) -> Result<Shard<H>, EngineError> {
-        let (cap, process_cap) = caps(index, &cfg);
+        let (cap, process_cap) = caps(index, &cfg, backend);
         let driver = crate::sys::open(backend, &cfg, cap)?;
         tracing::debug!(shard = index, backend = driver.name(), cap, "shard ready");
         Ok(Shard::with_driver(
@@ -687,8 +687,14 @@ impl<H: Handler> Shard<H> {
 /// A shard's slot cap and the process-wide connection cap for `cfg`: the slot cap is
 /// `max_connections_per_shard` (or, when refusing over the cap, every shard's share plus a
 /// headroom), clamped to RLIMIT_NOFILE.
-fn caps(index: usize, cfg: &EngineConfig) -> (u32, usize) {
-    let limit = nofile_limit().min(u64::from(u32::MAX)) as u32;
+fn caps(index: usize, cfg: &EngineConfig, backend: crate::IoBackend) -> (u32, usize) {
+    let nofile = nofile_limit().min(u64::from(u32::MAX)) as u32;
+    // io_uring: a direct descriptor table holds at most RLIMIT_NOFILE entries, and the
+    // shard may have `max_descriptor_tables` of them. epoll: the process fd table.
+    let limit = match backend {
+        crate::IoBackend::Epoll => nofile,
+        _ => nofile.saturating_mul(cfg.max_descriptor_tables.max(1)),
+    };
     // Refusing over the cap makes it process-wide: any shard may hold all of it, plus a
     // headroom to accept, answer and close the excess.
     let (wanted, process_cap) = match cfg.over_cap_reply {
@@ -708,7 +714,9 @@ fn caps(index: usize, cfg: &EngineConfig) -> (u32, usize) {
             shard = index,
             requested = wanted,
             cap,
-            "max_connections_per_shard clamped to RLIMIT_NOFILE (the kernel's cap on a direct descriptor table, and on the fd table epoll's sockets live in)"
+            nofile,
+            backend = backend.as_str(),
+            "max_connections_per_shard clamped: on epoll to RLIMIT_NOFILE (sockets live in the process fd table), on io_uring to RLIMIT_NOFILE x max_descriptor_tables (the kernel's cap on one direct descriptor table, times the tables a shard may add)"
         );
     }
     (cap, process_cap)

@@ -110,6 +110,9 @@ pub struct ShardStats {
     pub inflight_ops: Counter,
     /// Connection slots currently allocated (gauge; includes closing ones).
     pub slots_used: Counter,
+    /// Direct descriptor tables (io_uring rings) the shard has (gauge; 0 on epoll). Grows
+    /// as tables fill, up to `EngineConfig::max_descriptor_tables`.
+    pub descriptor_tables: Counter,
     /// Pooled send blocks currently allocated (gauge).
     pub send_blocks: Counter,
     /// Bytes queued to this shard's connections and not yet sent (gauge, updated once per
@@ -148,6 +151,7 @@ impl ShardStats {
             slow_consumers: self.slow_consumers.get(),
             inflight_ops: self.inflight_ops.get(),
             slots_used: self.slots_used.get(),
+            descriptor_tables: self.descriptor_tables.get(),
             send_blocks: self.send_blocks.get(),
             queued_bytes: self.queued_bytes.get(),
         }
@@ -179,6 +183,7 @@ pub struct StatsSnapshot {
     pub slow_consumers: u64,
     pub inflight_ops: u64,
     pub slots_used: u64,
+    pub descriptor_tables: u64,
     pub send_blocks: u64,
     pub queued_bytes: u64,
 }
@@ -215,6 +220,7 @@ impl StatsSnapshot {
             t.slow_consumers += s.slow_consumers;
             t.inflight_ops += s.inflight_ops;
             t.slots_used += s.slots_used;
+            t.descriptor_tables += s.descriptor_tables;
             t.send_blocks += s.send_blocks;
             t.queued_bytes += s.queued_bytes;
         }

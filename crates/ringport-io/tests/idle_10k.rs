@@ -5,21 +5,10 @@ mod common;
 
 use std::net::TcpStream;
 
-use common::{fd_count, start, totals, wait_until, Behaviour, DEADLINE};
+use common::{fd_count, nofile, start, totals, wait_until, Behaviour, DEADLINE};
 use ringport_io::{EngineConfig, IoBackend};
 
 const N: usize = 10_000;
-
-/// The soft open-file limit (`Max open files` in /proc/self/limits).
-fn nofile() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .expect("Max open files")
-}
 
 #[test]
 fn ten_thousand_idle_connections_open_hold_close_without_leaks() {

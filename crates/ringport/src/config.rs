@@ -154,6 +154,8 @@ impl IoBackendMode {
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
     pub max_connections_per_shard: u32,
+    /// Most direct descriptor tables (io_uring rings) per shard.
+    pub max_descriptor_tables: u32,
     pub ring_entries: u32,
     pub recv_buffer_size: u32,
     pub recv_buffers: u32,
@@ -176,6 +178,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             max_connections_per_shard: 65_536,
+            max_descriptor_tables: 64,
             ring_entries: 4096,
             recv_buffer_size: 4096,
             recv_buffers: 1024,

@@ -104,6 +104,7 @@ impl Gateway for EchoGateway {
                 .map(|e| ShardLoop {
                     busy_ns: e.busy_ns,
                     iterations: e.loops,
+                    descriptor_tables: e.descriptor_tables,
                 })
                 .collect(),
             io_backend: self.handle.backend().name(),

@@ -94,6 +94,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         listen: Some(s.listen),
         backlog: s.backlog,
         max_connections_per_shard: e.max_connections_per_shard,
+        max_descriptor_tables: e.max_descriptor_tables,
         // The gateway sets its "server full" CLOSE (`gateway::start_with_sink`); echo mode
         // leaves the excess in the backlog.
         over_cap_reply: None,

@@ -507,6 +507,16 @@ impl Driver for FakeDriver {
         None
     }
 
+    /// No descriptor table is modelled: sockets are plain numbers, limited only by the
+    /// engine's slot cap (as on epoll).
+    fn descriptor_tables(&self) -> usize {
+        0
+    }
+
+    fn accept_room(&mut self, _rechoose: bool) -> usize {
+        usize::MAX
+    }
+
     fn accept(&mut self, _listener: RawFd, multishot: bool, user_data: u64) {
         self.k().queue(
             user_data,

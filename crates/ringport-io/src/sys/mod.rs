@@ -22,6 +22,11 @@
 //! - **Accounting.** [`Driver::inflight`] counts operations queued and not yet ended; an
 //!   operation queued with `user_data` 0 is internal (cancel targets, closes of refused
 //!   sockets) and its completion may be dropped by the shard.
+//! - **Tables.** A backend may spread sockets over several descriptor tables (io_uring: one
+//!   ring per registered table, since the kernel caps a table at RLIMIT_NOFILE). It picks
+//!   the table an accept or socket fills; the shard asks [`Driver::accept_room`] so that an
+//!   armed multishot accept never meets a full table. Completions keep their order per
+//!   socket (all of a socket's operations go to its table's ring), not across tables.
 //! - **Sockets.** A [`Sock`] is whatever the backend names a connection's socket with; it is
 //!   valid from the completion that produced it (accept, socket) until the completion of its
 //!   [`Driver::close`], after which the backend may hand the same value out again. The caller
@@ -104,6 +109,16 @@ pub(crate) trait Driver: Send {
     /// The error that stopped this driver for good, if any: nothing queued since reaches the
     /// kernel, and the shard must stop.
     fn failed(&self) -> Option<&io::Error>;
+
+    /// Direct-descriptor tables in use (io_uring: one ring each; epoll: 0, its sockets live
+    /// in the process fd table).
+    fn descriptor_tables(&self) -> usize;
+
+    /// Free entries in the table the accept fills: with `rechoose`, the table the next
+    /// [`Driver::accept`] will fill is chosen first (the roomiest, adding a table when all
+    /// are nearly full and the cap allows); without, the one the armed accept fills.
+    /// `usize::MAX` where sockets need no table entry (epoll).
+    fn accept_room(&mut self, rechoose: bool) -> usize;
 
     /// Accepts connections on `listener`: one (ends with the first accepted socket) or
     /// multishot (keeps accepting, each socket a `more` completion, until cancelled or an

@@ -367,3 +367,14 @@ pub fn pump(
         );
     }
 }
+
+/// The soft open-file limit (`Max open files` in /proc/self/limits).
+pub fn nofile() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files")
+}

@@ -155,6 +155,7 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
     for (shard, e) in s.shards.iter_mut().zip(engine) {
         shard.busy_ns = e.busy_ns;
         shard.iterations = e.loops;
+        shard.descriptor_tables = e.descriptor_tables;
     }
 }
 

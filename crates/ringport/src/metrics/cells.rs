@@ -336,6 +336,7 @@ mod tests {
             "ringport_inbox_acked_total",
             "ringport_shard_busy_seconds_total",
             "ringport_shard_loop_iterations_total",
+            "ringport_shard_descriptor_tables",
         ] {
             assert_eq!(
                 out.matches(&format!("# TYPE {family} ")).count(),

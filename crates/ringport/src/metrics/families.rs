@@ -96,6 +96,8 @@ pub struct ShardLoop {
     /// Nanoseconds the loop spent processing (not waiting in io_uring_enter).
     pub busy_ns: u64,
     pub iterations: u64,
+    /// Direct descriptor tables (io_uring rings) the shard has; 0 on epoll.
+    pub descriptor_tables: u64,
 }
 
 /// Everything `/metrics` shows, summed over shards.
@@ -394,6 +396,18 @@ impl MetricsSnapshot {
                 "ringport_shard_loop_iterations_total",
                 &[("shard", &labels[shard])],
                 l.iterations,
+            );
+        }
+        w.family(
+            "ringport_shard_descriptor_tables",
+            "Direct descriptor tables (io_uring rings) per shard, added as they fill up to engine.max_descriptor_tables; 0 on epoll.",
+            MetricType::Gauge,
+        );
+        for (shard, l) in self.shards.iter().enumerate() {
+            w.sample(
+                "ringport_shard_descriptor_tables",
+                &[("shard", &labels[shard])],
+                l.descriptor_tables,
             );
         }
     }

@@ -734,6 +734,14 @@ impl Driver for EpollDriver {
         "epoll"
     }
 
+    fn descriptor_tables(&self) -> usize {
+        0
+    }
+
+    fn accept_room(&mut self, _rechoose: bool) -> usize {
+        usize::MAX
+    }
+
     fn failed(&self) -> Option<&io::Error> {
         self.failed.as_ref()
     }

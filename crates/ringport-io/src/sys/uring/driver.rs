@@ -1,14 +1,28 @@
-//! The io_uring driver: one ring per shard, operation builders, and the wait.
+//! The io_uring driver: a shard's rings (one per direct-descriptor table), operation
+//! builders, and the wait.
 //!
 //! Every method that queues an operation takes the `user_data` the completion will carry.
-//! Queued entries reach the kernel in one `io_uring_enter` per loop turn
-//! ([`Driver::submit_and_wait`]); only when the submission queue fills mid-turn does the
+//! Queued entries reach the kernel in one `io_uring_enter` per ring per loop turn
+//! ([`Driver::submit_and_wait`]); only when a submission queue fills mid-turn does the
 //! driver submit early. Memory an operation points at (a `msghdr`, a socket address) must
 //! stay valid until its completion: callers keep it in pooled, boxed per-operation contexts.
+//!
+//! # Several descriptor tables per shard
+//!
+//! The kernel caps one ring's registered file table at RLIMIT_NOFILE (20,000 on the machine
+//! this was built on, and not raisable), but several rings coexist in one thread. A shard whose
+//! connection cap is above that limit gets more rings, each with its own sparse table and
+//! provided-buffer ring, added as the tables before fill (up to
+//! [`EngineConfig::max_descriptor_tables`]). Table 0's ring is the one the shard waits on;
+//! every other ring runs its completions as plain task work (which interrupts that wait) and
+//! has a registered eventfd that the kernel signals when it posts a completion there; table 0
+//! keeps a read of that eventfd armed, so one wait covers all rings. A [`Sock`] names its table in its high bits (`table << TABLE_SHIFT |
+//! index`), a [`RecvBuf`] likewise (`table << 16 | buffer id`): every operation on a socket
+//! goes to the ring that owns its table, so a connection's completions stay in order.
 
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, Fixed, SubmitArgs, Timespec};
@@ -17,9 +31,19 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use super::bufring::BufRing;
 use crate::conn::ConnectCtx;
 use crate::error::EngineError;
+use crate::id::{unpack, Op};
 use crate::sendq::Prepared;
 use crate::sys::{Completion, Driver, RecvBuf, Sock};
 use crate::EngineConfig;
+
+/// Bits of a [`Sock`] that hold the index inside its table (the kernel's largest table is
+/// 2^20 entries); the table number sits above them.
+const TABLE_SHIFT: u32 = 20;
+const INDEX_MASK: u32 = (1 << TABLE_SHIFT) - 1;
+/// Most tables per shard (so a table-qualified socket stays a positive `i32` result).
+pub(crate) const MAX_TABLES: u32 = 1024;
+/// The `user_data` of table 0's read of the wake eventfd (internal: never handed out).
+const WAKE_UD: u64 = u64::MAX - 1;
 
 /// What the ring was set up with (probed at start).
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,79 +52,146 @@ pub(crate) struct Features {
     pub defer_taskrun: bool,
 }
 
-pub(crate) struct UringDriver {
-    /// The ring. Dropped first (in `Drop`), which closes it: the kernel then cancels what is
-    /// left and lets go of the memory below asynchronously.
+/// One ring and the direct-descriptor table and buffer ring registered with it.
+struct Table {
+    /// The ring. Dropped first (in the driver's `Drop`), which closes it: the kernel then
+    /// cancels what is left and lets go of the buffers below asynchronously.
     ring: ManuallyDrop<IoUring>,
     /// The provided-buffer ring and its buffers: the kernel writes receives into them.
     bufs: ManuallyDrop<BufRing>,
+    /// Entries of the registered table.
+    size: u32,
+    /// Entries holding a socket (from the accept or socket completion that filled one to
+    /// the close that empties it).
+    used: u32,
+}
+
+impl Table {
+    fn room(&self) -> u32 {
+        self.size.saturating_sub(self.used)
+    }
+}
+
+/// The eventfd that rings other than table 0's signal, and table 0's read of it.
+struct Wake {
+    fd: OwnedFd,
+    /// Where the read lands (a leaked box while the driver lives, like the doorbell word).
+    buf: *mut u64,
+    /// The read is in flight on table 0's ring.
+    armed: bool,
+}
+
+pub(crate) struct UringDriver {
+    /// Table 0 first (the ring the shard waits on); more are added as they fill.
+    tables: Vec<Table>,
+    /// Entries the shard's tables hold together (the shard's connection cap).
+    cap: u32,
+    /// Entries per table (the kernel's limit, RLIMIT_NOFILE); the last may be smaller.
+    table_size: u32,
+    /// Most tables this shard may have.
+    max_tables: u32,
+    /// Submission queue entries and receive buffers of tables after the first.
+    extra_entries: u32,
+    extra_buffers: u16,
+    recv_buffer_size: u32,
+    /// Adding a table failed once (logged): use what there is.
+    grow_failed: bool,
+    /// The table the armed (or next) accept fills.
+    accept_table: usize,
+    /// Present once there is more than one table.
+    wake: Option<Wake>,
+    /// At exit (`cancel_any`): the wake read is not re-armed.
+    closing: bool,
     /// Where the doorbell eventfd read lands (a leaked box while the driver lives: the kernel
     /// writes it asynchronously, and on a give-up exit it must never be freed).
     doorbell_buf: *mut u64,
-    /// Operations submitted and not yet finished (their last completion not seen).
+    /// Operations submitted and not yet finished (their last completion not seen), apart
+    /// from the internal wake read.
     inflight: usize,
-    /// Completions taken off the CQ mid-turn to make room (see `push`), in order; handed
-    /// out first by the next `drain`.
-    stashed: Vec<Completion>,
+    /// Completions taken off a CQ mid-turn to make room (see `push_chain`), in order, with
+    /// their table; handed out first by the next `drain`.
+    stashed: Vec<(usize, cqueue::Entry)>,
     /// The first submit error that retrying cannot fix; the shard stops on it.
     failed: Option<io::Error>,
 }
 
-// SAFETY: `doorbell_buf` is owned by the driver (a boxed u64 only the driver and the kernel
-// touch); the driver moves to its shard thread once and is used only there.
+// SAFETY: `doorbell_buf` and the wake word are owned by the driver (boxed u64s only the
+// driver and the kernel touch); the driver moves to its shard thread once and is used only
+// there.
 unsafe impl Send for UringDriver {}
 
 impl Drop for UringDriver {
     fn drop(&mut self) {
-        // SAFETY: the ring is dropped exactly once, here, and not used after.
-        unsafe { ManuallyDrop::drop(&mut self.ring) };
-        if self.inflight > 0 {
+        for t in &mut self.tables {
+            // SAFETY: each ring is dropped exactly once, here, and not used after.
+            unsafe { ManuallyDrop::drop(&mut t.ring) };
+        }
+        let wake_armed = self.wake.as_ref().is_some_and(|w| w.armed);
+        if self.inflight > 0 || wake_armed {
             // Operations the kernel still holds may write receive buffers and the doorbell
-            // word after the ring's fd is closed (its teardown runs asynchronously): that
-            // memory is deliberately leaked, never freed or unmapped under the kernel.
+            // or wake word after the rings' fds are closed (their teardown runs
+            // asynchronously): that memory is deliberately leaked, never freed or unmapped
+            // under the kernel.
             tracing::warn!(
                 inflight = self.inflight,
+                wake_armed,
                 "ring closed with operations in flight: leaking their buffers"
             );
             return;
         }
-        // SAFETY: no operation is in flight and the ring is gone, so the kernel holds no
-        // pointer into the buffer ring or the doorbell word; each is dropped exactly once.
+        // SAFETY: no operation is in flight (the wake read included) and the rings are gone,
+        // so the kernel holds no pointer into any buffer ring, the doorbell or the wake word;
+        // each is dropped exactly once.
         unsafe {
-            ManuallyDrop::drop(&mut self.bufs);
+            for t in &mut self.tables {
+                ManuallyDrop::drop(&mut t.bufs);
+            }
             drop(Box::from_raw(self.doorbell_buf));
+            if let Some(w) = &self.wake {
+                drop(Box::from_raw(w.buf));
+            }
         }
     }
 }
 
 impl UringDriver {
-    /// Sets up a ring, probing SINGLE_ISSUER and DEFER_TASKRUN, and registers the shard's
-    /// sparse direct-descriptor table and receive buffer ring.
+    /// Sets up table 0's ring, probing SINGLE_ISSUER and DEFER_TASKRUN, and registers its
+    /// sparse direct-descriptor table and receive buffer ring. `files` is the shard's whole
+    /// cap: entries beyond what one table may hold (RLIMIT_NOFILE) come from more tables,
+    /// added as they are needed.
     pub fn new(cfg: &EngineConfig, files: u32) -> Result<UringDriver, EngineError> {
-        let entries = cfg.ring_entries;
-        let (ring, features) = build_ring(entries)?;
-        ring.submitter()
-            .register_files_sparse(files)
-            .map_err(|source| EngineError::Setup {
-                what: "registering the direct descriptor table",
-                source,
-            })?;
-        let bufs =
-            BufRing::new(&ring, 0, cfg.recv_buffers, cfg.recv_buffer_size).map_err(|source| {
-                EngineError::KernelTooOld {
-                    feature: "provided buffer rings (Linux 5.19)",
-                    source,
-                }
-            })?;
-        tracing::debug!(
-            single_issuer = features.single_issuer,
-            defer_taskrun = features.defer_taskrun,
-            entries,
-            "io_uring ring ready"
-        );
+        let nofile = crate::listener::nofile_limit().min(u64::from(INDEX_MASK)) as u32;
+        Self::with_table_size(cfg, files, nofile)
+    }
+
+    /// [`UringDriver::new`] with tables of at most `table_size` entries.
+    fn with_table_size(
+        cfg: &EngineConfig,
+        files: u32,
+        table_size: u32,
+    ) -> Result<UringDriver, EngineError> {
+        let table_size = table_size.max(1).min(files.max(1));
+        let max_tables = cfg.max_descriptor_tables.clamp(1, MAX_TABLES);
+        let cap = files.min(table_size.saturating_mul(max_tables));
+        let table = Table::new(
+            cfg.ring_entries,
+            table_size,
+            cfg.recv_buffers,
+            cfg.recv_buffer_size,
+            false,
+        )?;
         Ok(UringDriver {
-            ring: ManuallyDrop::new(ring),
-            bufs: ManuallyDrop::new(bufs),
+            tables: vec![table],
+            cap,
+            table_size,
+            max_tables,
+            extra_entries: (cfg.ring_entries / 4).max(64),
+            extra_buffers: (cfg.recv_buffers / 8).max(cfg.recv_buffers.min(16)),
+            recv_buffer_size: cfg.recv_buffer_size,
+            grow_failed: false,
+            accept_table: 0,
+            wake: None,
+            closing: false,
             doorbell_buf: Box::into_raw(Box::new(0)),
             inflight: 0,
             stashed: Vec::new(),
@@ -111,7 +202,7 @@ impl UringDriver {
     /// The names of the `needed` opcodes this kernel does not support.
     pub fn probe_opcodes(&self, needed: &[(u8, &'static str)]) -> io::Result<Vec<&'static str>> {
         let mut probe = io_uring::Probe::new();
-        self.ring.submitter().register_probe(&mut probe)?;
+        self.tables[0].ring.submitter().register_probe(&mut probe)?;
         Ok(needed
             .iter()
             .filter(|(code, _)| !probe.is_supported(*code))
@@ -119,37 +210,125 @@ impl UringDriver {
             .collect())
     }
 
-    /// Queues one entry (see [`UringDriver::push_chain`]).
-    fn push(&mut self, entry: squeue::Entry) {
-        self.push_chain(&[entry]);
+    /// Adds a table (a ring with its own registered table, buffer ring and the wake eventfd)
+    /// when the cap allows one more; false when it does not, or setting one up failed
+    /// (logged once; the shard then holds what its tables hold).
+    fn add_table(&mut self) -> bool {
+        let have: u32 = self.tables.iter().map(|t| t.size).sum();
+        if self.grow_failed || have >= self.cap || self.tables.len() as u32 >= self.max_tables {
+            return false;
+        }
+        let size = self.table_size.min(self.cap - have);
+        let added = self.wake_fd().and_then(|wake| {
+            let t = Table::new(
+                self.extra_entries,
+                size,
+                self.extra_buffers,
+                self.recv_buffer_size,
+                true,
+            )?;
+            t.ring
+                .submitter()
+                .register_eventfd(wake)
+                .map_err(|source| EngineError::Setup {
+                    what: "registering the wake eventfd with a descriptor table's ring",
+                    source,
+                })?;
+            Ok(t)
+        });
+        match added {
+            Ok(t) => {
+                self.tables.push(t);
+                tracing::debug!(tables = self.tables.len(), size, "descriptor table added");
+                true
+            }
+            Err(e) => {
+                self.grow_failed = true;
+                tracing::warn!(
+                    error = %e,
+                    tables = self.tables.len(),
+                    "could not add a descriptor table: this shard holds what its tables hold"
+                );
+                false
+            }
+        }
     }
 
-    /// Queues `entries` as one unit: when the submission queue has too little room for all
-    /// of them, what is queued goes to the kernel first, so a linked chain (whose last link
-    /// ends at the end of a submit) is never split across two submits.
+    /// The wake eventfd, made on first use.
+    fn wake_fd(&mut self) -> Result<RawFd, EngineError> {
+        if let Some(w) = &self.wake {
+            return Ok(w.fd.as_raw_fd());
+        }
+        // SAFETY: eventfd has no memory preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(EngineError::Setup {
+                what: "creating the descriptor tables' wake eventfd",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        self.wake = Some(Wake {
+            fd,
+            buf: Box::into_raw(Box::new(0)),
+            armed: false,
+        });
+        Ok(raw)
+    }
+
+    /// The table with the most free entries, adding one when every table is short of
+    /// [`crate::core::MULTISHOT_HEADROOM`] entries.
+    fn roomiest(&mut self) -> usize {
+        let best = |tables: &[Table]| {
+            (0..tables.len())
+                .max_by_key(|&i| (tables[i].room(), std::cmp::Reverse(i)))
+                .unwrap_or(0)
+        };
+        let b = best(&self.tables);
+        if (self.tables[b].room() as usize) < crate::core::MULTISHOT_HEADROOM && self.add_table() {
+            return self.tables.len() - 1;
+        }
+        b
+    }
+
+    /// The table `sock` lives in and its index there.
+    fn split(sock: Sock) -> (usize, u32) {
+        ((sock.0 >> TABLE_SHIFT) as usize, sock.0 & INDEX_MASK)
+    }
+
+    /// Queues one entry on table `t`'s ring (see [`UringDriver::push_chain`]).
+    fn push(&mut self, t: usize, entry: squeue::Entry) {
+        self.push_chain(t, &[entry]);
+    }
+
+    /// Queues `entries` as one unit on table `t`'s ring: when its submission queue has too
+    /// little room for all of them, what is queued goes to the kernel first, so a linked
+    /// chain (whose last link ends at the end of a submit) is never split across two submits.
     ///
     /// Every entry is built by a method of this driver whose contract makes the caller keep
     /// the memory it references alive until its completion.
-    fn push_chain(&mut self, entries: &[squeue::Entry]) {
+    fn push_chain(&mut self, t: usize, entries: &[squeue::Entry]) {
         if self.failed.is_some() {
             return;
         }
-        debug_assert!(entries.len() <= self.ring.params().sq_entries() as usize);
+        debug_assert!(entries.len() <= self.tables[t].ring.params().sq_entries() as usize);
         loop {
             let room = {
-                let sq = self.ring.submission();
+                let sq = self.tables[t].ring.submission();
                 sq.capacity() - sq.len()
             };
             if room >= entries.len() {
                 break;
             }
             // Not enough room: hand what we have to the kernel and retry.
-            match self.ring.submit() {
+            match self.tables[t].ring.submit() {
                 Ok(_) => {}
                 // Kernels before 5.19 refuse submissions while completions that overflowed
                 // the CQ wait in the kernel's backlog: make room (the completions are handed
                 // out by the next `drain`) so the backlog can flush, instead of spinning.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_completions(),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.stash_completions(t),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "io_uring submit failed while flushing a full queue");
@@ -161,7 +340,8 @@ impl UringDriver {
         // SAFETY: there is room for every entry (checked above, and nothing else pushes in
         // between); each entry's referenced memory is kept alive by its builder's caller.
         unsafe {
-            self.ring
+            self.tables[t]
+                .ring
                 .submission()
                 .push_multiple(entries)
                 .expect("room reserved above");
@@ -169,21 +349,97 @@ impl UringDriver {
         self.inflight += entries.len();
     }
 
-    /// Moves the completions in the CQ to `stashed` (to free CQ space mid-turn).
-    fn stash_completions(&mut self) {
-        let cq = self.ring.completion();
-        self.stashed.extend(cq.map(completion_of));
+    /// Moves the completions in table `t`'s CQ to `stashed` (to free CQ space mid-turn).
+    fn stash_completions(&mut self, t: usize) {
+        let cq = self.tables[t].ring.completion();
+        self.stashed.extend(cq.map(|c| (t, c)));
+    }
+
+    /// Submits what tables other than 0 have queued, and flushes completions that overflowed
+    /// their CQ (only an enter with GETEVENTS on that ring does).
+    fn enter_other_tables(&mut self) -> io::Result<()> {
+        for t in &mut self.tables[1..] {
+            let (queued, pending) = {
+                let sq = t.ring.submission();
+                (!sq.is_empty(), sq.taskrun() || sq.cq_overflow())
+            };
+            if queued || pending {
+                match t.ring.submit() {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-/// The engine's view of a CQE: `more` and the provided buffer decoded from its flags.
-fn completion_of(c: cqueue::Entry) -> Completion {
+/// The engine's view of one CQE of table `t`: `more` and the provided buffer decoded from its
+/// flags, the socket of an accept or socket completion qualified with its table (and counted
+/// in the table's `used`); `None` for the internal wake read (which disarms `wake`).
+fn completion_of(
+    t: usize,
+    c: cqueue::Entry,
+    used: &mut u32,
+    wake: &mut Option<Wake>,
+) -> Option<Completion> {
+    if c.user_data() == WAKE_UD {
+        if let Some(w) = wake {
+            w.armed = false;
+        }
+        return None;
+    }
     let flags = c.flags();
-    Completion {
+    let mut result = c.result();
+    if result >= 0 && matches!(unpack(c.user_data()), Some((Op::Accept | Op::Socket, ..))) {
+        *used += 1;
+        result |= (t as i32) << TABLE_SHIFT;
+    }
+    Some(Completion {
         user_data: c.user_data(),
-        result: c.result(),
+        result,
         more: cqueue::more(flags),
-        buf: cqueue::buffer_select(flags).map(|b| RecvBuf(u32::from(b))),
+        buf: cqueue::buffer_select(flags).map(|b| RecvBuf(((t as u32) << 16) | u32::from(b))),
+    })
+}
+
+impl Table {
+    /// A ring with a sparse table of `size` entries and `buffers` receive buffers (`extra`:
+    /// a table after the first, see `try_build_ring`).
+    fn new(
+        entries: u32,
+        size: u32,
+        buffers: u16,
+        buffer_size: u32,
+        extra: bool,
+    ) -> Result<Table, EngineError> {
+        let (ring, features) = build_ring(entries, extra)?;
+        ring.submitter()
+            .register_files_sparse(size)
+            .map_err(|source| EngineError::Setup {
+                what: "registering the direct descriptor table",
+                source,
+            })?;
+        let bufs = BufRing::new(&ring, 0, buffers, buffer_size).map_err(|source| {
+            EngineError::KernelTooOld {
+                feature: "provided buffer rings (Linux 5.19)",
+                source,
+            }
+        })?;
+        tracing::debug!(
+            single_issuer = features.single_issuer,
+            defer_taskrun = features.defer_taskrun,
+            entries,
+            size,
+            "io_uring ring ready"
+        );
+        Ok(Table {
+            ring: ManuallyDrop::new(ring),
+            bufs: ManuallyDrop::new(bufs),
+            size,
+            used: 0,
+        })
     }
 }
 
@@ -196,9 +452,21 @@ impl Driver for UringDriver {
         self.failed.as_ref()
     }
 
-    /// Multishot accept into kernel-allocated direct descriptors, or (near the connection
-    /// cap) one accept: a multishot accept keeps taking connections from the backlog and the
-    /// kernel closes any it cannot fit in the table, where a single accept leaves them queued.
+    fn descriptor_tables(&self) -> usize {
+        self.tables.len()
+    }
+
+    fn accept_room(&mut self, rechoose: bool) -> usize {
+        if rechoose {
+            self.accept_table = self.roomiest();
+        }
+        self.tables[self.accept_table].room() as usize
+    }
+
+    /// Multishot accept into kernel-allocated direct descriptors of the table
+    /// [`Driver::accept_room`] chose, or (near its end) one accept: a multishot accept keeps
+    /// taking connections from the backlog and the kernel closes any it cannot fit in the
+    /// table, where a single accept leaves them queued.
     fn accept(&mut self, listener: RawFd, multishot: bool, user_data: u64) {
         let e = if multishot {
             opcode::AcceptMulti::new(Fd(listener))
@@ -211,72 +479,82 @@ impl Driver for UringDriver {
                 .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
                 .build()
         };
-        self.push(e.user_data(user_data));
+        self.push(self.accept_table, e.user_data(user_data));
     }
 
-    /// Multishot receive on the direct descriptor from the shard's buffer ring.
+    /// Multishot receive on the direct descriptor from its table's buffer ring.
     fn recv(&mut self, sock: Sock, user_data: u64) {
-        let e = opcode::RecvMulti::new(Fixed(sock.0), self.bufs.group())
+        let (t, i) = Self::split(sock);
+        let e = opcode::RecvMulti::new(Fixed(i), self.tables[t].bufs.group())
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(t, e);
     }
 
     /// A single chunk goes as `IORING_OP_SEND` (no `msghdr` to import: cheaper than
     /// `IORING_OP_SENDMSG`), more as `IORING_OP_SENDMSG`.
     unsafe fn send(&mut self, sock: Sock, data: Prepared, user_data: u64) {
+        let (t, i) = Self::split(sock);
         let e = match data {
-            Prepared::Single { ptr, len } => opcode::Send::new(Fixed(sock.0), ptr, len)
+            Prepared::Single { ptr, len } => opcode::Send::new(Fixed(i), ptr, len)
                 .flags(libc::MSG_NOSIGNAL)
                 .build(),
-            Prepared::Gathered { msg, .. } => opcode::SendMsg::new(Fixed(sock.0), msg)
+            Prepared::Gathered { msg, .. } => opcode::SendMsg::new(Fixed(i), msg)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build(),
         };
-        self.push(e.user_data(user_data));
+        self.push(t, e.user_data(user_data));
     }
 
     fn shutdown_write(&mut self, sock: Sock, user_data: u64) {
-        let e = opcode::Shutdown::new(Fixed(sock.0), libc::SHUT_WR)
+        let (t, i) = Self::split(sock);
+        let e = opcode::Shutdown::new(Fixed(i), libc::SHUT_WR)
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(t, e);
     }
 
     fn cancel_sock(&mut self, sock: Sock, user_data: u64) {
-        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(sock.0)).all())
+        let (t, i) = Self::split(sock);
+        let e = opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(i)).all())
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(t, e);
     }
 
+    /// Cancels on the ring of the table the accept fills: the only operation the shard
+    /// cancels by `user_data` is its accept.
     fn cancel(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target).all())
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(self.accept_table, e);
     }
 
+    /// Closes the direct descriptor; its table entry counts as free from here (the close of
+    /// a direct descriptor is done at submit, before any accept of the same enter runs).
     fn close(&mut self, sock: Sock, user_data: u64) {
-        let e = opcode::Close::new(Fixed(sock.0))
-            .build()
-            .user_data(user_data);
-        self.push(e);
+        let (t, i) = Self::split(sock);
+        self.tables[t].used = self.tables[t].used.saturating_sub(1);
+        let e = opcode::Close::new(Fixed(i)).build().user_data(user_data);
+        self.push(t, e);
     }
 
-    /// A new TCP socket in a kernel-allocated direct descriptor.
+    /// A new TCP socket in a kernel-allocated direct descriptor of the roomiest table.
     fn socket(&mut self, domain: i32, user_data: u64) {
+        let t = self.roomiest();
         let e = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
             .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(t, e);
     }
 
     /// TCP_NODELAY, an optional bind, then connect — linked, and queued as one unit so the
     /// chain reaches the kernel whole.
     unsafe fn connect(&mut self, sock: Sock, ctx: &ConnectCtx, setup_ud: u64, connect_ud: u64) {
-        let fd = Fixed(sock.0);
+        let (t, i) = Self::split(sock);
+        let fd = Fixed(i);
         let mut chain = [
             opcode::SetSockOpt::new(
                 fd,
@@ -302,41 +580,67 @@ impl Driver for UringDriver {
         chain[n] = opcode::Connect::new(fd, ctx.addr.as_ptr().cast(), ctx.addr.len())
             .build()
             .user_data(connect_ud);
-        self.push_chain(&chain[..=n]);
+        self.push_chain(t, &chain[..=n]);
     }
 
     /// Installs the direct descriptor into the process fd table
     /// (`IORING_OP_FIXED_FD_INSTALL`).
     fn lookup_peer(&mut self, sock: Sock, user_data: u64) {
-        let e = opcode::FixedFdInstall::new(Fixed(sock.0), 0)
+        let (t, i) = Self::split(sock);
+        let e = opcode::FixedFdInstall::new(Fixed(i), 0)
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(t, e);
     }
 
-    /// Arms the 8-byte read of the shard's doorbell eventfd. The word it lands in belongs to
-    /// the driver, which frees it only when no operation is in flight.
+    /// Arms the 8-byte read of the shard's doorbell eventfd on table 0's ring. The word it
+    /// lands in belongs to the driver, which frees it only when no operation is in flight.
     fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
         let e = opcode::Read::new(Fd(eventfd), self.doorbell_buf.cast(), 8)
             .build()
             .user_data(user_data);
-        self.push(e);
+        self.push(0, e);
     }
 
-    /// One `io_uring_enter`: submits everything queued and waits. A full completion backlog
+    /// Submits on every ring that has something queued, then one `io_uring_enter` on table
+    /// 0's ring that submits and waits (other tables wake it through the wake eventfd), then
+    /// runs the work the kernel deferred for the other tables. A full completion backlog
     /// (EBUSY) is not an error either.
     fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.tables.len() > 1 {
+            self.enter_other_tables()?;
+            let arm = match &mut self.wake {
+                Some(w) if !w.armed && !self.closing => {
+                    w.armed = true;
+                    Some((w.fd.as_raw_fd(), w.buf))
+                }
+                _ => None,
+            };
+            if let Some((fd, buf)) = arm {
+                let e = opcode::Read::new(Fd(fd), buf.cast(), 8)
+                    .build()
+                    .user_data(WAKE_UD);
+                self.push(0, e);
+                // The wake read is not a shard operation.
+                self.inflight -= 1;
+            }
+        }
+        let ready = !self.stashed.is_empty()
+            || self.tables[1..]
+                .iter_mut()
+                .any(|t| !t.ring.completion().is_empty());
+        let ring = &self.tables[0].ring;
         let r = match timeout {
-            // Completions already stashed: submit, don't wait.
-            _ if !self.stashed.is_empty() => self.ring.submit(),
+            // Completions already waiting: submit, don't wait.
+            _ if ready => ring.submit(),
             Some(t) => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                ring.submitter().submit_with_args(1, &args)
             }
-            None => self.ring.submit_and_wait(1),
+            None => ring.submit_and_wait(1),
         };
-        match r {
+        let r = match r {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -347,14 +651,30 @@ impl Driver for UringDriver {
                 Ok(())
             }
             Err(e) => Err(e),
+        };
+        if r.is_ok() && self.tables.len() > 1 {
+            self.enter_other_tables()?;
         }
+        r
     }
 
     fn drain(&mut self, out: &mut Vec<Completion>) {
         let start = out.len();
-        out.append(&mut self.stashed);
-        let cq = self.ring.completion();
-        out.extend(cq.map(completion_of));
+        let UringDriver {
+            tables,
+            wake,
+            stashed,
+            ..
+        } = self;
+        for (t, c) in stashed.drain(..) {
+            out.extend(completion_of(t, c, &mut tables[t].used, wake));
+        }
+        for (t, table) in tables.iter_mut().enumerate() {
+            let Table { ring, used, .. } = table;
+            for c in ring.completion() {
+                out.extend(completion_of(t, c, used, wake));
+            }
+        }
         let finished = out[start..].iter().filter(|c| !c.more).count();
         self.inflight = self.inflight.saturating_sub(finished);
     }
@@ -364,33 +684,44 @@ impl Driver for UringDriver {
     }
 
     fn cancel_any(&mut self) {
-        let e = opcode::AsyncCancel2::new(CancelBuilder::any())
-            .build()
-            .user_data(0);
-        self.push(e);
-        let _ = self.ring.submit();
+        self.closing = true;
+        for t in 0..self.tables.len() {
+            let e = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(0);
+            self.push(t, e);
+            let _ = self.tables[t].ring.submit();
+        }
     }
 
     unsafe fn buffer<'a>(&self, buf: RecvBuf, len: usize) -> &'a [u8] {
-        // SAFETY: forwarded contract; buffer ids of this ring fit in u16.
-        unsafe { self.bufs.get(buf.0 as u16, len) }
+        // SAFETY: forwarded contract; the buffer id part of a `RecvBuf` fits in u16.
+        unsafe {
+            self.tables[(buf.0 >> 16) as usize]
+                .bufs
+                .get(buf.0 as u16, len)
+        }
     }
 
     fn recycle(&mut self, buf: RecvBuf) {
-        self.bufs.recycle(buf.0 as u16);
+        self.tables[(buf.0 >> 16) as usize]
+            .bufs
+            .recycle(buf.0 as u16);
     }
 
     fn publish_buffers(&mut self) {
-        self.bufs.publish();
+        for t in &mut self.tables {
+            t.bufs.publish();
+        }
     }
 }
 /// Builds a ring of `entries` (completion queue 4x), probing SINGLE_ISSUER and
 /// DEFER_TASKRUN. The kernel allocates each ring as physically contiguous pages, which can
 /// fail with ENOMEM on a machine whose memory is fragmented (e.g. full of page cache) even
 /// with plenty available; the ring is then halved (down to 64 entries) rather than failing.
-fn build_ring(mut entries: u32) -> Result<(IoUring, Features), EngineError> {
+fn build_ring(mut entries: u32, extra: bool) -> Result<(IoUring, Features), EngineError> {
     loop {
-        match try_build_ring(entries) {
+        match try_build_ring(entries, extra) {
             Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && entries > 64 => {
                 tracing::warn!(
                     entries,
@@ -404,7 +735,20 @@ fn build_ring(mut entries: u32) -> Result<(IoUring, Features), EngineError> {
     }
 }
 
-fn try_build_ring(entries: u32) -> io::Result<(IoUring, Features)> {
+/// `extra`: a ring for a table after the first. Such a ring runs its completions as plain
+/// task work (no DEFER_TASKRUN, no COOP_TASKRUN): the kernel then interrupts the shard's wait
+/// on table 0's ring to post them, and posting signals the wake eventfd. (With DEFER_TASKRUN
+/// the work waits for an enter on that very ring, and its eventfd signal for deferred work
+/// proved unreliable here: 25,000 connects stalled.)
+fn try_build_ring(entries: u32, extra: bool) -> io::Result<(IoUring, Features)> {
+    if extra {
+        let r = IoUring::builder()
+            .setup_cqsize(entries * 4)
+            .setup_submit_all()
+            .build(entries)
+            .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))?;
+        return Ok((r, Features::default()));
+    }
     match IoUring::builder()
         .setup_cqsize(entries * 4)
         .setup_single_issuer()
@@ -527,10 +871,91 @@ mod tests {
         // SAFETY: both descriptors are open; dup2 atomically replaces the ring's descriptor
         // (closing the ring, which has no operation in flight) with a copy of /dev/null's,
         // which the driver then owns and closes on drop.
-        assert!(unsafe { libc::dup2(null.as_raw_fd(), d.ring.as_raw_fd()) } >= 0);
+        assert!(unsafe { libc::dup2(null.as_raw_fd(), d.tables[0].ring.as_raw_fd()) } >= 0);
         let mut f = SubmitFailures::default();
         let r = d.submit_and_wait(Some(Duration::from_millis(1)));
         assert!(r.is_err(), "submitting to a non-ring fails");
         assert!(f.record(r, Instant::now()).is_err(), "and stops the shard");
+    }
+
+    /// Sockets spread over several tables when one is full, and a receive on a table other
+    /// than 0 wakes the wait on table 0's ring (through the wake eventfd).
+    #[test]
+    fn accepts_spread_over_tables_and_their_completions_wake_the_wait() {
+        use crate::id::pack;
+        use std::io::Write;
+        let cfg = EngineConfig {
+            ring_entries: 16,
+            recv_buffers: 16,
+            max_descriptor_tables: 8,
+            ..Default::default()
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut d = UringDriver::with_table_size(&cfg, 12, 4).expect("driver");
+        let mut clients = Vec::new();
+        let mut socks = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..12 {
+            assert!(d.accept_room(true) > 0, "a table with room");
+            d.accept(listener.as_raw_fd(), false, pack(Op::Accept, 0, 0));
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                assert!(Instant::now() < deadline, "accept completion");
+                d.submit_and_wait(Some(Duration::from_millis(200))).unwrap();
+                out.clear();
+                d.drain(&mut out);
+                if let Some(c) = out.first() {
+                    assert!(c.result >= 0, "accept failed: {}", c.result);
+                    socks.push(c.sock());
+                    break;
+                }
+            }
+        }
+        let tables: std::collections::BTreeSet<usize> =
+            socks.iter().map(|&s| UringDriver::split(s).0).collect();
+        assert_eq!(tables.len(), 3, "12 sockets in tables of 4: {socks:?}");
+        assert_eq!(d.descriptor_tables(), 3);
+        assert_eq!(
+            d.accept_room(true),
+            0,
+            "every table full, none may be added"
+        );
+        // A receive on the last table: its completion must end a wait on table 0's ring
+        // long before the wait's timeout.
+        let last = *socks.last().unwrap();
+        d.recv(last, pack(Op::Recv, 11, 0));
+        d.submit_and_wait(Some(Duration::from_millis(1))).unwrap();
+        clients[11].write_all(b"hi").unwrap();
+        let start = Instant::now();
+        let mut got = None;
+        while got.is_none() && start.elapsed() < Duration::from_secs(20) {
+            d.submit_and_wait(Some(Duration::from_secs(30))).unwrap();
+            out.clear();
+            d.drain(&mut out);
+            got = out.iter().find(|c| c.result > 0).copied();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "woken by the other table"
+        );
+        let c = got.expect("receive completion");
+        let buf = c.buffer().expect("a provided buffer");
+        // SAFETY: `buf` comes from this receive completion with result `c.result`, and the
+        // slice is dropped before the buffer is recycled.
+        let bytes = unsafe { d.buffer(buf, c.result as usize) }.to_vec();
+        assert_eq!(bytes, b"hi");
+        d.recycle(buf);
+        // Closing frees the entry: the table has room again.
+        d.close(last, 0);
+        assert_eq!(d.accept_room(true), 1);
+        d.cancel_any();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.inflight() > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(50))).unwrap();
+            out.clear();
+            d.drain(&mut out);
+        }
     }
 }
