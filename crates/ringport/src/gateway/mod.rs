@@ -55,7 +55,7 @@ use publish::Sequencer;
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
 pub use overload::physical_memory;
-pub(crate) use publish::{Message, PublishError, Target};
+pub(crate) use publish::{Message, PublishError, Published, Target};
 
 /// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every
 /// established connection receives it.
