@@ -214,6 +214,82 @@ fn messages_made_on_any_node_reach_members_on_every_node_once_and_in_order() {
     nodes[1].wait_metric("ringport_cluster_subscriptions 3");
 }
 
+#[test]
+fn every_node_delivers_one_sequence_per_stream_the_same_everywhere() {
+    let broker = Broker::start(None);
+    let nodes: Vec<TestServer> = ["a", "b", "c"].iter().map(|id| node(&broker, id)).collect();
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_nodes 3");
+    }
+    // Two members per node, in rooms owned by different nodes (rendezvous spreads them).
+    let rooms = ["r1", "r2", "r3", "r4"];
+    let mut members: Vec<Client> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = n.welcomed(&token(&format!("u{i}"), &rooms));
+        for (k, room) in rooms.iter().enumerate() {
+            assert_eq!(c.join(k as u32 + 1, room), Status::OK);
+        }
+        members.push(c);
+    }
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_subscriptions 3");
+    }
+    // Pushes through every node, client PUBLISHes from every node.
+    let mut sent = 0;
+    for i in 0..24 {
+        let room = rooms[i % rooms.len()];
+        let answer = push(
+            &nodes[i % 3],
+            &format!("/v1/push/room/{room}"),
+            &format!("p{i}"),
+        );
+        assert!(!answer.contains("warning"), "{answer}");
+        sent += 1;
+    }
+    for (i, c) in members.iter_mut().enumerate() {
+        c.publish(rooms[i % rooms.len()], 1, format!("c{i}").as_bytes());
+        sent += 1;
+    }
+    // Every member gets every message once, and all members see each stream with the
+    // same (epoch, offset) for the same message, offsets increasing by one.
+    let mut views = Vec::new();
+    for c in &mut members {
+        let mut got = Vec::new();
+        while got.len() < sent {
+            match c.recv() {
+                Frame::Push(p) => got.push((p.stream.to_string(), p.epoch, p.offset, p.payload)),
+                Frame::PublishAck(a) => assert_eq!(a.status, Status::OK),
+                other => panic!("expected PUSH, got {other:?}"),
+            }
+        }
+        let mut by_stream: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for (stream, epoch, offset, payload) in got {
+            by_stream
+                .entry(stream)
+                .or_default()
+                .push((epoch, offset, payload));
+        }
+        for list in by_stream.values() {
+            for w in list.windows(2) {
+                assert_eq!(w[0].0, w[1].0, "one epoch per stream");
+                assert_eq!(w[0].1 + 1, w[1].1, "no hole, no duplicate: {list:?}");
+            }
+        }
+        views.push(by_stream);
+    }
+    for v in &views[1..] {
+        assert_eq!(v, &views[0], "every node numbers every stream the same");
+    }
+    for c in &mut members {
+        let extra = c.until_pong(77);
+        // Late PUBLISH_ACKs are fine; nothing else may follow.
+        assert!(
+            extra.iter().all(|f| matches!(f, Frame::PublishAck(_))),
+            "unexpected frames: {extra:?}"
+        );
+    }
+}
+
 /// Nodes `a` and `b` that see each other, a client of user "u" in room "r" on `a` (its
 /// session and the first PUSH it got) and a member of "r" on `b` that got the same PUSH
 /// with the same (epoch, offset): one sequence for the stream on both nodes.

@@ -1,13 +1,13 @@
 //! The cluster bus: several gateways over NATS (`--cluster`, `[cluster]`).
 //!
-//! What crosses the bus is the *message*, not its frame: a push or client PUBLISH made on one
-//! node is numbered and delivered there as on a single node, and handed to the bus
-//! ([`ClusterBus::forward`], a non-blocking `try_send` into a bounded queue, so the shards
-//! never wait for the broker). The bridge thread (`bridge.rs`, a tokio runtime of its own
-//! on the control plane) publishes it once on the stream's subject (`subject.rs`); every
-//! other node with interest in that stream receives it once, numbers it on its own stream
-//! log and delivers it through the same hand-off queues as a local push (encoded once per
-//! node, coalesced per shard turn).
+//! What crosses the bus is the *message*, not its frame: a push or client PUBLISH is numbered
+//! by its stream's owner node, delivered there as on a single node, and handed to the bus
+//! with its (epoch, offset) ([`ClusterBus::forward`], a non-blocking `try_send` into a
+//! bounded queue, so the shards never wait for the broker). The bridge thread (`bridge.rs`,
+//! a tokio runtime of its own on the control plane) publishes it once on the stream's
+//! subject (`subject.rs`); every other node subscribed to it receives it once, keeps it at
+//! the owner's offset in its own stream log and delivers it through the same hand-off queues
+//! as a local push (encoded once per node, coalesced per shard turn).
 //!
 //! Interest: a node subscribes to a room's or user's subject while at least one of its
 //! shards has a member of it ([`ClusterBus::interest`], called by the shard's room and user
@@ -20,10 +20,13 @@
 //! node only and counted in `ringport_cluster_dropped_total{reason}` (with a warning in the
 //! log, at most one a second). The HTTP answer of such a push carries a `warning`.
 //!
-//! Not done yet (docs/architecture.md, "Cluster"): one sequence per stream across the
-//! nodes (each node numbers the messages it delivers in its own epoch, so a resume on
-//! another node is answered EPOCH_CHANGED), GAP for messages a node missed while the broker
-//! was away, cluster-wide presence, counts and per-user limits.
+//! One sequence per stream (`members.rs`, `owner.rs`): each stream is numbered by one live
+//! node, its owner by rendezvous hashing; other nodes forward publishes to it and keep its
+//! numbered messages at the owner's (epoch, offset) in their own replica
+//! (`cluster.replicate_history`), so a client resumes on any node.
+//!
+//! Not done yet (docs/architecture.md, "Cluster"): cluster-wide presence, counts and
+//! per-user limits.
 
 mod bridge;
 pub(crate) mod members;
