@@ -192,6 +192,24 @@ impl ClusterBus {
         self.members().live(now)
     }
 
+    /// The bus message for `target` (neither numbered nor for an owner yet).
+    fn outbound_for(
+        &self,
+        target: &Target,
+        payload: &Bytes,
+        urgent: bool,
+        client_publish: bool,
+    ) -> Outbound {
+        Outbound {
+            subject: subject::of(&self.prefix, target),
+            payload: payload.clone(),
+            urgent,
+            client_publish,
+            numbered: None,
+            to_owner: None,
+        }
+    }
+
     /// Hands a message to the bus without waiting: numbered on this node (`numbered`), or to
     /// be numbered by its owner (`to_owner`). `Err` says why it will not reach the other
     /// nodes (it was counted and logged).
@@ -208,14 +226,9 @@ impl ClusterBus {
             self.dropped(DropReason::Unreachable);
             return Err(DropReason::Unreachable);
         }
-        let m = Outbound {
-            subject: subject::of(&self.prefix, target),
-            payload: payload.clone(),
-            urgent,
-            client_publish,
-            numbered,
-            to_owner,
-        };
+        let mut m = self.outbound_for(target, payload, urgent, client_publish);
+        m.numbered = numbered;
+        m.to_owner = to_owner;
         match self.outbound.try_send(m) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -180,14 +180,8 @@ impl ClusterBus {
             self.dropped(DropReason::Unreachable);
             return Err(DropReason::Unreachable);
         };
-        let m = Outbound {
-            subject: subject::of(&self.prefix, target),
-            payload: payload.clone(),
-            urgent,
-            client_publish,
-            numbered: None,
-            to_owner: Some(owner),
-        };
+        let mut m = self.outbound_for(target, payload, urgent, client_publish);
+        m.to_owner = Some(owner);
         request(client, self, &m).await
     }
 }
