@@ -434,8 +434,13 @@ pub struct ClusterConfig {
     pub ping_interval_ms: u64,
     /// Longest pause between reconnection attempts (the backoff doubles from 100 ms to it).
     pub reconnect_max_delay_ms: u64,
-    /// Handing one message to the NATS client may wait this long; then it is dropped.
+    /// Handing one message to the NATS client may wait this long; then it is dropped. Also
+    /// bounds a publish forwarded to its stream's owner node.
     pub publish_timeout_ms: u64,
+    /// Every node keeps a replica of every stream's history (all nodes receive every
+    /// message), so a client resumes on any node; `false` routes by interest only (a node
+    /// receives the streams it has members of, and a resume elsewhere may be answered GAP).
+    pub replicate_history: bool,
 }
 
 impl Default for ClusterConfig {
@@ -452,6 +457,7 @@ impl Default for ClusterConfig {
             ping_interval_ms: 2_000,
             reconnect_max_delay_ms: 5_000,
             publish_timeout_ms: 1_000,
+            replicate_history: true,
         }
     }
 }
@@ -466,6 +472,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_required", &self.tls_required)
             .field("max_pending", &self.max_pending)
+            .field("replicate_history", &self.replicate_history)
             .finish_non_exhaustive()
     }
 }

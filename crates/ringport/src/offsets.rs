@@ -36,6 +36,18 @@ pub trait StreamSink: Send + Sync {
     /// The epoch of every stream this sink numbers (PUSH and WELCOME carry it).
     fn epoch(&self) -> u32;
 
+    /// Keeps a message another node of the cluster numbered (`epoch`, `offset`): calls
+    /// `encode(offset)` once and returns the frame, or `None` for an offset already kept
+    /// (a duplicate). See [`crate::streams::Streams::insert`].
+    fn insert(
+        &self,
+        stream: &StreamName,
+        epoch: u32,
+        offset: u64,
+        now_ms: u64,
+        encode: &mut dyn FnMut(u64) -> Bytes,
+    ) -> Option<Bytes>;
+
     /// What a client that has `stream` up to `last_offset` of `epoch` gets on resume: the
     /// retained frames up to the tail `T`, or what was lost. Taken atomically with respect
     /// to `append` (see docs/architecture.md, "Reliable delivery").

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gateway::{metric, test_config, token, Client, TestServer, SECRET, WAIT};
+use ringport::config::Config;
 use ringport_proto::{Frame, ResumeOutcome, ResumePoint, Status, StreamName};
 
 /// A nats-server child process, killed on drop.
@@ -78,8 +79,8 @@ impl Drop for Broker {
     }
 }
 
-/// A gateway node of the cluster on `broker`.
-fn node(broker: &Broker, id: &str) -> TestServer {
+/// A gateway node of the cluster on `broker`, its config changed by `tweak`.
+fn node_with(broker: &Broker, id: &str, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut c = test_config();
     c.auth.secret = Some(SECRET.into());
     c.cluster.servers = Some(broker.url());
@@ -87,7 +88,13 @@ fn node(broker: &Broker, id: &str) -> TestServer {
     c.cluster.ping_interval_ms = 200;
     c.cluster.reconnect_max_delay_ms = 200;
     c.cluster.connect_timeout_ms = 500;
+    tweak(&mut c);
     TestServer::start(c)
+}
+
+/// A gateway node of the cluster on `broker`.
+fn node(broker: &Broker, id: &str) -> TestServer {
+    node_with(broker, id, |_| {})
 }
 
 fn scrape(n: &TestServer) -> String {
@@ -134,7 +141,11 @@ fn nothing_more(c: &mut Client) {
 #[test]
 fn messages_made_on_any_node_reach_members_on_every_node_once_and_in_order() {
     let broker = Broker::start(None);
-    let nodes: Vec<TestServer> = ["a", "b", "c"].iter().map(|id| node(&broker, id)).collect();
+    // Routing by interest: each node receives only the streams it has members of.
+    let nodes: Vec<TestServer> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_with(&broker, id, |c| c.cluster.replicate_history = false))
+        .collect();
     // One member of room "r" per node; user "u" has a connection on b and c.
     let mut members: Vec<Client> = nodes
         .iter()
@@ -204,45 +215,178 @@ fn messages_made_on_any_node_reach_members_on_every_node_once_and_in_order() {
 }
 
 #[test]
-fn a_resume_on_another_node_is_answered_epoch_changed_never_a_silent_hole() {
+fn every_node_delivers_one_sequence_per_stream_the_same_everywhere() {
     let broker = Broker::start(None);
-    let a = node(&broker, "a");
-    let b = node(&broker, "b");
-    let tok = token("u", &["r"]);
+    let nodes: Vec<TestServer> = ["a", "b", "c"].iter().map(|id| node(&broker, id)).collect();
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_nodes 3");
+    }
+    // Two members per node, in rooms owned by different nodes (rendezvous spreads them).
+    let rooms = ["r1", "r2", "r3", "r4"];
+    let mut members: Vec<Client> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = n.welcomed(&token(&format!("u{i}"), &rooms));
+        for (k, room) in rooms.iter().enumerate() {
+            assert_eq!(c.join(k as u32 + 1, room), Status::OK);
+        }
+        members.push(c);
+    }
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_subscriptions 3");
+    }
+    // Pushes through every node, client PUBLISHes from every node.
+    let mut sent = 0;
+    for i in 0..24 {
+        let room = rooms[i % rooms.len()];
+        let answer = push(
+            &nodes[i % 3],
+            &format!("/v1/push/room/{room}"),
+            &format!("p{i}"),
+        );
+        assert!(!answer.contains("warning"), "{answer}");
+        sent += 1;
+    }
+    for (i, c) in members.iter_mut().enumerate() {
+        c.publish(rooms[i % rooms.len()], 1, format!("c{i}").as_bytes());
+        sent += 1;
+    }
+    // Every member gets every message once, and all members see each stream with the
+    // same (epoch, offset) for the same message, offsets increasing by one.
+    let mut views = Vec::new();
+    for c in &mut members {
+        let mut got = Vec::new();
+        while got.len() < sent {
+            match c.recv() {
+                Frame::Push(p) => got.push((p.stream.to_string(), p.epoch, p.offset, p.payload)),
+                Frame::PublishAck(a) => assert_eq!(a.status, Status::OK),
+                other => panic!("expected PUSH, got {other:?}"),
+            }
+        }
+        let mut by_stream: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for (stream, epoch, offset, payload) in got {
+            by_stream
+                .entry(stream)
+                .or_default()
+                .push((epoch, offset, payload));
+        }
+        for list in by_stream.values() {
+            for w in list.windows(2) {
+                assert_eq!(w[0].0, w[1].0, "one epoch per stream");
+                assert_eq!(w[0].1 + 1, w[1].1, "no hole, no duplicate: {list:?}");
+            }
+        }
+        views.push(by_stream);
+    }
+    for v in &views[1..] {
+        assert_eq!(v, &views[0], "every node numbers every stream the same");
+    }
+    for c in &mut members {
+        let extra = c.until_pong(77);
+        // Late PUBLISH_ACKs are fine; nothing else may follow.
+        assert!(
+            extra.iter().all(|f| matches!(f, Frame::PublishAck(_))),
+            "unexpected frames: {extra:?}"
+        );
+    }
+}
+
+/// Nodes `a` and `b` that see each other, a client of user "u" in room "r" on `a` (its
+/// session and the first PUSH it got) and a member of "r" on `b` that got the same PUSH
+/// with the same (epoch, offset): one sequence for the stream on both nodes.
+fn cut_from_a(
+    broker: &Broker,
+    history_on_b: u32,
+) -> (TestServer, TestServer, u64, ringport_proto::Push, Client) {
+    let a = node(broker, "a");
+    let b = node_with(broker, "b", |c| {
+        c.history.max_messages_per_stream = history_on_b
+    });
+    a.wait_metric("ringport_cluster_nodes 2");
+    b.wait_metric("ringport_cluster_nodes 2");
     let mut on_a = a.client();
-    let w = on_a.welcome(&tok);
+    let w = on_a.welcome(&token("u", &["r"]));
     assert_eq!(on_a.join(1, "r"), Status::OK);
     let mut keep_b = member(&b, "v", "r");
     a.wait_metric("ringport_cluster_subscriptions 3");
     b.wait_metric("ringport_cluster_subscriptions 3");
     push(&a, "/v1/push/room/r", "one");
     let first = on_a.push();
-    assert_eq!(pushes(&mut keep_b, 1), ["one"]);
+    let seen_on_b = keep_b.push();
+    assert_eq!(
+        (seen_on_b.epoch, seen_on_b.offset, &seen_on_b.payload[..]),
+        (first.epoch, first.offset, &b"one"[..]),
+        "both nodes number the stream the same"
+    );
     drop(on_a);
-    push(&a, "/v1/push/room/r", "two");
-    assert_eq!(pushes(&mut keep_b, 1), ["two"]);
+    (a, b, w.session_id, first, keep_b)
+}
 
-    // The client lands on b with a's (epoch, offset): b numbers in its own epoch, so it
-    // says the position cannot be recovered there.
-    let mut on_b = b.client();
-    on_b.hello_resume(
-        &tok,
-        w.session_id,
+/// Resumes room "r" from `first` on `n` for session `session`; the RESUME_RESULT.
+fn resume_on(
+    n: &TestServer,
+    session: u64,
+    first: &ringport_proto::Push,
+) -> (Client, ringport_proto::ResumeResult) {
+    let mut c = n.client();
+    c.hello_resume(
+        &token("u", &["r"]),
+        session,
         vec![ResumePoint {
             stream: StreamName::Room("r".into()),
             epoch: first.epoch,
             last_offset: first.offset,
         }],
     );
-    assert!(matches!(on_b.recv(), Frame::Welcome(_)));
-    match on_b.recv() {
-        Frame::ResumeResult(r) => {
-            assert_eq!(r.outcome, ResumeOutcome::EpochChanged, "{r:?}");
-            assert_eq!(r.old_epoch, first.epoch);
-            assert_ne!(r.new_epoch, first.epoch);
-        }
+    assert!(matches!(c.recv(), Frame::Welcome(_)));
+    match c.recv() {
+        Frame::ResumeResult(r) => (c, r),
         other => panic!("expected RESUME_RESULT, got {other:?}"),
     }
+}
+
+#[test]
+fn a_client_cut_from_one_node_resumes_on_another_with_no_gap() {
+    let broker = Broker::start(None);
+    let (a, b, session, first, mut keep_b) = cut_from_a(&broker, 1000);
+    // Missed while away, pushed through either node.
+    push(&b, "/v1/push/room/r", "two");
+    push(&a, "/v1/push/room/r", "three");
+    assert_eq!(pushes(&mut keep_b, 2), ["two", "three"]);
+
+    let (mut on_b, r) = resume_on(&b, session, &first);
+    assert_eq!(r.outcome, ResumeOutcome::Resumed, "{r:?}");
+    assert_eq!((r.old_epoch, r.new_epoch), (first.epoch, first.epoch));
+    for (k, want) in ["two", "three"].iter().enumerate() {
+        let p = on_b.push();
+        assert_eq!(&p.payload[..], want.as_bytes());
+        assert_eq!(
+            (p.epoch, p.offset),
+            (first.epoch, first.offset + 1 + k as u64)
+        );
+    }
+    nothing_more(&mut on_b);
+}
+
+#[test]
+fn a_resume_on_another_node_past_its_trimmed_history_is_a_gap_with_the_right_range() {
+    let broker = Broker::start(None);
+    // b keeps 2 messages per stream.
+    let (a, b, session, first, mut keep_b) = cut_from_a(&broker, 2);
+    for i in 0..5 {
+        push(&a, "/v1/push/room/r", &format!("m{i}"));
+    }
+    assert_eq!(pushes(&mut keep_b, 5).len(), 5);
+
+    let (mut on_b, r) = resume_on(&b, session, &first);
+    assert_eq!(r.outcome, ResumeOutcome::Gap, "{r:?}");
+    // Offsets first+1 ..= first+3 are gone; first+4 and first+5 follow.
+    assert_eq!(
+        (r.missing_from, r.missing_to),
+        (first.offset + 1, first.offset + 4),
+        "{r:?}"
+    );
+    assert_eq!(pushes(&mut on_b, 2), ["m3", "m4"]);
+    nothing_more(&mut on_b);
 }
 
 #[test]
@@ -298,11 +442,13 @@ fn with_the_broker_gone_local_delivery_goes_on_and_drops_are_counted() {
     let mut i = 0;
     loop {
         push(&a, "/v1/push/room/r", &format!("after{i}"));
-        assert_eq!(pushes(&mut on_a, 1), [format!("after{i}")]);
-        let seen = on_b.until_pong(1000 + i);
-        if seen.iter().any(
-            |f| matches!(f, Frame::Push(p) if p.payload[..] == *format!("after{i}").as_bytes()),
-        ) {
+        // The stream's owner may be b: then a's own members get it once it went round.
+        let got = |c: &mut Client| {
+            c.until_pong(1000 + i).iter().any(
+                |f| matches!(f, Frame::Push(p) if p.payload[..] == *format!("after{i}").as_bytes()),
+            )
+        };
+        if got(&mut on_a) & got(&mut on_b) {
             break;
         }
         assert!(
@@ -341,7 +487,7 @@ fn the_cluster_metrics_are_documented() {
         );
         families += 1;
     }
-    assert_eq!(families, 6);
+    assert_eq!(families, 7);
     // A single node has none of them.
     let single = TestServer::start(test_config());
     assert!(!scrape(&single).contains("ringport_cluster_"));

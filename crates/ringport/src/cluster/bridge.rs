@@ -5,24 +5,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, HeaderMap};
+use async_nats::{Client, ConnectOptions};
 use futures_util::StreamExt as _;
 use ringport_io::EngineHandle;
 use tokio::task::JoinHandle;
 
-use super::{BusQueue, ClusterBus, DropReason, Outbound};
+use super::members::HEARTBEAT_MS;
+use super::{owner, subject, BusQueue, ClusterBus, DropReason, Outbound};
 use crate::config::ClusterConfig;
-use crate::gateway::{GatewayHandler, Message, PublishError, Shared, Target};
-use crate::metrics::DeliveryKind;
-
-/// Header: the message is urgent.
-const URGENT: &str = "Rp-Urgent";
-/// Header: a client PUBLISH (not an API push).
-const CLIENT_PUBLISH: &str = "Rp-Publish";
-/// Header: the node that published it (for logs and debugging).
-const ORIGIN: &str = "Rp-Origin";
+use crate::gateway::{GatewayHandler, PublishError, Shared};
 
 /// Starts the bridge thread for `bus`. It runs until `shared` is gone.
 pub(crate) fn start(
@@ -120,18 +113,31 @@ async fn run(
             return;
         }
     };
+    let _ = bus.client.set(client.clone());
     let publish_timeout = Duration::from_millis(config.publish_timeout_ms);
     let mut subscribed: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+    let node_tasks = subscribe_node_subjects(&client, &bus, &shared, &handle).await;
     sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
     loop {
         tokio::select! {
             m = queue.recv() => match m {
+                Some(m) if m.to_owner.is_some() => {
+                    // Waits for the owner's answer on a task of its own: the queue goes on.
+                    tokio::spawn(owner::forward(
+                        client.clone(), Arc::clone(&bus), m, shared.clone(), handle.clone(),
+                    ));
+                }
                 Some(m) => publish(&client, &bus, m, publish_timeout).await,
                 None => break,
             },
             () = bus.interest_changed.notified() => {
                 sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
+            }
+            _ = heartbeat.tick() => {
+                let alive = format!("alive {}", bus.node_id);
+                let _ = client.publish(subject::nodes(&bus.prefix), alive.into()).await;
             }
             _ = tick.tick() => {
                 if shared.strong_count() == 0 {
@@ -141,13 +147,66 @@ async fn run(
                 if bus.connected.swap(up, Ordering::AcqRel) && !up {
                     bus.disconnects.fetch_add(1, Ordering::Relaxed);
                 }
+                let now = bus.now_ms();
+                bus.members().expire(now);
             }
         }
     }
-    for (_, task) in subscribed.drain() {
+    // Leaving: the other nodes take over this node's streams at once.
+    let leaving = format!("leaving {}", bus.node_id);
+    let _ = client
+        .publish(subject::nodes(&bus.prefix), leaving.into())
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    for task in subscribed.into_values().chain(node_tasks) {
         task.abort();
     }
     bus.connected.store(false, Ordering::Release);
+}
+
+/// Subscribes to the heartbeats of every node and to this node's owner inbox.
+async fn subscribe_node_subjects(
+    client: &Client,
+    bus: &Arc<ClusterBus>,
+    shared: &Weak<Shared>,
+    handle: &EngineHandle<GatewayHandler>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    match client.subscribe(subject::nodes(&bus.prefix)).await {
+        Ok(mut sub) => {
+            let bus = Arc::clone(bus);
+            tasks.push(tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let text = String::from_utf8_lossy(&msg.payload);
+                    let now = bus.now_ms();
+                    match text.split_once(' ') {
+                        Some(("alive", id)) => bus.members().heard(id, now),
+                        Some(("leaving", id)) => bus.members().left(id),
+                        _ => {}
+                    }
+                }
+            }));
+        }
+        Err(e) => {
+            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to heartbeats: {e}")
+        }
+    }
+    match client
+        .subscribe(subject::owner_inbox(&bus.prefix, &bus.node_id))
+        .await
+    {
+        Ok(sub) => tasks.push(tokio::spawn(owner::serve(
+            client.clone(),
+            sub,
+            Arc::clone(bus),
+            shared.clone(),
+            handle.clone(),
+        ))),
+        Err(e) => {
+            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to the owner inbox: {e}")
+        }
+    }
+    tasks
 }
 
 async fn publish(client: &Client, bus: &ClusterBus, m: Outbound, timeout: Duration) {
@@ -155,14 +214,7 @@ async fn publish(client: &Client, bus: &ClusterBus, m: Outbound, timeout: Durati
         bus.dropped(DropReason::Unreachable);
         return;
     }
-    let mut headers = HeaderMap::new();
-    headers.insert(ORIGIN, bus.node_id.as_str());
-    if m.urgent {
-        headers.insert(URGENT, "1");
-    }
-    if m.client_publish {
-        headers.insert(CLIENT_PUBLISH, "1");
-    }
+    let headers = owner::headers(bus, &m);
     let sent = client.publish_with_headers(m.subject, headers, m.payload);
     match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(())) => {
@@ -194,14 +246,10 @@ async fn sync_interest(
         if subscribed.contains_key(&subject) {
             continue;
         }
-        let Some(target) = super::subject::target(&bus.prefix, &subject) else {
-            continue;
-        };
         match client.subscribe(subject.clone()).await {
             Ok(sub) => {
                 let task = tokio::spawn(receive(
                     sub,
-                    target,
                     Arc::clone(bus),
                     shared.clone(),
                     handle.clone(),
@@ -224,10 +272,10 @@ async fn sync_interest(
         .store(subscribed.len() as u64, Ordering::Relaxed);
 }
 
-/// Delivers every message of one subscription on this node.
+/// Delivers every message of one subscription on this node: numbered by its stream's owner
+/// (kept in this node's replica, delivered with the owner's epoch and offset).
 async fn receive(
     mut sub: async_nats::Subscriber,
-    target: Target,
     bus: Arc<ClusterBus>,
     shared: Weak<Shared>,
     handle: EngineHandle<GatewayHandler>,
@@ -236,28 +284,16 @@ async fn receive(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let header = |name: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .is_some_and(|v| v.as_str() == "1")
+        let Some(target) = subject::target(&bus.prefix, msg.subject.as_str()) else {
+            continue;
         };
-        let client_publish = header(CLIENT_PUBLISH);
-        let kind = match (&target, client_publish) {
-            (_, true) => DeliveryKind::Publish,
-            (Target::Room(_), false) => DeliveryKind::Room,
-            (Target::User(_), false) => DeliveryKind::User,
-            (Target::Everyone, false) => DeliveryKind::Broadcast,
+        let h = msg.headers.as_ref();
+        let message = owner::message(target, h, msg.payload.clone());
+        let done = match owner::numbering(h) {
+            Some((epoch, offset)) => shared.publish_numbered(&handle, message, epoch, offset),
+            None => shared.publish_local(&handle, message),
         };
-        let message = Message {
-            target: target.clone(),
-            kind,
-            payload: msg.payload.clone(),
-            urgent: header(URGENT),
-            at: Instant::now(),
-            tally: None,
-        };
-        match shared.publish_local(&handle, message) {
+        match done {
             Ok(_) => {
                 bus.received.fetch_add(1, Ordering::Relaxed);
             }

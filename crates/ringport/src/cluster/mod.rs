@@ -1,13 +1,13 @@
 //! The cluster bus: several gateways over NATS (`--cluster`, `[cluster]`).
 //!
-//! What crosses the bus is the *message*, not its frame: a push or client PUBLISH made on one
-//! node is numbered and delivered there as on a single node, and handed to the bus
-//! ([`ClusterBus::forward`], a non-blocking `try_send` into a bounded queue, so the shards
-//! never wait for the broker). The bridge thread (`bridge.rs`, a tokio runtime of its own
-//! on the control plane) publishes it once on the stream's subject (`subject.rs`); every
-//! other node with interest in that stream receives it once, numbers it on its own stream
-//! log and delivers it through the same hand-off queues as a local push (encoded once per
-//! node, coalesced per shard turn).
+//! What crosses the bus is the *message*, not its frame: a push or client PUBLISH is numbered
+//! by its stream's owner node, delivered there as on a single node, and handed to the bus
+//! with its (epoch, offset) ([`ClusterBus::forward`], a non-blocking `try_send` into a
+//! bounded queue, so the shards never wait for the broker). The bridge thread (`bridge.rs`,
+//! a tokio runtime of its own on the control plane) publishes it once on the stream's
+//! subject (`subject.rs`); every other node subscribed to it receives it once, keeps it at
+//! the owner's offset in its own stream log and delivers it through the same hand-off queues
+//! as a local push (encoded once per node, coalesced per shard turn).
 //!
 //! Interest: a node subscribes to a room's or user's subject while at least one of its
 //! shards has a member of it ([`ClusterBus::interest`], called by the shard's room and user
@@ -20,26 +20,35 @@
 //! node only and counted in `ringport_cluster_dropped_total{reason}` (with a warning in the
 //! log, at most one a second). The HTTP answer of such a push carries a `warning`.
 //!
-//! Not done yet (docs/architecture.md, "Cluster"): one sequence per stream across the
-//! nodes (each node numbers the messages it delivers in its own epoch, so a resume on
-//! another node is answered EPOCH_CHANGED), GAP for messages a node missed while the broker
-//! was away, cluster-wide presence, counts and per-user limits.
+//! One sequence per stream (`members.rs`, `owner.rs`): each stream is numbered by one live
+//! node, its owner by rendezvous hashing; other nodes forward publishes to it and keep its
+//! numbered messages at the owner's (epoch, offset) in their own replica
+//! (`cluster.replicate_history`), so a client resumes on any node.
+//!
+//! Not done yet (docs/architecture.md, "Cluster"): cluster-wide presence, counts and
+//! per-user limits.
 
 mod bridge;
+pub(crate) mod members;
+mod owner;
 pub(crate) mod subject;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
+
+use ringport_proto::StreamName;
 
 use crate::config::ClusterConfig;
 use crate::gateway::Target;
 use crate::metrics::text::{MetricType, TextWriter};
 
 pub(crate) use bridge::start;
+pub(crate) use owner::OwnerAnswer;
 
 /// Why a message did not reach the other nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +89,10 @@ pub(crate) struct Outbound {
     pub urgent: bool,
     /// A client PUBLISH (counted as `publish` deliveries on every node) rather than a push.
     pub client_publish: bool,
+    /// The owner's numbering of the message (it was numbered on this node).
+    pub numbered: Option<(u32, u64)>,
+    /// Not numbered yet: the bridge asks this node (the stream's owner) to number it.
+    pub to_owner: Option<String>,
 }
 
 /// The node's side of the cluster: what shards and the HTTP API call, and the counters.
@@ -101,6 +114,18 @@ pub(crate) struct ClusterBus {
     subscriptions: AtomicU64,
     /// Wall ms of the last drop warning (at most one a second).
     last_warning_ms: AtomicU64,
+    /// The live nodes (heartbeats on `PREFIX.nodes`), deciding each stream's owner.
+    members: Mutex<members::Members>,
+    /// Zero of the ms clock `members` runs on.
+    started: Instant,
+    /// Every node keeps a replica of every stream (`cluster.replicate_history`), so a resume
+    /// is served on any node; else only streams with members here.
+    replicate_history: bool,
+    /// The NATS client once connected, for requests made off the bridge thread (an HTTP
+    /// push whose stream another node owns).
+    client: OnceLock<async_nats::Client>,
+    /// Request timeout for forwarding a publish to its stream's owner.
+    owner_timeout: std::time::Duration,
 }
 
 /// The receiving half the bridge owns.
@@ -116,7 +141,7 @@ impl ClusterBus {
             format!("node-{:08x}", u32::from_be_bytes(b))
         });
         let bus = ClusterBus {
-            node_id,
+            node_id: node_id.clone(),
             prefix: config.subject_prefix.clone(),
             outbound: tx,
             interest: Mutex::new(HashMap::new()),
@@ -128,6 +153,11 @@ impl ClusterBus {
             disconnects: AtomicU64::new(0),
             subscriptions: AtomicU64::new(0),
             last_warning_ms: AtomicU64::new(0),
+            members: Mutex::new(members::Members::new(&node_id)),
+            started: Instant::now(),
+            replicate_history: config.replicate_history,
+            client: OnceLock::new(),
+            owner_timeout: std::time::Duration::from_millis(config.publish_timeout_ms),
         };
         (Arc::new(bus), BusQueue(rx))
     }
@@ -136,25 +166,69 @@ impl ClusterBus {
         &self.node_id
     }
 
-    /// Hands a message published on this node to the bus without waiting. `Err` says why it
-    /// will not reach the other nodes (it was counted and logged).
+    /// ms on the membership clock.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn members(&self) -> std::sync::MutexGuard<'_, members::Members> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node that numbers `stream`, when it is another live node. `None` means this node
+    /// numbers it: it is the owner, or the broker is unreachable (a node cut off numbers
+    /// everything itself, in its own epoch, and says so in its answers).
+    pub fn remote_owner(&self, stream: &StreamName) -> Option<String> {
+        if !self.connected.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = self.now_ms();
+        self.members().owner(stream, now).map(str::to_owned)
+    }
+
+    /// Live nodes, this one included (`ringport_cluster_nodes`).
+    pub fn live_nodes(&self) -> usize {
+        let now = self.now_ms();
+        self.members().live(now)
+    }
+
+    /// The bus message for `target` (neither numbered nor for an owner yet).
+    fn outbound_for(
+        &self,
+        target: &Target,
+        payload: &Bytes,
+        urgent: bool,
+        client_publish: bool,
+    ) -> Outbound {
+        Outbound {
+            subject: subject::of(&self.prefix, target),
+            payload: payload.clone(),
+            urgent,
+            client_publish,
+            numbered: None,
+            to_owner: None,
+        }
+    }
+
+    /// Hands a message to the bus without waiting: numbered on this node (`numbered`), or to
+    /// be numbered by its owner (`to_owner`). `Err` says why it will not reach the other
+    /// nodes (it was counted and logged).
     pub fn forward(
         &self,
         target: &Target,
         payload: &Bytes,
         urgent: bool,
         client_publish: bool,
+        numbered: Option<(u32, u64)>,
+        to_owner: Option<String>,
     ) -> Result<(), DropReason> {
         if !self.connected.load(Ordering::Acquire) {
             self.dropped(DropReason::Unreachable);
             return Err(DropReason::Unreachable);
         }
-        let m = Outbound {
-            subject: subject::of(&self.prefix, target),
-            payload: payload.clone(),
-            urgent,
-            client_publish,
-        };
+        let mut m = self.outbound_for(target, payload, urgent, client_publish);
+        m.numbered = numbered;
+        m.to_owner = to_owner;
         match self.outbound.try_send(m) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -198,6 +272,9 @@ impl ClusterBus {
 
     /// The subjects this node should be subscribed to now.
     fn wanted(&self) -> Vec<String> {
+        if self.replicate_history {
+            return subject::every_stream(&self.prefix);
+        }
         let table = self.interest.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<String> = table.keys().cloned().collect();
         v.push(subject::all(&self.prefix));
@@ -283,8 +360,14 @@ impl ClusterBus {
             load(&self.disconnects),
         );
         w.family(
+            "ringport_cluster_nodes",
+            "Live nodes of the cluster as this node sees them (heartbeats), itself included.",
+            MetricType::Gauge,
+        );
+        w.sample("ringport_cluster_nodes", &[], self.live_nodes() as u64);
+        w.family(
             "ringport_cluster_subscriptions",
-            "Subjects this node is subscribed to (rooms and users with members here, and broadcasts).",
+            "Stream subjects this node is subscribed to (every stream with cluster.replicate_history, else rooms and users with members here; and broadcasts).",
             MetricType::Gauge,
         );
         w.sample(
@@ -304,6 +387,7 @@ mod tests {
             servers: Some("nats://127.0.0.1:1".into()),
             node_id: Some("t".into()),
             max_pending,
+            replicate_history: false,
             ..ClusterConfig::default()
         };
         ClusterBus::new(&config)
@@ -331,13 +415,16 @@ mod tests {
         let t = Target::Everyone;
         let p = Bytes::from_static(b"x");
         assert_eq!(
-            b.forward(&t, &p, false, false),
+            b.forward(&t, &p, false, false, None, None),
             Err(DropReason::Unreachable)
         );
         b.connected.store(true, Ordering::Release);
-        assert_eq!(b.forward(&t, &p, false, false), Ok(()));
-        assert_eq!(b.forward(&t, &p, false, false), Ok(()));
-        assert_eq!(b.forward(&t, &p, false, false), Err(DropReason::QueueFull));
+        assert_eq!(b.forward(&t, &p, false, false, None, None), Ok(()));
+        assert_eq!(b.forward(&t, &p, false, false, None, None), Ok(()));
+        assert_eq!(
+            b.forward(&t, &p, false, false, None, None),
+            Err(DropReason::QueueFull)
+        );
         let mut text = String::new();
         b.render(&mut text);
         assert!(text.contains("ringport_cluster_dropped_total{reason=\"unreachable\"} 1"));

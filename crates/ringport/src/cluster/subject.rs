@@ -62,6 +62,25 @@ pub fn all(prefix: &str) -> String {
     format!("{prefix}.all")
 }
 
+/// Subscriptions that receive every stream's messages (rooms, users, broadcasts).
+pub fn every_stream(prefix: &str) -> Vec<String> {
+    vec![
+        format!("{prefix}.room.*"),
+        format!("{prefix}.user.*"),
+        all(prefix),
+    ]
+}
+
+/// Heartbeats of every node (`alive ID` / `leaving ID`).
+pub fn nodes(prefix: &str) -> String {
+    format!("{prefix}.nodes")
+}
+
+/// Where a node takes publishes to number for the streams it owns (request/reply).
+pub fn owner_inbox(prefix: &str, node: &str) -> String {
+    format!("{prefix}.node.{}.publish", token(node))
+}
+
 /// The subject a message for `target` travels on.
 pub fn of(prefix: &str, target: &Target) -> String {
     match target {

@@ -159,7 +159,8 @@ pub const KEYS: &[KeyDoc] = &[
     k("cluster", "connect_timeout_ms", Int, "A connection attempt to one NATS server gives up after this long."),
     k("cluster", "ping_interval_ms", Int, "How often the broker connection is probed; two unanswered probes close it and start reconnecting."),
     k("cluster", "reconnect_max_delay_ms", Int, "Longest pause between reconnection attempts to the broker; the pause doubles from 100 ms up to it."),
-    k("cluster", "publish_timeout_ms", Int, "Longest wait to hand one message to the NATS client (its buffer is full while the broker is slow); then the message is dropped and counted."),
+    k("cluster", "publish_timeout_ms", Int, "Longest wait to hand one message to the NATS client (its buffer is full while the broker is slow); then the message is dropped and counted. Also bounds the wait for a stream's owner node to number a forwarded publish; then this node numbers it itself (in its own epoch) and counts it."),
+    k("cluster", "replicate_history", Bool, "Every node receives every stream's messages and keeps a replica of its history, so a client resumes on any node; `false` routes by interest only (a node receives the streams it has members of; a resume on a node without the stream's history is answered GAP or EPOCH_CHANGED)."),
 ];
 
 /// Looks a key up by section and name.

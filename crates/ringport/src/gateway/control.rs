@@ -16,8 +16,9 @@ use ringport_proto::{Decoder, Frame, StreamName};
 
 use super::handler::GatewayHandler;
 use super::handoff::Tally;
-use super::publish::{Message, PublishError, Target};
+use super::publish::{Message, PublishError, Published, Target};
 use super::Shared;
+use crate::cluster::OwnerAnswer;
 use crate::http::{
     ask_all, ask_one, ConnectionCounts, ConnectionInfo, Gateway, GatewayError, GatewayStats,
     History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget, Receipts,
@@ -78,13 +79,10 @@ impl EngineGateway {
             at: Instant::now(),
             tally,
         };
-        let p = self
-            .shared
-            .publish(&self.handle, message)
-            .map_err(|e| match e {
-                PublishError::Rejected(m) => GatewayError::Rejected(m),
-                PublishError::Busy(m) => GatewayError::Unavailable(m),
-            })?;
+        let p = self.number(message).await.map_err(|e| match e {
+            PublishError::Rejected(m) => GatewayError::Rejected(m),
+            PublishError::Busy(m) => GatewayError::Unavailable(m),
+        })?;
         let mut outcome = PushOutcome {
             stream: p.stream.to_string(),
             epoch: p.epoch,
@@ -113,6 +111,43 @@ impl EngineGateway {
             ),
         };
         Err(GatewayError::NotConfirmed { outcome, reason })
+    }
+
+    /// Publishes `m`: numbered here, or (cluster) by the live node that owns its stream,
+    /// whose answer is awaited (at most `cluster.publish_timeout_ms`; then numbered here and
+    /// reported as not forwarded). A publisher waiting for `recipients` is counted on the
+    /// node that numbers the message only, so it is numbered here.
+    async fn number(&self, m: Message) -> Result<Published, PublishError> {
+        let Some(bus) = &self.shared.cluster else {
+            return self.shared.publish_local(&self.handle, m);
+        };
+        let stream = m.target.stream();
+        let owner = match bus.remote_owner(&stream) {
+            Some(owner) if m.tally.is_none() => owner,
+            _ => return self.shared.publish_owned(&self.handle, m),
+        };
+        let publish = m.kind == DeliveryKind::Publish;
+        match bus
+            .request_owner(owner, &m.target, &m.payload, m.urgent, publish)
+            .await
+        {
+            Ok(OwnerAnswer::Numbered {
+                epoch,
+                offset,
+                not_forwarded,
+            }) => Ok(Published {
+                stream,
+                epoch,
+                offset,
+                not_forwarded,
+            }),
+            Ok(OwnerAnswer::Refused(e)) => Err(e),
+            Err(reason) => {
+                let mut p = self.shared.publish_owned(&self.handle, m)?;
+                p.not_forwarded = Some(reason);
+                Ok(p)
+            }
+        }
     }
 
     fn connection_shard(&self, id: u64) -> Option<(ConnId, usize)> {

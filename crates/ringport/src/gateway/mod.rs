@@ -58,7 +58,7 @@ use publish::Sequencer;
 pub use control::EngineGateway;
 pub use handler::GatewayHandler;
 pub use overload::physical_memory;
-pub(crate) use publish::{Message, PublishError, Target};
+pub(crate) use publish::{Message, PublishError, Published, Target};
 pub use tls::{TlsAcceptor, TlsSetupError};
 
 /// The broadcast stream is the room stream `room:*`; clients cannot JOIN `*`, every

@@ -46,7 +46,7 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    fn stream(&self) -> StreamName {
+    pub(crate) fn stream(&self) -> StreamName {
         match self {
             Target::Room(r) => StreamName::Room(r.clone()),
             Target::User(u) => StreamName::User(u.clone()),
@@ -138,11 +138,48 @@ pub(crate) struct Message {
     pub tally: Option<Tally>,
 }
 
+/// Who numbers a message.
+#[derive(Clone, Copy)]
+enum Numbering<'a> {
+    /// This node: the next offset of its log; in a cluster also handed to the bus, numbered.
+    Here(Option<&'a crate::cluster::ClusterBus>),
+    /// Another node (the stream's owner) numbered it `(epoch, offset)`.
+    Given(u32, u64),
+}
+
+/// The PUSH frame of one message (`failed` keeps an encoding error).
+fn encode_push(
+    stream: &StreamName,
+    epoch: u32,
+    offset: u64,
+    urgent: bool,
+    payload: &Bytes,
+    failed: &mut Option<String>,
+) -> Bytes {
+    let push = Frame::Push(Push {
+        stream: stream.clone(),
+        epoch,
+        offset,
+        urgent,
+        payload: payload.clone(),
+    });
+    push.to_bytes().unwrap_or_else(|e| {
+        *failed = Some(e.to_string());
+        Bytes::new()
+    })
+}
+
 impl Shared {
     /// Numbers `m` on its target's stream, encodes its PUSH once and queues the delivery for
     /// every shard, under the stream's sequencing stripe; in a cluster, also hands it to the
     /// bus for the other nodes. `Err` says why the message was not published (nothing was
     /// numbered then).
+    ///
+    /// In a cluster, a stream another live node owns is numbered there: the message is
+    /// handed to the bridge, which forwards it to the owner, and comes back numbered like
+    /// any message from the bus. The answer then carries no position (epoch and offset 0;
+    /// a client PUBLISH_ACK has none). Only when that hand-off fails is the message numbered
+    /// here (in this node's epoch), with `not_forwarded` saying why.
     pub(crate) fn publish(
         &self,
         handle: &EngineHandle<GatewayHandler>,
@@ -151,11 +188,59 @@ impl Shared {
         let Some(bus) = &self.cluster else {
             return self.publish_local(handle, m);
         };
-        let (target, payload) = (m.target.clone(), m.payload.clone());
-        let (urgent, client_publish) = (m.urgent, m.kind == DeliveryKind::Publish);
-        let mut published = self.publish_local(handle, m)?;
-        published.not_forwarded = bus.forward(&target, &payload, urgent, client_publish).err();
-        Ok(published)
+        let stream = m.target.stream();
+        let Some(owner) = bus.remote_owner(&stream) else {
+            return self.publish_owned(handle, m);
+        };
+        self.handoff_room()?;
+        let client_publish = m.kind == DeliveryKind::Publish;
+        match bus.forward(
+            &m.target,
+            &m.payload,
+            m.urgent,
+            client_publish,
+            None,
+            Some(owner),
+        ) {
+            Ok(()) => Ok(Published {
+                stream,
+                epoch: 0,
+                offset: 0,
+                not_forwarded: None,
+            }),
+            Err(reason) => {
+                let mut published = self.publish_owned(handle, m)?;
+                published.not_forwarded = Some(reason);
+                Ok(published)
+            }
+        }
+    }
+
+    /// Numbers `m` on this node whoever owns its stream (this node is the owner, another node
+    /// forwarded it here, or the owner cannot be reached) and hands the numbered message to
+    /// the bus. Single node: the same as [`Self::publish_local`].
+    pub(crate) fn publish_owned(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+    ) -> Result<Published, PublishError> {
+        self.handoff_room()?;
+        self.sequence(handle, m, Numbering::Here(self.cluster.as_deref()))
+            .map_err(PublishError::Rejected)
+    }
+
+    /// A message another node numbered: kept in this node's replica of the stream and
+    /// delivered to its members with the owner's (epoch, offset); a duplicate is dropped.
+    pub(crate) fn publish_numbered(
+        &self,
+        handle: &EngineHandle<GatewayHandler>,
+        m: Message,
+        epoch: u32,
+        offset: u64,
+    ) -> Result<Published, PublishError> {
+        self.handoff_room()?;
+        self.sequence(handle, m, Numbering::Given(epoch, offset))
+            .map_err(PublishError::Rejected)
     }
 
     /// [`Self::publish`] on this node only: what a message from another node of the cluster
@@ -165,19 +250,26 @@ impl Shared {
         handle: &EngineHandle<GatewayHandler>,
         m: Message,
     ) -> Result<Published, PublishError> {
-        if let Err(queued) = self.handoff.check_room() {
-            let max = self.handoff.max_pending();
-            crate::metrics::limits::hit(
-                crate::metrics::Limit::DeliveryBacklog,
-                1,
-                &format_args!("rooms.max_pending_deliveries ({max}) reached: refusing pushes"),
-            );
-            return Err(PublishError::Busy(format!(
-                "{queued} messages wait for a shard (rooms.max_pending_deliveries = {max}); \
-                 nothing was published, retry later"
-            )));
-        }
-        self.sequence(handle, m).map_err(PublishError::Rejected)
+        self.handoff_room()?;
+        self.sequence(handle, m, Numbering::Here(None))
+            .map_err(PublishError::Rejected)
+    }
+
+    /// `Err(Busy)` when the shards are `rooms.max_pending_deliveries` behind.
+    fn handoff_room(&self) -> Result<(), PublishError> {
+        let Err(queued) = self.handoff.check_room() else {
+            return Ok(());
+        };
+        let max = self.handoff.max_pending();
+        crate::metrics::limits::hit(
+            crate::metrics::Limit::DeliveryBacklog,
+            1,
+            &format_args!("rooms.max_pending_deliveries ({max}) reached: refusing pushes"),
+        );
+        Err(PublishError::Busy(format!(
+            "{queued} messages wait for a shard (rooms.max_pending_deliveries = {max}); \
+             nothing was published, retry later"
+        )))
     }
 
     /// Checks, numbers, encodes and queues `m` (the body of [`Self::publish`]).
@@ -185,6 +277,7 @@ impl Shared {
         &self,
         handle: &EngineHandle<GatewayHandler>,
         m: Message,
+        numbering: Numbering<'_>,
     ) -> Result<Published, String> {
         let Message {
             target,
@@ -221,28 +314,60 @@ impl Shared {
             (Target::User(_), false) => PushClass::Direct,
             _ => PushClass::Room,
         };
-        let epoch = self.sink.epoch();
-        // Encoded once per offset under the stream's lock; its length (and so every
-        // encoding rule) is checked before an offset is taken, so a refused message never
-        // leaves a hole in the stream.
-        let mut push = Frame::Push(Push {
+        // Every encoding rule is checked before an offset is taken, so a refused message
+        // never leaves a hole in the stream (`failed` below is then unreachable).
+        Frame::Push(Push {
             stream: stream.clone(),
-            epoch,
+            epoch: 0,
             offset: 0,
             urgent,
-            payload,
-        });
-        push.encoded_len().map_err(|e| e.to_string())?;
+            payload: payload.clone(),
+        })
+        .encoded_len()
+        .map_err(|e| e.to_string())?;
+        let mut failed = None;
+        let now = self.clock.unix_ms(at);
         let _order = self.sequencer.lock(&stream);
-        let (offset, frame) = self
-            .sink
-            .append(&stream, self.clock.unix_ms(at), &mut |offset| {
-                if let Frame::Push(p) = &mut push {
-                    p.offset = offset;
-                }
-                // Infallible after the length check above (same rules).
-                push.to_bytes().unwrap_or_default()
-            });
+        let (epoch, offset, frame, not_forwarded) = match numbering {
+            Numbering::Here(bus) => {
+                let epoch = self.sink.epoch();
+                let (offset, frame) = self.sink.append(&stream, now, &mut |offset| {
+                    encode_push(&stream, epoch, offset, urgent, &payload, &mut failed)
+                });
+                // Handed to the bus under the stream's stripe: the bus carries each stream's
+                // offsets in order.
+                let not_forwarded = match bus {
+                    Some(bus) if failed.is_none() => {
+                        let publish = kind == DeliveryKind::Publish;
+                        let numbered = Some((epoch, offset));
+                        bus.forward(&target, &payload, urgent, publish, numbered, None)
+                            .err()
+                    }
+                    _ => None,
+                };
+                (epoch, offset, frame, not_forwarded)
+            }
+            Numbering::Given(epoch, offset) => {
+                let kept = self
+                    .sink
+                    .insert(&stream, epoch, offset, now, &mut |offset| {
+                        encode_push(&stream, epoch, offset, urgent, &payload, &mut failed)
+                    });
+                let Some(frame) = kept else {
+                    // Already kept and delivered here.
+                    return Ok(Published {
+                        stream,
+                        epoch,
+                        offset,
+                        not_forwarded: None,
+                    });
+                };
+                (epoch, offset, frame, None)
+            }
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let d = Arc::new(Delivery {
             stream: stream.clone(),
             offset,
@@ -257,7 +382,7 @@ impl Shared {
             stream,
             epoch,
             offset,
-            not_forwarded: None,
+            not_forwarded,
         })
     }
 }

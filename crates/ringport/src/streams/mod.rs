@@ -198,8 +198,14 @@ impl Streams {
         let (key, epoch, offset, frame, retained) = {
             let mut shard = self.lock(stream);
             let (key, log) = self.log_for_append(&mut shard, stream, now_ms);
-            let epoch = log.epoch();
             let before = log.bytes();
+            if log.epoch() != self.epoch {
+                // A replica of another node's numbering (cluster) that this process now
+                // numbers itself: a new epoch, continuing above the replica's tail so a
+                // connection's last-delivered offset never hides the new messages.
+                *log = StreamLog::starting_after(self.epoch, log.tail(), now_ms);
+            }
+            let epoch = log.epoch();
             let (offset, frame) = log.append(now_ms, self.limits, &mut |off| encode(epoch, off));
             let retained = log.tail() == offset && !log.is_empty();
             self.account(before, log.bytes());
@@ -274,6 +280,57 @@ impl Streams {
     ) -> (u64, Bytes) {
         let (_, offset, frame) = self.append_inner(stream, now_ms, &mut |_, off| encode(off));
         (offset, frame)
+    }
+
+    /// Retains a message another node numbered (`epoch`, `offset`) in this process's
+    /// replica of `stream` (cluster: the stream's owner is another node). `encode` builds the
+    /// frame once. `None`: the replica already has that offset of that epoch (a duplicate,
+    /// not to be delivered again). A message that does not follow the replica's tail (another
+    /// epoch, or offsets skipped) restarts the replica just below it, so a resume across the
+    /// missing offsets is answered GAP or EPOCH_CHANGED, never a silent hole.
+    pub fn insert(
+        &self,
+        stream: &StreamName,
+        epoch: u32,
+        offset: u64,
+        now_ms: u64,
+        encode: &mut dyn FnMut(u64) -> Bytes,
+    ) -> Option<Bytes> {
+        if offset == 0 {
+            return None;
+        }
+        let (key, frame, retained) = {
+            let mut shard = self.lock(stream);
+            let key = match shard.get_key_value(stream) {
+                Some((k, _)) => Arc::clone(k),
+                None => {
+                    let k = Arc::new(stream.clone());
+                    shard.insert(
+                        Arc::clone(&k),
+                        StreamLog::starting_after(epoch, offset - 1, now_ms),
+                    );
+                    self.logs.fetch_add(1, Ordering::Relaxed);
+                    k
+                }
+            };
+            let log = shard.get_mut(stream).expect("present or inserted above");
+            if log.epoch() == epoch && offset <= log.tail() {
+                return None;
+            }
+            let before = log.bytes();
+            if log.epoch() != epoch || offset != log.tail() + 1 {
+                *log = StreamLog::starting_after(epoch, offset - 1, now_ms);
+            }
+            let (_, frame) = log.append(now_ms, self.limits, encode);
+            let retained = !log.is_empty();
+            self.account(before, log.bytes());
+            (key, frame, retained)
+        };
+        if retained {
+            self.order().push_back((key, offset));
+        }
+        self.enforce_budget();
+        Some(frame)
     }
 
     /// The resume snapshot for a client that has `stream` up to
@@ -446,6 +503,17 @@ impl crate::offsets::StreamSink for Streams {
 
     fn epoch(&self) -> u32 {
         self.epoch
+    }
+
+    fn insert(
+        &self,
+        stream: &StreamName,
+        epoch: u32,
+        offset: u64,
+        now_ms: u64,
+        encode: &mut dyn FnMut(u64) -> Bytes,
+    ) -> Option<Bytes> {
+        Streams::insert(self, stream, epoch, offset, now_ms, encode)
     }
 
     fn replay(&self, stream: &StreamName, epoch: u32, last_offset: u64, now_ms: u64) -> Replay {

@@ -268,3 +268,53 @@ fn eviction_queue_stays_bounded_when_history_is_trimmed_by_count() {
     );
     assert_eq!(s.stats().messages, 20);
 }
+
+/// A message another node numbered, kept in this registry's replica.
+fn keep(s: &Streams, stream: &StreamName, epoch: u32, offset: u64) -> bool {
+    s.insert(stream, epoch, offset, 0, &mut |o| {
+        assert_eq!(o, offset, "kept at the owner's offset");
+        Bytes::from(format!("{epoch}/{o}"))
+    })
+    .is_some()
+}
+
+#[test]
+fn a_replica_keeps_the_owners_numbering_and_never_hides_a_hole() {
+    let s = Streams::with_epoch(LIM, 4, 1);
+    let r = room("r");
+    // The owner (epoch 9) numbers from 5: the replica starts just below it.
+    assert!(keep(&s, &r, 9, 5));
+    assert!(keep(&s, &r, 9, 6));
+    assert!(
+        !keep(&s, &r, 9, 6),
+        "a duplicate is not kept (nor delivered) twice"
+    );
+    assert_eq!(s.position(&r, 0), (9, 6));
+    assert!(
+        matches!(s.replay(&r, 9, 4, 0), Replay::Resumed { ref frames, tail: 6 } if frames.len() == 2)
+    );
+    // Offset 7 never arrived: the replica restarts at 8, and a resume from 6 is a GAP of 7.
+    assert!(keep(&s, &r, 9, 8));
+    match s.replay(&r, 9, 6, 0) {
+        Replay::NotRecovered {
+            reason: NotRecoveredReason::Gap,
+            missing,
+            ..
+        } => assert_eq!(missing, 7..8),
+        other => panic!("{other:?}"),
+    }
+    // Another epoch (the owner changed) replaces the replica: EPOCH_CHANGED for epoch 9.
+    assert!(keep(&s, &r, 11, 3));
+    assert!(matches!(
+        s.replay(&r, 9, 8, 0),
+        Replay::NotRecovered {
+            reason: NotRecoveredReason::EpochChanged,
+            epoch: 11,
+            ..
+        }
+    ));
+    // This process becomes the owner: its own epoch, above the replica's tail.
+    assert_eq!(publish(&s, &r, 0, "mine"), 4);
+    assert_eq!(s.position(&r, 0), (1, 4));
+    assert!(s.history_bytes() > 0);
+}
