@@ -291,6 +291,9 @@ impl std::fmt::Debug for AdminConfig {
             .field("idempotency_max_keys", &self.idempotency_max_keys)
             .field("max_batch_items", &self.max_batch_items)
             .field("max_page_size", &self.max_page_size)
+            .field("demo", &self.demo)
+            .field("demo_ws_url", &self.demo_ws_url)
+            .field("demo_token_ttl_ms", &self.demo_token_ttl_ms)
             .finish()
     }
 }
@@ -388,6 +391,14 @@ pub struct AdminConfig {
     pub max_batch_items: u32,
     /// Largest page of a history or presence listing.
     pub max_page_size: u32,
+    /// Serve the live-comment demo (`GET /demo`, the SDK under `/sdk/`) and, when
+    /// `auth.secret` is set, mint demo tokens at `GET /demo/token`. Off unless asked for.
+    pub demo: bool,
+    /// WebSocket URL the demo page connects to; unset = `ws://` + the page's host +
+    /// `server.listen`'s port + `websocket.path`.
+    pub demo_ws_url: Option<String>,
+    /// Lifetime of a token minted by `GET /demo/token`.
+    pub demo_token_ttl_ms: u64,
 }
 
 impl Default for AdminConfig {
@@ -406,6 +417,9 @@ impl Default for AdminConfig {
             idempotency_max_keys: 100_000,
             max_batch_items: 1_000,
             max_page_size: 1_000,
+            demo: false,
+            demo_ws_url: None,
+            demo_token_ttl_ms: 600_000,
         }
     }
 }
@@ -832,6 +846,27 @@ impl Config {
             100_000,
         )?;
         in_range("admin.max_page_size", a.max_page_size.into(), 1, 100_000)?;
+        in_range(
+            "admin.demo_token_ttl_ms",
+            a.demo_token_ttl_ms,
+            1_000,
+            86_400_000,
+        )?;
+        if let Some(url) = &a.demo_ws_url {
+            let scheme_ok = url.starts_with("ws://") || url.starts_with("wss://");
+            if !scheme_ok
+                || url.bytes().any(|b| {
+                    b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'<'
+                })
+            {
+                return Err(invalid(
+                    "admin.demo_ws_url",
+                    format!(
+                        "must be a ws:// or wss:// URL without spaces, quotes or < (got {url:?})"
+                    ),
+                ));
+            }
+        }
 
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -2,6 +2,8 @@
 //!
 //! - [`gateway`]: the [`Gateway`] trait the routes call, and the types crossing it.
 //! - [`routes`]: the axum router, body parsing, API-key check, JSON errors; [`ROUTES`].
+//! - [`pages`]: the dashboard and the live-comment demo (HTML compiled in), served without
+//!   the key.
 //! - `batch`: `POST /v1/publish/batch`, many pushes answered per item in order.
 //! - [`idempotency`]: the bounded `Idempotency-Key` store that makes pushes safe to retry.
 //! - [`shard_rpc`]: asking every shard (or one) and awaiting the replies with a deadline:
@@ -15,6 +17,7 @@ mod batch;
 pub mod conn;
 pub mod gateway;
 pub mod idempotency;
+pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod shard_rpc;
@@ -22,8 +25,9 @@ pub mod shard_rpc;
 pub use gateway::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
     History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget, Receipts,
-    Reply, RoomInfo, RoomMember,
+    Reply, RoomCount, RoomInfo, RoomList, RoomMember,
 };
-pub use routes::{router, ROUTES};
+pub use pages::WebPages;
+pub use routes::{router, router_with_pages, ROUTES};
 pub use server::{AdminServer, HttpError};
 pub use shard_rpc::{ask_all, ask_one, Replier, SHARD_REPLY_TIMEOUT};

@@ -131,7 +131,9 @@ pub fn run_until(
 ) -> Result<(), ServeError> {
     announce(config);
     let plane = start(config)?;
-    let admin = match AdminServer::start(&config.admin, plane.gateway()) {
+    let clients = plane.local_addr().unwrap_or(config.server.listen);
+    let pages = crate::http::WebPages::new(config, clients);
+    let admin = match AdminServer::start_with_pages(&config.admin, plane.gateway(), pages) {
         Ok(admin) => admin,
         Err(e) => {
             plane.shutdown();
@@ -139,7 +141,6 @@ pub fn run_until(
             return Err(e.into());
         }
     };
-    let clients = plane.local_addr().unwrap_or(config.server.listen);
     tracing::info!(
         clients = %clients,
         admin = %admin.local_addr(),

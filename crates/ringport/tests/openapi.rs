@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use ringport::http::{
     ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, History, HistoryMessage,
-    Presence, PresenceUser, PushOutcome, Receipts, RoomInfo, RoomMember, ROUTES,
+    Presence, PresenceUser, PushOutcome, Receipts, RoomCount, RoomInfo, RoomList, RoomMember,
+    ROUTES,
 };
 use serde_json::Value;
 
@@ -132,6 +133,15 @@ fn response_schemas_match_the_types() {
         fields(PushOutcome::default()),
     );
     check(&spec, "RoomInfo", RoomInfo::default());
+    check(&spec, "RoomList", RoomList::default());
+    check(
+        &spec,
+        "RoomCount",
+        RoomCount {
+            room: "r".into(),
+            online: 1,
+        },
+    );
     check(&spec, "History", History::default());
     check_optional(
         &spec,

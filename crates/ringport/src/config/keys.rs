@@ -146,6 +146,9 @@ pub const KEYS: &[KeyDoc] = &[
     k("admin", "idempotency_max_keys", Int, "Idempotency keys remembered at once; a new key beyond this forgets the oldest (ringport_limit_hits_total{limit=\"idempotency_keys\"})."),
     k("admin", "max_batch_items", Int, "Items one POST /v1/publish/batch may carry; more is answered 413 (ringport_limit_hits_total{limit=\"batch_items\"})."),
     k("admin", "max_page_size", Int, "Largest page of GET /v1/rooms/{room}/history, /v1/users/{user}/history and /v1/rooms/{room}/presence; a larger limit is clamped."),
+    k("admin", "demo", Bool, "Serve the live-comment demo page at GET /demo (and the JavaScript SDK it loads under /sdk/) without the API key; when auth.secret is set, GET /demo/token also mints short-lived tokens (a random guest user admitted to rooms demo.*) for anyone who can reach this listener. Off by default: only turn it on where that is acceptable."),
+    opt("admin", "demo_ws_url", Str, "\"wss://push.example.com/ringport\"", "WebSocket URL the demo page connects to. Unset = ws:// + the host the page was loaded from + the port of server.listen + websocket.path."),
+    k("admin", "demo_token_ttl_ms", Int, "Lifetime of a token minted by GET /demo/token (the page asks for a new one before every reconnect). 1000 to 86400000."),
     // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),
@@ -221,6 +224,7 @@ mod tests {
         full.auth.secret = Some("s".into());
         full.auth.allow_anonymous = Some(true);
         full.admin.api_key = Some("k".into());
+        full.admin.demo_ws_url = Some("ws://h/".into());
         full.cluster.servers = Some("nats://127.0.0.1:4222".into());
         full.cluster.node_id = Some("a".into());
         full.cluster.credentials_file = Some("c".into());

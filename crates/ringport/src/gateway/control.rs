@@ -22,7 +22,7 @@ use crate::cluster::OwnerAnswer;
 use crate::http::{
     ask_all, ask_one, ConnectionCounts, ConnectionInfo, Gateway, GatewayError, GatewayStats,
     History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget, Receipts,
-    Reply, RoomInfo, SHARD_REPLY_TIMEOUT,
+    Reply, RoomInfo, RoomList, SHARD_REPLY_TIMEOUT,
 };
 use crate::metrics::{ConnState, DeliveryKind, MetricsSnapshot};
 
@@ -247,6 +247,18 @@ impl Gateway for EngineGateway {
             }
             info.members.truncate(sample);
             Ok(info)
+        })
+    }
+
+    fn top_rooms(&self, limit: usize) -> Reply<'_, RoomList> {
+        Box::pin(async move {
+            let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
+                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                    reply.send(h.room_counts())
+                });
+            })
+            .await?;
+            Ok(RoomList::top(answers.into_iter().flatten(), limit))
         })
     }
 

@@ -39,6 +39,16 @@ pub trait Gateway: Send + Sync + 'static {
     }
     /// Membership of `room` with at most `sample` members listed (an unknown room is empty).
     fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo>;
+    /// The `limit` rooms with the most connections, most first (`GET /v1/rooms`). A gateway
+    /// that keeps no rooms answers `Unavailable`.
+    fn top_rooms(&self, limit: usize) -> Reply<'_, RoomList> {
+        let _ = limit;
+        Box::pin(async {
+            Err(GatewayError::Unavailable(
+                "this gateway keeps no rooms".into(),
+            ))
+        })
+    }
     /// Gateway-wide counts.
     fn stats(&self) -> Reply<'_, GatewayStats>;
     /// One connection by id (`ConnId::as_u64`); `None` if it is not open.
@@ -192,6 +202,41 @@ pub struct RoomInfo {
     pub online: u64,
     /// Up to the requested number of members.
     pub members: Vec<RoomMember>,
+}
+
+/// `GET /v1/rooms`: the busiest rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RoomList {
+    /// Up to `limit` rooms, most connections first (ties by name).
+    pub rooms: Vec<RoomCount>,
+    /// Rooms with at least one member, listed or not.
+    pub total: u64,
+}
+
+/// One room of a [`RoomList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomCount {
+    pub room: String,
+    /// Connections in the room now.
+    pub online: u64,
+}
+
+impl RoomList {
+    /// The `limit` busiest of `(room, online)` counts, summed per room (one entry per shard).
+    pub fn top(counts: impl IntoIterator<Item = (String, u64)>, limit: usize) -> RoomList {
+        let mut by_room: std::collections::HashMap<String, u64> = Default::default();
+        for (room, n) in counts {
+            *by_room.entry(room).or_default() += n;
+        }
+        let total = by_room.len() as u64;
+        let mut rooms: Vec<RoomCount> = by_room
+            .into_iter()
+            .map(|(room, online)| RoomCount { room, online })
+            .collect();
+        rooms.sort_unstable_by(|a, b| b.online.cmp(&a.online).then_with(|| a.room.cmp(&b.room)));
+        rooms.truncate(limit);
+        RoomList { rooms, total }
+    }
 }
 
 /// One member in a room listing.

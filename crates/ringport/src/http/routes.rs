@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::gateway::{Gateway, GatewayError, Push, PushOutcome, PushTarget};
 use super::idempotency::{self, Claim, IdempotencyStore};
+use super::pages::{self, WebPages};
 use crate::config::AdminConfig;
 use crate::metrics::CONTENT_TYPE;
 
@@ -27,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/push/user/{user}"),
     ("POST", "/v1/broadcast"),
     ("POST", "/v1/publish/batch"),
+    ("GET", "/v1/rooms"),
     ("GET", "/v1/rooms/{room}"),
     ("GET", "/v1/rooms/{room}/history"),
     ("GET", "/v1/rooms/{room}/presence"),
@@ -37,6 +39,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/users/{user}/history"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
+    // Browser pages (super::pages), served without the API key.
+    ("GET", "/dashboard"),
+    ("GET", "/demo"),
+    ("GET", "/demo/token"),
+    ("GET", "/sdk/{file}"),
 ];
 
 /// Longest room or user name accepted in a path (a stream name on the wire holds 255 bytes).
@@ -45,10 +52,15 @@ pub const MAX_NAME_LEN: usize = ringport_proto::MAX_NAME_LEN;
 pub const DEFAULT_MEMBER_SAMPLE: usize = 20;
 pub const MAX_MEMBER_SAMPLE: usize = 1000;
 
+/// Default number of rooms `GET /v1/rooms` lists (at most `admin.max_page_size`).
+pub const DEFAULT_TOP_ROOMS: usize = 10;
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub(super) struct AppState {
     pub gateway: Arc<dyn Gateway>,
+    /// The browser pages and what they need to know.
+    pub pages: Arc<WebPages>,
     api_key: Option<Arc<str>>,
     /// `Idempotency-Key`s of recent pushes (`admin.idempotency_*`).
     pub idempotency: Arc<IdempotencyStore>,
@@ -58,10 +70,29 @@ pub(super) struct AppState {
     max_page: usize,
 }
 
-/// Builds the router from `[admin]`. `api_key`, when set, is required on every request.
+/// Builds the router from `[admin]`, with pages for a gateway with otherwise default
+/// settings (`serve` uses [`router_with_pages`]). `api_key`, when set, is required on every
+/// request but the pages'.
 pub fn router(gateway: Arc<dyn Gateway>, config: &AdminConfig) -> Router {
+    let pages = WebPages::new(
+        &crate::config::Config {
+            admin: config.clone(),
+            ..Default::default()
+        },
+        crate::config::ServerConfig::default().listen,
+    );
+    router_with_pages(gateway, config, pages)
+}
+
+/// Builds the router from `[admin]` and the pages' settings.
+pub fn router_with_pages(
+    gateway: Arc<dyn Gateway>,
+    config: &AdminConfig,
+    pages: WebPages,
+) -> Router {
     let state = AppState {
         gateway,
+        pages: Arc::new(pages),
         api_key: config.api_key.clone().map(Arc::from),
         idempotency: IdempotencyStore::new(
             std::time::Duration::from_millis(config.idempotency_ttl_ms),
@@ -97,6 +128,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
         ("POST", "/v1/push/user/{user}") => post(push_user),
         ("POST", "/v1/broadcast") => post(broadcast),
         ("POST", "/v1/publish/batch") => post(super::batch::publish_batch),
+        ("GET", "/v1/rooms") => get(top_rooms),
         ("GET", "/v1/rooms/{room}") => get(room_info),
         ("GET", "/v1/rooms/{room}/history") => get(room_history),
         ("GET", "/v1/rooms/{room}/presence") => get(presence),
@@ -107,6 +139,10 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<AppState>> {
         ("GET", "/v1/users/{user}/history") => get(user_history),
         ("GET", "/healthz") => get(healthz),
         ("GET", "/metrics") => get(metrics),
+        ("GET", "/dashboard") => get(pages::dashboard),
+        ("GET", "/demo") => get(pages::demo),
+        ("GET", "/demo/token") => get(pages::demo_token),
+        ("GET", "/sdk/{file}") => get(pages::sdk_file),
         _ => return None,
     })
 }
@@ -210,7 +246,11 @@ async fn require_api_key(
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &state.api_key {
+    if let Some(expected) = state
+        .api_key
+        .as_ref()
+        .filter(|_| !pages::is_page(request.uri().path()))
+    {
         let ok = presented_key(request.headers())
             .is_some_and(|k| same_key(k.as_bytes(), expected.as_bytes()));
         if !ok {
@@ -431,6 +471,22 @@ async fn broadcast(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     push_route(s, PushTarget::Broadcast, query, headers, body).await
+}
+
+/// `?limit=N` of `GET /v1/rooms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopRoomsQuery {
+    limit: Option<usize>,
+}
+
+async fn top_rooms(
+    State(s): State<AppState>,
+    query: Result<Query<TopRoomsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_TOP_ROOMS).min(s.max_page);
+    Ok(Json(s.gateway.top_rooms(limit).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]

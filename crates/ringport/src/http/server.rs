@@ -28,7 +28,8 @@ use crate::metrics::Limit;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 use super::gateway::Gateway;
-use super::routes::router;
+use super::pages::WebPages;
+use super::routes::{router, router_with_pages};
 use crate::config::AdminConfig;
 
 /// Why the admin server could not start or stopped badly.
@@ -59,10 +60,25 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `config.listen` and serves the API on a new thread named `ringport-admin`.
+    /// The pages are those of a gateway with default settings but `[admin]`; `serve` uses
+    /// [`AdminServer::start_with_pages`].
     pub fn start(
         config: &AdminConfig,
         gateway: Arc<dyn Gateway>,
     ) -> Result<AdminServer, HttpError> {
+        Self::serve_router(config, router(gateway, config))
+    }
+
+    /// As [`AdminServer::start`], with the pages' settings (client port, secret, WebSocket path).
+    pub fn start_with_pages(
+        config: &AdminConfig,
+        gateway: Arc<dyn Gateway>,
+        pages: WebPages,
+    ) -> Result<AdminServer, HttpError> {
+        Self::serve_router(config, router_with_pages(gateway, config, pages))
+    }
+
+    fn serve_router(config: &AdminConfig, app: axum::Router) -> Result<AdminServer, HttpError> {
         let addr = config.listen;
         if config.api_key.is_none() && !addr.ip().is_loopback() {
             return Err(HttpError::KeyRequired { addr });
@@ -75,7 +91,6 @@ impl AdminServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let app = router(gateway, config);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let limits = Limits {
             deadlines: Deadlines {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ringport::config::Config;
 use ringport::gateway::GatewayPlane;
-use ringport::http::AdminServer;
+use ringport::http::{AdminServer, WebPages};
 use ringport::serve::DataPlane;
 use ringport::streams::{HistoryLimits, Streams};
 use ringport_proto::{
@@ -45,7 +45,9 @@ impl TestServer {
     pub fn start(config: Config) -> TestServer {
         config.validate().expect("valid test config");
         let plane = ringport::gateway::start(&config).expect("gateway starts");
-        let admin = AdminServer::start(&config.admin, plane.gateway()).expect("admin starts");
+        let pages = WebPages::new(&config, plane.local_addr().unwrap());
+        let admin = AdminServer::start_with_pages(&config.admin, plane.gateway(), pages)
+            .expect("admin starts");
         TestServer {
             addr: plane.local_addr().unwrap(),
             admin_addr: admin.local_addr(),

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ringport::http::{
     ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
-    History, Presence, Push, PushOutcome, PushTarget, Receipts, Reply, RoomInfo, RoomMember,
+    History, Presence, Push, PushOutcome, PushTarget, Receipts, Reply, RoomInfo, RoomList,
+    RoomMember,
 };
 use ringport::metrics::Registry;
 
@@ -73,6 +74,14 @@ impl Gateway for MockGateway {
                 online: 3,
                 members,
             })
+        })
+    }
+    fn top_rooms(&self, limit: usize) -> Reply<'_, RoomList> {
+        Box::pin(async move {
+            Ok(RoomList::top(
+                [("a".to_owned(), 2), ("b".to_owned(), 3)],
+                limit,
+            ))
         })
     }
     fn stats(&self) -> Reply<'_, GatewayStats> {

@@ -45,6 +45,14 @@ impl GatewayHandler {
         (by_user, anonymous)
     }
 
+    /// Every room with members on this shard and how many.
+    pub(in crate::gateway) fn room_counts(&self) -> Vec<(String, u64)> {
+        self.rooms
+            .names()
+            .map(|r| (r.to_owned(), self.rooms.members(r).len() as u64))
+            .collect()
+    }
+
     pub(in crate::gateway) fn counts(&self) -> ShardCounts {
         let mut by_state = [0u64; ConnState::COUNT];
         for c in self.conns.values() {
