@@ -58,16 +58,3 @@ fn sdk_connects_over_websocket_and_resumes() {
     let body = server.http("GET", "/metrics", "").body;
     assert!(crate::common::gateway::metric(&body, "ringport_websocket_upgrades_total") >= 2);
 }
-
-#[test]
-fn sdk_refuses_wss_for_now() {
-    let rt = crate::common::runtime();
-    let e = rt
-        .block_on(Client::connect(
-            "wss://127.0.0.1:1/ringport",
-            "",
-            sdk_options(),
-        ))
-        .expect_err("refused");
-    assert!(e.to_string().contains("no TLS yet"), "{e}");
-}
