@@ -175,8 +175,9 @@ fn token(user: &str) -> String {
     .unwrap()
 }
 
-/// Reads from `s` until a frame arrives; returns it. The buffer is dropped afterwards.
-fn read_frame(s: &mut TcpStream) -> Frame {
+/// Reads from `s` (TCP, or TLS over it) until a frame arrives; returns it. The buffer is
+/// dropped afterwards.
+fn read_frame(s: &mut impl Read) -> Frame {
     let decoder = Decoder::new(1 << 20);
     let mut buf = BytesMut::new();
     loop {
@@ -393,24 +394,11 @@ fn idle_tls_connection_heap() {
         tls.flush().unwrap();
         tls
     };
-    let read = |tls: &mut Tls| -> Frame {
-        let decoder = Decoder::new(1 << 20);
-        let mut buf = BytesMut::new();
-        loop {
-            if let Some(f) = decoder.decode(&mut buf).expect("server frame") {
-                return f;
-            }
-            let mut chunk = [0u8; 2048];
-            let n = tls.read(&mut chunk).expect("read");
-            assert!(n > 0, "server closed the connection");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
     let story = |tls: &mut Tls| {
-        assert!(matches!(read(tls), Frame::Welcome(_)));
+        assert!(matches!(read_frame(tls), Frame::Welcome(_)));
         tls.write_all(&join).unwrap();
         tls.flush().unwrap();
-        assert!(matches!(read(tls), Frame::RoomResult(r) if r.status == Status::OK));
+        assert!(matches!(read_frame(tls), Frame::RoomResult(r) if r.status == Status::OK));
     };
     // Warm-up: the room, lazily built tables, and the server's resumption cache (256
     // sessions) filled, so they are in the baseline.
