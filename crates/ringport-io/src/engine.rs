@@ -64,8 +64,8 @@ impl<H: Handler> EngineHandle<H> {
         self.shared.local_addr
     }
 
-    fn shard_of(&self, shard: usize) -> Option<&ShardShared<H>> {
-        self.shared.shards.get(shard).map(|s| &**s)
+    fn shard_of(&self, shard: usize) -> Option<&Arc<ShardShared<H>>> {
+        self.shared.shards.get(shard)
     }
 
     /// Queues `payload` to `conn` on its shard. Ignored if the connection is gone.

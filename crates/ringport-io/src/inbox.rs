@@ -3,11 +3,12 @@
 //! Messages go into a mutex-guarded vector that the shard swaps out whole, once per wake-up,
 //! so a burst of N messages costs the shard one lock. The doorbell is an eventfd whose read
 //! the shard's ring always has armed: a sender rings it only when the `notified` flag was
-//! clear, so a busy shard is rung at most once per loop turn however many messages arrive.
+//! clear, so a busy shard is rung at most once per loop turn however many messages arrive;
+//! inside a [`crate::DoorbellBatch`] the write itself waits for the batch's end.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -22,6 +23,18 @@ pub(crate) enum Envelope<H: Handler> {
     SendMany(Vec<ConnId>, Bytes),
     Close(ConnId, CloseReason),
     Run(Task<H>),
+}
+
+impl<H: Handler> crate::doorbell::Bell for ShardShared<H> {
+    fn ring_now(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd, which lives as long as
+        // `self` (an owed ring holds an `Arc` of it). EAGAIN (counter saturated) still leaves
+        // the eventfd readable, which is all we need.
+        unsafe {
+            libc::write(self.doorbell.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
 }
 
 /// What a shard shares with other threads.
@@ -58,7 +71,7 @@ impl<H: Handler> ShardShared<H> {
     }
 
     /// Queues `env` for the shard and rings its doorbell; drops it if the shard has exited.
-    pub fn post(&self, env: Envelope<H>) {
+    pub fn post(self: &Arc<Self>, env: Envelope<H>) {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let Some(queue) = inbox.as_mut() else {
             // Dropped outside the lock (a closure's captures may be arbitrary).
@@ -77,15 +90,11 @@ impl<H: Handler> ShardShared<H> {
         drop(pending);
     }
 
-    /// Wakes the shard unless a wake-up is already pending.
-    pub fn ring(&self) {
+    /// Wakes the shard unless a wake-up is already pending (now, or at the end of this
+    /// thread's open [`crate::DoorbellBatch`]).
+    pub fn ring(self: &Arc<Self>) {
         if !self.notified.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our own eventfd. EAGAIN (counter
-            // saturated) still leaves the eventfd readable, which is all we need.
-            unsafe {
-                libc::write(self.doorbell.as_raw_fd(), (&one as *const u64).cast(), 8);
-            }
+            crate::doorbell::ring(self);
         }
     }
 

@@ -55,6 +55,7 @@ mod conn;
 mod connmap;
 mod core;
 mod ctx;
+mod doorbell;
 mod engine;
 mod error;
 #[cfg(test)]
@@ -77,6 +78,7 @@ pub use config::{EngineConfig, IoBackend, SlowConsumerPolicy, OVER_CAP_HEADROOM}
 pub use conn::{ConnInfo, ConnState};
 pub use connmap::ConnMap;
 pub use ctx::Ctx;
+pub use doorbell::{batched, DoorbellBatch};
 pub use engine::{Engine, EngineHandle};
 pub use error::{EngineError, SendError};
 pub use handler::{CloseReason, Handler, Origin};

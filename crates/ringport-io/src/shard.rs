@@ -187,6 +187,9 @@ impl<H: Handler> Shard<H> {
     /// The second half of a loop turn, after the wait returned at `now`: completions, inbox,
     /// timers, `on_loop`, close notifications, shutdown. True when the loop should exit.
     pub fn after_wait(&mut self, now: Instant) -> bool {
+        // What the handler posts to shards this turn (a client PUBLISH fanned out to every
+        // shard, say) rings each of them once, when the turn's work is done.
+        let _batch = crate::DoorbellBatch::begin();
         self.core.set_now(now);
         self.core.sh.stats.loops.inc();
 

@@ -226,3 +226,41 @@ fn idle_timeout_is_never_early_even_with_a_coarse_tick() {
     engine.shutdown();
     common::join_within(engine, DEADLINE);
 }
+
+/// Posts made inside a `DoorbellBatch` wake a sleeping shard once, when the batch ends, and
+/// the shard takes them all in that one turn (a burst of pushes leaves together).
+#[test]
+fn a_doorbell_batch_wakes_a_sleeping_shard_once_for_many_posts() {
+    let (engine, _log, _addr) = start(one_worker(), Behaviour::default());
+    let h = engine.handle();
+    // Idle: no connection, no timer, so the shard sleeps until its doorbell rings.
+    let (tx, rx) = mpsc::channel();
+    let ran = |tx: &mpsc::Sender<u64>| {
+        let tx = tx.clone();
+        move |_: &mut common::Recorder, _: &mut ringport_io::Ctx<'_, common::Recorder>| {
+            tx.send(0).unwrap();
+        }
+    };
+    h.run(0, ran(&tx));
+    rx.recv_timeout(DEADLINE).expect("the shard runs a plain post");
+    let loops_before = totals(&h).loops;
+    {
+        let _batch = ringport_io::DoorbellBatch::begin();
+        for _ in 0..100 {
+            h.run(0, ran(&tx));
+        }
+        // Nothing rang: the sleeping shard has not seen the posts yet.
+        assert!(
+            rx.recv_timeout(Duration::from_millis(150)).is_err(),
+            "a post inside a batch woke the shard before the batch ended"
+        );
+    }
+    for i in 0..100 {
+        rx.recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("post {i} not run after the batch ended"));
+    }
+    let turns = totals(&h).loops - loops_before;
+    assert!(turns <= 3, "100 batched posts took {turns} loop turns");
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}

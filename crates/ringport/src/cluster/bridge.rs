@@ -248,12 +248,13 @@ async fn sync_interest(
         }
         match client.subscribe(subject.clone()).await {
             Ok(sub) => {
-                let task = tokio::spawn(receive(
+                // Every message one poll takes off the subscription rings each shard once.
+                let task = tokio::spawn(ringport_io::batched(receive(
                     sub,
                     Arc::clone(bus),
                     shared.clone(),
                     handle.clone(),
-                ));
+                )));
                 subscribed.insert(subject, task);
             }
             Err(e) => {

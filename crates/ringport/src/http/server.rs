@@ -200,13 +200,13 @@ async fn accept_loop(
                 // returns to the reserve.
                 let mut deadlines = limits.deadlines;
                 deadlines.header = deadlines.header.min(RESERVE_HEADER_TIMEOUT);
-                conns.spawn(super::conn::serve(
+                conns.spawn(ringport_io::batched(super::conn::serve(
                     stream,
                     app.clone(),
                     deadlines,
                     false,
                     closing_rx.clone(),
-                ));
+                )));
             }
             Ok((stream, _)) => {
                 while conns.try_join_next().is_some() {}
@@ -223,13 +223,13 @@ async fn accept_loop(
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                conns.spawn(super::conn::serve(
+                conns.spawn(ringport_io::batched(super::conn::serve(
                     stream,
                     app.clone(),
                     limits.deadlines,
                     true,
                     closing_rx.clone(),
-                ));
+                )));
             }
             Err(e) if out_of_descriptors(&e) => {
                 if reserve.take().is_some() {
