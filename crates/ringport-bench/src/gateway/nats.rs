@@ -281,7 +281,7 @@ pub fn start_publisher(
                 buf.clear();
                 Ok(())
             };
-            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k, more| {
                 let room = (k as usize) % rooms;
                 let body = payload::encode(k / rooms as u64, cfg.size);
                 buf.extend_from_slice(
@@ -294,7 +294,7 @@ pub fn start_publisher(
                 if last_ping.elapsed() >= CONFIRM_EVERY {
                     last_ping = Instant::now();
                     confirm(&mut batch, &mut buf)?;
-                } else {
+                } else if !more || buf.len() >= super::publisher::GATHER_MAX {
                     writer
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

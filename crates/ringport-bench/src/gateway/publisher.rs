@@ -132,13 +132,15 @@ impl Publisher {
     }
 }
 
-/// Runs `send(k)` on the open-loop schedule until stopped or out of time.
+/// Runs `send(k, more_due)` on the open-loop schedule until stopped or out of time.
+/// `more_due` says message k+1 is already due too: a publisher behind its schedule may gather
+/// the due messages into one write (as any pipelining client does) and write when it is false.
 pub(super) fn paced(
     rate: f64,
     max: Duration,
     stop: &AtomicBool,
     lag: &AtomicU64,
-    mut send: impl FnMut(u64) -> anyhow::Result<()>,
+    mut send: impl FnMut(u64, bool) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -151,11 +153,15 @@ pub(super) fn paced(
             continue;
         }
         lag.fetch_max((now - due).as_micros() as u64, Ordering::Relaxed);
-        send(k)?;
+        let more_due = start + interval.mul_f64((k + 1) as f64) <= now;
+        send(k, more_due)?;
         k += 1;
     }
     Ok(k)
 }
+
+/// Bytes a publisher gathers at most before it writes, even while more messages are due.
+pub(super) const GATHER_MAX: usize = 64 * 1024;
 
 fn start_http(
     cfg: PublisherConfig,
@@ -224,11 +230,24 @@ pub(super) fn start_pipelined(
         std::thread::spawn(move || {
             let mut stream = stream;
             let depth = ((cfg.rate / 10.0) as usize).clamp(8, 256);
-            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
+            // Requests gathered while more are due, written together.
+            let mut out = Vec::new();
+            let mut write = |out: &mut Vec<u8>| -> anyhow::Result<()> {
+                stream
+                    .write_all(out)
+                    .with_context(|| format!("writing to the {server}"))?;
+                out.clear();
+                Ok(())
+            };
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k, more| {
                 let room = (k as usize) % cfg.rooms.len();
                 let req = encode(k, room);
                 let wait_from = Instant::now();
                 while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
+                    // Gathered requests go out before waiting for their answers.
+                    if !out.is_empty() {
+                        write(&mut out)?;
+                    }
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
@@ -241,14 +260,16 @@ pub(super) fn start_pipelined(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push_back(room);
-                stream
-                    .write_all(&req)
-                    .with_context(|| format!("writing to the {server}"))?;
+                out.extend_from_slice(&req);
                 stats.sent.fetch_add(1, Ordering::Relaxed);
+                if !more || out.len() >= GATHER_MAX {
+                    write(&mut out)?;
+                }
                 Ok(())
             });
+            let last = if out.is_empty() { Ok(()) } else { write(&mut out) };
             done.store(true, Ordering::Relaxed);
-            r.map(|_| ())
+            r.and(last).map(|_| ())
         })
     };
     let r = read_answers(
@@ -445,25 +466,32 @@ fn start_publish(
         let (stats, writer, done) = (stats.clone(), writer.clone(), done_sending.clone());
         std::thread::spawn(move || {
             let mut buf = BytesMut::new();
-            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k| {
-                let room = (k as usize) % cfg.rooms.len();
+            let write = |buf: &mut BytesMut| -> anyhow::Result<()> {
+                writer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_all(buf)
+                    .context("publisher write")?;
                 buf.clear();
+                Ok(())
+            };
+            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k, more| {
+                let room = (k as usize) % cfg.rooms.len();
                 Frame::Publish(Publish {
                     room: cfg.rooms[room].clone(),
                     seq: k,
                     payload: Bytes::from(payload::encode(k, cfg.size)),
                 })
                 .encode(&mut buf)?;
-                writer
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write_all(&buf)
-                    .context("publisher write")?;
                 stats.sent.fetch_add(1, Ordering::Relaxed);
+                if !more || buf.len() >= GATHER_MAX {
+                    write(&mut buf)?;
+                }
                 Ok(())
             });
+            let last = if buf.is_empty() { Ok(()) } else { write(&mut buf) };
             done.store(true, Ordering::Relaxed);
-            r.map(|_| ())
+            r.and(last).map(|_| ())
         })
     };
     let r = std::thread::spawn(move || {
