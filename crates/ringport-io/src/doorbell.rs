@@ -128,7 +128,11 @@ mod tests {
                 let _inner = DoorbellBatch::begin();
                 ring(&b);
             }
-            assert_eq!(a.0.load(Ordering::SeqCst), 0, "held until the outer batch ends");
+            assert_eq!(
+                a.0.load(Ordering::SeqCst),
+                0,
+                "held until the outer batch ends"
+            );
             assert_eq!(b.0.load(Ordering::SeqCst), 0);
         }
         assert_eq!(a.0.load(Ordering::SeqCst), 1);
@@ -173,7 +177,11 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         assert!(fut.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(a.0.load(Ordering::SeqCst), 2, "rung when the first poll returned");
+        assert_eq!(
+            a.0.load(Ordering::SeqCst),
+            2,
+            "rung when the first poll returned"
+        );
         assert!(fut.as_mut().poll(&mut cx).is_ready());
         assert_eq!(a.0.load(Ordering::SeqCst), 4);
     }

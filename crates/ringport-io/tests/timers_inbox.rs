@@ -242,7 +242,8 @@ fn a_doorbell_batch_wakes_a_sleeping_shard_once_for_many_posts() {
         }
     };
     h.run(0, ran(&tx));
-    rx.recv_timeout(DEADLINE).expect("the shard runs a plain post");
+    rx.recv_timeout(DEADLINE)
+        .expect("the shard runs a plain post");
     let loops_before = totals(&h).loops;
     {
         let _batch = ringport_io::DoorbellBatch::begin();

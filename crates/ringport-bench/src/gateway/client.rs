@@ -57,6 +57,11 @@ pub struct Tracked {
     pub ledger: StreamLedger,
 }
 
+thread_local! {
+    /// [`ClientConn::on_bytes`]'s event buffer (kept between calls on a client shard).
+    static SCRATCH: std::cell::RefCell<Vec<ClientEvent>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 #[derive(Debug)]
 pub struct ClientConn {
     session: ClientSession,
@@ -211,7 +216,9 @@ impl ClientConn {
         let ms = self.ms(now);
         self.session.handle_input(&mut self.buf, ms);
         self.flush(out);
-        let evs: Vec<ClientEvent> = std::iter::from_fn(|| self.session.poll_event()).collect();
+        // One scratch vector per thread, not one allocation per receive.
+        let mut evs = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        evs.extend(std::iter::from_fn(|| self.session.poll_event()));
         for (i, ev) in evs.iter().enumerate() {
             if let ClientEvent::Welcome { .. } = ev {
                 // Answers to this transport's JOINs in this batch, plus those still pending.
@@ -222,9 +229,10 @@ impl ClientConn {
                 self.joins_left = Some(answered + self.session.room_requests_pending());
             }
         }
-        for ev in evs {
+        for ev in evs.drain(..) {
             self.on_event(ev, events);
         }
+        SCRATCH.with(|s| *s.borrow_mut() = evs);
     }
 
     fn ready_if_joined(&mut self, events: &mut Vec<Event>) {
@@ -237,8 +245,8 @@ impl ClientConn {
     }
 
     fn on_push(&mut self, p: Push, events: &mut Vec<Event>) {
-        let latency = payload::decode(&p.payload)
-            .map(|(ts, _)| Duration::from_nanos(self.now_ns.saturating_sub(ts)));
+        let latency = payload::decode_ts(&p.payload)
+            .map(|ts| Duration::from_nanos(self.now_ns.saturating_sub(ts)));
         let arrival = self.ledger(&p.stream, p.epoch).record(p.offset);
         events.push(Event::Push { arrival, latency });
     }

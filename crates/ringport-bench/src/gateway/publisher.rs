@@ -239,35 +239,45 @@ pub(super) fn start_pipelined(
                 out.clear();
                 Ok(())
             };
-            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k, more| {
-                let room = (k as usize) % cfg.rooms.len();
-                let req = encode(k, room);
-                let wait_from = Instant::now();
-                while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
-                    // Gathered requests go out before waiting for their answers.
-                    if !out.is_empty() {
+            let r = paced(
+                cfg.rate,
+                cfg.max_duration,
+                &stop,
+                &stats.max_lag_us,
+                |k, more| {
+                    let room = (k as usize) % cfg.rooms.len();
+                    let req = encode(k, room);
+                    let wait_from = Instant::now();
+                    while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
+                        // Gathered requests go out before waiting for their answers.
+                        if !out.is_empty() {
+                            write(&mut out)?;
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if wait_from.elapsed() > Duration::from_secs(30) {
+                            bail!("{server} stopped answering (pipeline of {depth} full for 30 s)");
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(room);
+                    out.extend_from_slice(&req);
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    if !more || out.len() >= GATHER_MAX {
                         write(&mut out)?;
                     }
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    if wait_from.elapsed() > Duration::from_secs(30) {
-                        bail!("{server} stopped answering (pipeline of {depth} full for 30 s)");
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(room);
-                out.extend_from_slice(&req);
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                if !more || out.len() >= GATHER_MAX {
-                    write(&mut out)?;
-                }
+                    Ok(())
+                },
+            );
+            let last = if out.is_empty() {
                 Ok(())
-            });
-            let last = if out.is_empty() { Ok(()) } else { write(&mut out) };
+            } else {
+                write(&mut out)
+            };
             done.store(true, Ordering::Relaxed);
             r.and(last).map(|_| ())
         })
@@ -475,21 +485,31 @@ fn start_publish(
                 buf.clear();
                 Ok(())
             };
-            let r = paced(cfg.rate, cfg.max_duration, &stop, &stats.max_lag_us, |k, more| {
-                let room = (k as usize) % cfg.rooms.len();
-                Frame::Publish(Publish {
-                    room: cfg.rooms[room].clone(),
-                    seq: k,
-                    payload: Bytes::from(payload::encode(k, cfg.size)),
-                })
-                .encode(&mut buf)?;
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                if !more || buf.len() >= GATHER_MAX {
-                    write(&mut buf)?;
-                }
+            let r = paced(
+                cfg.rate,
+                cfg.max_duration,
+                &stop,
+                &stats.max_lag_us,
+                |k, more| {
+                    let room = (k as usize) % cfg.rooms.len();
+                    Frame::Publish(Publish {
+                        room: cfg.rooms[room].clone(),
+                        seq: k,
+                        payload: Bytes::from(payload::encode(k, cfg.size)),
+                    })
+                    .encode(&mut buf)?;
+                    stats.sent.fetch_add(1, Ordering::Relaxed);
+                    if !more || buf.len() >= GATHER_MAX {
+                        write(&mut buf)?;
+                    }
+                    Ok(())
+                },
+            );
+            let last = if buf.is_empty() {
                 Ok(())
-            });
-            let last = if buf.is_empty() { Ok(()) } else { write(&mut buf) };
+            } else {
+                write(&mut buf)
+            };
             done.store(true, Ordering::Relaxed);
             r.and(last).map(|_| ())
         })

@@ -395,7 +395,7 @@ impl ClientSession {
         }
         match frame {
             Frame::Push(p) => {
-                if !self.resume_answered.contains(&p.stream) {
+                if !self.resume_pending.is_empty() && !self.resume_answered.contains(&p.stream) {
                     // Its own entry, or live traffic: what is pending up to it
                     // will not be answered any more.
                     let upto = self.resume_pending.iter().position(|s| s == &p.stream);
@@ -586,6 +586,9 @@ impl ClientSession {
     /// Declares the first `n` pending resume entries unanswered.
     fn resume_unanswered(&mut self, n: usize) {
         let n = n.min(self.resume_pending.len());
+        if n == 0 {
+            return;
+        }
         for stream in self.resume_pending.drain(..n).collect::<Vec<_>>() {
             self.observed(ClientEvent::ResumeUnanswered { stream });
         }

@@ -60,10 +60,11 @@ pub enum Verdict {
     Duplicate,
 }
 
-/// Every stream's position.
+/// Every stream's position (looked up once per PUSH: foldhash, not SipHash — the keys are
+/// the server's stream names, and a session has few).
 #[derive(Debug, Default)]
 pub struct Positions {
-    streams: HashMap<StreamName, Position>,
+    streams: HashMap<StreamName, Position, foldhash::fast::RandomState>,
 }
 
 impl Positions {
