@@ -66,8 +66,8 @@ pub use frame::{
     Header, Op, DEFAULT_MAX_PAYLOAD, FLAG_URGENT, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN, VERSION,
 };
 pub use ops::{
-    Ack, Frame, Hello, Publish, PublishAck, Push, Resume, ResumeOutcome, ResumePoint, ResumeResult,
-    RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
+    Ack, Frame, Hello, Publish, PublishAck, Push, PushEncoder, Resume, ResumeOutcome, ResumePoint,
+    ResumeResult, RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
 };
 pub use session::{Event, PushClass, PushOutcome, Session, SessionConfig, State, WelcomeParams};
 pub use stream::{is_valid_name, StreamName, KIND_ROOM, KIND_USER, MAX_NAME_LEN};

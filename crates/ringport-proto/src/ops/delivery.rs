@@ -1,9 +1,10 @@
 //! PUSH, ACK and WAKE_ACK: server-to-client delivery and its bookkeeping.
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Body;
 use crate::error::Error;
+use crate::frame::{Header, Op, FLAG_URGENT, HEADER_LEN};
 use crate::stream::StreamName;
 use crate::wire::{self, Reader};
 
@@ -46,6 +47,57 @@ impl Body for Push {
             urgent: false, // set from the header by the caller
             payload: r.rest(),
         })
+    }
+}
+
+/// One message's PUSH frames, checked once: a publisher validates the stream and payload
+/// *before* it numbers the message (so a message that cannot be encoded never takes an
+/// offset), then encodes the frame at the offset it got without a fallible step. The bytes
+/// equal `Frame::Push(..).to_bytes()` of the same fields.
+#[derive(Debug, Clone, Copy)]
+pub struct PushEncoder<'a> {
+    stream: &'a StreamName,
+    payload: &'a [u8],
+    /// Body length (fits the header's u32).
+    body: u32,
+}
+
+impl<'a> PushEncoder<'a> {
+    /// Checks that a PUSH of `payload` on `stream` can be encoded (the stream's name, and a
+    /// body within the header's u32); the receiver's size limit is the caller's to check.
+    pub fn new(stream: &'a StreamName, payload: &'a [u8]) -> Result<PushEncoder<'a>, Error> {
+        let body = stream.encoded_len()? + 4 + 8 + payload.len();
+        let body = u32::try_from(body).map_err(|_| Error::FieldTooLong {
+            field: "payload",
+            len: body,
+            max: u32::MAX as usize,
+        })?;
+        Ok(PushEncoder {
+            stream,
+            payload,
+            body,
+        })
+    }
+
+    /// Total frame length, header included.
+    pub fn frame_len(&self) -> usize {
+        HEADER_LEN + self.body as usize
+    }
+
+    /// The PUSH frame at (`epoch`, `offset`).
+    pub fn encode(&self, epoch: u32, offset: u64, urgent: bool) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.frame_len());
+        let header = Header {
+            op: Op::Push,
+            flags: if urgent { FLAG_URGENT } else { 0 },
+            len: self.body,
+        };
+        buf.put_slice(&header.to_bytes());
+        self.stream.put(&mut buf);
+        buf.put_u32(epoch);
+        buf.put_u64(offset);
+        buf.put_slice(self.payload);
+        buf.freeze()
     }
 }
 
@@ -126,5 +178,43 @@ impl Body for WakeAck {
             });
         }
         Ok(WakeAck { skipped })
+    }
+}
+
+#[cfg(test)]
+mod push_encoder_tests {
+    use super::*;
+    use crate::ops::Frame;
+
+    #[test]
+    fn encodes_what_a_frame_encodes() {
+        for (stream, urgent) in [
+            (StreamName::Room("lobby".into()), false),
+            (StreamName::User("u-42".into()), true),
+            (StreamName::Room("r".repeat(crate::MAX_NAME_LEN)), false),
+        ] {
+            for payload in [&b""[..], b"hello", &[7u8; 3000][..]] {
+                let e = PushEncoder::new(&stream, payload).unwrap();
+                let frame = Frame::Push(Push {
+                    stream: stream.clone(),
+                    epoch: 9,
+                    offset: 1 << 40,
+                    urgent,
+                    payload: Bytes::copy_from_slice(payload),
+                })
+                .to_bytes()
+                .unwrap();
+                assert_eq!(e.encode(9, 1 << 40, urgent), frame);
+                assert_eq!(e.frame_len(), frame.len());
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_a_frame_refuses() {
+        let long = StreamName::Room("r".repeat(crate::MAX_NAME_LEN + 1));
+        assert!(PushEncoder::new(&long, b"x").is_err());
+        let empty = StreamName::Room(String::new());
+        assert!(PushEncoder::new(&empty, b"x").is_err());
     }
 }

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ringport_io::EngineHandle;
-use ringport_proto::{Frame, Push, PushClass, StreamName, MAX_NAME_LEN};
+use ringport_proto::{PushClass, PushEncoder, StreamName, MAX_NAME_LEN};
 
 use super::handler::GatewayHandler;
 use super::handoff::Tally;
@@ -145,28 +145,6 @@ enum Numbering<'a> {
     Here(Option<&'a crate::cluster::ClusterBus>),
     /// Another node (the stream's owner) numbered it `(epoch, offset)`.
     Given(u32, u64),
-}
-
-/// The PUSH frame of one message (`failed` keeps an encoding error).
-fn encode_push(
-    stream: &StreamName,
-    epoch: u32,
-    offset: u64,
-    urgent: bool,
-    payload: &Bytes,
-    failed: &mut Option<String>,
-) -> Bytes {
-    let push = Frame::Push(Push {
-        stream: stream.clone(),
-        epoch,
-        offset,
-        urgent,
-        payload: payload.clone(),
-    });
-    push.to_bytes().unwrap_or_else(|e| {
-        *failed = Some(e.to_string());
-        Bytes::new()
-    })
 }
 
 impl Shared {
@@ -315,35 +293,26 @@ impl Shared {
             _ => PushClass::Room,
         };
         // Every encoding rule is checked before an offset is taken, so a refused message
-        // never leaves a hole in the stream (`failed` below is then unreachable).
-        Frame::Push(Push {
-            stream: stream.clone(),
-            epoch: 0,
-            offset: 0,
-            urgent,
-            payload: payload.clone(),
-        })
-        .encoded_len()
-        .map_err(|e| e.to_string())?;
-        let mut failed = None;
+        // never leaves a hole in the stream; encoding at the offset cannot fail.
+        let push = PushEncoder::new(&stream, &payload).map_err(|e| e.to_string())?;
         let now = self.clock.unix_ms(at);
         let _order = self.sequencer.lock(&stream);
         let (epoch, offset, frame, not_forwarded) = match numbering {
             Numbering::Here(bus) => {
                 let epoch = self.sink.epoch();
                 let (offset, frame) = self.sink.append(&stream, now, &mut |offset| {
-                    encode_push(&stream, epoch, offset, urgent, &payload, &mut failed)
+                    push.encode(epoch, offset, urgent)
                 });
                 // Handed to the bus under the stream's stripe: the bus carries each stream's
                 // offsets in order.
                 let not_forwarded = match bus {
-                    Some(bus) if failed.is_none() => {
+                    Some(bus) => {
                         let publish = kind == DeliveryKind::Publish;
                         let numbered = Some((epoch, offset));
                         bus.forward(&target, &payload, urgent, publish, numbered, None)
                             .err()
                     }
-                    _ => None,
+                    None => None,
                 };
                 (epoch, offset, frame, not_forwarded)
             }
@@ -351,7 +320,7 @@ impl Shared {
                 let kept = self
                     .sink
                     .insert(&stream, epoch, offset, now, &mut |offset| {
-                        encode_push(&stream, epoch, offset, urgent, &payload, &mut failed)
+                        push.encode(epoch, offset, urgent)
                     });
                 let Some(frame) = kept else {
                     // Already kept and delivered here.
@@ -365,9 +334,6 @@ impl Shared {
                 (epoch, offset, frame, None)
             }
         };
-        if let Some(e) = failed {
-            return Err(e);
-        }
         let d = Arc::new(Delivery {
             stream: stream.clone(),
             offset,
