@@ -87,15 +87,13 @@ pub(crate) fn ring(bell: &Arc<impl Bell + 'static>) {
 
 /// `fut` with every poll inside a [`DoorbellBatch`]: the posts one poll makes (for an HTTP
 /// connection, every pipelined request it serves in that poll) ring each shard once.
-pub fn batched<F: Future>(fut: F) -> impl Future<Output = F::Output> {
-    async move {
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| {
-            let _batch = DoorbellBatch::begin();
-            fut.as_mut().poll(cx)
-        })
-        .await
-    }
+pub async fn batched<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let _batch = DoorbellBatch::begin();
+        fut.as_mut().poll(cx)
+    })
+    .await
 }
 
 #[cfg(test)]
