@@ -162,26 +162,33 @@ pub(super) async fn publish_batch(
 
 /// Runs `futures` together and returns their outputs in order; each is first polled in
 /// order, so whatever one does before its first wait (an item's sequencing) happens before
-/// the next one starts.
-async fn in_order<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+/// the next one starts. Those still waiting then wait in a `FuturesUnordered`, which polls
+/// only the ones that were woken (not every pending item at every wake).
+async fn in_order<F: std::future::Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    use futures_util::stream::{FuturesUnordered, StreamExt as _};
     use std::task::Poll;
     let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match std::pin::Pin::new(f).poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => pending = true,
+    let mut waiting = FuturesUnordered::new();
+    {
+        // A `move` closure over `&mut`s: it holds no shared borrow of `waiting`, so this
+        // future is Send without `FuturesUnordered` being Sync.
+        let (out, add) = (&mut outputs, &mut waiting);
+        let mut first = Some(futures);
+        std::future::poll_fn(move |cx| {
+            for (i, mut f) in first.take().into_iter().flatten().enumerate() {
+                match std::pin::Pin::new(&mut f).poll(cx) {
+                    Poll::Ready(v) => out[i] = Some(v),
+                    // Polled again by `waiting` (a wake meanwhile reaches this task, which
+                    // polls `waiting`, which polls every newly added future).
+                    Poll::Pending => add.push(async move { (i, f.await) }),
                 }
             }
-        }
-        if pending {
-            Poll::Pending
-        } else {
             Poll::Ready(())
-        }
-    })
-    .await;
+        })
+        .await;
+    }
+    while let Some((i, v)) = waiting.next().await {
+        outputs[i] = Some(v);
+    }
     outputs.into_iter().flatten().collect()
 }

@@ -72,15 +72,15 @@ fn ws_messages<'a>(frames: impl Iterator<Item = &'a Bytes> + Clone) -> Bytes {
 
 /// A message's or run's bytes for pass-through recipients, built once per transport kind
 /// on first use.
-struct Shared<'a> {
+struct RunBytes<'a> {
     frames: &'a [Arc<Delivery>],
     native: Option<Bytes>,
     ws: Option<Bytes>,
 }
 
-impl<'a> Shared<'a> {
-    fn new(frames: &'a [Arc<Delivery>]) -> Shared<'a> {
-        Shared {
+impl<'a> RunBytes<'a> {
+    fn new(frames: &'a [Arc<Delivery>]) -> RunBytes<'a> {
+        RunBytes {
             frames,
             native: None,
             ws: None,
@@ -189,15 +189,21 @@ impl GatewayHandler {
 
     /// Delivers a run (2 or more consecutive messages of one stream, in offset order).
     fn deliver_run(&mut self, ctx: &mut Ctx<'_, Self>, run: &[Arc<Delivery>], report: bool) {
-        let mut joined = Shared::new(run);
-        let mut singles: Vec<Shared<'_>> = run.chunks(1).map(Shared::new).collect();
-        // Connections that took the whole run, and per message those that took it alone.
+        let mut joined = RunBytes::new(run);
+        // Per message, its own bytes and the connections that took it alone: built at the
+        // first connection that cannot take the whole run (usually none does).
+        let mut singles: Vec<RunBytes<'_>> = Vec::new();
+        let mut each: Vec<u64> = Vec::new();
+        // Connections that took the whole run.
         let mut whole = 0u64;
-        let mut each = vec![0u64; run.len()];
         for id in self.recipients(&run[0].stream) {
             match self.offer_run(ctx, id, run, &mut joined) {
                 RunOffer::Whole => whole += 1,
                 RunOffer::Each => {
+                    if singles.is_empty() {
+                        singles = run.chunks(1).map(RunBytes::new).collect();
+                        each = vec![0; run.len()];
+                    }
                     for ((n, d), single) in each.iter_mut().zip(run).zip(&mut singles) {
                         *n += u64::from(self.offer(ctx, id, d, single));
                     }
@@ -205,7 +211,8 @@ impl GatewayHandler {
                 RunOffer::None => {}
             }
         }
-        for (n, d) in each.into_iter().zip(run) {
+        for (i, d) in run.iter().enumerate() {
+            let n = each.get(i).copied().unwrap_or(0);
             if whole > 0 {
                 self.rec.delivered(d.kind, whole);
             }
@@ -225,7 +232,7 @@ impl GatewayHandler {
         ctx: &mut Ctx<'_, Self>,
         id: ConnId,
         run: &[Arc<Delivery>],
-        joined: &mut Shared<'_>,
+        joined: &mut RunBytes<'_>,
     ) -> RunOffer {
         let Some(c) = self.conns.get_mut(id) else {
             return RunOffer::None;
@@ -278,7 +285,7 @@ impl GatewayHandler {
 
     fn deliver_now(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
         let mut n = 0;
-        let mut shared = Shared::new(std::slice::from_ref(d));
+        let mut shared = RunBytes::new(std::slice::from_ref(d));
         for id in self.recipients(&d.stream) {
             n += u64::from(self.offer(ctx, id, d, &mut shared));
         }
@@ -295,7 +302,7 @@ impl GatewayHandler {
         ctx: &mut Ctx<'_, Self>,
         id: ConnId,
         d: &Arc<Delivery>,
-        shared: &mut Shared<'_>,
+        shared: &mut RunBytes<'_>,
     ) -> bool {
         let Some(c) = self.conns.get_mut(id) else {
             return false;
