@@ -281,35 +281,29 @@ pub fn start_publisher(
                 buf.clear();
                 Ok(())
             };
-            let r = paced(
-                cfg.rate,
-                cfg.max_duration,
-                &stop,
-                &stats.max_lag_us,
-                |k, more| {
-                    let room = (k as usize) % rooms;
-                    let body = payload::encode(k / rooms as u64, cfg.size);
-                    buf.extend_from_slice(
-                        format!("PUB {} {}\r\n", cfg.rooms[room], body.len()).as_bytes(),
-                    );
-                    buf.extend_from_slice(&body);
-                    buf.extend_from_slice(b"\r\n");
-                    batch[room] += 1;
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    if last_ping.elapsed() >= CONFIRM_EVERY {
-                        last_ping = Instant::now();
-                        confirm(&mut batch, &mut buf)?;
-                    } else if !more || buf.len() >= super::publisher::GATHER_MAX {
-                        writer
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .write_all(&buf)
-                            .context("writing to the NATS server")?;
-                        buf.clear();
-                    }
-                    Ok(())
-                },
-            );
+            let r = paced(&cfg, &stop, &stats.max_lag_us, |k, more| {
+                let room = (k as usize) % rooms;
+                let body = payload::encode(k / rooms as u64, cfg.size);
+                buf.extend_from_slice(
+                    format!("PUB {} {}\r\n", cfg.rooms[room], body.len()).as_bytes(),
+                );
+                buf.extend_from_slice(&body);
+                buf.extend_from_slice(b"\r\n");
+                batch[room] += 1;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if last_ping.elapsed() >= CONFIRM_EVERY {
+                    last_ping = Instant::now();
+                    confirm(&mut batch, &mut buf)?;
+                } else if !more || buf.len() >= super::publisher::GATHER_MAX {
+                    writer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .write_all(&buf)
+                        .context("writing to the NATS server")?;
+                    buf.clear();
+                }
+                Ok(())
+            });
             let last = confirm(&mut batch, &mut buf);
             done.store(true, Ordering::Relaxed);
             r.and(last).map(|_| ())

@@ -136,12 +136,12 @@ impl Publisher {
 /// `more_due` says message k+1 is already due too: a publisher behind its schedule may gather
 /// the due messages into one write (as any pipelining client does) and write when it is false.
 pub(super) fn paced(
-    rate: f64,
-    max: Duration,
+    cfg: &PublisherConfig,
     stop: &AtomicBool,
     lag: &AtomicU64,
     mut send: impl FnMut(u64, bool) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
+    let (rate, max) = (cfg.rate, cfg.max_duration);
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut k = 0u64;
@@ -239,40 +239,34 @@ pub(super) fn start_pipelined(
                 out.clear();
                 Ok(())
             };
-            let r = paced(
-                cfg.rate,
-                cfg.max_duration,
-                &stop,
-                &stats.max_lag_us,
-                |k, more| {
-                    let room = (k as usize) % cfg.rooms.len();
-                    let req = encode(k, room);
-                    let wait_from = Instant::now();
-                    while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
-                        // Gathered requests go out before waiting for their answers.
-                        if !out.is_empty() {
-                            write(&mut out)?;
-                        }
-                        if stop.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        if wait_from.elapsed() > Duration::from_secs(30) {
-                            bail!("{server} stopped answering (pipeline of {depth} full for 30 s)");
-                        }
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_back(room);
-                    out.extend_from_slice(&req);
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    if !more || out.len() >= GATHER_MAX {
+            let r = paced(&cfg, &stop, &stats.max_lag_us, |k, more| {
+                let room = (k as usize) % cfg.rooms.len();
+                let req = encode(k, room);
+                let wait_from = Instant::now();
+                while pending.lock().unwrap_or_else(|e| e.into_inner()).len() >= depth {
+                    // Gathered requests go out before waiting for their answers.
+                    if !out.is_empty() {
                         write(&mut out)?;
                     }
-                    Ok(())
-                },
-            );
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    if wait_from.elapsed() > Duration::from_secs(30) {
+                        bail!("{server} stopped answering (pipeline of {depth} full for 30 s)");
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(room);
+                out.extend_from_slice(&req);
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if !more || out.len() >= GATHER_MAX {
+                    write(&mut out)?;
+                }
+                Ok(())
+            });
             let last = if out.is_empty() {
                 Ok(())
             } else {
@@ -485,26 +479,20 @@ fn start_publish(
                 buf.clear();
                 Ok(())
             };
-            let r = paced(
-                cfg.rate,
-                cfg.max_duration,
-                &stop,
-                &stats.max_lag_us,
-                |k, more| {
-                    let room = (k as usize) % cfg.rooms.len();
-                    Frame::Publish(Publish {
-                        room: cfg.rooms[room].clone(),
-                        seq: k,
-                        payload: Bytes::from(payload::encode(k, cfg.size)),
-                    })
-                    .encode(&mut buf)?;
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    if !more || buf.len() >= GATHER_MAX {
-                        write(&mut buf)?;
-                    }
-                    Ok(())
-                },
-            );
+            let r = paced(&cfg, &stop, &stats.max_lag_us, |k, more| {
+                let room = (k as usize) % cfg.rooms.len();
+                Frame::Publish(Publish {
+                    room: cfg.rooms[room].clone(),
+                    seq: k,
+                    payload: Bytes::from(payload::encode(k, cfg.size)),
+                })
+                .encode(&mut buf)?;
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+                if !more || buf.len() >= GATHER_MAX {
+                    write(&mut buf)?;
+                }
+                Ok(())
+            });
             let last = if buf.is_empty() {
                 Ok(())
             } else {
