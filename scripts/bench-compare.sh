@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ringport side by side with Redis pub/sub and NATS core (issue 12, item 6): the same fan-out
-# load (SUBS subscribers in one room, RATE msg/s, SIZE-byte stamped payloads) from the same
+# load (SUBS subscribers spread over ROOMS rooms, default one, RATE msg/s round-robin over the
+# rooms, SIZE-byte stamped payloads) from the same
 # client (`ringport-bench fanout --protocol ringport|redis|nats`), servers pinned to SERVER_CPU,
 # the bench to CLIENT_CPU, alternating systems within every round, then per rate the median
 # and min-max spread of the per-round ratios ringport/Redis and ringport/NATS of server CPU
@@ -10,6 +11,7 @@
 #   RATES="50 1000" ROUNDS=5 scripts/bench-compare.sh
 #   SYSTEMS="ringport ringport-client redis nats" scripts/bench-compare.sh
 #   SYSTEMS="ringport base" BASE_BIN=/tmp/ringport-old scripts/bench-compare.sh   # before/after
+#   SUBS=10000 ROOMS=1000 RATES=10000 SYSTEMS="ringport-batch redis" scripts/bench-compare.sh
 #
 # SYSTEMS (run in this order in every round):
 #   ringport         ringport serve --workers 1, publisher PUBLISHER (http: admin API, pipelined)
@@ -33,6 +35,7 @@ PUBLISHER=${PUBLISHER:-http}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 SUBS=${SUBS:-2000}
+ROOMS=${ROOMS:-1}
 SIZE=${SIZE:-64}
 PORT=${PORT:-17280}
 ADMIN_PORT=${ADMIN_PORT:-17281}
@@ -136,16 +139,16 @@ EOF
 
 install_servers
 [[ -n "$NO_BUILD" ]] || SERVERS=ringport build
-echo "# $SUBS subscribers in one room, $SIZE B payloads, ${DURATION}s (+${WARMUP}s warm-up), server core $SERVER_CPU (+ksoftirqd/$SERVER_CPU), bench core $CLIENT_CPU; JSON in $OUT"
+echo "# $SUBS subscribers in $ROOMS room(s), $SIZE B payloads, ${DURATION}s (+${WARMUP}s warm-up), server core $SERVER_CPU (+ksoftirqd/$SERVER_CPU), bench core $CLIENT_CPU; JSON in $OUT"
 for RATE in $RATES; do
-    echo "## $RATE msg/s ($((SUBS * RATE)) deliveries/s offered), systems: $SYSTEMS"
+    echo "## $RATE msg/s ($((SUBS * RATE / ROOMS)) deliveries/s offered), systems: $SYSTEMS"
     for round in $(seq "$ROUNDS"); do
         echo "  round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
         for sys in $SYSTEMS; do
             start_system "$sys"
             f="$OUT/$sys-$RATE-$round.json"
             if ! timeout "${BENCH_TIMEOUT:-300}" taskset -c "$CLIENT_CPU" "$BENCH_BIN" fanout \
-                "${TARGET_ARGS[@]}" --connections "$SUBS" --rooms 1 --rate "$RATE" --size "$SIZE" \
+                "${TARGET_ARGS[@]}" --connections "$SUBS" --rooms "$ROOMS" --rate "$RATE" --size "$SIZE" \
                 --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
                 --softirq-cpu "$SERVER_CPU" --json $BENCH_ARGS >"$f" 2>"$OUT/$sys-$RATE-$round.err"; then
                 stop_server
