@@ -18,15 +18,18 @@ BENCH_ARGS=${BENCH_ARGS:-}
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# build: the release binaries the scripts run (niced: other builds share the machine).
+# NO_BUILD=1 runs what target/release holds instead.
 build() {
+    command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes"
+    [[ -z "${NO_BUILD:-}" ]] || return 0
     local pkgs=(-p ringport-bench)
     [[ " $SERVERS " == *" ringport"* ]] && pkgs+=(-p ringport)
     (cd "$ROOT" && nice -n 19 cargo build --release "${pkgs[@]}" ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}) >&2 \
         || die "release build failed"
-    if [[ " $SERVERS " == *" engine-example "* ]]; then
+    if [[ " $SERVERS " == *" engine-"* ]]; then
         (cd "$ROOT" && nice -n 19 cargo build --release -p ringport-io --example echo) >&2 || die "example build failed"
     fi
-    command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes"
 }
 
 # wait_port PORT: until 127.0.0.1:PORT accepts, at most 10 s.
@@ -57,6 +60,15 @@ start_server() {
     engine-example)
         taskset -c "$SERVER_CPU" "$RELEASE/examples/echo" "127.0.0.1:$port" 1 \
             >"$OUT/engine-example-server.log" 2>&1 &
+        SERVER_PID=$!
+        SERVER_ADDR="127.0.0.1:$port"
+        ;;
+    engine-base)
+        # Another build of the engine example (BASE_BIN), for before/after ratios of an
+        # engine change: SERVERS="engine-example engine-base".
+        [[ -x "${BASE_BIN:-}" ]] || die "engine-base needs BASE_BIN (an examples/echo binary)"
+        taskset -c "$SERVER_CPU" "$BASE_BIN" "127.0.0.1:$port" 1 \
+            >"$OUT/engine-base-server.log" 2>&1 &
         SERVER_PID=$!
         SERVER_ADDR="127.0.0.1:$port"
         ;;

@@ -5,7 +5,10 @@
 #   ROUNDS=3 DURATION=5 CONNS="50" scripts/bench-echo.sh
 #   OURS=engine-example scripts/bench-echo.sh   # the bare ringport-io echo example instead
 #   SERVERS="ringport ringport-epoll tokio" scripts/bench-echo.sh   # both backends and tokio
+#   SERVERS="engine-example engine-base" BASE_BIN=/tmp/echo-before SWAP=1 scripts/bench-echo.sh
+#       # an engine change before/after (RINGPORT_IO_BACKEND picks the backend of both)
 #
+# SWAP=1 reverses the order of SERVERS in every even round, so neither always runs first.
 # Each round runs ringport then tokio-echo (both `taskset -c $SERVER_CPU`, one worker /
 # current-thread runtime) under `taskset -c $CLIENT_CPU ringport-bench echo` with $SIZE-byte
 # messages at depth $DEPTH. Prints msgs/s and server CPU us/message per run, then the median
@@ -31,7 +34,11 @@ echo "# kernel $(uname -r), $(nproc) cpus, results in $OUT"
 for conns in $CONNS; do
     for round in $(seq "$ROUNDS"); do
         echo "# conns=$conns round=$round load average $(cut -d' ' -f1-3 /proc/loadavg)"
-        for server in $SERVERS; do
+        order=$SERVERS
+        if [[ -n "${SWAP:-}" ]] && ((round % 2 == 0)); then
+            order=$(printf '%s\n' $SERVERS | tac | tr '\n' ' ')
+        fi
+        for server in $order; do
             start_server "$server" "$PORT"
             file="$OUT/$server-c$conns-r$round.json"
             bench echo --target "$SERVER_ADDR" --connections "$conns" --size "$SIZE" --depth "$DEPTH" \
@@ -67,5 +74,8 @@ for conns in $CONNS; do
     fi
     if [[ " $SERVERS " == *" ringport "* && " $SERVERS " == *" ringport-epoll "* ]]; then
         compare_pair ringport-epoll ringport "$conns"
+    fi
+    if [[ " $SERVERS " == *" engine-example "* && " $SERVERS " == *" engine-base "* ]]; then
+        compare_pair engine-example engine-base "$conns"
     fi
 done
