@@ -6,7 +6,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RELEASE="$ROOT/target/release"
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-# The server under test: `ringport` (ringport serve --app echo) or `engine-example`
+# The server under test: `ringport` (ringport serve --app echo on the default backend),
+# `ringport-epoll` (the same on the epoll backend) or `engine-example`
 # (crates/ringport-io/examples/echo.rs, the bare engine echo, for when the ringport binary
 # cannot run the data plane yet). The baseline is always tokio-echo.
 OURS=${OURS:-ringport}
@@ -17,15 +18,18 @@ BENCH_ARGS=${BENCH_ARGS:-}
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# build: the release binaries the scripts run (niced: other builds share the machine).
+# NO_BUILD=1 runs what target/release holds instead.
 build() {
-    local pkgs=(-p ringport-bench)
-    [[ " $SERVERS " == *" ringport "* ]] && pkgs+=(-p ringport)
-    (cd "$ROOT" && cargo build --release "${pkgs[@]}" ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}) >&2 \
-        || die "release build failed"
-    if [[ " $SERVERS " == *" engine-example "* ]]; then
-        (cd "$ROOT" && cargo build --release -p ringport-io --example echo) >&2 || die "example build failed"
-    fi
     command -v taskset >/dev/null || die "taskset (util-linux) is needed to pin processes"
+    [[ -z "${NO_BUILD:-}" ]] || return 0
+    local pkgs=(-p ringport-bench)
+    [[ " $SERVERS " == *" ringport"* ]] && pkgs+=(-p ringport)
+    (cd "$ROOT" && nice -n 19 cargo build --release "${pkgs[@]}" ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}) >&2 \
+        || die "release build failed"
+    if [[ " $SERVERS " == *" engine-"* ]]; then
+        (cd "$ROOT" && nice -n 19 cargo build --release -p ringport-io --example echo) >&2 || die "example build failed"
+    fi
 }
 
 # wait_port PORT: until 127.0.0.1:PORT accepts, at most 10 s.
@@ -42,16 +46,29 @@ wait_port() {
 start_server() {
     local name=$1 port=$2
     case $name in
-    ringport)
+    ringport | ringport-epoll)
+        # `ringport` runs the default backend (auto: io_uring where the host allows it),
+        # `ringport-epoll` forces the epoll backend.
         [[ -x "$RELEASE/ringport" ]] || die "$RELEASE/ringport not built"
+        local backend=auto
+        [[ $name == ringport-epoll ]] && backend=epoll
         taskset -c "$SERVER_CPU" "$RELEASE/ringport" serve --app echo --listen "127.0.0.1:$port" --workers 1 \
-            >"$OUT/ringport-server.log" 2>&1 &
+            --io-backend "$backend" >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
         SERVER_ADDR="127.0.0.1:$port"
         ;;
     engine-example)
         taskset -c "$SERVER_CPU" "$RELEASE/examples/echo" "127.0.0.1:$port" 1 \
             >"$OUT/engine-example-server.log" 2>&1 &
+        SERVER_PID=$!
+        SERVER_ADDR="127.0.0.1:$port"
+        ;;
+    engine-base)
+        # Another build of the engine example (BASE_BIN), for before/after ratios of an
+        # engine change: SERVERS="engine-example engine-base".
+        [[ -x "${BASE_BIN:-}" ]] || die "engine-base needs BASE_BIN (an examples/echo binary)"
+        taskset -c "$SERVER_CPU" "$BASE_BIN" "127.0.0.1:$port" 1 \
+            >"$OUT/engine-base-server.log" 2>&1 &
         SERVER_PID=$!
         SERVER_ADDR="127.0.0.1:$port"
         ;;

@@ -15,6 +15,8 @@
 #
 # SYSTEMS (run in this order in every round):
 #   ringport         ringport serve --workers 1, publisher PUBLISHER (http: admin API, pipelined)
+#   ringport-epoll   the same on the epoll backend (--io-backend epoll); also reported as the
+#                    ratio ringport-epoll/ringport
 #   ringport-http    the same with the HTTP publisher
 #   ringport-batch   the same with the HTTP batch API (the messages due each ms in one request)
 #   ringport-client  the same with a protocol client's PUBLISH
@@ -72,8 +74,9 @@ install_servers() {
 start_system() {
     local name=$1 bin=$RINGPORT_BIN publisher=$PUBLISHER
     case $name in
-    ringport | ringport-http | ringport-batch | ringport-client | ringport-ws | base)
-        local protocol=ringport
+    ringport | ringport-epoll | ringport-http | ringport-batch | ringport-client | ringport-ws | base)
+        local protocol=ringport backend=auto
+        [[ $name == ringport-epoll ]] && backend=epoll
         [[ $name == ringport-ws ]] && protocol=ringport-ws
         [[ $name == ringport-http ]] && publisher=http
         [[ $name == ringport-batch ]] && publisher=batch
@@ -85,7 +88,7 @@ start_system() {
         # A client publisher needs the per-connection publish rate (and burst: a publisher
         # that fell behind catches up in a burst) to allow the load.
         taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-            --workers 1 --log-level warn --set rooms.batch_window_ms=0 \
+            --workers 1 --io-backend "$backend" --log-level warn --set rooms.batch_window_ms=0 \
             --set "rooms.publish_rate_per_sec=$((RATE * 4))" --set "rooms.publish_burst=$((RATE * 20))" \
             >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
@@ -107,7 +110,7 @@ start_system() {
         wait_port "$NATS_PORT" || die "nats-server did not listen (see $OUT/nats-server.log)"
         TARGET_ARGS=(--protocol nats --target "127.0.0.1:$NATS_PORT")
         ;;
-    *) die "unknown system $name (ringport, ringport-http, ringport-batch, ringport-client, ringport-ws, base, redis, nats)" ;;
+    *) die "unknown system $name (ringport, ringport-epoll, ringport-http, ringport-batch, ringport-client, ringport-ws, base, redis, nats)" ;;
     esac
 }
 
@@ -174,6 +177,10 @@ EOF
         # WebSocket's cost over the native protocol on the same load (issue 14's target).
         if [[ $ours == ringport-ws && " $SYSTEMS " == *" ringport "* ]]; then
             ratios "$RATE" ringport-ws ringport
+        fi
+        # The epoll backend's cost over the io_uring one on the same load (issue 13's target).
+        if [[ $ours == ringport-epoll && " $SYSTEMS " == *" ringport "* ]]; then
+            ratios "$RATE" ringport-epoll ringport
         fi
     done
 done

@@ -4,11 +4,16 @@
 #   scripts/bench-echo.sh                 # 5 rounds each, 50 and 1000 connections
 #   ROUNDS=3 DURATION=5 CONNS="50" scripts/bench-echo.sh
 #   OURS=engine-example scripts/bench-echo.sh   # the bare ringport-io echo example instead
+#   SERVERS="ringport ringport-epoll tokio" scripts/bench-echo.sh   # both backends and tokio
+#   SERVERS="engine-example engine-base" BASE_BIN=/tmp/echo-before SWAP=1 scripts/bench-echo.sh
+#       # an engine change before/after (RINGPORT_IO_BACKEND picks the backend of both)
 #
+# SWAP=1 reverses the order of SERVERS in every even round, so neither always runs first.
 # Each round runs ringport then tokio-echo (both `taskset -c $SERVER_CPU`, one worker /
 # current-thread runtime) under `taskset -c $CLIENT_CPU ringport-bench echo` with $SIZE-byte
 # messages at depth $DEPTH. Prints msgs/s and server CPU us/message per run, then the median
-# ratio ringport/tokio with its min-max spread. JSON for every run is kept in $OUT.
+# ratio of every server to tokio (and ringport-epoll/ringport when both ran) with its min-max
+# spread. Also prints the load average before every round. JSON for every run is kept in $OUT.
 set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
 
@@ -28,7 +33,12 @@ echo "# bench-echo: rounds=$ROUNDS conns=[$CONNS] size=$SIZE depth=$DEPTH durati
 echo "# kernel $(uname -r), $(nproc) cpus, results in $OUT"
 for conns in $CONNS; do
     for round in $(seq "$ROUNDS"); do
-        for server in $SERVERS; do
+        echo "# conns=$conns round=$round load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        order=$SERVERS
+        if [[ -n "${SWAP:-}" ]] && ((round % 2 == 0)); then
+            order=$(printf '%s\n' $SERVERS | tac | tr '\n' ' ')
+        fi
+        for server in $order; do
             start_server "$server" "$PORT"
             file="$OUT/$server-c$conns-r$round.json"
             bench echo --target "$SERVER_ADDR" --connections "$conns" --size "$SIZE" --depth "$DEPTH" \
@@ -43,15 +53,29 @@ for conns in $CONNS; do
         done
     done
 done
-if [[ " $SERVERS " == *" $OURS "* && " $SERVERS " == *" tokio "* ]]; then
-    for conns in $CONNS; do
-        echo
-        echo "## $conns connections"
-        ours=() base=()
-        for round in $(seq "$ROUNDS"); do
-            ours+=("$OUT/$OURS-c$conns-r$round.json")
-            base+=("$OUT/tokio-c$conns-r$round.json")
-        done
-        "$RELEASE/ringport-bench" compare --ours-name "$OURS" --ours "${ours[@]}" --baseline "${base[@]}" | tee "$OUT/compare-c$conns.txt"
+# compare_pair OURS BASELINE CONNS: median ratio and spread of the alternating rounds.
+compare_pair() {
+    local ours=$1 baseline=$2 conns=$3 a=() b=() round
+    for round in $(seq "$ROUNDS"); do
+        a+=("$OUT/$ours-c$conns-r$round.json")
+        b+=("$OUT/$baseline-c$conns-r$round.json")
     done
-fi
+    echo
+    echo "## $conns connections: $ours / $baseline"
+    "$RELEASE/ringport-bench" compare --ours-name "$ours" --ours "${a[@]}" \
+        --baseline-name "$baseline" --baseline "${b[@]}" | tee "$OUT/compare-$ours-$baseline-c$conns.txt"
+}
+for conns in $CONNS; do
+    # Every server against tokio, and the epoll backend against the default (io_uring) one.
+    if [[ " $SERVERS " == *" tokio "* ]]; then
+        for server in $SERVERS; do
+            [[ $server == tokio ]] || compare_pair "$server" tokio "$conns"
+        done
+    fi
+    if [[ " $SERVERS " == *" ringport "* && " $SERVERS " == *" ringport-epoll "* ]]; then
+        compare_pair ringport-epoll ringport "$conns"
+    fi
+    if [[ " $SERVERS " == *" engine-example "* && " $SERVERS " == *" engine-base "* ]]; then
+        compare_pair engine-example engine-base "$conns"
+    fi
+done

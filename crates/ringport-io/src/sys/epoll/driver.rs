@@ -28,8 +28,12 @@ const RECV_BUDGET: usize = 8;
 /// Connections a multishot accept takes per turn: the shard cancels a multishot accept when
 /// fewer than `MULTISHOT_HEADROOM` slots are free, so a turn must not take more than that.
 const ACCEPT_BUDGET: usize = MULTISHOT_HEADROOM / 2;
-/// Events harvested per `epoll_wait`.
-const EVENTS: usize = 1024;
+/// Events harvested per `epoll_wait`. Small on purpose: a turn receives on every socket an
+/// event names, then the shard handles them and the next wait performs the replies, so a turn
+/// of 1,000 sockets has 1,000 receive buffers, payload copies and sockets' state pass through
+/// the cache before the first reply is sent; at 64 a socket's data is still warm when its
+/// reply goes out (docs/benchmarks.md, "Both backends side by side").
+const EVENTS: usize = 64;
 
 /// The `user_data` of a pending operation. Never 0: the shard's socket operations carry
 /// their opcode in the top byte, so `Option<Ud>` costs no more than the `u64`.
