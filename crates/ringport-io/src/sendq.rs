@@ -601,7 +601,7 @@ mod tests {
 
         // Mid-record copies: a record that begins inside a block keeps that block, and the
         // record spilling from it keeps its next block too; the next whole record goes.
-        pool.push_copy(&mut q, &vec![b'x'; 100]);
+        pool.push_copy(&mut q, &[b'x'; 100]);
         let p = pool.prepare(&mut q).unwrap();
         let mut wire = gather(p, usize::MAX);
         pool.complete(&mut q, 50);
