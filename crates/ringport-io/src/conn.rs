@@ -53,6 +53,9 @@ pub(crate) struct Slot {
     /// once its peer address is known (when `resolve_peer_addr`); one refused over the cap
     /// never is.
     pub announced: bool,
+    /// Its backlog was dropped (`Ctx::drop_unsent`): a goodbye may pass the high-water mark
+    /// by [`crate::core::SHED_ALLOWANCE`].
+    pub shed: bool,
     pub origin: Origin,
     pub q: SendQueue,
     /// Handler timer, or linger deadline while closing (tick), or `NEVER`.
@@ -83,6 +86,7 @@ impl Slot {
             waiting_buffers: false,
             peer_eof: false,
             announced: false,
+            shed: false,
             origin: Origin::Accepted,
             q: SendQueue::default(),
             timer: NEVER,

@@ -41,6 +41,10 @@ pub(crate) enum Accept {
     Backoff(u64),
 }
 
+/// How far past `send_high_water` a connection whose backlog was dropped may still queue:
+/// room for a goodbye (a CLOSE frame and its transport framing) behind the send in flight.
+pub(crate) const SHED_ALLOWANCE: usize = 64 * 1024;
+
 pub(crate) struct Core<H: crate::Handler> {
     pub shard: usize,
     pub cfg: EngineConfig,
@@ -223,7 +227,8 @@ impl<H: crate::Handler> Core<H> {
     fn admit(&mut self, conn: ConnId, len: usize) -> Result<u32, SendError> {
         let slot = self.lookup_open(conn).ok_or(SendError::NotConnected)?;
         let s = &self.slots[slot as usize];
-        if s.q.bytes as usize + len > self.cfg.send_high_water {
+        let allowance = if s.shed { SHED_ALLOWANCE } else { 0 };
+        if s.q.bytes as usize + len > self.cfg.send_high_water + allowance {
             self.sh.stats.slow_consumers.inc();
             if self.cfg.slow_consumer == SlowConsumerPolicy::Close {
                 self.begin_close(slot, CloseReason::SlowConsumer, false);
@@ -244,12 +249,33 @@ impl<H: crate::Handler> Core<H> {
     }
 
     /// Queues `payload` (holding `messages` application messages) to `conn`.
-    pub fn send(&mut self, conn: ConnId, payload: Bytes, messages: u32) -> Result<(), SendError> {
+    /// Queues `payload`, which begins a record (`starts_record`) or continues the previous
+    /// one.
+    pub fn send(
+        &mut self,
+        conn: ConnId,
+        payload: Bytes,
+        messages: u32,
+        starts_record: bool,
+    ) -> Result<(), SendError> {
         let slot = self.admit(conn, payload.len())?;
-        self.pool
-            .push_shared(&mut self.slots[slot as usize].q, payload, messages);
+        self.pool.push_shared_part(
+            &mut self.slots[slot as usize].q,
+            payload,
+            messages,
+            starts_record,
+        );
         self.queued(slot, messages);
         Ok(())
+    }
+
+    /// Drops the unsent records queued to `slot` (`SendPool::drop_unsent_records`); from
+    /// now on a goodbye may pass the high-water mark by [`SHED_ALLOWANCE`] (what stays
+    /// queued — the send in flight — may be close to the mark itself).
+    pub fn drop_unsent(&mut self, slot: u32) -> u64 {
+        let s = &mut self.slots[slot as usize];
+        s.shed = true;
+        self.pool.drop_unsent_records(&mut s.q)
     }
 
     pub fn send_copy(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {

@@ -38,7 +38,14 @@ impl<H: Handler> Ctx<'_, H> {
     /// this turn, in one send when the loop turns (a gathered `sendmsg` for more than one
     /// chunk).
     pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
-        self.core.send(conn, payload, 1)
+        self.core.send(conn, payload, 1, true)
+    }
+
+    /// [`Ctx::send`] of a payload that continues the one queued before it (e.g. a message
+    /// body behind its separately queued header): the two are one record for
+    /// [`Ctx::drop_unsent`], which never separates them.
+    pub fn send_continued(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
+        self.core.send(conn, payload, 1, false)
     }
 
     /// [`Ctx::send`] of a payload that holds `messages` application messages (e.g. several
@@ -50,7 +57,7 @@ impl<H: Handler> Ctx<'_, H> {
         payload: Bytes,
         messages: u32,
     ) -> Result<(), SendError> {
-        self.core.send(conn, payload, messages)
+        self.core.send(conn, payload, messages, true)
     }
 
     /// Queues a copy of `data` to `conn` (pooled blocks: no allocation in steady state).
@@ -70,6 +77,20 @@ impl<H: Handler> Ctx<'_, H> {
     pub fn abort(&mut self, conn: ConnId, reason: CloseReason) {
         if let Some(slot) = self.core.lookup(conn) {
             self.core.begin_close(slot, reason, false);
+        }
+    }
+
+    /// Drops what is queued to `conn` and not yet handed to the kernel, from the first record
+    /// on (a record is what one `send`/`send_copy`/`send_messages` call queued, with any
+    /// [`Ctx::send_continued`] payloads behind it): the send in flight and the rest of a
+    /// partly sent record stay, so what is queued next reaches the peer after whole records.
+    /// For shedding a backlog and then telling the peer why (queue the reason, then
+    /// [`Ctx::close`]; the goodbye may pass `send_high_water` by 64 KiB, since the send in
+    /// flight may be close to it). Returns the bytes dropped (0 for an unknown or closing id).
+    pub fn drop_unsent(&mut self, conn: ConnId) -> usize {
+        match self.core.lookup_open(conn) {
+            Some(slot) => self.core.drop_unsent(slot) as usize,
+            None => 0,
         }
     }
 

@@ -55,6 +55,10 @@ struct Node {
     next: u32,
     /// Part of the send in flight: the kernel may be reading it.
     sealed: bool,
+    /// The chunk's first byte begins a record (a payload the handler queued whole, not the
+    /// continuation of one, and not partly sent): [`SendPool::drop_unsent_records`] may cut
+    /// the queue here without leaving a torn message on the wire.
+    starts_record: bool,
 }
 
 /// The per-I/O context of one `sendmsg` (IOCP's OVERLAPPED + WSABUF array): boxed so the
@@ -168,11 +172,12 @@ impl SendPool {
         self.blocks.len() - self.vacant_blocks.len()
     }
 
-    fn alloc_node(&mut self, chunk: Chunk) -> u32 {
+    fn alloc_node(&mut self, chunk: Chunk, starts_record: bool) -> u32 {
         let node = Node {
             chunk,
             next: NONE,
             sealed: false,
+            starts_record,
         };
         if let Some(i) = self.free_nodes.pop() {
             self.nodes[i as usize] = node;
@@ -228,17 +233,29 @@ impl SendPool {
     /// `messages` is how many application messages the payload holds (the messages-per-send
     /// histogram counts them).
     pub fn push_shared(&mut self, q: &mut SendQueue, payload: Bytes, messages: u32) {
+        self.push_shared_part(q, payload, messages, true);
+    }
+
+    /// [`SendPool::push_shared`] of a payload that begins a record (`starts_record`) or
+    /// continues the one queued before it (e.g. a message body behind its header).
+    pub fn push_shared_part(
+        &mut self,
+        q: &mut SendQueue,
+        payload: Bytes,
+        messages: u32,
+        starts_record: bool,
+    ) {
         if payload.is_empty() {
             return;
         }
         q.fresh = q.fresh.saturating_add(messages);
         if payload.len() <= COPY_MAX && self.make_tail_copyable(q) {
-            self.copy_in(q, &payload);
+            self.copy_in(q, &payload, starts_record);
             return;
         }
         q.bytes += payload.len() as u32;
         self.queued += payload.len() as u64;
-        let node = self.alloc_node(Chunk::Shared(payload));
+        let node = self.alloc_node(Chunk::Shared(payload), starts_record);
         self.link(q, node);
     }
 
@@ -274,10 +291,12 @@ impl SendPool {
     /// Queues a copy of `data`, filling the queue's last block first.
     pub fn push_copy(&mut self, q: &mut SendQueue, data: &[u8]) {
         q.fresh = q.fresh.saturating_add(1);
-        self.copy_in(q, data);
+        self.copy_in(q, data, true);
     }
 
-    fn copy_in(&mut self, q: &mut SendQueue, mut data: &[u8]) {
+    /// Copies `data` in; the first fresh block begins a record if `data` does and none of it
+    /// went into the queue's last block.
+    fn copy_in(&mut self, q: &mut SendQueue, mut data: &[u8], mut starts_record: bool) {
         q.bytes += data.len() as u32;
         self.queued += data.len() as u64;
         if q.tail != NONE {
@@ -290,6 +309,7 @@ impl SendPool {
                     block[*end as usize..*end as usize + n].copy_from_slice(&data[..n]);
                     *end += n as u32;
                     data = &data[n..];
+                    starts_record = false;
                 }
             }
         }
@@ -298,11 +318,15 @@ impl SendPool {
             let n = BLOCK_SIZE.min(data.len());
             self.blocks[id as usize].as_mut().expect("live block")[..n].copy_from_slice(&data[..n]);
             data = &data[n..];
-            let node = self.alloc_node(Chunk::Block {
-                id,
-                start: 0,
-                end: n as u32,
-            });
+            let node = self.alloc_node(
+                Chunk::Block {
+                    id,
+                    start: 0,
+                    end: n as u32,
+                },
+                starts_record,
+            );
+            starts_record = false;
             self.link(q, node);
         }
     }
@@ -395,6 +419,7 @@ impl SendPool {
                 }
                 self.free_node(head);
             } else {
+                node.starts_record &= sent == 0;
                 match &mut node.chunk {
                     Chunk::Shared(b) => b.advance(sent),
                     Chunk::Block { start, .. } => *start += sent as u32,
@@ -417,27 +442,43 @@ impl SendPool {
 
     /// Drops everything the kernel is not reading; sealed chunks stay until their completion.
     pub fn clear_unsent(&mut self, q: &mut SendQueue) {
-        let mut last_sealed = NONE;
+        self.truncate(q, |n| !n.sealed);
+    }
+
+    /// Drops what the kernel is not reading from the first chunk on that begins a record, so
+    /// that what stays (the send in flight, the rest of a partly sent record) ends on a record
+    /// boundary and anything queued next follows whole records. Returns the bytes dropped.
+    pub fn drop_unsent_records(&mut self, q: &mut SendQueue) -> u64 {
+        self.truncate(q, |n| !n.sealed && n.starts_record)
+    }
+
+    /// Frees the queue from its first node for which `cut` holds to its end; returns the
+    /// bytes freed.
+    fn truncate(&mut self, q: &mut SendQueue, cut: impl Fn(&Node) -> bool) -> u64 {
+        let mut kept = NONE;
         let mut cur = q.head;
-        while cur != NONE && self.nodes[cur as usize].sealed {
-            last_sealed = cur;
+        while cur != NONE && !cut(&self.nodes[cur as usize]) {
+            kept = cur;
             cur = self.nodes[cur as usize].next;
         }
+        let mut freed = 0;
         while cur != NONE {
             let next = self.nodes[cur as usize].next;
             let len = self.chunk_len(cur) as u32;
             q.bytes -= len;
             self.queued -= u64::from(len);
+            freed += u64::from(len);
             self.free_node(cur);
             cur = next;
         }
-        if last_sealed == NONE {
+        if kept == NONE {
             q.head = NONE;
             q.tail = NONE;
         } else {
-            self.nodes[last_sealed as usize].next = NONE;
-            q.tail = last_sealed;
+            self.nodes[kept as usize].next = NONE;
+            q.tail = kept;
         }
+        freed
     }
 
     /// Releases a queue whose connection is gone (no send may be in flight).
@@ -523,6 +564,62 @@ mod tests {
         assert_eq!(p.chunks(), 1);
         pool.complete(&mut q, 4);
         assert_eq!(pool.free_nodes.len(), pool.nodes.len());
+    }
+
+    /// Dropping a backlog keeps what the kernel reads and the rest of a partly sent record;
+    /// what is queued afterwards follows whole records.
+    #[test]
+    fn dropping_unsent_records_cuts_only_at_record_boundaries() {
+        let mut pool = SendPool::new();
+        let mut q = SendQueue::default();
+        let big = Bytes::from(vec![b'a'; 2 * COPY_MAX]);
+        pool.push_shared(&mut q, big.clone(), 1);
+        // A record of a copied header and a shared body (one message, two chunks).
+        pool.push_copy(&mut q, b"H");
+        pool.push_shared_part(&mut q, Bytes::from(vec![b'b'; 2 * COPY_MAX]), 1, false);
+        // A record that spans two blocks.
+        pool.push_copy(&mut q, &vec![b'c'; BLOCK_SIZE + 10]);
+        // The first record is in flight, half sent.
+        let p = pool.prepare(&mut q).unwrap();
+        let first = gather(p, COPY_MAX);
+        pool.complete(&mut q, COPY_MAX);
+        // The rest of the first record is kept; the two later records go.
+        let total = q.bytes;
+        let dropped = pool.drop_unsent_records(&mut q);
+        assert_eq!(dropped, u64::from(total) - COPY_MAX as u64);
+        assert_eq!(pool.queued_bytes(), u64::from(q.bytes));
+        pool.push_copy(&mut q, b"CLOSE");
+        let mut wire = first;
+        while let Some(p) = pool.prepare(&mut q) {
+            let all = gather(p, usize::MAX);
+            pool.complete(&mut q, all.len());
+            wire.extend_from_slice(&all);
+        }
+        let mut expected = big.to_vec();
+        expected.extend_from_slice(b"CLOSE");
+        assert_eq!(wire, expected);
+
+        // Mid-record copies: a record that begins inside a block keeps that block, and the
+        // record spilling from it keeps its next block too; the next whole record goes.
+        pool.push_copy(&mut q, &[b'x'; 100]);
+        let p = pool.prepare(&mut q).unwrap();
+        let mut wire = gather(p, usize::MAX);
+        pool.complete(&mut q, 50);
+        wire.truncate(50);
+        pool.push_copy(&mut q, &vec![b'y'; BLOCK_SIZE]);
+        pool.push_shared(&mut q, big.clone(), 1);
+        pool.drop_unsent_records(&mut q);
+        pool.push_copy(&mut q, b"!");
+        while let Some(p) = pool.prepare(&mut q) {
+            let all = gather(p, usize::MAX);
+            pool.complete(&mut q, all.len());
+            wire.extend_from_slice(&all);
+        }
+        let mut expected = vec![b'x'; 100];
+        expected.extend_from_slice(&vec![b'y'; BLOCK_SIZE]);
+        expected.push(b'!');
+        assert_eq!(wire, expected);
+        assert_eq!(pool.queued_bytes(), 0);
     }
 
     #[test]

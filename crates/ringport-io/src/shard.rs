@@ -520,11 +520,11 @@ impl<H: Handler> Shard<H> {
         for env in mail.drain(..) {
             match env {
                 Envelope::Send(conn, payload) => {
-                    let _ = self.core.send(conn, payload, 1);
+                    let _ = self.core.send(conn, payload, 1, true);
                 }
                 Envelope::SendMany(conns, payload) => {
                     for conn in conns {
-                        let _ = self.core.send(conn, payload.clone(), 1);
+                        let _ = self.core.send(conn, payload.clone(), 1, true);
                     }
                 }
                 Envelope::Close(conn, reason) => {

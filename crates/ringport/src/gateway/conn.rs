@@ -74,6 +74,9 @@ pub(crate) struct Conn {
     pub kicked: bool,
     /// The protocol close reason the session chose, if it closed the connection itself.
     pub close_code: Option<u16>,
+    /// Its send queue passed `engine.send_high_water`: it is being (or was) shed, and its close
+    /// counts as `slow_consumer`.
+    pub slow_consumer: bool,
     /// `ctx.close` was called; the engine is draining it and `on_close` follows.
     pub closing: bool,
     /// Session clock (ms) the engine timer is armed for; avoids re-arming an unchanged timer.
@@ -114,6 +117,7 @@ impl Conn {
             last_rx_ms: now_ms,
             kicked: false,
             close_code: None,
+            slow_consumer: false,
             closing: false,
             timer_at: u64::MAX,
             replay: super::replay::ReplayQueue::default(),

@@ -210,6 +210,9 @@ pub fn start_with_sink(
     // At the connection cap (process-wide), a new client is told so and closed rather than
     // left unanswered in the listen backlog.
     engine_cfg.over_cap_reply = Some(server_full_frame());
+    // A send over the high-water mark is refused, not closed by the engine: the shard then
+    // drops the backlog and tells the client why with a CLOSE (`handler/overload.rs`).
+    engine_cfg.slow_consumer = ringport_io::SlowConsumerPolicy::Reject;
     let (registry, recorders) = Registry::new(engine_cfg.workers);
     let (cluster, bus_queue) = match config.cluster.server_list() {
         Some(_) => {

@@ -9,8 +9,10 @@
 //! 1. stops accepting: new connections get CLOSE POLICY "server overloaded" (limit
 //!    `memory_budget`), and
 //! 2. sheds load where it is: every [`CHECK_EVERY_MS`] each shard closes its connections
-//!    with the largest send queues first (their queues dropped at once), until its share of
-//!    the excess is freed — slow consumers go before anyone who reads.
+//!    with the largest send queues first, until its share of the excess is freed — slow
+//!    consumers go before anyone who reads. Each one's backlog is dropped at once and it is
+//!    told why (CLOSE POLICY behind what the kernel already holds; `handler/overload.rs`);
+//!    what it still holds while that drains is not counted again.
 //!
 //! History is not shed here: it has its own budget (`history.max_bytes`).
 

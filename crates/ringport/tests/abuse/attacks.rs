@@ -117,11 +117,14 @@ fn an_rst_storm_leaves_nothing_behind() {
 }
 
 /// Slow consumers: a client that stops reading is closed at `engine.send_high_water`, while
-/// a client that reads gets every message.
+/// a client that reads gets every message. The slow one is told why: its backlog is dropped
+/// and a CLOSE POLICY follows the whole frames the kernel already held.
 #[test]
 fn a_slow_consumer_is_closed_and_readers_get_everything() {
     let mut config = secured();
     config.engine.send_high_water = 1 << 20;
+    // It reads only at the end: a loaded machine must not cut its CLOSE off by the linger.
+    config.engine.close_linger_ms = 60_000;
     config.history.max_messages_per_stream = 1;
     let server = TestServer::start(config);
     let mut slow = Client::connect_from(server.addr, ip(103));
@@ -173,5 +176,12 @@ fn a_slow_consumer_is_closed_and_readers_get_everything() {
         "{metrics}"
     );
     bystander_is_served(&server, ip(105), "bystander");
+    let (reason, text, pushes) = super::pushes_then_close(&mut slow);
+    assert_eq!(reason, CloseReason::POLICY, "{text}");
+    assert!(text.contains("slow consumer"), "{text}");
+    assert!(
+        pushes < N,
+        "its backlog was dropped: {pushes} of {N} arrived"
+    );
     drop((slow, reader));
 }

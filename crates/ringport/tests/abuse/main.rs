@@ -53,6 +53,23 @@ fn wait_limit_hits(server: &TestServer, limit: &str, n: u64) {
     }
 }
 
+/// Reads a shed connection to its end: whole pushes (what the kernel already held for it),
+/// then a CLOSE, then nothing. Returns the CLOSE and how many pushes came before it.
+fn pushes_then_close(c: &mut Client) -> (CloseReason, String, usize) {
+    let mut pushes = 0;
+    loop {
+        match c.next().expect("a CLOSE before the end of the stream") {
+            Frame::Close { reason, text } => {
+                assert!(c.next().is_none(), "nothing follows the CLOSE");
+                return (reason, text, pushes);
+            }
+            Frame::Push(_) => pushes += 1,
+            Frame::Ping { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 fn room(name: &str) -> StreamName {
     StreamName::Room(name.into())
 }

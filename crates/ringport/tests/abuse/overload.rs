@@ -7,17 +7,22 @@ use std::time::{Duration, Instant};
 use ringport_proto::{CloseReason, Frame};
 
 use super::admission::welcome_eventually;
-use super::{push_room, wait_limit_hits};
+use super::{push_room, pushes_then_close, wait_limit_hits};
 use crate::common::gateway::{test_config, TestServer, WAIT};
 
 /// A consumer that stops reading grows its send queue up to `engine.send_high_water`; many of
 /// them would exhaust memory long before that. Over the budget the largest queue goes first,
-/// while a client that reads gets every message.
+/// while a client that reads gets every message. The one shed is told why: its queued pushes
+/// are dropped (at a frame boundary), and what it reads next — whole frames the kernel
+/// already held, then a CLOSE POLICY naming the budget — ends its stream.
 #[test]
 fn over_the_budget_the_largest_send_queue_is_closed_first() {
     let mut config = test_config();
     config.server.memory_budget_bytes = 4 << 20;
     config.engine.send_high_water = 256 << 20;
+    // The slow consumer reads only after the reader is done: a loaded machine must not cut
+    // its CLOSE off by the linger (the linger itself is tested below).
+    config.engine.close_linger_ms = 60_000;
     config.history.max_messages_per_stream = 1;
     let server = TestServer::start(config);
     let mut slow = server.client();
@@ -62,6 +67,14 @@ fn over_the_budget_the_largest_send_queue_is_closed_first() {
         reader.recv(),
         Frame::Pong { nonce: 9 },
         "the reader is the one kept"
+    );
+    // The slow consumer gets whole pushes (what the kernel held), then CLOSE with a reason.
+    let (reason, text, pushes) = pushes_then_close(&mut slow);
+    assert_eq!(reason, CloseReason::POLICY, "{text}");
+    assert!(text.contains("memory budget"), "{text}");
+    assert!(
+        pushes < N,
+        "its queued pushes were dropped: {pushes} of {N} arrived"
     );
     drop((reader, slow));
     // Load shed: new clients are served again (once the shards have published their

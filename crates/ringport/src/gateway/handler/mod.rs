@@ -12,7 +12,7 @@ mod overload;
 mod tls;
 mod websocket;
 
-pub(super) use tls::{emit, emit_copy};
+pub(super) use tls::{emit, emit_continued, emit_copy};
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -516,6 +516,9 @@ impl GatewayHandler {
         if c.kicked {
             return CloseCause::Kicked;
         }
+        if c.slow_consumer {
+            return CloseCause::SlowConsumer;
+        }
         let by_code = |code: u16| match CloseReason(code) {
             CloseReason::HEARTBEAT_TIMEOUT => CloseCause::HeartbeatTimeout,
             CloseReason::HANDSHAKE_TIMEOUT => CloseCause::HandshakeTimeout,
@@ -710,7 +713,7 @@ fn random_u64(salt: u64) -> u64 {
 }
 
 /// Hands the session's queued frames to the engine ([`send_frame`]).
-pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder, c: &mut Conn) {
+pub(super) fn transmit(ctx: &mut Ctx<'_, GatewayHandler>, rec: &mut ShardRecorder, c: &mut Conn) {
     while let Some(frame) = c.session.poll_transmit() {
         if frame.get(1) == Some(&(Op::Ping as u8)) {
             rec.heartbeat_sent();
@@ -726,8 +729,8 @@ pub(super) fn transmit<H: Handler>(ctx: &mut Ctx<'_, H>, rec: &mut ShardRecorder
 /// 2–10-byte header is copied into the engine's pooled blocks and the (possibly shared) frame
 /// follows it, uncopied. Before the upgrade and after our Close there is no place for it on
 /// the wire: it is dropped. False when the connection is being closed as a slow consumer.
-pub(super) fn send_frame<H: Handler>(
-    ctx: &mut Ctx<'_, H>,
+pub(super) fn send_frame(
+    ctx: &mut Ctx<'_, GatewayHandler>,
     rec: &mut ShardRecorder,
     c: &mut Conn,
     frame: Bytes,
@@ -737,8 +740,9 @@ pub(super) fn send_frame<H: Handler>(
         Some(true) => {
             let header =
                 ringport_ws::encode_header(ringport_ws::OpCode::Binary, true, frame.len(), None);
-            let sent = emit_copy(ctx, c, header.as_slice()).and_then(|()| emit(ctx, c, frame, 1));
-            account_sent(rec, c, sent, 1)
+            let sent =
+                emit_copy(ctx, c, header.as_slice()).and_then(|()| emit_continued(ctx, c, frame));
+            account_sent(ctx, rec, c, sent, 1)
         }
         Some(false) => true,
     }
@@ -747,19 +751,20 @@ pub(super) fn send_frame<H: Handler>(
 /// Hands `frames` whole native frames (one frame, or a run joined into one buffer) to the
 /// engine as one payload (over TLS: encrypted, never the shared plaintext itself); false when
 /// the connection is being closed as a slow consumer.
-pub(super) fn send_frames<H: Handler>(
-    ctx: &mut Ctx<'_, H>,
+pub(super) fn send_frames(
+    ctx: &mut Ctx<'_, GatewayHandler>,
     rec: &mut ShardRecorder,
     c: &mut Conn,
     bytes: Bytes,
     frames: u64,
 ) -> bool {
     let sent = emit(ctx, c, bytes, u32::try_from(frames).unwrap_or(u32::MAX));
-    account_sent(rec, c, sent, frames)
+    account_sent(ctx, rec, c, sent, frames)
 }
 
 /// Counts what happened to `frames` frames handed to the engine; false for a slow consumer.
 fn account_sent(
+    ctx: &mut Ctx<'_, GatewayHandler>,
     rec: &mut ShardRecorder,
     c: &mut Conn,
     sent: Result<(), SendError>,
@@ -768,13 +773,22 @@ fn account_sent(
     match sent {
         Ok(()) => rec.frames(Direction::Out, frames),
         Err(SendError::SlowConsumer) => {
-            // With the default policy the engine is closing it: these frames and every one
-            // still waiting in the session are lost, and each counts as a drop.
+            // These frames and every one still waiting in the session are lost, and each
+            // counts as a drop. The connection is shed (backlog dropped, CLOSE with the
+            // reason) from the shard's inbox, where the handler may borrow it again.
             let mut lost = frames;
             while c.session.poll_transmit().is_some() {
                 lost += 1;
             }
             rec.dropped(DropReason::SlowConsumer, lost);
+            if !c.slow_consumer {
+                c.slow_consumer = true;
+                let id = c.id;
+                ctx.handle()
+                    .run(id.shard(), move |h: &mut GatewayHandler, ctx| {
+                        h.shed_slow_consumer(ctx, id);
+                    });
+            }
             return false;
         }
         Err(SendError::NotConnected) => rec.dropped(DropReason::NotConnected, frames),

@@ -1,11 +1,12 @@
 //! The shard's side of the memory budget (`gateway/overload.rs`): publishing this shard's
-//! connection memory and shedding its share of any excess, largest send queues first.
+//! connection memory and shedding its share of any excess, largest send queues first, each
+//! one told why with a CLOSE.
 
 use super::GatewayHandler;
 use crate::gateway::overload::CHECK_EVERY_MS;
 use crate::metrics::{limits::hit, Limit};
-use ringport_io::{CloseReason as EngineReason, ConnId, Ctx};
-use ringport_proto::CloseReason;
+use ringport_io::{ConnId, Ctx};
+use ringport_proto::{CloseReason, State};
 
 impl GatewayHandler {
     /// Every loop turn: publishes this shard's connection memory; once per
@@ -27,19 +28,31 @@ impl GatewayHandler {
         if excess == 0 {
             return;
         }
+        // Connections already being shed (or closed for any reason) free what they hold
+        // within `engine.close_linger_ms`: counting them again would shed readers too.
+        let leaving: u64 = self
+            .conns
+            .values()
+            .filter(|c| !Self::sheddable(c))
+            .map(|c| ctx.queued_bytes(c.id) as u64)
+            .sum();
         // This shard's share of the excess, by its share of the connection memory.
         let share = (u128::from(excess) * u128::from(mine) / u128::from(conns.max(1))) as u64;
+        let share = share.saturating_sub(leaving);
+        if share == 0 {
+            return;
+        }
         let mut queues: Vec<(usize, ConnId)> = self
             .conns
             .values()
-            .filter(|c| !c.closing)
+            .filter(|c| Self::sheddable(c))
             .map(|c| (ctx.queued_bytes(c.id) + c.rx_capacity(), c.id))
             .filter(|(n, _)| *n > 0)
             .collect();
         queues.sort_unstable_by(|a, b| b.cmp(a));
         let mut freed = 0u64;
         for (bytes, id) in queues {
-            if freed >= share.max(1) {
+            if freed >= share {
                 break;
             }
             freed += bytes as u64;
@@ -51,13 +64,60 @@ impl GatewayHandler {
                 ),
             );
             if let Some(mut c) = self.take(id) {
-                c.closing = true;
-                c.close_code = Some(CloseReason::POLICY.0);
-                // Dropped, not drained: the point is to free the memory now.
-                ctx.abort(id, EngineReason::App(CloseReason::POLICY.0));
+                let text = "server over its memory budget";
+                self.shed(ctx, &mut c, text, now);
                 self.put(c);
             }
         }
+    }
+
+    /// Not closing yet: a candidate for shedding.
+    fn sheddable(c: &crate::gateway::conn::Conn) -> bool {
+        !c.closing && !matches!(c.session.state(), State::Draining | State::Closed)
+    }
+
+    /// Closes `c` to free its memory now and still tell it why. Its backlog cannot reach it
+    /// (it is not reading), so the queued pushes and any replay are dropped — at a frame
+    /// boundary, behind what the kernel is already sending — and a CLOSE POLICY follows
+    /// them; the connection then closes gracefully, bounded by `engine.close_linger_ms`
+    /// (after which it is aborted). Over TLS the records cannot be cut (each one's sequence
+    /// number is bound into the next), so the CLOSE waits behind the backlog, within the same
+    /// bound.
+    fn shed(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        c: &mut crate::gateway::conn::Conn,
+        why: &str,
+        now: u64,
+    ) {
+        let dropped = if c.transport.tls_mut().is_none() {
+            ctx.drop_unsent(c.id)
+        } else {
+            0
+        };
+        c.replay = Default::default();
+        let text = format!(
+            "{why}: this connection's send backlog was dropped ({dropped} bytes); \
+             reconnect and resume"
+        );
+        c.session.close(CloseReason::POLICY, &text, now);
+        // The session's CLOSE goes out and its `Closed` event starts the graceful close.
+        self.pump(ctx, c, now);
+    }
+
+    /// A connection whose send queue passed `engine.send_high_water` (posted by the send that
+    /// was refused): shed like a memory-budget victim, with its own reason. Counted as a
+    /// `slow_consumer` close and drops; the engine counts the refusals.
+    pub(super) fn shed_slow_consumer(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId) {
+        let Some(mut c) = self.take(id) else {
+            return;
+        };
+        if Self::sheddable(&c) {
+            let now = self.shared.clock.ms(ctx.now());
+            let text = "slow consumer: the send queue passed engine.send_high_water";
+            self.shed(ctx, &mut c, text, now);
+        }
+        self.put(c);
     }
 
     /// A new connection while overloaded: refused with POLICY (`true`).

@@ -43,6 +43,21 @@ pub(in crate::gateway) fn emit<H: Handler>(
     }
 }
 
+/// [`emit`] of one message's body behind its separately queued header: over plain TCP the
+/// engine keeps the two together as one record (`Ctx::send_continued`), so shedding a
+/// backlog never leaves a header without its body.
+pub(in crate::gateway) fn emit_continued<H: Handler>(
+    ctx: &mut Ctx<'_, H>,
+    c: &mut Conn,
+    data: Bytes,
+) -> Result<(), SendError> {
+    let id = c.id;
+    match c.transport.tls_mut() {
+        None => ctx.send_continued(id, data),
+        Some(t) => encrypt(ctx, id, t, &data),
+    }
+}
+
 /// Queues a copy of `data` to `c` (as it is, or encrypted).
 pub(in crate::gateway) fn emit_copy<H: Handler>(
     ctx: &mut Ctx<'_, H>,
