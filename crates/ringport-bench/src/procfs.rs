@@ -97,3 +97,87 @@ mod tests {
         assert!(s.rss_kib > 0);
     }
 }
+
+/// The process listening on TCP `port` (any address), found through /proc/net/tcp{,6} and the
+/// socket inodes in /proc/PID/fd; `None` if no visible process listens there.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            inodes.extend(listening_inodes(&text, port));
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy();
+                if let Some(ino) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    if inodes.contains(&ino) {
+                        return Some(pid);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Inodes of the sockets in LISTEN state (st 0A) on `port` in a /proc/net/tcp table.
+pub fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    let want = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            (local_port == want && *f.get(3)? == "0A").then(|| f.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_listening_inode_of_a_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n\
+   1: 0100007F:1B58 0200007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0 20 4 30 10 -1\n\
+   2: 00000000:1B59 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0 100 0 0 10 0\n";
+        assert_eq!(listening_inodes(table, 7000), vec![4242]);
+        assert_eq!(listening_inodes(table, 7001), vec![4444]);
+        assert!(listening_inodes(table, 7002).is_empty());
+    }
+
+    #[test]
+    fn finds_this_test_process_listener_from_outside_only() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // The only listener is this process's own, which the search skips (the bench must
+        // not mistake itself for the server).
+        assert_eq!(pid_listening_on(port), None);
+    }
+}

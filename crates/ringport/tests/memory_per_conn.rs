@@ -207,6 +207,10 @@ fn idle_authenticated_joined_connection_fits_the_heap_budget() {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.workers = 1;
     config.engine.max_connections_per_shard = (conns() + 1_000) as u32;
+    // Every connection is opened before the first HELLO is sent: on a loaded machine that
+    // pass alone can outlast the default 10 s handshake deadline (a heap test, not a timing
+    // one).
+    config.protocol.handshake_timeout_ms = 600_000;
     config.auth.secret = Some(SECRET.into());
     config.validate().expect("valid config");
     let plane = ringport::gateway::start(&config).expect("gateway starts");
