@@ -331,7 +331,10 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         );
         for (path, title) in &charts {
             let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
-            md.push_str(&format!("\n## {title}\n\n![{title}]({})\n", file.unwrap_or_default()));
+            md.push_str(&format!(
+                "\n## {title}\n\n![{title}]({})\n",
+                file.unwrap_or_default()
+            ));
         }
         std::fs::write(dir.join("summary.md"), md)?;
         if !common.json {

@@ -209,7 +209,10 @@ impl Usage {
 
     /// RSS now and CPU % since the previous call: (bench RSS, bench %, server RSS, server %).
     fn take(&mut self) -> (u64, f64, Option<u64>, Option<f64>) {
-        fn step(prev: &mut Option<(Instant, ProcSample)>, now: Option<ProcSample>) -> Option<(u64, f64)> {
+        fn step(
+            prev: &mut Option<(Instant, ProcSample)>,
+            now: Option<ProcSample>,
+        ) -> Option<(u64, f64)> {
             let now = now?;
             let at = Instant::now();
             let pct = match prev.as_ref() {

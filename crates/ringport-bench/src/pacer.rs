@@ -182,7 +182,11 @@ mod tests {
             p.issued();
             p.completed(FAST);
         }
-        assert_eq!(p.window(), 32, "+1 per round of 32 completions: just under 33");
+        assert_eq!(
+            p.window(),
+            32,
+            "+1 per round of 32 completions: just under 33"
+        );
         for _ in 0..40 {
             p.issued();
             p.completed(FAST);

@@ -31,22 +31,26 @@ pub fn sample_self() -> anyhow::Result<ProcSample> {
 /// free (shared/design.md, "What a send costs").
 pub fn ksoftirqd_pid(cpu: usize) -> anyhow::Result<u32> {
     let want = format!("ksoftirqd/{cpu}");
-    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
+    for (pid, dir) in processes()? {
+        if let Ok(comm) = std::fs::read_to_string(dir.join("comm")) {
             if comm.trim_end() == want {
                 return Ok(pid);
             }
         }
     }
     anyhow::bail!("no {want} thread in /proc")
+}
+
+/// Every process in /proc: its pid and its /proc directory.
+fn processes() -> anyhow::Result<Vec<(u32, std::path::PathBuf)>> {
+    Ok(std::fs::read_dir("/proc")
+        .context("reading /proc")?
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, e.path()))
+        })
+        .collect())
 }
 
 pub fn parse(pid: u32, stat: &str, status: &str) -> anyhow::Result<ProcSample> {
@@ -111,18 +115,11 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
         return None;
     }
     let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, dir) in processes().ok()? {
         if pid == me {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+        let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
             continue;
         };
         for fd in fds.flatten() {

@@ -169,9 +169,16 @@ fn idle_heartbeats_and_handshakes_match_the_servers_frames() {
     let r = gateway::run(&o, "test".into()).unwrap();
     let c = &r.gateway.counters;
     assert_eq!((c.connects, c.welcomed, c.ready), (40, 40, 40));
-    assert_eq!(c.connect_window, 4, "the window never exceeds --connect-window");
+    assert_eq!(
+        c.connect_window, 4,
+        "the window never exceeds --connect-window"
+    );
     // The report over time: the bench's own RSS and CPU every second.
-    assert!(r.run.timeline.iter().all(|s| s.bench_rss_kib > 0), "{:?}", r.run.timeline);
+    assert!(
+        r.run.timeline.iter().all(|s| s.bench_rss_kib > 0),
+        "{:?}",
+        r.run.timeline
+    );
     assert!(gateway::human(&r).contains("ready/s"));
     // 40 connections x ~1.7 s / 0.2 s each.
     assert!(c.pings_sent >= 40 * 5, "{c:?}");

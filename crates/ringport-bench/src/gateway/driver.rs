@@ -459,8 +459,7 @@ impl GwShard {
         if matches!(self.cfg.scenario, Scenario::Churn { .. }) {
             return;
         }
-        while !self.stopping && self.pacer.may_issue() && self.next_number < self.cfg.connections
-        {
+        while !self.stopping && self.pacer.may_issue() && self.next_number < self.cfg.connections {
             let number = self.next_number;
             self.next_number += self.stride;
             self.connect(ctx, number, None, true);

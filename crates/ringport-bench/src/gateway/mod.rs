@@ -217,7 +217,15 @@ pub fn timeline_table(run: &RunResult) -> String {
     let _ = writeln!(
         s,
         "{:>7} {:>8} {:>9} {:>10} {:>8} {:>12} {:>10} {:>12} {:>10}",
-        "t s", "phase", "ready", "ready/s", "failed", "bench MiB", "bench %", "server MiB", "server %"
+        "t s",
+        "phase",
+        "ready",
+        "ready/s",
+        "failed",
+        "bench MiB",
+        "bench %",
+        "server MiB",
+        "server %"
     );
     let opt = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
     for x in &run.timeline {

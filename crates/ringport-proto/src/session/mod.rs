@@ -317,10 +317,12 @@ impl Session {
                 seq: p.seq,
                 payload: p.payload,
             }),
-            Frame::Ack(a) if a.stream.is_user() => outbox(&mut self.out).events.push_back(Event::Ack {
-                stream: a.stream,
-                offset: a.offset,
-            }),
+            Frame::Ack(a) if a.stream.is_user() => {
+                outbox(&mut self.out).events.push_back(Event::Ack {
+                    stream: a.stream,
+                    offset: a.offset,
+                })
+            }
             Frame::Ack(a) => {
                 let text = format!(
                     "ACK of {}: only the user inbox (user:<id>) is acknowledged",

@@ -250,7 +250,10 @@ mod tests {
         assert!(slow.take(1, 2, 0) && slow.take(1, 2, 0));
         assert!(!slow.take(1, 2, 999));
         assert!(slow.take(1, 2, 1000), "1/s refills one token per second");
-        assert!(slow.has(1, 2, 50 * 24 * 3_600_000), "refilled after 50 days idle");
+        assert!(
+            slow.has(1, 2, 50 * 24 * 3_600_000),
+            "refilled after 50 days idle"
+        );
         assert!(slow.is_full(1, 2, u64::from(u32::MAX) + 5_000));
     }
 }
