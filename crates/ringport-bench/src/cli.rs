@@ -167,6 +167,12 @@ pub struct GatewayArgs {
     /// work is charged there).
     #[arg(long)]
     pub softirq_cpu: Option<usize>,
+    /// Most connections between connect and ready (WELCOME, JOINs answered) at once, over
+    /// all client shards. The window starts at 64 per shard and adapts below this bound:
+    /// it grows while handshakes are fast and halves when one is slower than 500 ms or fails,
+    /// so the connect rate follows what the server accepts without overrunning its backlog.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connect_window: u32,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ pub mod fonts;
 #[cfg(feature = "engine")]
 pub mod gateway;
 pub mod measure;
+pub mod pacer;
 pub mod procfs;
 pub mod report;
 pub mod sources;

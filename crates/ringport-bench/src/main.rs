@@ -285,9 +285,24 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         size: a.size,
         via,
         protocol,
-        server_pid: a.server_pid,
+        server_pid: match (a.server_pid, kind) {
+            (Some(pid), _) => Some(pid),
+            // idle reports the server's RSS and CPU over time: find it from the port.
+            (None, GwKind::Idle) => {
+                let found = ringport_bench::procfs::pid_listening_on(common.target.port());
+                if let Some(pid) = found {
+                    eprintln!(
+                        "ringport-bench: server pid {pid} (listening on port {})",
+                        common.target.port()
+                    );
+                }
+                found
+            }
+            (None, _) => None,
+        },
         softirq_cpu: a.softirq_cpu,
         progress: !common.json && std::io::stderr().is_terminal(),
+        connect_window: a.connect_window as usize,
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = gateway::run(&opts, command)?;
@@ -300,7 +315,28 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.json", report.scenario));
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        std::fs::write(dir.join("summary.md"), gateway::human(&report))?;
+        let charts = report::write_timeline_charts(
+            &Report {
+                command: report.command.clone(),
+                runs: vec![report.run.clone()],
+                comparison: None,
+            },
+            dir,
+        )?;
+        let mut md = format!(
+            "# ringport-bench {}\n\n`{}`\n\n```text\n{}```\n",
+            report.scenario,
+            report.command,
+            gateway::human(&report)
+        );
+        for (path, title) in &charts {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+            md.push_str(&format!(
+                "\n## {title}\n\n![{title}]({})\n",
+                file.unwrap_or_default()
+            ));
+        }
+        std::fs::write(dir.join("summary.md"), md)?;
         if !common.json {
             println!("wrote {}", path.display());
         }

@@ -180,6 +180,58 @@ pub struct Sample {
     pub messages_per_sec: f64,
     pub mib_per_sec: f64,
     pub latency: LatencySummary,
+    /// Resident memory (KiB) of this bench process at the end of the second.
+    pub bench_rss_kib: u64,
+    /// CPU this bench process used over the second, in % of one core.
+    pub bench_cpu_pct: f64,
+    /// The same for the server (`--server-pid`, or found from the port for idle), when known.
+    pub server_rss_kib: Option<u64>,
+    pub server_cpu_pct: Option<f64>,
+}
+
+/// Per-second CPU and RSS of the bench and the server for the timeline.
+#[derive(Debug, Default)]
+pub struct Usage {
+    server_pid: Option<u32>,
+    bench: Option<(Instant, ProcSample)>,
+    server: Option<(Instant, ProcSample)>,
+}
+
+impl Usage {
+    pub fn new(server_pid: Option<u32>) -> Usage {
+        let mut u = Usage {
+            server_pid,
+            ..Usage::default()
+        };
+        u.take();
+        u
+    }
+
+    /// RSS now and CPU % since the previous call: (bench RSS, bench %, server RSS, server %).
+    fn take(&mut self) -> (u64, f64, Option<u64>, Option<f64>) {
+        fn step(
+            prev: &mut Option<(Instant, ProcSample)>,
+            now: Option<ProcSample>,
+        ) -> Option<(u64, f64)> {
+            let now = now?;
+            let at = Instant::now();
+            let pct = match prev.as_ref() {
+                Some((t, p)) => {
+                    let secs = at.duration_since(*t).as_secs_f64().max(1e-3);
+                    (now.cpu_secs - p.cpu_secs) * 100.0 / secs
+                }
+                None => 0.0,
+            };
+            let rss = now.rss_kib;
+            *prev = Some((at, now));
+            Some((rss, pct))
+        }
+        let bench = step(&mut self.bench, procfs::sample_self().ok()).unwrap_or_default();
+        let server = self
+            .server_pid
+            .and_then(|pid| step(&mut self.server, procfs::sample(pid).ok()));
+        (bench.0, bench.1, server.map(|s| s.0), server.map(|s| s.1))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +342,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
     let mut timeline = Vec::new();
     let mut peak = 0u64;
     let mut interval_hist = new_latency_histogram();
+    let mut usage = Usage::new(plan.server_pid);
 
     // Connect.
     driver.begin_connect()?;
@@ -311,6 +364,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
                 &shared,
                 &mut last,
                 &mut interval_hist,
+                &mut usage,
                 1.0,
             );
             // Long connect phases (large counts) say how they progress, bar or not.
@@ -357,6 +411,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
             &shared,
             &mut last,
             &mut interval_hist,
+            &mut usage,
             secs.max(1e-3),
         );
         peak = peak.max(s.connections);
@@ -469,8 +524,10 @@ fn sample(
     shared: &[Arc<SharedStats>],
     last: &mut Totals,
     interval_hist: &mut Histogram<u64>,
+    usage: &mut Usage,
     secs: f64,
 ) -> Sample {
+    let (bench_rss_kib, bench_cpu_pct, server_rss_kib, server_cpu_pct) = usage.take();
     interval_hist.reset();
     for s in shared {
         s.take_latencies(interval_hist);
@@ -485,6 +542,10 @@ fn sample(
         messages_per_sec: (t.messages - last.messages) as f64 / secs,
         mib_per_sec: (t.received - last.received) as f64 / 1_048_576.0 / secs,
         latency: LatencySummary::from_histogram(interval_hist),
+        bench_rss_kib,
+        bench_cpu_pct,
+        server_rss_kib,
+        server_cpu_pct,
     };
     *last = t;
     out

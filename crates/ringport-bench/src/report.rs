@@ -133,11 +133,35 @@ pub fn write_report_dir(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathB
     Ok(written)
 }
 
+/// The charts of a gateway run's timeline (`--report DIR`): connections ready, RSS and CPU of
+/// both sides per second; returns the files written (each with its title).
+pub fn write_timeline_charts(
+    report: &Report,
+    dir: &Path,
+) -> anyhow::Result<Vec<(PathBuf, &'static str)>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = crate::fonts::load_font().is_some();
+    let mut written = Vec::new();
+    for (file, title, metric) in [
+        ("connections.png", "ready connections", Metric::Connections),
+        ("rss.png", "resident memory (MiB)", Metric::Rss),
+        ("cpu.png", "CPU (% of one core)", Metric::Cpu),
+    ] {
+        let path = dir.join(file);
+        draw_chart(report, &path, title, metric, text)
+            .with_context(|| format!("drawing {}", path.display()))?;
+        written.push((path, title));
+    }
+    Ok(written)
+}
+
 #[derive(Clone, Copy)]
 enum Metric {
     Throughput,
     Latency,
     Connections,
+    Rss,
+    Cpu,
 }
 
 fn draw_chart(
@@ -165,6 +189,27 @@ fn draw_chart(
         match metric {
             Metric::Throughput => series.push((r.label.clone(), pts(&|s| s.messages_per_sec))),
             Metric::Connections => series.push((r.label.clone(), pts(&|s| s.connections as f64))),
+            Metric::Rss => {
+                series.push((
+                    format!("{} bench", r.label),
+                    pts(&|s| s.bench_rss_kib as f64 / 1024.0),
+                ));
+                if r.timeline.iter().any(|s| s.server_rss_kib.is_some()) {
+                    series.push((
+                        format!("{} server", r.label),
+                        pts(&|s| s.server_rss_kib.unwrap_or(0) as f64 / 1024.0),
+                    ));
+                }
+            }
+            Metric::Cpu => {
+                series.push((format!("{} bench", r.label), pts(&|s| s.bench_cpu_pct)));
+                if r.timeline.iter().any(|s| s.server_cpu_pct.is_some()) {
+                    series.push((
+                        format!("{} server", r.label),
+                        pts(&|s| s.server_cpu_pct.unwrap_or(0.0)),
+                    ));
+                }
+            }
             Metric::Latency => {
                 series.push((format!("{} p50", r.label), pts(&|s| s.latency.p50_us)));
                 series.push((format!("{} p99", r.label), pts(&|s| s.latency.p99_us)));
@@ -252,6 +297,10 @@ mod tests {
                 messages_per_sec: 1000.0 + i as f64,
                 mib_per_sec: 0.5,
                 latency,
+                bench_rss_kib: 1000 + i,
+                bench_cpu_pct: 10.0,
+                server_rss_kib: Some(2000 + i),
+                server_cpu_pct: Some(50.0),
             })
             .collect();
         RunResult {
@@ -295,6 +344,22 @@ mod tests {
         let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
         assert!(md.contains("![open connections](connections.png)"));
         assert!(md.contains("\"peak_connections\": 10"));
+    }
+
+    #[test]
+    fn timeline_charts_are_three_pngs() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = Report {
+            command: "ringport-bench idle".into(),
+            runs: vec![run("idle")],
+            comparison: None,
+        };
+        let files = write_timeline_charts(&report, dir.path()).unwrap();
+        assert_eq!(files.len(), 3);
+        for (f, _) in &files {
+            let png = std::fs::read(f).unwrap();
+            assert_eq!(&png[1..4], b"PNG", "{}", f.display());
+        }
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn fanout(protocol: Protocol, via: Via, server: &ServerProc) -> GatewayReport {
         server_pid: Some(server.child.id()),
         softirq_cpu: None,
         progress: false,
+        connect_window: 2048,
     };
     gateway::run(&o, "test".into()).unwrap()
 }

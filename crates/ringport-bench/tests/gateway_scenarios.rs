@@ -124,6 +124,7 @@ fn opts(scenario: Scenario, target: SocketAddr, admin: SocketAddr) -> GatewayOpt
         server_pid: None,
         softirq_cpu: None,
         progress: false,
+        connect_window: 2048,
     }
 }
 
@@ -162,10 +163,23 @@ fn idle_heartbeats_and_handshakes_match_the_servers_frames() {
         c.protocol.heartbeat_interval_ms = 200;
         c.protocol.heartbeat_probe_interval_ms = 100;
     });
-    let o = opts(Scenario::Idle, server.addr, server.admin_addr);
+    let mut o = opts(Scenario::Idle, server.addr, server.admin_addr);
+    // A tiny pacing window (2 per shard): every connection still gets through.
+    o.connect_window = 4;
     let r = gateway::run(&o, "test".into()).unwrap();
     let c = &r.gateway.counters;
     assert_eq!((c.connects, c.welcomed, c.ready), (40, 40, 40));
+    assert_eq!(
+        c.connect_window, 4,
+        "the window never exceeds --connect-window"
+    );
+    // The report over time: the bench's own RSS and CPU every second.
+    assert!(
+        r.run.timeline.iter().all(|s| s.bench_rss_kib > 0),
+        "{:?}",
+        r.run.timeline
+    );
+    assert!(gateway::human(&r).contains("ready/s"));
     // 40 connections x ~1.7 s / 0.2 s each.
     assert!(c.pings_sent >= 40 * 5, "{c:?}");
     assert_eq!(c.pings_sent, c.pongs_received);

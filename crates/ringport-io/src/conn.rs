@@ -5,7 +5,7 @@
 //! (the kernel picks one from the shard's ring only when bytes arrive), no send buffer (the
 //! queue is three integers into the shard's pool), and at most one timer-wheel entry.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 use crate::sendq::SendQueue;
@@ -64,18 +64,21 @@ pub(crate) struct Slot {
     pub wheel: u64,
     /// Tick of the last receive (idle timeout).
     pub last_recv: u64,
-    pub opened_at: Instant,
+    /// Tick the slot was taken (`Core::instant_of` turns it back into an `Instant`): 8
+    /// bytes where an `Instant` is 16.
+    pub opened_at: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub recvs: u64,
     pub msgs_out: u64,
-    pub peer: Option<SocketAddr>,
+    /// The peer's address: IPv4 inline, IPv6 in the core's side table (`Core::peer`).
+    pub peer: PeerAddr,
     /// Pooled outbound-connect context, or `NO_CTX`.
     pub connect: u32,
 }
 
 impl Slot {
-    pub fn new(now: Instant) -> Slot {
+    pub fn new() -> Slot {
         Slot {
             gen: 0,
             fd: NO_FD,
@@ -92,26 +95,70 @@ impl Slot {
             timer: NEVER,
             wheel: NEVER,
             last_recv: 0,
-            opened_at: now,
+            opened_at: 0,
             bytes_in: 0,
             bytes_out: 0,
             recvs: 0,
             msgs_out: 0,
-            peer: None,
+            peer: PeerAddr::NONE,
             connect: NO_CTX,
         }
     }
 
     /// Resets everything but the generation for the next occupant.
-    pub fn reset(&mut self, now: Instant) {
+    pub fn reset(&mut self) {
         let gen = self.gen;
-        *self = Slot::new(now);
+        *self = Slot::new();
         self.gen = gen;
     }
 
     /// The connection can still receive (open or closing gracefully).
     pub fn receiving(&self) -> bool {
         matches!(self.state, State::Open | State::Draining | State::FinSent)
+    }
+}
+
+/// A slot's peer address in 6 bytes instead of `Option<SocketAddr>`'s 32 (issue 16: a
+/// million slots): an IPv4 address and port inline (big-endian, byte-aligned so the slot packs
+/// it with its other small fields); an IPv6 address only marked here and kept in the core's
+/// side table keyed by slot, because a gateway's peers are overwhelmingly IPv4 (and every
+/// loopback benchmark is). A connected TCP peer never has port 0, so port 0 marks the other
+/// cases: all zero is no address, ip 1 is "in the side table".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerAddr([u8; 6]);
+
+impl PeerAddr {
+    pub const NONE: PeerAddr = PeerAddr([0; 6]);
+    /// Marks an address kept elsewhere (IPv6, or an IPv4 one with port 0).
+    pub const ELSEWHERE: PeerAddr = PeerAddr([0, 0, 0, 1, 0, 0]);
+
+    /// The compact form of `addr`, or `None` when it must go to the side table.
+    pub fn v4(addr: SocketAddr) -> Option<PeerAddr> {
+        match addr {
+            SocketAddr::V4(a) if a.port() != 0 => {
+                let mut b = [0; 6];
+                b[..4].copy_from_slice(&a.ip().octets());
+                b[4..].copy_from_slice(&a.port().to_be_bytes());
+                Some(PeerAddr(b))
+            }
+            _ => None,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        u16::from_be_bytes([self.0[4], self.0[5]])
+    }
+
+    /// The address if it is held inline.
+    pub fn inline(&self) -> Option<SocketAddr> {
+        let [a, b, c, d, ..] = self.0;
+        (self.port() != 0)
+            .then(|| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), self.port())))
+    }
+
+    /// The address lives in the side table.
+    pub fn is_elsewhere(&self) -> bool {
+        *self == PeerAddr::ELSEWHERE
     }
 }
 
@@ -166,5 +213,35 @@ pub(crate) fn reason_from_errno(errno: i32) -> CloseReason {
     match errno {
         libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => CloseReason::PeerReset,
         e => CloseReason::Io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_stays_small() {
+        // A million connections means a million slots (issue 16): 144 bytes before the peer
+        // address went inline (6 bytes, not 32) and the open time became a tick.
+        assert!(
+            std::mem::size_of::<Slot>() <= 112,
+            "Slot grew to {} bytes",
+            std::mem::size_of::<Slot>()
+        );
+        assert_eq!(std::mem::size_of::<PeerAddr>(), 6);
+    }
+
+    #[test]
+    fn peer_addr_keeps_v4_inline_and_marks_v6() {
+        let v4: SocketAddr = "127.0.0.9:4242".parse().unwrap();
+        assert_eq!(PeerAddr::v4(v4).unwrap().inline(), Some(v4));
+        let v6: SocketAddr = "[::1]:4242".parse().unwrap();
+        assert_eq!(PeerAddr::v4(v6), None);
+        let port0: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(PeerAddr::v4(port0), None, "port 0 marks the other cases");
+        assert!(!PeerAddr::v4(v4).unwrap().is_elsewhere());
+        assert!(PeerAddr::ELSEWHERE.is_elsewhere());
+        assert_eq!(PeerAddr::NONE.inline(), None);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::conn::{ConnectCtx, Slot, State, NEVER, NO_CTX, NO_FD};
+use crate::conn::{ConnectCtx, PeerAddr, Slot, State, NEVER, NO_CTX, NO_FD};
 use crate::id::{pack, Op};
 use crate::inbox::ShardShared;
 use crate::sendq::SendPool;
@@ -51,6 +51,9 @@ pub(crate) struct Core<H: crate::Handler> {
     pub driver: Box<dyn Driver>,
     pub slots: Vec<Slot>,
     free: Vec<u32>,
+    /// Peer addresses that do not fit a slot's inline `PeerAddr` (IPv6), by slot; removed
+    /// when the slot is freed.
+    peers_v6: std::collections::HashMap<u32, SocketAddr>,
     /// Slot cap (= the entries of the shard's direct descriptor tables together on io_uring).
     pub cap: u32,
     pub pool: SendPool,
@@ -109,6 +112,7 @@ impl<H: crate::Handler> Core<H> {
             driver,
             slots: Vec::new(),
             free: Vec::new(),
+            peers_v6: std::collections::HashMap::new(),
             cap,
             pool: SendPool::new(),
             wheel: TimerWheel::new(1024),
@@ -151,6 +155,32 @@ impl<H: crate::Handler> Core<H> {
         self.start + Duration::from_nanos(tick.saturating_mul(self.tick_ns))
     }
 
+    /// Records `slot`'s peer address (IPv6 in the side table).
+    pub fn set_peer(&mut self, slot: u32, addr: Option<SocketAddr>) {
+        let compact = match addr {
+            None => PeerAddr::NONE,
+            Some(a) => PeerAddr::v4(a).unwrap_or_else(|| {
+                self.peers_v6.insert(slot, a);
+                PeerAddr::ELSEWHERE
+            }),
+        };
+        let s = &mut self.slots[slot as usize];
+        if s.peer.is_elsewhere() && !compact.is_elsewhere() {
+            self.peers_v6.remove(&slot);
+        }
+        s.peer = compact;
+    }
+
+    /// `slot`'s peer address, if known.
+    pub fn peer(&self, slot: u32) -> Option<SocketAddr> {
+        let p = self.slots[slot as usize].peer;
+        if p.is_elsewhere() {
+            self.peers_v6.get(&slot).copied()
+        } else {
+            p.inline()
+        }
+    }
+
     pub fn id(&self, slot: u32) -> ConnId {
         ConnId::new(self.shard, slot, self.slots[slot as usize].gen)
     }
@@ -181,14 +211,15 @@ impl<H: crate::Handler> Core<H> {
                 // Grown by an eighth, not doubled: the slab is the engine's largest
                 // per-connection table (issue 16).
                 crate::connmap::reserve_bounded(&mut self.slots, 1);
-                self.slots.push(Slot::new(self.now));
+                self.slots.push(Slot::new());
                 (self.slots.len() - 1) as u32
             }
             None => return None,
         };
         let s = &mut self.slots[slot as usize];
-        s.reset(self.now);
+        s.reset();
         s.last_recv = self.now_tick;
+        s.opened_at = self.now_tick;
         self.used += 1;
         self.sh.stats.slots_used.set(self.used as u64);
         self.check_accept_headroom();
@@ -577,6 +608,10 @@ impl<H: crate::Handler> Core<H> {
         }
         s.state = State::Free;
         s.gen = s.gen.wrapping_add(1);
+        if s.peer.is_elsewhere() {
+            s.peer = PeerAddr::NONE;
+            self.peers_v6.remove(&slot);
+        }
         self.free.push(slot);
         self.used -= 1;
         self.sh.stats.slots_used.set(self.used as u64);
@@ -631,8 +666,8 @@ impl<H: crate::Handler> Core<H> {
         s.state = State::Connecting;
         s.announced = true;
         s.origin = crate::Origin::Connected;
-        s.peer = Some(addr);
         s.connect = ci;
+        self.set_peer(slot, Some(addr));
         let domain = if addr.is_ipv4() {
             libc::AF_INET
         } else {

@@ -128,14 +128,14 @@ impl<H: Handler> Ctx<'_, H> {
         let slot = self.core.lookup(conn)?;
         let s = &self.core.slots[slot as usize];
         Some(ConnInfo {
-            peer: s.peer,
+            peer: self.core.peer(slot),
             origin: s.origin,
             state: match s.state {
                 State::Connecting => ConnState::Connecting,
                 State::Open => ConnState::Open,
                 _ => ConnState::Closing,
             },
-            opened_at: s.opened_at,
+            opened_at: self.core.instant_of(s.opened_at),
             last_recv: self.core.instant_of(s.last_recv),
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,

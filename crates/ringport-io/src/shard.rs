@@ -254,8 +254,8 @@ impl<H: Handler> Shard<H> {
             Op::Close | Op::Cancel => {}
             Op::PeerAddr => {
                 if c.result >= 0 {
-                    self.core.slots[slot as usize].peer =
-                        crate::peer::peer_addr_of_installed(c.result);
+                    let peer = crate::peer::peer_addr_of_installed(c.result);
+                    self.core.set_peer(slot, peer);
                 }
                 if self.core.slots[slot as usize].state == State::Open {
                     self.announce(slot);

@@ -27,6 +27,13 @@ pub struct GwCounters {
     pub resume_answered: AtomicU64,
     pub resume_unanswered: AtomicU64,
     pub churn_cycles: AtomicU64,
+    /// The connect pacer's window now (a gauge, `crate::pacer`).
+    pub connect_window: AtomicU64,
+    /// Times the pacer cut its window (a total, stored by the shard).
+    pub window_cuts: AtomicU64,
+    /// Wall clock (µs since the Unix epoch) of the latest push received, 0 before any: with
+    /// one broadcast (scripts/bench-million.sh) this is the time of its last delivery.
+    pub last_push_unix_us: AtomicU64,
 }
 
 pub fn inc(a: &AtomicU64) {
@@ -53,6 +60,12 @@ pub struct GwTotals {
     pub resume_answered: u64,
     pub resume_unanswered: u64,
     pub churn_cycles: u64,
+    /// The connect pacers' windows summed over shards, at the end.
+    pub connect_window: u64,
+    /// Times a connect pacer cut its window (signs of an overrun accept backlog).
+    pub window_cuts: u64,
+    /// Wall clock (µs since the Unix epoch) of the latest push any connection received.
+    pub last_push_unix_us: u64,
 }
 
 pub fn totals(c: &[Arc<GwCounters>]) -> GwTotals {
@@ -75,6 +88,9 @@ pub fn totals(c: &[Arc<GwCounters>]) -> GwTotals {
         t.disconnects += l(&c.disconnects);
         t.resume_answered += l(&c.resume_answered);
         t.resume_unanswered += l(&c.resume_unanswered);
+        t.connect_window += l(&c.connect_window);
+        t.window_cuts += l(&c.window_cuts);
+        t.last_push_unix_us = t.last_push_unix_us.max(l(&c.last_push_unix_us));
         t.churn_cycles += l(&c.churn_cycles);
     }
     t

@@ -26,9 +26,14 @@ use super::subscriber::{Protocol, Subscriber};
 use super::tokens::Tokens;
 use crate::echo::engine_client::shards_for;
 use crate::measure::{LoadDriver, ShardRecorder, SharedStats};
+use crate::pacer::{ConnectPacer, SLOW_HANDSHAKE};
 
-/// Connects in flight per shard.
+/// Churn connects in flight per shard.
 const CONNECT_WINDOW: usize = 256;
+/// The paced window's starting size per shard (it grows from here: `crate::pacer`).
+const INITIAL_WINDOW: usize = 64;
+/// Direct-descriptor tables a client shard may use (each holds `table_cap` connections).
+const TABLES: usize = 64;
 /// How often the ticker pokes each shard.
 const TICK: Duration = Duration::from_millis(5);
 
@@ -62,6 +67,9 @@ pub struct GwConfig {
     pub publisher: Option<PublisherConfig>,
     /// Per-shard direct-descriptor cap (RLIMIT_NOFILE less a margin).
     pub table_cap: usize,
+    /// Most connections between connect and ready at once, over all shards
+    /// (`--connect-window`; the pacer adapts below it).
+    pub connect_window: usize,
 }
 
 impl GwConfig {
@@ -129,11 +137,13 @@ pub struct GwLoad {
 
 impl GwLoad {
     pub fn new(cfg: GwConfig) -> anyhow::Result<GwLoad> {
-        let shards = shards_for(cfg.connections.max(1), cfg.threads, cfg.table_cap);
+        // A shard adds direct-descriptor tables as they fill (up to TABLES of them), so
+        // --threads shards hold a million connections without a thread per table.
+        let shards = shards_for(cfg.connections.max(1), cfg.threads, cfg.table_cap * TABLES);
         if shards > cfg.threads {
             eprintln!(
                 "note: {} connections need {shards} client shards (direct-descriptor table cap \
-                 {}); using {shards} instead of --threads {}",
+                 {} x {TABLES} tables); using {shards} instead of --threads {}",
                 cfg.connections, cfg.table_cap, cfg.threads
             );
         }
@@ -149,6 +159,7 @@ impl GwLoad {
             timer_tick: Duration::from_millis(10),
             resolve_peer_addr: false,
             recv_buffers: 4096,
+            max_descriptor_tables: TABLES as u32,
             ..EngineConfig::default()
         };
         let cfg = Arc::new(cfg);
@@ -164,6 +175,11 @@ impl GwLoad {
                 next_number: shard,
                 stride: shards,
                 connecting: 0,
+                pacer: ConnectPacer::new(
+                    INITIAL_WINDOW,
+                    cfg.connect_window.div_ceil(shards),
+                    SLOW_HANDSHAKE,
+                ),
                 loading: None,
                 issued: 0,
                 stopping: false,
@@ -364,6 +380,8 @@ struct Slot {
     disrupted: bool,
     /// When the connect was issued (churn handshake latency).
     connect_at: Instant,
+    /// Counted in the shard's pacer until ready or closed.
+    paced: bool,
     client: Subscriber,
 }
 
@@ -385,6 +403,8 @@ pub struct GwShard {
     next_number: usize,
     stride: usize,
     connecting: usize,
+    /// Paces the initial connects (`crate::pacer`).
+    pacer: ConnectPacer,
     /// Set while the load runs (churn and disruptions only then).
     loading: Option<Instant>,
     /// Churn connects issued since the load began.
@@ -399,7 +419,13 @@ impl GwShard {
         self.recorder.shared()
     }
 
-    fn connect(&mut self, ctx: &mut Ctx<'_, Self>, number: usize, client: Option<Subscriber>) {
+    fn connect(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        number: usize,
+        client: Option<Subscriber>,
+        paced: bool,
+    ) {
         let now = ctx.now();
         match ctx.connect(self.cfg.target, self.cfg.bind_for(number)) {
             Ok(id) => {
@@ -416,10 +442,14 @@ impl GwShard {
                         ready: false,
                         disrupted: false,
                         connect_at: now,
+                        paced,
                         client,
                     },
                 );
                 self.connecting += 1;
+                if paced {
+                    self.pacer.issued();
+                }
             }
             Err(e) => self.stats().connect_failed(e.raw_os_error()),
         }
@@ -429,14 +459,17 @@ impl GwShard {
         if matches!(self.cfg.scenario, Scenario::Churn { .. }) {
             return;
         }
-        while !self.stopping
-            && self.connecting < CONNECT_WINDOW
-            && self.next_number < self.cfg.connections
-        {
+        while !self.stopping && self.pacer.may_issue() && self.next_number < self.cfg.connections {
             let number = self.next_number;
             self.next_number += self.stride;
-            self.connect(ctx, number, None);
+            self.connect(ctx, number, None, true);
         }
+        self.counters
+            .connect_window
+            .store(self.pacer.window() as u64, Ordering::Relaxed);
+        self.counters
+            .window_cuts
+            .store(self.pacer.cuts, Ordering::Relaxed);
     }
 
     /// Called by the ticker while the load runs.
@@ -453,7 +486,7 @@ impl GwShard {
                     self.issued += 1;
                     let number = self.next_number;
                     self.next_number += self.stride;
-                    self.connect(ctx, number, None);
+                    self.connect(ctx, number, None, false);
                 }
             }
             Scenario::Resume { rate } => {
@@ -576,6 +609,9 @@ impl GwShard {
                     };
                     slot.ready = true;
                     let started = slot.connect_at;
+                    if std::mem::take(&mut slot.paced) {
+                        self.pacer.completed(now.saturating_duration_since(started));
+                    }
                     let next = slot.client.next_ping();
                     self.stats().open.fetch_add(1, Ordering::Relaxed);
                     if let Scenario::Churn { .. } = self.cfg.scenario {
@@ -589,6 +625,12 @@ impl GwShard {
                 }
                 Event::Push { arrival, latency } => {
                     inc(&self.counters.pushes);
+                    let unix_us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64);
+                    self.counters
+                        .last_push_unix_us
+                        .fetch_max(unix_us, Ordering::Relaxed);
                     match arrival {
                         Arrival::Duplicate => inc(&self.counters.duplicates),
                         Arrival::Late => inc(&self.counters.late),
@@ -662,6 +704,13 @@ impl Handler for GwShard {
         let Some(slot) = self.slots.remove(conn) else {
             return;
         };
+        if slot.paced {
+            if self.stopping {
+                self.pacer.abandoned();
+            } else {
+                self.pacer.failed();
+            }
+        }
         if slot.ready {
             self.stats().open.fetch_sub(1, Ordering::Relaxed);
         } else if slot.open {
@@ -680,7 +729,7 @@ impl Handler for GwShard {
         let churn = matches!(self.cfg.scenario, Scenario::Churn { .. });
         if slot.disrupted && !self.stopping {
             // Resume: reconnect at once, keeping the ledgers and the session id.
-            self.connect(ctx, slot.number, Some(slot.client));
+            self.connect(ctx, slot.number, Some(slot.client), false);
         } else if slot.ready && !self.stopping && !churn {
             self.stats()
                 .closed_unexpectedly

@@ -58,6 +58,8 @@ pub struct GatewayOptions {
     /// See [`RunPlan::softirq_cpu`].
     pub softirq_cpu: Option<usize>,
     pub progress: bool,
+    /// Most connections between connect and ready at once (`crate::pacer`).
+    pub connect_window: usize,
 }
 
 /// One gateway run: the shared measurements and the gateway's own counters and verdicts.
@@ -117,6 +119,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         protocol: opts.protocol,
         publisher,
         table_cap: crate::echo::engine_client::table_cap(),
+        connect_window: opts.connect_window,
     };
     let load = driver::GwLoad::new(cfg)?;
     let outcome = load.outcome.clone();
@@ -208,6 +211,46 @@ fn findings(opts: &GatewayOptions, r: &mut GatewayReport) {
     r.findings = f;
 }
 
+/// One row per sampled second: connect rate, ready connections, RSS and CPU of both sides.
+pub fn timeline_table(run: &RunResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>7} {:>8} {:>9} {:>10} {:>8} {:>12} {:>10} {:>12} {:>10}",
+        "t s",
+        "phase",
+        "ready",
+        "ready/s",
+        "failed",
+        "bench MiB",
+        "bench %",
+        "server MiB",
+        "server %"
+    );
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
+    for x in &run.timeline {
+        let phase = match x.phase {
+            measure::Phase::Connect => "connect",
+            measure::Phase::Warmup => "warmup",
+            measure::Phase::Measure => "measure",
+        };
+        let _ = writeln!(
+            s,
+            "{:>7.1} {:>8} {:>9} {:>10.0} {:>8} {:>12.1} {:>10.1} {:>12} {:>10}",
+            x.t,
+            phase,
+            x.connections,
+            x.opened_per_sec,
+            x.connect_failed,
+            x.bench_rss_kib as f64 / 1024.0,
+            x.bench_cpu_pct,
+            opt(x.server_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            opt(x.server_cpu_pct, 1),
+        );
+    }
+    s
+}
+
 /// The human-readable summary.
 pub fn human(r: &GatewayReport) -> String {
     let run = &r.run;
@@ -282,6 +325,16 @@ pub fn human(r: &GatewayReport) -> String {
         );
     }
     let _ = writeln!(s, "bench CPU           {:.2} s", run.bench_cpu_secs);
+    if c.window_cuts > 0 || r.scenario == "idle" {
+        let _ = writeln!(
+            s,
+            "connect pacing      window {} at the end, cut {} times (slow or failed handshakes)",
+            c.connect_window, c.window_cuts
+        );
+    }
+    if r.scenario == "idle" {
+        s.push_str(&timeline_table(run));
+    }
     if let Some(sv) = &run.server {
         let _ = writeln!(
             s,

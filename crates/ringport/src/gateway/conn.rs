@@ -161,27 +161,45 @@ impl Conn {
     }
 }
 
-/// A token bucket in milli-tokens: `rate` tokens per second, at most `burst` saved up.
+/// A token bucket: `rate` tokens per second (`rate` > 0: callers skip a limit of 0), at most
+/// `burst` saved up. One `u64` (issue 16: three buckets per connection were 48 bytes): the
+/// moment the bucket would have been empty, in microseconds of the session clock shifted by
+/// [`TokenBucket::SHIFT`]; the level at `now` is what `rate` refilled since then, capped at
+/// `burst`. A full bucket is the moment 0, so it needs neither the rate nor the time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokenBucket {
-    milli: u64,
-    at_ms: u64,
+    empty_us: u64,
 }
 
 impl TokenBucket {
-    /// A full bucket at `now_ms`.
-    pub fn full(burst: u32, now_ms: u64) -> TokenBucket {
-        TokenBucket {
-            milli: u64::from(burst) * 1000,
-            at_ms: now_ms,
-        }
+    /// Added to every time: 2^62 µs (146,000 years) before the clock's zero is "long ago"
+    /// for any `burst / rate` the configuration allows (at most 10^9 s).
+    const SHIFT: u64 = 1 << 62;
+
+    /// A full bucket (the arguments are the old representation's; kept so a caller reads
+    /// the same).
+    pub fn full(_burst: u32, _now_ms: u64) -> TokenBucket {
+        TokenBucket { empty_us: 0 }
+    }
+
+    fn now_us(now_ms: u64) -> u64 {
+        now_ms.saturating_mul(1000).saturating_add(Self::SHIFT)
+    }
+
+    /// The empty moment of an equivalent bucket that has not saved more than `burst`.
+    fn clamped(&self, rate: u32, burst: u32, now_us: u64) -> u64 {
+        // Microseconds an empty bucket takes to fill: burst * 1000 milli-tokens at rate/1000
+        // milli-tokens per microsecond.
+        let fill_us = (u64::from(burst) * 1_000_000).div_ceil(u64::from(rate.max(1)));
+        self.empty_us.max(now_us.saturating_sub(fill_us))
     }
 
     /// Milli-tokens at `now_ms`.
     fn level(&self, rate: u32, burst: u32, now_ms: u64) -> u64 {
-        let elapsed = now_ms.saturating_sub(self.at_ms);
-        // `rate` tokens per second = `rate` milli-tokens per millisecond.
-        (self.milli + elapsed.saturating_mul(u64::from(rate))).min(u64::from(burst) * 1000)
+        let now = Self::now_us(now_ms);
+        let elapsed = now.saturating_sub(self.clamped(rate, burst, now));
+        let milli = u128::from(elapsed) * u128::from(rate) / 1000;
+        milli.min(u128::from(burst) * 1000) as u64
     }
 
     /// Whether a token is there (none is taken).
@@ -196,14 +214,14 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
-        self.milli = self.level(rate, burst, now_ms);
-        self.at_ms = self.at_ms.max(now_ms);
-        if self.milli >= 1000 {
-            self.milli -= 1000;
-            true
-        } else {
-            false
+        if !self.has(rate, burst, now_ms) {
+            return false;
         }
+        let now = Self::now_us(now_ms);
+        // One token is 10^6 / rate microseconds of refill (rounded up: never generous).
+        let token_us = 1_000_000u64.div_ceil(u64::from(rate.max(1)));
+        self.empty_us = self.clamped(rate, burst, now) + token_us;
+        true
     }
 }
 
@@ -221,5 +239,25 @@ mod tests {
         assert!(!b.take(10, 3, 100));
         assert!((0..3).all(|_| b.take(10, 3, 10_000)), "capped at burst");
         assert!(!b.take(10, 3, 10_000));
+    }
+
+    #[test]
+    fn bucket_is_one_word_and_exact_at_the_limits() {
+        assert_eq!(std::mem::size_of::<TokenBucket>(), 8);
+        // The largest burst and rate the configuration allows, and the slowest rate.
+        let mut b = TokenBucket::full(1_000_000_000, 5);
+        assert!(b.is_full(1_000_000_000, 1_000_000_000, 5));
+        assert!(b.take(1_000_000_000, 1_000_000_000, 5));
+        assert!(!b.is_full(1_000_000_000, 1_000_000_000, 5));
+        assert!(b.is_full(1_000_000_000, 1_000_000_000, 6));
+        let mut slow = TokenBucket::full(2, 0);
+        assert!(slow.take(1, 2, 0) && slow.take(1, 2, 0));
+        assert!(!slow.take(1, 2, 999));
+        assert!(slow.take(1, 2, 1000), "1/s refills one token per second");
+        assert!(
+            slow.has(1, 2, 50 * 24 * 3_600_000),
+            "refilled after 50 days idle"
+        );
+        assert!(slow.is_full(1, 2, u64::from(u32::MAX) + 5_000));
     }
 }

@@ -83,7 +83,7 @@ impl PublishDedupe {
     }
 }
 
-/// One session's entry: one per connection, so kept small (56 bytes with its key).
+/// One session's entry: one per connection, so kept small (48 bytes with its key).
 #[derive(Debug, Default)]
 struct Entry {
     /// Seqs published; allocated at the session's first PUBLISH (most never publish).
@@ -96,7 +96,21 @@ struct Entry {
     used: u64,
     /// The connection (`ConnId::as_u64`) currently holding the session, if any: one live
     /// connection per session, so a resume replaces it. A held session does not expire.
-    live: Option<u64>,
+    live: Holder,
+}
+
+/// `Option<u64>` in 8 bytes: the id plus one, 0 for nobody (issue 16: one entry per
+/// connection).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Holder(Option<std::num::NonZeroU64>);
+
+impl Holder {
+    fn of(conn: u64) -> Holder {
+        Holder(std::num::NonZeroU64::new(conn.wrapping_add(1)))
+    }
+    fn get(self) -> Option<u64> {
+        self.0.map(|v| v.get() - 1)
+    }
 }
 
 /// One lock's share of the sessions.
@@ -176,7 +190,7 @@ impl PublishDedupes {
                 dedupe: None,
                 owner: (!owner.as_ref().is_empty()).then(|| owner.into()),
                 used: now,
-                live: Some(conn),
+                live: Holder::of(conn),
             },
         );
         true
@@ -190,7 +204,8 @@ impl PublishDedupes {
         match self.map(session).get_mut(&session) {
             Some(e) if e.owner.as_deref().unwrap_or("") == owner => {
                 e.used = now;
-                Some(e.live.replace(conn).filter(|&old| old != conn))
+                let old = std::mem::replace(&mut e.live, Holder::of(conn)).get();
+                Some(old.filter(|&old| old != conn))
             }
             _ => None,
         }
@@ -200,8 +215,8 @@ impl PublishDedupes {
     /// free (and starts its resume window now).
     pub fn release(&self, session: u64, conn: u64, now: u64) {
         if let Some(e) = self.map(session).get_mut(&session) {
-            if e.live == Some(conn) {
-                e.live = None;
+            if e.live.get() == Some(conn) {
+                e.live = Holder::default();
                 e.used = now;
             }
         }
@@ -214,7 +229,7 @@ impl PublishDedupes {
         for s in self.shards.iter() {
             let mut map = s.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, e| e.live.is_some() || e.used >= cutoff);
+            map.retain(|_, e| e.live.get().is_some() || e.used >= cutoff);
             n += before - map.len();
         }
         n
@@ -237,6 +252,14 @@ impl PublishDedupes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_entry_is_small_and_holder_round_trips() {
+        assert_eq!(std::mem::size_of::<(u64, Entry)>(), 48);
+        assert_eq!(Holder::of(0).get(), Some(0));
+        assert_eq!(Holder::of(u64::MAX - 1).get(), Some(u64::MAX - 1));
+        assert_eq!(Holder::default().get(), None);
+    }
 
     #[test]
     fn in_order_and_resent() {
