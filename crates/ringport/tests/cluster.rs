@@ -637,43 +637,17 @@ fn a_frozen_broker_is_told_to_publishers_and_a_remote_resume_gets_the_gap() {
     broker.signal("-CONT");
     a.wait_metric("ringport_cluster_connected{node=\"a\"} 1");
     b.wait_metric("ringport_cluster_connected{node=\"b\"} 1");
-    let deadline = Instant::now() + WAIT;
-    let crossed = loop {
+    let crossed = until_crossed(&mut keep_b, &mut seq, |seq| {
         let payload = format!("after{seq}");
         publish_answer(&mut publisher, room, seq, &payload);
-        let seen = keep_b.until_pong(seq);
-        if let Some(p) = seen.iter().find_map(|f| match f {
-            Frame::Push(p) if p.payload[..] == *payload.as_bytes() => Some(p.clone()),
-            _ => None,
-        }) {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no PUBLISH crossed after the broker came back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        seq += 1;
-    };
+        payload
+    });
     // The room joined while cut off is served too (b subscribed to it on reconnect).
     let mut late_b = late_b.unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until_crossed(&mut late_b, &mut seq, |_| {
         push(&a, &format!("/v1/push/room/{late}"), "late");
-        let seen = late_b.until_pong(7_000 + seq);
-        if seen
-            .iter()
-            .any(|f| matches!(f, Frame::Push(p) if p.payload[..] == b"late"[..]))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the room joined while cut off never crossed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        seq += 1;
-    }
+        "late".to_owned()
+    });
 
     // The client cut from b resumes there: what b never received is a GAP, never a hole.
     let mut again = b.client();
@@ -704,5 +678,28 @@ fn a_frozen_broker_is_told_to_publishers_and_a_remote_resume_gets_the_gap() {
         if p.offset == crossed.offset {
             break;
         }
+    }
+}
+
+/// Sends with `send(seq)` (which returns the payload sent) until `c` receives that payload,
+/// every 100 ms for at most [`WAIT`]; the PUSH that crossed.
+fn until_crossed(
+    c: &mut Client,
+    seq: &mut u64,
+    mut send: impl FnMut(u64) -> String,
+) -> ringport_proto::Push {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let payload = send(*seq);
+        let seen = c.until_pong(*seq);
+        *seq += 1;
+        if let Some(p) = seen.into_iter().find_map(|f| match f {
+            Frame::Push(p) if p.payload[..] == *payload.as_bytes() => Some(p),
+            _ => None,
+        }) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{payload:?} never crossed");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
