@@ -421,6 +421,12 @@ fn with_the_broker_gone_local_delivery_goes_on_and_drops_are_counted() {
     );
     let got = pushes(&mut on_a, 50);
     assert_eq!(got, (0..50).map(|i| format!("s{i}")).collect::<Vec<_>>());
+    // A client PUBLISH says so too: an ERROR just before its PUBLISH_ACK OK.
+    let (warned, _) = publish_answer(&mut on_a, "r", 1, "client");
+    assert!(
+        warned,
+        "the PUBLISH answer did not say it stayed on this node"
+    );
     let body = scrape(&a);
     assert!(
         metric(
@@ -491,4 +497,209 @@ fn the_cluster_metrics_are_documented() {
     // A single node has none of them.
     let single = TestServer::start(test_config());
     assert!(!scrape(&single).contains("ringport_cluster_"));
+}
+
+/// Rooms (named `prefix0`, `prefix1`, ...) whose stream `n` numbers itself: a push with
+/// `?wait=delivered` is numbered on the node it arrives at, so its epoch is `n`'s, and a
+/// plain push carries the epoch of its stream's owner.
+fn rooms_owned_by(n: &TestServer, prefix: &str, count: usize) -> Vec<String> {
+    let epoch_of = |answer: &str| {
+        let v: serde_json::Value = serde_json::from_str(answer).unwrap();
+        v["epoch"].as_u64().unwrap()
+    };
+    let r = n.http(
+        "POST",
+        "/v1/push/room/probe?wait=delivered",
+        "{\"payload\":\"p\"}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let own = epoch_of(&r.body);
+    let owned: Vec<String> = (0..64)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|room| epoch_of(&push(n, &format!("/v1/push/room/{room}"), "probe")) == own)
+        .take(count)
+        .collect();
+    assert_eq!(owned.len(), count, "rendezvous gives every node some rooms");
+    owned
+}
+
+/// Publishes `payload` as `seq` from `c` and reads up to its PUBLISH_ACK: whether an ERROR
+/// (the message reached this node's members only) came first, and the PUSHes seen meanwhile.
+fn publish_answer(c: &mut Client, room: &str, seq: u64, payload: &str) -> (bool, Vec<String>) {
+    c.publish(room, seq, payload.as_bytes());
+    let mut warned = false;
+    let mut seen = Vec::new();
+    loop {
+        match c.recv() {
+            Frame::Error { code, text } => {
+                assert_eq!(code, Status::INTERNAL, "{text}");
+                assert!(
+                    text.starts_with(&format!(
+                        "PUBLISH seq {seq} to room {room}: delivered on this node only"
+                    )),
+                    "{text}"
+                );
+                warned = true;
+            }
+            Frame::PublishAck(a) if a.seq == seq => {
+                assert_eq!(a.status, Status::OK);
+                return (warned, seen);
+            }
+            Frame::Push(p) => seen.push(String::from_utf8(p.payload.to_vec()).unwrap()),
+            other => panic!("expected PUBLISH_ACK {seq}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+#[ignore = "fails: under steady client traffic a SIGSTOPped broker is never noticed (connected stays 1, 0 drops counted, 378 PUBLISHes answered OK in 20 s)"]
+fn a_frozen_broker_is_told_to_publishers_and_a_remote_resume_gets_the_gap() {
+    let broker = Broker::start(None);
+    // Interest routing, so re-subscribing after the freeze is what makes messages cross.
+    let tweak = |c: &mut Config| {
+        c.cluster.replicate_history = false;
+        c.rooms.publish_rate_per_sec = 1_000;
+        c.rooms.publish_burst = 1_000;
+    };
+    let a = node_with(&broker, "a", tweak);
+    let b = node_with(&broker, "b", tweak);
+    a.wait_metric("ringport_cluster_nodes 2");
+    b.wait_metric("ringport_cluster_nodes 2");
+    // Rooms a numbers, so b's members depend on the bus for them.
+    let owned = rooms_owned_by(&a, "f", 2);
+    let (room, late) = (owned[0].as_str(), owned[1].as_str());
+    let mut publisher = member(&a, "pa", room);
+    let mut on_a = member(&a, "la", room);
+    let mut keep_b = member(&b, "kb", room);
+    let mut cut_b = b.client();
+    let w = cut_b.welcome(&token("cb", &[room]));
+    assert_eq!(cut_b.join(1, room), Status::OK);
+    // Subscribed: the room, two users and broadcasts on each node.
+    a.wait_metric("ringport_cluster_subscriptions 4");
+    b.wait_metric("ringport_cluster_subscriptions 4");
+    let (warned, _) = publish_answer(&mut publisher, room, 1, "before");
+    assert!(!warned);
+    assert_eq!(pushes(&mut on_a, 1), ["before"]);
+    assert_eq!(pushes(&mut keep_b, 1), ["before"]);
+    let last = cut_b.push();
+    drop(cut_b);
+
+    // Frozen for about 5 s while client PUBLISHes go on every 50 ms.
+    broker.signal("-STOP");
+    let frozen = Instant::now();
+    let mut sent = Vec::new();
+    let mut warned_after_cut = 0;
+    let mut late_b = None;
+    let mut seq = 2;
+    while frozen.elapsed() < Duration::from_secs(5) || warned_after_cut < 20 {
+        assert!(
+            frozen.elapsed() < WAIT,
+            "after {} publishes, {warned_after_cut} answered after the cut; a's metrics: {}",
+            sent.len(),
+            scrape(&a)
+                .lines()
+                .filter(|l| l.starts_with("ringport_cluster_"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        let cut = scrape(&a).contains("ringport_cluster_connected{node=\"a\"} 0");
+        let payload = format!("s{seq}");
+        let (warned, _) = publish_answer(&mut publisher, room, seq, &payload);
+        if cut {
+            // Once the node knows the broker is gone, every answer says so.
+            assert!(
+                warned,
+                "PUBLISH {seq} after the cut was answered without an ERROR"
+            );
+            warned_after_cut += 1;
+            if late_b.is_none() {
+                // Interest that changes while b is cut off too.
+                late_b = Some(member(&b, "lb", late));
+            }
+        }
+        sent.push(payload);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Local members lost nothing, in order.
+    assert_eq!(pushes(&mut on_a, sent.len()), sent);
+    let body = scrape(&a);
+    let dropped = metric(
+        &body,
+        "ringport_cluster_dropped_total{reason=\"unreachable\"}",
+    );
+    assert!(
+        dropped >= warned_after_cut,
+        "{dropped} < {warned_after_cut}"
+    );
+
+    // Back: both nodes reconnect and re-subscribe, and new messages cross again.
+    broker.signal("-CONT");
+    a.wait_metric("ringport_cluster_connected{node=\"a\"} 1");
+    b.wait_metric("ringport_cluster_connected{node=\"b\"} 1");
+    let crossed = until_crossed(&mut keep_b, &mut seq, |seq| {
+        let payload = format!("after{seq}");
+        publish_answer(&mut publisher, room, seq, &payload);
+        payload
+    });
+    // The room joined while cut off is served too (b subscribed to it on reconnect).
+    let mut late_b = late_b.unwrap();
+    until_crossed(&mut late_b, &mut seq, |_| {
+        push(&a, &format!("/v1/push/room/{late}"), "late");
+        "late".to_owned()
+    });
+
+    // The client cut from b resumes there: what b never received is a GAP, never a hole.
+    let mut again = b.client();
+    again.hello_resume(
+        &token("cb", &[room]),
+        w.session_id,
+        vec![ResumePoint {
+            stream: StreamName::Room(room.into()),
+            epoch: last.epoch,
+            last_offset: last.offset,
+        }],
+    );
+    assert!(matches!(again.recv(), Frame::Welcome(_)));
+    let r = match again.recv() {
+        Frame::ResumeResult(r) => r,
+        other => panic!("expected RESUME_RESULT, got {other:?}"),
+    };
+    assert_eq!(r.outcome, ResumeOutcome::Gap, "{r:?}");
+    assert_eq!(r.old_epoch, last.epoch);
+    assert_eq!(r.missing_from, last.offset + 1, "{r:?}");
+    assert!(r.missing_to <= crossed.offset, "{r:?} {crossed:?}");
+    // Then the messages b holds, contiguous, up to the one that crossed (and maybe later).
+    let mut next = r.missing_to;
+    loop {
+        let p = again.push();
+        assert_eq!(p.offset, next, "contiguous after the gap");
+        next += 1;
+        if p.offset == crossed.offset {
+            break;
+        }
+    }
+}
+
+/// Sends with `send(seq)` (which returns the payload sent) until `c` receives that payload,
+/// every 100 ms for at most [`WAIT`]; the PUSH that crossed.
+fn until_crossed(
+    c: &mut Client,
+    seq: &mut u64,
+    mut send: impl FnMut(u64) -> String,
+) -> ringport_proto::Push {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let payload = send(*seq);
+        let seen = c.until_pong(*seq);
+        *seq += 1;
+        if let Some(p) = seen.into_iter().find_map(|f| match f {
+            Frame::Push(p) if p.payload[..] == *payload.as_bytes() => Some(p),
+            _ => None,
+        }) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{payload:?} never crossed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

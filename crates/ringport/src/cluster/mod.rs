@@ -18,7 +18,8 @@
 //! Faults: while the broker is unreachable, the queue is full or the NATS client's own
 //! buffer stays full for `cluster.publish_timeout_ms`, a message is delivered on its own
 //! node only and counted in `ringport_cluster_dropped_total{reason}` (with a warning in the
-//! log, at most one a second). The HTTP answer of such a push carries a `warning`.
+//! log, at most one a second). The HTTP answer of such a push carries a `warning`; a client
+//! PUBLISH gets an ERROR just before its PUBLISH_ACK.
 //!
 //! One sequence per stream (`members.rs`, `owner.rs`): each stream is numbered by one live
 //! node, its owner by rendezvous hashing; other nodes forward publishes to it and keep its

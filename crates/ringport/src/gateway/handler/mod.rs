@@ -257,9 +257,15 @@ impl GatewayHandler {
                 let status = if self.shared.publishes.seen(c.session_id, seq) {
                     Status::OK
                 } else {
-                    let status = self.publish(ctx, c, room, payload, now);
+                    let (status, not_forwarded) = self.publish(ctx, c, &room, payload, now);
                     if status == Status::OK {
                         self.shared.publishes.record(c.session_id, seq, wall);
+                    }
+                    // Cluster: the message reached this node's members only; the publisher
+                    // hears it in an ERROR just before its PUBLISH_ACK (docs/protocol.md 4.7).
+                    if let Some(reason) = not_forwarded {
+                        let text = not_forwarded_text(seq, &room, reason);
+                        let _ = c.session.send_error(Status::INTERNAL, &text);
                     }
                     status
                 };
@@ -473,31 +479,32 @@ impl GatewayHandler {
         }
     }
 
+    /// A client PUBLISH: its status, and (cluster) why it reached this node's members only.
     fn publish(
         &mut self,
         ctx: &mut Ctx<'_, Self>,
         c: &mut Conn,
-        room: String,
+        room: &str,
         payload: Bytes,
         now: u64,
-    ) -> Status {
+    ) -> (Status, Option<crate::cluster::DropReason>) {
         let r = &self.shared.rooms;
         if r.publish_rate_per_sec == 0 {
-            return Status::FORBIDDEN;
+            return (Status::FORBIDDEN, None);
         }
         if payload.len() > r.max_publish_size as usize {
             self.rec.dropped(DropReason::TooLarge, 1);
-            return Status::LIMIT_EXCEEDED;
+            return (Status::LIMIT_EXCEEDED, None);
         }
-        if c.joined(&room).is_none() {
-            return Status::NOT_JOINED;
+        if c.joined(room).is_none() {
+            return (Status::NOT_JOINED, None);
         }
         if !c.bucket.take(r.publish_rate_per_sec, r.publish_burst, now) {
             self.rec.dropped(DropReason::RateLimited, 1);
-            return Status::RATE_LIMITED;
+            return (Status::RATE_LIMITED, None);
         }
         let message = Message {
-            target: Target::Room(room),
+            target: Target::Room(room.to_owned()),
             kind: DeliveryKind::Publish,
             payload,
             urgent: false,
@@ -506,9 +513,9 @@ impl GatewayHandler {
         };
         let posted = self.shared.publish(ctx.handle(), message);
         match posted {
-            Ok(_) => Status::OK,
-            Err(PublishError::Busy(_)) => Status::RATE_LIMITED,
-            Err(PublishError::Rejected(_)) => Status::INVALID,
+            Ok(p) => (Status::OK, p.not_forwarded),
+            Err(PublishError::Busy(_)) => (Status::RATE_LIMITED, None),
+            Err(PublishError::Rejected(_)) => (Status::INVALID, None),
         }
     }
 
@@ -935,4 +942,18 @@ impl Handler for GatewayHandler {
             }
         }
     }
+}
+
+/// The ERROR text telling a publisher that its PUBLISH `seq` to `room` reached this node's
+/// members only (docs/protocol.md, section 4.7).
+pub(crate) fn not_forwarded_text(
+    seq: u64,
+    room: &str,
+    reason: crate::cluster::DropReason,
+) -> String {
+    format!(
+        "PUBLISH seq {seq} to room {room}: delivered on this node only, it could not reach \
+         the other nodes of the cluster ({})",
+        reason.as_str()
+    )
 }
