@@ -422,7 +422,7 @@ mod tests {
             all
         }
 
-        fn to_client(&mut self, data: &[u8]) -> Vec<u8> {
+        fn seal_to_client(&mut self, data: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
             self.server.seal(data, &mut out).unwrap();
             let mut rd = &out[..];
@@ -455,10 +455,10 @@ mod tests {
             assert!(got.handshake_done && got.error.is_none(), "chunk {chunk}");
             assert_eq!(p.plain, b"hello from the client", "chunk {chunk}");
             assert_eq!(p.server.held(), 0, "idle: nothing held (chunk {chunk})");
-            assert_eq!(p.to_client(b"welcome"), b"welcome");
+            assert_eq!(p.seal_to_client(b"welcome"), b"welcome");
             // Larger than one record: split into several, all arrive.
             let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
-            assert_eq!(p.to_client(&big), big);
+            assert_eq!(p.seal_to_client(&big), big);
             p.plain.clear();
             p.client.writer().write_all(&big).unwrap();
             assert!(p.pump().error.is_none());
