@@ -17,8 +17,9 @@
 //! - `control`: the [`crate::http::Gateway`] implementation (asks the shards through
 //!   [`crate::http::ask_all`]) and `/metrics` rendering.
 //! - `replay`: resume replay handed to sessions a slice per loop turn.
-//! - `tls`: the TLS certificate set (reloaded on SIGHUP) and one connection's rustls session,
-//!   a layer under `transport` (the shard's side is `handler/tls.rs`).
+//! - `tls`: the TLS certificate set (reloaded on SIGHUP); `tls_session`: one connection's
+//!   records through rustls' unbuffered API, a layer under `transport` (the shard's side is
+//!   `handler/tls.rs`).
 //! - `transport`: native or WebSocket framing of a client connection, told apart by its
 //!   first bytes (the WebSocket glue is `handler/websocket.rs`).
 //!
@@ -36,6 +37,7 @@ mod publish;
 mod replay;
 mod rooms;
 mod tls;
+mod tls_session;
 mod transport;
 
 use std::sync::atomic::AtomicU64;

@@ -1,20 +1,17 @@
 //! TLS on the client port: the certificate set shared by every shard ([`TlsAcceptor`], swapped
-//! whole on SIGHUP) and one connection's rustls session ([`TlsConn`]).
-//!
-//! rustls is driven through its sans-IO API: ciphertext the engine received goes in with
-//! `read_tls` + `process_new_packets`, plaintext comes out of `reader()`, and what the session
-//! produces goes in through `writer()` and leaves as records drained by `write_tls` into the
-//! engine's send queue (`handler/tls.rs`). No thread blocks and no async runtime is involved.
-//! The native-or-WebSocket decision is made on the plaintext, inside the TLS session.
+//! whole on SIGHUP). One connection's records are `tls_session.rs` ([`TlsConn`], rustls'
+//! unbuffered sans-IO API with ringport owning the buffers); the shard's side is
+//! `handler/tls.rs`. No thread blocks and no async runtime is involved. The
+//! native-or-WebSocket decision is made on the plaintext, inside the TLS session.
 
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{RootCertStore, ServerConfig};
 
-use super::transport::Transport;
+pub(crate) use super::tls_session::{SealError, TlsConn};
 use crate::config::{ClientAuth, TlsConfig};
 
 /// Why the TLS settings could not be loaded.
@@ -137,28 +134,4 @@ fn load(s: &TlsConfig) -> Result<Arc<ServerConfig>, TlsSetupError> {
     };
     let config = builder.with_single_cert(chain, key).map_err(rustls_error)?;
     Ok(Arc::new(config))
-}
-
-/// One TLS connection: its rustls session and the transport inside it.
-#[derive(Debug)]
-pub(crate) struct TlsConn {
-    /// The rustls state machine (records in and out, keys, handshake).
-    pub session: ServerConnection,
-    /// `Native` or `WebSocket`, decided by the first plaintext bytes (never `Tls`).
-    pub inner: Transport,
-    /// The first plaintext bytes have decided `inner`.
-    pub sniffed: bool,
-    /// The handshake completed (counted once in `ringport_tls_handshakes_total`).
-    pub handshaken: bool,
-}
-
-impl TlsConn {
-    pub fn new(config: Arc<ServerConfig>) -> Result<TlsConn, rustls::Error> {
-        Ok(TlsConn {
-            session: ServerConnection::new(config)?,
-            inner: Transport::Native,
-            sniffed: false,
-            handshaken: false,
-        })
-    }
 }

@@ -2,7 +2,7 @@
 //! or WebSocket (RFC 6455) carrying the same frames, told apart by the first bytes.
 //!
 //! ```text
-//!  engine bytes ─► [Tls: rustls ServerConnection] ─► Native | WebSocket ─► Session
+//!  engine bytes ─► [Tls: rustls unbuffered]   ─► Native | WebSocket ─► Session
 //!                    first byte 0x16                 ├ Native:    bytes are protocol frames
 //!                                                    └ WebSocket: upgrade request, then
 //!                                                      ringport_ws::Decoder; binary message
@@ -91,9 +91,10 @@ impl Transport {
         }))))
     }
 
-    /// Capacity of the bytes held below the session (the WebSocket raw buffer).
+    /// Capacity of the bytes held below the session (the WebSocket raw buffer, TLS records
+    /// waiting for their rest).
     pub fn held(&self) -> usize {
-        self.ws().map_or(0, |ws| ws.raw.capacity())
+        self.ws().map_or(0, |ws| ws.raw.capacity()) + self.tls().map_or(0, |t| t.held())
     }
 
     /// The WebSocket state, also inside TLS.

@@ -30,29 +30,13 @@ const DEMO_HTML: &str = include_str!("web/demo.html");
 const DASHBOARD_HTML: &str = include_str!("web/dashboard.html");
 
 /// The SDK's modules as the demo imports them: `/sdk/client.js` imports `./session.js` and
-/// `./codec.js`, which resolve to the other two.
+/// `./codec.js`, which resolve to the other two. The crate carries its own copy of
+/// `sdk/js/src` (`src/http/web/sdk/`), so `cargo package` finds every file inside the crate;
+/// the test `served_sdk_is_the_sdk` keeps the copy byte-for-byte equal to the SDK.
 const SDK_FILES: &[(&str, &str)] = &[
-    (
-        "client.js",
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../sdk/js/src/client.js"
-        )),
-    ),
-    (
-        "session.js",
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../sdk/js/src/session.js"
-        )),
-    ),
-    (
-        "codec.js",
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../sdk/js/src/codec.js"
-        )),
-    ),
+    ("client.js", include_str!("web/sdk/client.js")),
+    ("session.js", include_str!("web/sdk/session.js")),
+    ("codec.js", include_str!("web/sdk/codec.js")),
 ];
 
 /// Where the pages' `{{CONFIG}}` placeholder sits; replaced by a JSON object.
@@ -249,6 +233,35 @@ pub fn is_page(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The served copy equals `sdk/js/src` byte for byte (in the workspace; a packaged crate
+    /// has no `sdk/js` beside it and only its copy). After changing the SDK:
+    /// `cp sdk/js/src/{client,session,codec}.js crates/ringport/src/http/web/sdk/`.
+    #[test]
+    fn served_sdk_is_the_sdk() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let sdk = root.join("sdk/js/src");
+        if !root.join("Cargo.toml").exists() || !sdk.exists() {
+            return;
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&sdk)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".js"))
+            .collect();
+        names.sort();
+        let mut served: Vec<&str> = SDK_FILES.iter().map(|(n, _)| *n).collect();
+        served.sort();
+        assert_eq!(names, served, "every module of sdk/js/src is served");
+        for (name, text) in SDK_FILES {
+            let original = std::fs::read_to_string(sdk.join(name)).unwrap();
+            assert!(
+                original == *text,
+                "crates/ringport/src/http/web/sdk/{name} differs from sdk/js/src/{name}: \
+                 cp sdk/js/src/{{client,session,codec}}.js crates/ringport/src/http/web/sdk/"
+            );
+        }
+    }
 
     #[test]
     fn pages_carry_their_placeholder_once() {

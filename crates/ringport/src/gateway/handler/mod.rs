@@ -66,6 +66,9 @@ pub struct GatewayHandler {
     /// Plaintext decrypted from one TLS read, before the transport inside takes it
     /// (`handler/tls.rs`); reused, so TLS input allocates nothing per read.
     pub(super) tls_plain: Vec<u8>,
+    /// Ciphertext of one read, copied so that rustls decrypts it in place
+    /// (`gateway/tls_session.rs`); reused, so only an incomplete record is kept per connection.
+    pub(super) tls_cipher: Vec<u8>,
 }
 
 impl std::fmt::Debug for GatewayHandler {
@@ -100,6 +103,7 @@ impl GatewayHandler {
             memory_checked_ms: 0,
             memory_published: 0,
             tls_plain: Vec::new(),
+            tls_cipher: Vec::new(),
         }
     }
 

@@ -1,13 +1,12 @@
-//! The shard's side of TLS connections (`gateway/tls.rs` has the state): the first-byte
-//! decision, ciphertext in, plaintext to the transport inside, records out.
+//! The shard's side of TLS connections (`gateway/tls_session.rs` has the state): the
+//! first-byte decision, ciphertext in, plaintext to the transport inside, records out.
 //!
-//! Every byte a TLS connection sends goes through [`emit`] / [`emit_copy`]: into the rustls
-//! session's `writer()`, then drained by `write_tls` into the engine's pooled send blocks (so
-//! a shared broadcast frame is encrypted per connection and never handed to the engine as
-//! plaintext). A plaintext connection's bytes go to the engine as they are.
+//! Every byte a TLS connection sends goes through [`emit`] / [`emit_copy`]: sealed by the
+//! session into records in a per-shard scratch buffer, then copied into the engine's pooled
+//! send blocks (so a shared broadcast frame is encrypted per connection and never handed to
+//! the engine as plaintext). A plaintext connection's bytes go to the engine as they are.
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
 
 use bytes::Bytes;
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, SendError};
@@ -15,15 +14,18 @@ use ringport_proto::CloseReason;
 
 use super::GatewayHandler;
 use crate::gateway::conn::Conn;
-use crate::gateway::tls::TlsConn;
+use crate::gateway::tls::{SealError, TlsConn};
 use crate::gateway::transport::Transport;
 use crate::metrics::tls as tls_metrics;
 
 /// The first byte of a TLS record carrying a handshake message (a ClientHello).
 const HANDSHAKE_RECORD: u8 = 0x16;
 
+/// A shard's scratch buffers keep at most this much capacity between uses.
+const SCRATCH_KEPT: usize = 256 * 1024;
+
 thread_local! {
-    /// Records drained from a session before they are copied into the engine's send blocks;
+    /// Records sealed for one send before they are copied into the engine's send blocks;
     /// one per shard thread, reused.
     static RECORDS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -71,40 +73,26 @@ pub(in crate::gateway) fn emit_copy<H: Handler>(
     }
 }
 
-/// Writes `data` into the session and queues the records it makes. Before the handshake
-/// completes rustls holds the plaintext (up to its 64 KiB buffer limit; beyond it the rest is
-/// dropped: `NotConnected`) and sends it once the keys are there.
+/// Seals `data` and queues the records. Before the handshake completes the session holds
+/// the plaintext (up to 64 KiB; beyond it the send fails: `NotConnected`) and seals it when
+/// the handshake completes.
 fn encrypt<H: Handler>(
     ctx: &mut Ctx<'_, H>,
     id: ConnId,
     t: &mut TlsConn,
-    mut data: &[u8],
+    data: &[u8],
 ) -> Result<(), SendError> {
-    while !data.is_empty() {
-        let n = t.session.writer().write(data).unwrap_or(0);
-        flush(ctx, id, t)?;
-        if n == 0 {
-            return Err(SendError::NotConnected);
-        }
-        data = &data[n..];
-    }
-    Ok(())
-}
-
-/// Queues every record the session has ready (handshake messages, alerts, data).
-fn flush<H: Handler>(ctx: &mut Ctx<'_, H>, id: ConnId, t: &mut TlsConn) -> Result<(), SendError> {
     RECORDS.with_borrow_mut(|records| {
-        let mut sent = Ok(());
-        while t.session.wants_write() && sent.is_ok() {
-            records.clear();
-            match t.session.write_tls(records) {
-                Ok(n) if n > 0 => sent = ctx.send_copy(id, records),
-                _ => break,
-            }
-        }
+        records.clear();
+        let sealed = t.seal(data, records);
+        let sent = match sealed {
+            Ok(()) if records.is_empty() => Ok(()),
+            Ok(()) => ctx.send_copy(id, records),
+            Err(SealError::NotConnected) => Err(SendError::NotConnected),
+        };
         records.clear();
         // A large run's records are not kept on the thread once sent.
-        if records.capacity() > 256 * 1024 {
+        if records.capacity() > SCRATCH_KEPT {
             *records = Vec::new();
         }
         sent
@@ -145,8 +133,9 @@ impl GatewayHandler {
         false
     }
 
-    /// Ciphertext arrived on a TLS connection: decrypt it, hand the plaintext to the
-    /// transport inside, queue the records the session answers with (handshake, alerts).
+    /// Ciphertext arrived on a TLS connection: decrypt it, queue the records the session
+    /// answers with (handshake, tickets, alerts), then hand the plaintext to the transport
+    /// inside.
     pub(super) fn tls_input(
         &mut self,
         ctx: &mut Ctx<'_, Self>,
@@ -155,48 +144,38 @@ impl GatewayHandler {
         now: u64,
     ) {
         let id = c.id;
-        let closing = c.closing;
-        let Some(t) = c.transport.tls_mut() else {
-            return;
-        };
-        if closing {
+        if c.closing {
             // Failed (or closed by the gateway): what else arrives is not read.
             return;
         }
+        let Some(t) = c.transport.tls_mut() else {
+            return;
+        };
         let mut plain = std::mem::take(&mut self.tls_plain);
+        let mut scratch = std::mem::take(&mut self.tls_cipher);
         plain.clear();
-        let mut failed = None;
-        let mut rest = data;
-        while !rest.is_empty() && failed.is_none() {
-            match t.session.read_tls(&mut rest) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    failed = Some(("protocol", e.to_string()));
-                    break;
-                }
+        let got = RECORDS.with_borrow_mut(|records| {
+            records.clear();
+            let got = t.receive(data, &mut scratch, &mut plain, records);
+            if !records.is_empty() {
+                // Handshake messages, or the alert of a failure; a failure to queue them
+                // (a closing connection) leaves nothing else to do.
+                let _ = ctx.send_copy(id, records);
             }
-            match t.session.process_new_packets() {
-                Ok(state) => {
-                    let n = state.plaintext_bytes_to_read();
-                    let at = plain.len();
-                    plain.resize(at + n, 0);
-                    if t.session.reader().read_exact(&mut plain[at..]).is_err() {
-                        plain.truncate(at);
-                    }
-                }
-                Err(e) => failed = Some((tls_metrics::error_label(&e), e.to_string())),
-            }
+            records.clear();
+            got
+        });
+        if got.peer_closed {
+            // close_notify: the TCP end follows and closes the connection.
+            tracing::trace!(conn = %id, "TLS close_notify received");
         }
-        if !t.handshaken && !t.session.is_handshaking() {
+        if got.handshake_done && !t.handshaken {
             t.handshaken = true;
             tls_metrics::handshake_done();
         }
-        // Handshake messages, or the alert of a failure.
-        let _ = flush(ctx, id, t);
-        if let Some((label, text)) = failed {
-            tls_metrics::error(label);
-            tracing::debug!(conn = %id, error = %text, "TLS connection failed");
+        if let Some(e) = got.error {
+            tls_metrics::error(tls_metrics::error_label(&e));
+            tracing::debug!(conn = %id, error = %e, "TLS connection failed");
             if !c.closing {
                 c.closing = true;
                 c.close_code = Some(CloseReason::PROTOCOL_ERROR.0);
@@ -206,10 +185,14 @@ impl GatewayHandler {
             self.plain_input(ctx, c, &plain, now);
         }
         // The shard's scratch keeps a receive buffer's worth at most.
-        if plain.capacity() > 256 * 1024 {
+        if plain.capacity() > SCRATCH_KEPT {
             plain = Vec::new();
         }
+        if scratch.capacity() > SCRATCH_KEPT {
+            scratch = Vec::new();
+        }
         self.tls_plain = plain;
+        self.tls_cipher = scratch;
     }
 
     /// `c` is closing: counts a TLS connection's end (and a handshake cut by the deadline).
