@@ -23,7 +23,7 @@
 #   ringport-ws      ringport with PUBLISHER, subscribers over WebSocket (`--protocol
 #                    ringport-ws`); also reported as the ratio ringport-ws/ringport
 #   base             BASE_BIN (another ringport build) with PUBLISHER: "ringport/base" ratios
-#   redis            redis-server (no persistence), publisher PUBLISH, pipelined
+#   redis            redis-server (no persistence, maxclients 19000), publisher PUBLISH, pipelined
 #   nats             nats-server, publisher PUB
 # redis-server and nats-server are installed with apt-get (Debian packages) when missing.
 # Every run's JSON is kept in OUT; everything is on loopback and bounded by `timeout`.
@@ -98,7 +98,7 @@ start_system() {
         ;;
     redis)
         taskset -c "$SERVER_CPU" "$(find_bin redis-server)" --bind 127.0.0.1 --port "$REDIS_PORT" \
-            --save '' --appendonly no --protected-mode yes >"$OUT/redis-server.log" 2>&1 &
+            --save '' --appendonly no --protected-mode yes --maxclients 19000 >"$OUT/redis-server.log" 2>&1 &
         SERVER_PID=$!
         wait_port "$REDIS_PORT" || die "redis-server did not listen (see $OUT/redis-server.log)"
         TARGET_ARGS=(--protocol redis --target "127.0.0.1:$REDIS_PORT")

@@ -698,6 +698,10 @@ impl Handler for GwShard {
         if done {
             ctx.close(conn, CloseReason::Local);
         }
+        // A handshake that finished here freed a place in the connect window.
+        if !self.stopping && self.pacer.may_issue() && self.next_number < self.cfg.connections {
+            self.open_more(ctx);
+        }
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
