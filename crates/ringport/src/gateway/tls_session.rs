@@ -57,12 +57,9 @@ pub(crate) struct TlsConn {
     /// The rustls state machine (handshake, keys, record sequence numbers); holds no buffers
     /// between calls beyond its own small state.
     session: UnbufferedServerConnection,
-    /// Ciphertext of an incomplete record or handshake message, waiting for the rest; empty
-    /// (no allocation) whenever the connection is idle between whole records.
-    pending: Vec<u8>,
-    /// Plaintext queued before the handshake allowed application data; empty and
-    /// unallocated once it is sent (almost always: nothing is sent before a HELLO).
-    early: Vec<u8>,
+    /// Bytes held between calls; `None` (one word, no allocation) whenever the connection
+    /// is idle between whole records with nothing waiting for the handshake.
+    held: Option<Box<Held>>,
     /// The session failed or was closed: nothing more is read or sealed.
     dead: bool,
     /// `Native` or `WebSocket`, decided by the first plaintext bytes (never `Tls`).
@@ -71,6 +68,28 @@ pub(crate) struct TlsConn {
     pub sniffed: bool,
     /// The handshake completed (counted once in `ringport_tls_handshakes_total`).
     pub handshaken: bool,
+}
+
+/// What a [`TlsConn`] holds between calls, boxed because an idle connection holds neither.
+#[derive(Debug, Default)]
+struct Held {
+    /// Ciphertext of an incomplete record or handshake message, waiting for the rest.
+    pending: Vec<u8>,
+    /// Plaintext queued before the handshake allowed application data (nothing is sent
+    /// before a HELLO, so almost always empty).
+    early: Vec<u8>,
+}
+
+impl Held {
+    /// `held` as it should be kept: `None` once both buffers are empty.
+    fn keep(held: Option<Box<Held>>, pending: Vec<u8>, early: Vec<u8>) -> Option<Box<Held>> {
+        match held {
+            Some(h) if h.pending.is_empty() && h.early.is_empty() => None,
+            Some(h) => Some(h),
+            None if pending.is_empty() && early.is_empty() => None,
+            None => Some(Box::new(Held { pending, early })),
+        }
+    }
 }
 
 /// What one batch of received ciphertext produced.
@@ -87,8 +106,7 @@ pub(crate) struct Received {
 impl std::fmt::Debug for TlsConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsConn")
-            .field("pending", &self.pending.len())
-            .field("early", &self.early.len())
+            .field("held", &self.held)
             .field("dead", &self.dead)
             .field("inner", &self.inner)
             .field("handshaken", &self.handshaken)
@@ -100,8 +118,7 @@ impl TlsConn {
     pub fn new(config: Arc<ServerConfig>) -> Result<TlsConn, rustls::Error> {
         Ok(TlsConn {
             session: UnbufferedServerConnection::new(config)?,
-            pending: Vec::new(),
-            early: Vec::new(),
+            held: None,
             dead: false,
             inner: Transport::Native,
             sniffed: false,
@@ -112,7 +129,9 @@ impl TlsConn {
     /// Bytes ringport holds for this connection below the transport inside (counted as
     /// receive-buffer memory).
     pub fn held(&self) -> usize {
-        self.pending.capacity() + self.early.capacity()
+        self.held.as_ref().map_or(0, |h| {
+            std::mem::size_of::<Held>() + h.pending.capacity() + h.early.capacity()
+        })
     }
 
     /// Takes `data` received from the peer: decrypted plaintext is appended to `plain`, the
@@ -130,48 +149,50 @@ impl TlsConn {
         if self.dead {
             return got;
         }
-        let from_pending = !self.pending.is_empty();
+        // Without held bytes (the idle case) two empty vectors stand in; nothing allocates
+        // unless something must be kept.
+        let (mut no_pending, mut no_early) = (Vec::new(), Vec::new());
+        let mut held = self.held.take();
+        let (pending, early) = match held.as_deref_mut() {
+            Some(h) => (&mut h.pending, &mut h.early),
+            None => (&mut no_pending, &mut no_early),
+        };
+        let from_pending = !pending.is_empty();
         let buf = if from_pending {
-            self.pending.extend_from_slice(data);
-            &mut self.pending
+            pending.extend_from_slice(data);
+            &mut *pending
         } else {
             scratch.clear();
             scratch.extend_from_slice(data);
             &mut *scratch
         };
         let was_handshaking = self.session.is_handshaking();
-        let start = drive(
-            &mut self.session,
-            buf,
-            plain,
-            out,
-            &mut self.early,
-            &mut got,
-        );
+        let start = drive(&mut self.session, buf, plain, out, early, &mut got);
         if was_handshaking && !self.session.is_handshaking() {
             got.handshake_done = true;
         }
         // Keep only the incomplete tail, in a buffer of its own size; none when idle.
         let rest = buf.len() - start;
         if from_pending {
-            self.pending.drain(..start);
-            if self.pending.is_empty() {
-                self.pending = Vec::new();
+            pending.drain(..start);
+            if pending.is_empty() {
+                *pending = Vec::new();
             }
         } else if rest > 0 {
-            self.pending = scratch[start..].to_vec();
+            *pending = scratch[start..].to_vec();
         }
-        if got.error.is_none() && self.pending.len() > MAX_PENDING {
+        if got.error.is_none() && pending.len() > MAX_PENDING {
             got.error = Some(rustls::Error::General(format!(
                 "{} bytes of an incomplete record or handshake message",
-                self.pending.len()
+                pending.len()
             )));
         }
         if got.error.is_some() {
             self.dead = true;
-            self.pending = Vec::new();
-            self.early = Vec::new();
+            self.held = None;
+            return got;
         }
+        self.held = Held::keep(held, no_pending, no_early);
         got
     }
 
@@ -182,18 +203,26 @@ impl TlsConn {
         if self.dead {
             return Err(SealError::NotConnected);
         }
-        if self.session.is_handshaking() || !self.early.is_empty() {
-            if self.early.len() + data.len() > MAX_EARLY_PLAINTEXT {
+        let early = self.held.as_ref().map_or(0, |h| h.early.len());
+        if self.session.is_handshaking() || early > 0 {
+            if early + data.len() > MAX_EARLY_PLAINTEXT {
                 return Err(SealError::NotConnected);
             }
-            self.early.extend_from_slice(data);
+            self.held
+                .get_or_insert_with(Box::default)
+                .early
+                .extend_from_slice(data);
             return Ok(());
         }
         // Nothing is pending between whole records, so the session only reports states it
         // has queued itself (a key update) before letting application data through.
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.session.process_tls_records(&mut self.pending);
+            let mut none: [u8; 0] = [];
+            let pending: &mut [u8] = match self.held.as_deref_mut() {
+                Some(h) => &mut h.pending,
+                None => &mut none,
+            };
+            let UnbufferedStatus { discard, state } = self.session.process_tls_records(pending);
             debug_assert_eq!(discard, 0, "sealing consumes no received bytes");
             match state {
                 Ok(ConnectionState::WriteTraffic(mut w)) => {
