@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 use ringport_io::EngineHandle;
 use tokio::task::JoinHandle;
 
-use super::members::HEARTBEAT_MS;
+use super::members::{HEARTBEAT_MS, NODE_TTL_MS};
 use super::{owner, subject, BusQueue, ClusterBus, DropReason, Outbound};
 use crate::config::ClusterConfig;
 use crate::gateway::{GatewayHandler, PublishError, Shared};
@@ -83,6 +83,8 @@ async fn connect(config: &ClusterConfig, bus: &Arc<ClusterBus>) -> Result<Client
 fn on_event(bus: &ClusterBus, event: &async_nats::Event) {
     match event {
         async_nats::Event::Connected => {
+            // A fresh connection gets a full heartbeat lifetime to echo.
+            bus.echo_ms.store(bus.now_ms(), Ordering::Release);
             bus.connected.store(true, Ordering::Release);
             tracing::info!(node = %bus.node_id, "cluster: connected to the broker");
         }
@@ -114,6 +116,7 @@ async fn run(
         }
     };
     let _ = bus.client.set(client.clone());
+    bus.echo_ms.store(bus.now_ms(), Ordering::Release);
     let publish_timeout = Duration::from_millis(config.publish_timeout_ms);
     let mut subscribed: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -137,17 +140,33 @@ async fn run(
             }
             _ = heartbeat.tick() => {
                 let alive = format!("alive {}", bus.node_id);
-                let _ = client.publish(subject::nodes(&bus.prefix), alive.into()).await;
+                let sent = client.publish(subject::nodes(&bus.prefix), alive.into());
+                let _ = tokio::time::timeout(publish_timeout, sent).await;
             }
             _ = tick.tick() => {
                 if shared.strong_count() == 0 {
                     break;
                 }
-                let up = client.connection_state() == async_nats::connection::State::Connected;
-                if bus.connected.swap(up, Ordering::AcqRel) && !up {
-                    bus.disconnects.fetch_add(1, Ordering::Relaxed);
-                }
                 let now = bus.now_ms();
+                let linked = client.connection_state() == async_nats::connection::State::Connected;
+                // Connected but deaf: our own heartbeat has not come back for a node's
+                // lifetime, so the broker delivers nothing (SIGSTOPped, wedged, partitioned
+                // behind a live TCP connection). Treated as disconnected: publishes are
+                // dropped and counted, publishers are told.
+                let deaf = now.saturating_sub(bus.echo_ms.load(Ordering::Acquire)) > NODE_TTL_MS;
+                let up = linked && !deaf;
+                let was = bus.connected.swap(up, Ordering::AcqRel);
+                if was && !up {
+                    bus.disconnects.fetch_add(1, Ordering::Relaxed);
+                    if linked {
+                        tracing::warn!(
+                            node = %bus.node_id,
+                            "cluster: the broker has not delivered this node's own heartbeat for {NODE_TTL_MS} ms; delivering locally only until it does"
+                        );
+                    }
+                } else if !was && up && linked {
+                    tracing::info!(node = %bus.node_id, "cluster: the broker delivers again");
+                }
                 bus.members().expire(now);
             }
         }
@@ -180,7 +199,12 @@ async fn subscribe_node_subjects(
                     let text = String::from_utf8_lossy(&msg.payload);
                     let now = bus.now_ms();
                     match text.split_once(' ') {
-                        Some(("alive", id)) => bus.members().heard(id, now),
+                        Some(("alive", id)) => {
+                            if id == bus.node_id {
+                                bus.echo_ms.store(now, Ordering::Release);
+                            }
+                            bus.members().heard(id, now)
+                        }
                         Some(("leaving", id)) => bus.members().left(id),
                         _ => {}
                     }

@@ -108,6 +108,10 @@ pub(crate) struct ClusterBus {
     interest_changed: Notify,
     /// The broker connection is up (the bridge keeps it current).
     connected: AtomicBool,
+    /// When (the `members` ms clock) this node last heard its own heartbeat back through the
+    /// broker: a broker that accepts publishes but delivers nothing (stopped, wedged) is
+    /// noticed by its silence, even while the TCP connection looks fine.
+    echo_ms: AtomicU64,
     forwarded: AtomicU64,
     received: AtomicU64,
     dropped: [AtomicU64; 4],
@@ -148,6 +152,7 @@ impl ClusterBus {
             interest: Mutex::new(HashMap::new()),
             interest_changed: Notify::new(),
             connected: AtomicBool::new(false),
+            echo_ms: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dropped: Default::default(),
