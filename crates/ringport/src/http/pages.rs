@@ -30,9 +30,9 @@ const DEMO_HTML: &str = include_str!("web/demo.html");
 const DASHBOARD_HTML: &str = include_str!("web/dashboard.html");
 
 /// The SDK's modules as the demo imports them: `/sdk/client.js` imports `./session.js` and
-/// `./codec.js`, which resolve to the other two. The crate carries its own copy of
-/// `sdk/js/src` (`src/http/web/sdk/`), so `cargo package` finds every file inside the crate;
-/// the test `served_sdk_is_the_sdk` keeps the copy byte-for-byte equal to the SDK.
+/// `./codec.js`, which resolve to the other two. `src/http/web/sdk/` holds symbolic links to
+/// `sdk/js/src` (one source, no copy), which `cargo package` follows, so the packaged crate
+/// carries the files; the test `served_sdk_is_the_sdk` checks every SDK module is served.
 const SDK_FILES: &[(&str, &str)] = &[
     ("client.js", include_str!("web/sdk/client.js")),
     ("session.js", include_str!("web/sdk/session.js")),
@@ -234,9 +234,9 @@ pub fn is_page(path: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// The served copy equals `sdk/js/src` byte for byte (in the workspace; a packaged crate
-    /// has no `sdk/js` beside it and only its copy). After changing the SDK:
-    /// `cp sdk/js/src/{client,session,codec}.js crates/ringport/src/http/web/sdk/`.
+    /// What is served equals `sdk/js/src` byte for byte and covers every module (in the
+    /// workspace; a packaged crate has no `sdk/js` beside it). A new SDK module needs a link in
+    /// `crates/ringport/src/http/web/sdk/` and an entry in `SDK_FILES`.
     #[test]
     fn served_sdk_is_the_sdk() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -258,7 +258,7 @@ mod tests {
             assert!(
                 original == *text,
                 "crates/ringport/src/http/web/sdk/{name} differs from sdk/js/src/{name}: \
-                 cp sdk/js/src/{{client,session,codec}}.js crates/ringport/src/http/web/sdk/"
+                 it should be a symbolic link to it"
             );
         }
     }
