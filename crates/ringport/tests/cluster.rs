@@ -156,6 +156,11 @@ fn messages_made_on_any_node_reach_members_on_every_node_once_and_in_order() {
     for (n, want) in nodes.iter().zip([3, 3, 3]) {
         n.wait_metric(&format!("ringport_cluster_subscriptions {want}"));
     }
+    // Every node has heard the other two, so all agree on each stream's owner (until then a
+    // node may number a stream itself: several epochs at start-up, docs/architecture.md).
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_nodes 3");
+    }
 
     for i in 0..20 {
         let answer = push(&nodes[i % 3], "/v1/push/room/r", &format!("m{i}"));
