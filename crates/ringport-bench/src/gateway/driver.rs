@@ -596,6 +596,8 @@ impl GwShard {
         let now = ctx.now();
         let mut events = std::mem::take(&mut self.events);
         let mut close = false;
+        // A handshake finished: its place in the connect window goes to the next connect.
+        let mut freed = false;
         for ev in events.drain(..) {
             match ev {
                 Event::Welcomed => inc(&self.counters.welcomed),
@@ -611,6 +613,7 @@ impl GwShard {
                     let started = slot.connect_at;
                     if std::mem::take(&mut slot.paced) {
                         self.pacer.completed(now.saturating_duration_since(started));
+                        freed = true;
                     }
                     let next = slot.client.next_ping();
                     self.stats().open.fetch_add(1, Ordering::Relaxed);
@@ -666,6 +669,9 @@ impl GwShard {
         if close {
             ctx.close(id, CloseReason::Local);
         }
+        if freed {
+            self.open_more(ctx);
+        }
     }
 }
 
@@ -697,10 +703,6 @@ impl Handler for GwShard {
         self.handle_events(ctx, conn);
         if done {
             ctx.close(conn, CloseReason::Local);
-        }
-        // A handshake that finished here freed a place in the connect window.
-        if !self.stopping && self.pacer.may_issue() && self.next_number < self.cfg.connections {
-            self.open_more(ctx);
         }
     }
 
