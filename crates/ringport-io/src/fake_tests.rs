@@ -538,3 +538,39 @@ fn shutdown_closes_every_connection_and_exits() {
     assert!(s.exited());
     assert_eq!(s.slots_used(), 0);
 }
+
+/// A multishot accept may complete between the turn that began the shutdown (and queued
+/// the accept's cancel) and the next: that connection is closed gracefully too, unannounced,
+/// so the shard exits on the peers' FINs instead of waiting the whole shutdown timeout.
+#[test]
+fn a_connection_accepted_after_the_shutdown_began_is_closed_too() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    s.shutdown();
+    s.turn();
+    s.kernel().incoming();
+    let late = s.kernel().accept_now().expect("the accept is still armed");
+    s.settle();
+    assert!(s.kernel().fin_sent(sa));
+    assert!(
+        s.kernel().fin_sent(late),
+        "the connection accepted after the shutdown began gets our FIN"
+    );
+    s.kernel().peer_fin(sa);
+    s.kernel().peer_fin(late);
+    s.settle();
+    assert!(s.exited(), "both peers answered: nothing left to wait for");
+    assert!(!s.kernel().is_open(late));
+    let opened: Vec<ConnId> = s
+        .handler()
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Open(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, vec![a], "the late connection is never announced");
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::Shutdown)]);
+    assert_eq!(s.slots_used(), 0);
+}

@@ -302,7 +302,13 @@ impl<H: Handler> Shard<H> {
                 s.state = State::Open;
                 s.origin = Origin::Accepted;
                 self.core.schedule(slot);
-                if self.core.cfg.resolve_peer_addr {
+                if self.shutting_down.is_some() {
+                    // Accepted after the turn that began the shutdown (and queued this
+                    // accept's cancel), before the kernel saw the cancel: the shutdown's
+                    // sweep of open connections missed it, so it is closed here like them
+                    // (gracefully, its receive armed for the peer's FIN), never announced.
+                    self.core.begin_close(slot, CloseReason::Shutdown, true);
+                } else if self.core.cfg.resolve_peer_addr {
                     // The handler meets the connection with its peer address known: it is
                     // announced (receive armed, `on_open`) when the lookup completes.
                     let ud = self.core.op_started(slot, Op::PeerAddr);

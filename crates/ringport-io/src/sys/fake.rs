@@ -171,6 +171,31 @@ impl FakeKernel {
         self.backlog += 1;
     }
 
+    /// The armed accept takes one connection from the backlog now, ahead of the operations
+    /// the shard queued since its last wait: the kernel may complete a multishot accept
+    /// between two turns, before it sees a cancel the shard queued. The connection's socket,
+    /// or `None` when no accept is armed or the backlog is empty.
+    pub fn accept_now(&mut self) -> Option<FakeSock> {
+        if self.backlog == 0 {
+            return None;
+        }
+        let i = self
+            .pending
+            .iter()
+            .position(|p| matches!(p.kind, Kind::Accept { .. }))?;
+        let Kind::Accept { multishot } = self.pending[i].kind else {
+            unreachable!("found as an accept")
+        };
+        let ud = self.pending[i].ud;
+        if !multishot {
+            self.pending.remove(i);
+        }
+        self.backlog -= 1;
+        let sock = self.alloc_sock();
+        self.complete(ud, sock as i32, multishot);
+        Some(FakeSock(sock))
+    }
+
     /// Connections waiting in the backlog (not yet accepted).
     pub fn backlog(&self) -> usize {
         self.backlog
