@@ -20,9 +20,10 @@ use crate::sys::{Driver, Sock};
 use crate::timer::TimerWheel;
 use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
 
-/// Free slots below which accepts are armed one at a time. A multishot accept can take a
-/// whole burst from the backlog in one go; with fewer free slots than the burst, the kernel
-/// would accept and then close the connections that find no table entry.
+/// Free slots below which accepts are armed one at a time on a backend that bounds a
+/// multishot accept to [`MULTISHOT_HEADROOM`]` / 2` sockets per wait (epoll and the fake: they
+/// accept in the shard's own loop). io_uring's bound is the listen backlog
+/// ([`crate::sys::Driver::accept_headroom`]).
 pub(crate) const MULTISHOT_HEADROOM: usize = 64;
 
 /// Whether and why the shard is not accepting.
@@ -398,7 +399,7 @@ impl<H: crate::Handler> Core<H> {
         self.driver.recv(fd, ud);
     }
 
-    /// Arms accepting: multishot while at least [`MULTISHOT_HEADROOM`] slots are free, one
+    /// Arms accepting: multishot while at least the driver's accept headroom is free, one
     /// connection at a time closer to the cap, not at all at the cap (`PausedFull`: a freed
     /// slot re-arms). The kernel accepts a connection before it looks for a table entry and
     /// closes it when the table is full, so the engine must not leave an accept armed that
@@ -411,7 +412,7 @@ impl<H: crate::Handler> Core<H> {
             self.accept = Accept::PausedFull;
             return;
         }
-        self.accept_multishot = free >= MULTISHOT_HEADROOM;
+        self.accept_multishot = free >= self.driver.accept_headroom();
         self.driver
             .accept(l.as_raw_fd(), self.accept_multishot, pack(Op::Accept, 0, 0));
         self.accept = Accept::Armed;
@@ -424,7 +425,7 @@ impl<H: crate::Handler> Core<H> {
         let free = (self.cap as usize)
             .saturating_sub(self.used)
             .min(self.driver.accept_room(false));
-        let too_many = free == 0 || (self.accept_multishot && free < MULTISHOT_HEADROOM);
+        let too_many = free == 0 || (self.accept_multishot && free < self.driver.accept_headroom());
         if self.accept == Accept::Armed && too_many {
             self.accept = Accept::Cancelling;
             self.driver.cancel(pack(Op::Accept, 0, 0), 0);

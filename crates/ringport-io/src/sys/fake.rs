@@ -542,6 +542,11 @@ impl Driver for FakeDriver {
         usize::MAX
     }
 
+    /// The fake accepts at most half of it per wait.
+    fn accept_headroom(&self) -> usize {
+        crate::core::MULTISHOT_HEADROOM
+    }
+
     fn accept(&mut self, _listener: RawFd, multishot: bool, user_data: u64) {
         self.k().queue(
             user_data,

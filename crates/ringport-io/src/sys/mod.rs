@@ -120,11 +120,16 @@ pub(crate) trait Driver: Send {
     /// `usize::MAX` where sockets need no table entry (epoll).
     fn accept_room(&mut self, rechoose: bool) -> usize;
 
+    /// Free table entries (and slots) below which accepts must be armed one at a time: more
+    /// than a multishot accept may take between two waits (before a cancel the shard queues
+    /// after seeing them takes effect). A connection accepted into a full table is closed by
+    /// the kernel, so this bound is what keeps a multishot accept from dropping connections.
+    fn accept_headroom(&self) -> usize;
+
     /// Accepts connections on `listener`: one (ends with the first accepted socket) or
     /// multishot (keeps accepting, each socket a `more` completion, until cancelled or an
-    /// error ends it). A multishot accept delivers at most
-    /// [`crate::core::MULTISHOT_HEADROOM`]` / 2` sockets per wait, so a cancel queued after
-    /// the shard saw them takes effect before the free slots run out.
+    /// error ends it). Between two waits a multishot accept delivers fewer sockets than
+    /// [`Driver::accept_headroom`].
     fn accept(&mut self, listener: RawFd, multishot: bool, user_data: u64);
 
     /// Receives on `sock` until cancelled, the peer's FIN (`result` 0) or an error: each

@@ -746,6 +746,11 @@ impl Driver for EpollDriver {
         usize::MAX
     }
 
+    /// The driver accepts at most [`ACCEPT_BUDGET`] sockets per wait itself.
+    fn accept_headroom(&self) -> usize {
+        MULTISHOT_HEADROOM
+    }
+
     fn failed(&self) -> Option<&io::Error> {
         self.failed.as_ref()
     }

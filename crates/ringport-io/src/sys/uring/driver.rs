@@ -42,6 +42,12 @@ const TABLE_SHIFT: u32 = 20;
 const INDEX_MASK: u32 = (1 << TABLE_SHIFT) - 1;
 /// Most tables per shard (so a table-qualified socket stays a positive `i32` result).
 pub(crate) const MAX_TABLES: u32 = 1024;
+/// Connections beyond the listen backlog one multishot accept may take between two waits:
+/// the kernel's accept loop runs until the accept queue (at most `backlog + 1` connections)
+/// is empty, and handshakes that complete while it runs (on the other core: ~1–2 µs per
+/// accept, so ~10 ms for a full queue) join it. 1,024 covers 100,000 handshakes/s for that
+/// long.
+const ACCEPT_LOOP_MARGIN: usize = 1024;
 /// The `user_data` of table 0's read of the wake eventfd (internal: never handed out).
 const WAKE_UD: u64 = u64::MAX - 1;
 
@@ -82,6 +88,8 @@ struct Wake {
 }
 
 pub(crate) struct UringDriver {
+    /// [`Driver::accept_headroom`]: the listen backlog plus [`ACCEPT_LOOP_MARGIN`].
+    accept_headroom: usize,
     /// Table 0 first (the ring the shard waits on); more are added as they fill.
     tables: Vec<Table>,
     /// Entries the shard's tables hold together (the shard's connection cap).
@@ -181,6 +189,8 @@ impl UringDriver {
             false,
         )?;
         Ok(UringDriver {
+            accept_headroom: (cfg.backlog as usize + ACCEPT_LOOP_MARGIN)
+                .max(crate::core::MULTISHOT_HEADROOM),
             tables: vec![table],
             cap,
             table_size,
@@ -278,8 +288,8 @@ impl UringDriver {
         Ok(raw)
     }
 
-    /// The table with the most free entries, adding one when every table is short of
-    /// [`crate::core::MULTISHOT_HEADROOM`] entries.
+    /// The table with the most free entries, adding one when every table is short of the
+    /// accept headroom (so a multishot accept can go on in the new one).
     fn roomiest(&mut self) -> usize {
         let best = |tables: &[Table]| {
             (0..tables.len())
@@ -287,7 +297,7 @@ impl UringDriver {
                 .unwrap_or(0)
         };
         let b = best(&self.tables);
-        if (self.tables[b].room() as usize) < crate::core::MULTISHOT_HEADROOM && self.add_table() {
+        if (self.tables[b].room() as usize) < self.accept_headroom && self.add_table() {
             return self.tables.len() - 1;
         }
         b
@@ -376,8 +386,9 @@ impl UringDriver {
 }
 
 /// The engine's view of one CQE of table `t`: `more` and the provided buffer decoded from its
-/// flags, the socket of an accept or socket completion qualified with its table (and counted
-/// in the table's `used`); `None` for the internal wake read (which disarms `wake`).
+/// flags, the socket of an accept or socket completion qualified with its table (an accepted
+/// one counted in the table's `used`, a socket that failed released from it); `None` for the
+/// internal wake read (which disarms `wake`).
 fn completion_of(
     t: usize,
     c: cqueue::Entry,
@@ -392,9 +403,16 @@ fn completion_of(
     }
     let flags = c.flags();
     let mut result = c.result();
-    if result >= 0 && matches!(unpack(c.user_data()), Some((Op::Accept | Op::Socket, ..))) {
-        *used += 1;
-        result |= (t as i32) << TABLE_SHIFT;
+    match unpack(c.user_data()) {
+        Some((Op::Accept, ..)) if result >= 0 => {
+            *used += 1;
+            result |= (t as i32) << TABLE_SHIFT;
+        }
+        // A socket's entry was counted when it was issued (`UringDriver::socket`): released
+        // if the kernel did not allocate it.
+        Some((Op::Socket, ..)) if result >= 0 => result |= (t as i32) << TABLE_SHIFT,
+        Some((Op::Socket, ..)) => *used = used.saturating_sub(1),
+        _ => {}
     }
     Some(Completion {
         user_data: c.user_data(),
@@ -454,6 +472,10 @@ impl Driver for UringDriver {
 
     fn descriptor_tables(&self) -> usize {
         self.tables.len()
+    }
+
+    fn accept_headroom(&self) -> usize {
+        self.accept_headroom
     }
 
     fn accept_room(&mut self, rechoose: bool) -> usize {
@@ -540,9 +562,12 @@ impl Driver for UringDriver {
         self.push(t, e);
     }
 
-    /// A new TCP socket in a kernel-allocated direct descriptor of the roomiest table.
+    /// A new TCP socket in a kernel-allocated direct descriptor of the roomiest table. Its
+    /// entry counts as used from here, not from its completion: many sockets issued in one
+    /// turn must not all be sent to a table with room for only some of them (ENFILE).
     fn socket(&mut self, domain: i32, user_data: u64) {
         let t = self.roomiest();
+        self.tables[t].used += 1;
         let e = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
             .file_index(Some(io_uring::types::DestinationSlot::auto_target()))
             .build()
