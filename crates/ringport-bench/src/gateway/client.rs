@@ -81,6 +81,8 @@ pub struct ClientConn {
     buf: BytesMut,
     /// Per stream epoch received; kept across reconnects.
     pub streams: Vec<Tracked>,
+    /// Index in `streams` of the ledger found last.
+    last_ledger: usize,
 }
 
 fn new_session(token: &[u8]) -> ClientSession {
@@ -108,6 +110,7 @@ impl ClientConn {
             hello_at: now,
             buf: BytesMut::new(),
             streams: Vec::new(),
+            last_ledger: 0,
         }
     }
 
@@ -181,11 +184,14 @@ impl ClientConn {
     }
 
     fn ledger(&mut self, stream: &StreamName, epoch: u32) -> &mut StreamLedger {
-        let i = match self
-            .streams
-            .iter()
-            .position(|t| t.epoch == epoch && &t.stream == stream)
-        {
+        // Pushes come in runs of one stream: the last one found is tried first.
+        let is = |t: &Tracked| t.epoch == epoch && &t.stream == stream;
+        if let Some(t) = self.streams.get(self.last_ledger) {
+            if is(t) {
+                return &mut self.streams[self.last_ledger].ledger;
+            }
+        }
+        let i = match self.streams.iter().position(is) {
             Some(i) => i,
             None => {
                 self.streams.push(Tracked {
@@ -196,6 +202,7 @@ impl ClientConn {
                 self.streams.len() - 1
             }
         };
+        self.last_ledger = i;
         &mut self.streams[i].ledger
     }
 

@@ -598,6 +598,9 @@ impl GwShard {
         let mut close = false;
         // A handshake finished: its place in the connect window goes to the next connect.
         let mut freed = false;
+        // This receive's pushes, counted here and published once (the wall clock too): the
+        // shared counters are atomics, and a receive carries many pushes.
+        let (mut pushes, mut duplicates, mut late) = (0u64, 0u64, 0u64);
         for ev in events.drain(..) {
             match ev {
                 Event::Welcomed => inc(&self.counters.welcomed),
@@ -627,16 +630,10 @@ impl GwShard {
                     }
                 }
                 Event::Push { arrival, latency } => {
-                    inc(&self.counters.pushes);
-                    let unix_us = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as u64);
-                    self.counters
-                        .last_push_unix_us
-                        .fetch_max(unix_us, Ordering::Relaxed);
+                    pushes += 1;
                     match arrival {
-                        Arrival::Duplicate => inc(&self.counters.duplicates),
-                        Arrival::Late => inc(&self.counters.late),
+                        Arrival::Duplicate => duplicates += 1,
+                        Arrival::Late => late += 1,
                         Arrival::InOrder => {}
                     }
                     if arrival != Arrival::Duplicate {
@@ -666,6 +663,23 @@ impl GwShard {
             }
         }
         self.events = events;
+        if pushes > 0 {
+            self.counters.pushes.fetch_add(pushes, Ordering::Relaxed);
+            if duplicates > 0 {
+                self.counters
+                    .duplicates
+                    .fetch_add(duplicates, Ordering::Relaxed);
+            }
+            if late > 0 {
+                self.counters.late.fetch_add(late, Ordering::Relaxed);
+            }
+            let unix_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            self.counters
+                .last_push_unix_us
+                .fetch_max(unix_us, Ordering::Relaxed);
+        }
         if close {
             ctx.close(id, CloseReason::Local);
         }
