@@ -344,15 +344,27 @@ impl<H: crate::Handler> Core<H> {
         dirty.clear();
         self.dirty = dirty;
         if !self.rearm.is_empty() {
+            // Receives stopped on ENOBUFS, oldest first, each only when its ring has a free
+            // buffer for it: re-arming every waiting one each turn would have the kernel fail
+            // all but a few again at once, turn after turn (work that grows with the waiting
+            // connections times the turns). The rest wait, in order, for the next turn.
             let mut rearm = std::mem::take(&mut self.rearm);
-            for &slot in &rearm {
-                let s = &mut self.slots[slot as usize];
-                if s.waiting_buffers {
-                    s.waiting_buffers = false;
-                    self.arm_recv(slot);
+            let mut kept = 0;
+            for i in 0..rearm.len() {
+                let slot = rearm[i];
+                let s = &self.slots[slot as usize];
+                if !s.waiting_buffers {
+                    continue;
                 }
+                if s.fd != NO_FD && !self.driver.reserve_recv_buffer(s.fd) {
+                    rearm[kept] = slot;
+                    kept += 1;
+                    continue;
+                }
+                self.slots[slot as usize].waiting_buffers = false;
+                self.arm_recv(slot);
             }
-            rearm.clear();
+            rearm.truncate(kept);
             self.rearm = rearm;
         }
         self.sh

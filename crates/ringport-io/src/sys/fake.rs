@@ -473,6 +473,8 @@ struct Buffers {
     mem: Vec<Box<[u8]>>,
     free: Vec<u32>,
     recycled: Vec<u32>,
+    /// Free buffers set aside for re-armed receives since the last publish.
+    reserved: usize,
 }
 
 impl Buffers {
@@ -502,6 +504,7 @@ impl FakeDriver {
                     .collect(),
                 free: (0..count as u32).rev().collect(),
                 recycled: Vec::new(),
+                reserved: 0,
             },
         };
         (driver, kernel)
@@ -700,5 +703,13 @@ impl Driver for FakeDriver {
 
     fn publish_buffers(&mut self) {
         self.bufs.free.append(&mut self.bufs.recycled);
+        self.bufs.reserved = 0;
+    }
+
+    fn reserve_recv_buffer(&mut self, _sock: Sock) -> bool {
+        let b = &mut self.bufs;
+        let free = b.reserved < b.free.len();
+        b.reserved += usize::from(free);
+        free
     }
 }

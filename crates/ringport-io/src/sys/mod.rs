@@ -201,6 +201,12 @@ pub(crate) trait Driver: Send {
 
     /// Makes the recycled buffers available again (called once per loop turn).
     fn publish_buffers(&mut self);
+
+    /// Whether a receive re-armed on `sock` now (after it stopped on ENOBUFS) would find a
+    /// free buffer in the buffers its receives draw from: if so, one of them is set aside for
+    /// it until the next [`Driver::publish_buffers`]. A backend without a shared buffer
+    /// shortage to ration answers `true`.
+    fn reserve_recv_buffer(&mut self, sock: Sock) -> bool;
 }
 
 /// The backend an engine runs on, and why (for the start-up log, stats and metrics).

@@ -892,6 +892,12 @@ impl Driver for EpollDriver {
     }
 
     fn publish_buffers(&mut self) {}
+
+    /// A receive here reads only on readiness and returns its buffer to the pool before the
+    /// next read, so the pool runs short only while a handler holds buffers: nothing to ration.
+    fn reserve_recv_buffer(&mut self, _sock: Sock) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

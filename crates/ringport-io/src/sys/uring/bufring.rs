@@ -77,6 +77,10 @@ pub(crate) struct BufRing {
     tail: u16,
     /// The tail last published, so `publish` is a no-op when nothing was recycled.
     published: u16,
+    /// Buffers the kernel handed us in completions and we have not recycled.
+    lent: u16,
+    /// Free buffers set aside for re-armed receives since the last publish.
+    reserved: u16,
 }
 
 impl BufRing {
@@ -94,6 +98,8 @@ impl BufRing {
             group,
             tail: 0,
             published: 0,
+            lent: 0,
+            reserved: 0,
         };
         // SAFETY: the ring mapping is page aligned, holds `count` entries and stays mapped
         // until after the ring (and with it this registration) is gone — see Driver's field
@@ -136,11 +142,28 @@ impl BufRing {
 
     /// Returns buffer `bid` to the kernel (visible after the next `publish`).
     pub fn recycle(&mut self, bid: u16) {
+        self.lent = self.lent.saturating_sub(1);
         self.push(bid);
     }
 
-    /// Makes recycled buffers visible to the kernel.
+    /// A completion handed us one of the ring's buffers.
+    pub fn lent_one(&mut self) {
+        self.lent = self.lent.saturating_add(1);
+    }
+
+    /// Sets a buffer aside for a receive re-armed now, if one is free: neither lent to us
+    /// nor set aside already (recycled ones count as free: the shard publishes them before it
+    /// re-arms). A receive armed earlier may still take the buffer first: this bounds the
+    /// re-arms per turn by the ring's size, it does not promise a buffer.
+    pub fn reserve(&mut self) -> bool {
+        let free = self.lent.saturating_add(self.reserved) < self.count;
+        self.reserved += u16::from(free);
+        free
+    }
+
+    /// Makes recycled buffers visible to the kernel (and ends the turn's reservations).
     pub fn publish(&mut self) {
+        self.reserved = 0;
         if self.tail == self.published {
             return;
         }

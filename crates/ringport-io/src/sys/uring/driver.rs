@@ -700,7 +700,13 @@ impl Driver for UringDriver {
                 out.extend(completion_of(t, c, used, wake));
             }
         }
-        let finished = out[start..].iter().filter(|c| !c.more).count();
+        let mut finished = 0;
+        for c in &out[start..] {
+            finished += usize::from(!c.more);
+            if let Some(b) = c.buf {
+                self.tables[(b.0 >> 16) as usize].bufs.lent_one();
+            }
+        }
         self.inflight = self.inflight.saturating_sub(finished);
     }
 
@@ -738,6 +744,11 @@ impl Driver for UringDriver {
         for t in &mut self.tables {
             t.bufs.publish();
         }
+    }
+
+    /// A free buffer of the ring of `sock`'s table (each table has its own).
+    fn reserve_recv_buffer(&mut self, sock: Sock) -> bool {
+        self.tables[Self::split(sock).0].bufs.reserve()
     }
 }
 /// Builds a ring of `entries` (completion queue 4x), probing SINGLE_ISSUER and
