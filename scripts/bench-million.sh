@@ -16,10 +16,18 @@
 # loaded. The kernel needs ~9.7 KB per loopback pair (~10 GB for a million): the run stops
 # when MemAvailable falls below MIN_AVAIL_MIB (default 3072), and every step is bounded in
 # time. Output (Markdown + JSON + PNG charts of connections, RSS and CPU over time): OUT.
+#
+# Both processes run in a network namespace of their own (NETNS, default ringport-million;
+# NETNS= runs them in the current one) created with an established-connection hash table
+# sized for 2N sockets (net.ipv4.tcp_child_ehash_entries): the host's table is sized at boot
+# (262,144 buckets here), and with two million sockets in it every packet's socket lookup
+# walks a chain of ~8 (__inet_lookup_established was the top symbol of both processes at
+# 900,000 connections).
 set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
 
 N=${N:-1000000}
+NETNS=${NETNS-ringport-million}
 HOLD=${HOLD:-60}
 HEARTBEAT_MS=${HEARTBEAT_MS:-30000}
 PORT=${PORT:-17090}
@@ -34,10 +42,12 @@ mkdir -p "$OUT"
 SERVERS=ringport
 BENCH_PID=
 WATCH_PID=
+IN=()
 cleanup() {
     [[ -n "$WATCH_PID" ]] && kill "$WATCH_PID" 2>/dev/null || true
     [[ -n "$BENCH_PID" ]] && kill "$BENCH_PID" 2>/dev/null || true
     stop_server
+    [[ -n "$NETNS" ]] && ip netns del "$NETNS" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -100,18 +110,41 @@ need=$((N * 10 / 1024 + 1024 * 2))
 ((avail >= need)) || die "only $avail MiB available; $N loopback pairs need about $need MiB (kernel ~9.7 KB per pair, plus both processes)"
 
 build
+if [[ -n "$NETNS" ]]; then
+    command -v ip >/dev/null || die "ip (iproute2) is needed for NETNS (or run with NETNS=)"
+    ehash=262144
+    while ((ehash < 2 * N)); do ehash=$((ehash * 2)); done
+    # Read when a namespace is created: set it first, then create the namespace.
+    sysctl -qw net.ipv4.tcp_child_ehash_entries="$ehash" || die "cannot set net.ipv4.tcp_child_ehash_entries"
+    ip netns del "$NETNS" 2>/dev/null || true
+    ip netns add "$NETNS" || die "cannot create network namespace $NETNS"
+    sysctl -qw net.ipv4.tcp_child_ehash_entries=0
+    IN=(ip netns exec "$NETNS")
+    "${IN[@]}" ip link set lo up
+    "${IN[@]}" sysctl -qw net.core.somaxconn=4096
+    log "network namespace $NETNS: established hash $("${IN[@]}" sysctl -n net.ipv4.tcp_ehash_entries) buckets (host: $(sysctl -n net.ipv4.tcp_ehash_entries)), port range $("${IN[@]}" sysctl -n net.ipv4.ip_local_port_range | tr '\t' ' ')"
+fi
+# wait_port_in PORT: wait_port inside the namespace.
+wait_port_in() {
+    local i
+    for i in $(seq 100); do
+        if "${IN[@]}" bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
 # One worker on one core; 64 direct-descriptor tables of up to RLIMIT_NOFILE each per shard.
-taskset -c "$SERVER_CPU" "$RELEASE/ringport" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+"${IN[@]}" taskset -c "$SERVER_CPU" "$RELEASE/ringport" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
     --workers 1 --log-level warn \
     --set "engine.max_connections_per_shard=$((N + 1000))" --set engine.max_descriptor_tables=64 \
     --set "protocol.heartbeat_interval_ms=$HEARTBEAT_MS" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
-wait_port "$PORT" && wait_port "$ADMIN_PORT" || die "ringport serve did not listen (see $OUT/server.log)"
+wait_port_in "$PORT" && wait_port_in "$ADMIN_PORT" || die "ringport serve did not listen (see $OUT/server.log)"
 log "server pid $SERVER_PID, RSS $(rss_kib "$SERVER_PID") KiB before any connection"
 
 # The bench holds the connections for the connect phase + HOLD + the broadcast's time; it is
 # given generous time and stopped by this script after the broadcast.
-timeout $((HOLD + 2400)) taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" idle --target "127.0.0.1:$PORT" \
+"${IN[@]}" timeout $((HOLD + 2400)) taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" idle --target "127.0.0.1:$PORT" \
     --admin "127.0.0.1:$ADMIN_PORT" --connections "$N" --rooms 1 --source-addrs "$SOURCE_ADDRS" \
     --connect-window "$CONNECT_WINDOW" --warmup 0 --duration $((HOLD + 60)) \
     --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --report "$OUT/bench" --json \
@@ -134,7 +167,7 @@ WATCH_PID=$!
 
 # Connect phase: poll the server's ready count (ringport_connections_open{state="active"}).
 active() {
-    curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
+    "${IN[@]}" curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" |
         awk '/^ringport_connections_open\{state="active"\}/ {print int($2)}'
 }
 t0=$(date +%s)
@@ -171,7 +204,7 @@ sleep 10
 idle1=$(cpu_ticks "$SERVER_PID")
 sirq1=$(ksoftirqd_ticks)
 sent_us=$(now_us)
-code=$(curl -s -o "$OUT/broadcast.json" -w '%{http_code}' --max-time 30 -X POST \
+code=$("${IN[@]}" curl -s -o "$OUT/broadcast.json" -w '%{http_code}' --max-time 30 -X POST \
     -H 'content-type: application/json' -d '{"payload":"one million"}' \
     "http://127.0.0.1:$ADMIN_PORT/v1/broadcast?wait=delivered") || code=000
 answered_us=$(now_us)
