@@ -161,13 +161,19 @@ async fn run(
                 let alive = format!("alive {}", bus.node_id);
                 let sent = client.publish(subject::nodes(&bus.prefix), alive.into());
                 let _ = tokio::time::timeout(publish_timeout, sent).await;
-                // The broker answers a flush (PING/PONG) only after it processed the
-                // heartbeat before it. (The node's own heartbeat never comes back: the
-                // connection is `no_echo`.) Waited for on a task of its own.
+                // A round trip through the broker: a request nobody serves is answered
+                // "no responders" by the broker itself once it processed it. (The node's
+                // own heartbeat never comes back: the connection is `no_echo`; and a
+                // flush only writes to the socket.) Waited for on a task of its own.
                 let (client, bus) = (client.clone(), Arc::clone(&bus));
                 tokio::spawn(async move {
-                    let wait = Duration::from_millis(HEARTBEAT_MS);
-                    if let Ok(Ok(())) = tokio::time::timeout(wait, client.flush()).await {
+                    let probe = async_nats::Request::new()
+                        .timeout(Some(Duration::from_millis(HEARTBEAT_MS)));
+                    let answered = match client.send_request(subject::echo(&bus.prefix, &bus.node_id), probe).await {
+                        Ok(_) => true,
+                        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+                    };
+                    if answered {
                         bus.echo_ms.store(bus.now_ms(), Ordering::Release);
                     }
                 });
@@ -178,7 +184,7 @@ async fn run(
                 }
                 let now = bus.now_ms();
                 let linked = client.connection_state() == async_nats::connection::State::Connected;
-                // Connected but deaf: the broker has not answered a heartbeat's flush for a
+                // Connected but deaf: the broker has not answered a heartbeat's probe for a
                 // node's lifetime, so it processes nothing (SIGSTOPped, wedged, partitioned
                 // behind a live TCP connection). Treated as disconnected: publishes are
                 // dropped and counted, publishers are told.

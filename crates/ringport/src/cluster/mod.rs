@@ -115,8 +115,8 @@ pub(crate) struct ClusterBus {
     interest_changed: Notify,
     /// The broker connection is up (the bridge keeps it current).
     connected: AtomicBool,
-    /// When (the `members` ms clock) the broker last answered a flush sent right after this
-    /// node's heartbeat: a broker that accepts publishes but processes nothing (stopped,
+    /// When (the `members` ms clock) the broker last answered the request this node sends
+    /// with each heartbeat (to a subject nobody serves: "no responders"): a broker that accepts publishes but processes nothing (stopped,
     /// wedged) is noticed by its silence, even while the TCP connection looks fine.
     echo_ms: AtomicU64,
     forwarded: AtomicU64,
