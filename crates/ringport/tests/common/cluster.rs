@@ -15,6 +15,16 @@ use ringport_proto::{Frame, Status, StreamName};
 use super::gateway::{test_config, token, Client, TestServer, SECRET, WAIT};
 use super::Response;
 
+/// Sends `sig` (`-STOP`, `-TERM`, ...) to `child`.
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
 /// What the helpers need of a node, in process or not.
 pub trait Node {
     fn client(&self) -> Client;
@@ -87,12 +97,7 @@ impl Broker {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill {sig}");
+        signal(&self.child, sig);
     }
 }
 
@@ -242,12 +247,7 @@ impl NodeProcess {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill {sig}");
+        signal(&self.child, sig);
     }
 
     /// Waits (at most [`WAIT`]) for the process to exit.
