@@ -24,14 +24,26 @@ use crate::streams::Replay;
 
 /// Assigns offsets to stream messages (and, in richer implementations, keeps history).
 pub trait StreamSink: Send + Sync {
-    /// Appends one message to `stream` at wall time `now_ms`: picks the next offset, calls
-    /// `encode(offset)` exactly once to build the frame, and returns `(offset, frame)`.
+    /// Appends one message to `stream` at wall time `now_ms`: picks the epoch and next
+    /// offset, calls `encode(epoch, offset)` exactly once to build the frame, and returns
+    /// `(epoch, offset, frame)`. The epoch is [`Self::epoch`], or with `adopt` (cluster: this
+    /// node owns the stream) the epoch of a replica [`Self::adopt_epoch`] made continuable.
     fn append(
         &self,
         stream: &StreamName,
         now_ms: u64,
-        encode: &mut dyn FnMut(u64) -> Bytes,
-    ) -> (u64, Bytes);
+        adopt: bool,
+        encode: &mut dyn FnMut(u32, u64) -> Bytes,
+    ) -> (u32, u64, Bytes);
+
+    /// Cluster: replicas in `epoch` (numbered by a node that left after every one of its
+    /// messages arrived here) are continued in that epoch by their new owner.
+    fn adopt_epoch(&self, _epoch: u32) {}
+
+    /// The epochs [`Self::adopt_epoch`] made continuable.
+    fn adopted_epochs(&self) -> Vec<u32> {
+        Vec::new()
+    }
 
     /// The epoch of every stream this sink numbers (PUSH and WELCOME carry it).
     fn epoch(&self) -> u32;

@@ -67,6 +67,8 @@ impl<H: ringport_io::Handler, G: Gateway> DataPlane for EnginePlane<H, G> {
         self.engine.local_addr()
     }
     fn shutdown(&self) {
+        // Cluster: the other nodes own this node's streams before its clients move to them.
+        self.gateway.leave_cluster();
         self.engine.shutdown();
     }
     fn join(self: Box<Self>) -> Result<(), ServeError> {

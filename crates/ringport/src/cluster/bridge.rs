@@ -13,7 +13,7 @@ use ringport_io::EngineHandle;
 use tokio::task::JoinHandle;
 
 use super::members::{HEARTBEAT_MS, NODE_TTL_MS};
-use super::{owner, subject, BusQueue, ClusterBus, DropReason, Outbound};
+use super::{handover, owner, subject, BusQueue, ClusterBus, DropReason, Outbound};
 use crate::config::ClusterConfig;
 use crate::gateway::{GatewayHandler, PublishError, Shared};
 
@@ -92,6 +92,8 @@ fn on_event(bus: &ClusterBus, event: &async_nats::Event) {
             if bus.connected.swap(false, Ordering::AcqRel) {
                 bus.disconnects.fetch_add(1, Ordering::Relaxed);
             }
+            // Whatever was published meanwhile may be missed here.
+            bus.handovers().lost_all();
             tracing::warn!(
                 node = %bus.node_id,
                 "cluster: lost the broker; delivering locally only and reconnecting"
@@ -112,6 +114,7 @@ async fn run(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(node = %bus.node_id, "{e}; this node runs alone");
+            bus.mark_left();
             return;
         }
     };
@@ -123,6 +126,7 @@ async fn run(
     let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
     let node_tasks = subscribe_node_subjects(&client, &bus, &shared, &handle).await;
     sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
+    let mut announced = false;
     loop {
         tokio::select! {
             m = queue.recv() => match m {
@@ -135,13 +139,44 @@ async fn run(
                 Some(m) => publish(&client, &bus, m, publish_timeout).await,
                 None => break,
             },
+            () = bus.leave_requested.notified(), if !announced => {
+                // Everything this node numbered is queued (the caller's barrier): publish it,
+                // then say which sequence was the last.
+                while let Ok(m) = queue.try_recv() {
+                    if m.to_owner.is_some() {
+                        tokio::spawn(owner::forward(
+                            client.clone(), Arc::clone(&bus), m, shared.clone(), handle.clone(),
+                        ));
+                    } else {
+                        publish(&client, &bus, m, publish_timeout).await;
+                    }
+                }
+                announce_leave(&client, &bus).await;
+                announced = true;
+            }
             () = bus.interest_changed.notified() => {
                 sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
             }
-            _ = heartbeat.tick() => {
+            _ = heartbeat.tick(), if !announced => {
                 let alive = format!("alive {}", bus.node_id);
                 let sent = client.publish(subject::nodes(&bus.prefix), alive.into());
                 let _ = tokio::time::timeout(publish_timeout, sent).await;
+                // A round trip through the broker: a request nobody serves is answered
+                // "no responders" by the broker itself once it processed it. (The node's
+                // own heartbeat never comes back: the connection is `no_echo`; and a
+                // flush only writes to the socket.) Waited for on a task of its own.
+                let (client, bus) = (client.clone(), Arc::clone(&bus));
+                tokio::spawn(async move {
+                    let probe = async_nats::Request::new()
+                        .timeout(Some(Duration::from_millis(HEARTBEAT_MS)));
+                    let answered = match client.send_request(subject::echo(&bus.prefix, &bus.node_id), probe).await {
+                        Ok(_) => true,
+                        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+                    };
+                    if answered {
+                        bus.echo_ms.store(bus.now_ms(), Ordering::Release);
+                    }
+                });
             }
             _ = tick.tick() => {
                 if shared.strong_count() == 0 {
@@ -149,8 +184,8 @@ async fn run(
                 }
                 let now = bus.now_ms();
                 let linked = client.connection_state() == async_nats::connection::State::Connected;
-                // Connected but deaf: our own heartbeat has not come back for a node's
-                // lifetime, so the broker delivers nothing (SIGSTOPped, wedged, partitioned
+                // Connected but deaf: the broker has not answered a heartbeat's probe for a
+                // node's lifetime, so it processes nothing (SIGSTOPped, wedged, partitioned
                 // behind a live TCP connection). Treated as disconnected: publishes are
                 // dropped and counted, publishers are told.
                 let deaf = now.saturating_sub(bus.echo_ms.load(Ordering::Acquire)) > NODE_TTL_MS;
@@ -158,6 +193,7 @@ async fn run(
                 let was = bus.connected.swap(up, Ordering::AcqRel);
                 if was && !up {
                     bus.disconnects.fetch_add(1, Ordering::Relaxed);
+                    bus.handovers().lost_all();
                     if linked {
                         tracing::warn!(
                             node = %bus.node_id,
@@ -167,20 +203,90 @@ async fn run(
                 } else if !was && up && linked {
                     tracing::info!(node = %bus.node_id, "cluster: the broker delivers again");
                 }
-                bus.members().expire(now);
+                for id in bus.members().expire(now) {
+                    tracing::warn!(
+                        node = %bus.node_id, gone = %id,
+                        "cluster: node not heard from for {NODE_TTL_MS} ms; its streams move to the live nodes, in new epochs"
+                    );
+                }
+                for id in bus.handovers().expire(now) {
+                    tracing::warn!(
+                        node = %bus.node_id, gone = %id,
+                        "cluster: not every message of the node that left arrived here; its streams start new epochs here"
+                    );
+                }
             }
         }
     }
     // Leaving: the other nodes take over this node's streams at once.
-    let leaving = format!("leaving {}", bus.node_id);
-    let _ = client
-        .publish(subject::nodes(&bus.prefix), leaving.into())
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    if !announced {
+        announce_leave(&client, &bus).await;
+    }
     for task in subscribed.into_values().chain(node_tasks) {
         task.abort();
     }
     bus.connected.store(false, Ordering::Release);
+}
+
+/// Publishes `leaving ID NODE_EPOCH LAST_SEQ EPOCH...` (`handover.rs`), flushes it, and lets
+/// [`ClusterBus::leave`] return.
+async fn announce_leave(client: &Client, bus: &ClusterBus) {
+    let mut text = format!(
+        "leaving {} {} {}",
+        bus.node_id,
+        bus.epoch.load(Ordering::Relaxed),
+        bus.numbered.load(Ordering::Acquire)
+    );
+    let epochs = bus
+        .adopted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for e in std::iter::once(bus.epoch.load(Ordering::Relaxed)).chain(epochs) {
+        text.push_str(&format!(" {e}"));
+    }
+    let _ = client
+        .publish(subject::nodes(&bus.prefix), text.into())
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    tracing::info!(node = %bus.node_id, "cluster: leaving announced; the other nodes take this node's streams over");
+    bus.mark_left();
+}
+
+/// Another node said it leaves: forget it and, if every message it numbered arrived here,
+/// continue its epochs (`handover.rs`).
+fn node_left(bus: &ClusterBus, shared: &Weak<Shared>, words: &str) {
+    let mut it = words.split(' ');
+    let Some(id) = it.next() else { return };
+    bus.members().left(id);
+    let node_epoch = it.next().and_then(|w| w.parse::<u32>().ok());
+    let last = it.next().and_then(|w| w.parse::<u64>().ok());
+    let epochs: Vec<u32> = it.filter_map(|w| w.parse().ok()).collect();
+    let (Some(node_epoch), Some(last)) = (node_epoch, last) else {
+        tracing::info!(node = %bus.node_id, gone = %id, "cluster: node left");
+        return;
+    };
+    let now = bus.now_ms();
+    let decision = bus.handovers().left(id, node_epoch, last, epochs, now);
+    match decision {
+        handover::Decision::Adopt(epochs) => adopt(bus, shared, id, &epochs),
+        handover::Decision::Wait => {}
+        handover::Decision::Refuse => tracing::warn!(
+            node = %bus.node_id, gone = %id,
+            "cluster: node left, but not every message it numbered arrived here; its streams start new epochs here"
+        ),
+    }
+}
+
+/// Continues the replicas in `epochs` (numbered by `id`, which left) when this node owns them.
+fn adopt(bus: &ClusterBus, shared: &Weak<Shared>, id: &str, epochs: &[u32]) {
+    if let Some(shared) = shared.upgrade() {
+        for e in epochs {
+            shared.sink.adopt_epoch(*e);
+        }
+        *bus.adopted.lock().unwrap_or_else(|p| p.into_inner()) = shared.sink.adopted_epochs();
+    }
+    tracing::info!(node = %bus.node_id, gone = %id, ?epochs, "cluster: node left; its streams go on in its epochs here");
 }
 
 /// Subscribes to the heartbeats of every node and to this node's owner inbox.
@@ -194,6 +300,7 @@ async fn subscribe_node_subjects(
     match client.subscribe(subject::nodes(&bus.prefix)).await {
         Ok(mut sub) => {
             let bus = Arc::clone(bus);
+            let shared = shared.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
                     let text = String::from_utf8_lossy(&msg.payload);
@@ -203,9 +310,11 @@ async fn subscribe_node_subjects(
                             if id == bus.node_id {
                                 bus.echo_ms.store(now, Ordering::Release);
                             }
-                            bus.members().heard(id, now)
+                            if bus.members().heard(id, now) {
+                                tracing::info!(node = %bus.node_id, joined = %id, "cluster: node joined");
+                            }
                         }
-                        Some(("leaving", id)) => bus.members().left(id),
+                        Some(("leaving", words)) => node_left(&bus, &shared, words),
                         _ => {}
                     }
                 }
@@ -318,13 +427,27 @@ async fn receive(
             Some((epoch, offset)) => shared.publish_numbered(&handle, message, epoch, offset),
             None => shared.publish_local(&handle, message),
         };
+        let seq = owner::sequence(h);
         match done {
             Ok(_) => {
                 bus.received.fetch_add(1, Ordering::Relaxed);
+                if let Some((origin, node_epoch, seq)) = seq {
+                    let adopted = bus.handovers().received(origin, node_epoch, seq);
+                    if let Some(epochs) = adopted {
+                        adopt(&bus, &Arc::downgrade(&shared), origin, &epochs);
+                    }
+                }
             }
-            Err(PublishError::Busy(_)) => bus.dropped(DropReason::Backlog),
-            Err(PublishError::Rejected(e)) => {
-                tracing::warn!(node = %bus.node_id, "cluster: refused a message from the bus: {e}");
+            Err(e) => {
+                if let Some((origin, node_epoch, _)) = seq {
+                    bus.handovers().lost(origin, node_epoch);
+                }
+                match e {
+                    PublishError::Busy(_) => bus.dropped(DropReason::Backlog),
+                    PublishError::Rejected(e) => {
+                        tracing::warn!(node = %bus.node_id, "cluster: refused a message from the bus: {e}");
+                    }
+                }
             }
         }
     }

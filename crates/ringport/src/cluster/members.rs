@@ -52,6 +52,8 @@ pub(crate) struct Members {
     me_hash: u64,
     /// Other nodes: id -> (hash of the id, last heard at).
     others: HashMap<String, (u64, u64)>,
+    /// This node is leaving: it owns a stream only when no other node is live.
+    leaving: bool,
 }
 
 impl Members {
@@ -60,32 +62,50 @@ impl Members {
             me: me.to_owned(),
             me_hash: fnv(&[me.as_bytes()]),
             others: HashMap::new(),
+            leaving: false,
         }
     }
 
-    /// `id` announced itself at `now`.
-    pub fn heard(&mut self, id: &str, now: u64) {
+    /// `id` announced itself at `now`; `true` when it is new (or back).
+    pub fn heard(&mut self, id: &str, now: u64) -> bool {
         if id == self.me {
-            return;
+            return false;
         }
         match self.others.get_mut(id) {
-            Some(e) => e.1 = e.1.max(now),
+            Some(e) => {
+                e.1 = e.1.max(now);
+                false
+            }
             None => {
                 self.others
                     .insert(id.to_owned(), (fnv(&[id.as_bytes()]), now));
+                true
             }
         }
     }
 
-    /// `id` said it is leaving (graceful shutdown).
-    pub fn left(&mut self, id: &str) {
-        self.others.remove(id);
+    /// `id` said it is leaving (graceful shutdown); `true` when it was live.
+    pub fn left(&mut self, id: &str) -> bool {
+        self.others.remove(id).is_some()
     }
 
-    /// Forgets nodes not heard from for [`NODE_TTL_MS`].
-    pub fn expire(&mut self, now: u64) {
-        self.others
-            .retain(|_, (_, at)| now.saturating_sub(*at) < NODE_TTL_MS);
+    /// This node leaves: every stream goes to the other live nodes.
+    pub fn leaving(&mut self) {
+        self.leaving = true;
+    }
+
+    /// Forgets nodes not heard from for [`NODE_TTL_MS`]; the ids forgotten.
+    pub fn expire(&mut self, now: u64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .others
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_sub(*at) >= NODE_TTL_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            self.others.remove(id);
+        }
+        gone
     }
 
     /// Live nodes, this one included.
@@ -108,7 +128,9 @@ impl Members {
             let score = mix(s ^ h);
             // Ties (practically never) go to the smaller id, the same on every node.
             let best_id = best.1.unwrap_or(self.me.as_str());
-            let better = score > best.0 || (score == best.0 && id.as_str() < best_id);
+            let better = (self.leaving && best.1.is_none())
+                || score > best.0
+                || (score == best.0 && id.as_str() < best_id);
             if better {
                 best = (score, Some(id.as_str()));
             }
@@ -170,9 +192,12 @@ mod tests {
                 _ => assert_eq!(&is, was, "stream {i} moved although its owner is live"),
             }
         }
-        m.expire(now);
+        assert_eq!(m.expire(now), vec!["b".to_owned()]);
         assert_eq!(m.live(now), 2);
-        m.left("c");
+        // Leaving: every stream goes to c while c is live.
+        m.leaving();
+        assert!((0..50).all(|i| m.owner(&room(i), now) == Some("c")));
+        assert!(m.left("c"));
         assert!((0..50).all(|i| m.owner(&room(i), now).is_none()));
     }
 }

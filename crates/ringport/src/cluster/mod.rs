@@ -26,18 +26,23 @@
 //! numbered messages at the owner's (epoch, offset) in their own replica
 //! (`cluster.replicate_history`), so a client resumes on any node.
 //!
+//! Departure (`handover.rs`): a node shut down gracefully stops numbering, hands its last
+//! messages to the broker and announces `leaving` before its clients get GOING_AWAY; nodes
+//! that received every message it numbered continue its streams in its epoch.
+//!
 //! Not done yet (docs/architecture.md, "Cluster"): cluster-wide presence, counts and
 //! per-user limits.
 
 mod bridge;
+mod handover;
 pub(crate) mod members;
 mod owner;
 pub(crate) mod subject;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
@@ -94,6 +99,8 @@ pub(crate) struct Outbound {
     pub numbered: Option<(u32, u64)>,
     /// Not numbered yet: the bridge asks this node (the stream's owner) to number it.
     pub to_owner: Option<String>,
+    /// This node's sequence of the messages it numbered (`handover.rs`), 0 when not numbered.
+    pub seq: u64,
 }
 
 /// The node's side of the cluster: what shards and the HTTP API call, and the counters.
@@ -108,9 +115,9 @@ pub(crate) struct ClusterBus {
     interest_changed: Notify,
     /// The broker connection is up (the bridge keeps it current).
     connected: AtomicBool,
-    /// When (the `members` ms clock) this node last heard its own heartbeat back through the
-    /// broker: a broker that accepts publishes but delivers nothing (stopped, wedged) is
-    /// noticed by its silence, even while the TCP connection looks fine.
+    /// When (the `members` ms clock) the broker last answered the request this node sends
+    /// with each heartbeat (to a subject nobody serves: "no responders"): a broker that accepts publishes but processes nothing (stopped,
+    /// wedged) is noticed by its silence, even while the TCP connection looks fine.
     echo_ms: AtomicU64,
     forwarded: AtomicU64,
     received: AtomicU64,
@@ -131,6 +138,22 @@ pub(crate) struct ClusterBus {
     client: OnceLock<async_nats::Client>,
     /// Request timeout for forwarding a publish to its stream's owner.
     owner_timeout: std::time::Duration,
+    /// This process's epoch (set once the stream sink exists): with the node id, names this
+    /// incarnation of the node in `Rp-Seq` and `leaving`.
+    epoch: AtomicU32,
+    /// Messages this node numbered in the cluster (the last `Rp-Seq` used).
+    numbered: AtomicU64,
+    /// The node is leaving (graceful shutdown): it numbers nothing more, every stream has
+    /// another owner.
+    leaving: AtomicBool,
+    /// Rung by [`ClusterBus::leave`]: the bridge publishes what is queued, then `leaving`.
+    leave_requested: Notify,
+    /// Set (and signalled) once the bridge announced the leave, or cannot.
+    left: (Mutex<bool>, Condvar),
+    /// What arrived from each other node, to continue the epochs of nodes that left.
+    handovers: Mutex<handover::Handovers>,
+    /// Epochs this node continues for nodes that left (announced again when it leaves).
+    adopted: Mutex<Vec<u32>>,
 }
 
 /// The receiving half the bridge owns.
@@ -164,6 +187,13 @@ impl ClusterBus {
             replicate_history: config.replicate_history,
             client: OnceLock::new(),
             owner_timeout: std::time::Duration::from_millis(config.publish_timeout_ms),
+            epoch: AtomicU32::new(0),
+            numbered: AtomicU64::new(0),
+            leaving: AtomicBool::new(false),
+            leave_requested: Notify::new(),
+            left: (Mutex::new(false), Condvar::new()),
+            handovers: Mutex::new(handover::Handovers::default()),
+            adopted: Mutex::new(Vec::new()),
         };
         (Arc::new(bus), BusQueue(rx))
     }
@@ -192,6 +222,52 @@ impl ClusterBus {
         self.members().owner(stream, now).map(str::to_owned)
     }
 
+    /// This node numbers `stream` as its owner: connected, not leaving, and the owner by
+    /// rendezvous among the live nodes (so it may continue a handed-over epoch).
+    pub fn owns(&self, stream: &StreamName) -> bool {
+        self.connected.load(Ordering::Acquire) && self.remote_owner(stream).is_none()
+    }
+
+    /// The process epoch of this node (its stream sink's), for `Rp-Seq` and `leaving`.
+    pub fn set_epoch(&self, epoch: u32) {
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    fn handovers(&self) -> std::sync::MutexGuard<'_, handover::Handovers> {
+        self.handovers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Graceful departure, before the node's clients are sent GOING_AWAY: from now on every
+    /// stream has another owner (this node forwards what it is given); `barrier` returns
+    /// once every numbering in flight has handed its message to the bus; then the bridge
+    /// publishes what is queued and announces `leaving` with the last sequence it numbered,
+    /// so the other nodes take its streams over in the same epoch (`handover.rs`). Waits
+    /// for that at most `wait`. Idempotent.
+    pub fn leave(&self, barrier: impl FnOnce(), wait: Duration) {
+        if self.leaving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.members().leaving();
+        barrier();
+        self.leave_requested.notify_one();
+        let (done, signal) = &self.left;
+        let guard = done.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, timeout) = signal
+            .wait_timeout_while(guard, wait, |done| !*done)
+            .unwrap_or_else(|p| p.into_inner());
+        drop(guard);
+        if timeout.timed_out() {
+            tracing::warn!(node = %self.node_id, "cluster: leaving: the broker did not take the announcement in time; the other nodes will notice the silence");
+        }
+    }
+
+    /// The bridge announced the leave (or never will): [`Self::leave`] returns.
+    fn mark_left(&self) {
+        let (done, signal) = &self.left;
+        *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        signal.notify_all();
+    }
+
     /// Live nodes, this one included (`ringport_cluster_nodes`).
     pub fn live_nodes(&self) -> usize {
         let now = self.now_ms();
@@ -213,6 +289,7 @@ impl ClusterBus {
             client_publish,
             numbered: None,
             to_owner: None,
+            seq: 0,
         }
     }
 
@@ -228,6 +305,12 @@ impl ClusterBus {
         numbered: Option<(u32, u64)>,
         to_owner: Option<String>,
     ) -> Result<(), DropReason> {
+        // Counted before anything can fail: a numbered message that does not cross is a
+        // hole in this node's sequence, so no other node continues its epochs.
+        let seq = match numbered {
+            Some(_) => self.numbered.fetch_add(1, Ordering::AcqRel) + 1,
+            None => 0,
+        };
         if !self.connected.load(Ordering::Acquire) {
             self.dropped(DropReason::Unreachable);
             return Err(DropReason::Unreachable);
@@ -235,6 +318,7 @@ impl ClusterBus {
         let mut m = self.outbound_for(target, payload, urgent, client_publish);
         m.numbered = numbered;
         m.to_owner = to_owner;
+        m.seq = seq;
         match self.outbound.try_send(m) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -31,6 +31,9 @@ pub(super) const CLIENT_PUBLISH: &str = "Rp-Publish";
 pub(super) const ORIGIN: &str = "Rp-Origin";
 /// Header: the stream's subject (a forwarded publish travels on the owner's inbox).
 const TARGET: &str = "Rp-Target";
+/// Header: `NODE_EPOCH SEQ`, the numbering node's incarnation and its sequence of the
+/// messages it numbered (`handover.rs`).
+pub(super) const SEQ: &str = "Rp-Seq";
 /// Headers: the owner's numbering of a message on a stream subject.
 pub(super) const EPOCH: &str = "Rp-Epoch";
 pub(super) const OFFSET: &str = "Rp-Offset";
@@ -65,7 +68,18 @@ pub(super) fn headers(bus: &ClusterBus, m: &Outbound) -> HeaderMap {
     if m.to_owner.is_some() {
         h.insert(TARGET, m.subject.as_str());
     }
+    if m.seq > 0 {
+        let epoch = bus.epoch.load(Ordering::Relaxed);
+        h.insert(SEQ, format!("{epoch} {}", m.seq).as_str());
+    }
     h
+}
+
+/// The numbering node of a message, its incarnation and sequence (`Rp-Origin`, `Rp-Seq`).
+pub(super) fn sequence(h: Option<&HeaderMap>) -> Option<(&str, u32, u64)> {
+    let origin = header(h, ORIGIN)?;
+    let (epoch, seq) = header(h, SEQ)?.split_once(' ')?;
+    Some((origin, epoch.parse().ok()?, seq.parse().ok()?))
 }
 
 fn header<'a>(h: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
@@ -228,7 +242,13 @@ pub(super) async fn serve(
         let answer = match target {
             Some(target) => {
                 let m = message(target, h, msg.payload.clone());
-                shared.publish_owned(&handle, m)
+                if bus.leaving.load(Ordering::Acquire) {
+                    // Sent before the sender heard this node leave: the stream's new owner
+                    // numbers it (the answer then carries no position).
+                    shared.publish(&handle, m)
+                } else {
+                    shared.publish_owned(&handle, m)
+                }
             }
             None => Err(PublishError::Rejected("no stream subject".into())),
         };

@@ -76,6 +76,12 @@ pub fn nodes(prefix: &str) -> String {
     format!("{prefix}.nodes")
 }
 
+/// What a node sends a request to every heartbeat to see the broker answer (nobody
+/// subscribes: the broker itself answers "no responders").
+pub fn echo(prefix: &str, node: &str) -> String {
+    format!("{prefix}.echo.{}", token(node))
+}
+
 /// Where a node takes publishes to number for the streams it owns (request/reply).
 pub fn owner_inbox(prefix: &str, node: &str) -> String {
     format!("{prefix}.node.{}.publish", token(node))

@@ -195,6 +195,15 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
 }
 
 impl Gateway for EngineGateway {
+    fn leave_cluster(&self) {
+        if let Some(bus) = &self.shared.cluster {
+            bus.leave(
+                || self.shared.sequencer.barrier(),
+                std::time::Duration::from_secs(2),
+            );
+        }
+    }
+
     fn reload_tls(&self) -> Result<(), String> {
         match &self.shared.tls {
             Some(tls) => tls.reload().map_err(|e| e.to_string()),

@@ -223,6 +223,9 @@ pub fn start_with_sink(
         }
         None => (None, None),
     };
+    if let Some(bus) = &cluster {
+        bus.set_epoch(sink.epoch());
+    }
     let shared = Arc::new(Shared {
         session: Arc::new(session_config(config)),
         verifier: config

@@ -98,6 +98,14 @@ impl Sequencer {
         }
     }
 
+    /// Returns once every numbering that held a stripe when it was called has let go
+    /// (cluster departure: everything numbered here was handed to the bus).
+    pub fn barrier(&self) {
+        for stripe in self.stripes.iter() {
+            drop(stripe.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
     fn lock(&self, stream: &StreamName) -> MutexGuard<'_, ()> {
         let mut h = DefaultHasher::new();
         stream.hash(&mut h);
@@ -299,10 +307,13 @@ impl Shared {
         let _order = self.sequencer.lock(&stream);
         let (epoch, offset, frame, not_forwarded) = match numbering {
             Numbering::Here(bus) => {
-                let epoch = self.sink.epoch();
-                let (offset, frame) = self.sink.append(&stream, now, &mut |offset| {
-                    push.encode(epoch, offset, urgent)
-                });
+                // A replica handed over by a node that left is continued in its epoch only
+                // by the stream's owner (not by a node numbering it because it is cut off).
+                let adopt = bus.is_some_and(|b| b.owns(&stream));
+                let (epoch, offset, frame) =
+                    self.sink.append(&stream, now, adopt, &mut |epoch, offset| {
+                        push.encode(epoch, offset, urgent)
+                    });
                 // Handed to the bus under the stream's stripe: the bus carries each stream's
                 // offsets in order.
                 let not_forwarded = match bus {

@@ -23,6 +23,9 @@ pub trait Gateway: Send + Sync + 'static {
     fn reload_tls(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Graceful shutdown begins: in a cluster, hand this node's streams to the other nodes
+    /// before its clients are told GOING_AWAY (they resume there). Nothing to do otherwise.
+    fn leave_cluster(&self) {}
     /// Send to every connection in `room`.
     fn push_room(&self, room: String, push: Push) -> Reply<'_, PushOutcome>;
     /// Send to every connection authenticated as `user`.

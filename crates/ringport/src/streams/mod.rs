@@ -116,6 +116,10 @@ pub struct Streams {
     floor: AtomicU64,
     /// Logs over all shards (`ringport_history_streams`).
     logs: AtomicU64,
+    /// Epochs of cluster nodes that left gracefully with every message they numbered
+    /// received here (`cluster/handover.rs`): a replica in such an epoch is continued in it
+    /// by its new owner (this process) instead of restarting in the process epoch.
+    adopted: Mutex<Vec<u32>>,
     /// Retained messages in append order, for the `max_bytes` eviction. Lock
     /// order: `order` before a shard lock, never the other way round.
     order: Mutex<Order>,
@@ -139,6 +143,7 @@ impl Streams {
             bytes: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             logs: AtomicU64::new(0),
+            adopted: Mutex::new(Vec::new()),
             order: Mutex::new(VecDeque::new()),
         }
     }
@@ -193,16 +198,18 @@ impl Streams {
         &self,
         stream: &StreamName,
         now_ms: u64,
+        adopt: bool,
         encode: &mut dyn FnMut(u32, u64) -> Bytes,
     ) -> (u32, u64, Bytes) {
         let (key, epoch, offset, frame, retained) = {
             let mut shard = self.lock(stream);
             let (key, log) = self.log_for_append(&mut shard, stream, now_ms);
             let before = log.bytes();
-            if log.epoch() != self.epoch {
+            if log.epoch() != self.epoch && !(adopt && self.is_adopted(log.epoch())) {
                 // A replica of another node's numbering (cluster) that this process now
                 // numbers itself: a new epoch, continuing above the replica's tail so a
-                // connection's last-delivered offset never hides the new messages.
+                // connection's last-delivered offset never hides the new messages. (A
+                // replica of a node that handed its streams over is continued as it is.)
                 *log = StreamLog::starting_after(self.epoch, log.tail(), now_ms);
             }
             let epoch = log.epoch();
@@ -278,8 +285,23 @@ impl Streams {
         now_ms: u64,
         encode: &mut dyn FnMut(u64) -> Bytes,
     ) -> (u64, Bytes) {
-        let (_, offset, frame) = self.append_inner(stream, now_ms, &mut |_, off| encode(off));
+        let (_, offset, frame) =
+            self.append_inner(stream, now_ms, false, &mut |_, off| encode(off));
         (offset, frame)
+    }
+
+    /// Replicas in `epoch` (a node that left with every message it numbered received here)
+    /// are continued in that epoch by [`StreamSink::append`] with `adopt`.
+    pub fn adopt_epoch(&self, epoch: u32) {
+        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        if epoch != self.epoch && !adopted.contains(&epoch) {
+            adopted.push(epoch);
+        }
+    }
+
+    fn is_adopted(&self, epoch: u32) -> bool {
+        let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        adopted.contains(&epoch)
     }
 
     /// Retains a message another node numbered (`epoch`, `offset`) in this process's
@@ -496,9 +518,21 @@ impl crate::offsets::StreamSink for Streams {
         &self,
         stream: &StreamName,
         now_ms: u64,
-        encode: &mut dyn FnMut(u64) -> Bytes,
-    ) -> (u64, Bytes) {
-        Streams::append(self, stream, now_ms, encode)
+        adopt: bool,
+        encode: &mut dyn FnMut(u32, u64) -> Bytes,
+    ) -> (u32, u64, Bytes) {
+        self.append_inner(stream, now_ms, adopt, encode)
+    }
+
+    fn adopt_epoch(&self, epoch: u32) {
+        Streams::adopt_epoch(self, epoch);
+    }
+
+    fn adopted_epochs(&self) -> Vec<u32> {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn epoch(&self) -> u32 {

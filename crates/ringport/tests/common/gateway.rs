@@ -125,18 +125,24 @@ impl TestServer {
 
     /// Polls `/metrics` until `line` (a full sample line) is present, or panics.
     pub fn wait_metric(&self, line: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let body = self.http("GET", "/metrics", "").body;
-            if body.lines().any(|l| l == line) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "metric {line:?} never showed:\n{body}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        wait_metric_at(self.admin_addr, line)
+    }
+}
+
+/// Polls `/metrics` of the admin API at `admin` until `line` (a full sample line) is
+/// present, or panics.
+pub fn wait_metric_at(admin: SocketAddr, line: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = super::request(admin, "GET", "/metrics", &[], "").body;
+        if body.lines().any(|l| l == line) {
+            return body;
         }
+        assert!(
+            Instant::now() < deadline,
+            "metric {line:?} never showed:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`gateway`]) an in-process gateway with a protocol client.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gateway;
 
 use std::io::{Read, Write};
