@@ -124,11 +124,13 @@ start_system() {
     esac
 }
 
-# make_cert: a self-signed ECDSA P-256 certificate for localhost in OUT (once per run).
+# make_cert: a self-signed ECDSA P-256 certificate for localhost in OUT (once per run); not a
+# CA (webpki refuses a CA certificate as the server's own).
 make_cert() {
     [[ -s "$OUT/tls-cert.pem" ]] && return 0
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
         -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE \
         -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" >/dev/null 2>&1 ||
         die "openssl could not make a test certificate"
 }

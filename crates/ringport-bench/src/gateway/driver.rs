@@ -731,6 +731,13 @@ impl Handler for GwShard {
             Some(tls) => {
                 self.plain.clear();
                 if let Err(e) = tls.open(data, &mut self.plain) {
+                    if self.counters.tls_errors.load(Ordering::Relaxed) == 0 {
+                        // The first one of this shard says why (they are usually all alike).
+                        eprintln!(
+                            "ringport-bench: TLS transport to {} failed: {e:?}",
+                            self.cfg.target
+                        );
+                    }
                     inc(&self.counters.tls_errors);
                     if let TlsFailure::Closed = e {
                         inc(&self.counters.server_closes);
