@@ -119,7 +119,12 @@ test('RESUME_RESULT GAP, EPOCH_CHANGED and REFUSED are reported as losses', () =
     { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.GAP, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 11n, missingTo: 20n },
     { type: 'resumeResult', stream: 'user:u1', outcome: ResumeOutcome.EPOCH_CHANGED, status: 0, oldEpoch: 7, newEpoch: 8, missingFrom: 1n, missingTo: 3n },
     push('room:r', 5, 20n), push('user:u1', 8, 3n)]);
-  const ev = events(s).filter((e) => e.type !== 'welcome');
+  const all = events(s);
+  // Every RESUME_RESULT is an event of its own (the page shows each stream's outcome).
+  assert.deepEqual(all.filter((e) => e.type === 'resumeResult').map((e) => [e.result.stream, e.result.outcome]), [
+    ['room:q', ResumeOutcome.REFUSED], ['room:r', ResumeOutcome.GAP], ['user:u1', ResumeOutcome.EPOCH_CHANGED],
+  ]);
+  const ev = all.filter((e) => e.type !== 'welcome' && e.type !== 'resumeResult');
   assert.deepEqual(ev.map((e) => e.type === 'loss' ? [e.loss.stream, e.loss.reason, e.loss.epoch, e.loss.from, e.loss.to] : [e.type, e.stream ?? e.push.stream]), [
     ['resumeRefused', 'room:q'],
     ['room:r', 'gap', 5, 11n, 20n],
@@ -210,4 +215,34 @@ test('publish: sent only when established, checked against max_payload', () => {
   assert.equal(s.publish('r', 1n, te.encode('hi'), 0), true);
   assert.deepEqual(sent(s), [{ type: 'publish', room: 'r', seq: 1n, payload: te.encode('hi') }]);
   assert.throws(() => s.publish('r', 2n, new Uint8Array(100), 0), RangeError);
+});
+
+test('snapshot and restore: the next HELLO resumes the session, rooms and positions; bad snapshots change nothing', () => {
+  const s = joined('r', 5, 10n);
+  feed(s, [push('room:r', 5, 11n), push('user:u1', 7, 4n)]);
+  events(s);
+  const snap = JSON.parse(JSON.stringify(s.snapshot()));
+  assert.equal(snap.sessionId, String(0xfedcba9876543210n));
+  assert.deepEqual(snap.rooms, ['r']);
+  const t = new ClientSession({ token: 'tok' });
+  for (const bad of [null, {}, { ...snap, sessionId: '-1' }, { ...snap, streams: [{ stream: 'room:r', epoch: 1.5, offset: '1' }] }, { ...snap, rooms: [''] }]) {
+    assert.throws(() => t.restore(bad));
+  }
+  assert.equal(t.sessionId, 0n, 'a refused snapshot changes nothing');
+  t.restore(snap);
+  t.connect(0);
+  const [hello] = sent(t);
+  assert.equal(hello.sessionId, 0xfedcba9876543210n);
+  assert.deepEqual(hello.resume, [
+    { stream: 'room:*', epoch: 9, lastOffset: 0n },
+    { stream: 'room:r', epoch: 5, lastOffset: 11n },
+    { stream: 'user:u1', epoch: 7, lastOffset: 4n },
+  ]);
+  feed(t, [WELCOME, { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.RESUMED, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 0n, missingTo: 0n }, push('room:r', 5, 11n), push('room:r', 5, 12n)]);
+  const ev = events(t);
+  assert.equal(ev[0].resumed, true);
+  assert.equal(ev[1].type, 'resumeResult');
+  assert.deepEqual(ev.slice(2).map((e) => [e.type, e.push?.offset]), [['duplicate', 11n], ['message', 12n]]);
+  assert.deepEqual(sent(t).filter((f) => f.type === 'join'), [], 'a resumed room is not joined again');
+  assert.throws(() => t.restore(snap), /before connect/);
 });
