@@ -216,12 +216,18 @@ test('a gateway restart: the client reconnects and reports the lost history as l
   assert.deepEqual(ev.texts('room:restart'), ['old', 'new']);
 });
 
+/** A connected client of `user` in `room` that has received the one message `send` caused. */
+async function inRoomWithOne(user, room, send) {
+  const made = client(user);
+  await made.c.connect();
+  await made.c.join(room);
+  await send(made.c, room);
+  await until(() => made.ev.messages.length === 1, `the first message in ${room}`);
+  return made;
+}
+
 test('a snapshot continues the session in a new client (a page reload): replay, no re-JOIN, seqs go on', async () => {
-  const { c, ev } = client('lena');
-  await c.connect();
-  await c.join('reload');
-  await c.publish('reload', 'p1');
-  await until(() => ev.messages.length === 1, 'p1');
+  const { c } = await inRoomWithOne('lena', 'reload', (cl, room) => cl.publish(room, 'p1'));
   // What the demo page keeps in sessionStorage: JSON, u64 values as strings.
   const saved = JSON.stringify(c.snapshot());
   const sessionId = c.sessionId;
@@ -248,11 +254,7 @@ test('a snapshot continues the session in a new client (a page reload): replay, 
 });
 
 test('a snapshot from another user is resumed by offset in a new session', async () => {
-  const { c, ev } = client('mona');
-  await c.connect();
-  await c.join('handover');
-  await gw.pushRoom('handover', 'm1');
-  await until(() => ev.messages.length === 1, 'm1');
+  const { c } = await inRoomWithOne('mona', 'handover', (_cl, room) => gw.pushRoom(room, 'm1'));
   const snap = c.snapshot();
   c.close();
   const other = client('nick', { resume: snap });

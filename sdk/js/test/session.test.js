@@ -43,6 +43,18 @@ function joined(room = 'r', epoch = 5, tail = 10n) {
   return s;
 }
 
+/** Connects `s` and checks its HELLO resumes WELCOME's session: room:* at 0, room:r at `rOffset`, the inbox at 4. */
+function expectResumeHello(s, now, rOffset) {
+  s.connect(now);
+  const [hello] = sent(s);
+  assert.equal(hello.sessionId, 0xfedcba9876543210n);
+  assert.deepEqual(hello.resume, [
+    { stream: 'room:*', epoch: 9, lastOffset: 0n },
+    { stream: 'room:r', epoch: 5, lastOffset: rOffset },
+    { stream: 'user:u1', epoch: 7, lastOffset: 4n },
+  ]);
+}
+
 test('first HELLO is a new session with the token and no resume entries', () => {
   const s = new ClientSession({ token: 'tok', clientInfo: 'x' });
   s.connect(0);
@@ -90,14 +102,7 @@ test('reconnect resumes the session and every stream from the last offset receiv
   s.transportClosed('gone');
   assert.deepEqual(events(s).map((e) => [e.type, e.reason]), [['closed', CloseReason.CONNECTION_LOST]]);
   assert.equal(s.state, 'disconnected');
-  s.connect(100);
-  const [hello] = sent(s);
-  assert.equal(hello.sessionId, 0xfedcba9876543210n);
-  assert.deepEqual(hello.resume, [
-    { stream: 'room:*', epoch: 9, lastOffset: 0n },
-    { stream: 'room:r', epoch: 5, lastOffset: 12n },
-    { stream: 'user:u1', epoch: 7, lastOffset: 4n },
-  ]);
+  expectResumeHello(s, 100, 12n);
   feed(s, [WELCOME, { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.RESUMED, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 0n, missingTo: 0n },
     push('room:r', 5, 12n), push('room:r', 5, 13n)], 100);
   const ev = events(s);
@@ -230,14 +235,7 @@ test('snapshot and restore: the next HELLO resumes the session, rooms and positi
   }
   assert.equal(t.sessionId, 0n, 'a refused snapshot changes nothing');
   t.restore(snap);
-  t.connect(0);
-  const [hello] = sent(t);
-  assert.equal(hello.sessionId, 0xfedcba9876543210n);
-  assert.deepEqual(hello.resume, [
-    { stream: 'room:*', epoch: 9, lastOffset: 0n },
-    { stream: 'room:r', epoch: 5, lastOffset: 11n },
-    { stream: 'user:u1', epoch: 7, lastOffset: 4n },
-  ]);
+  expectResumeHello(t, 0, 11n);
   feed(t, [WELCOME, { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.RESUMED, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 0n, missingTo: 0n }, push('room:r', 5, 11n), push('room:r', 5, 12n)]);
   const ev = events(t);
   assert.equal(ev[0].resumed, true);
