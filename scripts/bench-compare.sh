@@ -22,6 +22,11 @@
 #   ringport-client  the same with a protocol client's PUBLISH
 #   ringport-ws      ringport with PUBLISHER, subscribers over WebSocket (`--protocol
 #                    ringport-ws`); also reported as the ratio ringport-ws/ringport
+#   ringport-tls     ringport with a certificate (tls.cert_file, made here with openssl: ECDSA
+#                    P-256, TLS 1.3), subscribers over TLS (`--tls --tls-ca`); also reported as
+#                    the ratio ringport-tls/ringport
+#   ringport-wss     the same with the subscribers over WebSocket over TLS; also reported as
+#                    the ratio ringport-wss/ringport-ws
 #   base             BASE_BIN (another ringport build) with PUBLISHER: "ringport/base" ratios
 #   redis            redis-server (no persistence, maxclients 19000), publisher PUBLISH, pipelined
 #   nats             nats-server, publisher PUB
@@ -74,10 +79,15 @@ install_servers() {
 start_system() {
     local name=$1 bin=$RINGPORT_BIN publisher=$PUBLISHER
     case $name in
-    ringport | ringport-epoll | ringport-http | ringport-batch | ringport-client | ringport-ws | base)
-        local protocol=ringport backend=auto
+    ringport | ringport-epoll | ringport-http | ringport-batch | ringport-client | ringport-ws | ringport-tls | ringport-wss | base)
+        local protocol=ringport backend=auto tls_set=() tls_args=()
         [[ $name == ringport-epoll ]] && backend=epoll
-        [[ $name == ringport-ws ]] && protocol=ringport-ws
+        [[ $name == ringport-ws || $name == ringport-wss ]] && protocol=ringport-ws
+        if [[ $name == ringport-tls || $name == ringport-wss ]]; then
+            make_cert
+            tls_set=(--set "tls.cert_file=$OUT/tls-cert.pem" --set "tls.key_file=$OUT/tls-key.pem")
+            tls_args=(--tls --tls-ca "$OUT/tls-cert.pem" --tls-server-name localhost)
+        fi
         [[ $name == ringport-http ]] && publisher=http
         [[ $name == ringport-batch ]] && publisher=batch
         [[ $name == ringport-client ]] && publisher=client
@@ -90,11 +100,11 @@ start_system() {
         taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
             --workers 1 --io-backend "$backend" --log-level warn --set rooms.batch_window_ms=0 \
             --set "rooms.publish_rate_per_sec=$((RATE * 4))" --set "rooms.publish_burst=$((RATE * 20))" \
-            >"$OUT/$name-server.log" 2>&1 &
+            "${tls_set[@]}" >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
         wait_port "$PORT" && wait_port "$ADMIN_PORT" || die "$name did not listen (see $OUT/$name-server.log)"
         TARGET_ARGS=(--protocol "$protocol" --publisher "$publisher" --target "127.0.0.1:$PORT"
-            --admin "127.0.0.1:$ADMIN_PORT")
+            --admin "127.0.0.1:$ADMIN_PORT" "${tls_args[@]}")
         ;;
     redis)
         taskset -c "$SERVER_CPU" "$(find_bin redis-server)" --bind 127.0.0.1 --port "$REDIS_PORT" \
@@ -110,8 +120,19 @@ start_system() {
         wait_port "$NATS_PORT" || die "nats-server did not listen (see $OUT/nats-server.log)"
         TARGET_ARGS=(--protocol nats --target "127.0.0.1:$NATS_PORT")
         ;;
-    *) die "unknown system $name (ringport, ringport-epoll, ringport-http, ringport-batch, ringport-client, ringport-ws, base, redis, nats)" ;;
+    *) die "unknown system $name (ringport, ringport-epoll, ringport-http, ringport-batch, ringport-client, ringport-ws, ringport-tls, ringport-wss, base, redis, nats)" ;;
     esac
+}
+
+# make_cert: a self-signed ECDSA P-256 certificate for localhost in OUT (once per run); not a
+# CA (webpki refuses a CA certificate as the server's own).
+make_cert() {
+    [[ -s "$OUT/tls-cert.pem" ]] && return 0
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$OUT/tls-key.pem" -out "$OUT/tls-cert.pem" >/dev/null 2>&1 ||
+        die "openssl could not make a test certificate"
 }
 
 # ratios RATE OURS THEIRS: per-round ratios of server us/delivery and p99, median (min-max).
@@ -177,6 +198,13 @@ EOF
         # WebSocket's cost over the native protocol on the same load (issue 14's target).
         if [[ $ours == ringport-ws && " $SYSTEMS " == *" ringport "* ]]; then
             ratios "$RATE" ringport-ws ringport
+        fi
+        # TLS's cost over plaintext on the same load (issue 14's report).
+        if [[ $ours == ringport-tls && " $SYSTEMS " == *" ringport "* ]]; then
+            ratios "$RATE" ringport-tls ringport
+        fi
+        if [[ $ours == ringport-wss && " $SYSTEMS " == *" ringport-ws "* ]]; then
+            ratios "$RATE" ringport-wss ringport-ws
         fi
         # The epoll backend's cost over the io_uring one on the same load (issue 13's target).
         if [[ $ours == ringport-epoll && " $SYSTEMS " == *" ringport "* ]]; then

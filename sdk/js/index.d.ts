@@ -74,6 +74,37 @@ export interface ClientOptions {
   now?: () => number;
   /** Random source for the jitter; default Math.random. */
   random?: () => number;
+  /**
+   * A `snapshot()` of an earlier client (e.g. kept in sessionStorage across a page reload):
+   * the first HELLO resumes its session, rooms and stream positions, and publish seqs
+   * continue after its `nextSeq`. Same user (token) needed for the server to keep the session.
+   */
+  resume?: ClientSnapshot;
+}
+
+/** JSON-safe state of a session (u64 values as decimal strings). */
+export interface SessionSnapshot {
+  sessionId: string;
+  rooms: string[];
+  streams: { stream: Stream; epoch: number; offset: string }[];
+}
+
+/** A client's SessionSnapshot plus the next publish seq. */
+export interface ClientSnapshot extends SessionSnapshot {
+  nextSeq?: string;
+}
+
+/** One RESUME_RESULT: how a stream named in HELLO was continued. */
+export interface ResumeInfo {
+  stream: Stream;
+  outcome: 'resumed' | 'gap' | 'epochChanged' | 'refused';
+  /** OK, or for 'refused' the reason (Status). */
+  status: number;
+  oldEpoch: number;
+  newEpoch: number;
+  /** Offsets [missingFrom, missingTo) of newEpoch are lost (gap, epochChanged); delivery continues at missingTo. */
+  missingFrom: bigint;
+  missingTo: bigint;
 }
 
 /** A message handed to the application: each (stream, epoch, offset) at most once. */
@@ -119,6 +150,8 @@ export interface SkippedRun { stream: Stream; resumeFrom: bigint; count: number 
 export interface ClientEvents {
   message: Message;
   loss: Loss;
+  /** One per resume entry of a HELLO, after WELCOME (every outcome, RESUMED included). */
+  resume: ResumeInfo;
   state: State;
   error: Error;
   welcome: WelcomeInfo;
@@ -139,6 +172,8 @@ export class RingportClient {
   readonly rooms: Set<string>;
   /** Epoch and offset of the last message received on `stream`. */
   position(stream: Stream): { epoch: number; offset: bigint } | null;
+  /** Session, rooms, positions and next seq: pass as `options.resume` to continue after a reload. */
+  snapshot(): ClientSnapshot;
   on<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): () => void;
   once<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): () => void;
   off<K extends keyof ClientEvents>(event: K, fn: (value: ClientEvents[K]) => void): void;
@@ -223,6 +258,7 @@ export type SessionEvent =
   | { type: 'duplicate'; push: Extract<Frame, { type: 'push' }> }
   | { type: 'loss'; loss: Loss }
   | { type: 'resumeRefused'; stream: Stream; status: number }
+  | { type: 'resumeResult'; result: Extract<Frame, { type: 'resumeResult' }> }
   | { type: 'roomResult'; reqId: number; status: number; room: string | null }
   | { type: 'publishAck'; seq: bigint; status: number }
   | { type: 'sleepAck'; intervalMs: number }
@@ -254,4 +290,7 @@ export class ClientSession {
   sleep(intervalMs: number, now: number): boolean;
   wake(now: number): boolean;
   ping(nonce: bigint | number, now: number): boolean;
+  snapshot(): SessionSnapshot;
+  /** Before connect() only: the next HELLO resumes the snapshot's session and streams. */
+  restore(snapshot: SessionSnapshot): void;
 }

@@ -71,6 +71,8 @@ async function startServer() {
   server = spawn(BIN, [
     'serve', '--listen', `127.0.0.1:${clientPort}`, '--admin', `127.0.0.1:${adminPort}`,
     '--workers', '2', '--set', 'admin.demo=true', '--set', 'log.level=info',
+    // Short history: a page that stays offline through 8 pushes resumes with a GAP.
+    '--set', 'history.max_messages_per_stream=5',
   ], {
     env: { ...process.env, RINGPORT_AUTH_SECRET: SECRET, RINGPORT_ADMIN__API_KEY: API_KEY },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -123,8 +125,12 @@ function consoleTo(page, name) {
 const logTexts = (page, source) => page.$$eval(`#log li[data-source="${source}"]`, (lis) => lis.map((li) => li.textContent));
 const demoState = (page) => page.evaluate(() => {
   const d = window.ringportDemo;
-  return d && { state: d.state, joined: !!d.joined, welcomes: d.welcomes.length, received: d.received, errors: d.errors };
+  return d && {
+    state: d.state, joined: !!d.joined, welcomes: d.welcomes.length, received: d.received, errors: d.errors,
+    welcomeList: d.welcomes, streams: d.streams, restored: d.restored, losses: d.losses,
+  };
 });
+const streamLi = (page, stream) => page.$eval(`#streams li[data-stream="${stream}"]`, (li) => ({ state: li.dataset.state, text: li.textContent }));
 
 test('demo: two pages join a room, see API pushes and each other\'s comments, survive a restart', async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -163,7 +169,9 @@ test('demo: two pages join a room, see API pushes and each other\'s comments, su
   await pageB.screenshot({ path: path.join(ARTIFACTS, 'demo-b-comments.png') });
 
   // Restart the gateway on the same ports: the status shows the outage, then the pages
-  // reconnect (a new session: the old process's sessions are gone) and join again.
+  // reconnect (a new session: the old process's sessions are gone) and keep their streams,
+  // each shown as restarted (a new epoch: the old history is gone).
+  const usersBefore = await Promise.all([pageA, pageB].map(async (p) => (await demoState(p)).welcomeList[0].user));
   await stopServer();
   for (const page of [pageA, pageB]) {
     await until('the status to show the outage', async () => (await page.getAttribute('#status', 'data-state')) !== 'active');
@@ -180,9 +188,15 @@ test('demo: two pages join a room, see API pushes and each other\'s comments, su
       const s = await demoState(page);
       return s.state === 'active' && s.welcomes === 2;
     });
-    assert.match(await page.textContent('#resume'), /new session|resumed/);
+    assert.match(await page.textContent('#resume'), /new session .*restarted/);
     assert.equal(await page.textContent('#welcomes'), '2');
+    await until('the room stream shown as restarted', async () => (await streamLi(page, `room:${ROOM}`)).state === 'epochChanged');
+    assert.match((await streamLi(page, `room:${ROOM}`)).text, /new epoch/);
   }
+  // The guest token was kept (sessionStorage): the same guests came back.
+  const usersAfter = await Promise.all([pageA, pageB].map(async (p) => (await demoState(p)).welcomeList[1].user));
+  assert.deepEqual(usersAfter, usersBefore);
+  assert.notEqual(usersBefore[0], usersBefore[1]);
   await until('both pages back in the room', async () => (await adminApi('GET', `/v1/rooms/${ROOM}`)).online === 2);
   // Errors until now are the outage's (failed connects and token fetches); none after it.
   const errorsBefore = await Promise.all([pageA, pageB].map(async (p) => (await demoState(p)).errors.length));
@@ -197,6 +211,86 @@ test('demo: two pages join a room, see API pushes and each other\'s comments, su
   await pageB.press('#text', 'Enter');
   await until('bob\'s comment on A', async () => (await logTexts(pageA, 'comment')).some((t) => t.includes('bob is back')));
   await pageA.screenshot({ path: path.join(ARTIFACTS, 'demo-a-after-restart.png') });
+});
+
+test('demo: offline and back replays what was missed, shows a GAP past the history, and a reload resumes the session', async () => {
+  const RROOM = 'demo.resume';
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  consoleTo(page, 'demo-resume');
+  await page.goto(`${ADMIN}/demo?room=${RROOM}&name=carl`);
+  await until('the demo to connect and join', async () => {
+    const s = await demoState(page);
+    return s && s.state === 'active' && s.joined;
+  });
+  assert.equal((await streamLi(page, `room:${RROOM}`)).state, 'live');
+  await adminApi('POST', `/v1/push/room/${RROOM}?wait=delivered`, { payload: 'r1' });
+  await until('r1', async () => (await logTexts(page, 'server')).some((t) => t.includes('r1')));
+
+  // Offline (CLOSE NORMAL), two pushes, back: the same session resumes and replays them.
+  await page.click('#toggle');
+  await until('the page to go offline', async () => (await demoState(page)).state === 'closed');
+  await until('the server to see it gone', async () => (await adminApi('GET', `/v1/rooms/${RROOM}`)).online === 0);
+  for (const t of ['missed 1', 'missed 2']) await adminApi('POST', `/v1/push/room/${RROOM}`, { payload: t });
+  await page.click('#toggle');
+  await until('the resume', async () => (await demoState(page)).welcomes === 2 && (await demoState(page)).state === 'active');
+  let st = await demoState(page);
+  assert.equal(st.welcomeList[1].resumed, true);
+  assert.equal(st.welcomeList[1].sessionId, st.welcomeList[0].sessionId);
+  await until('the replayed messages', async () => {
+    const texts = await logTexts(page, 'server');
+    return texts.some((t) => t.includes('missed 1')) && texts.some((t) => t.includes('missed 2'));
+  });
+  assert.equal((await streamLi(page, `room:${RROOM}`)).state, 'resumed');
+  assert.match(await page.textContent('#resume'), /resumed the session/);
+
+  // Offline through 8 pushes with 5 kept per stream: a GAP, shown with its range; the 5
+  // newest arrive.
+  await page.click('#toggle');
+  await until('the page to go offline again', async () => (await demoState(page)).state === 'closed');
+  await until('the server to see it gone again', async () => (await adminApi('GET', `/v1/rooms/${RROOM}`)).online === 0);
+  for (let i = 0; i < 8; i++) await adminApi('POST', `/v1/push/room/${RROOM}`, { payload: `burst ${i}` });
+  await page.click('#toggle');
+  await until('the GAP', async () => (await streamLi(page, `room:${RROOM}`).catch(() => ({}))).state === 'gap');
+  assert.match((await streamLi(page, `room:${RROOM}`)).text, /GAP.*offsets \d+\.\.\d+ lost/);
+  await until('the newest burst messages', async () => (await logTexts(page, 'server')).some((t) => t.includes('burst 7')));
+  const texts = await logTexts(page, 'server');
+  assert.ok(!texts.some((t) => t.includes('burst 0')), 'burst 0 was no longer kept');
+  st = await demoState(page);
+  assert.ok(st.losses.some((l) => l.reason === 'gap' && l.stream === `room:${RROOM}`), JSON.stringify(st.losses));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'demo-gap.png') });
+
+  // A comment before the reload takes publish seq 1 of the session.
+  await page.fill('#text', 'typed before the reload');
+  await page.press('#text', 'Enter');
+  await until('the comment', async () => (await logTexts(page, 'comment')).some((t) => t.includes('typed before the reload')));
+  await until('its PUBLISH_ACK', async () => (await page.evaluate(() => window.ringportDemo.sent)) === 1);
+
+  // A reload: the new page finds the guest token and the session in sessionStorage and
+  // resumes the same session (no new guest, no new JOIN).
+  const before = st.welcomeList.at(-1);
+  await page.reload();
+  await until('the reloaded page to connect', async () => {
+    const s = await demoState(page);
+    return s && s.state === 'active' && s.joined;
+  });
+  st = await demoState(page);
+  assert.equal(st.restored, true);
+  assert.equal(st.welcomeList[0].resumed, true, JSON.stringify(st.welcomeList));
+  assert.equal(st.welcomeList[0].sessionId, before.sessionId);
+  assert.equal(st.welcomeList[0].user, before.user);
+  await until('the room shown as resumed', async () => (await streamLi(page, `room:${RROOM}`)).state === 'resumed');
+  assert.match(await page.textContent('#resume'), /resumed the session/);
+  await until('one member again', async () => (await adminApi('GET', `/v1/rooms/${RROOM}`)).online === 1);
+  // Publish seqs continue from the saved session: this comment is delivered, not taken for a
+  // resend of seq 1 (which the server would acknowledge without publishing).
+  await page.fill('#text', 'after the reload');
+  await page.press('#text', 'Enter');
+  await until('the comment after the reload', async () => (await logTexts(page, 'comment')).some((t) => t.includes('after the reload')));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'demo-after-reload.png') });
+  await context.close();
+  // The dashboard test counts the first test's two pages only.
+  await until('the page gone from the server', async () => (await adminApi('GET', `/v1/rooms/${RROOM}`)).online === 0);
 });
 
 test('dashboard: asks for the key, charts live data, numbers match /v1/stats', async () => {

@@ -173,6 +173,18 @@ pub struct GatewayArgs {
     /// so the connect rate follows what the server accepts without overrunning its backlog.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connect_window: u32,
+    /// Speak TLS to --target (ringport with `tls.cert_file`; with `--protocol ringport-ws`
+    /// that is WebSocket over TLS). The server's certificate must chain to --tls-ca and name
+    /// --tls-server-name. The publisher is unchanged (HTTP on --admin).
+    #[arg(long, requires = "tls_ca")]
+    pub tls: bool,
+    /// PEM file of the certificates to trust under --tls: a CA, or the server's own
+    /// self-signed certificate.
+    #[arg(long, requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (SNI and verification) under --tls.
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -259,6 +259,19 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         (ProtocolArg::Nats, None) => (Protocol::Nats, Via::Nats),
         (_, Some(_)) => bail!("--publisher applies to --protocol ringport|ringport-ws only"),
     };
+    if a.tls && !protocol.is_ringport() {
+        bail!("--tls applies to --protocol ringport|ringport-ws only");
+    }
+    if a.tls && via == Via::Publish {
+        bail!("--tls with --publisher client: the publisher has no TLS client; use http or batch");
+    }
+    let tls = match &a.tls_ca {
+        Some(ca) if a.tls => Some(gateway::tls::TlsTarget::from_ca_file(
+            ca,
+            &a.tls_server_name,
+        )?),
+        _ => None,
+    };
     if !protocol.is_ringport() && kind == GwKind::Resume {
         bail!("resume needs ringport's offsets: --protocol redis|nats runs idle, fanout and churn");
     }
@@ -303,6 +316,7 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         softirq_cpu: a.softirq_cpu,
         progress: !common.json && std::io::stderr().is_terminal(),
         connect_window: a.connect_window as usize,
+        tls,
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = gateway::run(&opts, command)?;

@@ -99,6 +99,7 @@ fn fanout(protocol: Protocol, via: Via, server: &ServerProc) -> GatewayReport {
         softirq_cpu: None,
         progress: false,
         connect_window: 2048,
+        tls: None,
     };
     gateway::run(&o, "test".into()).unwrap()
 }

@@ -125,6 +125,7 @@ fn opts(scenario: Scenario, target: SocketAddr, admin: SocketAddr) -> GatewayOpt
         softirq_cpu: None,
         progress: false,
         connect_window: 2048,
+        tls: None,
     }
 }
 
@@ -248,6 +249,96 @@ fn resume_verifies_every_offset_after_random_disconnects() {
     assert_eq!(
         server.wait_metric("ringport_connections_accepted_total", c.connects),
         c.connects
+    );
+}
+
+/// A TLS-only gateway (plaintext refused) with a certificate for `localhost` made here, and
+/// the bench's trust in it (`--tls-ca` of that certificate's PEM).
+fn tls_server(dir: &std::path::Path) -> (Server, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let server = Server::start(|c| {
+        c.tls.cert_file = Some(cert_file.to_str().unwrap().to_owned());
+        c.tls.key_file = Some(key_file.to_str().unwrap().to_owned());
+        c.tls.allow_plaintext = false;
+    });
+    (server, cert_file)
+}
+
+#[test]
+fn fanout_and_resume_over_tls_native_and_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = tls_server(dir.path());
+    let target = gateway::tls::TlsTarget::from_ca_file(&ca, "localhost").unwrap();
+    let mut handshakes = 0;
+    for protocol in [Protocol::Ringport, Protocol::RingportWs] {
+        let mut o = opts(Scenario::Fanout, server.addr, server.admin_addr);
+        o.protocol = protocol;
+        o.publish_rate = Some(200.0);
+        o.tls = Some(target.clone());
+        let r = gateway::run(&o, "test".into()).unwrap();
+        let g = &r.gateway;
+        assert!(r.tls && gateway::human(&r).contains("over TLS"));
+        assert_eq!(r.run.peak_connections, 40, "{protocol:?} {:?}", r.findings);
+        assert_eq!(g.counters.tls_errors, 0, "{:?}", r.findings);
+        assert!(g.published_accepted > 100, "{g:?}");
+        assert_eq!(
+            g.deliveries.unique, g.expected,
+            "{protocol:?} {:?}",
+            r.findings
+        );
+        assert_eq!(g.deliveries.duplicates + g.deliveries.late, 0);
+        handshakes += 40;
+        // The server refuses plaintext: these were TLS handshakes, counted by the server.
+        assert_eq!(
+            server.wait_metric("ringport_tls_handshakes_total", handshakes),
+            handshakes
+        );
+    }
+    // Resume over TLS: every abort is a new TLS transport with the same session.
+    let mut o = opts(
+        Scenario::Resume { rate: 20.0 },
+        server.addr,
+        server.admin_addr,
+    );
+    o.publish_rate = Some(100.0);
+    o.tls = Some(target);
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let c = &r.gateway.counters;
+    assert!(c.disconnects >= 20, "{c:?}");
+    assert_eq!((c.tls_errors, c.resume_unanswered), (0, 0), "{c:?}");
+    assert!(r.gateway.resume.expect("resume verdict").ok());
+    assert_eq!(server.metric("ringport_tls_plaintext_refused_total"), 0);
+}
+
+#[test]
+fn a_certificate_for_another_name_fails_every_tls_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = tls_server(dir.path());
+    let mut o = opts(Scenario::Idle, server.addr, server.admin_addr);
+    o.tls = Some(gateway::tls::TlsTarget::from_ca_file(&ca, "ringport.example").unwrap());
+    o.duration = Duration::from_millis(300);
+    let r = gateway::run(&o, "test".into()).unwrap();
+    let c = &r.gateway.counters;
+    assert_eq!(r.run.peak_connections, 0);
+    assert_eq!((c.welcomed, c.tls_errors), (0, 40), "{c:?}");
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.contains("TLS transports failed")),
+        "{:?}",
+        r.findings
+    );
+    // And a file with no certificate in it is refused up front.
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    assert!(
+        gateway::tls::TlsTarget::from_ca_file(&dir.path().join("empty.pem"), "localhost").is_err()
     );
 }
 

@@ -65,13 +65,17 @@ export class RingportClient {
     this.wantSleep = false;
     this.connectWaiters = [];
     this.openTimer = null;
+    if (options.resume) {
+      this.session.restore(options.resume);
+      if (options.resume.nextSeq !== undefined) this.nextSeq = BigInt(options.resume.nextSeq);
+    }
     this.document = options.document ?? globalThis.document ?? null;
     this.onVisibility = () => this.visibilityChanged();
   }
 
   // ---- events -------------------------------------------------------------------------
 
-  /** Subscribes to 'message' | 'loss' | 'state' | 'error' | 'welcome' | 'close' | 'resumeRefused' | 'wake' | 'sleep' | 'serverError'. */
+  /** Subscribes to 'message' | 'loss' | 'resume' | 'state' | 'error' | 'welcome' | 'close' | 'resumeRefused' | 'wake' | 'sleep' | 'serverError'. */
   on(event, fn) {
     if (!this.listeners.has(event)) this.listeners.set(event, new Set());
     this.listeners.get(event).add(fn);
@@ -106,6 +110,11 @@ export class RingportClient {
   get rooms() { return new Set(this.session.rooms); }
   /** Per-stream {epoch, offset} of the last message received. */
   position(stream) { return this.session.positions.get(stream); }
+  /**
+   * The session, rooms, stream positions and next publish seq, JSON-safe: pass it as
+   * `options.resume` to a new client (after a page reload) to continue this session.
+   */
+  snapshot() { return { ...this.session.snapshot(), nextSeq: String(this.nextSeq) }; }
 
   // ---- life cycle ---------------------------------------------------------------------
 
@@ -285,6 +294,15 @@ export class RingportClient {
         break;
       }
       case 'loss': this.emit('loss', ev.loss); break;
+      case 'resumeResult': {
+        const r = ev.result;
+        const outcome = ['resumed', 'gap', 'epochChanged', 'refused'][r.outcome];
+        this.emit('resume', {
+          stream: r.stream, outcome, status: r.status, oldEpoch: r.oldEpoch, newEpoch: r.newEpoch,
+          missingFrom: r.missingFrom, missingTo: r.missingTo,
+        });
+        break;
+      }
       case 'resumeRefused':
         this.emit('resumeRefused', { stream: ev.stream, status: ev.status });
         this.emit('loss', { stream: ev.stream, reason: 'refused', status: ev.status });

@@ -163,6 +163,7 @@ export class ClientSession {
     switch (f.type) {
       case 'push': this.push(f); break;
       case 'resumeResult':
+        this.events.push({ type: 'resumeResult', result: f });
         if (f.outcome === ResumeOutcome.REFUSED) {
           this.positions.forget(f.stream);
           if (f.stream.startsWith('room:')) this.rooms.delete(f.stream.slice(5));
@@ -256,6 +257,48 @@ export class ClientSession {
     if (!pos || same(pos, this.acked) || same(pos, this.inboxStart)) return;
     this.queue({ type: 'ack', stream: this.inbox, offset: pos.offset }, now);
     this.acked = pos;
+  }
+
+  /**
+   * What a later page (a reload) needs to resume this session: its id, the rooms and every
+   * stream's position. JSON-safe (u64 as decimal strings); see restore().
+   */
+  snapshot() {
+    return {
+      sessionId: String(this.sessionId),
+      rooms: [...this.rooms],
+      streams: [...this.positions.streams].map(([stream, p]) => ({ stream, epoch: p.epoch, offset: String(p.last) })),
+    };
+  }
+
+  /**
+   * Continues a snapshot()'s session: the next connect() sends HELLO with its id and resume
+   * entries (the server resumes it if it still knows it for the same user; otherwise the
+   * streams are resumed by offset in a new session). Only while disconnected; throws on a
+   * malformed snapshot and changes nothing then.
+   */
+  restore(snap) {
+    if (this.state !== 'disconnected') throw new Error('restore() before connect() only');
+    if (!snap || typeof snap !== 'object' || !Array.isArray(snap.rooms) || !Array.isArray(snap.streams)) {
+      throw new TypeError('not a session snapshot');
+    }
+    const u64 = (v) => {
+      const b = BigInt(v);
+      if (b < 0n || b > 0xffffffffffffffffn) throw new RangeError(`not a u64: ${v}`);
+      return b;
+    };
+    const sessionId = u64(snap.sessionId);
+    const positions = new Positions();
+    for (const e of snap.streams) {
+      if (typeof e.stream !== 'string' || !Number.isInteger(e.epoch) || e.epoch < 0 || e.epoch > 0xffffffff) {
+        throw new TypeError('not a session snapshot');
+      }
+      positions.streams.set(e.stream, { epoch: e.epoch, last: u64(e.offset), announced: null });
+    }
+    for (const r of snap.rooms) checkName(r);
+    this.sessionId = sessionId;
+    this.positions = positions;
+    this.rooms = new Set(snap.rooms);
   }
 
   takeReqId() {

@@ -136,7 +136,7 @@ export function recordingWebSocket() {
 
 /** Collects a client's events. */
 export function collect(client) {
-  const c = { messages: [], losses: [], states: [], errors: [], duplicates: [], welcomes: [], wakes: [], sleeps: [] };
+  const c = { messages: [], losses: [], states: [], errors: [], duplicates: [], welcomes: [], wakes: [], sleeps: [], resumes: [] };
   client.on('message', (m) => c.messages.push(m));
   client.on('loss', (l) => c.losses.push(l));
   client.on('state', (s) => c.states.push(s));
@@ -145,6 +145,7 @@ export function collect(client) {
   client.on('welcome', (w) => c.welcomes.push(w));
   client.on('wake', (w) => c.wakes.push(w));
   client.on('sleep', (s) => c.sleeps.push(s));
+  client.on('resume', (r) => c.resumes.push(r));
   c.texts = (stream) => c.messages.filter((m) => !stream || m.stream === stream).map((m) => m.text);
   return c;
 }

@@ -216,6 +216,58 @@ test('a gateway restart: the client reconnects and reports the lost history as l
   assert.deepEqual(ev.texts('room:restart'), ['old', 'new']);
 });
 
+/** A connected client of `user` in `room` that has received the one message `send` caused. */
+async function inRoomWithOne(user, room, send) {
+  const made = client(user);
+  await made.c.connect();
+  await made.c.join(room);
+  await send(made.c, room);
+  await until(() => made.ev.messages.length === 1, `the first message in ${room}`);
+  return made;
+}
+
+test('a snapshot continues the session in a new client (a page reload): replay, no re-JOIN, seqs go on', async () => {
+  const { c } = await inRoomWithOne('lena', 'reload', (cl, room) => cl.publish(room, 'p1'));
+  // What the demo page keeps in sessionStorage: JSON, u64 values as strings.
+  const saved = JSON.stringify(c.snapshot());
+  const sessionId = c.sessionId;
+  c.close();
+  await gw.pushRoom('reload', 'while away 1');
+  await gw.pushRoom('reload', 'while away 2');
+  const next = client('lena', { resume: JSON.parse(saved) });
+  const w = await next.c.connect();
+  assert.equal(w.resumed, true, 'the server kept the session for the same user');
+  assert.equal(next.c.sessionId, sessionId);
+  await until(() => next.ev.messages.length === 2, 'the replay');
+  assert.deepEqual(next.ev.texts('room:reload'), ['while away 1', 'while away 2']);
+  assert.deepEqual(next.ev.resumes.find((r) => r.stream === 'room:reload')?.outcome, 'resumed');
+  assert.deepEqual(next.ev.losses, []);
+  const hello = next.rec.sent[0];
+  assert.equal(hello.sessionId, sessionId);
+  assert.ok(hello.resume.some((e) => e.stream === 'room:reload'));
+  assert.ok(!next.rec.sent.some((f) => f.type === 'join'), 'the room is resumed, not joined again');
+  // The publish seq goes on from the snapshot: seq 1 again would be acknowledged as a
+  // duplicate of the first page's publish and never delivered.
+  const ack = await next.c.publish('reload', 'p2');
+  assert.equal(ack.seq, 2n);
+  await until(() => next.ev.texts('room:reload').includes('p2'), 'p2 delivered');
+});
+
+test('a snapshot from another user is resumed by offset in a new session', async () => {
+  const { c } = await inRoomWithOne('mona', 'handover', (_cl, room) => gw.pushRoom(room, 'm1'));
+  const snap = c.snapshot();
+  c.close();
+  const other = client('nick', { resume: snap });
+  const w = await other.c.connect();
+  assert.equal(w.resumed, false, 'a session is resumed for its own user only');
+  await until(() => other.ev.resumes.length >= 2, 'the resume results');
+  const byStream = Object.fromEntries(other.ev.resumes.map((r) => [r.stream, r.outcome]));
+  assert.equal(byStream['room:handover'], 'resumed');
+  assert.equal(byStream['user:mona'], 'refused', 'another user\'s inbox');
+  await gw.pushRoom('handover', 'm2');
+  await until(() => other.ev.texts('room:handover').length === 1, 'm2');
+});
+
 test('the broadcast stream room:* arrives without joining and is resumed across a reconnect', async () => {
   const { c, rec, ev } = client('kate', { initialBackoffMs: 400 });
   await c.connect();

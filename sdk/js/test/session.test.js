@@ -43,6 +43,18 @@ function joined(room = 'r', epoch = 5, tail = 10n) {
   return s;
 }
 
+/** Connects `s` and checks its HELLO resumes WELCOME's session: room:* at 0, room:r at `rOffset`, the inbox at 4. */
+function expectResumeHello(s, now, rOffset) {
+  s.connect(now);
+  const [hello] = sent(s);
+  assert.equal(hello.sessionId, 0xfedcba9876543210n);
+  assert.deepEqual(hello.resume, [
+    { stream: 'room:*', epoch: 9, lastOffset: 0n },
+    { stream: 'room:r', epoch: 5, lastOffset: rOffset },
+    { stream: 'user:u1', epoch: 7, lastOffset: 4n },
+  ]);
+}
+
 test('first HELLO is a new session with the token and no resume entries', () => {
   const s = new ClientSession({ token: 'tok', clientInfo: 'x' });
   s.connect(0);
@@ -90,14 +102,7 @@ test('reconnect resumes the session and every stream from the last offset receiv
   s.transportClosed('gone');
   assert.deepEqual(events(s).map((e) => [e.type, e.reason]), [['closed', CloseReason.CONNECTION_LOST]]);
   assert.equal(s.state, 'disconnected');
-  s.connect(100);
-  const [hello] = sent(s);
-  assert.equal(hello.sessionId, 0xfedcba9876543210n);
-  assert.deepEqual(hello.resume, [
-    { stream: 'room:*', epoch: 9, lastOffset: 0n },
-    { stream: 'room:r', epoch: 5, lastOffset: 12n },
-    { stream: 'user:u1', epoch: 7, lastOffset: 4n },
-  ]);
+  expectResumeHello(s, 100, 12n);
   feed(s, [WELCOME, { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.RESUMED, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 0n, missingTo: 0n },
     push('room:r', 5, 12n), push('room:r', 5, 13n)], 100);
   const ev = events(s);
@@ -119,7 +124,12 @@ test('RESUME_RESULT GAP, EPOCH_CHANGED and REFUSED are reported as losses', () =
     { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.GAP, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 11n, missingTo: 20n },
     { type: 'resumeResult', stream: 'user:u1', outcome: ResumeOutcome.EPOCH_CHANGED, status: 0, oldEpoch: 7, newEpoch: 8, missingFrom: 1n, missingTo: 3n },
     push('room:r', 5, 20n), push('user:u1', 8, 3n)]);
-  const ev = events(s).filter((e) => e.type !== 'welcome');
+  const all = events(s);
+  // Every RESUME_RESULT is an event of its own (the page shows each stream's outcome).
+  assert.deepEqual(all.filter((e) => e.type === 'resumeResult').map((e) => [e.result.stream, e.result.outcome]), [
+    ['room:q', ResumeOutcome.REFUSED], ['room:r', ResumeOutcome.GAP], ['user:u1', ResumeOutcome.EPOCH_CHANGED],
+  ]);
+  const ev = all.filter((e) => e.type !== 'welcome' && e.type !== 'resumeResult');
   assert.deepEqual(ev.map((e) => e.type === 'loss' ? [e.loss.stream, e.loss.reason, e.loss.epoch, e.loss.from, e.loss.to] : [e.type, e.stream ?? e.push.stream]), [
     ['resumeRefused', 'room:q'],
     ['room:r', 'gap', 5, 11n, 20n],
@@ -210,4 +220,27 @@ test('publish: sent only when established, checked against max_payload', () => {
   assert.equal(s.publish('r', 1n, te.encode('hi'), 0), true);
   assert.deepEqual(sent(s), [{ type: 'publish', room: 'r', seq: 1n, payload: te.encode('hi') }]);
   assert.throws(() => s.publish('r', 2n, new Uint8Array(100), 0), RangeError);
+});
+
+test('snapshot and restore: the next HELLO resumes the session, rooms and positions; bad snapshots change nothing', () => {
+  const s = joined('r', 5, 10n);
+  feed(s, [push('room:r', 5, 11n), push('user:u1', 7, 4n)]);
+  events(s);
+  const snap = JSON.parse(JSON.stringify(s.snapshot()));
+  assert.equal(snap.sessionId, String(0xfedcba9876543210n));
+  assert.deepEqual(snap.rooms, ['r']);
+  const t = new ClientSession({ token: 'tok' });
+  for (const bad of [null, {}, { ...snap, sessionId: '-1' }, { ...snap, streams: [{ stream: 'room:r', epoch: 1.5, offset: '1' }] }, { ...snap, rooms: [''] }]) {
+    assert.throws(() => t.restore(bad));
+  }
+  assert.equal(t.sessionId, 0n, 'a refused snapshot changes nothing');
+  t.restore(snap);
+  expectResumeHello(t, 0, 11n);
+  feed(t, [WELCOME, { type: 'resumeResult', stream: 'room:r', outcome: ResumeOutcome.RESUMED, status: 0, oldEpoch: 5, newEpoch: 5, missingFrom: 0n, missingTo: 0n }, push('room:r', 5, 11n), push('room:r', 5, 12n)]);
+  const ev = events(t);
+  assert.equal(ev[0].resumed, true);
+  assert.equal(ev[1].type, 'resumeResult');
+  assert.deepEqual(ev.slice(2).map((e) => [e.type, e.push?.offset]), [['duplicate', 11n], ['message', 12n]]);
+  assert.deepEqual(sent(t).filter((f) => f.type === 'join'), [], 'a resumed room is not joined again');
+  assert.throws(() => t.restore(snap), /before connect/);
 });

@@ -17,6 +17,9 @@ pub struct GwCounters {
     pub handshake_failed: AtomicU64,
     pub server_closes: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// `--tls`: handshake or record errors (a refused certificate, an undecryptable record)
+    /// and close_notify from the server.
+    pub tls_errors: AtomicU64,
     pub pings_sent: AtomicU64,
     pub pongs_received: AtomicU64,
     pub server_pings: AtomicU64,
@@ -50,6 +53,7 @@ pub struct GwTotals {
     pub handshake_failed: u64,
     pub server_closes: u64,
     pub protocol_errors: u64,
+    pub tls_errors: u64,
     pub pings_sent: u64,
     pub pongs_received: u64,
     pub server_pings: u64,
@@ -79,6 +83,7 @@ pub fn totals(c: &[Arc<GwCounters>]) -> GwTotals {
         t.handshake_failed += l(&c.handshake_failed);
         t.server_closes += l(&c.server_closes);
         t.protocol_errors += l(&c.protocol_errors);
+        t.tls_errors += l(&c.tls_errors);
         t.pings_sent += l(&c.pings_sent);
         t.pongs_received += l(&c.pongs_received);
         t.server_pings += l(&c.server_pings);

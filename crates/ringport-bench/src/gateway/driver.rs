@@ -23,6 +23,7 @@ use super::counters::{inc, totals, GwCounters, GwTotals};
 use super::ledger::{Arrival, Verdict};
 use super::publisher::{Publisher, PublisherConfig};
 use super::subscriber::{Protocol, Subscriber};
+use super::tls::{TlsFailure, TlsLayer, TlsTarget};
 use super::tokens::Tokens;
 use crate::echo::engine_client::shards_for;
 use crate::measure::{LoadDriver, ShardRecorder, SharedStats};
@@ -70,6 +71,8 @@ pub struct GwConfig {
     /// Most connections between connect and ready at once, over all shards
     /// (`--connect-window`; the pacer adapts below it).
     pub connect_window: usize,
+    /// `--tls`: every transport is TLS, verified against these roots and this name.
+    pub tls: Option<TlsTarget>,
 }
 
 impl GwConfig {
@@ -184,6 +187,8 @@ impl GwLoad {
                 issued: 0,
                 stopping: false,
                 out: Vec::new(),
+                wire: Vec::new(),
+                plain: Vec::new(),
                 events: Vec::new(),
             })
             .map_err(|e| anyhow!("starting the ringport-io client engine: {e:?}"))?
@@ -383,6 +388,8 @@ struct Slot {
     /// Counted in the shard's pacer until ready or closed.
     paced: bool,
     client: Subscriber,
+    /// `--tls`: this transport's TLS client (a fresh one per transport).
+    tls: Option<Box<TlsLayer>>,
 }
 
 /// A shard's summary of its ledgers.
@@ -410,7 +417,12 @@ pub struct GwShard {
     /// Churn connects issued since the load began.
     issued: u64,
     stopping: bool,
+    /// What the protocol client wrote (plaintext).
     out: Vec<u8>,
+    /// `--tls`: `out` sealed into records.
+    wire: Vec<u8>,
+    /// `--tls`: received records opened.
+    plain: Vec<u8>,
     events: Vec<Event>,
 }
 
@@ -427,6 +439,14 @@ impl GwShard {
         paced: bool,
     ) {
         let now = ctx.now();
+        let tls = match self.cfg.tls.as_ref().map(TlsTarget::connect).transpose() {
+            Ok(tls) => tls.map(Box::new),
+            Err(_) => {
+                // Only an invalid configuration fails here, and it was checked at start.
+                inc(&self.counters.tls_errors);
+                return;
+            }
+        };
         match ctx.connect(self.cfg.target, self.cfg.bind_for(number)) {
             Ok(id) => {
                 inc(&self.counters.connects);
@@ -444,6 +464,7 @@ impl GwShard {
                         connect_at: now,
                         paced,
                         client,
+                        tls,
                     },
                 );
                 self.connecting += 1;
@@ -585,10 +606,19 @@ impl GwShard {
         }
     }
 
+    /// Sends what the protocol client wrote (sealed into records under `--tls`).
     fn flush_out(&mut self, ctx: &mut Ctx<'_, Self>, id: ConnId) {
-        if !self.out.is_empty() {
-            let _ = ctx.send_copy(id, &self.out);
-            self.out.clear();
+        let tls = self.slots.get_mut(id).and_then(|s| s.tls.as_deref_mut());
+        let bytes = match tls {
+            Some(tls) => {
+                tls.seal(&mut self.out, &mut self.wire);
+                &mut self.wire
+            }
+            None => &mut self.out,
+        };
+        if !bytes.is_empty() {
+            let _ = ctx.send_copy(id, bytes);
+            bytes.clear();
         }
     }
 
@@ -710,6 +740,28 @@ impl Handler for GwShard {
             return;
         };
         self.recorder.received(data.len());
+        let data = match slot.tls.as_deref_mut() {
+            None => data,
+            Some(tls) => {
+                self.plain.clear();
+                if let Err(e) = tls.open(data, &mut self.plain) {
+                    if self.counters.tls_errors.load(Ordering::Relaxed) == 0 {
+                        // The first one of this shard says why (they are usually all alike).
+                        eprintln!(
+                            "ringport-bench: TLS transport to {} failed: {e:?}",
+                            self.cfg.target
+                        );
+                    }
+                    inc(&self.counters.tls_errors);
+                    if let TlsFailure::Closed = e {
+                        inc(&self.counters.server_closes);
+                    }
+                    ctx.close(conn, CloseReason::Local);
+                    return;
+                }
+                &self.plain[..]
+            }
+        };
         slot.client
             .on_bytes(data, &mut self.out, &mut self.events, now);
         let done = slot.client.is_done();

@@ -17,6 +17,7 @@ pub mod payload;
 pub mod publisher;
 pub mod redis;
 pub mod subscriber;
+pub mod tls;
 pub mod tokens;
 pub mod ws;
 
@@ -60,6 +61,8 @@ pub struct GatewayOptions {
     pub progress: bool,
     /// Most connections between connect and ready at once (`crate::pacer`).
     pub connect_window: usize,
+    /// `--tls`: the subscribers (and the idle/churn/resume clients) speak TLS to `target`.
+    pub tls: Option<tls::TlsTarget>,
 }
 
 /// One gateway run: the shared measurements and the gateway's own counters and verdicts.
@@ -67,8 +70,10 @@ pub struct GatewayOptions {
 pub struct GatewayReport {
     pub command: String,
     pub scenario: String,
-    /// The server driven: `ringport`, `redis` or `nats`.
+    /// The server driven: `ringport`, `ringport-ws`, `redis` or `nats`.
     pub protocol: String,
+    /// The subscribers spoke TLS (`--tls`).
+    pub tls: bool,
     /// How messages were published: `http`, `client` (ringport), `redis`, `nats`.
     pub publisher: String,
     pub run: RunResult,
@@ -120,6 +125,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         publisher,
         table_cap: crate::echo::engine_client::table_cap(),
         connect_window: opts.connect_window,
+        tls: opts.tls.clone(),
     };
     let load = driver::GwLoad::new(cfg)?;
     let outcome = load.outcome.clone();
@@ -140,6 +146,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         command,
         scenario: plan.label.clone(),
         protocol: opts.protocol.name().into(),
+        tls: opts.tls.is_some(),
         publisher: opts.via.name().into(),
         lost: None,
         loss_ratio: None,
@@ -184,6 +191,12 @@ fn findings(opts: &GatewayOptions, r: &mut GatewayReport) {
     }
     if c.join_refused > 0 {
         f.push(format!("{} JOINs refused", c.join_refused));
+    }
+    if c.tls_errors > 0 {
+        f.push(format!(
+            "{} TLS transports failed (handshake refused, bad record or close_notify)",
+            c.tls_errors
+        ));
     }
     if c.protocol_errors > 0 {
         f.push(format!("{} undecodable server streams", c.protocol_errors));
@@ -260,8 +273,11 @@ pub fn human(r: &GatewayReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "scenario            {} ({}, publisher {})",
-        r.scenario, r.protocol, r.publisher
+        "scenario            {} ({}{}, publisher {})",
+        r.scenario,
+        r.protocol,
+        if r.tls { " over TLS" } else { "" },
+        r.publisher
     );
     let _ = writeln!(
         s,

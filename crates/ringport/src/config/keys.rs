@@ -148,7 +148,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("admin", "max_page_size", Int, "Largest page of GET /v1/rooms/{room}/history, /v1/users/{user}/history and /v1/rooms/{room}/presence; a larger limit is clamped."),
     k("admin", "demo", Bool, "Serve the live-comment demo page at GET /demo (and the JavaScript SDK it loads under /sdk/) without the API key; when auth.secret is set, GET /demo/token also mints short-lived tokens (a random guest user admitted to rooms demo.*) for anyone who can reach this listener. Off by default: only turn it on where that is acceptable."),
     opt("admin", "demo_ws_url", Str, "\"wss://push.example.com/ringport\"", "WebSocket URL the demo page connects to. Unset = ws:// + the host the page was loaded from + the port of server.listen + websocket.path."),
-    k("admin", "demo_token_ttl_ms", Int, "Lifetime of a token minted by GET /demo/token (the page asks for a new one before every reconnect). 1000 to 86400000."),
+    k("admin", "demo_token_ttl_ms", Int, "Lifetime of a token minted by GET /demo/token (the page keeps it in the tab's sessionStorage and asks for a new one when less than a minute is left). 1000 to 86400000."),
     // --- end abuse limits ---
     k("log", "format", KeyKind::Enum(&["text", "json"]), "\"text\" for people, \"json\" for log pipelines."),
     k("log", "level", Str, "A tracing filter such as \"info\" or \"ringport=debug,warn\". RUST_LOG overrides the file."),

@@ -10,6 +10,10 @@ client.on('message', (m: Message) => {
 client.on('loss', (l: Loss) => { if (l.from !== undefined && l.to !== undefined) console.log(l.stream, l.to - l.from); });
 client.on('state', (s) => { const x: 'active' | string = s; void x; });
 client.on('error', (e: Error) => console.error(e));
+client.on('resume', (r) => { if (r.outcome === 'gap') console.log(r.stream, r.missingTo - r.missingFrom); });
+const snap: string = JSON.stringify(client.snapshot());
+const again = new RingportClient({ url: 'ws://localhost:4666/ringport', resume: JSON.parse(snap) });
+void again;
 async function main(): Promise<void> {
   const w = await client.connect();
   const sid: bigint = w.sessionId;
