@@ -13,8 +13,9 @@
 #   - `ringport-bench churn --rooms-per-conn 0`: CHURN_RATE connect/HELLO/WELCOME/close per
 #     second -> WELCOME p99 (connect -> WELCOME);
 # both from 127.0.0.2-127.0.0.250, and, a second later, `ringport-bench attack --kind K` from
-# 127.0.1.1-127.0.1.64 (the one-address floods from 127.0.1.1), also on CLIENT_CPU, for the
-# whole run. After the run the server's limit counters (ringport_limit_hits_total and the
+# 127.0.1.1-127.0.1.64 (the one-address floods from 127.0.1.1), also on CLIENT_CPU but at
+# `nice -n ATTACK_NICE` (default 19), for the whole run: on a 2-core machine the attacker's own
+# CPU would otherwise slow the population's client and show up as the server's latency. After the run the server's limit counters (ringport_limit_hits_total and the
 # closes by reason) are kept. Every run's JSON is in OUT; the table goes to stdout.
 set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
@@ -26,6 +27,7 @@ SUBS=${SUBS:-2000}
 FANOUT_RATE=${FANOUT_RATE:-10}
 CHURN_RATE=${CHURN_RATE:-50}
 WORKERS=${WORKERS:-2}
+ATTACK_NICE=${ATTACK_NICE:-19}
 PORT=${PORT:-17180}
 ADMIN_PORT=${ADMIN_PORT:-17181}
 ALL_ATTACKS="resume-flood join-churn publish-flood partial-frame conn-flood handshake-flood auth-fail
@@ -69,7 +71,7 @@ one_run() { # one_run ATTACK ROUND
     local att=
     if [[ $attack != none ]]; then
         sleep 1
-        timeout 300 taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" attack --kind "$attack" \
+        timeout 300 nice -n "$ATTACK_NICE" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" attack --kind "$attack" \
             --target "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" --duration "$((WARMUP + DURATION + 3))" \
             --connections "$(attack_connections "$attack")" --json >"$OUT/$tag-attack.json" &
         att=$!
@@ -92,7 +94,11 @@ def load(name):
 fan, churn, att = load("fanout"), load("churn"), load("attack")
 def ms(r):
     return "-" if r is None else f'{r["run"]["latency"]["p99_us"] / 1000:.2f}'
-rss = "-"
+rss, cpu = "-", "-"
+if fan and fan["run"].get("server"):
+    sv = fan["run"]["server"]
+    busy = sv["cpu_secs"] + (sv.get("softirq_cpu_secs") or 0)
+    cpu = f'{100 * busy / fan["run"]["measured_secs"]:.0f}'
 if fan:
     samples = [s.get("server_rss_kib") or 0 for s in fan["run"]["timeline"]]
     if samples:
@@ -113,13 +119,13 @@ welcomes = "-" if churn is None else churn["run"]["messages"]
 churn_failed = "-" if churn is None else churn["run"]["connect_failed"]
 outcomes = "" if att is None else ", ".join(f"{k} {v}" for k, v in att["outcomes"].items())
 opened = "" if att is None else att["connections_opened"]
-print(f"| {attack} | {ms(churn)} | {welcomes} | {churn_failed} | {ms(fan)} | {lost} | {rss} | {opened} | {outcomes} | {'; '.join(hits)} |")
+print(f"| {attack} | {ms(churn)} | {welcomes} | {churn_failed} | {ms(fan)} | {lost} | {rss} | {cpu} | {opened} | {outcomes} | {'; '.join(hits)} |")
 EOF
 }
 
 echo "load average before: $(cat /proc/loadavg)"
-echo "| attack | WELCOME p99 ms | welcomes | churn failures | delivery p99 ms | lost | server peak RSS MiB | attack connections | attack outcomes | limit counters |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| attack | WELCOME p99 ms | welcomes | churn failures | delivery p99 ms | lost | server peak RSS MiB | server CPU % | attack connections | attack outcomes | limit counters |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for attack in $ATTACKS; do
     for round in $(seq "$ROUNDS"); do
         one_run none "$round" "$attack"
