@@ -61,10 +61,14 @@ run() { # run LOAD VARIANT ROUND
         timeout 300 taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" idle "${args[@]}" >"$f"
     fi
     stop_server
-    python3 -c 'import json,sys
-r=json.load(open(sys.argv[1])); run=r["run"]; s=run["server"]
-print(f"  {sys.argv[2]:<6} {sys.argv[3]:<3} round {sys.argv[4]}: {run[\"messages_per_sec\"]:.0f} msg/s  server {s[\"cpu_us_per_message\"]:.3f} us/msg  p99 {run[\"latency\"][\"p99_us\"]/1000:.2f} ms  lost {r.get(\"lost\")}  load {open(\"/proc/loadavg\").read().split()[0]}")' \
-        "$f" "$load" "$variant" "$round"
+    python3 - "$f" "$load" "$variant" "$round" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1])); run = r["run"]; s = run["server"]
+load = open("/proc/loadavg").read().split()[0]
+print(f"  {sys.argv[2]:<6} {sys.argv[3]:<3} round {sys.argv[4]}: {run['messages_per_sec']:.0f} msg/s"
+      f"  server {s['cpu_us_per_message']:.3f} us/msg  p99 {run['latency']['p99_us'] / 1000:.2f} ms"
+      f"  lost {r.get('lost')}  load {load}")
+EOF
 }
 
 echo "# bench-limits-cost: rounds=$ROUNDS duration=${DURATION}s subscribers=$SUBS fanout rate=$FANOUT_RATE; load average $(cat /proc/loadavg)"
