@@ -30,6 +30,41 @@ pub enum Command {
     Churn(GatewayArgs),
     /// Disconnect sessions and resume them from their last offset; verify nothing is lost.
     Resume(GatewayArgs),
+    /// Run one of issue 10's attacks against a gateway, bounded in connections and time.
+    Attack(AttackArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AttackArgs {
+    /// The attack.
+    #[arg(long, value_enum)]
+    pub kind: ringport_bench::attack::Kind,
+    /// Gateway address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub target: SocketAddr,
+    /// Admin HTTP API (the admin attacks).
+    #[arg(long, default_value = "127.0.0.1:4667")]
+    pub admin: SocketAddr,
+    /// HS256 secret shared with the server: attackers authenticate as users bench-<first-user + i>.
+    #[arg(long, env = "RINGPORT_BENCH_SECRET")]
+    pub secret: Option<String>,
+    /// Attackers' user numbers start here (keep them apart from the population's).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub first_user: usize,
+    /// Attackers' source addresses (the one-address floods use the first).
+    #[arg(long, default_value = "127.0.1.1-127.0.1.64")]
+    pub source_addrs: String,
+    /// Seconds the attack runs.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Held attacks: connections held; the others: parallel attackers (at most 16).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub connections: u32,
+    /// The population's room (the resume flood names it to get a replay).
+    #[arg(long, default_value = "bench-0")]
+    pub room: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

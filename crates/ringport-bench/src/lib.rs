@@ -2,6 +2,8 @@
 //! writer, so integration tests can drive them without the command line.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "engine")]
+pub mod attack;
 pub mod baseline;
 pub mod compare;
 pub mod echo;

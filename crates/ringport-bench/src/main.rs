@@ -36,11 +36,38 @@ fn main() {
         Command::Fanout(a) => run_gateway(GwKind::Fanout, a),
         Command::Churn(a) => run_gateway(GwKind::Churn, a),
         Command::Resume(a) => run_gateway(GwKind::Resume, a),
+        Command::Attack(a) => run_attack(a),
     };
     if let Err(e) = result {
         eprintln!("ringport-bench: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn run_attack(a: cli::AttackArgs) -> anyhow::Result<()> {
+    use ringport_bench::attack;
+    if !(a.duration > 0.0 && a.duration <= 600.0) {
+        bail!("--duration must be in (0, 600] s");
+    }
+    let opts = attack::AttackOptions {
+        kind: a.kind,
+        target: a.target,
+        admin: a.admin,
+        tokens: a.secret.map_or(Tokens::Anonymous, Tokens::Secret),
+        first_user: a.first_user,
+        sources: echo::parse_source_addrs(&a.source_addrs).map_err(anyhow::Error::msg)?,
+        duration: Duration::from_secs_f64(a.duration),
+        connections: a.connections as usize,
+        room: a.room,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let report = attack::run(&opts, command)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", attack::human(&report));
+    }
+    Ok(())
 }
 
 fn check_loopback(common: &CommonArgs) -> anyhow::Result<()> {
@@ -236,8 +263,8 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
     if a.rooms == 0 || a.rooms > 100_000 {
         bail!("--rooms must be in 1..=100000");
     }
-    if a.rooms_per_conn == 0 && kind != GwKind::Idle {
-        bail!("--rooms-per-conn 0 (no JOIN) only makes sense for idle");
+    if a.rooms_per_conn == 0 && !matches!(kind, GwKind::Idle | GwKind::Churn) {
+        bail!("--rooms-per-conn 0 (no JOIN) only makes sense for idle and churn");
     }
     if !(gateway::payload::MIN_SIZE..=1 << 20).contains(&a.size) {
         bail!("--size must be in 32..=1048576");

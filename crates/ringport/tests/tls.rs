@@ -1,7 +1,7 @@
 //! TLS on the client port, against the real gateway with certificates made at test time
 //! (`rcgen`): native and WebSocket clients over TLS, the client refusing a wrong name and an
-//! expired certificate, the handshake deadline, client certificates, TLS-only ports and the
-//! SIGHUP certificate reload.
+//! expired certificate, the handshake deadline, client certificates, TLS-only ports, the
+//! SIGHUP certificate reload and a TLS consumer that stops reading.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -428,6 +428,51 @@ fn slow_tls_handshake_is_closed_at_the_handshake_deadline() {
             "ringport_connections_closed_total{reason=\"handshake_timeout\"}"
         ) >= 2
     );
+}
+
+/// A TLS consumer that stops reading. Its records cannot be cut at a frame boundary (each
+/// record's sequence number is bound into the next), so once its queue passes
+/// `engine.send_high_water` its whole backlog is dropped and the connection closed at once,
+/// counted as a slow consumer: the server does not hold the backlog until
+/// `engine.close_linger_ms` ends. (What the kernel already buffered still reaches the client,
+/// slowly through its 4 KiB window, then the stream ends without a CLOSE: not read here.)
+#[test]
+fn a_slow_tls_consumer_is_closed_at_once_and_counted() {
+    let ca = Ca::new("ca");
+    let files = Files::new("slow-consumer");
+    files.write(&ca.server(&["localhost"], false));
+    let mut config = files.config();
+    config.engine.send_high_water = 1 << 20;
+    // Far longer than the test waits: the backlog must not be freed by the linger.
+    config.engine.close_linger_ms = 300_000;
+    config.history.max_messages_per_stream = 1;
+    let server = TestServer::start(config);
+    let tls = tls_connect(server.addr, client_config(&ca, None), "localhost").expect("handshake");
+    socket2::SockRef::from(&tls.sock)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let mut c = Native::new(tls);
+    assert!(matches!(c.hello(), Frame::Welcome(_)));
+    c.join("feed");
+    let slow = "ringport_connections_closed_total{reason=\"slow_consumer\"}";
+    let before = metric(&metrics(&server), slow);
+    // 200 x 60 KB = 12 MB: more than the high-water mark plus what the kernel buffers
+    // (net.ipv4.tcp_wmem's 4 MiB at most on the server's side, 4 KiB on the client's).
+    let body = format!(r#"{{"payload":"{}"}}"#, "z".repeat(60_000));
+    for _ in 0..200 {
+        let r = server.http("POST", "/v1/push/room/feed", &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    eventually("the slow TLS consumer's close to be counted", || {
+        metric(&metrics(&server), slow) > before
+    });
+    // The server holds no backlog for it any more (before: until the linger ended).
+    let engine = server.engine();
+    eventually("the shed TLS backlog to be freed", || {
+        let queued: u64 = engine.stats_all().iter().map(|s| s.queued_bytes).sum();
+        queued <= 64 * 1024
+    });
+    drop(c);
 }
 
 #[test]

@@ -5,8 +5,13 @@
 use super::GatewayHandler;
 use crate::gateway::overload::CHECK_EVERY_MS;
 use crate::metrics::{limits::hit, Limit};
-use ringport_io::{ConnId, Ctx};
+use ringport_io::{CloseReason as EngineReason, ConnId, Ctx};
 use ringport_proto::{CloseReason, State};
+
+/// The most a TLS connection being shed may still have queued for its CLOSE to wait behind
+/// it (the same allowance a plaintext goodbye gets past `engine.send_high_water`); above it
+/// the connection is closed hard.
+const TLS_GOODBYE_BACKLOG: usize = 64 * 1024;
 
 impl GatewayHandler {
     /// Every loop turn: publishes this shard's connection memory; once per
@@ -81,8 +86,10 @@ impl GatewayHandler {
     /// boundary, behind what the kernel is already sending — and a CLOSE POLICY follows
     /// them; the connection then closes gracefully, bounded by `engine.close_linger_ms`
     /// (after which it is aborted). Over TLS the records cannot be cut (each one's sequence
-    /// number is bound into the next), so the CLOSE waits behind the backlog, within the same
-    /// bound.
+    /// number is bound into the next, so nothing sealed after a cut could be read): a
+    /// backlog of at most [`TLS_GOODBYE_BACKLOG`] keeps the CLOSE behind it as above; a
+    /// larger one is dropped whole and the connection closed at once, without a reason
+    /// (the caller has counted it).
     fn shed(
         &mut self,
         ctx: &mut Ctx<'_, Self>,
@@ -90,12 +97,21 @@ impl GatewayHandler {
         why: &str,
         now: u64,
     ) {
+        c.replay = Default::default();
         let dropped = if c.transport.tls_mut().is_none() {
             ctx.drop_unsent(c.id)
+        } else if ctx.queued_bytes(c.id) > TLS_GOODBYE_BACKLOG {
+            // Nothing queued behind this backlog could be read before it; a goodbye that
+            // waits for it would keep the memory until the linger ends. The session's own
+            // frames still waiting go with it.
+            while c.session.poll_transmit().is_some() {}
+            c.closing = true;
+            c.close_code = Some(CloseReason::POLICY.0);
+            ctx.abort(c.id, EngineReason::App(CloseReason::POLICY.0));
+            return;
         } else {
             0
         };
-        c.replay = Default::default();
         let text = format!(
             "{why}: this connection's send backlog was dropped ({dropped} bytes); \
              reconnect and resume"
