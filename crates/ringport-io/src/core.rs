@@ -62,7 +62,7 @@ pub(crate) struct Core<H: crate::Handler> {
     /// Slots whose queue needs a send this turn.
     dirty: Vec<u32>,
     /// Slots waiting for receive buffers.
-    rearm: Vec<u32>,
+    pub rearm: Vec<u32>,
     /// `on_close` notifications to deliver after the current callback.
     pub notify: Vec<(ConnId, CloseReason)>,
     /// Boxed: the kernel reads the addresses asynchronously, so they must not move when
@@ -356,13 +356,18 @@ impl<H: crate::Handler> Core<H> {
                 if !s.waiting_buffers {
                     continue;
                 }
-                if s.fd != NO_FD && !self.driver.reserve_recv_buffer(s.fd) {
+                // A slot that would not be armed (closing, its peer's FIN seen) takes no
+                // buffer: it leaves the list without one.
+                let armable = !s.recv_armed && !s.peer_eof && s.receiving() && s.fd != NO_FD;
+                if armable && !self.driver.reserve_recv_buffer(s.fd) {
                     rearm[kept] = slot;
                     kept += 1;
                     continue;
                 }
                 self.slots[slot as usize].waiting_buffers = false;
-                self.arm_recv(slot);
+                if armable {
+                    self.arm_recv(slot);
+                }
             }
             rearm.truncate(kept);
             self.rearm = rearm;

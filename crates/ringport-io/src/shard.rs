@@ -178,7 +178,10 @@ impl<H: Handler> Shard<H> {
     /// re-arms. Returns the wait's timeout (a timer tick while anything is timed).
     pub fn before_wait(&mut self) -> Option<Duration> {
         self.core.flush();
+        // Receives still waiting for buffers are retried next turn even if nothing else
+        // happens before it.
         let timed = self.core.wheel.len() > 0
+            || !self.core.rearm.is_empty()
             || self.shutting_down.is_some()
             || matches!(self.core.accept, Accept::Backoff(_));
         timed.then_some(self.core.cfg.timer_tick)
