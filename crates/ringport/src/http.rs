@@ -15,6 +15,7 @@
 
 mod batch;
 pub mod conn;
+pub mod fast_push;
 pub mod gateway;
 pub mod idempotency;
 pub mod pages;

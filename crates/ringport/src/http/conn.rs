@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::fast_push::App;
 use crate::metrics::limits::hit;
 use crate::metrics::Limit;
 
@@ -109,7 +110,7 @@ enum Phase {
 /// the reserved descriptor.
 pub async fn serve(
     stream: TcpStream,
-    app: Router,
+    app: App,
     deadlines: Deadlines,
     keep_alive: bool,
     mut closing: watch::Receiver<bool>,
@@ -121,18 +122,15 @@ pub async fn serve(
     });
     let service_activity = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let mut app = app.clone();
+        let app = app.clone();
         let activity = Arc::clone(&service_activity);
         activity.in_request.store(true, Ordering::Relaxed);
         async move {
-            let answer =
-                tokio::time::timeout(deadlines.body, tower_service::Service::call(&mut app, req))
-                    .await;
+            let answer = tokio::time::timeout(deadlines.body, app.call(req.map(Body::new))).await;
             activity.answered.fetch_add(1, Ordering::Relaxed);
             activity.in_request.store(false, Ordering::Relaxed);
             Ok::<Response, Infallible>(match answer {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
+                Ok(response) => response,
                 Err(_) => {
                     hit(
                         Limit::AdminTimeout,

@@ -27,9 +27,10 @@ use crate::metrics::Limit;
 /// How long requests in progress may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+use super::fast_push::App;
 use super::gateway::Gateway;
 use super::pages::WebPages;
-use super::routes::{router, router_with_pages};
+use super::routes::{app_state, default_pages};
 use crate::config::AdminConfig;
 
 /// Why the admin server could not start or stopped badly.
@@ -66,7 +67,7 @@ impl AdminServer {
         config: &AdminConfig,
         gateway: Arc<dyn Gateway>,
     ) -> Result<AdminServer, HttpError> {
-        Self::serve_router(config, router(gateway, config))
+        Self::start_with_pages(config, gateway, default_pages(config))
     }
 
     /// As [`AdminServer::start`], with the pages' settings (client port, secret, WebSocket path).
@@ -75,10 +76,11 @@ impl AdminServer {
         gateway: Arc<dyn Gateway>,
         pages: WebPages,
     ) -> Result<AdminServer, HttpError> {
-        Self::serve_router(config, router_with_pages(gateway, config, pages))
+        let (router, state) = app_state(gateway, config, pages);
+        Self::serve_router(config, App::new(router, Some(state)))
     }
 
-    fn serve_router(config: &AdminConfig, app: axum::Router) -> Result<AdminServer, HttpError> {
+    fn serve_router(config: &AdminConfig, app: App) -> Result<AdminServer, HttpError> {
         let addr = config.listen;
         if config.api_key.is_none() && !addr.ip().is_loopback() {
             return Err(HttpError::KeyRequired { addr });
@@ -176,7 +178,7 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 /// [`SHUTDOWN_GRACE`].
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
+    app: App,
     limits: Limits,
     mut stop: oneshot::Receiver<()>,
 ) {
