@@ -13,7 +13,7 @@ use ringport_io::EngineHandle;
 use tokio::task::JoinHandle;
 
 use super::members::{HEARTBEAT_MS, NODE_TTL_MS};
-use super::{handover, owner, subject, BusQueue, ClusterBus, DropReason, Outbound};
+use super::{handover, owner, query, subject, BusQueue, ClusterBus, DropReason, Outbound};
 use crate::config::ClusterConfig;
 use crate::gateway::{GatewayHandler, PublishError, Shared};
 
@@ -289,7 +289,8 @@ fn adopt(bus: &ClusterBus, shared: &Weak<Shared>, id: &str, epochs: &[u32]) {
     tracing::info!(node = %bus.node_id, gone = %id, ?epochs, "cluster: node left; its streams go on in its epochs here");
 }
 
-/// Subscribes to the heartbeats of every node and to this node's owner inbox.
+/// Subscribes to the heartbeats of every node, to this node's owner inbox and to the
+/// cluster-wide count queries.
 async fn subscribe_node_subjects(
     client: &Client,
     bus: &Arc<ClusterBus>,
@@ -337,6 +338,18 @@ async fn subscribe_node_subjects(
         ))),
         Err(e) => {
             tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to the owner inbox: {e}")
+        }
+    }
+    match client.subscribe(subject::query(&bus.prefix)).await {
+        Ok(sub) => tasks.push(tokio::spawn(query::serve(
+            client.clone(),
+            sub,
+            Arc::clone(bus),
+            shared.clone(),
+            handle.clone(),
+        ))),
+        Err(e) => {
+            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to count queries: {e}")
         }
     }
     tasks

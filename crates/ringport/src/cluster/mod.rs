@@ -30,13 +30,15 @@
 //! messages to the broker and announces `leaving` before its clients get GOING_AWAY; nodes
 //! that received every message it numbered continue its streams in its epoch.
 //!
-//! Not done yet (docs/architecture.md, "Cluster"): cluster-wide presence, counts and
-//! per-user limits.
+//! Counts (`query.rs`): `GET /v1/rooms/{room}`, its presence and `/v1/stats` are summed
+//! over every live node by a scatter-gather request, bounded by `cluster.query_timeout_ms`,
+//! and say `partial` when a node did not answer.
 
 mod bridge;
 mod handover;
 pub(crate) mod members;
 mod owner;
+pub(crate) mod query;
 pub(crate) mod subject;
 
 use std::collections::HashMap;
@@ -138,6 +140,10 @@ pub(crate) struct ClusterBus {
     client: OnceLock<async_nats::Client>,
     /// Request timeout for forwarding a publish to its stream's owner.
     owner_timeout: std::time::Duration,
+    /// How long a cluster-wide count waits for the other nodes (`cluster.query_timeout_ms`).
+    query_timeout: Duration,
+    /// Count queries this node made: every live node answered / some did not (partial).
+    queries: [AtomicU64; 2],
     /// This process's epoch (set once the stream sink exists): with the node id, names this
     /// incarnation of the node in `Rp-Seq` and `leaving`.
     epoch: AtomicU32,
@@ -187,6 +193,8 @@ impl ClusterBus {
             replicate_history: config.replicate_history,
             client: OnceLock::new(),
             owner_timeout: std::time::Duration::from_millis(config.publish_timeout_ms),
+            query_timeout: Duration::from_millis(config.query_timeout_ms),
+            queries: Default::default(),
             epoch: AtomicU32::new(0),
             numbered: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
@@ -455,6 +463,18 @@ impl ClusterBus {
             MetricType::Gauge,
         );
         w.sample("ringport_cluster_nodes", &[], self.live_nodes() as u64);
+        w.family(
+            "ringport_cluster_queries_total",
+            "Cluster-wide counts this node asked the other nodes for (GET /v1/rooms/{room}, its presence, /v1/stats), by outcome: complete, or partial (a live node did not answer within cluster.query_timeout_ms).",
+            MetricType::Counter,
+        );
+        for (outcome, n) in ["complete", "partial"].iter().zip(&self.queries) {
+            w.sample(
+                "ringport_cluster_queries_total",
+                &[("outcome", outcome)],
+                load(n),
+            );
+        }
         w.family(
             "ringport_cluster_subscriptions",
             "Stream subjects this node is subscribed to (every stream with cluster.replicate_history, else rooms and users with members here; and broadcasts).",

@@ -163,6 +163,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("cluster", "ping_interval_ms", Int, "How often the broker connection is probed; two unanswered probes close it and start reconnecting."),
     k("cluster", "reconnect_max_delay_ms", Int, "Longest pause between reconnection attempts to the broker; the pause doubles from 100 ms up to it."),
     k("cluster", "publish_timeout_ms", Int, "Longest wait to hand one message to the NATS client (its buffer is full while the broker is slow); then the message is dropped and counted. Also bounds the wait for a stream's owner node to number a forwarded publish; then this node numbers it itself (in its own epoch) and counts it."),
+    k("cluster", "query_timeout_ms", Int, "Longest wait for the other nodes' answers to a cluster-wide count (GET /v1/rooms/{room}, its presence, /v1/stats); a live node that did not answer by then is left out and the answer says partial: true (counted in ringport_cluster_queries_total)."),
     k("cluster", "replicate_history", Bool, "Every node receives every stream's messages and keeps a replica of its history, so a client resumes on any node; `false` routes by interest only (a node receives the streams it has members of; a resume on a node without the stream's history is answered GAP or EPOCH_CHANGED)."),
 ];
 
