@@ -1,17 +1,18 @@
 //! Counts cluster-wide (`--cluster`): `GET /v1/rooms/{room}`, `/v1/rooms/{room}/presence`
 //! and `/v1/stats` sum every live node, with the nodes summed in `cluster`; a node that does
 //! not answer within `cluster.query_timeout_ms` makes the answer `partial`, in bounded time,
-//! never a silent undercount.
+//! never a silent undercount. `limits.max_connections_per_user` holds over all nodes.
 //!
-//! The nodes are `ringport serve` processes (one is SIGSTOPped) on a `nats-server` started
-//! on a free loopback port.
+//! The nodes are `ringport serve` processes (one is SIGSTOPped) or in-process gateways on a
+//! `nats-server` started on a free loopback port.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{member, three_nodes, Node, NodeProcess};
-use common::gateway::{metric, Client, WAIT};
+use common::cluster::{member, node_with, three_nodes, Broker, Node, NodeProcess};
+use common::gateway::{metric, test_config, token, Client, TestServer, SECRET, WAIT};
+use ringport_proto::{CloseReason, Frame};
 use serde_json::Value;
 
 fn get(n: &NodeProcess, path: &str) -> Value {
@@ -145,4 +146,61 @@ fn room_presence_and_stats_sum_every_node_and_say_partial_when_one_is_silent() {
         assert!(Instant::now() < deadline, "never whole again: {room}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A HELLO of `tok` on `n` that must be refused: its CLOSE reason and text.
+fn refused(n: &impl Node, tok: &str) -> (CloseReason, String) {
+    match n.client().hello(tok) {
+        Frame::Close { reason, text } => (reason, text),
+        other => panic!("expected CLOSE, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_users_connections_are_capped_over_every_node_as_on_one() {
+    // What one node answers the connection over the cap.
+    let mut single = test_config();
+    single.auth.secret = Some(SECRET.into());
+    single.limits.max_connections_per_user = 2;
+    let alone = TestServer::start(single);
+    let tok = token("capped", &[]);
+    let _held = [alone.welcomed(&tok), alone.welcomed(&tok)];
+    let local = refused(&alone, &tok);
+    assert_eq!(local.0, CloseReason::POLICY, "{}", local.1);
+
+    let broker = Broker::start(None);
+    let nodes =
+        ["a", "b", "c"].map(|id| node_with(&broker, id, |c| c.limits.max_connections_per_user = 2));
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_nodes 3");
+    }
+    let on_a = nodes[0].welcomed(&tok);
+    nodes[1].wait_metric("ringport_cluster_user_connections_elsewhere 1");
+    let _on_b = nodes[1].welcomed(&tok);
+    nodes[2].wait_metric("ringport_cluster_user_connections_elsewhere 2");
+    // The third connection, on a node with none of the user's: refused as on one node, and
+    // counted (the limit counters are per process: in-process nodes share them).
+    let hits = |n: &TestServer| {
+        let body = n.http("GET", "/metrics", "").body;
+        metric(
+            &body,
+            "ringport_limit_hits_total{limit=\"connections_per_user\"}",
+        )
+    };
+    let before = hits(&nodes[2]);
+    assert_eq!(refused(&nodes[2], &tok), local);
+    assert!(hits(&nodes[2]) > before);
+    // ... and on a node with one of them.
+    nodes[0].wait_metric("ringport_cluster_user_connections_elsewhere 1");
+    assert_eq!(refused(&nodes[0], &tok), local);
+    // Another user is not affected.
+    let _other = nodes[2].welcomed(&token("other", &[]));
+
+    // One closes: c hears of it and admits a new one.
+    drop(on_a);
+    nodes[2].wait_metric("ringport_cluster_user_connections_elsewhere 1");
+    let _on_c = nodes[2].welcomed(&tok);
+    // a: the capped user's on b and c, and "other" on c.
+    nodes[0].wait_metric("ringport_cluster_user_connections_elsewhere 3");
+    assert_eq!(refused(&nodes[0], &tok), local);
 }

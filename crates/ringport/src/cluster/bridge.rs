@@ -13,7 +13,7 @@ use ringport_io::EngineHandle;
 use tokio::task::JoinHandle;
 
 use super::members::{HEARTBEAT_MS, NODE_TTL_MS};
-use super::{handover, owner, query, subject, BusQueue, ClusterBus, DropReason, Outbound};
+use super::{handover, owner, query, subject, users, BusQueue, ClusterBus, DropReason, Outbound};
 use crate::config::ClusterConfig;
 use crate::gateway::{GatewayHandler, PublishError, Shared};
 
@@ -86,6 +86,11 @@ fn on_event(bus: &ClusterBus, event: &async_nats::Event) {
             // A fresh connection gets a full heartbeat lifetime to echo.
             bus.echo_ms.store(bus.now_ms(), Ordering::Release);
             bus.connected.store(true, Ordering::Release);
+            // What the other nodes said before may be stale: ask them all again.
+            bus.users.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            bus.users_ask.store(true, Ordering::Release);
+            bus.users_resync.store(true, Ordering::Release);
+            bus.users_changed.notify_one();
             tracing::info!(node = %bus.node_id, "cluster: connected to the broker");
         }
         async_nats::Event::Disconnected => {
@@ -154,6 +159,9 @@ async fn run(
                 announce_leave(&client, &bus).await;
                 announced = true;
             }
+            () = bus.users_changed.notified() => {
+                users::publish(&client, &bus, &shared, publish_timeout).await;
+            }
             () = bus.interest_changed.notified() => {
                 sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
             }
@@ -203,7 +211,11 @@ async fn run(
                 } else if !was && up && linked {
                     tracing::info!(node = %bus.node_id, "cluster: the broker delivers again");
                 }
+                if bus.users_resync.load(Ordering::Acquire) {
+                    users::publish(&client, &bus, &shared, publish_timeout).await;
+                }
                 for id in bus.members().expire(now) {
+                    bus.users.lock().unwrap_or_else(|p| p.into_inner()).forget(&id);
                     tracing::warn!(
                         node = %bus.node_id, gone = %id,
                         "cluster: node not heard from for {NODE_TTL_MS} ms; its streams move to the live nodes, in new epochs"
@@ -259,6 +271,10 @@ fn node_left(bus: &ClusterBus, shared: &Weak<Shared>, words: &str) {
     let mut it = words.split(' ');
     let Some(id) = it.next() else { return };
     bus.members().left(id);
+    bus.users
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .forget(id);
     let node_epoch = it.next().and_then(|w| w.parse::<u32>().ok());
     let last = it.next().and_then(|w| w.parse::<u64>().ok());
     let epochs: Vec<u32> = it.filter_map(|w| w.parse().ok()).collect();
@@ -312,6 +328,8 @@ async fn subscribe_node_subjects(
                                 bus.echo_ms.store(now, Ordering::Release);
                             }
                             if bus.members().heard(id, now) {
+                                // The newcomer learns this node's connections per user.
+                                bus.users_resync.store(true, Ordering::Release);
                                 tracing::info!(node = %bus.node_id, joined = %id, "cluster: node joined");
                             }
                         }
@@ -338,6 +356,12 @@ async fn subscribe_node_subjects(
         ))),
         Err(e) => {
             tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to the owner inbox: {e}")
+        }
+    }
+    match client.subscribe(subject::conns(&bus.prefix)).await {
+        Ok(sub) => tasks.push(tokio::spawn(users::receive(sub, Arc::clone(bus)))),
+        Err(e) => {
+            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to user counts: {e}")
         }
     }
     match client.subscribe(subject::query(&bus.prefix)).await {

@@ -92,6 +92,11 @@ pub fn query(prefix: &str) -> String {
     format!("{prefix}.query")
 }
 
+/// Where every node tells the others its connections per user (`users.rs`).
+pub fn conns(prefix: &str) -> String {
+    format!("{prefix}.conns")
+}
+
 /// The subject a message for `target` travels on.
 pub fn of(prefix: &str, target: &Target) -> String {
     match target {

@@ -118,7 +118,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("limits", "handshake_burst_per_ip", Int, "New connections one IP address may open in a burst."),
     k("limits", "auth_failures_per_ip_per_sec", Int, "Sustained failed handshakes (AUTH_FAILED) per second from one IP address once its burst is spent; beyond it the address's new connections are sent CLOSE POLICY. 0 = no limit."),
     k("limits", "auth_failure_burst_per_ip", Int, "Failed handshakes one IP address may have in a burst."),
-    k("limits", "max_connections_per_user", Int, "Connections open at once for one user (the token's sub), on every shard and address together; one more HELLO is answered CLOSE POLICY. 0 = no limit."),
+    k("limits", "max_connections_per_user", Int, "Connections open at once for one user (the token's sub), on every shard and address together (in a cluster, on every node together); one more HELLO is answered CLOSE POLICY. 0 = no limit."),
     k("limits", "room_ops_per_sec", Int, "Sustained JOIN and LEAVE requests per second on one connection; beyond it they are answered RATE_LIMITED, and a connection that sends a whole burst more while limited is closed with POLICY. 0 = no limit."),
     k("limits", "room_ops_burst", Int, "JOIN and LEAVE requests one connection may send in a burst."),
     k("limits", "control_frames_per_sec", Int, "Sustained control frames (PING, PONG, SLEEP, WAKE, ACK, and WebSocket pings and pongs) per second on one connection; beyond it the connection is closed with POLICY. 0 = no limit."),
