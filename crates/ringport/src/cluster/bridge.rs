@@ -343,40 +343,53 @@ async fn subscribe_node_subjects(
             tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to heartbeats: {e}")
         }
     }
-    match client
-        .subscribe(subject::owner_inbox(&bus.prefix, &bus.node_id))
-        .await
-    {
-        Ok(sub) => tasks.push(tokio::spawn(owner::serve(
-            client.clone(),
-            sub,
-            Arc::clone(bus),
-            shared.clone(),
-            handle.clone(),
-        ))),
-        Err(e) => {
-            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to the owner inbox: {e}")
-        }
-    }
-    match client.subscribe(subject::conns(&bus.prefix)).await {
-        Ok(sub) => tasks.push(tokio::spawn(users::receive(sub, Arc::clone(bus)))),
-        Err(e) => {
-            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to user counts: {e}")
-        }
-    }
-    match client.subscribe(subject::query(&bus.prefix)).await {
-        Ok(sub) => tasks.push(tokio::spawn(query::serve(
-            client.clone(),
-            sub,
-            Arc::clone(bus),
-            shared.clone(),
-            handle.clone(),
-        ))),
-        Err(e) => {
-            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to count queries: {e}")
-        }
-    }
+    let (c, b, s, h) = (
+        client.clone(),
+        Arc::clone(bus),
+        shared.clone(),
+        handle.clone(),
+    );
+    let inbox = subject::owner_inbox(&bus.prefix, &bus.node_id);
+    serve_on(client, bus, inbox, "the owner inbox", &mut tasks, |sub| {
+        owner::serve(c, sub, b, s, h)
+    })
+    .await;
+    let b = Arc::clone(bus);
+    let conns = subject::conns(&bus.prefix);
+    serve_on(client, bus, conns, "user counts", &mut tasks, |sub| {
+        users::receive(sub, b)
+    })
+    .await;
+    let (c, b, s, h) = (
+        client.clone(),
+        Arc::clone(bus),
+        shared.clone(),
+        handle.clone(),
+    );
+    let queries = subject::query(&bus.prefix);
+    serve_on(client, bus, queries, "count queries", &mut tasks, |sub| {
+        query::serve(c, sub, b, s, h)
+    })
+    .await;
     tasks
+}
+
+/// Subscribes to `subject` and serves it with `serve` on a task of its own (in `tasks`).
+async fn serve_on<F, Fut>(
+    client: &Client,
+    bus: &ClusterBus,
+    subject: String,
+    what: &str,
+    tasks: &mut Vec<JoinHandle<()>>,
+    serve: F,
+) where
+    F: FnOnce(async_nats::Subscriber) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    match client.subscribe(subject).await {
+        Ok(sub) => tasks.push(tokio::spawn(serve(sub))),
+        Err(e) => tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to {what}: {e}"),
+    }
 }
 
 async fn publish(client: &Client, bus: &ClusterBus, m: Outbound, timeout: Duration) {
