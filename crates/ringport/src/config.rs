@@ -451,6 +451,9 @@ pub struct ClusterConfig {
     /// Handing one message to the NATS client may wait this long; then it is dropped. Also
     /// bounds a publish forwarded to its stream's owner node.
     pub publish_timeout_ms: u64,
+    /// A cluster-wide count (`GET /v1/rooms/{room}`, presence, `/v1/stats`) waits this long
+    /// for the other nodes; then it answers `partial` without the missing ones.
+    pub query_timeout_ms: u64,
     /// Every node keeps a replica of every stream's history (all nodes receive every
     /// message), so a client resumes on any node; `false` routes by interest only (a node
     /// receives the streams it has members of, and a resume elsewhere may be answered GAP).
@@ -471,6 +474,7 @@ impl Default for ClusterConfig {
             ping_interval_ms: 2_000,
             reconnect_max_delay_ms: 5_000,
             publish_timeout_ms: 1_000,
+            query_timeout_ms: 500,
             replicate_history: true,
         }
     }
@@ -934,6 +938,7 @@ impl Config {
             1,
             600_000,
         )?;
+        in_range("cluster.query_timeout_ms", c.query_timeout_ms, 1, 60_000)?;
         Ok(())
     }
 }

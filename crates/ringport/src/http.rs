@@ -24,9 +24,9 @@ pub mod server;
 pub mod shard_rpc;
 
 pub use gateway::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError, GatewayStats,
-    History, HistoryMessage, Presence, PresenceUser, Push, PushOutcome, PushTarget, Receipts,
-    Reply, RoomCount, RoomInfo, RoomList, RoomMember,
+    ClusterScope, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError,
+    GatewayStats, History, HistoryMessage, NodeCount, Presence, PresenceUser, Push, PushOutcome,
+    PushTarget, Receipts, Reply, RoomCount, RoomInfo, RoomList, RoomMember,
 };
 pub use pages::WebPages;
 pub use routes::{router, router_with_pages, ROUTES};

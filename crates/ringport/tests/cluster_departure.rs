@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::cluster::{push, Broker, Node, NodeProcess};
+use common::cluster::{push, three_nodes, Node, NodeProcess};
 use common::gateway::{metric, token, Client};
 use ringport_proto::{CloseReason, Frame, ResumeOutcome, ResumePoint, ResumeResult, StreamName};
 
@@ -128,18 +128,6 @@ fn stream_named(s: &str) -> StreamName {
     }
 }
 
-/// A broker and nodes a, b and c that see each other, each subscribed to every stream.
-fn three_nodes() -> (Broker, [NodeProcess; 3]) {
-    let broker = Broker::start(None);
-    let nodes = ["a", "b", "c"].map(|id| NodeProcess::start(&broker, id, &[]));
-    for n in &nodes {
-        n.wait_metric("ringport_cluster_nodes 3");
-        // Every node replicates every stream (the default): rooms, users, broadcasts.
-        n.wait_metric("ringport_cluster_subscriptions 3");
-    }
-    (broker, nodes)
-}
-
 /// Waits for the CLOSE GOING_AWAY of a node that is shutting down.
 fn going_away(c: &mut Client) {
     let (reason, text) = c.expect_close();
@@ -148,7 +136,7 @@ fn going_away(c: &mut Client) {
 
 #[test]
 fn a_node_stopped_with_sigterm_hands_its_streams_over_and_its_clients_resume_with_no_hole() {
-    let (_broker, [mut a, b, c]) = three_nodes();
+    let (_broker, [mut a, b, c]) = three_nodes(&[]);
     let (mut on_a, session) = mover(&a, "ux");
     let (mut watch_b, _) = mover(&b, "wb");
     let all: [&NodeProcess; 3] = [&a, &b, &c];
@@ -215,7 +203,7 @@ fn a_node_stopped_with_sigterm_hands_its_streams_over_and_its_clients_resume_wit
 
 #[test]
 fn a_node_killed_with_sigkill_is_noticed_and_a_resume_elsewhere_is_never_a_silent_hole() {
-    let (_broker, [a, b, c]) = three_nodes();
+    let (_broker, [a, b, c]) = three_nodes(&[]);
     let (mut on_a, session) = mover(&a, "ux");
     let all: [&NodeProcess; 3] = [&a, &b, &c];
     let (mut watch_c, _) = mover(&c, "wc");

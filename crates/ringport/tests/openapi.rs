@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use ringport::http::{
-    ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, History, HistoryMessage,
-    Presence, PresenceUser, PushOutcome, Receipts, RoomCount, RoomInfo, RoomList, RoomMember,
-    ROUTES,
+    ClusterScope, ConnectionCounts, ConnectionInfo, ConnectionState, GatewayStats, History,
+    HistoryMessage, NodeCount, Presence, PresenceUser, PushOutcome, Receipts, RoomCount, RoomInfo,
+    RoomList, RoomMember, ROUTES,
 };
 use serde_json::Value;
 
@@ -132,7 +132,23 @@ fn response_schemas_match_the_types() {
         }),
         fields(PushOutcome::default()),
     );
-    check(&spec, "RoomInfo", RoomInfo::default());
+    let scope = || {
+        Some(ClusterScope {
+            nodes: vec![NodeCount::default()],
+            ..ClusterScope::default()
+        })
+    };
+    check_optional(
+        &spec,
+        "RoomInfo",
+        fields(RoomInfo {
+            cluster: scope(),
+            ..RoomInfo::default()
+        }),
+        fields(RoomInfo::default()),
+    );
+    check(&spec, "ClusterScope", ClusterScope::default());
+    check(&spec, "NodeCount", NodeCount::default());
     check(&spec, "RoomList", RoomList::default());
     check(
         &spec,
@@ -153,7 +169,15 @@ fn response_schemas_match_the_types() {
         }),
         fields(HistoryMessage::default()),
     );
-    check(&spec, "Presence", Presence::default());
+    check_optional(
+        &spec,
+        "Presence",
+        fields(Presence {
+            cluster: scope(),
+            ..Presence::default()
+        }),
+        fields(Presence::default()),
+    );
     check(
         &spec,
         "PresenceUser",
@@ -170,7 +194,15 @@ fn response_schemas_match_the_types() {
             user: None,
         },
     );
-    check(&spec, "GatewayStats", GatewayStats::default());
+    check_optional(
+        &spec,
+        "GatewayStats",
+        fields(GatewayStats {
+            cluster: scope(),
+            ..GatewayStats::default()
+        }),
+        fields(GatewayStats::default()),
+    );
     check(
         &spec,
         "Receipts",

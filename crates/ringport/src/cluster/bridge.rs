@@ -13,7 +13,7 @@ use ringport_io::EngineHandle;
 use tokio::task::JoinHandle;
 
 use super::members::{HEARTBEAT_MS, NODE_TTL_MS};
-use super::{handover, owner, subject, BusQueue, ClusterBus, DropReason, Outbound};
+use super::{handover, owner, query, subject, users, BusQueue, ClusterBus, DropReason, Outbound};
 use crate::config::ClusterConfig;
 use crate::gateway::{GatewayHandler, PublishError, Shared};
 
@@ -86,6 +86,11 @@ fn on_event(bus: &ClusterBus, event: &async_nats::Event) {
             // A fresh connection gets a full heartbeat lifetime to echo.
             bus.echo_ms.store(bus.now_ms(), Ordering::Release);
             bus.connected.store(true, Ordering::Release);
+            // What the other nodes said before may be stale: ask them all again.
+            bus.users.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            bus.users_ask.store(true, Ordering::Release);
+            bus.users_resync.store(true, Ordering::Release);
+            bus.users_changed.notify_one();
             tracing::info!(node = %bus.node_id, "cluster: connected to the broker");
         }
         async_nats::Event::Disconnected => {
@@ -154,6 +159,9 @@ async fn run(
                 announce_leave(&client, &bus).await;
                 announced = true;
             }
+            () = bus.users_changed.notified() => {
+                users::publish(&client, &bus, &shared, publish_timeout).await;
+            }
             () = bus.interest_changed.notified() => {
                 sync_interest(&client, &bus, &shared, &handle, &mut subscribed).await;
             }
@@ -203,7 +211,11 @@ async fn run(
                 } else if !was && up && linked {
                     tracing::info!(node = %bus.node_id, "cluster: the broker delivers again");
                 }
+                if bus.users_resync.load(Ordering::Acquire) {
+                    users::publish(&client, &bus, &shared, publish_timeout).await;
+                }
                 for id in bus.members().expire(now) {
+                    bus.users.lock().unwrap_or_else(|p| p.into_inner()).forget(&id);
                     tracing::warn!(
                         node = %bus.node_id, gone = %id,
                         "cluster: node not heard from for {NODE_TTL_MS} ms; its streams move to the live nodes, in new epochs"
@@ -259,6 +271,10 @@ fn node_left(bus: &ClusterBus, shared: &Weak<Shared>, words: &str) {
     let mut it = words.split(' ');
     let Some(id) = it.next() else { return };
     bus.members().left(id);
+    bus.users
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .forget(id);
     let node_epoch = it.next().and_then(|w| w.parse::<u32>().ok());
     let last = it.next().and_then(|w| w.parse::<u64>().ok());
     let epochs: Vec<u32> = it.filter_map(|w| w.parse().ok()).collect();
@@ -289,7 +305,8 @@ fn adopt(bus: &ClusterBus, shared: &Weak<Shared>, id: &str, epochs: &[u32]) {
     tracing::info!(node = %bus.node_id, gone = %id, ?epochs, "cluster: node left; its streams go on in its epochs here");
 }
 
-/// Subscribes to the heartbeats of every node and to this node's owner inbox.
+/// Subscribes to the heartbeats of every node, to this node's owner inbox and to the
+/// cluster-wide count queries.
 async fn subscribe_node_subjects(
     client: &Client,
     bus: &Arc<ClusterBus>,
@@ -311,6 +328,8 @@ async fn subscribe_node_subjects(
                                 bus.echo_ms.store(now, Ordering::Release);
                             }
                             if bus.members().heard(id, now) {
+                                // The newcomer learns this node's connections per user.
+                                bus.users_resync.store(true, Ordering::Release);
                                 tracing::info!(node = %bus.node_id, joined = %id, "cluster: node joined");
                             }
                         }
@@ -324,22 +343,53 @@ async fn subscribe_node_subjects(
             tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to heartbeats: {e}")
         }
     }
-    match client
-        .subscribe(subject::owner_inbox(&bus.prefix, &bus.node_id))
-        .await
-    {
-        Ok(sub) => tasks.push(tokio::spawn(owner::serve(
-            client.clone(),
-            sub,
-            Arc::clone(bus),
-            shared.clone(),
-            handle.clone(),
-        ))),
-        Err(e) => {
-            tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to the owner inbox: {e}")
-        }
-    }
+    let (c, b, s, h) = (
+        client.clone(),
+        Arc::clone(bus),
+        shared.clone(),
+        handle.clone(),
+    );
+    let inbox = subject::owner_inbox(&bus.prefix, &bus.node_id);
+    serve_on(client, bus, inbox, "the owner inbox", &mut tasks, |sub| {
+        owner::serve(c, sub, b, s, h)
+    })
+    .await;
+    let b = Arc::clone(bus);
+    let conns = subject::conns(&bus.prefix);
+    serve_on(client, bus, conns, "user counts", &mut tasks, |sub| {
+        users::receive(sub, b)
+    })
+    .await;
+    let (c, b, s, h) = (
+        client.clone(),
+        Arc::clone(bus),
+        shared.clone(),
+        handle.clone(),
+    );
+    let queries = subject::query(&bus.prefix);
+    serve_on(client, bus, queries, "count queries", &mut tasks, |sub| {
+        query::serve(c, sub, b, s, h)
+    })
+    .await;
     tasks
+}
+
+/// Subscribes to `subject` and serves it with `serve` on a task of its own (in `tasks`).
+async fn serve_on<F, Fut>(
+    client: &Client,
+    bus: &ClusterBus,
+    subject: String,
+    what: &str,
+    tasks: &mut Vec<JoinHandle<()>>,
+    serve: F,
+) where
+    F: FnOnce(async_nats::Subscriber) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    match client.subscribe(subject).await {
+        Ok(sub) => tasks.push(tokio::spawn(serve(sub))),
+        Err(e) => tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to {what}: {e}"),
+    }
 }
 
 async fn publish(client: &Client, bus: &ClusterBus, m: Outbound, timeout: Duration) {

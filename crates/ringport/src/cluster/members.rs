@@ -117,6 +117,18 @@ impl Members {
             .count()
     }
 
+    /// The other live nodes' ids, sorted.
+    pub fn live_others(&self, now: u64) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .others
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_sub(*at) < NODE_TTL_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The owner of `stream` among the live nodes: `None` when it is this node.
     pub fn owner(&self, stream: &StreamName, now: u64) -> Option<&str> {
         let s = stream_hash(stream);

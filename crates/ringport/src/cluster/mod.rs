@@ -30,16 +30,22 @@
 //! messages to the broker and announces `leaving` before its clients get GOING_AWAY; nodes
 //! that received every message it numbered continue its streams in its epoch.
 //!
-//! Not done yet (docs/architecture.md, "Cluster"): cluster-wide presence, counts and
-//! per-user limits.
+//! Counts (`query.rs`): `GET /v1/rooms/{room}`, its presence and `/v1/stats` are summed
+//! over every live node by a scatter-gather request, bounded by `cluster.query_timeout_ms`,
+//! and say `partial` when a node did not answer.
+//!
+//! Per-user connection limits (`users.rs`): every node tells the others its connections per
+//! user, and a HELLO is refused when the user's connections on all nodes reach the cap.
 
 mod bridge;
 mod handover;
 pub(crate) mod members;
 mod owner;
+pub(crate) mod query;
 pub(crate) mod subject;
+mod users;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -138,6 +144,27 @@ pub(crate) struct ClusterBus {
     client: OnceLock<async_nats::Client>,
     /// Request timeout for forwarding a publish to its stream's owner.
     owner_timeout: std::time::Duration,
+    /// How long a cluster-wide count waits for the other nodes (`cluster.query_timeout_ms`).
+    query_timeout: Duration,
+    /// Count queries this node made: every live node answered / some did not (partial).
+    queries: [AtomicU64; 2],
+    /// The other nodes' connections per user (`users.rs`).
+    users: Mutex<users::UserTable>,
+    /// Users whose count on this node changed since the bridge last told the other nodes.
+    users_dirty: Mutex<HashSet<String>>,
+    /// Rung when `users_dirty` got its first entry.
+    users_changed: Notify,
+    /// The bridge sends this node's whole table next (a node joined, the broker came back,
+    /// or more users changed than `cluster.max_pending`).
+    users_resync: AtomicBool,
+    /// ... and asks every other node for theirs (this node knows nothing: (re)connected).
+    users_ask: AtomicBool,
+    /// Bound of `users_dirty` (`cluster.max_pending`).
+    max_pending: usize,
+    /// Per-user caps checked against this node's counts only (broker unreachable).
+    users_local_only: AtomicU64,
+    /// Wall ms of the last warning about it (at most one a second).
+    last_local_warning_ms: AtomicU64,
     /// This process's epoch (set once the stream sink exists): with the node id, names this
     /// incarnation of the node in `Rp-Seq` and `leaving`.
     epoch: AtomicU32,
@@ -187,6 +214,16 @@ impl ClusterBus {
             replicate_history: config.replicate_history,
             client: OnceLock::new(),
             owner_timeout: std::time::Duration::from_millis(config.publish_timeout_ms),
+            query_timeout: Duration::from_millis(config.query_timeout_ms),
+            queries: Default::default(),
+            users: Mutex::new(users::UserTable::default()),
+            users_dirty: Mutex::new(HashSet::new()),
+            users_changed: Notify::new(),
+            users_resync: AtomicBool::new(true),
+            users_ask: AtomicBool::new(true),
+            max_pending: config.max_pending.max(1) as usize,
+            users_local_only: AtomicU64::new(0),
+            last_local_warning_ms: AtomicU64::new(0),
             epoch: AtomicU32::new(0),
             numbered: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
@@ -378,22 +415,52 @@ impl ClusterBus {
             .position(|r| *r == reason)
             .unwrap_or(0);
         let total = self.dropped[i].fetch_add(1, Ordering::Relaxed) + 1;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        if now >= last + 1_000
-            && self
-                .last_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if once_a_second(&self.last_warning_ms) {
             tracing::warn!(
                 node = %self.node_id,
                 reason = reason.as_str(),
                 dropped_total = total,
                 "cluster: a message did not cross the bus (delivered on its own node only)"
             );
+        }
+    }
+
+    /// `user`'s connections on the other nodes, for its per-user cap. With the broker
+    /// unreachable the other nodes' counts are unknown: 0 (each node enforces the cap on its
+    /// own connections), counted and logged.
+    pub fn user_connections_elsewhere(&self, user: &str) -> u32 {
+        if self.connected.load(Ordering::Acquire) {
+            return self
+                .users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elsewhere(user);
+        }
+        let total = self.users_local_only.fetch_add(1, Ordering::Relaxed) + 1;
+        if once_a_second(&self.last_local_warning_ms) {
+            tracing::warn!(
+                node = %self.node_id,
+                local_only_total = total,
+                "cluster: the broker is unreachable; limits.max_connections_per_user is checked against this node's connections only"
+            );
+        }
+        0
+    }
+
+    /// `user`'s connection count on this node changed: the bridge tells the other nodes.
+    pub fn user_count_changed(&self, user: &str) {
+        let mut dirty = self.users_dirty.lock().unwrap_or_else(|p| p.into_inner());
+        if dirty.len() >= self.max_pending {
+            // Too many to list: the whole table goes next.
+            dirty.clear();
+            self.users_resync.store(true, Ordering::Release);
+        } else {
+            dirty.insert(user.to_owned());
+        }
+        let first = dirty.len() <= 1;
+        drop(dirty);
+        if first {
+            self.users_changed.notify_one();
         }
     }
 
@@ -456,6 +523,39 @@ impl ClusterBus {
         );
         w.sample("ringport_cluster_nodes", &[], self.live_nodes() as u64);
         w.family(
+            "ringport_cluster_queries_total",
+            "Cluster-wide counts this node asked the other nodes for (GET /v1/rooms/{room}, its presence, /v1/stats), by outcome: complete, or partial (a live node did not answer within cluster.query_timeout_ms).",
+            MetricType::Counter,
+        );
+        for (outcome, n) in ["complete", "partial"].iter().zip(&self.queries) {
+            w.sample(
+                "ringport_cluster_queries_total",
+                &[("outcome", outcome)],
+                load(n),
+            );
+        }
+        w.family(
+            "ringport_cluster_user_connections_elsewhere",
+            "Connections on the other nodes of users with connections anywhere, as the other nodes last told this one (what limits.max_connections_per_user adds to this node's own counts).",
+            MetricType::Gauge,
+        );
+        let elsewhere = self.users.lock().unwrap_or_else(|p| p.into_inner()).total();
+        w.sample(
+            "ringport_cluster_user_connections_elsewhere",
+            &[],
+            elsewhere,
+        );
+        w.family(
+            "ringport_cluster_user_limit_local_total",
+            "HELLOs whose per-user connection cap was checked against this node's connections only, because the broker was unreachable.",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_cluster_user_limit_local_total",
+            &[],
+            load(&self.users_local_only),
+        );
+        w.family(
             "ringport_cluster_subscriptions",
             "Stream subjects this node is subscribed to (every stream with cluster.replicate_history, else rooms and users with members here; and broadcasts).",
             MetricType::Gauge,
@@ -466,6 +566,18 @@ impl ClusterBus {
             load(&self.subscriptions),
         );
     }
+}
+
+/// `true` at most once a second per `last` (wall ms of the last `true`): for warnings.
+fn once_a_second(last: &AtomicU64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let was = last.load(Ordering::Relaxed);
+    now >= was + 1_000
+        && last
+            .compare_exchange(was, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 #[cfg(test)]

@@ -87,6 +87,16 @@ pub fn owner_inbox(prefix: &str, node: &str) -> String {
     format!("{prefix}.node.{}.publish", token(node))
 }
 
+/// Where every node takes cluster-wide count queries (scatter-gather: `query.rs`).
+pub fn query(prefix: &str) -> String {
+    format!("{prefix}.query")
+}
+
+/// Where every node tells the others its connections per user (`users.rs`).
+pub fn conns(prefix: &str) -> String {
+    format!("{prefix}.conns")
+}
+
 /// The subject a message for `target` travels on.
 pub fn of(prefix: &str, target: &Target) -> String {
     match target {

@@ -118,7 +118,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("limits", "handshake_burst_per_ip", Int, "New connections one IP address may open in a burst."),
     k("limits", "auth_failures_per_ip_per_sec", Int, "Sustained failed handshakes (AUTH_FAILED) per second from one IP address once its burst is spent; beyond it the address's new connections are sent CLOSE POLICY. 0 = no limit."),
     k("limits", "auth_failure_burst_per_ip", Int, "Failed handshakes one IP address may have in a burst."),
-    k("limits", "max_connections_per_user", Int, "Connections open at once for one user (the token's sub), on every shard and address together; one more HELLO is answered CLOSE POLICY. 0 = no limit."),
+    k("limits", "max_connections_per_user", Int, "Connections open at once for one user (the token's sub), on every shard and address together (in a cluster, on every node together); one more HELLO is answered CLOSE POLICY. 0 = no limit."),
     k("limits", "room_ops_per_sec", Int, "Sustained JOIN and LEAVE requests per second on one connection; beyond it they are answered RATE_LIMITED, and a connection that sends a whole burst more while limited is closed with POLICY. 0 = no limit."),
     k("limits", "room_ops_burst", Int, "JOIN and LEAVE requests one connection may send in a burst."),
     k("limits", "control_frames_per_sec", Int, "Sustained control frames (PING, PONG, SLEEP, WAKE, ACK, and WebSocket pings and pongs) per second on one connection; beyond it the connection is closed with POLICY. 0 = no limit."),
@@ -163,6 +163,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("cluster", "ping_interval_ms", Int, "How often the broker connection is probed; two unanswered probes close it and start reconnecting."),
     k("cluster", "reconnect_max_delay_ms", Int, "Longest pause between reconnection attempts to the broker; the pause doubles from 100 ms up to it."),
     k("cluster", "publish_timeout_ms", Int, "Longest wait to hand one message to the NATS client (its buffer is full while the broker is slow); then the message is dropped and counted. Also bounds the wait for a stream's owner node to number a forwarded publish; then this node numbers it itself (in its own epoch) and counts it."),
+    k("cluster", "query_timeout_ms", Int, "Longest wait for the other nodes' answers to a cluster-wide count (GET /v1/rooms/{room}, its presence, /v1/stats); a live node that did not answer by then is left out and the answer says partial: true (counted in ringport_cluster_queries_total)."),
     k("cluster", "replicate_history", Bool, "Every node receives every stream's messages and keeps a replica of its history, so a client resumes on any node; `false` routes by interest only (a node receives the streams it has members of; a resume on a node without the stream's history is answered GAP or EPOCH_CHANGED)."),
 ];
 

@@ -259,37 +259,60 @@ impl UserCounts {
         }
     }
 
-    /// Counts one more connection of `user`, or refuses it at the cap.
-    pub fn acquire(&self, user: &std::sync::Arc<str>) -> Result<(), Refusal> {
+    /// Counts one more connection of `user`, or refuses it at the cap. `elsewhere`: the
+    /// user's connections on the other nodes of the cluster (0 on a single node). `Ok`
+    /// holds the user's new count on this node, `None` when there is no cap.
+    pub fn acquire(
+        &self,
+        user: &std::sync::Arc<str>,
+        elsewhere: u32,
+    ) -> Result<Option<u32>, Refusal> {
         if self.max == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let mut part = self.users.part(&**user);
-        match part.get_mut(&**user) {
-            Some(n) if *n >= self.max => Err(Refusal::ConnectionsPerUser(self.max)),
-            Some(n) => {
-                *n += 1;
-                Ok(())
-            }
-            None => {
-                part.insert(std::sync::Arc::clone(user), 1);
-                Ok(())
-            }
+        let here = part.get(&**user).copied().unwrap_or(0);
+        if here.saturating_add(elsewhere) >= self.max {
+            return Err(Refusal::ConnectionsPerUser(self.max));
         }
+        part.insert(std::sync::Arc::clone(user), here + 1);
+        Ok(Some(here + 1))
     }
 
-    /// One connection of `user` (counted by [`UserCounts::acquire`]) closed.
-    pub fn release(&self, user: &str) {
+    /// One connection of `user` (counted by [`UserCounts::acquire`]) closed: the user's
+    /// count on this node now, `None` when there is no cap.
+    pub fn release(&self, user: &str) -> Option<u32> {
         if self.max == 0 {
-            return;
+            return None;
         }
         let mut part = self.users.part(user);
-        if let Some(n) = part.get_mut(user) {
-            *n -= 1;
-            if *n == 0 {
-                part.remove(user);
-            }
+        let n = part.get_mut(user)?;
+        *n -= 1;
+        let left = *n;
+        if left == 0 {
+            part.remove(user);
         }
+        Some(left)
+    }
+
+    /// `user`'s connections on this node now.
+    pub fn count(&self, user: &str) -> u32 {
+        self.users.part(user).get(user).copied().unwrap_or(0)
+    }
+
+    /// Every user with connections here and their counts (a node of a cluster tells the
+    /// other nodes all of them when one joins or the broker comes back).
+    pub fn snapshot(&self) -> Vec<(std::sync::Arc<str>, u32)> {
+        self.users
+            .parts
+            .iter()
+            .flat_map(|p| {
+                let part = p.lock().unwrap_or_else(|p| p.into_inner());
+                part.iter()
+                    .map(|(u, n)| (std::sync::Arc::clone(u), *n))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 
@@ -362,15 +385,19 @@ mod tests {
     fn per_user_cap() {
         let u = UserCounts::new(&limits());
         let (a, b) = (std::sync::Arc::from("a"), std::sync::Arc::from("b"));
-        assert_eq!(u.acquire(&a), Ok(()));
-        assert_eq!(u.acquire(&a), Ok(()));
-        assert_eq!(u.acquire(&a), Err(Refusal::ConnectionsPerUser(2)));
-        assert_eq!(u.acquire(&b), Ok(()));
-        u.release("a");
-        assert_eq!(u.acquire(&a), Ok(()));
-        u.release("a");
-        u.release("a");
-        u.release("b");
+        assert_eq!(u.acquire(&a, 0), Ok(Some(1)));
+        assert_eq!(u.acquire(&a, 0), Ok(Some(2)));
+        assert_eq!(u.acquire(&a, 0), Err(Refusal::ConnectionsPerUser(2)));
+        assert_eq!(u.acquire(&b, 0), Ok(Some(1)));
+        assert_eq!(u.release("a"), Some(1));
+        assert_eq!(u.acquire(&a, 0), Ok(Some(2)));
+        assert_eq!(u.snapshot().len(), 2);
+        assert_eq!(u.release("a"), Some(1));
+        assert_eq!(u.release("a"), Some(0));
+        assert_eq!(u.release("b"), Some(0));
         assert_eq!(u.users.len(), 0, "no entry for a user without connections");
+        // Connections on other nodes of the cluster count too.
+        assert_eq!(u.acquire(&b, 1), Ok(Some(1)));
+        assert_eq!(u.acquire(&b, 1), Err(Refusal::ConnectionsPerUser(2)));
     }
 }

@@ -18,6 +18,7 @@ use super::handler::GatewayHandler;
 use super::handoff::Tally;
 use super::publish::{Message, PublishError, Published, Target};
 use super::Shared;
+use crate::cluster::query::{self, Query};
 use crate::cluster::OwnerAnswer;
 use crate::http::{
     ask_all, ask_one, ConnectionCounts, ConnectionInfo, Gateway, GatewayError, GatewayStats,
@@ -48,7 +49,7 @@ pub(super) struct ShardCounts {
 }
 
 impl EngineGateway {
-    pub(super) fn new(handle: EngineHandle<GatewayHandler>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(handle: EngineHandle<GatewayHandler>, shared: Arc<Shared>) -> Self {
         EngineGateway { handle, shared }
     }
 
@@ -155,6 +156,110 @@ impl EngineGateway {
         (conn.shard() < self.handle.shards()).then_some((conn, conn.shard()))
     }
 
+    /// `GET /v1/rooms/{room}` on this node (its shards).
+    pub(crate) async fn local_room_info(
+        &self,
+        room: String,
+        sample: usize,
+    ) -> Result<RoomInfo, GatewayError> {
+        let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
+            let room = room.clone();
+            self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                reply.send(h.room_summary(&room, sample))
+            });
+        })
+        .await?;
+        let mut info = RoomInfo {
+            room,
+            ..RoomInfo::default()
+        };
+        for (online, members) in answers {
+            info.online += online;
+            info.members.extend(members);
+        }
+        info.members.truncate(sample);
+        Ok(info)
+    }
+
+    /// `GET /v1/stats` on this node (its shards).
+    pub(crate) async fn local_stats(&self) -> Result<GatewayStats, GatewayError> {
+        let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
+            self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                reply.send(h.counts())
+            });
+        })
+        .await?;
+        let mut by_state = [0u64; ConnState::COUNT];
+        let mut rooms = HashSet::new();
+        let mut users = HashSet::new();
+        for a in answers {
+            for (t, n) in by_state.iter_mut().zip(a.by_state) {
+                *t += n;
+            }
+            rooms.extend(a.rooms);
+            users.extend(a.users);
+        }
+        Ok(GatewayStats {
+            shards: self.handle.shards(),
+            connections: ConnectionCounts {
+                handshaking: by_state[ConnState::Handshaking.index()],
+                active: by_state[ConnState::Active.index()],
+                sleeping: by_state[ConnState::Sleeping.index()],
+            },
+            rooms: rooms.len() as u64,
+            users: users.len() as u64,
+            uptime_seconds: self.shared.clock.uptime().as_secs(),
+            io_backend: self.handle.backend().name().to_owned(),
+            io_backend_reason: self.handle.backend().reason.clone(),
+            cluster: None,
+        })
+    }
+
+    /// `GET /v1/rooms/{room}/presence` on this node (its shards).
+    pub(crate) async fn local_presence(
+        &self,
+        room: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Presence, GatewayError> {
+        let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
+            let room = room.clone();
+            self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
+                reply.send(h.room_presence(&room))
+            });
+        })
+        .await?;
+        let mut users: BTreeMap<String, u64> = BTreeMap::new();
+        let mut presence = Presence {
+            room,
+            ..Presence::default()
+        };
+        for (by_user, anonymous) in answers {
+            presence.anonymous += anonymous;
+            presence.online += anonymous;
+            for (user, n) in by_user {
+                presence.online += n;
+                *users.entry(user).or_default() += n;
+            }
+        }
+        presence.users = users.len() as u64;
+        let start = match &after {
+            Some(a) => Bound::Excluded(a.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut page = users.range((start, Bound::Unbounded));
+        for (user, connections) in page.by_ref().take(limit) {
+            presence.members.push(PresenceUser {
+                user: user.clone(),
+                connections: *connections,
+            });
+        }
+        if page.next().is_some() {
+            presence.next = presence.members.last().map(|m| m.user.clone());
+        }
+        Ok(presence)
+    }
+
     /// Everything `/metrics` shows, summed over shards now.
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
         let mut s = self.shared.registry.snapshot();
@@ -237,28 +342,6 @@ impl Gateway for EngineGateway {
         Box::pin(self.push(Target::Everyone, DeliveryKind::Broadcast, push))
     }
 
-    fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo> {
-        Box::pin(async move {
-            let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
-                let room = room.clone();
-                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
-                    reply.send(h.room_summary(&room, sample))
-                });
-            })
-            .await?;
-            let mut info = RoomInfo {
-                room,
-                ..RoomInfo::default()
-            };
-            for (online, members) in answers {
-                info.online += online;
-                info.members.extend(members);
-            }
-            info.members.truncate(sample);
-            Ok(info)
-        })
-    }
-
     fn top_rooms(&self, limit: usize) -> Reply<'_, RoomList> {
         Box::pin(async move {
             let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
@@ -268,40 +351,6 @@ impl Gateway for EngineGateway {
             })
             .await?;
             Ok(RoomList::top(answers.into_iter().flatten(), limit))
-        })
-    }
-
-    fn stats(&self) -> Reply<'_, GatewayStats> {
-        Box::pin(async move {
-            let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
-                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
-                    reply.send(h.counts())
-                });
-            })
-            .await?;
-            let mut by_state = [0u64; ConnState::COUNT];
-            let mut rooms = HashSet::new();
-            let mut users = HashSet::new();
-            for a in answers {
-                for (t, n) in by_state.iter_mut().zip(a.by_state) {
-                    *t += n;
-                }
-                rooms.extend(a.rooms);
-                users.extend(a.users);
-            }
-            Ok(GatewayStats {
-                shards: self.handle.shards(),
-                connections: ConnectionCounts {
-                    handshaking: by_state[ConnState::Handshaking.index()],
-                    active: by_state[ConnState::Active.index()],
-                    sleeping: by_state[ConnState::Sleeping.index()],
-                },
-                rooms: rooms.len() as u64,
-                users: users.len() as u64,
-                uptime_seconds: self.shared.clock.uptime().as_secs(),
-                io_backend: self.handle.backend().name().to_owned(),
-                io_backend_reason: self.handle.backend().reason.clone(),
-            })
         })
     }
 
@@ -378,44 +427,38 @@ impl Gateway for EngineGateway {
         })
     }
 
+    fn room_info(&self, room: String, sample: usize) -> Reply<'_, RoomInfo> {
+        Box::pin(async move {
+            let local = self.local_room_info(room.clone(), sample).await?;
+            let Some(bus) = &self.shared.cluster else {
+                return Ok(local);
+            };
+            let g = bus.gather(&Query::Room { room, sample }).await;
+            Ok(query::merge_room(bus.node_id(), local, g, sample))
+        })
+    }
+
+    fn stats(&self) -> Reply<'_, GatewayStats> {
+        Box::pin(async move {
+            let local = self.local_stats().await?;
+            let Some(bus) = &self.shared.cluster else {
+                return Ok(local);
+            };
+            let g = bus.gather(&Query::Stats).await;
+            Ok(query::merge_stats(bus.node_id(), local, g))
+        })
+    }
+
     fn presence(&self, room: String, after: Option<String>, limit: usize) -> Reply<'_, Presence> {
         Box::pin(async move {
-            let answers = ask_all(self.handle.shards(), SHARD_REPLY_TIMEOUT, |shard, reply| {
-                let room = room.clone();
-                self.handle.run(shard, move |h: &mut GatewayHandler, _ctx| {
-                    reply.send(h.room_presence(&room))
-                });
-            })
-            .await?;
-            let mut users: BTreeMap<String, u64> = BTreeMap::new();
-            let mut presence = Presence {
-                room,
-                ..Presence::default()
+            let local = self
+                .local_presence(room.clone(), after.clone(), limit)
+                .await?;
+            let Some(bus) = &self.shared.cluster else {
+                return Ok(local);
             };
-            for (by_user, anonymous) in answers {
-                presence.anonymous += anonymous;
-                presence.online += anonymous;
-                for (user, n) in by_user {
-                    presence.online += n;
-                    *users.entry(user).or_default() += n;
-                }
-            }
-            presence.users = users.len() as u64;
-            let start = match &after {
-                Some(a) => Bound::Excluded(a.clone()),
-                None => Bound::Unbounded,
-            };
-            let mut page = users.range((start, Bound::Unbounded));
-            for (user, connections) in page.by_ref().take(limit) {
-                presence.members.push(PresenceUser {
-                    user: user.clone(),
-                    connections: *connections,
-                });
-            }
-            if page.next().is_some() {
-                presence.next = presence.members.last().map(|m| m.user.clone());
-            }
-            Ok(presence)
+            let g = bus.gather(&Query::Presence { room, after, limit }).await;
+            Ok(query::merge_presence(bus.node_id(), local, g, limit))
         })
     }
 

@@ -93,6 +93,36 @@ pub trait Gateway: Send + Sync + 'static {
     fn render_metrics(&self, out: &mut String);
 }
 
+/// In a cluster (`--cluster`): which nodes an answer summed (`GET /v1/rooms/{room}`,
+/// `/v1/rooms/{room}/presence`, `/v1/stats`). Every live node is asked over the bus and
+/// waited for at most `cluster.query_timeout_ms`; a node that did not answer in time is
+/// listed in `missing` and the answer is `partial` (its counts are not in the sums).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClusterScope {
+    /// The node that answered the HTTP request.
+    pub node: String,
+    /// Live nodes asked, this one included (nodes this one heard a heartbeat from within
+    /// the last 3 s, and any other node that answered).
+    pub nodes_expected: u64,
+    /// Nodes whose counts are in the answer, this one included.
+    pub nodes_answered: u64,
+    /// Some live node did not answer in time (or the broker is unreachable): the sums
+    /// lack its counts.
+    pub partial: bool,
+    /// The live nodes that did not answer.
+    pub missing: Vec<String>,
+    /// Each answering node's count: connections in the room, or open connections.
+    pub nodes: Vec<NodeCount>,
+}
+
+/// One node's share of a cluster-wide count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeCount {
+    pub node: String,
+    /// Connections in the room (room and presence), or open connections (stats).
+    pub online: u64,
+}
+
 /// Who a push is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PushTarget {
@@ -179,7 +209,7 @@ pub struct Presence {
     pub room: String,
     /// Connections in the room now.
     pub online: u64,
-    /// Distinct authenticated users in the room.
+    /// Distinct authenticated users in the room (in a cluster: each node's, summed).
     pub users: u64,
     /// Connections in the room without a user (anonymous).
     pub anonymous: u64,
@@ -187,6 +217,9 @@ pub struct Presence {
     pub members: Vec<PresenceUser>,
     /// Pass as `after` for the next page; `null` on the last page.
     pub next: Option<String>,
+    /// In a cluster: the nodes summed, and whether every live node answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterScope>,
 }
 
 /// One user in a presence listing.
@@ -205,6 +238,9 @@ pub struct RoomInfo {
     pub online: u64,
     /// Up to the requested number of members.
     pub members: Vec<RoomMember>,
+    /// In a cluster: the nodes summed, and whether every live node answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterScope>,
 }
 
 /// `GET /v1/rooms`: the busiest rooms.
@@ -275,15 +311,18 @@ pub struct GatewayStats {
     /// Shard threads.
     pub shards: usize,
     pub connections: ConnectionCounts,
-    /// Rooms with at least one member.
+    /// Rooms with at least one member (in a cluster: each node's count, summed).
     pub rooms: u64,
-    /// Distinct authenticated users online.
+    /// Distinct authenticated users online (in a cluster: each node's count, summed).
     pub users: u64,
     pub uptime_seconds: u64,
     /// The engine's I/O backend: `uring` or `epoll`.
     pub io_backend: String,
     /// Why that backend runs (`configured`, or what `auto`'s probe found).
     pub io_backend_reason: String,
+    /// In a cluster: the nodes summed, and whether every live node answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterScope>,
 }
 
 /// `GET /v1/connections/{id}`.

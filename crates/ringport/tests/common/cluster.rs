@@ -250,6 +250,30 @@ impl NodeProcess {
         signal(&self.child, sig);
     }
 
+    /// Sends SIGSTOP and waits until every thread of the process is stopped (the signal
+    /// reaches a running thread a little later than `kill` returns).
+    pub fn stop(&self) {
+        self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stopped = std::fs::read_dir(&tasks)
+                .expect("/proc task list")
+                .all(|t| {
+                    let stat =
+                        std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+                    // The state follows the command name, which is in parentheses.
+                    let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+                    matches!(state, Some("T") | Some("t") | None)
+                });
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the node did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits (at most [`WAIT`]) for the process to exit.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + WAIT;
@@ -280,6 +304,18 @@ impl NodeProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A broker and nodes a, b and c that see each other, each subscribed to every stream.
+pub fn three_nodes(extra: &[&str]) -> (Broker, [NodeProcess; 3]) {
+    let broker = Broker::start(None);
+    let nodes = ["a", "b", "c"].map(|id| NodeProcess::start(&broker, id, extra));
+    for n in &nodes {
+        n.wait_metric("ringport_cluster_nodes 3");
+        // Every node replicates every stream (the default): rooms, users, broadcasts.
+        n.wait_metric("ringport_cluster_subscriptions 3");
+    }
+    (broker, nodes)
 }
 
 impl Node for NodeProcess {

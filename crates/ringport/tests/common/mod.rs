@@ -74,6 +74,7 @@ impl Gateway for MockGateway {
                 room,
                 online: 3,
                 members,
+                cluster: None,
             })
         })
     }
@@ -99,6 +100,7 @@ impl Gateway for MockGateway {
                 uptime_seconds: 10,
                 io_backend: "uring".into(),
                 io_backend_reason: "configured".into(),
+                cluster: None,
             })
         })
     }

@@ -45,15 +45,21 @@ impl GatewayHandler {
     }
 
     /// An authenticated HELLO of `user`: counted against the per-user cap (`true`), or
-    /// rejected with POLICY (`false`).
+    /// rejected with POLICY (`false`). In a cluster the user's connections on the other
+    /// nodes count too (`cluster/users.rs`), and the new count here is told to them.
     pub(super) fn admit_user(
         &mut self,
         c: &mut Conn,
         user: &std::sync::Arc<str>,
         now: u64,
     ) -> bool {
-        match self.shared.user_counts.acquire(user) {
-            Ok(()) => {
+        let bus = self.shared.cluster.as_deref();
+        let elsewhere = bus.map_or(0, |b| b.user_connections_elsewhere(user));
+        match self.shared.user_counts.acquire(user, elsewhere) {
+            Ok(here) => {
+                if let (Some(bus), Some(_)) = (bus, here) {
+                    bus.user_count_changed(user);
+                }
                 c.user_counted = true;
                 true
             }
@@ -79,7 +85,10 @@ impl GatewayHandler {
         }
         if std::mem::take(&mut c.user_counted) {
             if let Some(user) = c.user() {
-                self.shared.user_counts.release(user);
+                let here = self.shared.user_counts.release(user);
+                if let (Some(bus), Some(_)) = (self.shared.cluster.as_deref(), here) {
+                    bus.user_count_changed(user);
+                }
             }
         }
     }
