@@ -257,6 +257,64 @@ mod tests {
         assert!(d.get("k1").is_none());
     }
 
+    /// Not a test: prints the cost of a lookup and of an insert + remove against `HashMap` at
+    /// 1,000,000 user ids (`cargo test --release -p ringport --lib dense_map_cost --
+    /// --ignored --nocapture`; docs/benchmarks.md quotes it).
+    #[test]
+    #[ignore]
+    fn dense_map_cost_against_hash_map() {
+        use std::time::Instant;
+        let n = 1_000_000;
+        let keys: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("user-{i}"))).collect();
+        for round in 0..3 {
+            let mut d: DenseMap<Arc<str>, u64> = DenseMap::new();
+            let mut h: HashMap<Arc<str>, u64> = HashMap::new();
+            let t = Instant::now();
+            for (i, k) in keys.iter().enumerate() {
+                d.insert(k.clone(), i as u64);
+            }
+            let d_ins = t.elapsed();
+            let t = Instant::now();
+            for (i, k) in keys.iter().enumerate() {
+                h.insert(k.clone(), i as u64);
+            }
+            let h_ins = t.elapsed();
+            let (mut a, mut b) = (0u64, 0u64);
+            let t = Instant::now();
+            for k in keys.iter().step_by(7) {
+                a += d.get(&**k).copied().unwrap_or(0);
+            }
+            let d_get = t.elapsed();
+            let t = Instant::now();
+            for k in keys.iter().step_by(7) {
+                b += h.get(&**k).copied().unwrap_or(0);
+            }
+            let h_get = t.elapsed();
+            assert_eq!(a, b);
+            let t = Instant::now();
+            for k in &keys {
+                d.remove(&**k);
+            }
+            let d_rm = t.elapsed();
+            let t = Instant::now();
+            for k in &keys {
+                h.remove(&**k);
+            }
+            let h_rm = t.elapsed();
+            let ns = |d: std::time::Duration, n: usize| d.as_nanos() as f64 / n as f64;
+            println!(
+                "round {round}: ns per op, DenseMap vs HashMap: insert {:.0} vs {:.0}, \
+                 lookup {:.0} vs {:.0}, remove {:.0} vs {:.0}",
+                ns(d_ins, n),
+                ns(h_ins, n),
+                ns(d_get, n / 7),
+                ns(h_get, n / 7),
+                ns(d_rm, n),
+                ns(h_rm, n)
+            );
+        }
+    }
+
     /// The entries' vector grows by an eighth, not by doubling.
     #[test]
     fn entries_grow_by_an_eighth() {
