@@ -249,4 +249,13 @@ if before:
     print(f"server RSS: {before} KiB before, {rss_full} KiB with {n} ready: {(rss_full - before) * 1024 / n:.0f} bytes per connection")
 EOF
 fi
+# The script's own measurements (the broadcast's time and CPU, RSS with N ready) go into the
+# bench's summary.md too, under its numbers and charts.
+if [[ -f "$OUT/bench/summary.md" ]]; then
+    {
+        printf '\n## Measured by bench-million.sh (N=%s)\n\n```text\n' "$N"
+        grep -E '^(started|network namespace|all [0-9]+ active|after the hold|broadcast|server CPU over|bench:|server RSS)' "$OUT/run.log" || true
+        printf '```\n'
+    } >>"$OUT/bench/summary.md"
+fi
 log "finished $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg); output in $OUT"

@@ -353,33 +353,11 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         print!("{}", gateway::human(&report));
     }
     if let Some(dir) = &common.report {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.json", report.scenario));
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        let charts = report::write_timeline_charts(
-            &Report {
-                command: report.command.clone(),
-                runs: vec![report.run.clone()],
-                comparison: None,
-            },
-            dir,
-        )?;
-        let mut md = format!(
-            "# ringport-bench {}\n\n`{}`\n\n```text\n{}```\n",
-            report.scenario,
-            report.command,
-            gateway::human(&report)
-        );
-        for (path, title) in &charts {
-            let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
-            md.push_str(&format!(
-                "\n## {title}\n\n![{title}]({})\n",
-                file.unwrap_or_default()
-            ));
-        }
-        std::fs::write(dir.join("summary.md"), md)?;
+        let files = report::write_gateway_report_dir(&report, dir)?;
         if !common.json {
-            println!("wrote {}", path.display());
+            for f in files {
+                println!("wrote {}", f.display());
+            }
         }
     }
     Ok(())

@@ -270,6 +270,8 @@ pub struct RunResult {
     pub latency: LatencySummary,
     /// CPU time (user + system) of this bench process over the measure phase.
     pub bench_cpu_secs: f64,
+    /// RSS of this bench process before it opened any connection (0: not readable).
+    pub bench_rss_before_kib: u64,
     pub server: Option<ServerUsage>,
     pub timeline: Vec<Sample>,
 }
@@ -336,6 +338,7 @@ fn progress_bar(enabled: bool, len: u64, msg: String) -> ProgressBar {
 pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Result<RunResult> {
     let shared = driver.shared();
     let server_before = plan.server_pid.map(procfs::sample).transpose()?;
+    let bench_rss_before_kib = procfs::sample_self().map_or(0, |s| s.rss_kib);
     let softirq_pid = plan.softirq_cpu.map(procfs::ksoftirqd_pid).transpose()?;
     let mut softirq_before = None;
     let t0 = Instant::now();
@@ -475,6 +478,7 @@ pub fn run_load(plan: &RunPlan, mut driver: Box<dyn LoadDriver>) -> anyhow::Resu
         mib_per_sec_received: received as f64 / 1_048_576.0 / measured_secs.max(1e-9),
         latency: LatencySummary::from_histogram(&hist),
         bench_cpu_secs: bench_cpu_after.cpu_secs - bench_cpu_before.cpu_secs,
+        bench_rss_before_kib,
         server,
         timeline,
     })

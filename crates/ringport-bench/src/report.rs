@@ -7,7 +7,8 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::measure::{Phase, RunResult};
+use crate::gateway::GatewayReport;
+use crate::measure::{Phase, RunResult, Sample};
 use crate::stats::RatioSpread;
 
 /// A comparison of the target against a baseline measured in the same invocation.
@@ -131,6 +132,186 @@ pub fn write_report_dir(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathB
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     written.push(path);
     Ok(written)
+}
+
+/// Writes a gateway run's report into `dir` (`--report DIR` of `ringport-bench idle`,
+/// `fanout`, ...): `<scenario>.json`, the timeline charts (connections, RSS, CPU) and
+/// `summary.md` with the headline numbers ([`gateway_numbers`]), the run's table and the
+/// charts. Returns the files written.
+pub fn write_gateway_report_dir(r: &GatewayReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join(format!("{}.json", r.scenario));
+    std::fs::write(&json, serde_json::to_string_pretty(r)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let charts = write_timeline_charts(
+        &Report {
+            command: r.command.clone(),
+            runs: vec![r.run.clone()],
+            comparison: None,
+        },
+        dir,
+    )?;
+    let mut md = format!(
+        "# ringport-bench {}\n\n`{}`\n\n{}\n```text\n{}```\n",
+        r.scenario,
+        r.command,
+        gateway_numbers(r),
+        crate::gateway::human(r)
+    );
+    let mut written = vec![json];
+    for (path, title) in charts {
+        let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+        let _ = write!(
+            md,
+            "\n## {title}\n\n![{title}]({})\n",
+            file.unwrap_or_default()
+        );
+        written.push(path);
+    }
+    let summary = dir.join("summary.md");
+    std::fs::write(&summary, md).with_context(|| format!("writing {}", summary.display()))?;
+    written.push(summary);
+    Ok(written)
+}
+
+/// CPU seconds of one side over `phase`, from the per-second samples (`None`: not sampled).
+fn phase_cpu_secs(
+    run: &RunResult,
+    phase: Phase,
+    pct: impl Fn(&Sample) -> Option<f64>,
+) -> Option<f64> {
+    let mut secs = None;
+    let mut prev_t = 0.0;
+    for s in &run.timeline {
+        let dt = (s.t - prev_t).max(0.0);
+        prev_t = s.t;
+        if s.phase == phase {
+            if let Some(p) = pct(s) {
+                *secs.get_or_insert(0.0) += p / 100.0 * dt;
+            }
+        }
+    }
+    secs
+}
+
+/// The headline numbers of a gateway run as a Markdown table: connections ready, the connect
+/// rate, RSS per connection and CPU of the server and the bench, heartbeats and deliveries.
+pub fn gateway_numbers(r: &GatewayReport) -> String {
+    let run = &r.run;
+    let c = &r.gateway.counters;
+    let peak = run.peak_connections;
+    let per_conn = |kib: f64| {
+        if peak > 0 {
+            format!("{:.0} bytes per connection", kib * 1024.0 / peak as f64)
+        } else {
+            "no connection".to_owned()
+        }
+    };
+    let connect_secs = phase_cpu_secs(run, Phase::Connect, |_| Some(100.0)).unwrap_or(0.0);
+    let mut md = String::from("| | |\n|---|---|\n");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(md, "| {k} | {v} |");
+    };
+    row(
+        "ready",
+        format!(
+            "**{peak}** of {} ({} connect failures, {} unexpected closes)",
+            run.connections_requested, run.connect_failed, run.closed_unexpectedly
+        ),
+    );
+    let fastest = run
+        .timeline
+        .iter()
+        .filter(|s| s.phase == Phase::Connect)
+        .map(|s| s.opened_per_sec)
+        .fold(0.0, f64::max);
+    row(
+        "connect phase",
+        format!(
+            "{:.1} s: **{:.0} ready/s** on average, {fastest:.0} in the fastest second",
+            run.connect_secs,
+            peak as f64 / run.connect_secs.max(1e-9)
+        ),
+    );
+    row(
+        "server RSS",
+        match &run.server {
+            Some(s) => format!(
+                "{} KiB before, {} KiB at the end: **{}**",
+                s.rss_before_kib,
+                s.rss_after_kib,
+                per_conn(s.rss_after_kib as f64 - s.rss_before_kib as f64)
+            ),
+            None => "not measured (no --server-pid)".to_owned(),
+        },
+    );
+    let bench_peak = run
+        .timeline
+        .iter()
+        .map(|s| s.bench_rss_kib)
+        .max()
+        .unwrap_or(0);
+    row(
+        "bench RSS",
+        format!(
+            "{} KiB before, {bench_peak} KiB at most: {}",
+            run.bench_rss_before_kib,
+            per_conn(bench_peak as f64 - run.bench_rss_before_kib as f64)
+        ),
+    );
+    let cpu = |secs: Option<f64>, over: f64| match secs {
+        Some(s) => format!("{s:.1} s ({:.0}% of a core)", s * 100.0 / over.max(1e-9)),
+        None => "not sampled".to_owned(),
+    };
+    let server_measure = run
+        .server
+        .as_ref()
+        .map(|s| s.cpu_secs + s.softirq_cpu_secs.unwrap_or(0.0));
+    row(
+        "server CPU",
+        format!(
+            "connect phase {}; measure phase {}{}",
+            cpu(
+                phase_cpu_secs(run, Phase::Connect, |s| s.server_cpu_pct),
+                connect_secs
+            ),
+            cpu(server_measure, run.measured_secs),
+            match run.server.as_ref().and_then(|s| s.softirq_cpu_secs) {
+                Some(k) => format!(", ksoftirqd of its core included ({k:.1} s)"),
+                None => String::new(),
+            }
+        ),
+    );
+    row(
+        "bench CPU",
+        format!(
+            "connect phase {}; measure phase {}",
+            cpu(
+                phase_cpu_secs(run, Phase::Connect, |s| Some(s.bench_cpu_pct)),
+                connect_secs
+            ),
+            cpu(Some(run.bench_cpu_secs), run.measured_secs)
+        ),
+    );
+    row(
+        "heartbeats",
+        format!(
+            "{} PINGs sent, {} PONGs back",
+            c.pings_sent, c.pongs_received
+        ),
+    );
+    row(
+        "deliveries",
+        if c.pushes > 0 {
+            format!(
+                "{} pushes received, the last at {} µs (Unix time)",
+                c.pushes, c.last_push_unix_us
+            )
+        } else {
+            "none".to_owned()
+        },
+    );
+    md
 }
 
 /// The charts of a gateway run's timeline (`--report DIR`): connections ready, RSS and CPU of
@@ -270,7 +451,6 @@ fn draw_chart(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::Sample;
     use crate::stats::LatencySummary;
 
     fn run(label: &str) -> RunResult {
@@ -320,6 +500,7 @@ mod tests {
             mib_per_sec_received: 0.5,
             latency,
             bench_cpu_secs: 0.5,
+            bench_rss_before_kib: 900,
             server: None,
             timeline,
         }
@@ -360,6 +541,83 @@ mod tests {
             let png = std::fs::read(f).unwrap();
             assert_eq!(&png[1..4], b"PNG", "{}", f.display());
         }
+    }
+
+    #[test]
+    fn gateway_report_dir_has_the_numbers_and_three_charts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = GatewayReport {
+            command: "ringport-bench idle --connections 10".into(),
+            scenario: "idle".into(),
+            protocol: "ringport".into(),
+            tls: false,
+            publisher: "http".into(),
+            run: run("idle"),
+            gateway: Default::default(),
+            lost: None,
+            loss_ratio: None,
+            findings: Vec::new(),
+        };
+        r.run.server = Some(crate::measure::ServerUsage {
+            pid: 1,
+            cpu_secs: 1.5,
+            softirq_cpu_secs: Some(0.5),
+            cpu_us_per_message: None,
+            rss_before_kib: 1000,
+            rss_after_kib: 1010,
+            rss_bytes_per_connection: Some(1024.0),
+        });
+        r.gateway.counters.pushes = 10;
+        r.gateway.counters.last_push_unix_us = 1_700_000_000_000_000;
+        let files = write_gateway_report_dir(&r, dir.path()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "idle.json",
+                "connections.png",
+                "rss.png",
+                "cpu.png",
+                "summary.md"
+            ]
+        );
+        for f in &files[1..4] {
+            assert_eq!(&std::fs::read(f).unwrap()[1..4], b"PNG", "{}", f.display());
+        }
+        let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        // 10 ready in the 0.1 s connect phase; RSS 1000 -> 1010 KiB over 10 connections.
+        assert!(
+            md.contains("| ready | **10** of 10 (0 connect failures, 0 unexpected closes) |"),
+            "{md}"
+        );
+        assert!(md.contains("**100 ready/s** on average"), "{md}");
+        assert!(
+            md.contains("1000 KiB before, 1010 KiB at the end: **1024 bytes per connection**"),
+            "{md}"
+        );
+        // The bench: 900 KiB before, at most 1004 KiB (the timeline's last second).
+        assert!(
+            md.contains("900 KiB before, 1004 KiB at most: 10650 bytes per connection"),
+            "{md}"
+        );
+        // Measure phase: 1.5 s + 0.5 s of ksoftirqd over 4 s; the connect phase is the first
+        // sample (t = 0: no time elapsed before it).
+        assert!(
+            md.contains(
+                "measure phase 2.0 s (50% of a core), ksoftirqd of its core included (0.5 s)"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("10 pushes received, the last at 1700000000000000 µs"),
+            "{md}"
+        );
+        assert!(md.contains("![resident memory (MiB)](rss.png)"));
+        assert!(md.contains("![CPU (% of one core)](cpu.png)"));
+        assert!(md.contains("scenario            idle"), "the run's table");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 mod cluster;
 pub mod config;
+mod dense_map;
 pub mod echo;
 pub mod gateway;
 pub mod http;

@@ -13,13 +13,13 @@
 //! are full again (nothing is lost), then the least recently seen (its rates start afresh;
 //! counted as limit `tracked_ips`).
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use super::conn::TokenBucket;
 use crate::config::LimitsConfig;
+use crate::dense_map::DenseMap;
 use crate::metrics::{limits::hit, Limit};
 
 /// Independently locked parts of each table.
@@ -77,9 +77,10 @@ struct Peer {
     seen_ms: u64,
 }
 
-/// A map split into [`LOCK_SHARDS`] locked parts by key hash.
+/// A map split into [`LOCK_SHARDS`] locked parts by key hash; each part a [`DenseMap`] (up
+/// to one entry per connection).
 struct Sharded<K, V> {
-    parts: Box<[Mutex<HashMap<K, V>>]>,
+    parts: Box<[Mutex<DenseMap<K, V>>]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -91,7 +92,7 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
         }
     }
 
-    fn part<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    fn part<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, DenseMap<K, V>> {
         let i = (self.hasher.hash_one(key) % LOCK_SHARDS as u64) as usize;
         // A panic while holding the lock cannot leave a count half-written (plain integer
         // fields), so a poisoned lock is used as is.
@@ -143,7 +144,7 @@ impl PeerTable {
         if !part.contains_key(&ip) && part.len() >= self.per_part {
             self.make_room(&mut part, now_ms);
         }
-        let p = part.entry(ip).or_insert_with(|| Peer {
+        let p = part.get_or_insert_with(ip, || Peer {
             conns: 0,
             handshakes: TokenBucket::full(l.handshake_burst_per_ip, now_ms),
             failures: TokenBucket::full(l.auth_failure_burst_per_ip, now_ms),
@@ -204,7 +205,7 @@ impl PeerTable {
     }
 
     /// Forgets addresses without open connections until this part has room for one more.
-    fn make_room(&self, part: &mut HashMap<IpAddr, Peer>, now_ms: u64) {
+    fn make_room(&self, part: &mut DenseMap<IpAddr, Peer>, now_ms: u64) {
         let l = &self.limits;
         // Nothing is lost by forgetting an address whose buckets are full again.
         part.retain(|_, p| {

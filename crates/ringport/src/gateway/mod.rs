@@ -36,6 +36,8 @@ mod overload;
 mod publish;
 mod replay;
 mod rooms;
+#[doc(hidden)]
+pub mod scale;
 mod tls;
 mod tls_session;
 mod transport;
@@ -145,6 +147,9 @@ pub(crate) struct Shared {
 /// Per-session window of client seqs remembered beyond the highest contiguous one (the SDK's
 /// outbound queue is 1,024 by default).
 pub const PUBLISH_DEDUPE_WINDOW: u64 = 4_096;
+
+/// Independently locked parts of the session registry ([`PublishDedupes`]).
+const SESSION_LOCKS: usize = 16;
 /// A session (its publish dedupe state) can be resumed for this long after its last use.
 pub const SESSION_RESUME_MS: u64 = 10 * 60_000;
 /// How often history is trimmed to its age bound and idle sessions are forgotten.
@@ -244,7 +249,7 @@ pub fn start_with_sink(
         clock: Clock::new(),
         registry,
         recorders: RecorderSlots::new(recorders),
-        publishes: PublishDedupes::new(16, PUBLISH_DEDUPE_WINDOW),
+        publishes: PublishDedupes::new(SESSION_LOCKS, PUBLISH_DEDUPE_WINDOW),
         last_sweep_ms: AtomicU64::new(0),
         max_replay_bytes: config.history.max_replay_bytes,
         replay_slice_bytes: config.history.replay_slice_bytes.max(1),

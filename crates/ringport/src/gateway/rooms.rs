@@ -16,6 +16,7 @@ use ringport_io::ConnId;
 
 use super::Target;
 use crate::cluster::ClusterBus;
+use crate::dense_map::DenseMap;
 
 /// Room name → members on this shard.
 #[derive(Debug, Default)]
@@ -45,6 +46,11 @@ impl RoomIndex {
             }
         };
         let members = self.rooms.entry(Arc::clone(&name)).or_default();
+        if members.len() == members.capacity() {
+            // By an eighth, not doubling: a room of every connection stays within 12.5% of
+            // its size (issue 16).
+            members.reserve_exact((members.len() / 8).max(4));
+        }
         members.push(conn);
         (name, members.len() - 1)
     }
@@ -99,7 +105,8 @@ impl UserConns {
 /// User id → that user's connections on this shard (one per device).
 #[derive(Debug, Default)]
 pub(crate) struct UserIndex {
-    users: HashMap<Arc<str>, UserConns>,
+    /// One entry per user here, so one per connection at most: a [`DenseMap`] (issue 16).
+    users: DenseMap<Arc<str>, UserConns>,
     /// Told when a user gains its first or loses its last connection here (cluster only).
     bus: Option<Arc<ClusterBus>>,
 }
@@ -107,7 +114,7 @@ pub(crate) struct UserIndex {
 impl UserIndex {
     pub fn new(bus: Option<Arc<ClusterBus>>) -> UserIndex {
         UserIndex {
-            users: HashMap::new(),
+            users: DenseMap::new(),
             bus,
         }
     }

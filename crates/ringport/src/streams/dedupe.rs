@@ -12,8 +12,10 @@
 //! seen. A well-behaved client (seq +1 per publish, outbound queue no larger
 //! than the window) never triggers that.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+
+use crate::dense_map::DenseMap;
 
 /// Whether a publish is new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +115,9 @@ impl Holder {
     }
 }
 
-/// One lock's share of the sessions.
-type Sessions = HashMap<u64, Entry>;
+/// One lock's share of the sessions: one per connection and per session in its resume
+/// window, so a [`DenseMap`] (issue 16).
+type Sessions = DenseMap<u64, Entry>;
 
 /// Per-session dedupe state, kept across reconnects of the session until it
 /// is idle for `idle_ms` (the resume window). Also the registry of session
@@ -130,7 +133,7 @@ impl PublishDedupes {
     pub fn new(shards: usize, window: u64) -> Self {
         PublishDedupes {
             shards: (0..shards.max(1))
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(DenseMap::new()))
                 .collect(),
             window,
         }
@@ -149,7 +152,7 @@ impl PublishDedupes {
     /// Records `seq` of `session` at `now`; says whether it is new.
     pub fn check(&self, session: u64, seq: u64, now: u64) -> Seen {
         let mut map = self.map(session);
-        let e = map.entry(session).or_default();
+        let e = map.get_or_insert_with(session, Entry::default);
         e.used = now;
         e.dedupe.get_or_insert_default().check(seq, self.window)
     }
@@ -165,7 +168,7 @@ impl PublishDedupes {
     /// Records `seq` of `session` as published at `now`.
     pub fn record(&self, session: u64, seq: u64, now: u64) {
         let mut map = self.map(session);
-        let e = map.entry(session).or_default();
+        let e = map.get_or_insert_with(session, Entry::default);
         e.used = now;
         e.dedupe.get_or_insert_default().record(seq, self.window);
     }
