@@ -34,7 +34,7 @@ pub fn per_connection_indexes(n: usize, shards: usize) -> Tables {
         let shard = i % shards;
         let conn = ConnId::from_u64(i as u64);
         let user: Arc<str> = Arc::from(format!("user-{i}"));
-        counts.acquire(&user).expect("one connection per user");
+        counts.acquire(&user, 0).expect("one connection per user");
         let user = users[shard].add(&user, conn);
         // Session ids are random in the gateway; a multiplicative hash of `i` spreads them
         // over the registry's locks the same way, and is the same on every run.
