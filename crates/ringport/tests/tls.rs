@@ -493,11 +493,8 @@ fn over_the_memory_budget_the_largest_tls_queue_is_shed_and_tls_readers_keep_the
     config.engine.close_linger_ms = 300_000;
     config.history.max_messages_per_stream = 1;
     let server = TestServer::start(config);
-    let connect = || {
-        let tls =
-            tls_connect(server.addr, client_config(&ca, None), "localhost").expect("handshake");
-        tls
-    };
+    let connect =
+        || tls_connect(server.addr, client_config(&ca, None), "localhost").expect("handshake");
     let slow_tls = connect();
     socket2::SockRef::from(&slow_tls.sock)
         .set_recv_buffer_size(4096)
@@ -521,30 +518,21 @@ fn over_the_memory_budget_the_largest_tls_queue_is_shed_and_tls_readers_keep_the
     // The pushes follow the reader (at most LEAD ahead of what it has read), so its queue
     // never becomes the largest, however slowly a loaded machine runs its thread.
     const LEAD: usize = 4;
-    let (read_tx, read_rx) = std::sync::mpsc::channel();
-    let reading = std::thread::spawn(move || {
-        for i in 1..=N {
-            assert_eq!(push_text(reader.recv()).len(), 60_000, "push {i}");
-            let _ = read_tx.send(i);
-        }
-        reader
-    });
     let body = format!(r#"{{"payload":"{}"}}"#, "z".repeat(60_000));
-    let mut read = 0;
-    for i in 0..N {
-        while read + LEAD < i {
-            read = read_rx
-                .recv_timeout(WAIT)
-                .expect("the reader keeps reading");
-        }
-        let r = server.http("POST", "/v1/push/room/feed", &body);
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    let mut reader = common::gateway::push_at_readers_pace(
+        N,
+        LEAD,
+        reader,
+        |r, i| assert_eq!(push_text(r.recv()).len(), 60_000, "push {i}"),
+        || {
+            let r = server.http("POST", "/v1/push/room/feed", &body);
+            assert_eq!(r.status, 200, "{}", r.body);
+        },
+    );
     // 200 x 60 KB = 12 MB for the consumer that does not read: over the 4 MiB budget.
     eventually("the memory budget to shed a connection", || {
         metric(&metrics(&server), budget_hits) >= 1
     });
-    let mut reader = reading.join().expect("the reading TLS client got every push");
     reader.send(&Frame::Ping { nonce: 9 });
     assert_eq!(
         reader.recv(),
