@@ -21,9 +21,6 @@ set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
 
 ROUNDS=${ROUNDS:-1}
-DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
-SUBS=${SUBS:-2000}
 FANOUT_RATE=${FANOUT_RATE:-10}
 CHURN_RATE=${CHURN_RATE:-50}
 WORKERS=${WORKERS:-2}
@@ -34,10 +31,7 @@ ALL_ATTACKS="resume-flood join-churn publish-flood partial-frame conn-flood hand
 ping-flood slowloris half-open garbage oversized rst-storm slow-consumer session-replace
 admin-slowloris admin-idle"
 ATTACKS=${ATTACKS:-$ALL_ATTACKS}
-OUT=${OUT:-"$ROOT/target/bench/attacks-$(date +%Y%m%d-%H%M%S)"}
-export RINGPORT_AUTH_SECRET=${RINGPORT_AUTH_SECRET:-bench-secret-0123456789abcdef0123456789}
-export RINGPORT_BENCH_SECRET=$RINGPORT_AUTH_SECRET
-mkdir -p "$OUT"
+gateway_run_defaults attacks
 trap stop_server EXIT
 
 SERVERS=ringport build

@@ -18,6 +18,20 @@ BENCH_ARGS=${BENCH_ARGS:-}
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# gateway_run_defaults NAME: what the gateway-population benchmarks (bench-attacks.sh,
+# bench-limits-cost.sh) share, each overridable from the environment: DURATION and WARMUP
+# (seconds per run), SUBS (subscribers), the auth secret server and bench use, and OUT (the
+# run's folder, target/bench/NAME-<time>, created).
+gateway_run_defaults() {
+    DURATION=${DURATION:-10}
+    WARMUP=${WARMUP:-2}
+    SUBS=${SUBS:-2000}
+    OUT=${OUT:-"$ROOT/target/bench/$1-$(date +%Y%m%d-%H%M%S)"}
+    export RINGPORT_AUTH_SECRET=${RINGPORT_AUTH_SECRET:-bench-secret-0123456789abcdef0123456789}
+    export RINGPORT_BENCH_SECRET=$RINGPORT_AUTH_SECRET
+    mkdir -p "$OUT"
+}
+
 # build: the release binaries the scripts run (niced: other builds share the machine).
 # NO_BUILD=1 runs what target/release holds instead.
 build() {

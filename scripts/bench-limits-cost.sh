@@ -22,17 +22,11 @@ set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
 
 ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
-SUBS=${SUBS:-2000}
 FANOUT_RATE=${FANOUT_RATE:-50}
 LOADS=${LOADS:-"fanout ping"}
 PORT=${PORT:-17280}
 ADMIN_PORT=${ADMIN_PORT:-17281}
-OUT=${OUT:-"$ROOT/target/bench/limits-cost-$(date +%Y%m%d-%H%M%S)"}
-export RINGPORT_AUTH_SECRET=${RINGPORT_AUTH_SECRET:-bench-secret-0123456789abcdef0123456789}
-export RINGPORT_BENCH_SECRET=$RINGPORT_AUTH_SECRET
-mkdir -p "$OUT"
+gateway_run_defaults limits-cost
 trap stop_server EXIT
 
 SERVERS=ringport build

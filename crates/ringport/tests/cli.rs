@@ -1,5 +1,7 @@
 //! The `ringport` binary end to end (hermetic environment).
 
+mod common;
+
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
@@ -194,19 +196,7 @@ fn serve_on(
     uring_blocked: bool,
 ) -> (std::process::Child, String, String, Vec<serde_json::Value>) {
     use std::io::BufRead;
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--log-format",
-        "json",
-        "--set",
-        "engine.recv_buffers=256",
-    ];
+    let mut all = common::serve_args("127.0.0.1:0");
     all.extend(args);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
     cmd.args(&all)

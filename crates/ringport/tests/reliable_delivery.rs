@@ -380,18 +380,8 @@ fn trimmed_history_is_reported_as_not_recovered() {
 /// `ringport serve` as a child process on `listen`; returns it and its client address.
 fn spawn_server(listen: &str) -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args(common::serve_args(listen))
         .args([
-            "serve",
-            "--listen",
-            listen,
-            "--admin",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--log-format",
-            "json",
-            "--set",
-            "engine.recv_buffers=256",
             "--set",
             "rooms.publish_rate_per_sec=100000",
             "--set",

@@ -475,6 +475,90 @@ fn a_slow_tls_consumer_is_closed_at_once_and_counted() {
     drop(c);
 }
 
+/// The memory budget, not one consumer's own queue, sheds a slow TLS consumer: the largest
+/// send queue goes first, and over TLS its backlog (far more than the 64 KiB a goodbye may
+/// wait behind, records cannot be cut) is dropped whole and the connection ended at once,
+/// without a CLOSE. It is counted as a memory-budget hit and a `local` close (not a slow
+/// consumer: its queue stayed under `engine.send_high_water`), and a TLS client that reads
+/// keeps its connection and gets every push.
+#[test]
+fn over_the_memory_budget_the_largest_tls_queue_is_shed_and_tls_readers_keep_theirs() {
+    let ca = Ca::new("ca");
+    let files = Files::new("memory-budget");
+    files.write(&ca.server(&["localhost"], false));
+    let mut config = files.config();
+    config.server.memory_budget_bytes = 4 << 20;
+    config.engine.send_high_water = 256 << 20;
+    // Far longer than the test waits: the backlog must not be freed by the linger.
+    config.engine.close_linger_ms = 300_000;
+    config.history.max_messages_per_stream = 1;
+    let server = TestServer::start(config);
+    let connect =
+        || tls_connect(server.addr, client_config(&ca, None), "localhost").expect("handshake");
+    let slow_tls = connect();
+    socket2::SockRef::from(&slow_tls.sock)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let mut slow = Native::new(slow_tls);
+    assert!(matches!(slow.hello(), Frame::Welcome(_)));
+    slow.join("feed");
+    let mut reader = Native::new(connect());
+    assert!(matches!(reader.hello(), Frame::Welcome(_)));
+    reader.join("feed");
+    let closed = |reason: &str| {
+        metric(
+            &metrics(&server),
+            &format!("ringport_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    let budget_hits = "ringport_limit_hits_total{limit=\"memory_budget\"}";
+    let (local_before, slow_before) = (closed("local"), closed("slow_consumer"));
+    assert_eq!(metric(&metrics(&server), budget_hits), 0);
+    const N: usize = 200;
+    // The pushes follow the reader (at most LEAD ahead of what it has read), so its queue
+    // never becomes the largest, however slowly a loaded machine runs its thread.
+    const LEAD: usize = 4;
+    let body = format!(r#"{{"payload":"{}"}}"#, "z".repeat(60_000));
+    let mut reader = common::gateway::push_at_readers_pace(
+        N,
+        LEAD,
+        reader,
+        |r, i| assert_eq!(push_text(r.recv()).len(), 60_000, "push {i}"),
+        || {
+            let r = server.http("POST", "/v1/push/room/feed", &body);
+            assert_eq!(r.status, 200, "{}", r.body);
+        },
+    );
+    // 200 x 60 KB = 12 MB for the consumer that does not read: over the 4 MiB budget.
+    eventually("the memory budget to shed a connection", || {
+        metric(&metrics(&server), budget_hits) >= 1
+    });
+    reader.send(&Frame::Ping { nonce: 9 });
+    assert_eq!(
+        reader.recv(),
+        Frame::Pong { nonce: 9 },
+        "the reader keeps its connection"
+    );
+    server.wait_metric("ringport_connections_open{state=\"active\"} 1");
+    eventually("the shed connection's close to be counted", || {
+        closed("local") > local_before
+    });
+    assert_eq!(
+        closed("slow_consumer"),
+        slow_before,
+        "the budget shed it, not the high-water mark"
+    );
+    // Its backlog is freed now, not when the linger ends.
+    let engine = server.engine();
+    eventually("the shed TLS backlog to be freed", || {
+        let queued: u64 = engine.stats_all().iter().map(|s| s.queued_bytes).sum();
+        queued <= 64 * 1024
+    });
+    // (What the kernel already buffered still reaches it, slowly through its 4 KiB window,
+    // then its stream ends without a CLOSE: not read here, as in the test above.)
+    drop(slow);
+}
+
 #[test]
 fn client_certificates_required_and_optional() {
     let ca = Ca::new("server-ca");

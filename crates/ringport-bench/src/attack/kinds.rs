@@ -16,7 +16,8 @@ use super::{AttackOptions, Tally, REOPEN_AFTER};
 /// or a memory budget need the server configured for them, so they are not here).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
-    /// HELLOs with 65,535 resume entries (983 KB), alternating with ones of 66 entries
+    /// HELLOs with 65,535 resume entries (1.6 MB: longer room names than issue 10's 983 KB
+    /// one), alternating with ones of 66 entries
     /// naming the population's room (replay).
     ResumeFlood,
     /// Unique JOIN+LEAVE as fast as the connection allows.
@@ -176,12 +177,7 @@ pub(super) fn cycle(o: &AttackOptions, t: &Tally, deadline: Instant) {
             c.r.until_end(&mut c.s, answer).key()
         }
         Kind::Oversized => {
-            let huge = Header {
-                op: Op::Publish,
-                flags: 0,
-                len: u32::MAX,
-            }
-            .to_bytes();
+            let huge = oversized_header();
             if n % 2 == 0 {
                 send(t, &mut c, &huge);
                 c.r.until_end(&mut c.s, answer).key()
@@ -240,20 +236,11 @@ fn welcomed(
 
 fn resume_flood(o: &AttackOptions, t: &Tally, c: &mut Conn, n: usize, answer: Instant) -> String {
     let session = rand::rng().random::<u64>() | 1;
+    let hello = resume_flood_hello(token(o, n), session, n, &o.room);
+    send(t, c, &encode(&hello));
     if n % 2 == 0 {
-        let hello = encode(&wire::resume_hello(token(o, n), session, "flood-", 65_535));
-        send(t, c, &hello);
         return c.r.until_end(&mut c.s, answer).key();
     }
-    // The most entries a HELLO may carry (max_rooms + 2 at the defaults), the first one the
-    // population's room from offset 0: a replay of its history.
-    let mut hello = wire::resume_hello(token(o, n), session, "flood-", 66);
-    if let Frame::Hello(h) = &mut hello {
-        if let Some(r) = h.resume.as_mut().and_then(|r| r.streams.first_mut()) {
-            r.stream = ringport_proto::StreamName::Room(o.room.clone());
-        }
-    }
-    send(t, c, &encode(&hello));
     let mut results = 0;
     loop {
         match c.r.next(&mut c.s, answer) {
@@ -273,22 +260,8 @@ fn resume_flood(o: &AttackOptions, t: &Tally, c: &mut Conn, n: usize, answer: In
 /// Unique JOIN+LEAVE pairs in batches of 100 until the server ends it (or 20,000 pairs).
 fn join_churn(t: &Tally, c: &mut Conn, n: usize) -> String {
     let mut batch = Vec::new();
-    for b in 0..200u32 {
-        batch.clear();
-        for k in 0..100u32 {
-            let i = b * 100 + k;
-            let room = format!("churn-{n}-{i}");
-            let join = RoomRequest {
-                req_id: 2 * i,
-                room: room.clone(),
-            };
-            let leave = RoomRequest {
-                req_id: 2 * i + 1,
-                room,
-            };
-            batch.extend_from_slice(&encode(&Frame::Join(join)));
-            batch.extend_from_slice(&encode(&Frame::Leave(leave)));
-        }
+    for b in 0..JOIN_CHURN_BATCHES {
+        join_leave_batch(n, b, &mut batch);
         if !send(t, c, &batch) {
             return Outcome::Reset.key();
         }
@@ -297,6 +270,86 @@ fn join_churn(t: &Tally, c: &mut Conn, n: usize) -> String {
         }
     }
     "open_after_20000_pairs".into()
+}
+
+/// Round `n`'s HELLO of a resume flood: even rounds resume 65,535 streams (the most a
+/// HELLO's count can say); odd ones the most a HELLO may carry at the defaults (max_rooms +
+/// 2 = 66), the first the population's `room` from offset 0, which asks for a replay of its
+/// history.
+fn resume_flood_hello(token: Vec<u8>, session: u64, n: usize, room: &str) -> Frame {
+    if n % 2 == 0 {
+        return wire::resume_hello(token, session, "flood-", 65_535);
+    }
+    let mut hello = wire::resume_hello(token, session, "flood-", 66);
+    if let Frame::Hello(h) = &mut hello {
+        if let Some(r) = h.resume.as_mut().and_then(|r| r.streams.first_mut()) {
+            r.stream = ringport_proto::StreamName::Room(room.to_string());
+        }
+    }
+    hello
+}
+
+/// Batches of [`join_leave_batch`] a join-churn connection sends at most.
+const JOIN_CHURN_BATCHES: u32 = 200;
+
+/// Batch `b` of attacker `n`'s join churn into `out` (cleared first): 100 JOIN+LEAVE pairs of
+/// rooms named for the attacker and the pair's number, so no room name repeats.
+fn join_leave_batch(n: usize, b: u32, out: &mut Vec<u8>) {
+    out.clear();
+    for k in 0..100u32 {
+        let i = b * 100 + k;
+        let room = format!("churn-{n}-{i}");
+        let join = RoomRequest {
+            req_id: 2 * i,
+            room: room.clone(),
+        };
+        let leave = RoomRequest {
+            req_id: 2 * i + 1,
+            room,
+        };
+        out.extend_from_slice(&encode(&Frame::Join(join)));
+        out.extend_from_slice(&encode(&Frame::Leave(leave)));
+    }
+}
+
+/// A frame header declaring the largest length a header can (4 GiB - 1), and nothing after.
+fn oversized_header() -> [u8; HEADER_LEN] {
+    Header {
+        op: Op::Publish,
+        flags: 0,
+        len: u32::MAX,
+    }
+    .to_bytes()
+}
+
+/// 1,000 PINGs back to back (one write of a ping flood).
+fn ping_batch() -> Vec<u8> {
+    let ping = encode(&Frame::Ping { nonce: 7 });
+    ping.iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1000)
+        .collect()
+}
+
+/// A partial-frame attacker's bytes: the header of a maximum-size PUBLISH and half its body.
+fn half_of_a_max_frame() -> Vec<u8> {
+    let header = Header {
+        op: Op::Publish,
+        flags: 0,
+        len: DEFAULT_MAX_PAYLOAD,
+    }
+    .to_bytes();
+    let mut bytes = header.to_vec();
+    bytes.resize(HEADER_LEN + DEFAULT_MAX_PAYLOAD as usize / 2, b'p');
+    bytes
+}
+
+/// The byte a slowloris connection trickles at `step`: the script's, in order, but never its
+/// last one, so the request or frame stays incomplete however long the attack runs.
+fn trickle(script: &[u8], step: usize) -> &[u8] {
+    let i = step.min(script.len().saturating_sub(2));
+    &script[i..i + 1]
 }
 
 /// JOIN 20 new rooms and PUBLISH 60 KB to each, read the answers, close.
@@ -336,13 +389,7 @@ fn publish_flood(t: &Tally, c: &mut Conn, n: usize) -> String {
 /// PINGs in batches of 1,000, reading what comes back, until the server ends it (or
 /// 1,000,000 PINGs, or the attack's end).
 fn ping_flood(t: &Tally, c: &mut Conn) -> String {
-    let ping = encode(&Frame::Ping { nonce: 7 });
-    let batch: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 1000)
-        .collect();
+    let batch = ping_batch();
     for _ in 0..1000 {
         if !send(t, c, &batch) {
             return Outcome::Reset.key();
@@ -498,17 +545,7 @@ fn set_up(o: &AttackOptions, t: &Tally, mut c: Conn, n: usize, slot: &mut Held) 
         _ => unreachable!("cycle attacks are not held"),
     };
     let ok = ok.and_then(|()| match o.kind {
-        Kind::PartialFrame => {
-            let header = Header {
-                op: Op::Publish,
-                flags: 0,
-                len: DEFAULT_MAX_PAYLOAD,
-            }
-            .to_bytes();
-            let mut bytes = header.to_vec();
-            bytes.resize(HEADER_LEN + DEFAULT_MAX_PAYLOAD as usize / 2, b'p');
-            sent(send(t, &mut c, &bytes))
-        }
+        Kind::PartialFrame => sent(send(t, &mut c, &half_of_a_max_frame())),
         Kind::SlowConsumer => {
             let join = RoomRequest {
                 req_id: 1,
@@ -545,10 +582,7 @@ fn poke(
     step: usize,
 ) -> Result<(), Outcome> {
     match o.kind {
-        Kind::Slowloris | Kind::AdminSlowloris => {
-            let i = step.min(script.len().saturating_sub(2));
-            sent(send(t, c, &script[i..i + 1]))
-        }
+        Kind::Slowloris | Kind::AdminSlowloris => sent(send(t, c, trickle(script, step))),
         Kind::SlowConsumer => {
             let publish = Publish {
                 room: "sink".into(),
@@ -558,5 +592,185 @@ fn poke(
             sent(send(t, c, &encode(&Frame::Publish(publish))))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use ringport_proto::{Decoder, Error, StreamName};
+    use std::collections::HashSet;
+
+    /// Every frame in `bytes`, which must hold whole frames only.
+    fn frames(bytes: &[u8]) -> Vec<Frame> {
+        let decoder = Decoder::new(16 << 20);
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = decoder.decode(&mut buf).expect("valid frames") {
+            out.push(f);
+        }
+        assert!(buf.is_empty(), "{} bytes left after the frames", buf.len());
+        out
+    }
+
+    #[test]
+    fn every_kind_has_a_command_line_name_a_description_and_one_shape() {
+        let held: Vec<Kind> = Kind::value_variants()
+            .iter()
+            .copied()
+            .filter(|k| k.is_held())
+            .collect();
+        assert_eq!(
+            held,
+            [
+                Kind::PartialFrame,
+                Kind::ConnFlood,
+                Kind::Slowloris,
+                Kind::HalfOpen,
+                Kind::SlowConsumer,
+                Kind::AdminSlowloris,
+                Kind::AdminIdle
+            ]
+        );
+        let mut names = HashSet::new();
+        for &k in Kind::value_variants() {
+            let name = k.name();
+            assert!(names.insert(name.clone()), "{name} twice");
+            assert_eq!(Kind::from_str(&name, false), Ok(k), "{name} parses back");
+            assert!(!k.what().is_empty(), "{name} says what it does");
+            // Admin attacks hold connections; one-address floods go to the native port.
+            assert!(!k.on_admin() || k.is_held(), "{name}");
+            assert!(!(k.one_address() && k.on_admin()), "{name}");
+        }
+        assert_eq!(names.len(), 17);
+        assert!(Kind::value_variants()
+            .iter()
+            .filter(|k| k.one_address())
+            .eq(&[Kind::ConnFlood, Kind::HandshakeFlood, Kind::AuthFail]));
+    }
+
+    #[test]
+    fn join_churn_batches_are_100_join_leave_pairs_of_rooms_never_named_twice() {
+        let mut seen = HashSet::new();
+        let mut batch = vec![1, 2, 3];
+        for b in [0, 1, JOIN_CHURN_BATCHES - 1] {
+            join_leave_batch(7, b, &mut batch);
+            let fs = frames(&batch);
+            assert_eq!(fs.len(), 200, "the batch replaces what the buffer held");
+            for (k, pair) in fs.chunks(2).enumerate() {
+                let i = b * 100 + k as u32;
+                let (Frame::Join(join), Frame::Leave(leave)) = (&pair[0], &pair[1]) else {
+                    panic!("not a JOIN+LEAVE pair: {pair:?}");
+                };
+                assert_eq!((join.req_id, leave.req_id), (2 * i, 2 * i + 1));
+                assert_eq!(join.room, format!("churn-7-{i}"));
+                assert_eq!(
+                    leave.room, join.room,
+                    "the LEAVE leaves the room just joined"
+                );
+                assert!(seen.insert(join.room.clone()), "{} twice", join.room);
+            }
+        }
+        // Another attacker's rooms differ from the first one's.
+        join_leave_batch(8, 0, &mut batch);
+        let Frame::Join(j) = &frames(&batch)[0] else {
+            panic!("a JOIN first")
+        };
+        assert!(!seen.contains(&j.room));
+    }
+
+    #[test]
+    fn the_oversized_header_declares_4_gib_and_is_refused_before_any_body() {
+        let h = oversized_header();
+        assert_eq!(
+            Header::parse(&h, u32::MAX),
+            Ok(Header {
+                op: Op::Publish,
+                flags: 0,
+                len: u32::MAX
+            })
+        );
+        assert!(matches!(
+            Decoder::default().peek_header(&h),
+            Err(Error::FrameTooLarge {
+                declared: u32::MAX,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_ping_batch_is_1000_pings_and_nothing_else() {
+        let batch = ping_batch();
+        let fs = frames(&batch);
+        assert_eq!(fs.len(), 1000);
+        assert!(fs.iter().all(|f| *f == Frame::Ping { nonce: 7 }));
+        assert_eq!(batch.len(), 1000 * encode(&Frame::Ping { nonce: 7 }).len());
+    }
+
+    #[test]
+    fn the_partial_frame_is_half_of_a_maximum_size_publish_and_never_completes() {
+        let bytes = half_of_a_max_frame();
+        assert_eq!(bytes.len(), HEADER_LEN + DEFAULT_MAX_PAYLOAD as usize / 2);
+        let decoder = Decoder::default();
+        assert_eq!(
+            decoder.peek_header(&bytes).unwrap(),
+            Some(Header {
+                op: Op::Publish,
+                flags: 0,
+                len: DEFAULT_MAX_PAYLOAD
+            }),
+            "a valid header: the server must buffer, not refuse"
+        );
+        assert_eq!(decoder.decode_slice(&bytes).unwrap(), None, "incomplete");
+    }
+
+    #[test]
+    fn a_trickle_sends_the_script_in_order_but_never_its_last_byte() {
+        let script = encode(&wire::hello(b"token".to_vec(), None)).to_vec();
+        let sent: Vec<u8> = (0..script.len() * 3)
+            .flat_map(|step| trickle(&script, step).to_vec())
+            .collect();
+        let n = script.len() - 1;
+        assert_eq!(sent[..n], script[..n], "in order");
+        assert!(
+            sent[n..].iter().all(|&b| b == script[n - 1]),
+            "then the last-but-one byte again, never the last"
+        );
+        // Whatever it sent, the HELLO stays incomplete.
+        assert_eq!(Decoder::default().decode_slice(&sent[..n]).unwrap(), None);
+    }
+
+    #[test]
+    fn resume_flood_hellos_carry_65535_entries_or_66_with_the_populations_room_first() {
+        let big = resume_flood_hello(b"t".to_vec(), 5, 0, "lobby");
+        let bytes = encode(&big);
+        // 1.6 MB (issue 10's, with shorter names, was 983 KB): far over the 64 KiB a frame
+        // before WELCOME may have, so its header alone is refused.
+        assert!(
+            (1_600_000..1_650_000).contains(&bytes.len()),
+            "{} bytes",
+            bytes.len()
+        );
+        let Frame::Hello(h) = &frames(&bytes)[0] else {
+            panic!("a HELLO")
+        };
+        let r = h.resume.as_ref().expect("a resume");
+        assert_eq!((r.session_id, r.streams.len()), (5, 65_535));
+        assert_eq!(
+            r.streams[65_534].stream,
+            StreamName::Room("flood-65534".into())
+        );
+
+        let replay = resume_flood_hello(b"t".to_vec(), 5, 1, "lobby");
+        let Frame::Hello(h) = &frames(&encode(&replay))[0] else {
+            panic!("a HELLO")
+        };
+        let r = h.resume.as_ref().expect("a resume");
+        assert_eq!(r.streams.len(), 66);
+        assert_eq!(r.streams[0].stream, StreamName::Room("lobby".into()));
+        assert_eq!(r.streams[0].last_offset, 0, "from the start: a full replay");
+        assert_eq!(r.streams[1].stream, StreamName::Room("flood-1".into()));
     }
 }

@@ -102,16 +102,12 @@ pub fn run(opts: &AttackOptions, command: String) -> anyhow::Result<AttackReport
     let deadline = started + opts.duration;
     std::thread::scope(|s| {
         if opts.kind.is_held() {
-            // One holder thread per 256 connections.
-            let per = 256;
-            let n = opts.connections.div_ceil(per).max(1);
-            for t in 0..n {
-                let count = per.min(opts.connections - t * per);
+            for count in holders(opts.connections) {
                 let tally = &tally;
                 s.spawn(move || kinds::hold(opts, tally, count, deadline));
             }
         } else {
-            for _ in 0..opts.connections.clamp(1, MAX_THREADS) {
+            for _ in 0..cycle_threads(opts.connections) {
                 let tally = &tally;
                 s.spawn(move || {
                     while Instant::now() < deadline {
@@ -137,6 +133,21 @@ pub fn run(opts: &AttackOptions, command: String) -> anyhow::Result<AttackReport
     })
 }
 
+/// Connections a held attack's threads hold: one thread per [`HELD_PER_THREAD`].
+fn holders(connections: usize) -> Vec<usize> {
+    (0..connections.div_ceil(HELD_PER_THREAD).max(1))
+        .map(|t| HELD_PER_THREAD.min(connections - t * HELD_PER_THREAD))
+        .collect()
+}
+
+/// Connections one holder thread keeps at most.
+const HELD_PER_THREAD: usize = 256;
+
+/// Threads a cycle attack runs for `--connections` (at least one, at most [`MAX_THREADS`]).
+fn cycle_threads(connections: usize) -> usize {
+    connections.clamp(1, MAX_THREADS)
+}
+
 /// The report as a few lines of text.
 pub fn human(r: &AttackReport) -> String {
     let mut s = format!(
@@ -151,3 +162,53 @@ pub fn human(r: &AttackReport) -> String {
 
 /// A short pause between a held connection's end and its replacement.
 pub(crate) const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_connections_are_spread_256_to_a_thread() {
+        assert_eq!(holders(0), [0]);
+        assert_eq!(holders(1), [1]);
+        assert_eq!(holders(256), [256]);
+        assert_eq!(holders(257), [256, 1]);
+        assert_eq!(holders(1000), [256, 256, 256, 232]);
+        for n in [3, 511, 512, 513, 20_000] {
+            assert_eq!(holders(n).iter().sum::<usize>(), n);
+            assert!(holders(n).iter().all(|&c| c <= HELD_PER_THREAD));
+        }
+    }
+
+    #[test]
+    fn cycle_attacks_run_one_to_max_threads() {
+        assert_eq!(cycle_threads(0), 1);
+        assert_eq!(cycle_threads(5), 5);
+        assert_eq!(cycle_threads(10_000), MAX_THREADS);
+    }
+
+    #[test]
+    fn outcomes_are_counted_under_distinct_keys_and_closes_by_reason_name() {
+        let keys: std::collections::HashSet<String> = [
+            wire::Outcome::Close("POLICY".into()),
+            wire::Outcome::Eof,
+            wire::Outcome::Reset,
+            wire::Outcome::Timeout,
+            wire::Outcome::NotProtocol,
+        ]
+        .iter()
+        .map(wire::Outcome::key)
+        .collect();
+        assert_eq!(keys.len(), 5);
+        assert!(keys.contains("close:POLICY"));
+        assert_eq!(
+            wire::close_outcome(ringport_proto::CloseReason::REPLACED).key(),
+            "close:REPLACED"
+        );
+        // A code this version does not know is counted by its number.
+        assert_eq!(
+            wire::close_outcome(ringport_proto::CloseReason(4242)).key(),
+            "close:4242"
+        );
+    }
+}

@@ -141,26 +141,19 @@ fn a_slow_consumer_is_closed_and_readers_get_everything() {
     // queue stays far below the mark however slowly a loaded machine runs its thread.
     const N: usize = 200;
     const LEAD: usize = 4;
-    let (read_tx, read_rx) = std::sync::mpsc::channel();
-    let reading = std::thread::spawn(move || {
-        for i in 1..=N {
-            reader.push();
-            let _ = read_tx.send(i);
-        }
-        reader
-    });
     let body = format!(r#"{{"payload":"{}"}}"#, "y".repeat(60_000));
-    let mut read = 0;
-    for i in 0..N {
-        while read + LEAD < i {
-            read = read_rx
-                .recv_timeout(crate::common::gateway::WAIT)
-                .expect("the reader keeps reading");
-        }
-        let r = server.http("POST", "/v1/push/room/feed", &body);
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-    let mut reader = reading.join().expect("the reader got every push");
+    let mut reader = crate::common::gateway::push_at_readers_pace(
+        N,
+        LEAD,
+        reader,
+        |r, _| {
+            r.push();
+        },
+        || {
+            let r = server.http("POST", "/v1/push/room/feed", &body);
+            assert_eq!(r.status, 200, "{}", r.body);
+        },
+    );
     let metrics = server.wait_metric("ringport_connections_open{state=\"active\"} 1");
     reader.send(&Frame::Ping { nonce: 5 });
     assert_eq!(

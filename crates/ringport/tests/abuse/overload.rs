@@ -8,7 +8,7 @@ use ringport_proto::{CloseReason, Frame};
 
 use super::admission::welcome_eventually;
 use super::{push_room, pushes_then_close, wait_limit_hits};
-use crate::common::gateway::{test_config, TestServer, WAIT};
+use crate::common::gateway::{push_at_readers_pace, test_config, TestServer, WAIT};
 
 /// A consumer that stops reading grows its send queue up to `engine.send_high_water`; many of
 /// them would exhaust memory long before that. Over the budget the largest queue goes first,
@@ -38,27 +38,18 @@ fn over_the_budget_the_largest_send_queue_is_closed_first() {
     // The pushes follow the reader (at most LEAD ahead of what it has read), so its queue
     // never becomes the largest, however slowly a loaded machine runs its thread.
     const LEAD: usize = 4;
-    let (read_tx, read_rx) = std::sync::mpsc::channel();
-    let reading = std::thread::spawn(move || {
-        for i in 1..=N {
-            reader.push();
-            let _ = read_tx.send(i);
-        }
-        reader
-    });
     let payload = "x".repeat(60_000);
-    let mut read = 0;
-    for i in 0..N {
-        while read + LEAD < i {
-            read = read_rx
-                .recv_timeout(WAIT)
-                .expect("the reader keeps reading");
-        }
-        push_room(&server, "feed", &payload);
-    }
+    let mut reader = push_at_readers_pace(
+        N,
+        LEAD,
+        reader,
+        |r, _| {
+            r.push();
+        },
+        || push_room(&server, "feed", &payload),
+    );
     // 200 × 60 KB = 12 MB for the consumer that does not read: over the 4 MiB budget.
     wait_limit_hits(&server, "memory_budget", 1);
-    let mut reader = reading.join().expect("the reading client got every push");
     // The slow consumer was the one closed (its queue dropped at once; what the kernel
     // already buffered for it still trickles out): the reader is still active.
     server.wait_metric("ringport_connections_open{state=\"active\"} 1");

@@ -181,24 +181,14 @@ impl NodeProcess {
     pub fn start(broker: &Broker, id: &str, extra: &[&str]) -> NodeProcess {
         let url = broker.url();
         let secret = format!("auth.secret={SECRET}");
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--log-format",
-            "json",
+        let mut args = super::serve_args("127.0.0.1:0");
+        args.extend([
             "--cluster",
             &url,
             "--node-id",
             id,
             "--set",
             &secret,
-            "--set",
-            "engine.recv_buffers=256",
             "--set",
             "engine.shutdown_timeout_ms=1000",
             "--set",
@@ -207,7 +197,7 @@ impl NodeProcess {
             "cluster.reconnect_max_delay_ms=200",
             "--set",
             "cluster.connect_timeout_ms=500",
-        ];
+        ]);
         args.extend(extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringport"));
         cmd.args(&args)

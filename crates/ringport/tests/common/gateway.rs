@@ -330,3 +330,35 @@ pub fn metric(body: &str, sample: &str) -> u64 {
         .parse::<f64>()
         .unwrap() as u64
 }
+
+/// Pushes to a reading client at its pace: `read_one(&mut reader, i)` runs for `i` in
+/// `1..=n` on a thread of its own while `push()` runs `n` times here, each at most `lead`
+/// pushes ahead of what the reader has read. So the reader's send queue stays small (never
+/// the largest, never near a high-water mark) however slowly a loaded machine runs its
+/// thread. Returns the reader once it has read all `n`.
+pub fn push_at_readers_pace<R: Send + 'static>(
+    n: usize,
+    lead: usize,
+    mut reader: R,
+    read_one: impl Fn(&mut R, usize) + Send + 'static,
+    mut push: impl FnMut(),
+) -> R {
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let reading = std::thread::spawn(move || {
+        for i in 1..=n {
+            read_one(&mut reader, i);
+            let _ = read_tx.send(i);
+        }
+        reader
+    });
+    let mut read = 0;
+    for i in 0..n {
+        while read + lead < i {
+            read = read_rx
+                .recv_timeout(WAIT)
+                .expect("the reader keeps reading");
+        }
+        push();
+    }
+    reading.join().expect("the reader got every push")
+}

@@ -17,6 +17,26 @@ use ringport::http::{
 };
 use ringport::metrics::Registry;
 
+/// The arguments every test's `ringport serve` child process starts with: clients on
+/// `listen`, the admin API on an ephemeral port, two workers, JSON logs (the tests read the
+/// `ringport ready` line for the bound addresses) and a small receive-buffer pool (many
+/// servers share the machine while the tests run).
+pub fn serve_args(listen: &str) -> Vec<&str> {
+    vec![
+        "serve",
+        "--listen",
+        listen,
+        "--admin",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--log-format",
+        "json",
+        "--set",
+        "engine.recv_buffers=256",
+    ]
+}
+
 /// A two-thread tokio runtime for tests that drive the SDK.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -78,6 +78,18 @@ impl SockState {
     }
 }
 
+/// What a descriptor is registered for.
+#[derive(Clone, Copy)]
+#[repr(i32)]
+enum Interest {
+    /// A connection: data, writability and the peer's FIN.
+    Socket = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP,
+    /// A listener or the doorbell eventfd: only readable. Not writability: reading an eventfd
+    /// makes it writable, and an edge for that would wake the next wait for nothing (and a
+    /// sleeping shard would take a turn before the ring it should wait for).
+    Read = libc::EPOLLIN,
+}
+
 /// An operation queued by the shard, performed at the next wait (so, as with io_uring,
 /// nothing takes effect before the turn's callbacks have run).
 enum Queued {
@@ -183,18 +195,18 @@ impl EpollDriver {
         });
     }
 
-    /// Registers `fd` (edge-triggered, read and write) unless it is; both directions start
+    /// Registers `fd` (edge-triggered, for `interest`) unless it is; both directions start
     /// as ready, so the first attempt is made at once and EAGAIN clears them. `fresh`: the
     /// kernel just handed out this descriptor number, so whatever the table says about it
     /// is about a previous socket (one closed behind the driver's back, like a listener).
-    fn register(&mut self, fd: RawFd, fresh: bool) -> Result<(), i32> {
+    fn register(&mut self, fd: RawFd, fresh: bool, interest: Interest) -> Result<(), i32> {
         let st = self.state(fd);
         if st.registered && !fresh {
             return Ok(());
         }
         let gen = st.gen.wrapping_add(1);
         let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            events: (interest as i32 | libc::EPOLLET) as u32,
             u64: (u64::from(gen) << 32) | fd as u32 as u64,
         };
         // SAFETY: `ev` is a live local; epoll_ctl only reads it.
@@ -279,7 +291,7 @@ impl EpollDriver {
                 )
             };
             if s >= 0 {
-                if let Err(e) = self.register(s, true) {
+                if let Err(e) = self.register(s, true, Interest::Socket) {
                     // SAFETY: `s` was just accepted and is owned by nothing else.
                     unsafe { libc::close(s) };
                     self.end_accept(fd, ud, -e);
@@ -532,7 +544,7 @@ impl EpollDriver {
                 flags >= 0 && libc::fcntl(listener, libc::F_SETFL, flags | libc::O_NONBLOCK) >= 0
             };
             let registered = if nonblocking {
-                self.register(listener, false)
+                self.register(listener, false, Interest::Read)
             } else {
                 Err(errno())
             };
@@ -681,11 +693,11 @@ impl EpollDriver {
         if rc == 0 || e != libc::EINPROGRESS {
             self.complete_now(connect_ud, -e);
             if rc == 0 {
-                let _ = self.register(fd, true);
+                let _ = self.register(fd, true, Interest::Socket);
             }
             return;
         }
-        if let Err(e) = self.register(fd, true) {
+        if let Err(e) = self.register(fd, true, Interest::Socket) {
             self.complete(connect_ud, -e, false, None);
             return;
         }
@@ -703,7 +715,7 @@ impl EpollDriver {
     }
 
     fn perform_read_doorbell(&mut self, eventfd: RawFd, user_data: u64) {
-        if let Err(e) = self.register(eventfd, false) {
+        if let Err(e) = self.register(eventfd, false, Interest::Read) {
             self.complete(user_data, -e, false, None);
             return;
         }
@@ -902,7 +914,57 @@ impl Driver for EpollDriver {
 
 #[cfg(test)]
 mod tests {
-    use super::SockState;
+    use super::{EpollDriver, SockState};
+    use crate::sys::{Completion, Driver};
+    use crate::EngineConfig;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::{Duration, Instant};
+
+    /// A doorbell read wakes the shard's wait once per ring: reading the eventfd (which makes
+    /// it writable again) must not wake the next wait. It did when the eventfd was registered
+    /// for writability too: each read queued an EPOLLOUT edge, so the wait after a doorbell
+    /// returned at once, and a sleeping shard took an extra turn in which it drained posts
+    /// meant to wait for a batch's ring (`tests/timers_inbox.rs`,
+    /// `a_doorbell_batch_wakes_a_sleeping_shard_once_for_many_posts`).
+    #[test]
+    fn reading_the_doorbell_does_not_wake_the_next_wait() {
+        let mut d = EpollDriver::new(&EngineConfig::default()).expect("epoll driver");
+        // SAFETY: eventfd takes no memory; the result is checked and owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nothing else owns.
+        let bell = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ring = || {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+            let n = unsafe { libc::write(bell.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            assert_eq!(n, 8);
+        };
+        let mut out: Vec<Completion> = Vec::new();
+        // Armed while nothing rang (as a shard's first turn): the read meets EAGAIN.
+        d.read_doorbell(bell.as_raw_fd(), 1);
+        d.submit_and_wait(Some(Duration::ZERO)).unwrap();
+        d.drain(&mut out);
+        assert!(out.is_empty());
+        // A ring while the driver waits: the wait reports it, and the read completes.
+        ring();
+        d.submit_and_wait(Some(Duration::from_secs(10))).unwrap();
+        d.drain(&mut out);
+        assert_eq!(out.len(), 1, "the ring completes the doorbell read");
+        assert_eq!((out[0].user_data, out[0].result), (1, 8));
+        out.clear();
+        // Re-armed (as the shard does): nothing rang since, so the wait sleeps its timeout.
+        d.read_doorbell(bell.as_raw_fd(), 2);
+        let started = Instant::now();
+        d.submit_and_wait(Some(Duration::from_millis(300))).unwrap();
+        let slept = started.elapsed();
+        d.drain(&mut out);
+        assert!(out.is_empty(), "nothing rang: {out:?}");
+        assert!(
+            slept >= Duration::from_millis(250),
+            "the wait after a doorbell read returned after {slept:?}: woken by the read itself"
+        );
+    }
 
     /// The driver keeps one `SockState` per descriptor number up to the highest in use, so
     /// its size is per-connection heap on epoll (docs/benchmarks.md, "epoll's extra bytes").
