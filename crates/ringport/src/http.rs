@@ -22,6 +22,8 @@ pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod shard_rpc;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use gateway::{
     ClusterScope, ConnectionCounts, ConnectionInfo, ConnectionState, Gateway, GatewayError,

@@ -208,41 +208,8 @@ pub fn announce(config: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{GatewayStats, Push, PushOutcome, Reply, RoomInfo};
     use std::io::{Read, Write};
     use std::sync::atomic::AtomicUsize;
-
-    struct NullGateway;
-
-    impl Gateway for NullGateway {
-        fn push_room(&self, _: String, _: Push) -> Reply<'_, PushOutcome> {
-            Box::pin(async { Ok(PushOutcome::default()) })
-        }
-        fn push_user(&self, _: String, _: Push) -> Reply<'_, PushOutcome> {
-            Box::pin(async { Ok(PushOutcome::default()) })
-        }
-        fn broadcast(&self, _: Push) -> Reply<'_, PushOutcome> {
-            Box::pin(async { Ok(PushOutcome::default()) })
-        }
-        fn room_info(&self, room: String, _: usize) -> Reply<'_, RoomInfo> {
-            Box::pin(async move {
-                Ok(RoomInfo {
-                    room,
-                    ..RoomInfo::default()
-                })
-            })
-        }
-        fn stats(&self) -> Reply<'_, GatewayStats> {
-            Box::pin(async { Ok(GatewayStats::default()) })
-        }
-        fn connection(&self, _: u64) -> Reply<'_, Option<crate::http::ConnectionInfo>> {
-            Box::pin(async { Ok(None) })
-        }
-        fn kick(&self, _: u64, _: Option<String>) -> Reply<'_, bool> {
-            Box::pin(async { Ok(false) })
-        }
-        fn render_metrics(&self, _: &mut String) {}
-    }
 
     struct FakePlane {
         shutdowns: Arc<AtomicUsize>,
@@ -250,7 +217,7 @@ mod tests {
 
     impl DataPlane for FakePlane {
         fn gateway(&self) -> Arc<dyn Gateway> {
-            Arc::new(NullGateway)
+            Arc::new(crate::http::testing::PushEcho)
         }
         fn local_addr(&self) -> Option<SocketAddr> {
             None

@@ -142,63 +142,12 @@ const USER: &str = "/v1/push/user/";
 mod tests {
     use super::*;
     use crate::config::AdminConfig;
-    use crate::http::gateway::{Gateway, GatewayStats, Push, PushOutcome, Reply, RoomInfo};
+    use crate::http::testing::PushEcho;
     use std::sync::Arc;
-
-    /// Answers every push with an outcome that depends only on the push, so two
-    /// gateways given the same requests give the same answers.
-    struct Echo;
-
-    fn outcome(stream: String, push: &Push) -> PushOutcome {
-        PushOutcome {
-            stream,
-            epoch: 1,
-            offset: push.payload.len() as u64 + u64::from(push.urgent),
-            recipients: None,
-            warning: None,
-        }
-    }
-
-    impl Gateway for Echo {
-        fn push_room(&self, room: String, push: Push) -> Reply<'_, PushOutcome> {
-            Box::pin(async move {
-                if room == "gone" {
-                    return Err(crate::http::GatewayError::Unavailable(
-                        "shutting down".into(),
-                    ));
-                }
-                Ok(outcome(format!("room:{room}"), &push))
-            })
-        }
-        fn push_user(&self, user: String, push: Push) -> Reply<'_, PushOutcome> {
-            Box::pin(async move { Ok(outcome(format!("user:{user}"), &push)) })
-        }
-        fn broadcast(&self, push: Push) -> Reply<'_, PushOutcome> {
-            Box::pin(async move { Ok(outcome("room:*".into(), &push)) })
-        }
-        fn room_info(&self, room: String, _: usize) -> Reply<'_, RoomInfo> {
-            Box::pin(async move {
-                Ok(RoomInfo {
-                    room,
-                    ..RoomInfo::default()
-                })
-            })
-        }
-        fn stats(&self) -> Reply<'_, GatewayStats> {
-            Box::pin(async { Ok(GatewayStats::default()) })
-        }
-        fn connection(&self, _: u64) -> Reply<'_, Option<crate::http::ConnectionInfo>> {
-            Box::pin(async { Ok(None) })
-        }
-        fn kick(&self, _: u64, _: Option<String>) -> Reply<'_, bool> {
-            Box::pin(async { Ok(false) })
-        }
-        fn render_metrics(&self, _: &mut String) {}
-    }
 
     fn app(config: &AdminConfig, fast: bool) -> App {
         let (router, state) =
-            routes::app_state(Arc::new(Echo), config, routes::default_pages(config));
+            routes::app_state(Arc::new(PushEcho), config, routes::default_pages(config));
         App::new(router, fast.then_some(state))
     }
 
@@ -333,7 +282,8 @@ mod tests {
 
     async fn compare(config: &AdminConfig, cases: &[Case]) {
         let (fast, slow) = (app(config, true), app(config, false));
-        let (_, state) = routes::app_state(Arc::new(Echo), config, routes::default_pages(config));
+        let (_, state) =
+            routes::app_state(Arc::new(PushEcho), config, routes::default_pages(config));
         for c in cases {
             let served_fast = plain_push(&state, &request(c, true)).is_some();
             assert!(
