@@ -46,9 +46,13 @@ fn measure(n: usize, shards: usize) -> Vec<(&'static str, f64)> {
         out.push((name, (before - after) as f64 / n as f64));
         before = after;
     }
+    // The counting allocator sees the whole process: the test harness's own threads
+    // allocated 1,124 bytes during a 10,000-connection count once in CI. An eighth of a byte
+    // per connection (at least 4 KiB) is far below what a table left behind would show.
+    let slack = (n as i64 / 8).max(4096);
     assert!(
-        (before - base).abs() < 1024,
-        "every table's bytes are accounted for ({} left)",
+        (before - base).abs() < slack,
+        "every table's bytes are accounted for ({} left, {slack} allowed)",
         before - base
     );
     let total: f64 = out.iter().map(|(_, b)| b).sum();
