@@ -188,12 +188,7 @@ fn idle_heartbeats_and_handshakes_match_the_servers_frames() {
     assert_eq!(server.metric("ringport_connections_accepted_total"), 40);
     // Every frame we sent: HELLO + JOIN per connection, our PINGs, PONGs to server PINGs.
     let ours = 2 * 40 + c.pings_sent + c.server_pings;
-    let metrics = server.metrics();
-    let frames_in = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ringport_frames_total{direction=\"in\"} "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap() as u64;
+    let frames_in = server.wait_metric("ringport_frames_total{direction=\"in\"}", ours);
     assert_eq!(
         frames_in, ours,
         "frames the server received == frames the bench sent"

@@ -185,6 +185,7 @@ impl GwLoad {
                 ),
                 loading: None,
                 issued: 0,
+                pings_paused: false,
                 stopping: false,
                 out: Vec::new(),
                 wire: Vec::new(),
@@ -231,6 +232,20 @@ impl GwLoad {
 
     fn deliveries_so_far(&self) -> u64 {
         totals(&self.counters).pushes
+    }
+
+    /// Waits (at most `max`) until every PING sent has its PONG, so a run's counts end
+    /// balanced unless the server really failed to answer (what is still missing after
+    /// `max` stays in the report: `pings_sent` > `pongs_received`).
+    fn await_pongs(&self, max: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < max {
+            let t = totals(&self.counters);
+            if t.pongs_received >= t.pings_sent {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until deliveries stop growing (or reach `expected`) and, for resume, until every
@@ -316,6 +331,8 @@ impl LoadDriver for GwLoad {
             let _ = t.join();
         }
         self.on_every_shard(|h, _ctx| h.loading = None);
+        self.on_every_shard(|h, _ctx| h.pings_paused = true);
+        self.await_pongs(Duration::from_secs(5));
         let mut out = GwOutcome::default();
         if let Some(p) = self.publisher.take() {
             let stats = p.stats.clone();
@@ -416,6 +433,9 @@ pub struct GwShard {
     loading: Option<Instant>,
     /// Churn connects issued since the load began.
     issued: u64,
+    /// Set when the run ends: no new PINGs, so the ones in flight can be answered before
+    /// the connections close (`GwLoad::await_pongs`).
+    pings_paused: bool,
     stopping: bool,
     /// What the protocol client wrote (plaintext).
     out: Vec<u8>,
@@ -811,6 +831,9 @@ impl Handler for GwShard {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        if self.pings_paused {
+            return;
+        }
         let now = ctx.now();
         let Some(slot) = self.slots.get_mut(conn) else {
             return;
