@@ -12,6 +12,10 @@
 #   SYSTEMS="ringport ringport-client redis nats" scripts/bench-compare.sh
 #   SYSTEMS="ringport base" BASE_BIN=/tmp/ringport-old scripts/bench-compare.sh   # before/after
 #   SUBS=10000 ROOMS=1000 RATES=10000 SYSTEMS="ringport-batch redis" scripts/bench-compare.sh
+#   BATCH_WINDOW=20 SYSTEMS="ringport redis" scripts/bench-compare.sh
+#
+# BATCH_WINDOW (default 0) is every ringport server's rooms.batch_window_ms, given with --set
+# (which outranks RINGPORT_ROOMS__BATCH_WINDOW_MS in the environment).
 #
 # SYSTEMS (run in this order in every round):
 #   ringport         ringport serve --workers 1, publisher PUBLISHER (http: admin API, pipelined)
@@ -98,7 +102,7 @@ start_system() {
         # A client publisher needs the per-connection publish rate (and burst: a publisher
         # that fell behind catches up in a burst) to allow the load.
         taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-            --workers 1 --io-backend "$backend" --log-level warn --set rooms.batch_window_ms=0 \
+            --workers 1 --io-backend "$backend" --log-level warn --set "rooms.batch_window_ms=${BATCH_WINDOW:-0}" \
             --set "rooms.publish_rate_per_sec=$((RATE * 4))" --set "rooms.publish_burst=$((RATE * 20))" \
             "${tls_set[@]}" >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
