@@ -125,6 +125,15 @@ pub struct EngineConfig {
     pub send_high_water: usize,
     /// What happens at the high-water mark. Default: close.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Most connections a shard starts a send for in one loop turn. A loopback send costs
+    /// the sender's core ~5–10 µs (the kernel delivers it and wakes the reader in the same
+    /// call), so a fan-out to thousands of connections issued at once would hold the shard —
+    /// and every handshake, receive and timer on it — for tens of milliseconds. Past the
+    /// budget the rest wait (in order, their messages still coalescing) for the next turns,
+    /// which run without blocking; each turn gives half its budget to connections that
+    /// became ready to send in it (a WELCOME, a PONG) and the rest to the oldest waiting, so
+    /// neither starves. Counted in `ShardStats::sends_deferred`. Default 128 (about 1 ms).
+    pub max_sends_per_turn: u32,
     /// How long a graceful close waits for the send queue to drain and the peer's FIN.
     /// Default 2 s.
     pub close_linger: Duration,
@@ -164,6 +173,7 @@ impl Default for EngineConfig {
             recv_buffers: 1024,
             send_high_water: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
+            max_sends_per_turn: 128,
             close_linger: Duration::from_secs(2),
             idle_timeout: None,
             timer_tick: Duration::from_millis(10),
@@ -220,6 +230,13 @@ impl EngineConfig {
         }
         if self.timer_tick.is_zero() {
             return Err("timer_tick must be positive".into());
+        }
+        if self.max_sends_per_turn < 2 {
+            return Err(format!(
+                "max_sends_per_turn must be at least 2 (half a turn's budget goes to new \
+                 sends, half to waiting ones), got {}",
+                self.max_sends_per_turn
+            ));
         }
         if self.send_high_water == 0 {
             return Err("send_high_water must be positive".into());

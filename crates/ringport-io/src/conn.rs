@@ -42,7 +42,7 @@ pub(crate) struct Slot {
     /// Ring operations in flight for this slot; the slot is freed only at zero.
     pub ops: u16,
     pub recv_armed: bool,
-    /// In the shard's dirty list (queue needs a send this turn).
+    /// In the shard's dirty list or send backlog (queue needs a send this or a later turn).
     pub dirty: bool,
     /// In the shard's re-arm list (receive stopped on ENOBUFS).
     pub waiting_buffers: bool,
@@ -107,9 +107,13 @@ impl Slot {
 
     /// Resets everything but the generation for the next occupant.
     pub fn reset(&mut self) {
-        let gen = self.gen;
+        let (gen, dirty) = (self.gen, self.dirty);
         *self = Slot::new();
         self.gen = gen;
+        // Still listed in the core's dirty list or send backlog (a slot freed and reused
+        // before its turn came): the listing serves the new connection, so it is not
+        // listed twice.
+        self.dirty = dirty;
     }
 
     /// The connection can still receive (open or closing gracefully).

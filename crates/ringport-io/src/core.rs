@@ -61,6 +61,9 @@ pub(crate) struct Core<H: crate::Handler> {
     pub wheel: TimerWheel,
     /// Slots whose queue needs a send this turn.
     dirty: Vec<u32>,
+    /// Slots whose send waits for a later turn (`EngineConfig::max_sends_per_turn`), oldest
+    /// first; each is also marked `dirty`.
+    backlog: std::collections::VecDeque<u32>,
     /// Slots waiting for receive buffers.
     pub rearm: Vec<u32>,
     /// `on_close` notifications to deliver after the current callback.
@@ -118,6 +121,7 @@ impl<H: crate::Handler> Core<H> {
             pool: SendPool::new(),
             wheel: TimerWheel::new(1024),
             dirty: Vec::new(),
+            backlog: std::collections::VecDeque::new(),
             rearm: Vec::new(),
             notify: Vec::new(),
             connects: Vec::new(),
@@ -317,32 +321,66 @@ impl<H: crate::Handler> Core<H> {
         Ok(())
     }
 
+    /// Starts `slot`'s send if it is open with bytes queued and none in flight; true if it
+    /// did. Takes the slot off the dirty list / backlog either way.
+    fn start_send(&mut self, slot: u32) -> bool {
+        let s = &mut self.slots[slot as usize];
+        s.dirty = false;
+        if !matches!(s.state, State::Open | State::Draining) || s.fd == NO_FD {
+            return false;
+        }
+        let fd = s.fd;
+        let Some(prepared) = self.pool.prepare(&mut s.q) else {
+            return false;
+        };
+        let messages = s.q.take_fresh();
+        let ud = self.op_started(slot, Op::Send);
+        // SAFETY: a single chunk is heap memory that does not move (a `Bytes` or a pooled
+        // block); a gathered send's `msg` is the boxed `SendOp` of this queue's send in
+        // flight. Both, and the chunks they point at, are sealed (neither moved, freed nor
+        // changed) until this send's completion, also after a cancel, and the pool is leaked
+        // rather than dropped if the shard exits before it arrives.
+        unsafe { self.driver.send(fd, prepared, ud) };
+        self.sh.stats.sends.inc();
+        self.sh.stats.record_batch(messages);
+        true
+    }
+
+    /// Sends waiting for a later turn (`max_sends_per_turn` reached); the loop must not
+    /// block while there are any.
+    pub fn sends_waiting(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
     /// Issues this turn's sends and receive re-arms (called right before the ring wait).
     pub fn flush(&mut self) {
+        // At most `max_sends_per_turn` sends start this turn: half of it for the connections
+        // that became ready this turn (in the order they did), the rest for those waiting
+        // from earlier turns (oldest first); what does not fit waits, in order, behind them.
+        let budget = self.cfg.max_sends_per_turn.max(2) as usize;
+        let fresh_quota = if self.backlog.is_empty() {
+            budget
+        } else {
+            budget / 2
+        };
         let mut dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
-            let s = &mut self.slots[slot as usize];
-            s.dirty = false;
-            if !matches!(s.state, State::Open | State::Draining) || s.fd == NO_FD {
-                continue;
+        let mut started = 0;
+        for (i, &slot) in dirty.iter().enumerate() {
+            if started == fresh_quota {
+                self.backlog.extend(&dirty[i..]);
+                break;
             }
-            let fd = s.fd;
-            if let Some(prepared) = self.pool.prepare(&mut s.q) {
-                let messages = s.q.take_fresh();
-                let ud = self.op_started(slot, Op::Send);
-                // SAFETY: a single chunk is heap memory that does not move (a `Bytes` or a
-                // pooled block); a gathered send's `msg` is the boxed `SendOp` of this queue's
-                // send in flight. Both, and the chunks they point at, are sealed (neither
-                // moved, freed nor changed) until this send's completion, also after a
-                // cancel, and the pool is leaked rather than dropped if the shard exits
-                // before it arrives.
-                unsafe { self.driver.send(fd, prepared, ud) };
-                self.sh.stats.sends.inc();
-                self.sh.stats.record_batch(messages);
-            }
+            started += usize::from(self.start_send(slot));
         }
         dirty.clear();
         self.dirty = dirty;
+        while started < budget {
+            let Some(slot) = self.backlog.pop_front() else {
+                break;
+            };
+            started += usize::from(self.start_send(slot));
+        }
+        self.sh.stats.sends_deferred.add(self.backlog.len() as u64);
         if !self.rearm.is_empty() {
             // Receives stopped on ENOBUFS, oldest first, each only when its ring has a free
             // buffer for it: re-arming every waiting one each turn would have the kernel fail

@@ -622,3 +622,73 @@ fn a_connection_accepted_after_the_shutdown_began_is_closed_too() {
     assert_eq!(closes(&mut s), vec![(a, CloseReason::Shutdown)]);
     assert_eq!(s.slots_used(), 0);
 }
+
+/// The sockets of `ops`' sends, in issue order.
+fn send_socks(ops: &[FakeOp]) -> Vec<FakeSock> {
+    ops.iter()
+        .filter_map(|op| match op {
+            FakeOp::Send { sock, .. } => Some(*sock),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_fan_out_is_spread_over_turns_and_a_new_send_overtakes_its_rest() {
+    // A fan-out to 10 connections with a budget of 4 sends per turn, then an 11th
+    // connection's own send (a WELCOME, say) queued after the first turn.
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            max_sends_per_turn: 4,
+            ..cfg(16)
+        },
+        |_| Rec::default(),
+    );
+    s.settle();
+    let conns: Vec<(ConnId, FakeSock)> = (0..11).map(|_| accept_one(&mut s)).collect();
+    let (fan, (welcome, welcome_sock)) = (&conns[..10], conns[10]);
+    s.kernel().take_ops();
+    s.with_ctx(|_, ctx| {
+        for (i, &(c, _)) in fan.iter().enumerate() {
+            ctx.send_copy(c, format!("m1-{i};").as_bytes()).unwrap();
+        }
+    });
+    s.turn();
+    let first = send_socks(&s.kernel().take_ops());
+    let fan_socks: Vec<FakeSock> = fan.iter().map(|&(_, k)| k).collect();
+    assert_eq!(first, fan_socks[..4], "the first 4, in queue order");
+    assert_eq!(s.stats().sends_deferred, 6, "6 connections wait");
+
+    // The 11th connection's send, then a second message to every member, while 6 members
+    // still wait: in the next turn the sends new in it (the 11th first) get half the budget,
+    // ahead of the waiting ones, which get the other half, oldest first.
+    s.with_ctx(|_, ctx| {
+        ctx.send_copy(welcome, b"welcome").unwrap();
+        for (i, &(c, _)) in fan.iter().enumerate() {
+            ctx.send_copy(c, format!("m2-{i};").as_bytes()).unwrap();
+        }
+    });
+    s.turn();
+    let second = send_socks(&s.kernel().take_ops());
+    assert_eq!(
+        second,
+        [welcome_sock, fan_socks[0], fan_socks[4], fan_socks[5]],
+        "the new send did not wait for the rest of the fan-out"
+    );
+
+    s.settle();
+    for (i, &(_, k)) in fan.iter().enumerate() {
+        assert_eq!(
+            s.kernel().delivered(k),
+            format!("m1-{i};m2-{i};").as_bytes(),
+            "member {i}: both messages once, in order"
+        );
+    }
+    assert_eq!(s.kernel().delivered(welcome_sock), b"welcome");
+    let st = s.stats();
+    assert_eq!(st.msgs_out, 21);
+    assert_eq!(
+        st.sends, 15,
+        "members 4-9 waited and got both their messages in one send: {st:?}"
+    );
+}

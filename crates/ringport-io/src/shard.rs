@@ -180,6 +180,11 @@ impl<H: Handler> Shard<H> {
         self.core.flush();
         // Receives still waiting for buffers are retried next turn even if nothing else
         // happens before it.
+        if self.core.sends_waiting() {
+            // Sends past this turn's budget: the next turn starts as soon as the kernel has
+            // taken this one's (completions that arrived meanwhile are handled first).
+            return Some(Duration::ZERO);
+        }
         let timed = self.core.wheel.len() > 0
             || !self.core.rearm.is_empty()
             || self.shutting_down.is_some()

@@ -105,6 +105,9 @@ pub struct ShardStats {
     pub busy_ns: Counter,
     /// Sends refused or connections closed at the high-water mark.
     pub slow_consumers: Counter,
+    /// Connections whose send waited for a later loop turn because the turn had started
+    /// `EngineConfig::max_sends_per_turn` sends already (once per connection per turn).
+    pub sends_deferred: Counter,
     /// Ring operations in flight for connections, i.e. apart from the shard's doorbell read
     /// and armed accept (gauge, updated once per loop turn; 0 at rest proves nothing leaked).
     pub inflight_ops: Counter,
@@ -149,6 +152,7 @@ impl ShardStats {
             completions: self.completions.get(),
             busy_ns: self.busy_ns.get(),
             slow_consumers: self.slow_consumers.get(),
+            sends_deferred: self.sends_deferred.get(),
             inflight_ops: self.inflight_ops.get(),
             slots_used: self.slots_used.get(),
             descriptor_tables: self.descriptor_tables.get(),
@@ -181,6 +185,7 @@ pub struct StatsSnapshot {
     pub completions: u64,
     pub busy_ns: u64,
     pub slow_consumers: u64,
+    pub sends_deferred: u64,
     pub inflight_ops: u64,
     pub slots_used: u64,
     pub descriptor_tables: u64,
@@ -218,6 +223,7 @@ impl StatsSnapshot {
             t.completions += s.completions;
             t.busy_ns += s.busy_ns;
             t.slow_consumers += s.slow_consumers;
+            t.sends_deferred += s.sends_deferred;
             t.inflight_ops += s.inflight_ops;
             t.slots_used += s.slots_used;
             t.descriptor_tables += s.descriptor_tables;

@@ -160,6 +160,9 @@ pub struct EngineSettings {
     pub recv_buffer_size: u32,
     pub recv_buffers: u32,
     pub send_high_water: u64,
+    /// Most connections a shard starts a send for in one loop turn (the rest wait for the
+    /// next turns, so a big fan-out never holds the shard for long).
+    pub max_sends_per_turn: u32,
     pub close_linger_ms: u64,
     /// 0 disables the engine's idle timeout (heartbeats still apply).
     pub idle_timeout_ms: u64,
@@ -183,6 +186,7 @@ impl Default for EngineSettings {
             recv_buffer_size: 4096,
             recv_buffers: 1024,
             send_high_water: 4 * 1024 * 1024,
+            max_sends_per_turn: 128,
             close_linger_ms: 2_000,
             idle_timeout_ms: 0,
             timer_tick_ms: 10,
@@ -643,6 +647,12 @@ impl Config {
             1 << 20,
         )?;
         in_range("engine.send_high_water", e.send_high_water, 1024, u64::MAX)?;
+        in_range(
+            "engine.max_sends_per_turn",
+            u64::from(e.max_sends_per_turn),
+            2,
+            1_000_000,
+        )?;
         in_range("engine.close_linger_ms", e.close_linger_ms, 0, 600_000)?;
         in_range("engine.idle_timeout_ms", e.idle_timeout_ms, 0, 86_400_000)?;
         in_range("engine.timer_tick_ms", e.timer_tick_ms, 1, 1_000)?;

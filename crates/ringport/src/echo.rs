@@ -99,6 +99,7 @@ impl Gateway for EchoGateway {
             accepted: total.accepted,
             bytes: [total.bytes_in, total.bytes_out],
             bufring_exhausted: total.bufring_exhausted,
+            sends_deferred: total.sends_deferred,
             shards: shards
                 .iter()
                 .map(|e| ShardLoop {

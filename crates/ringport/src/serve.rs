@@ -105,6 +105,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         recv_buffers: u16::try_from(e.recv_buffers).unwrap_or(32_768),
         send_high_water: usize::try_from(e.send_high_water).unwrap_or(usize::MAX),
         slow_consumer: ringport_io::SlowConsumerPolicy::Close,
+        max_sends_per_turn: e.max_sends_per_turn,
         close_linger: e.close_linger(),
         idle_timeout: e.idle_timeout(),
         timer_tick: e.timer_tick(),

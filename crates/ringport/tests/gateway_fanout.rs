@@ -69,6 +69,45 @@ fn thousand_room_pushes_reach_two_hundred_clients_once_in_order() {
 }
 
 #[test]
+fn a_fan_out_past_the_send_budget_leaves_over_several_turns_whole_and_in_order() {
+    const CLIENTS: usize = 60;
+    const PUSHES: u64 = 50;
+    let mut config = test_config();
+    // 8 sends per turn: every push to 60 members (about 30 per shard) spans turns.
+    config.engine.max_sends_per_turn = 8;
+    let server = TestServer::start(config);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.welcomed("")).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.join(i as u32, "wide"), Status::OK);
+    }
+    for i in 0..PUSHES {
+        let r = server.http(
+            "POST",
+            "/v1/push/room/wide",
+            &format!(r#"{{"payload":"m{i}"}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for c in &mut clients {
+        for i in 0..PUSHES {
+            let p = c.push();
+            assert_eq!(p.offset, i + 1, "offsets arrive in order, once each");
+            assert_eq!(p.payload, format!("m{i}").as_bytes());
+        }
+        // Nothing else was queued: the PONG is the very next frame.
+        assert!(c.until_pong(7).is_empty());
+    }
+    let body = server.wait_metric(&format!(
+        "ringport_deliveries_total{{kind=\"room\"}} {}",
+        CLIENTS as u64 * PUSHES
+    ));
+    assert!(
+        metric(&body, "ringport_sends_deferred_total") > 0,
+        "the budget bit: {body}"
+    );
+}
+
+#[test]
 fn user_push_reaches_every_device_of_the_user_and_broadcast_reaches_all() {
     let mut config = test_config();
     config.auth.secret = Some(SECRET.into());

@@ -176,8 +176,10 @@ pub(crate) trait Driver: Send {
     fn read_doorbell(&mut self, eventfd: RawFd, user_data: u64);
 
     /// Performs or submits everything queued and waits for at least one completion, or
-    /// `timeout`. Interruptions and the timeout are not errors; any other error is returned
-    /// (the shard's [`SubmitFailures`] policy decides whether to stop).
+    /// `timeout`. `Some(Duration::ZERO)` does not block but still collects what the kernel
+    /// has finished (the loop uses it while sends wait for a later turn). Interruptions and
+    /// the timeout are not errors; any other error is returned (the shard's
+    /// [`SubmitFailures`] policy decides whether to stop).
     fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
     /// Moves every available completion into `out`, in order.

@@ -81,6 +81,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("engine", "recv_buffer_size", Int, "Bytes per provided receive buffer."),
     k("engine", "recv_buffers", Int, "Provided receive buffers per shard; a power of two up to 32768. Idle connections pin none, but the kernel cycles through all of them, so recv_buffers x recv_buffer_size becomes resident per shard once traffic has passed."),
     k("engine", "send_high_water", Int, "Bytes queued for one connection before it is closed as a slow consumer; at most 4294967295."),
+    k("engine", "max_sends_per_turn", Int, "Most connections a shard starts a send for in one loop turn, 2 to 1000000. A loopback send costs ~5-10 us of the shard's core, so a fan-out to thousands issued at once would hold the shard (and every handshake, receive and timer on it) for tens of ms; past the budget the rest wait, in order and still coalescing, for the next turns, which do not block. Half of each turn's budget goes to connections that became ready in it (a WELCOME, a PONG), half to the oldest waiting. Counted in ringport_sends_deferred_total."),
     k("engine", "close_linger_ms", Int, "How long a graceful close may drain the send queue; also how long a CLOSE frame may take to flush (the protocol's drain timeout)."),
     k("engine", "idle_timeout_ms", Int, "Close connections that receive nothing for this long; 0 = off (heartbeats still apply)."),
     k("engine", "timer_tick_ms", Int, "Resolution of each shard's timing wheel."),

@@ -114,6 +114,8 @@ pub struct MetricsSnapshot {
     pub heartbeats_sent: u64,
     pub heartbeats_missed: u64,
     pub bufring_exhausted: u64,
+    /// Connections whose send waited for a later loop turn (`engine.max_sends_per_turn`).
+    pub sends_deferred: u64,
     pub send_batch: HistogramSnapshot,
     pub push_to_send_us: HistogramSnapshot,
     pub history_bytes: u64,
@@ -149,6 +151,7 @@ impl Default for MetricsSnapshot {
             heartbeats_sent: 0,
             heartbeats_missed: 0,
             bufring_exhausted: 0,
+            sends_deferred: 0,
             send_batch: HistogramSnapshot::empty(&SEND_BATCH_BOUNDS),
             push_to_send_us: HistogramSnapshot::empty(&PUSH_LATENCY_BOUNDS_US),
             history_bytes: 0,
@@ -305,6 +308,13 @@ impl MetricsSnapshot {
             &[],
             self.bufring_exhausted,
         );
+
+        w.family(
+            "ringport_sends_deferred_total",
+            "Connections whose send waited for a later loop turn because the turn had started engine.max_sends_per_turn sends (once per connection per turn): a fan-out spread over turns so handshakes and receives on the shard are not held behind it.",
+            MetricType::Counter,
+        );
+        w.sample("ringport_sends_deferred_total", &[], self.sends_deferred);
 
         w.family(
             "ringport_send_batch_messages",
