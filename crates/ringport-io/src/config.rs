@@ -130,9 +130,8 @@ pub struct EngineConfig {
     /// call), so a fan-out to thousands of connections issued at once would hold the shard —
     /// and every handshake, receive and timer on it — for tens of milliseconds. Past the
     /// budget the rest wait (in order, their messages still coalescing) for the next turns,
-    /// which run without blocking; each turn gives half its budget to connections that
-    /// became ready to send in it (a WELCOME, a PONG) and the rest to the oldest waiting, so
-    /// neither starves. Counted in `ShardStats::sends_deferred`. Default 128 (about 1 ms).
+    /// which run without blocking. A connection's first send (a WELCOME) goes ahead of the
+    /// waiting ones, within half the budget so a connect storm cannot starve them. Counted in `ShardStats::sends_deferred`. Default 128 (about 1 ms).
     pub max_sends_per_turn: u32,
     /// How long a graceful close waits for the send queue to drain and the peer's FIN.
     /// Default 2 s.

@@ -354,23 +354,28 @@ impl<H: crate::Handler> Core<H> {
 
     /// Issues this turn's sends and receive re-arms (called right before the ring wait).
     pub fn flush(&mut self) {
-        // At most `max_sends_per_turn` sends start this turn: half of it for the connections
-        // that became ready this turn (in the order they did), the rest for those waiting
-        // from earlier turns (oldest first); what does not fit waits, in order, behind them.
+        // At most `max_sends_per_turn` sends start this turn, in the order connections
+        // became ready to send (those still waiting from earlier turns first); the rest wait
+        // for the next turns. A connection's first send (a WELCOME, a refusal) does not
+        // queue behind them: it goes ahead, within half the budget while others wait — a
+        // handshake is not held behind a fan-out, and a connect storm cannot starve one.
+        // (Priority for every newly ready connection would let the members a turn just
+        // served, re-readied by the next push, overtake the waiting ones again and again.)
         let budget = self.cfg.max_sends_per_turn.max(2) as usize;
-        let fresh_quota = if self.backlog.is_empty() {
+        let first_quota = if self.backlog.is_empty() {
             budget
         } else {
             budget / 2
         };
         let mut dirty = std::mem::take(&mut self.dirty);
         let mut started = 0;
-        for (i, &slot) in dirty.iter().enumerate() {
-            if started == fresh_quota {
-                self.backlog.extend(&dirty[i..]);
-                break;
+        for &slot in &dirty {
+            let first = self.slots[slot as usize].bytes_out == 0;
+            if first && started < first_quota {
+                started += usize::from(self.start_send(slot));
+            } else {
+                self.backlog.push_back(slot);
             }
-            started += usize::from(self.start_send(slot));
         }
         dirty.clear();
         self.dirty = dirty;

@@ -634,7 +634,7 @@ fn send_socks(ops: &[FakeOp]) -> Vec<FakeSock> {
 }
 
 #[test]
-fn a_fan_out_is_spread_over_turns_and_a_new_send_overtakes_its_rest() {
+fn a_fan_out_is_spread_over_turns_in_order_and_a_first_send_goes_ahead() {
     // A fan-out to 10 connections with a budget of 4 sends per turn, then an 11th
     // connection's own send (a WELCOME, say) queued after the first turn.
     let mut s = FakeShard::listening(
@@ -659,9 +659,9 @@ fn a_fan_out_is_spread_over_turns_and_a_new_send_overtakes_its_rest() {
     assert_eq!(first, fan_socks[..4], "the first 4, in queue order");
     assert_eq!(s.stats().sends_deferred, 6, "6 connections wait");
 
-    // The 11th connection's send, then a second message to every member, while 6 members
-    // still wait: in the next turn the sends new in it (the 11th first) get half the budget,
-    // ahead of the waiting ones, which get the other half, oldest first.
+    // The 11th connection's first send (a WELCOME), then a second message to every member,
+    // while 6 members still wait: the first send goes ahead of them; members 0-3, served
+    // last turn, queue behind the waiting ones (they must not overtake them turn after turn).
     s.with_ctx(|_, ctx| {
         ctx.send_copy(welcome, b"welcome").unwrap();
         for (i, &(c, _)) in fan.iter().enumerate() {
@@ -672,8 +672,15 @@ fn a_fan_out_is_spread_over_turns_and_a_new_send_overtakes_its_rest() {
     let second = send_socks(&s.kernel().take_ops());
     assert_eq!(
         second,
-        [welcome_sock, fan_socks[0], fan_socks[4], fan_socks[5]],
-        "the new send did not wait for the rest of the fan-out"
+        [welcome_sock, fan_socks[4], fan_socks[5], fan_socks[6]],
+        "the first send did not wait for the fan-out; the rest in order"
+    );
+    s.turn();
+    let third = send_socks(&s.kernel().take_ops());
+    assert_eq!(
+        third,
+        [fan_socks[7], fan_socks[8], fan_socks[9], fan_socks[0]],
+        "the oldest waiting first, then those served before"
     );
 
     s.settle();
