@@ -26,10 +26,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringport-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+/// A file holding `text`, named like `name`, removed when the returned path is dropped.
+fn temp_file(name: &str, text: &str) -> tempfile::TempPath {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    let path = tempfile::Builder::new()
+        .prefix(&format!("ringport-cli-{stem}-"))
+        .suffix(&format!(".{ext}"))
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     std::fs::write(&path, text).unwrap();
     path
 }
