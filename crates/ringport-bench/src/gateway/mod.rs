@@ -401,7 +401,10 @@ mod tests {
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let (target, admin, other) = (addr(1), addr(2), addr(3));
         assert_eq!(publisher_addr(Via::Publish, target, admin, None), target);
-        assert_eq!(publisher_addr(Via::Publish, target, admin, Some(other)), other);
+        assert_eq!(
+            publisher_addr(Via::Publish, target, admin, Some(other)),
+            other
+        );
         assert_eq!(publisher_addr(Via::Nats, target, admin, Some(other)), other);
         // The HTTP publishers always go to the admin API they were given.
         assert_eq!(publisher_addr(Via::Http, target, admin, Some(other)), admin);
