@@ -375,7 +375,7 @@ fn the_cluster_metrics_are_documented() {
         );
         families += 1;
     }
-    assert_eq!(families, 10);
+    assert_eq!(families, 12);
     // A single node has none of them.
     let single = TestServer::start(test_config());
     assert!(!scrape(&single).contains("ringport_cluster_"));

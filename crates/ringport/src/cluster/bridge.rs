@@ -354,12 +354,14 @@ async fn subscribe_node_subjects(
         owner::serve(c, sub, b, s, h)
     })
     .await;
-    let b = Arc::clone(bus);
-    let conns = subject::conns(&bus.prefix);
-    serve_on(client, bus, conns, "user counts", &mut tasks, |sub| {
-        users::receive(sub, b)
-    })
-    .await;
+    if bus.track_users {
+        let b = Arc::clone(bus);
+        let conns = subject::conns(&bus.prefix);
+        serve_on(client, bus, conns, "user counts", &mut tasks, |sub| {
+            users::receive(sub, b)
+        })
+        .await;
+    }
     let (c, b, s, h) = (
         client.clone(),
         Arc::clone(bus),
@@ -389,6 +391,40 @@ async fn serve_on<F, Fut>(
     match client.subscribe(subject).await {
         Ok(sub) => tasks.push(tokio::spawn(serve(sub))),
         Err(e) => tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to {what}: {e}"),
+    }
+}
+
+/// Serves the requests on `sub` (messages with a reply subject) until it ends or the gateway
+/// is gone: `answer` takes each request in arrival order with the gateway, does what must
+/// happen in that order, and returns the future of its answer (or `None`: not answered),
+/// which runs on a task of its own and is published on the request's reply subject.
+pub(super) async fn serve_requests<F, Fut>(
+    client: Client,
+    mut sub: async_nats::Subscriber,
+    bus: &ClusterBus,
+    shared: Weak<Shared>,
+    mut answer: F,
+) where
+    F: FnMut(&async_nats::Message, Arc<Shared>) -> Option<Fut>,
+    Fut: std::future::Future<Output = Option<bytes::Bytes>> + Send + 'static,
+{
+    while let Some(msg) = sub.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let Some(body) = answer(&msg, shared) else {
+            continue;
+        };
+        let (client, node) = (client.clone(), bus.node_id.clone());
+        tokio::spawn(async move {
+            let Some(body) = body.await else { return };
+            if let Err(e) = client.publish(reply, body).await {
+                tracing::debug!(%node, "cluster: answering a request: {e}");
+            }
+        });
     }
 }
 
