@@ -478,18 +478,34 @@ async fn sync_interest(
             }
             Err(e) => {
                 tracing::warn!(node = %bus.node_id, %subject, "cluster: subscribe failed: {e}");
-                // Retried at the next change of interest or tick-driven resync.
-                bus.interest_changed.notify_one();
+                // Retried at the next change of interest, or shortly.
+                sync_interest_later(bus);
             }
         }
     }
     // The broker has every SUB once it answers a flush: what is published after the count
-    // below moves reaches this node.
-    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
-        tracing::debug!(node = %bus.node_id, "cluster: flush after subscribing: {e}");
+    // below moves reaches this node. A flush not answered in time (a slow broker, a loaded
+    // machine) leaves the count where it was and tries again, so the gauge never claims a
+    // subscription the broker may not have yet.
+    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => bus
+            .subscriptions
+            .store(subscribed.len() as u64, Ordering::Relaxed),
+        outcome => {
+            tracing::debug!(node = %bus.node_id, ?outcome, "cluster: flush after subscribing not answered; again");
+            sync_interest_later(bus);
+        }
     }
-    bus.subscriptions
-        .store(subscribed.len() as u64, Ordering::Relaxed);
+}
+
+/// Runs [`sync_interest`] again in a quarter of a second (a subscribe or flush failed: no
+/// tight retry loop while the broker is away).
+fn sync_interest_later(bus: &Arc<ClusterBus>) {
+    let bus = Arc::clone(bus);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bus.interest_changed.notify_one();
+    });
 }
 
 /// Delivers every message of one subscription on this node: numbered by its stream's owner
