@@ -22,11 +22,11 @@
 set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
 
+# DURATION, WARMUP, SUBS, OUT and the auth secret: bench-common.sh's defaults.
+gateway_run_defaults cluster
+FIELD_DIGITS=${FIELD_DIGITS:-3}
 ROUNDS=${ROUNDS:-5}
 ONLY=${ONLY:-"cpu latency bytes"}
-DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
-SUBS=${SUBS:-2000}
 RATE=${RATE:-50}
 SIZE=${SIZE:-64}
 LAT_RATES=${LAT_RATES:-"10000"}
@@ -41,10 +41,6 @@ LAT_VIA=${LAT_VIA:-client}
 PUBLISH_LIMIT=${PUBLISH_LIMIT:-100000}
 BYTES_PUSHES=${BYTES_PUSHES:-1000}
 BASE_PORT=${BASE_PORT:-17300}
-OUT=${OUT:-"$ROOT/target/bench/cluster-$(date +%Y%m%d-%H%M%S)"}
-export RINGPORT_AUTH_SECRET=${RINGPORT_AUTH_SECRET:-bench-secret-0123456789abcdef0123456789}
-export RINGPORT_BENCH_SECRET=$RINGPORT_AUTH_SECRET
-mkdir -p "$OUT"
 
 NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 [[ -x "$NATS" ]] || die "nats-server is not installed (apt-get install -y nats-server)"
@@ -129,14 +125,6 @@ def mix(z):
 s = fnv([b"room", sys.argv[1].encode()])
 print(max("abc", key=lambda n: (mix(s ^ fnv([n.encode()])), [-ord(ch) for ch in n])))
 EOF
-}
-
-# field FILE EXPR: a value out of a fanout --json report (r = report, run = r["run"]).
-field() {
-    python3 -c 'import json,sys
-r=json.load(open(sys.argv[1])); run=r["run"]; g=r["gateway"]; s=run.get("server") or {}
-v=eval(sys.argv[2])
-print("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else v))' "$1" "$2"
 }
 
 # stats LABEL VALUES...: median, min and max.
