@@ -169,18 +169,13 @@ async fn run(
                 let alive = format!("alive {}", bus.node_id);
                 let sent = client.publish(subject::nodes(&bus.prefix), alive.into());
                 let _ = tokio::time::timeout(publish_timeout, sent).await;
-                // A round trip through the broker: a request nobody serves is answered
-                // "no responders" by the broker itself once it processed it. (The node's
-                // own heartbeat never comes back: the connection is `no_echo`; and a
-                // flush only writes to the socket.) Waited for on a task of its own.
+                // The broker's liveness: a round trip through it (the node's own heartbeat
+                // never comes back: the connection is `no_echo`), waited for on a task of
+                // its own.
                 let (client, bus) = (client.clone(), Arc::clone(&bus));
                 tokio::spawn(async move {
-                    let probe = async_nats::Request::new()
-                        .timeout(Some(Duration::from_millis(HEARTBEAT_MS)));
-                    let answered = match client.send_request(subject::echo(&bus.prefix, &bus.node_id), probe).await {
-                        Ok(_) => true,
-                        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
-                    };
+                    let answered =
+                        broker_round_trip(&client, &bus, Duration::from_millis(HEARTBEAT_MS)).await;
                     if answered {
                         bus.echo_ms.store(bus.now_ms(), Ordering::Release);
                     }
@@ -483,18 +478,31 @@ async fn sync_interest(
             }
         }
     }
-    // The broker has every SUB once it answers a flush: what is published after the count
-    // below moves reaches this node. A flush not answered in time (a slow broker, a loaded
-    // machine) leaves the count where it was and tries again, so the gauge never claims a
-    // subscription the broker may not have yet.
-    match tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
-        Ok(Ok(())) => bus
-            .subscriptions
-            .store(subscribed.len() as u64, Ordering::Relaxed),
-        outcome => {
-            tracing::debug!(node = %bus.node_id, ?outcome, "cluster: flush after subscribing not answered; again");
-            sync_interest_later(bus);
-        }
+    // The broker has every SUB once it answered a round trip sent after them (a flush only
+    // writes to the socket): what is published after the count below moves reaches this
+    // node. A round trip not answered in time (a slow broker, a loaded machine) leaves the
+    // count where it was and is tried again, so the gauge never claims a subscription the
+    // broker may not have processed yet.
+    if broker_round_trip(client, bus, Duration::from_secs(2)).await {
+        bus.subscriptions
+            .store(subscribed.len() as u64, Ordering::Relaxed);
+    } else {
+        tracing::debug!(node = %bus.node_id, "cluster: no round trip through the broker after subscribing; again");
+        sync_interest_later(bus);
+    }
+}
+
+/// A round trip through the broker on this node's connection, at most `timeout`: a request
+/// to a subject nobody serves is answered "no responders" by the broker itself, once it has
+/// processed everything this connection sent before it (SUBs included). `true` if answered.
+async fn broker_round_trip(client: &Client, bus: &ClusterBus, timeout: Duration) -> bool {
+    let probe = async_nats::Request::new().timeout(Some(timeout));
+    match client
+        .send_request(subject::echo(&bus.prefix, &bus.node_id), probe)
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
     }
 }
 
