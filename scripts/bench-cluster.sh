@@ -185,8 +185,10 @@ part_cpu() {
             fanout "$f" "$via" --connections "$SUBS" --rooms 1 --room-prefix "$prefix" --rate "$RATE"
             recv1=$(metric b ringport_cluster_received_total)
             cpu[$mode]=$(field "$f" 's.get("cpu_us_per_message")')
-            printf '  round %s %-5s: us/delivery %s  deliveries/s %s  lost %s of %s  p99 %sus  published %s, b received from the bus %s  load %s\n' \
-                "$round" "$mode" "${cpu[$mode]}" "$(field "$f" 'run["messages_per_sec"]')" \
+            # A run whose subscribers were not all ready (a stalled connect phase) says so in
+            # "ready"; its expected count, and so its "lost", is then meaningless.
+            printf '  round %s %-5s: us/delivery %s  ready %s  deliveries/s %s  lost %s of %s  p99 %sus  published %s, b received from the bus %s  load %s\n' \
+                "$round" "$mode" "${cpu[$mode]}" "$(field "$f" 'run["peak_connections"]')" "$(field "$f" 'run["messages_per_sec"]')" \
                 "$(field "$f" 'r["lost"]')" "$(field "$f" 'g["expected"]')" "$(field "$f" 'run["latency"]["p99_us"]')" \
                 "$(field "$f" 'g["published_accepted"]')" "$((recv1 - recv0))" "$(loadavg)"
         done
