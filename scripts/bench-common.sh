@@ -111,6 +111,15 @@ bench() {
     timeout "${BENCH_TIMEOUT:-300}" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" "$@" $BENCH_ARGS
 }
 
+# field FILE EXPR: a value out of a gateway scenario's --json report (r = report,
+# run = r["run"], g = r["gateway"], s = the server's numbers); floats with FIELD_DIGITS (2).
+field() {
+    python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); run=r["run"]; g=r["gateway"]; s=run.get("server") or {}
+v=eval(sys.argv[2]); d=int(sys.argv[3])
+print("-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else v))' "$1" "$2" "${FIELD_DIGITS:-2}"
+}
+
 # json FILE EXPR: a number out of an echo --json file (python3 is on Debian images).
 json() {
     python3 -c 'import json,sys

@@ -50,14 +50,6 @@ gbench() {
     timeout "${BENCH_TIMEOUT:-600}" "$@"
 }
 
-# field FILE EXPR: a value out of a gateway --json report (r = report, run = r["run"]).
-field() {
-    python3 -c 'import json,sys
-r=json.load(open(sys.argv[1])); run=r["run"]; g=r["gateway"]; s=run.get("server") or {}
-v=eval(sys.argv[2])
-print("-" if v is None else (f"{v:.2f}" if isinstance(v, float) else v))' "$1" "$2"
-}
-
 # summary NAME EXPR FILES...: median and min-max of EXPR over the files.
 summary() {
     local name=$1 expr=$2

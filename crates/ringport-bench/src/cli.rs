@@ -192,6 +192,11 @@ pub struct GatewayArgs {
     /// client's PUBLISH (`client`). Redis and NATS always use their own PUBLISH/PUB.
     #[arg(long, visible_alias = "via", value_enum)]
     pub publisher: Option<ViaArg>,
+    /// Where a protocol publisher (`--publisher client`, Redis, NATS) connects; default
+    /// --target. Another gateway of a cluster publishes on one node while the connections
+    /// subscribe on --target's.
+    #[arg(long)]
+    pub publish_target: Option<SocketAddr>,
     /// resume: induced abrupt disconnects per second (in total).
     #[arg(long, default_value_t = 10.0)]
     pub disconnect_rate: f64,

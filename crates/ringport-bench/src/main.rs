@@ -238,6 +238,9 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
     if !a.admin.ip().is_loopback() {
         bail!("--admin {} is not on loopback", a.admin);
     }
+    if let Some(p) = a.publish_target.filter(|p| !p.ip().is_loopback()) {
+        bail!("--publish-target {p} is not on loopback");
+    }
     let rate_ok = |r: f64| r > 0.0 && r.is_finite() && r <= 10_000_000.0;
     let scenario = match kind {
         GwKind::Idle => Scenario::Idle,
@@ -312,6 +315,7 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
         scenario,
         target: common.target,
         admin: a.admin,
+        publish_target: a.publish_target,
         connections: common.connections,
         warmup: Duration::from_secs_f64(common.warmup),
         duration: Duration::from_secs_f64(common.duration),

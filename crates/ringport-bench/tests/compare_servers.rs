@@ -83,6 +83,7 @@ fn fanout(protocol: Protocol, via: Via, server: &ServerProc) -> GatewayReport {
         protocol,
         target: server.addr,
         admin: server.addr,
+        publish_target: None,
         connections: 60,
         warmup: Duration::from_millis(300),
         duration: Duration::from_millis(1500),

@@ -108,6 +108,7 @@ fn opts(scenario: Scenario, target: SocketAddr, admin: SocketAddr) -> GatewayOpt
         scenario,
         target,
         admin,
+        publish_target: None,
         connections: 40,
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(1500),

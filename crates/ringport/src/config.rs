@@ -462,6 +462,9 @@ pub struct ClusterConfig {
     /// message), so a client resumes on any node; `false` routes by interest only (a node
     /// receives the streams it has members of, and a resume elsewhere may be answered GAP).
     pub replicate_history: bool,
+    /// (user, node) entries kept of the other nodes' connections per user (with
+    /// `limits.max_connections_per_user` set): a peer cannot grow the table beyond it.
+    pub max_user_entries: u32,
 }
 
 impl Default for ClusterConfig {
@@ -480,6 +483,7 @@ impl Default for ClusterConfig {
             publish_timeout_ms: 1_000,
             query_timeout_ms: 500,
             replicate_history: true,
+            max_user_entries: 1_000_000,
         }
     }
 }
@@ -495,6 +499,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("tls_required", &self.tls_required)
             .field("max_pending", &self.max_pending)
             .field("replicate_history", &self.replicate_history)
+            .field("max_user_entries", &self.max_user_entries)
             .finish_non_exhaustive()
     }
 }
@@ -929,6 +934,12 @@ impl Config {
             ));
         }
         in_range("cluster.max_pending", c.max_pending.into(), 1, 10_000_000)?;
+        in_range(
+            "cluster.max_user_entries",
+            c.max_user_entries.into(),
+            1,
+            100_000_000,
+        )?;
         in_range(
             "cluster.connect_timeout_ms",
             c.connect_timeout_ms,

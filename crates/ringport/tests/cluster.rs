@@ -375,7 +375,7 @@ fn the_cluster_metrics_are_documented() {
         );
         families += 1;
     }
-    assert_eq!(families, 10);
+    assert_eq!(families, 12);
     // A single node has none of them.
     let single = TestServer::start(test_config());
     assert!(!scrape(&single).contains("ringport_cluster_"));
@@ -403,6 +403,15 @@ fn rooms_owned_by(n: &TestServer, prefix: &str, count: usize) -> Vec<String> {
         .collect();
     assert_eq!(owned.len(), count, "rendezvous gives every node some rooms");
     owned
+}
+
+/// `n`'s `ringport_cluster_*` samples on one line (for failure messages).
+fn cluster_lines(n: &TestServer) -> String {
+    scrape(n)
+        .lines()
+        .filter(|l| l.starts_with("ringport_cluster_"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Publishes `payload` as `seq` from `c` and reads up to its PUBLISH_ACK: whether an ERROR
@@ -469,9 +478,22 @@ fn frozen_broker(recovery: bool) {
     // Subscribed: the room, two users and broadcasts on each node.
     a.wait_metric("ringport_cluster_subscriptions 4");
     b.wait_metric("ringport_cluster_subscriptions 4");
+    let received = metric(&scrape(&b), "ringport_cluster_received_total");
     let (warned, _) = publish_answer(&mut publisher, room, 1, "before");
     assert!(!warned);
     assert_eq!(pushes(&mut on_a, 1), ["before"]);
+    // Bounded poll on b's counter first: if "before" never crosses, the nodes' counters say
+    // where it stopped instead of a read timing out.
+    let deadline = Instant::now() + WAIT;
+    while metric(&scrape(&b), "ringport_cluster_received_total") <= received {
+        assert!(
+            Instant::now() < deadline,
+            "\"before\" did not reach b; a: {}; b: {}",
+            cluster_lines(&a),
+            cluster_lines(&b)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(pushes(&mut keep_b, 1), ["before"]);
     let last = cut_b.push();
     drop(cut_b);
@@ -488,11 +510,7 @@ fn frozen_broker(recovery: bool) {
             frozen.elapsed() < WAIT,
             "after {} publishes, {warned_after_cut} answered after the cut; a's metrics: {}",
             sent.len(),
-            scrape(&a)
-                .lines()
-                .filter(|l| l.starts_with("ringport_cluster_"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            cluster_lines(&a)
         );
         let cut = scrape(&a).contains("ringport_cluster_connected{node=\"a\"} 0");
         let payload = format!("s{seq}");

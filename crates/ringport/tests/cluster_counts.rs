@@ -204,3 +204,65 @@ fn a_users_connections_are_capped_over_every_node_as_on_one() {
     nodes[0].wait_metric("ringport_cluster_user_connections_elsewhere 3");
     assert_eq!(refused(&nodes[0], &tok), local);
 }
+
+/// A misbehaving peer on the bus (here a raw NATS connection) announces 5 node names with
+/// 1,000 users each: the node keeps `cluster.max_user_entries` of them, counts the rest as
+/// refused, and goes on admitting its own clients.
+#[test]
+fn a_peer_cannot_grow_the_per_user_table_past_its_bound() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let broker = Broker::start(None);
+    let a = node_with(&broker, "a", |c| {
+        c.cluster.max_user_entries = 100;
+        c.limits.max_connections_per_user = 2;
+    });
+    a.wait_metric("ringport_cluster_connected{node=\"a\"} 1");
+    let stream = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO "), "{line}");
+    let mut peer = stream;
+    peer.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+    for n in 0..5 {
+        let mut body = format!("rogue-{n}");
+        for u in 0..1_000 {
+            body.push_str(&format!("\nu{u} 1"));
+        }
+        let msg = format!("PUB ringport.conns {}\r\n{body}\r\n", body.len());
+        peer.write_all(msg.as_bytes()).unwrap();
+    }
+    // The broker answers PONG once it has routed every PUB before it.
+    peer.write_all(b"PING\r\n").unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("PONG") {
+            break;
+        }
+    }
+    // Bounded poll: a's bridge takes the five messages in its own time.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = common::cluster::scrape(&a);
+        let refused = metric(&body, "ringport_cluster_user_entries_refused_total");
+        let entries = metric(&body, "ringport_cluster_user_entries");
+        assert!(entries <= 100, "{entries} entries kept");
+        if refused == 4_900 {
+            assert_eq!(entries, 100);
+            break;
+        }
+        assert!(Instant::now() < deadline, "refused {refused} of 4900");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What it kept counts against the cap: rogue-0's u0..u99 came first (one publisher's
+    // messages arrive in order), so u1 has one connection elsewhere and gets one here; u500
+    // was not kept, so its two connections here are admitted. The node serves its clients.
+    let tok = token("u1", &[]);
+    let _u1 = a.welcomed(&tok);
+    assert_eq!(refused(&a, &tok).0, CloseReason::POLICY);
+    let tok = token("u500", &[]);
+    let _u500 = [a.welcomed(&tok), a.welcomed(&tok)];
+}

@@ -42,6 +42,8 @@ pub struct GatewayOptions {
     pub protocol: Protocol,
     pub target: SocketAddr,
     pub admin: SocketAddr,
+    /// Where a protocol publisher connects when not `target` (another node of a cluster).
+    pub publish_target: Option<SocketAddr>,
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -94,6 +96,20 @@ fn scenario_name(s: Scenario) -> &'static str {
     }
 }
 
+/// Where the publisher connects: the admin API for HTTP, else `publish_target` (another
+/// node of a cluster) or the connections' own `target`.
+fn publisher_addr(
+    via: Via,
+    target: SocketAddr,
+    admin: SocketAddr,
+    publish_target: Option<SocketAddr>,
+) -> SocketAddr {
+    match via {
+        Via::Http | Via::Batch => admin,
+        Via::Publish | Via::Redis | Via::Nats => publish_target.unwrap_or(target),
+    }
+}
+
 /// Runs one scenario end to end.
 pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayReport> {
     let rooms: Vec<String> = (0..opts.rooms.max(1))
@@ -101,10 +117,7 @@ pub fn run(opts: &GatewayOptions, command: String) -> anyhow::Result<GatewayRepo
         .collect();
     let publisher = opts.publish_rate.map(|rate| publisher::PublisherConfig {
         via: opts.via,
-        addr: match opts.via {
-            Via::Http | Via::Batch => opts.admin,
-            Via::Publish | Via::Redis | Via::Nats => opts.target,
-        },
+        addr: publisher_addr(opts.via, opts.target, opts.admin, opts.publish_target),
         rooms: rooms.clone(),
         rate,
         size: opts.size,
@@ -377,4 +390,24 @@ pub fn human(r: &GatewayReport) -> String {
         let _ = writeln!(s, "note: {f}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protocol_publisher_connects_to_the_publish_target_when_given() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let (target, admin, other) = (addr(1), addr(2), addr(3));
+        assert_eq!(publisher_addr(Via::Publish, target, admin, None), target);
+        assert_eq!(
+            publisher_addr(Via::Publish, target, admin, Some(other)),
+            other
+        );
+        assert_eq!(publisher_addr(Via::Nats, target, admin, Some(other)), other);
+        // The HTTP publishers always go to the admin API they were given.
+        assert_eq!(publisher_addr(Via::Http, target, admin, Some(other)), admin);
+        assert_eq!(publisher_addr(Via::Batch, target, admin, None), admin);
+    }
 }

@@ -169,18 +169,13 @@ async fn run(
                 let alive = format!("alive {}", bus.node_id);
                 let sent = client.publish(subject::nodes(&bus.prefix), alive.into());
                 let _ = tokio::time::timeout(publish_timeout, sent).await;
-                // A round trip through the broker: a request nobody serves is answered
-                // "no responders" by the broker itself once it processed it. (The node's
-                // own heartbeat never comes back: the connection is `no_echo`; and a
-                // flush only writes to the socket.) Waited for on a task of its own.
+                // The broker's liveness: a round trip through it (the node's own heartbeat
+                // never comes back: the connection is `no_echo`), waited for on a task of
+                // its own.
                 let (client, bus) = (client.clone(), Arc::clone(&bus));
                 tokio::spawn(async move {
-                    let probe = async_nats::Request::new()
-                        .timeout(Some(Duration::from_millis(HEARTBEAT_MS)));
-                    let answered = match client.send_request(subject::echo(&bus.prefix, &bus.node_id), probe).await {
-                        Ok(_) => true,
-                        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
-                    };
+                    let answered =
+                        broker_round_trip(&client, &bus, Duration::from_millis(HEARTBEAT_MS)).await;
                     if answered {
                         bus.echo_ms.store(bus.now_ms(), Ordering::Release);
                     }
@@ -354,12 +349,14 @@ async fn subscribe_node_subjects(
         owner::serve(c, sub, b, s, h)
     })
     .await;
-    let b = Arc::clone(bus);
-    let conns = subject::conns(&bus.prefix);
-    serve_on(client, bus, conns, "user counts", &mut tasks, |sub| {
-        users::receive(sub, b)
-    })
-    .await;
+    if bus.track_users {
+        let b = Arc::clone(bus);
+        let conns = subject::conns(&bus.prefix);
+        serve_on(client, bus, conns, "user counts", &mut tasks, |sub| {
+            users::receive(sub, b)
+        })
+        .await;
+    }
     let (c, b, s, h) = (
         client.clone(),
         Arc::clone(bus),
@@ -389,6 +386,40 @@ async fn serve_on<F, Fut>(
     match client.subscribe(subject).await {
         Ok(sub) => tasks.push(tokio::spawn(serve(sub))),
         Err(e) => tracing::error!(node = %bus.node_id, "cluster: cannot subscribe to {what}: {e}"),
+    }
+}
+
+/// Serves the requests on `sub` (messages with a reply subject) until it ends or the gateway
+/// is gone: `answer` takes each request in arrival order with the gateway, does what must
+/// happen in that order, and returns the future of its answer (or `None`: not answered),
+/// which runs on a task of its own and is published on the request's reply subject.
+pub(super) async fn serve_requests<F, Fut>(
+    client: Client,
+    mut sub: async_nats::Subscriber,
+    bus: &ClusterBus,
+    shared: Weak<Shared>,
+    mut answer: F,
+) where
+    F: FnMut(&async_nats::Message, Arc<Shared>) -> Option<Fut>,
+    Fut: std::future::Future<Output = Option<bytes::Bytes>> + Send + 'static,
+{
+    while let Some(msg) = sub.next().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let Some(body) = answer(&msg, shared) else {
+            continue;
+        };
+        let (client, node) = (client.clone(), bus.node_id.clone());
+        tokio::spawn(async move {
+            let Some(body) = body.await else { return };
+            if let Err(e) = client.publish(reply, body).await {
+                tracing::debug!(%node, "cluster: answering a request: {e}");
+            }
+        });
     }
 }
 
@@ -442,18 +473,47 @@ async fn sync_interest(
             }
             Err(e) => {
                 tracing::warn!(node = %bus.node_id, %subject, "cluster: subscribe failed: {e}");
-                // Retried at the next change of interest or tick-driven resync.
-                bus.interest_changed.notify_one();
+                // Retried at the next change of interest, or shortly.
+                sync_interest_later(bus);
             }
         }
     }
-    // The broker has every SUB once it answers a flush: what is published after the count
-    // below moves reaches this node.
-    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), client.flush()).await {
-        tracing::debug!(node = %bus.node_id, "cluster: flush after subscribing: {e}");
+    // The broker has every SUB once it answered a round trip sent after them (a flush only
+    // writes to the socket): what is published after the count below moves reaches this
+    // node. A round trip not answered in time (a slow broker, a loaded machine) leaves the
+    // count where it was and is tried again, so the gauge never claims a subscription the
+    // broker may not have processed yet.
+    if broker_round_trip(client, bus, Duration::from_secs(2)).await {
+        bus.subscriptions
+            .store(subscribed.len() as u64, Ordering::Relaxed);
+    } else {
+        tracing::debug!(node = %bus.node_id, "cluster: no round trip through the broker after subscribing; again");
+        sync_interest_later(bus);
     }
-    bus.subscriptions
-        .store(subscribed.len() as u64, Ordering::Relaxed);
+}
+
+/// A round trip through the broker on this node's connection, at most `timeout`: a request
+/// to a subject nobody serves is answered "no responders" by the broker itself, once it has
+/// processed everything this connection sent before it (SUBs included). `true` if answered.
+async fn broker_round_trip(client: &Client, bus: &ClusterBus, timeout: Duration) -> bool {
+    let probe = async_nats::Request::new().timeout(Some(timeout));
+    match client
+        .send_request(subject::echo(&bus.prefix, &bus.node_id), probe)
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+    }
+}
+
+/// Runs [`sync_interest`] again in a quarter of a second (a subscribe or flush failed: no
+/// tight retry loop while the broker is away).
+fn sync_interest_later(bus: &Arc<ClusterBus>) {
+    let bus = Arc::clone(bus);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bus.interest_changed.notify_one();
+    });
 }
 
 /// Delivers every message of one subscription on this node: numbered by its stream's owner

@@ -148,8 +148,14 @@ pub(crate) struct ClusterBus {
     query_timeout: Duration,
     /// Count queries this node made: every live node answered / some did not (partial).
     queries: [AtomicU64; 2],
-    /// The other nodes' connections per user (`users.rs`).
+    /// `limits.max_connections_per_user` is set: the node counts its users' connections,
+    /// tells the other nodes and keeps theirs. Without a cap none of that exists.
+    track_users: bool,
+    /// The other nodes' connections per user (`users.rs`), bounded by
+    /// `cluster.max_user_entries`.
     users: Mutex<users::UserTable>,
+    /// Wall ms of the last warning that `users` is full (at most one a second).
+    last_users_full_warning_ms: AtomicU64,
     /// Users whose count on this node changed since the bridge last told the other nodes.
     users_dirty: Mutex<HashSet<String>>,
     /// Rung when `users_dirty` got its first entry.
@@ -187,8 +193,9 @@ pub(crate) struct ClusterBus {
 pub(crate) struct BusQueue(mpsc::Receiver<Outbound>);
 
 impl ClusterBus {
-    /// The bus for `config` (whose `servers` is set) and the queue the bridge drains.
-    pub fn new(config: &ClusterConfig) -> (Arc<ClusterBus>, BusQueue) {
+    /// The bus for `config` (whose `servers` is set) and the queue the bridge drains;
+    /// `per_user_cap` is `limits.max_connections_per_user` (0: no cap, no user table).
+    pub fn new(config: &ClusterConfig, per_user_cap: u32) -> (Arc<ClusterBus>, BusQueue) {
         let (tx, rx) = mpsc::channel(config.max_pending.max(1) as usize);
         let node_id = config.node_id.clone().unwrap_or_else(|| {
             let mut b = [0u8; 4];
@@ -216,7 +223,9 @@ impl ClusterBus {
             owner_timeout: std::time::Duration::from_millis(config.publish_timeout_ms),
             query_timeout: Duration::from_millis(config.query_timeout_ms),
             queries: Default::default(),
-            users: Mutex::new(users::UserTable::default()),
+            track_users: per_user_cap > 0,
+            users: Mutex::new(users::UserTable::new(config.max_user_entries as usize)),
+            last_users_full_warning_ms: AtomicU64::new(0),
             users_dirty: Mutex::new(HashSet::new()),
             users_changed: Notify::new(),
             users_resync: AtomicBool::new(true),
@@ -429,6 +438,9 @@ impl ClusterBus {
     /// unreachable the other nodes' counts are unknown: 0 (each node enforces the cap on its
     /// own connections), counted and logged.
     pub fn user_connections_elsewhere(&self, user: &str) -> u32 {
+        if !self.track_users {
+            return 0;
+        }
         if self.connected.load(Ordering::Acquire) {
             return self
                 .users
@@ -449,6 +461,9 @@ impl ClusterBus {
 
     /// `user`'s connection count on this node changed: the bridge tells the other nodes.
     pub fn user_count_changed(&self, user: &str) {
+        if !self.track_users {
+            return;
+        }
         let mut dirty = self.users_dirty.lock().unwrap_or_else(|p| p.into_inner());
         if dirty.len() >= self.max_pending {
             // Too many to list: the whole table goes next.
@@ -460,6 +475,39 @@ impl ClusterBus {
         let first = dirty.len() <= 1;
         drop(dirty);
         if first {
+            self.users_changed.notify_one();
+        }
+    }
+
+    /// Keeps what another node said about its connections per user (`users.rs`); nothing
+    /// without a per-user cap here.
+    fn apply_counts(&self, m: users::Counts) {
+        if m.node == self.node_id || !self.track_users {
+            return;
+        }
+        let mut table = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if m.full {
+            table.forget(&m.node);
+        }
+        let mut refused = 0u64;
+        for (user, n) in m.users {
+            if !table.set(&m.node, user, n) {
+                refused += 1;
+            }
+        }
+        let entries = table.entries();
+        drop(table);
+        if refused > 0 && once_a_second(&self.last_users_full_warning_ms) {
+            tracing::warn!(
+                node = %self.node_id,
+                from = %m.node,
+                entries,
+                refused,
+                "cluster: the table of other nodes' connections per user is full (cluster.max_user_entries); those users' connections elsewhere are not counted against limits.max_connections_per_user here"
+            );
+        }
+        if m.ask {
+            self.users_resync.store(true, Ordering::Release);
             self.users_changed.notify_one();
         }
     }
@@ -539,12 +587,27 @@ impl ClusterBus {
             "Connections on the other nodes of users with connections anywhere, as the other nodes last told this one (what limits.max_connections_per_user adds to this node's own counts).",
             MetricType::Gauge,
         );
-        let elsewhere = self.users.lock().unwrap_or_else(|p| p.into_inner()).total();
+        let (elsewhere, entries, refused) = {
+            let t = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            (t.total(), t.entries() as u64, t.refused())
+        };
         w.sample(
             "ringport_cluster_user_connections_elsewhere",
             &[],
             elsewhere,
         );
+        w.family(
+            "ringport_cluster_user_entries",
+            "(user, node) entries this node keeps of the other nodes' connections per user (only with limits.max_connections_per_user set), at most cluster.max_user_entries.",
+            MetricType::Gauge,
+        );
+        w.sample("ringport_cluster_user_entries", &[], entries);
+        w.family(
+            "ringport_cluster_user_entries_refused_total",
+            "Other nodes' per-user connection counts not kept because the table held cluster.max_user_entries entries (those connections are not counted against the cap here).",
+            MetricType::Counter,
+        );
+        w.sample("ringport_cluster_user_entries_refused_total", &[], refused);
         w.family(
             "ringport_cluster_user_limit_local_total",
             "HELLOs whose per-user connection cap was checked against this node's connections only, because the broker was unreachable.",
@@ -585,14 +648,19 @@ mod tests {
     use super::*;
 
     fn bus(max_pending: u32) -> (Arc<ClusterBus>, BusQueue) {
+        bus_with(max_pending, 0, 100)
+    }
+
+    fn bus_with(max_pending: u32, cap: u32, max_user_entries: u32) -> (Arc<ClusterBus>, BusQueue) {
         let config = ClusterConfig {
             servers: Some("nats://127.0.0.1:1".into()),
             node_id: Some("t".into()),
             max_pending,
             replicate_history: false,
+            max_user_entries,
             ..ClusterConfig::default()
         };
-        ClusterBus::new(&config)
+        ClusterBus::new(&config, cap)
     }
 
     #[test]
@@ -631,5 +699,57 @@ mod tests {
         b.render(&mut text);
         assert!(text.contains("ringport_cluster_dropped_total{reason=\"unreachable\"} 1"));
         assert!(text.contains("ringport_cluster_dropped_total{reason=\"queue_full\"} 1"));
+    }
+
+    fn counts(node: &str, users: &[(&str, u32)]) -> users::Counts {
+        users::Counts {
+            node: node.into(),
+            full: false,
+            ask: false,
+            users: users.iter().map(|(u, n)| ((*u).to_owned(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn without_a_per_user_cap_no_user_table_is_kept() {
+        let (b, _q) = bus_with(4, 0, 100);
+        b.connected.store(true, Ordering::Release);
+        b.apply_counts(counts("other", &[("u", 3)]));
+        assert_eq!(b.users.lock().unwrap().entries(), 0);
+        assert_eq!(b.user_connections_elsewhere("u"), 0);
+        b.user_count_changed("u");
+        assert!(b.users_dirty.lock().unwrap().is_empty());
+        // Nor is a check "against this node's connections only" counted while disconnected.
+        b.connected.store(false, Ordering::Release);
+        assert_eq!(b.user_connections_elsewhere("u"), 0);
+        assert_eq!(b.users_local_only.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_user_table_is_bounded_by_max_user_entries_and_says_so() {
+        let (b, _q) = bus_with(4, 5, 2);
+        b.connected.store(true, Ordering::Release);
+        b.apply_counts(counts("t", &[("mine", 9)]));
+        assert_eq!(
+            b.user_connections_elsewhere("mine"),
+            0,
+            "its own counts are ignored"
+        );
+        b.apply_counts(counts(
+            "other",
+            &[("u1", 1), ("u2", 2), ("u3", 3), ("u4", 4)],
+        ));
+        assert_eq!(b.user_connections_elsewhere("u2"), 2);
+        assert_eq!(b.user_connections_elsewhere("u3"), 0);
+        let mut text = String::new();
+        b.render(&mut text);
+        assert!(text.contains("ringport_cluster_user_entries 2\n"), "{text}");
+        assert!(text.contains("ringport_cluster_user_entries_refused_total 2\n"));
+        // A full table from that node replaces its entries: room again.
+        let mut full = counts("other", &[("u3", 3)]);
+        full.full = true;
+        b.apply_counts(full);
+        assert_eq!(b.user_connections_elsewhere("u3"), 3);
+        assert_eq!(b.user_connections_elsewhere("u1"), 0);
     }
 }

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use ringport_io::EngineHandle;
 
 use super::{subject, ClusterBus, DropReason, Outbound};
@@ -225,24 +224,20 @@ pub(super) async fn forward(
 /// Numbers the publishes other nodes forward to this one (it owns their streams).
 pub(super) async fn serve(
     client: Client,
-    mut sub: async_nats::Subscriber,
+    sub: async_nats::Subscriber,
     bus: Arc<ClusterBus>,
     shared: Weak<Shared>,
     handle: EngineHandle<GatewayHandler>,
 ) {
-    while let Some(msg) = sub.next().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let Some(reply) = msg.reply.clone() else {
-            continue;
-        };
+    let b = Arc::clone(&bus);
+    super::bridge::serve_requests(client, sub, &bus, shared, move |msg, shared| {
         let h = msg.headers.as_ref();
-        let target = header(h, TARGET).and_then(|s| subject::target(&bus.prefix, s));
+        let target = header(h, TARGET).and_then(|s| subject::target(&b.prefix, s));
+        // Numbered here, in the order the requests arrive; only the answer waits.
         let answer = match target {
             Some(target) => {
                 let m = message(target, h, msg.payload.clone());
-                if bus.leaving.load(Ordering::Acquire) {
+                if b.leaving.load(Ordering::Acquire) {
                     // Sent before the sender heard this node leave: the stream's new owner
                     // numbers it (the answer then carries no position).
                     shared.publish(&handle, m)
@@ -252,10 +247,10 @@ pub(super) async fn serve(
             }
             None => Err(PublishError::Rejected("no stream subject".into())),
         };
-        if let Err(e) = client.publish(reply, encode_answer(&answer)).await {
-            tracing::debug!(node = %bus.node_id, "cluster: answering a forwarded publish: {e}");
-        }
-    }
+        let body = encode_answer(&answer);
+        Some(async move { Some(body) })
+    })
+    .await;
 }
 
 #[cfg(test)]

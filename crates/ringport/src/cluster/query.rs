@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use async_nats::Client;
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use ringport_io::EngineHandle;
 use serde::de::DeserializeOwned;
@@ -138,25 +139,19 @@ async fn ask<T: DeserializeOwned>(
 /// Answers the other nodes' queries from this node's shards, each on a task of its own.
 pub(super) async fn serve(
     client: Client,
-    mut sub: async_nats::Subscriber,
+    sub: async_nats::Subscriber,
     bus: Arc<ClusterBus>,
     shared: Weak<Shared>,
     handle: EngineHandle<GatewayHandler>,
 ) {
-    while let Some(msg) = sub.next().await {
-        let Some(reply) = msg.reply.clone() else {
-            continue;
-        };
-        let Ok(q) = serde_json::from_slice::<Query>(&msg.payload) else {
-            continue;
-        };
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
+    let node = bus.node_id.clone();
+    super::bridge::serve_requests(client, sub, &bus, shared, |msg, shared| {
+        let q = serde_json::from_slice::<Query>(&msg.payload).ok()?;
         let gateway = EngineGateway::new(handle.clone(), shared);
-        let (client, node) = (client.clone(), bus.node_id.clone());
-        tokio::spawn(async move {
-            let body = match q {
+        let node = node.clone();
+        // Answered on a task of its own: a count waits for every shard.
+        Some(async move {
+            match q {
                 Query::Stats => encode(node, gateway.local_stats().await),
                 Query::Room { room, sample } => {
                     encode(node, gateway.local_room_info(room, sample).await)
@@ -164,17 +159,17 @@ pub(super) async fn serve(
                 Query::Presence { room, after, limit } => {
                     encode(node, gateway.local_presence(room, after, limit).await)
                 }
-            };
-            if let Some(body) = body {
-                let _ = client.publish(reply, body.into()).await;
             }
-        });
-    }
+        })
+    })
+    .await;
 }
 
-fn encode<T: Serialize, E>(node: String, r: Result<T, E>) -> Option<Vec<u8>> {
+fn encode<T: Serialize, E>(node: String, r: Result<T, E>) -> Option<Bytes> {
     let body = r.ok()?;
-    serde_json::to_vec(&Answer { node, body }).ok()
+    serde_json::to_vec(&Answer { node, body })
+        .ok()
+        .map(Bytes::from)
 }
 
 /// The scope of a sum: this node (`me`, with `mine`) and the nodes that answered.

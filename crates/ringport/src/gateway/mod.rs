@@ -223,7 +223,10 @@ pub fn start_with_sink(
     let (registry, recorders) = Registry::new(engine_cfg.workers);
     let (cluster, bus_queue) = match config.cluster.server_list() {
         Some(_) => {
-            let (bus, queue) = crate::cluster::ClusterBus::new(&config.cluster);
+            let (bus, queue) = crate::cluster::ClusterBus::new(
+                &config.cluster,
+                config.limits.max_connections_per_user,
+            );
             (Some(bus), Some(queue))
         }
         None => (None, None),
