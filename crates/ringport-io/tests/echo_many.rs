@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use common::{pattern, pump, start, wait_at_rest, Behaviour, Flow};
+use common::{pattern, pump, wait_at_rest, Flow};
 use ringport_io::{EngineConfig, IoBackend};
 
 /// Sizes spread over 1 B ..= 1 MiB, log-uniformly, with every 50th exactly 1 MiB.
@@ -27,13 +27,7 @@ fn echo_flows(
     conns: usize,
     threads: usize,
 ) -> (ringport_io::StatsSnapshot, IoBackend) {
-    let (engine, log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, log, addr) = common::start_echo(cfg);
     let seed = 0x1234_5678;
     let deadline = Instant::now() + Duration::from_secs(240);
     let received = std::sync::Arc::new(AtomicU64::new(0));
@@ -117,13 +111,7 @@ fn steady_echo_arms_each_receive_once_and_enters_once_per_turn() {
         workers: 1,
         ..Default::default()
     };
-    let (engine, _log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, _log, addr) = common::start_echo(cfg);
     let h = engine.handle();
     let mut socks: Vec<std::net::TcpStream> = (0..CONNS)
         .map(|_| {

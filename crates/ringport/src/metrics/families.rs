@@ -90,6 +90,9 @@ pub static PUSH_LATENCY_BOUNDS_US: [u64; 14] = [
     1_000_000,
 ];
 
+/// Reads one per-shard counter out of a [`ShardLoop`].
+type ShardValue = fn(&ShardLoop) -> u64;
+
 /// Event-loop numbers of one shard (kept per shard: utilisation is a per-thread question).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardLoop {
@@ -416,7 +419,7 @@ impl MetricsSnapshot {
                 l.descriptor_tables,
             );
         }
-        let per_shard: [(&str, &str, fn(&ShardLoop) -> u64); 3] = [
+        let per_shard: [(&str, &str, ShardValue); 3] = [
             (
                 "ringport_shard_kernel_enters_total",
                 "Calls into the kernel to submit or wait per shard: io_uring_enter on every ring, or epoll_wait on epoll (whose sends and receives are system calls of their own).",
