@@ -60,12 +60,12 @@ for conns in $CONNS; do
             --duration "$DURATION" --warmup 1 --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" --json >"$dir/bench.json" &
         bench_pid=$!
         sleep 3
-        nstat -n >/dev/null
-        t0=$(date +%s.%N)
-        perf stat -e "$EVENTS" -a -C "$SERVER_CPU" -x, -o "$dir/stat.txt" -- sleep 3 >/dev/null 2>&1 || true
-        nstat >"$dir/nstat.txt" || true
-        echo "$t0 $(date +%s.%N)" >"$dir/window.txt"
-        perf record -e cpu-clock -g -C "$SERVER_CPU" -o "$dir/perf.data" -- sleep 4 >/dev/null 2>&1 || true
+        # nstat inside each window: its data segments (one each way per echoed message) count
+        # the messages of that very window, which the profiler slows down.
+        perf stat -e "$EVENTS" -a -C "$SERVER_CPU" -x, -o "$dir/stat.txt" -- \
+            sh -c "nstat -n >/dev/null; sleep 3; nstat >'$dir/nstat.txt'" >/dev/null 2>&1 || true
+        perf record -e cpu-clock -g -C "$SERVER_CPU" -o "$dir/perf.data" -- \
+            sh -c "nstat -n >/dev/null; sleep 4; nstat >'$dir/nstat-record.txt'" >/dev/null 2>&1 || true
         wait "$bench_pid" || die "bench failed (see $dir)"
         stop_server
         python3 - "$dir" "$comm" <<'PY'
@@ -79,20 +79,22 @@ for line in open(f"{d}/stat.txt"):
     f = line.strip().split(",")
     if len(f) > 2 and f[0].isdigit():
         stat[f[2]] = int(f[0])
-t0, t1 = map(float, open(f"{d}/window.txt").read().split())
-msgs3 = rate * 3  # perf stat counts for exactly its 3 s
-print("  per message over 3 s (whole core): " + "  ".join(f"{k.split(':')[1]}={v / msgs3:.3f}" for k, v in stat.items() if v))
-segs = {}
-for line in open(f"{d}/nstat.txt"):
-    f = line.split()
-    if len(f) >= 2 and f[1].isdigit():
-        segs[f[0]] = int(f[1])
-msgs_n = rate * (t1 - t0)  # nstat's window: perf stat's 3 s and its start-up
-print(f"  TCP segments out per message (both ends): {segs.get('TcpOutSegs', 0) / msgs_n:.3f}, pure ACKs {segs.get('TcpExtTCPPureAcks', 0) / msgs_n:.4f}")
+def nstat(path):
+    segs = {}
+    for line in open(path):
+        f = line.split()
+        if len(f) >= 2 and f[1].isdigit():
+            segs[f[0]] = int(f[1])
+    return segs
+segs = nstat(f"{d}/nstat.txt")
+# Messages in the window: data segments sent by both ends, two per echoed message.
+msgs3 = segs.get("TcpExtTCPOrigDataSent", 0) / 2 or rate * 3
+print(f"  messages in the perf stat window {msgs3:.0f}; per message (whole core): " + "  ".join(f"{k.split(':')[1]}={v / msgs3:.3f}" for k, v in stat.items() if v))
+print(f"  TCP segments out per message (both ends): {segs.get('TcpOutSegs', 0) / msgs3:.3f}, pure ACKs {segs.get('TcpExtTCPPureAcks', 0) / msgs3:.4f}")
 out = subprocess.run(["perf", "report", "-i", f"{d}/perf.data", "--no-children", "--sort", "comm,dso,sym", "-g", "none",
                       "-q", "-n", "--percent-limit", "0"], capture_output=True, text=True).stdout
 freq = 4000  # perf record's default cpu-clock frequency
-msgs4 = rate * 4
+msgs4 = nstat(f"{d}/nstat-record.txt").get("TcpExtTCPOrigDataSent", 0) / 2 or rate * 4
 cats = {}
 for line in out.splitlines():
     m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[(.)\]\s+(.*)", line)
