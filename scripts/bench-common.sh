@@ -60,13 +60,19 @@ wait_port() {
 start_server() {
     local name=$1 port=$2
     case $name in
-    ringport | ringport-epoll)
+    ringport | ringport-epoll | ringport-base)
         # `ringport` runs the default backend (auto: io_uring where the host allows it),
-        # `ringport-epoll` forces the epoll backend.
-        [[ -x "$RELEASE/ringport" ]] || die "$RELEASE/ringport not built"
+        # `ringport-epoll` forces the epoll backend, `ringport-base` runs another build of the
+        # binary (RINGPORT_BASE_BIN) on the default backend, for before/after ratios.
+        local bin="$RELEASE/ringport"
+        if [[ $name == ringport-base ]]; then
+            bin=${RINGPORT_BASE_BIN:-}
+            [[ -x "$bin" ]] || die "ringport-base needs RINGPORT_BASE_BIN (a ringport binary)"
+        fi
+        [[ -x "$bin" ]] || die "$bin not built"
         local backend=auto
         [[ $name == ringport-epoll ]] && backend=epoll
-        taskset -c "$SERVER_CPU" "$RELEASE/ringport" serve --app echo --listen "127.0.0.1:$port" --workers 1 \
+        taskset -c "$SERVER_CPU" "$bin" serve --app echo --listen "127.0.0.1:$port" --workers 1 \
             --io-backend "$backend" >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
         SERVER_ADDR="127.0.0.1:$port"

@@ -7,6 +7,8 @@
 #   SERVERS="ringport ringport-epoll tokio" scripts/bench-echo.sh   # both backends and tokio
 #   SERVERS="engine-example engine-base" BASE_BIN=/tmp/echo-before SWAP=1 scripts/bench-echo.sh
 #       # an engine change before/after (RINGPORT_IO_BACKEND picks the backend of both)
+#   SERVERS="ringport ringport-base tokio" RINGPORT_BASE_BIN=/tmp/ringport-before SWAP=1 scripts/bench-echo.sh
+#       # a ringport binary before/after, both against tokio
 #
 # SWAP=1 reverses the order of SERVERS in every even round, so neither always runs first.
 # Each round runs ringport then tokio-echo (both `taskset -c $SERVER_CPU`, one worker /
@@ -77,5 +79,8 @@ for conns in $CONNS; do
     fi
     if [[ " $SERVERS " == *" engine-example "* && " $SERVERS " == *" engine-base "* ]]; then
         compare_pair engine-example engine-base "$conns"
+    fi
+    if [[ " $SERVERS " == *" ringport "* && " $SERVERS " == *" ringport-base "* ]]; then
+        compare_pair ringport ringport-base "$conns"
     fi
 done

@@ -430,6 +430,9 @@ impl<H: crate::Handler> Core<H> {
             .stats
             .descriptor_tables
             .set(self.driver.descriptor_tables() as u64);
+        let k = self.driver.kernel_counters();
+        self.sh.stats.kernel_enters.set(k.enters);
+        self.sh.stats.cq_overflows.set(k.cq_overflows);
     }
 
     pub fn mark_dirty(&mut self, slot: u32) {
@@ -457,6 +460,7 @@ impl<H: crate::Handler> Core<H> {
         let fd = s.fd;
         let ud = self.op_started(slot, Op::Recv);
         self.driver.recv(fd, ud);
+        self.sh.stats.recv_arms.inc();
     }
 
     /// Arms accepting: multishot while at least the driver's accept headroom is free, one

@@ -91,6 +91,18 @@ pub struct ShardStats {
     pub send_batch_msgs: Counter,
     /// Times the receive buffer ring ran dry (ENOBUFS) and a connection waited for buffers.
     pub bufring_exhausted: Counter,
+    /// Receive operations armed. A multishot receive stays armed across completions, so this
+    /// grows by one per connection; anything beyond that is a re-arm (the kernel ended the
+    /// receive: ENOBUFS, a full completion queue, an error). On epoll also one per connection.
+    pub recv_arms: Counter,
+    /// Calls into the kernel to submit or wait (gauge, updated once per loop turn):
+    /// `io_uring_enter` on every ring of the shard, `epoll_wait` on epoll (whose sends and
+    /// receives are system calls of their own, not counted here).
+    pub kernel_enters: Counter,
+    /// Loop turns that found a completion queue overflowed, counted per ring (gauge, updated
+    /// once per loop turn; 0 on epoll): the kernel kept completions in its backlog until the
+    /// next enter. Growing means `ring_entries` (the CQ is 4x) is too small for a turn.
+    pub cq_overflows: Counter,
     /// Accept errors by [`AcceptError`] kind.
     pub accept_errors: [Counter; 4],
     /// Times accepting was paused (table full or resource error).
@@ -145,6 +157,9 @@ impl ShardStats {
             send_batch: std::array::from_fn(|i| self.send_batch[i].get()),
             send_batch_msgs: self.send_batch_msgs.get(),
             bufring_exhausted: self.bufring_exhausted.get(),
+            recv_arms: self.recv_arms.get(),
+            kernel_enters: self.kernel_enters.get(),
+            cq_overflows: self.cq_overflows.get(),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
             accept_paused: self.accept_paused.get(),
             refused_over_cap: self.refused_over_cap.get(),
@@ -178,6 +193,9 @@ pub struct StatsSnapshot {
     pub send_batch: [u64; SEND_BATCH_BUCKETS],
     pub send_batch_msgs: u64,
     pub bufring_exhausted: u64,
+    pub recv_arms: u64,
+    pub kernel_enters: u64,
+    pub cq_overflows: u64,
     pub accept_errors: [u64; 4],
     pub accept_paused: u64,
     pub refused_over_cap: u64,
@@ -214,6 +232,9 @@ impl StatsSnapshot {
             }
             t.send_batch_msgs += s.send_batch_msgs;
             t.bufring_exhausted += s.bufring_exhausted;
+            t.recv_arms += s.recv_arms;
+            t.kernel_enters += s.kernel_enters;
+            t.cq_overflows += s.cq_overflows;
             for i in 0..4 {
                 t.accept_errors[i] += s.accept_errors[i];
             }

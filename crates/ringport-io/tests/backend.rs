@@ -16,13 +16,7 @@ fn echoes_on(backend: IoBackend) -> ringport_io::BackendChoice {
         io_backend: backend,
         ..Default::default()
     };
-    let (engine, _log, addr) = start(
-        cfg,
-        Behaviour {
-            echo: true,
-            ..Default::default()
-        },
-    );
+    let (engine, _log, addr) = common::start_echo(cfg);
     let choice = engine.handle().backend().clone();
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(DEADLINE)).unwrap();

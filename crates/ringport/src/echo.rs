@@ -106,6 +106,9 @@ impl Gateway for EchoGateway {
                     busy_ns: e.busy_ns,
                     iterations: e.loops,
                     descriptor_tables: e.descriptor_tables,
+                    kernel_enters: e.kernel_enters,
+                    recv_arms: e.recv_arms,
+                    cq_overflows: e.cq_overflows,
                 })
                 .collect(),
             io_backend: self.handle.backend().name(),

@@ -209,6 +209,22 @@ pub(crate) trait Driver: Send {
     /// it until the next [`Driver::publish_buffers`]. A backend without a shared buffer
     /// shortage to ration answers `true`.
     fn reserve_recv_buffer(&mut self, sock: Sock) -> bool;
+
+    /// What the backend counts in the kernel's terms (see [`KernelCounters`]); zeros where it
+    /// has nothing to count (the fake).
+    fn kernel_counters(&self) -> KernelCounters {
+        KernelCounters::default()
+    }
+}
+
+/// A backend's running totals of its traffic with the kernel (`ShardStats::kernel_enters`
+/// and `ShardStats::cq_overflows` mirror them once per loop turn).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KernelCounters {
+    /// Calls that submit or wait: `io_uring_enter` on every ring, `epoll_wait` on epoll.
+    pub enters: u64,
+    /// Times a drain found a completion queue overflowed (io_uring; 0 on epoll).
+    pub cq_overflows: u64,
 }
 
 /// The backend an engine runs on, and why (for the start-up log, stats and metrics).

@@ -203,6 +203,17 @@ pub fn start(cfg: EngineConfig, b: Behaviour) -> (Engine<Recorder>, Arc<Log>, So
     (engine, log, addr)
 }
 
+/// [`start`] with a handler that echoes every byte back.
+pub fn start_echo(cfg: EngineConfig) -> (Engine<Recorder>, Arc<Log>, SocketAddr) {
+    start(
+        cfg,
+        Behaviour {
+            echo: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// Joins the engine on another thread, failing if it takes longer than `timeout`.
 pub fn join_within<H: Handler>(engine: Engine<H>, timeout: Duration) {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -297,6 +297,9 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
         shard.busy_ns = e.busy_ns;
         shard.iterations = e.loops;
         shard.descriptor_tables = e.descriptor_tables;
+        shard.kernel_enters = e.kernel_enters;
+        shard.recv_arms = e.recv_arms;
+        shard.cq_overflows = e.cq_overflows;
     }
 }
 

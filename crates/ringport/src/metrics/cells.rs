@@ -338,6 +338,9 @@ mod tests {
             "ringport_shard_busy_seconds_total",
             "ringport_shard_loop_iterations_total",
             "ringport_shard_descriptor_tables",
+            "ringport_shard_kernel_enters_total",
+            "ringport_shard_recv_arms_total",
+            "ringport_shard_cq_overflows_total",
         ] {
             assert_eq!(
                 out.matches(&format!("# TYPE {family} ")).count(),

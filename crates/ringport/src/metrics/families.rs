@@ -90,6 +90,9 @@ pub static PUSH_LATENCY_BOUNDS_US: [u64; 14] = [
     1_000_000,
 ];
 
+/// Reads one per-shard counter out of a [`ShardLoop`].
+type ShardValue = fn(&ShardLoop) -> u64;
+
 /// Event-loop numbers of one shard (kept per shard: utilisation is a per-thread question).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardLoop {
@@ -98,6 +101,12 @@ pub struct ShardLoop {
     pub iterations: u64,
     /// Direct descriptor tables (io_uring rings) the shard has; 0 on epoll.
     pub descriptor_tables: u64,
+    /// Calls into the kernel to submit or wait (`io_uring_enter` on every ring; `epoll_wait`).
+    pub kernel_enters: u64,
+    /// Receive operations armed (one per connection while multishot receives stay armed).
+    pub recv_arms: u64,
+    /// Loop turns that found a completion queue overflowed (per ring; 0 on epoll).
+    pub cq_overflows: u64,
 }
 
 /// Everything `/metrics` shows, summed over shards.
@@ -419,6 +428,29 @@ impl MetricsSnapshot {
                 &[("shard", &labels[shard])],
                 l.descriptor_tables,
             );
+        }
+        let per_shard: [(&str, &str, ShardValue); 3] = [
+            (
+                "ringport_shard_kernel_enters_total",
+                "Calls into the kernel to submit or wait per shard: io_uring_enter on every ring, or epoll_wait on epoll (whose sends and receives are system calls of their own).",
+                |l| l.kernel_enters,
+            ),
+            (
+                "ringport_shard_recv_arms_total",
+                "Receive operations armed per shard: one per connection while multishot receives stay armed; the excess counts re-arms (ENOBUFS, completion queue overflow, errors).",
+                |l| l.recv_arms,
+            ),
+            (
+                "ringport_shard_cq_overflows_total",
+                "Loop turns that found an io_uring completion queue overflowed, per ring; 0 on epoll. Growing means engine.ring_entries is too small.",
+                |l| l.cq_overflows,
+            ),
+        ];
+        for (name, help, value) in per_shard {
+            w.family(name, help, MetricType::Counter);
+            for (shard, l) in self.shards.iter().enumerate() {
+                w.sample(name, &[("shard", &labels[shard])], value(l));
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::conn::ConnectCtx;
 use crate::core::MULTISHOT_HEADROOM;
 use crate::error::EngineError;
 use crate::sendq::Prepared;
-use crate::sys::{Completion, Driver, RecvBuf, Sock};
+use crate::sys::{Completion, Driver, KernelCounters, RecvBuf, Sock};
 use crate::EngineConfig;
 
 /// Receives per socket per turn.
@@ -133,6 +133,8 @@ pub(crate) struct EpollDriver {
     bufs: BufPool,
     /// The `epoll_wait` error that stopped this driver.
     failed: Option<io::Error>,
+    /// `epoll_wait` calls ([`Driver::kernel_counters`]).
+    waits: u64,
 }
 
 // SAFETY: the raw pointers a pending send holds point into the shard's send pool, which
@@ -172,6 +174,7 @@ impl EpollDriver {
             inflight: 0,
             bufs: BufPool::new(usize::from(cfg.recv_buffers), cfg.recv_buffer_size as usize),
             failed: None,
+            waits: 0,
         })
     }
 
@@ -828,6 +831,7 @@ impl Driver for EpollDriver {
                 None => -1,
             }
         };
+        self.waits += 1;
         // SAFETY: `events` is a live buffer of `len` entries the kernel writes into.
         let n = unsafe {
             libc::epoll_wait(
@@ -909,6 +913,14 @@ impl Driver for EpollDriver {
     /// next read, so the pool runs short only while a handler holds buffers: nothing to ration.
     fn reserve_recv_buffer(&mut self, _sock: Sock) -> bool {
         true
+    }
+
+    /// `epoll_wait` calls; a readiness backend has no completion queue to overflow.
+    fn kernel_counters(&self) -> KernelCounters {
+        KernelCounters {
+            enters: self.waits,
+            cq_overflows: 0,
+        }
     }
 }
 

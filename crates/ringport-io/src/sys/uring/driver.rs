@@ -33,7 +33,7 @@ use crate::conn::ConnectCtx;
 use crate::error::EngineError;
 use crate::id::{unpack, Op};
 use crate::sendq::Prepared;
-use crate::sys::{Completion, Driver, RecvBuf, Sock};
+use crate::sys::{Completion, Driver, KernelCounters, RecvBuf, Sock};
 use crate::EngineConfig;
 
 /// Bits of a [`Sock`] that hold the index inside its table (the kernel's largest table is
@@ -121,6 +121,11 @@ pub(crate) struct UringDriver {
     stashed: Vec<(usize, cqueue::Entry)>,
     /// The first submit error that retrying cannot fix; the shard stops on it.
     failed: Option<io::Error>,
+    /// `io_uring_enter` calls on every ring ([`Driver::kernel_counters`]).
+    enters: u64,
+    /// Drains that found a ring's completion queue overflowed (the kernel keeping
+    /// completions in its backlog until an enter flushes them).
+    cq_overflows: u64,
 }
 
 // SAFETY: `doorbell_buf` and the wake word are owned by the driver (boxed u64s only the
@@ -206,6 +211,8 @@ impl UringDriver {
             inflight: 0,
             stashed: Vec::new(),
             failed: None,
+            enters: 0,
+            cq_overflows: 0,
         })
     }
 
@@ -333,6 +340,7 @@ impl UringDriver {
                 break;
             }
             // Not enough room: hand what we have to the kernel and retry.
+            self.enters += 1;
             match self.tables[t].ring.submit() {
                 Ok(_) => {}
                 // Kernels before 5.19 refuse submissions while completions that overflowed
@@ -374,6 +382,7 @@ impl UringDriver {
                 (!sq.is_empty(), sq.taskrun() || sq.cq_overflow())
             };
             if queued || pending {
+                self.enters += 1;
                 match t.ring.submit() {
                     Ok(_) => {}
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
@@ -655,6 +664,7 @@ impl Driver for UringDriver {
                 .iter_mut()
                 .any(|t| !t.ring.completion().is_empty());
         let ring = &self.tables[0].ring;
+        self.enters += 1;
         let r = match timeout {
             // Completions already waiting: submit, don't wait.
             _ if ready => ring.submit(),
@@ -696,6 +706,7 @@ impl Driver for UringDriver {
         }
         for (t, table) in tables.iter_mut().enumerate() {
             let Table { ring, used, .. } = table;
+            self.cq_overflows += u64::from(ring.submission().cq_overflow());
             for c in ring.completion() {
                 out.extend(completion_of(t, c, used, wake));
             }
@@ -721,6 +732,7 @@ impl Driver for UringDriver {
                 .build()
                 .user_data(0);
             self.push(t, e);
+            self.enters += 1;
             let _ = self.tables[t].ring.submit();
         }
     }
@@ -749,6 +761,13 @@ impl Driver for UringDriver {
     /// A free buffer of the ring of `sock`'s table (each table has its own).
     fn reserve_recv_buffer(&mut self, sock: Sock) -> bool {
         self.tables[Self::split(sock).0].bufs.reserve()
+    }
+
+    fn kernel_counters(&self) -> KernelCounters {
+        KernelCounters {
+            enters: self.enters,
+            cq_overflows: self.cq_overflows,
+        }
     }
 }
 /// Builds a ring of `entries` (completion queue 4x), probing SINGLE_ISSUER and
