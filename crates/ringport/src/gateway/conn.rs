@@ -24,8 +24,9 @@ pub(crate) struct Joined {
 
 /// What the gateway knows about one open connection.
 ///
-/// One boxed `Conn` per connection (issue 16: a million of them): at most 248 bytes, so
-/// that glibc's malloc serves it from a 256-byte chunk (256 bytes took a 272-byte one). The
+/// One boxed `Conn` per connection (issue 16: a million of them): at most 248 bytes (240
+/// now), so that glibc's malloc serves it from a 256-byte chunk (256 bytes took a 272-byte
+/// one; docs/benchmarks.md, "The gateway's `Conn`, field by field"). The
 /// small facts are packed: yes/no facts in [`Flags`], the peer address as 16 bytes
 /// ([`PeerIp`]), the close code and the counted buffer size in the fewest bytes their ranges
 /// need, the joined rooms as an exact-size box.
