@@ -360,6 +360,16 @@ mod tests {
         })
     }
 
+    /// The answer to the first JOIN: OK, in `epoch`, at tail 0.
+    fn joined(epoch: u32) -> Frame {
+        Frame::RoomResult(RoomResult {
+            req_id: 1,
+            status: Status::OK,
+            epoch,
+            tail: 0,
+        })
+    }
+
     fn decode_all(bytes: &[u8]) -> Vec<Frame> {
         let mut b = BytesMut::from(bytes);
         let d = Decoder::default();
@@ -407,12 +417,7 @@ mod tests {
         let mut c = ClientConn::new(vec!["a".into()], t0);
         let (mut out, mut ev) = (Vec::new(), Vec::new());
         c.start(b"", true, &mut out, t0);
-        let rr = Frame::RoomResult(RoomResult {
-            req_id: 1,
-            status: Status::OK,
-            epoch: 1,
-            tail: 0,
-        });
+        let rr = joined(1);
         let b = server_bytes(&[welcome(7), rr.clone(), push("a", 1), push("a", 2)]);
         c.on_bytes(&b, &mut out, &mut ev, t0, 0);
         out.clear();
@@ -471,5 +476,69 @@ mod tests {
         let v = t.ledger.verify(1, 6);
         assert!(v.ok(), "{v:?}");
         assert_eq!(v.reported_missing, 2);
+    }
+
+    /// The bench's own user-space cost of one PUSH (issue 12: the fan-out measurement is
+    /// limited by the bench's core): a joined client fed 200,000 PUSHes of one room (64-byte
+    /// payloads, as the fan-out load) in 64 KiB receives, every one checked as in order.
+    /// For instructions per PUSH run it under callgrind and divide `ClientConn::on_bytes`'s
+    /// inclusive count by the PUSHes:
+    /// `valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/deps/ringport_bench-HASH
+    /// push_receive_cost --ignored` then `callgrind_annotate --inclusive=yes cg.out`.
+    #[test]
+    #[ignore = "a cost measurement; run under callgrind"]
+    fn push_receive_cost() {
+        const PUSHES: u64 = 200_000;
+        let t0 = Instant::now();
+        let mut c = ClientConn::new(vec!["lobby".into()], t0);
+        let (mut out, mut ev) = (Vec::new(), Vec::new());
+        c.start(b"", false, &mut out, t0);
+        c.on_bytes(
+            &server_bytes(&[welcome(7), joined(9)]),
+            &mut out,
+            &mut ev,
+            t0,
+            0,
+        );
+        assert!(ev.contains(&Event::Ready { failed: 0 }));
+        let mut wire = BytesMut::new();
+        for offset in 1..=PUSHES {
+            Frame::Push(Push {
+                stream: StreamName::Room("lobby".into()),
+                epoch: 9,
+                offset,
+                urgent: false,
+                payload: Bytes::from(payload::encode(offset, 64)),
+            })
+            .encode(&mut wire)
+            .unwrap();
+        }
+        let started = Instant::now();
+        let mut in_order = 0u64;
+        for chunk in wire.chunks(64 * 1024) {
+            ev.clear();
+            c.on_bytes(chunk, &mut out, &mut ev, t0, 0);
+            in_order += ev
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Event::Push {
+                            arrival: Arrival::InOrder,
+                            ..
+                        }
+                    )
+                })
+                .count() as u64;
+        }
+        let took = started.elapsed();
+        assert_eq!(in_order, PUSHES, "every PUSH recorded in order");
+        let t = &c.streams[0];
+        assert_eq!(t.ledger.received.len(), PUSHES);
+        assert_eq!((t.ledger.duplicates, t.ledger.holes()), (0, 0));
+        println!(
+            "{PUSHES} PUSHes: {:.1} ns each (wall clock, this process)",
+            took.as_nanos() as f64 / PUSHES as f64
+        );
     }
 }

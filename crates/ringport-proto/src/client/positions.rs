@@ -7,7 +7,6 @@
 //! WAKE_ACK announced is reported as a loss before the message is delivered:
 //! the application is never silently skipped past a hole.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
@@ -60,11 +59,77 @@ pub enum Verdict {
     Duplicate,
 }
 
-/// Every stream's position (looked up once per PUSH: foldhash, not SipHash — the keys are
-/// the server's stream names, and a session has few).
+/// Every stream's position, looked up once per PUSH. A session has few streams (its rooms,
+/// at most `max_rooms` from WELCOME, its inbox and the broadcast stream) and PUSHes come in
+/// runs of one stream, so a vector tried at the last stream found first beats a hash map:
+/// a hit compares one name's bytes instead of hashing it (issue 12: the fan-out bench's
+/// receive path); a miss compares lengths before bytes.
 #[derive(Debug, Default)]
 pub struct Positions {
-    streams: HashMap<StreamName, Position, foldhash::fast::RandomState>,
+    streams: StreamTable,
+}
+
+/// Stream → position, in a vector with the last found entry's index.
+#[derive(Debug, Default)]
+struct StreamTable {
+    entries: Vec<(StreamName, Position)>,
+    /// Index of the entry found last (may be past the end after a removal).
+    last: usize,
+}
+
+impl StreamTable {
+    fn index_of(&self, stream: &StreamName) -> Option<usize> {
+        if self
+            .entries
+            .get(self.last)
+            .is_some_and(|(s, _)| s == stream)
+        {
+            return Some(self.last);
+        }
+        self.entries.iter().position(|(s, _)| s == stream)
+    }
+
+    fn get_mut(&mut self, stream: &StreamName) -> Option<&mut Position> {
+        let i = self.index_of(stream)?;
+        self.last = i;
+        Some(&mut self.entries[i].1)
+    }
+
+    fn get(&self, stream: &StreamName) -> Option<&Position> {
+        self.index_of(stream).map(|i| &self.entries[i].1)
+    }
+
+    fn contains_key(&self, stream: &StreamName) -> bool {
+        self.index_of(stream).is_some()
+    }
+
+    /// Inserts a stream not in the table.
+    fn insert_new(&mut self, stream: StreamName, p: Position) -> &mut Position {
+        debug_assert!(!self.contains_key(&stream));
+        self.entries.push((stream, p));
+        self.last = self.entries.len() - 1;
+        &mut self.entries[self.last].1
+    }
+
+    fn get_or_insert(&mut self, stream: &StreamName, p: Position) -> &mut Position {
+        match self.index_of(stream) {
+            Some(i) => {
+                self.last = i;
+                &mut self.entries[i].1
+            }
+            None => self.insert_new(stream.clone(), p),
+        }
+    }
+
+    fn remove(&mut self, stream: &StreamName) {
+        if let Some(i) = self.index_of(stream) {
+            self.entries.swap_remove(i);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&StreamName, &Position)> {
+        self.entries.iter().map(|(s, p)| (s, p))
+    }
 }
 
 impl Positions {
@@ -72,7 +137,7 @@ impl Positions {
     /// the position if it is delivered.
     pub fn on_push(&mut self, stream: &StreamName, epoch: u32, offset: u64) -> Verdict {
         let Some(p) = self.streams.get_mut(stream) else {
-            self.streams.insert(
+            self.streams.insert_new(
                 stream.clone(),
                 Position {
                     epoch,
@@ -130,11 +195,14 @@ impl Positions {
             ResumeOutcome::EpochChanged => LossReason::EpochChanged,
         };
         let continue_at = r.missing_to;
-        let p = self.streams.entry(r.stream.clone()).or_insert(Position {
-            epoch: r.old_epoch,
-            last: 0,
-            announced: None,
-        });
+        let p = self.streams.get_or_insert(
+            &r.stream,
+            Position {
+                epoch: r.old_epoch,
+                last: 0,
+                announced: None,
+            },
+        );
         if reason == LossReason::EpochChanged || p.epoch != r.new_epoch {
             *p = Position {
                 epoch: r.new_epoch,
@@ -199,7 +267,7 @@ impl Positions {
         if self.streams.contains_key(stream) {
             return false;
         }
-        self.streams.insert(
+        self.streams.insert_new(
             stream.clone(),
             Position {
                 epoch,
@@ -247,6 +315,41 @@ mod tests {
 
     fn room() -> StreamName {
         StreamName::Room("r".into())
+    }
+
+    #[test]
+    fn interleaved_streams_keep_their_own_positions() {
+        let mut p = Positions::default();
+        let names: Vec<StreamName> = (0..70)
+            .map(|i| match i % 2 {
+                0 => StreamName::Room(format!("r{i}")),
+                _ => StreamName::User(format!("r{i}")),
+            })
+            .collect();
+        for offset in 1..=3 {
+            for s in &names {
+                assert_eq!(p.on_push(s, 1, offset), Verdict::Deliver, "{s} {offset}");
+            }
+        }
+        assert_eq!(p.on_push(&names[3], 1, 3), Verdict::Duplicate);
+        assert!(matches!(
+            p.on_push(&names[4], 1, 9),
+            Verdict::DeliverAfterLoss(Loss { missing, .. }) if missing == (4..9)
+        ));
+        // The same name as a room and as a user are two streams.
+        assert_eq!(p.get(&StreamName::Room("r1".into())), None);
+        assert_eq!(p.get(&names[1]), Some((1, 3)));
+        // Forgetting moves the last entry into the freed place, and the last-found index
+        // may point past the end: every other stream keeps its position.
+        p.forget(&names[69]);
+        p.forget(&names[0]);
+        assert!(!p.knows(&names[0]) && !p.knows(&names[69]));
+        for (i, s) in names.iter().enumerate().skip(1).take(68) {
+            let last = if i == 4 { 9 } else { 3 };
+            assert_eq!(p.get(s), Some((1, last)), "{s}");
+        }
+        assert!(p.start(&names[0], 2, 7));
+        assert_eq!(p.get(&names[0]), Some((2, 7)));
     }
 
     #[test]

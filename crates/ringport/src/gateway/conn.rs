@@ -4,6 +4,7 @@ use bytes::BytesMut;
 use ringport_io::ConnId;
 use ringport_proto::{Session, State};
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::auth::RoomGrants;
@@ -22,6 +23,13 @@ pub(crate) struct Joined {
 }
 
 /// What the gateway knows about one open connection.
+///
+/// One boxed `Conn` per connection (issue 16: a million of them): at most 248 bytes (240
+/// now), so that glibc's malloc serves it from a 256-byte chunk (256 bytes took a 272-byte
+/// one; docs/benchmarks.md, "The gateway's `Conn`, field by field"). The
+/// small facts are packed: yes/no facts in [`Flags`], the peer address as 16 bytes
+/// ([`PeerIp`]), the close code and the counted buffer size in the fewest bytes their ranges
+/// need, the joined rooms as an exact-size box.
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// The full id; the slot index alone is reused after close.
@@ -34,32 +42,38 @@ pub(crate) struct Conn {
     /// not even its header) while empty, compacted when it holds far more capacity than bytes
     /// (`GatewayHandler::on_data`).
     pub rx: Option<Box<BytesMut>>,
-    /// Capacity of `rx` as last counted in `ringport_receive_buffer_bytes`.
-    pub rx_counted: usize,
+    /// Capacity of `rx` plus the transport's held bytes as last counted in
+    /// `ringport_receive_buffer_bytes` ([`Conn::count_held`]). 32 bits are enough: `rx` holds
+    /// one incomplete frame (at most `protocol.max_payload` + 8 ≤ 16 MiB + 8, validated) and
+    /// is compacted once its capacity passes twice its bytes plus a receive's worth; the
+    /// transport holds one WebSocket frame header and one receive's unconsumed bytes, or TLS
+    /// records waiting for their rest (at most one record). Were it ever to pass 4 GiB, the
+    /// count saturates, and the same saturated value is subtracted later: the gauge
+    /// under-counts that one connection but never drifts.
+    pub rx_counted: u32,
     /// The token's user id (`None` for anonymous clients and before WELCOME), shared with
     /// the shard's user index, the per-user counts and the session registry.
     pub user: Option<Arc<str>>,
     /// What the token's `rooms` claim admits (nothing for anonymous clients, which may join
     /// any room through `anonymous`). The rest of the claims is not needed after WELCOME.
     pub grants: RoomGrants,
-    /// Set once authenticated anonymously: may join any room, has no inbox.
-    pub anonymous: bool,
-    /// Joined rooms; a handful per connection, so a vector beats a map.
-    pub rooms: Vec<Joined>,
+    /// Joined rooms; a handful per connection, so a slice beats a map.
+    pub rooms: JoinedRooms,
     /// Client publish rate limit.
     pub bucket: TokenBucket,
     /// JOIN/LEAVE rate limit (`limits.room_ops_*`).
     pub room_ops: TokenBucket,
     /// JOIN/LEAVE requests answered RATE_LIMITED since the last one allowed; a whole burst
-    /// of them closes the connection.
+    /// of them (`limits.room_ops_burst`, a `u32`) closes the connection.
     pub room_ops_refused: u32,
     /// Control frame rate limit (`limits.control_frames_*`).
     pub controls: TokenBucket,
-    /// The peer's address as counted in the per-IP table (`None`: not counted, e.g.
-    /// loopback or refused), released on close.
-    pub peer_ip: Option<std::net::IpAddr>,
-    /// Counted in the per-user table (released on close).
-    pub user_counted: bool,
+    /// The peer's address as counted in the per-IP table (not set: not counted, e.g.
+    /// loopback or refused), released on close. Read and written through
+    /// [`Conn::peer_ip`] and [`Conn::set_peer_ip`].
+    peer_ip: PeerIp,
+    /// Yes/no facts of this connection (see [`Flags`]).
+    pub flags: Flags,
     /// Highest offset of the user inbox stream delivered.
     pub user_last: u64,
     /// Highest offset of the broadcast stream delivered.
@@ -70,15 +84,11 @@ pub(crate) struct Conn {
     pub frames_in: u64,
     /// Session clock (ms) of the last inbound frame, for the missed-heartbeat count.
     pub last_rx_ms: u64,
-    /// Closed by `DELETE /v1/connections/{id}` (counted as `kicked`).
-    pub kicked: bool,
-    /// The protocol close reason the session chose, if it closed the connection itself.
-    pub close_code: Option<u16>,
-    /// Its send queue passed `engine.send_high_water`: it is being (or was) shed, and its close
-    /// counts as `slow_consumer`.
-    pub slow_consumer: bool,
-    /// `ctx.close` was called; the engine is draining it and `on_close` follows.
-    pub closing: bool,
+    /// The protocol close reason the session chose, if it closed the connection itself
+    /// (valid while [`Flags::CLOSE_CODE`] is set: every `u16` is a code a peer may send, so
+    /// none is free to mean "none"). Read and written through [`Conn::close_code`] and
+    /// [`Conn::set_close_code`].
+    close_code: u16,
     /// Session clock (ms) the engine timer is armed for; avoids re-arming an unchanged timer.
     pub timer_at: u64,
     /// Resume results, replayed history and live pushes behind them, not yet handed to the
@@ -86,9 +96,81 @@ pub(crate) struct Conn {
     pub replay: super::replay::ReplayQueue,
     /// Native, WebSocket or TLS (`gateway/transport.rs`), decided by the first bytes.
     pub transport: super::transport::Transport,
-    /// The first bytes have decided `transport` (before that it says `Native`); for TLS the
-    /// transport inside is decided later, by the first plaintext bytes (`TlsConn::sniffed`).
-    pub sniffed: bool,
+}
+
+bitflags::bitflags! {
+    /// A connection's yes/no facts, one bit each (six `bool`s and two `Option` tags took 8
+    /// bytes of padding-prone fields).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub(crate) struct Flags: u16 {
+        /// Authenticated anonymously: may join any room, has no inbox.
+        const ANONYMOUS = 1;
+        /// Counted in the per-user table (released on close).
+        const USER_COUNTED = 1 << 1;
+        /// Closed by `DELETE /v1/connections/{id}` (counted as `kicked`).
+        const KICKED = 1 << 2;
+        /// Its send queue passed `engine.send_high_water`: it is being (or was) shed, and its
+        /// close counts as `slow_consumer`.
+        const SLOW_CONSUMER = 1 << 3;
+        /// `ctx.close` was called; the engine is draining it and `on_close` follows.
+        const CLOSING = 1 << 4;
+        /// The first bytes have decided `transport` (before that it says `Native`); for TLS
+        /// the transport inside is decided later, by the first plaintext bytes
+        /// (`TlsConn::sniffed`).
+        const SNIFFED = 1 << 5;
+        /// `peer_ip` holds an address counted in the per-IP table.
+        const PEER_COUNTED = 1 << 6;
+        /// That address is IPv4 (its 4 bytes first in `peer_ip`).
+        const PEER_V4 = 1 << 7;
+        /// `close_code` holds the session's close reason.
+        const CLOSE_CODE = 1 << 8;
+    }
+}
+
+/// An IP address's bytes without its tag (16 bytes where `Option<IpAddr>` is 17; the tag is
+/// in [`Flags`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerIp([u8; 16]);
+
+/// The rooms a connection joined, as an exact-size box (16 bytes where a `Vec` is 24;
+/// JOIN and LEAVE resize it, and they are rate limited and bounded by `rooms.max_rooms_per_connection`).
+#[derive(Debug, Default)]
+pub(crate) struct JoinedRooms(Box<[Joined]>);
+
+impl JoinedRooms {
+    /// Adds `j` (the box grows by exactly one).
+    pub fn push(&mut self, j: Joined) {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.reserve_exact(1);
+        v.push(j);
+        self.0 = v.into_boxed_slice();
+    }
+
+    /// Removes the room at `i`, the last one taking its place (the box shrinks by one).
+    pub fn swap_remove(&mut self, i: usize) -> Joined {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        let j = v.swap_remove(i);
+        self.0 = v.into_boxed_slice();
+        j
+    }
+
+    /// All the rooms, leaving none.
+    pub fn take(&mut self) -> Vec<Joined> {
+        std::mem::take(&mut self.0).into_vec()
+    }
+}
+
+impl std::ops::Deref for JoinedRooms {
+    type Target = [Joined];
+    fn deref(&self) -> &[Joined] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for JoinedRooms {
+    fn deref_mut(&mut self) -> &mut [Joined] {
+        &mut self.0
+    }
 }
 
 impl Conn {
@@ -102,28 +184,91 @@ impl Conn {
             rx_counted: 0,
             user: None,
             grants: RoomGrants::none(),
-            anonymous: false,
-            rooms: Vec::new(),
+            rooms: JoinedRooms::default(),
             bucket,
             room_ops,
             room_ops_refused: 0,
             controls,
-            peer_ip: None,
-            user_counted: false,
+            peer_ip: PeerIp::default(),
+            flags: Flags::empty(),
             user_last: 0,
             broadcast_last: 0,
             gauge: Some(Gauge::Handshaking),
             frames_in: 0,
             last_rx_ms: now_ms,
-            kicked: false,
-            close_code: None,
-            slow_consumer: false,
-            closing: false,
+            close_code: 0,
             timer_at: u64::MAX,
             replay: super::replay::ReplayQueue::default(),
             transport: super::transport::Transport::Native,
-            sniffed: false,
         }
+    }
+
+    /// Whether flag `f` is set.
+    pub fn is(&self, f: Flags) -> bool {
+        self.flags.contains(f)
+    }
+
+    /// Sets flag `f`; `true` if it was not set before (the first `ctx.close`, say).
+    pub fn mark(&mut self, f: Flags) -> bool {
+        let first = !self.flags.contains(f);
+        self.flags.insert(f);
+        first
+    }
+
+    /// Clears flag `f`; `true` if it was set (a count to release, say).
+    pub fn unmark(&mut self, f: Flags) -> bool {
+        let was = self.flags.contains(f);
+        self.flags.remove(f);
+        was
+    }
+
+    /// The peer address counted in the per-IP table, if any.
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        if !self.is(Flags::PEER_COUNTED) {
+            return None;
+        }
+        let b = self.peer_ip.0;
+        Some(if self.is(Flags::PEER_V4) {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(b))
+        })
+    }
+
+    /// Records (`Some`) or forgets (`None`) the address counted in the per-IP table.
+    pub fn set_peer_ip(&mut self, ip: Option<IpAddr>) {
+        self.flags.remove(Flags::PEER_COUNTED | Flags::PEER_V4);
+        self.peer_ip = PeerIp::default();
+        match ip {
+            Some(IpAddr::V4(a)) => {
+                self.peer_ip.0[..4].copy_from_slice(&a.octets());
+                self.flags.insert(Flags::PEER_COUNTED | Flags::PEER_V4);
+            }
+            Some(IpAddr::V6(a)) => {
+                self.peer_ip.0 = a.octets();
+                self.flags.insert(Flags::PEER_COUNTED);
+            }
+            None => {}
+        }
+    }
+
+    /// The protocol close reason the session chose, if it closed the connection itself.
+    pub fn close_code(&self) -> Option<u16> {
+        self.is(Flags::CLOSE_CODE).then_some(self.close_code)
+    }
+
+    /// Records the close reason the session chose.
+    pub fn set_close_code(&mut self, code: u16) {
+        self.close_code = code;
+        self.flags.insert(Flags::CLOSE_CODE);
+    }
+
+    /// Records `held` bytes (receive buffer plus transport) as counted now; returns the
+    /// count before and after, for `ringport_receive_buffer_bytes` (see `rx_counted`).
+    pub fn count_held(&mut self, held: usize) -> (usize, usize) {
+        let before = self.rx_counted as usize;
+        self.rx_counted = u32::try_from(held).unwrap_or(u32::MAX);
+        (before, self.rx_counted as usize)
     }
 
     /// The receive reassembly buffer, allocated on first use.
@@ -228,6 +373,112 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conn() -> Conn {
+        let session = Session::new(Arc::new(ringport_proto::SessionConfig::default()), 0);
+        Conn::new(
+            ConnId::from_u64(1),
+            session,
+            [TokenBucket::full(1, 0); 3],
+            0,
+        )
+    }
+
+    #[test]
+    fn conn_fits_a_256_byte_malloc_chunk() {
+        // One boxed `Conn` per connection (issue 16). glibc's malloc adds 8 bytes and rounds
+        // to 16: 248 bytes take a 256-byte chunk, 256 bytes took 272. A million connections
+        // save 16 MB; anything added here past 248 costs them back.
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 248, "Conn grew to {size} bytes");
+    }
+
+    #[test]
+    fn peer_ip_keeps_each_family_exactly() {
+        let mut c = conn();
+        assert_eq!(c.peer_ip(), None);
+        for ip in [
+            "10.1.2.3",
+            "0.0.0.0",
+            "::1",
+            "::ffff:10.1.2.3",
+            "2001:db8::7",
+            "::",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            c.set_peer_ip(Some(ip));
+            assert_eq!(c.peer_ip(), Some(ip), "{ip}");
+        }
+        // An IPv4 address and its IPv6-mapped form stay apart (the per-IP table keys them
+        // apart).
+        c.set_peer_ip(Some("10.1.2.3".parse().unwrap()));
+        assert!(c.peer_ip().unwrap().is_ipv4());
+        c.set_peer_ip(None);
+        assert_eq!(c.peer_ip(), None);
+        assert!(!c.is(Flags::PEER_V4) && !c.is(Flags::PEER_COUNTED));
+    }
+
+    #[test]
+    fn close_code_keeps_every_u16_and_none() {
+        let mut c = conn();
+        assert_eq!(c.close_code(), None);
+        for code in [0, 1, 4000, u16::MAX] {
+            c.set_close_code(code);
+            assert_eq!(c.close_code(), Some(code));
+        }
+    }
+
+    #[test]
+    fn flags_mark_and_unmark_once() {
+        let mut c = conn();
+        assert!(c.mark(Flags::CLOSING), "first close");
+        assert!(!c.mark(Flags::CLOSING), "already closing");
+        assert!(c.is(Flags::CLOSING) && !c.is(Flags::KICKED));
+        assert!(!c.unmark(Flags::USER_COUNTED));
+        c.mark(Flags::USER_COUNTED);
+        assert!(c.unmark(Flags::USER_COUNTED), "released once");
+        assert!(!c.unmark(Flags::USER_COUNTED));
+        assert!(c.is(Flags::CLOSING), "other flags untouched");
+    }
+
+    #[test]
+    fn held_count_saturates_consistently() {
+        let mut c = conn();
+        assert_eq!(c.count_held(4096), (0, 4096));
+        assert_eq!(c.count_held(100), (4096, 100));
+        // Beyond 32 bits (cannot happen: see `rx_counted`) the count saturates, and what is
+        // added is what is later subtracted.
+        let huge = u32::MAX as usize + 10;
+        let (_, added) = c.count_held(huge);
+        assert_eq!(added, u32::MAX as usize);
+        assert_eq!(c.count_held(0), (added, 0));
+    }
+
+    #[test]
+    fn joined_rooms_are_exact_size() {
+        let mut c = conn();
+        let room = |n: &str, pos| Joined {
+            room: Arc::from(n),
+            pos,
+            last: 0,
+        };
+        for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
+            c.rooms.push(room(n, i));
+            assert_eq!(c.rooms.len(), i + 1);
+        }
+        assert_eq!(c.joined("b"), Some(1));
+        assert_eq!(&*c.rooms.swap_remove(0).room, "a");
+        assert_eq!(
+            c.joined("c"),
+            Some(0),
+            "the last took the removed one's place"
+        );
+        c.rooms[0].last = 7;
+        let all = c.rooms.take();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].last, 7);
+        assert!(c.rooms.is_empty());
+    }
 
     #[test]
     fn bucket_allows_burst_then_rate() {

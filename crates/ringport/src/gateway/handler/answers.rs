@@ -2,6 +2,7 @@
 //! with `http::ask_all` and merges the answers).
 
 use super::GatewayHandler;
+use crate::gateway::conn::Flags;
 use crate::gateway::control::ShardCounts;
 use crate::http::{ConnectionInfo, ConnectionState, RoomMember};
 use crate::metrics::ConnState;
@@ -108,15 +109,14 @@ impl GatewayHandler {
         let Some(mut c) = self.take(id) else {
             return false;
         };
-        let open = !c.closing;
+        let open = !c.is(Flags::CLOSING);
         if open {
-            c.kicked = true;
+            c.mark(Flags::KICKED);
             let now = self.shared.clock.ms(ctx.now());
             let text = reason.unwrap_or("disconnected by the operator");
             c.session.close(CloseReason::POLICY, text, now);
             self.pump(ctx, &mut c, now);
-            if !c.closing {
-                c.closing = true;
+            if c.mark(Flags::CLOSING) {
                 ctx.close(id, EngineReason::App(CloseReason::POLICY.0));
             }
         }

@@ -6,7 +6,7 @@ use ringport_io::Ctx;
 use ringport_proto::{CloseReason, Frame};
 
 use super::GatewayHandler;
-use crate::gateway::conn::{Conn, TokenBucket};
+use crate::gateway::conn::{Conn, Flags, TokenBucket};
 use crate::metrics::{limits::hit, Limit};
 
 impl GatewayHandler {
@@ -36,7 +36,7 @@ impl GatewayHandler {
             return;
         };
         match peers.admit(ip, now) {
-            Ok(()) => c.peer_ip = Some(ip),
+            Ok(()) => c.set_peer_ip(Some(ip)),
             Err(refusal) => {
                 refusal.count();
                 c.session.close(CloseReason::POLICY, &refusal.text(), now);
@@ -60,7 +60,7 @@ impl GatewayHandler {
                 if let (Some(bus), Some(_)) = (bus, here) {
                     bus.user_count_changed(user);
                 }
-                c.user_counted = true;
+                c.mark(Flags::USER_COUNTED);
                 true
             }
             Err(refusal) => {
@@ -73,17 +73,18 @@ impl GatewayHandler {
 
     /// A HELLO failed authentication: spends one of its address's failure tokens.
     pub(super) fn auth_failed(&self, c: &Conn, now: u64) {
-        if let Some(ip) = c.peer_ip {
+        if let Some(ip) = c.peer_ip() {
             self.shared.peers.auth_failed(ip, now);
         }
     }
 
     /// The connection closed: its counts are released.
     pub(super) fn release_admission(&self, c: &mut Conn) {
-        if let Some(ip) = c.peer_ip.take() {
+        if let Some(ip) = c.peer_ip() {
+            c.set_peer_ip(None);
             self.shared.peers.release(ip);
         }
-        if std::mem::take(&mut c.user_counted) {
+        if c.unmark(Flags::USER_COUNTED) {
             if let Some(user) = c.user() {
                 let here = self.shared.user_counts.release(user);
                 if let (Some(bus), Some(_)) = (self.shared.cluster.as_deref(), here) {

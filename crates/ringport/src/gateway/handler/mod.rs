@@ -23,7 +23,7 @@ use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
-use super::conn::{Conn, Joined};
+use super::conn::{Conn, Flags, Joined};
 use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
@@ -132,9 +132,9 @@ impl GatewayHandler {
             self.rec.state_change(c.gauge, gauge);
             c.gauge = gauge;
         }
-        if c.session.state() == State::Closed && !c.closing {
+        if c.session.state() == State::Closed && !c.is(Flags::CLOSING) {
             // Closed without an `Event::Closed` of ours pending (drain deadline passed).
-            c.closing = true;
+            c.mark(Flags::CLOSING);
             ctx.close(c.id, EngineReason::Local);
         }
         match c.session.poll_timeout() {
@@ -154,7 +154,7 @@ impl GatewayHandler {
             } if self.refuse_resume(c, &r, now) => {}
             Event::Hello { token, resume, .. } => match self.authenticate(&token) {
                 Ok(claims) => {
-                    c.anonymous = claims.is_none();
+                    c.flags.set(Flags::ANONYMOUS, claims.is_none());
                     if let Some(cl) = claims {
                         // One copy of the user id, shared by the connection, the shard's
                         // user index, the per-user counts and the session registry.
@@ -295,15 +295,14 @@ impl GatewayHandler {
                 if !self.ws_closed(ctx, c, reason, by_peer) {
                     // Our WebSocket Close is out; the peer's answer (or the session's drain
                     // deadline, in `pump`) closes the transport.
-                    c.close_code = Some(reason.0);
+                    c.set_close_code(reason.0);
                     return;
                 }
-                if !c.closing {
-                    c.closing = true;
+                if c.mark(Flags::CLOSING) {
                     let engine_reason = if by_peer {
                         EngineReason::PeerClosed
                     } else {
-                        c.close_code = Some(reason.0);
+                        c.set_close_code(reason.0);
                         EngineReason::App(reason.0)
                     };
                     ctx.close(c.id, engine_reason);
@@ -384,7 +383,7 @@ impl GatewayHandler {
                 let Some(mut c) = h.take(old) else {
                     return;
                 };
-                if !c.closing {
+                if !c.is(Flags::CLOSING) {
                     crate::metrics::limits::hit(
                         crate::metrics::Limit::SessionReplaced,
                         1,
@@ -397,8 +396,7 @@ impl GatewayHandler {
                         now,
                     );
                     h.pump(ctx, &mut c, now);
-                    if !c.closing {
-                        c.closing = true;
+                    if c.mark(Flags::CLOSING) {
                         ctx.close(old, EngineReason::App(CloseReason::REPLACED.0));
                     }
                 }
@@ -449,7 +447,7 @@ impl GatewayHandler {
             // Already a member: everything after what it was handed follows.
             return Ok((self.shared.sink.epoch(), c.rooms[i].last));
         }
-        let allowed = c.anonymous || c.grants.may_join(room);
+        let allowed = c.is(Flags::ANONYMOUS) || c.grants.may_join(room);
         if !allowed {
             return Err(Status::FORBIDDEN);
         }
@@ -461,9 +459,8 @@ impl GatewayHandler {
             .sink
             .position(&StreamName::Room(room.to_owned()), wall);
         let (room, pos) = self.rooms.join(room, c.id);
-        // Exact: a connection joins a handful of rooms, and a vector grown by doubling would
-        // reserve four entries at the first JOIN.
-        c.rooms.reserve_exact(1);
+        // Exact (`JoinedRooms`): a connection joins a handful of rooms, and a vector grown by
+        // doubling would reserve four entries at the first JOIN.
         c.rooms.push(Joined {
             room,
             pos,
@@ -524,10 +521,10 @@ impl GatewayHandler {
     }
 
     fn close_cause(c: &Conn, reason: EngineReason) -> CloseCause {
-        if c.kicked {
+        if c.is(Flags::KICKED) {
             return CloseCause::Kicked;
         }
-        if c.slow_consumer {
+        if c.is(Flags::SLOW_CONSUMER) {
             return CloseCause::SlowConsumer;
         }
         let by_code = |code: u16| match CloseReason(code) {
@@ -540,7 +537,7 @@ impl GatewayHandler {
             CloseReason::GOING_AWAY => CloseCause::Shutdown,
             _ => CloseCause::Local,
         };
-        match (reason, c.close_code) {
+        match (reason, c.close_code()) {
             (EngineReason::SlowConsumer, _) => CloseCause::SlowConsumer,
             (_, Some(code)) => by_code(code),
             (EngineReason::App(code), None) => by_code(code),
@@ -575,7 +572,10 @@ impl GatewayHandler {
         let stream = point.stream;
         let (allowed, new_room) = match &stream {
             StreamName::Room(r) if r == BROADCAST_ROOM => (true, false),
-            StreamName::Room(r) => (c.anonymous || c.grants.may_join(r), c.joined(r).is_none()),
+            StreamName::Room(r) => (
+                c.is(Flags::ANONYMOUS) || c.grants.may_join(r),
+                c.joined(r).is_none(),
+            ),
             StreamName::User(u) => (c.user() == Some(u.as_str()), false),
         };
         let refused = if !ringport_proto::is_valid_name(stream.name()) {
@@ -640,7 +640,6 @@ impl GatewayHandler {
                 Some(i) => c.rooms[i].last = c.rooms[i].last.max(tail),
                 None => {
                     let (room, pos) = self.rooms.join(&r, c.id);
-                    c.rooms.reserve_exact(1);
                     c.rooms.push(Joined {
                         room,
                         pos,
@@ -792,8 +791,7 @@ fn account_sent(
                 lost += 1;
             }
             rec.dropped(DropReason::SlowConsumer, lost);
-            if !c.slow_consumer {
-                c.slow_consumer = true;
+            if c.mark(Flags::SLOW_CONSUMER) {
                 let id = c.id;
                 ctx.handle()
                     .run(id.shard(), move |h: &mut GatewayHandler, ctx| {
@@ -823,6 +821,7 @@ impl GatewayHandler {
             None => c.rx_mut().extend_from_slice(data),
         }
         let websocket = self.shared.websocket.as_ref();
+        let sniffed = c.is(Flags::SNIFFED);
         let rx = c.rx.get_or_insert_with(Box::default);
         let decided = match c.transport.tls_mut() {
             Some(t) if !t.sniffed => Transport::sniff(rx, websocket).map(|p| {
@@ -830,9 +829,9 @@ impl GatewayHandler {
                 t.sniffed = true;
             }),
             Some(_) => Some(()),
-            None if !c.sniffed => Transport::sniff(rx, websocket).map(|p| {
+            None if !sniffed => Transport::sniff(rx, websocket).map(|p| {
                 c.transport = p;
-                c.sniffed = true;
+                c.flags.insert(Flags::SNIFFED);
             }),
             None => Some(()),
         };
@@ -871,7 +870,7 @@ impl Handler for GatewayHandler {
             return;
         };
         let now = self.now_ms(ctx);
-        if !c.sniffed && c.rx_len() == 0 && !self.tls_sniff(ctx, &mut c, data) {
+        if !c.is(Flags::SNIFFED) && c.rx_len() == 0 && !self.tls_sniff(ctx, &mut c, data) {
             // A plaintext connection on a TLS-only port: closed, nothing read.
         } else if c.transport.tls().is_some() {
             self.tls_input(ctx, &mut c, data, now);
@@ -879,8 +878,8 @@ impl Handler for GatewayHandler {
             self.plain_input(ctx, &mut c, data, now);
         }
         let held = c.rx_capacity() + c.transport.held();
-        self.rec.receive_buffer(c.rx_counted, held);
-        c.rx_counted = held;
+        let (before, now_held) = c.count_held(held);
+        self.rec.receive_buffer(before, now_held);
         self.pump(ctx, &mut c, now);
         self.put(c);
     }
@@ -905,11 +904,11 @@ impl Handler for GatewayHandler {
             crate::metrics::websocket::closed();
         }
         self.tls_closed(&c);
-        self.rec.receive_buffer(c.rx_counted, 0);
+        self.rec.receive_buffer(c.rx_counted as usize, 0);
         if c.gauge.is_some() {
             self.rec.state_change(c.gauge, None);
         }
-        for j in std::mem::take(&mut c.rooms) {
+        for j in c.rooms.take() {
             self.leave_index(&j);
         }
         if let Some(user) = &c.user {

@@ -6,6 +6,8 @@ use super::GatewayHandler;
 use crate::gateway::overload::CHECK_EVERY_MS;
 use crate::metrics::{limits::hit, Limit};
 use ringport_io::{CloseReason as EngineReason, ConnId, Ctx};
+
+use crate::gateway::conn::Flags;
 use ringport_proto::{CloseReason, State};
 
 /// The most a TLS connection being shed may still have queued for its CLOSE to wait behind
@@ -78,7 +80,7 @@ impl GatewayHandler {
 
     /// Not closing yet: a candidate for shedding.
     fn sheddable(c: &crate::gateway::conn::Conn) -> bool {
-        !c.closing && !matches!(c.session.state(), State::Draining | State::Closed)
+        !c.is(Flags::CLOSING) && !matches!(c.session.state(), State::Draining | State::Closed)
     }
 
     /// Closes `c` to free its memory now and still tell it why. Its backlog cannot reach it
@@ -105,8 +107,8 @@ impl GatewayHandler {
             // waits for it would keep the memory until the linger ends. The session's own
             // frames still waiting go with it.
             while c.session.poll_transmit().is_some() {}
-            c.closing = true;
-            c.close_code = Some(CloseReason::POLICY.0);
+            c.mark(Flags::CLOSING);
+            c.set_close_code(CloseReason::POLICY.0);
             ctx.abort(c.id, EngineReason::App(CloseReason::POLICY.0));
             return;
         } else {

@@ -13,7 +13,7 @@ use ringport_io::{CloseReason as EngineReason, ConnId, Ctx, Handler, SendError};
 use ringport_proto::CloseReason;
 
 use super::GatewayHandler;
-use crate::gateway::conn::Conn;
+use crate::gateway::conn::{Conn, Flags};
 use crate::gateway::tls::{SealError, TlsConn};
 use crate::gateway::transport::Transport;
 use crate::metrics::tls as tls_metrics;
@@ -107,14 +107,14 @@ impl GatewayHandler {
         let Some(acceptor) = self.shared.tls.as_ref() else {
             return true;
         };
-        if c.closing {
+        if c.is(Flags::CLOSING) {
             return false;
         }
         if data.first() == Some(&HANDSHAKE_RECORD) {
             match TlsConn::new(acceptor.config()) {
                 Ok(t) => {
                     c.transport = Transport::tls_over(t);
-                    c.sniffed = true;
+                    c.mark(Flags::SNIFFED);
                     tls_metrics::opened();
                     return true;
                 }
@@ -127,8 +127,8 @@ impl GatewayHandler {
         } else {
             tls_metrics::plaintext_refused();
         }
-        c.closing = true;
-        c.close_code = Some(CloseReason::POLICY.0);
+        c.mark(Flags::CLOSING);
+        c.set_close_code(CloseReason::POLICY.0);
         ctx.close(c.id, EngineReason::App(CloseReason::POLICY.0));
         false
     }
@@ -144,7 +144,7 @@ impl GatewayHandler {
         now: u64,
     ) {
         let id = c.id;
-        if c.closing {
+        if c.is(Flags::CLOSING) {
             // Failed (or closed by the gateway): what else arrives is not read.
             return;
         }
@@ -176,9 +176,8 @@ impl GatewayHandler {
         if let Some(e) = got.error {
             tls_metrics::error(tls_metrics::error_label(&e));
             tracing::debug!(conn = %id, error = %e, "TLS connection failed");
-            if !c.closing {
-                c.closing = true;
-                c.close_code = Some(CloseReason::PROTOCOL_ERROR.0);
+            if c.mark(Flags::CLOSING) {
+                c.set_close_code(CloseReason::PROTOCOL_ERROR.0);
                 ctx.close(id, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
             }
         } else if !plain.is_empty() {
@@ -201,7 +200,7 @@ impl GatewayHandler {
             return;
         };
         tls_metrics::closed();
-        if !t.handshaken && c.close_code == Some(CloseReason::HANDSHAKE_TIMEOUT.0) {
+        if !t.handshaken && c.close_code() == Some(CloseReason::HANDSHAKE_TIMEOUT.0) {
             tls_metrics::handshake_timeout();
         }
     }

@@ -13,7 +13,7 @@ use ringport_ws::handshake::{self, ServerConfig};
 use ringport_ws::{close_payload, encode_frame, CloseCode, Error as WsError, Incoming, OpCode};
 
 use super::{emit_copy, GatewayHandler};
-use crate::gateway::conn::Conn;
+use crate::gateway::conn::{Conn, Flags};
 use crate::gateway::transport::{self, WsConn};
 use crate::metrics::websocket as ws_metrics;
 
@@ -155,8 +155,7 @@ impl GatewayHandler {
         ws.error = Some((code, text.clone()));
         if ws.close_sent {
             // Waiting for the peer's Close after ours, and it broke the protocol instead.
-            if !c.closing {
-                c.closing = true;
+            if c.mark(Flags::CLOSING) {
                 ctx.close(c.id, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
             }
             return;
