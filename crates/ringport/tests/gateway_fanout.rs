@@ -12,15 +12,32 @@ fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// `n` welcomed clients, each joined to `room`.
+fn joined_clients(server: &TestServer, n: usize, room: &str) -> Vec<Client> {
+    let mut clients: Vec<Client> = (0..n).map(|_| server.welcomed("")).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.join(i as u32, room), Status::OK);
+    }
+    clients
+}
+
+/// POSTs payloads `m0`..`m{n-1}` to `path` in order; the answers' bodies.
+fn push_numbered(server: &TestServer, path: &str, n: u64) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            let r = server.http("POST", path, &format!(r#"{{"payload":"m{i}"}}"#));
+            assert_eq!(r.status, 200, "{}", r.body);
+            json(&r.body)
+        })
+        .collect()
+}
+
 #[test]
 fn thousand_room_pushes_reach_two_hundred_clients_once_in_order() {
     const CLIENTS: usize = 200;
     const PUSHES: u64 = 1_000;
     let server = TestServer::start(test_config());
-    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.welcomed("")).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        assert_eq!(c.join(i as u32, "big"), Status::OK);
-    }
+    let mut clients = joined_clients(&server, CLIENTS, "big");
 
     // Connections landed on both shards (the shard is the top byte of the id).
     let info = json(&server.http("GET", "/v1/rooms/big?sample=1000", "").body);
@@ -33,14 +50,8 @@ fn thousand_room_pushes_reach_two_hundred_clients_once_in_order() {
         .collect();
     assert_eq!(shards, BTreeSet::from([0, 1]), "both shards serve members");
 
-    for i in 0..PUSHES {
-        let r = server.http(
-            "POST",
-            "/v1/push/room/big?wait=delivered",
-            &format!(r#"{{"payload":"m{i}"}}"#),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(json(&r.body)["recipients"], CLIENTS as u64);
+    for answer in push_numbered(&server, "/v1/push/room/big?wait=delivered", PUSHES) {
+        assert_eq!(answer["recipients"], CLIENTS as u64);
     }
     let mut epoch = None;
     for c in &mut clients {
@@ -76,18 +87,8 @@ fn a_fan_out_past_the_send_budget_leaves_over_several_turns_whole_and_in_order()
     // 8 sends per turn: every push to 60 members (about 30 per shard) spans turns.
     config.engine.max_sends_per_turn = 8;
     let server = TestServer::start(config);
-    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| server.welcomed("")).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        assert_eq!(c.join(i as u32, "wide"), Status::OK);
-    }
-    for i in 0..PUSHES {
-        let r = server.http(
-            "POST",
-            "/v1/push/room/wide",
-            &format!(r#"{{"payload":"m{i}"}}"#),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    let mut clients = joined_clients(&server, CLIENTS, "wide");
+    push_numbered(&server, "/v1/push/room/wide", PUSHES);
     for c in &mut clients {
         for i in 0..PUSHES {
             let p = c.push();
