@@ -325,18 +325,23 @@ fn with_the_broker_gone_local_delivery_goes_on_and_drops_are_counted() {
     let broker = Broker::start(Some(port));
     a.wait_metric("ringport_cluster_connected{node=\"a\"} 1");
     b.wait_metric("ringport_cluster_connected{node=\"b\"} 1");
-    // Re-subscription is the client's: poll with fresh pushes until one crosses.
+    // Re-subscription is the client's: poll with fresh pushes until one crosses to each
+    // member. A push may arrive after the PONG that follows it (it goes round the broker),
+    // so one sent in an earlier round counts too.
     let deadline = Instant::now() + WAIT;
     let mut i = 0;
+    let (mut got_a, mut got_b) = (false, false);
     loop {
         push(&a, "/v1/push/room/r", &format!("after{i}"));
         // The stream's owner may be b: then a's own members get it once it went round.
         let got = |c: &mut Client| {
-            c.until_pong(1000 + i).iter().any(
-                |f| matches!(f, Frame::Push(p) if p.payload[..] == *format!("after{i}").as_bytes()),
-            )
+            c.until_pong(1000 + i)
+                .iter()
+                .any(|f| matches!(f, Frame::Push(p) if p.payload.starts_with(b"after")))
         };
-        if got(&mut on_a) & got(&mut on_b) {
+        got_a |= got(&mut on_a);
+        got_b |= got(&mut on_b);
+        if got_a && got_b {
             break;
         }
         assert!(
@@ -455,6 +460,11 @@ fn a_frozen_broker_is_told_to_publishers_and_a_remote_resume_gets_the_gap() {
 /// Freezes the broker for ~5 s under client PUBLISHes on node a; with `recovery`, also checks
 /// that messages cross again after SIGCONT and that a client cut from b resumes with a GAP.
 fn frozen_broker(recovery: bool) {
+    // The nodes' log lines (info and up) go to the test's captured output: shown on failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("ringport=info")
+        .with_test_writer()
+        .try_init();
     let broker = Broker::start(None);
     // Interest routing, so re-subscribing after the freeze is what makes messages cross.
     let tweak = |c: &mut Config| {
@@ -552,14 +562,15 @@ fn frozen_broker(recovery: bool) {
     broker.signal("-CONT");
     a.wait_metric("ringport_cluster_connected{node=\"a\"} 1");
     b.wait_metric("ringport_cluster_connected{node=\"b\"} 1");
-    let crossed = until_crossed(&mut keep_b, &mut seq, |seq| {
+    let both = || format!("a: {}; b: {}", cluster_lines(&a), cluster_lines(&b));
+    let crossed = until_crossed(&mut keep_b, &mut seq, both, |seq| {
         let payload = format!("after{seq}");
         publish_answer(&mut publisher, room, seq, &payload);
         payload
     });
     // The room joined while cut off is served too (b subscribed to it on reconnect).
     let mut late_b = late_b.unwrap();
-    until_crossed(&mut late_b, &mut seq, |_| {
+    until_crossed(&mut late_b, &mut seq, both, |_| {
         push(&a, &format!("/v1/push/room/{late}"), "late");
         "late".to_owned()
     });
@@ -596,25 +607,40 @@ fn frozen_broker(recovery: bool) {
     }
 }
 
-/// Sends with `send(seq)` (which returns the payload sent) until `c` receives that payload,
-/// every 100 ms for at most [`WAIT`]; the PUSH that crossed.
+/// Sends with `send(seq)` (which returns the payload sent) every 100 ms until `c` receives
+/// one of the payloads sent, for at most [`WAIT`]; the PUSH that crossed. A payload may arrive
+/// after the PONG that follows it (crossing takes two bridges and the broker; the PONG one
+/// shard), so a payload sent earlier counts too. On failure the panic message carries the
+/// other pushes seen and `state()` (the nodes' cluster metrics).
 fn until_crossed(
     c: &mut Client,
     seq: &mut u64,
+    state: impl Fn() -> String,
     mut send: impl FnMut(u64) -> String,
 ) -> ringport_proto::Push {
     let deadline = Instant::now() + WAIT;
+    let mut sent = Vec::new();
+    let mut other = Vec::new();
     loop {
-        let payload = send(*seq);
+        sent.push(send(*seq));
         let seen = c.until_pong(*seq);
         *seq += 1;
-        if let Some(p) = seen.into_iter().find_map(|f| match f {
-            Frame::Push(p) if p.payload[..] == *payload.as_bytes() => Some(p),
-            _ => None,
-        }) {
-            return p;
+        for f in seen {
+            if let Frame::Push(p) = f {
+                if sent.iter().any(|s| p.payload[..] == *s.as_bytes()) {
+                    return p;
+                }
+                other.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
         }
-        assert!(Instant::now() < deadline, "{payload:?} never crossed");
+        assert!(
+            Instant::now() < deadline,
+            "none of {} payloads ({:?} to {:?}) crossed; other pushes seen: {other:?}; {}",
+            sent.len(),
+            sent.first(),
+            sent.last(),
+            state()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
