@@ -18,6 +18,18 @@ BENCH_ARGS=${BENCH_ARGS:-}
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# round_order ROUND LIST...: LIST as given, or reversed in even rounds when SWAP is set (so
+# no system always runs first in a round on a shared machine).
+round_order() {
+    local round=$1
+    shift
+    if [[ -n "${SWAP:-}" ]] && ((round % 2 == 0)); then
+        printf '%s\n' "$@" | tac | tr '\n' ' '
+    else
+        echo "$@"
+    fi
+}
+
 # gateway_run_defaults NAME: what the gateway-population benchmarks (bench-attacks.sh,
 # bench-limits-cost.sh) share, each overridable from the environment: DURATION and WARMUP
 # (seconds per run), SUBS (subscribers), the auth secret server and bench use, and OUT (the

@@ -17,7 +17,10 @@
 # BATCH_WINDOW (default 0) is every ringport server's rooms.batch_window_ms, given with --set
 # (which outranks RINGPORT_ROOMS__BATCH_WINDOW_MS in the environment).
 #
-# SYSTEMS (run in this order in every round):
+# SWAP=1 reverses the order of SYSTEMS in every even round, so neither always runs first
+# (on a shared machine the first and the last system of a round see different neighbours).
+#
+# SYSTEMS (run in this order in every round, or reversed in even rounds with SWAP=1):
 #   ringport         ringport serve --workers 1, publisher PUBLISHER (http: admin API, pipelined)
 #   ringport-epoll   the same on the epoll backend (--io-backend epoll); also reported as the
 #                    ratio ringport-epoll/ringport
@@ -172,7 +175,7 @@ for RATE in $RATES; do
     echo "## $RATE msg/s ($((SUBS * RATE / ROOMS)) deliveries/s offered), systems: $SYSTEMS"
     for round in $(seq "$ROUNDS"); do
         echo "  round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
-        for sys in $SYSTEMS; do
+        for sys in $(round_order "$round" $SYSTEMS); do
             start_system "$sys"
             f="$OUT/$sys-$RATE-$round.json"
             if ! timeout "${BENCH_TIMEOUT:-300}" taskset -c "$CLIENT_CPU" "$BENCH_BIN" fanout \

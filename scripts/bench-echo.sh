@@ -36,11 +36,7 @@ echo "# kernel $(uname -r), $(nproc) cpus, results in $OUT"
 for conns in $CONNS; do
     for round in $(seq "$ROUNDS"); do
         echo "# conns=$conns round=$round load average $(cut -d' ' -f1-3 /proc/loadavg)"
-        order=$SERVERS
-        if [[ -n "${SWAP:-}" ]] && ((round % 2 == 0)); then
-            order=$(printf '%s\n' $SERVERS | tac | tr '\n' ' ')
-        fi
-        for server in $order; do
+        for server in $(round_order "$round" $SERVERS); do
             start_server "$server" "$PORT"
             file="$OUT/$server-c$conns-r$round.json"
             bench echo --target "$SERVER_ADDR" --connections "$conns" --size "$SIZE" --depth "$DEPTH" \
