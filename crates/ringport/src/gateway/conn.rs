@@ -17,9 +17,57 @@ pub(crate) struct Joined {
     pub room: Arc<str>,
     /// Position of this connection in the shard's member list of the room (O(1) leave).
     pub pos: usize,
-    /// Highest offset of `room:<room>` handed to the session; lower or equal ones are
-    /// duplicates and dropped.
-    pub last: u64,
+    /// The last offset of `room:<room>` handed to the session ([`Position`]).
+    pub last: Position,
+}
+
+/// Where a connection stands in one stream: the last offset handed to its session and the
+/// epoch that offset belongs to. A live delivery at or below it *in the same epoch* is a
+/// duplicate (replayed history overlapping live traffic) and dropped; an offset of another
+/// epoch is always new: a stream that moved to another node of a cluster goes on in a new
+/// epoch, and its offsets may start below what this connection was handed of the old one
+/// (docs/architecture.md, "Owner crashed").
+///
+/// One `u64`, so a connection pays nothing for the epoch: the epoch as a 16-bit tag (its
+/// halves folded) above a 48-bit offset. Two epochs with the same tag (1 in 65,536)
+/// compare as one, which is the offset-only rule; an offset past 2^48 − 1 (2.8 × 10^14
+/// messages in one epoch of one stream) is kept as 2^48 − 1, so every later one is new:
+/// neither can hide a message that was never handed over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Position(u64);
+
+impl Position {
+    const OFFSET_MASK: u64 = (1 << 48) - 1;
+
+    /// Both halves of the epoch folded into 16 bits: epochs are random (`random_epoch`), and
+    /// two that differ in only one half never share a tag.
+    fn tag(epoch: u32) -> u64 {
+        u64::from((epoch ^ (epoch >> 16)) & 0xFFFF) << 48
+    }
+
+    /// Handed `offset` of `epoch`.
+    pub fn at(epoch: u32, offset: u64) -> Position {
+        Position(Self::tag(epoch) | offset.min(Self::OFFSET_MASK))
+    }
+
+    /// The last offset handed over (in its epoch).
+    pub fn offset(self) -> u64 {
+        self.0 & Self::OFFSET_MASK
+    }
+
+    /// Whether `offset` of `epoch` was not handed over yet: a later offset of the same
+    /// epoch, or any offset of another.
+    pub fn admits(self, epoch: u32, offset: u64) -> bool {
+        self.0 & !Self::OFFSET_MASK != Self::tag(epoch) || offset > self.offset()
+    }
+
+    /// Moves to a snapshot's tail `(epoch, tail)` (resume, JOIN, WELCOME): the higher of
+    /// the two in the same epoch, the snapshot's in another.
+    pub fn raise(&mut self, epoch: u32, tail: u64) {
+        if self.admits(epoch, tail) {
+            *self = Position::at(epoch, tail);
+        }
+    }
 }
 
 /// What the gateway knows about one open connection.
@@ -74,10 +122,10 @@ pub(crate) struct Conn {
     peer_ip: PeerIp,
     /// Yes/no facts of this connection (see [`Flags`]).
     pub flags: Flags,
-    /// Highest offset of the user inbox stream delivered.
-    pub user_last: u64,
-    /// Highest offset of the broadcast stream delivered.
-    pub broadcast_last: u64,
+    /// The user inbox stream's last offset handed over.
+    pub user_last: Position,
+    /// The broadcast stream's last offset handed over.
+    pub broadcast_last: Position,
     /// Where this connection is counted in `ringport_connections_open` (`None`: closing).
     pub gauge: Option<Gauge>,
     /// Frames received (for the connections API).
@@ -191,8 +239,8 @@ impl Conn {
             controls,
             peer_ip: PeerIp::default(),
             flags: Flags::empty(),
-            user_last: 0,
-            broadcast_last: 0,
+            user_last: Position::default(),
+            broadcast_last: Position::default(),
             gauge: Some(Gauge::Handshaking),
             frames_in: 0,
             last_rx_ms: now_ms,
@@ -460,7 +508,7 @@ mod tests {
         let room = |n: &str, pos| Joined {
             room: Arc::from(n),
             pos,
-            last: 0,
+            last: Position::default(),
         };
         for (i, n) in ["a", "b", "c"].into_iter().enumerate() {
             c.rooms.push(room(n, i));
@@ -473,11 +521,43 @@ mod tests {
             Some(0),
             "the last took the removed one's place"
         );
-        c.rooms[0].last = 7;
+        c.rooms[0].last = Position::at(1, 7);
         let all = c.rooms.take();
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0].last, 7);
+        assert_eq!(all[0].last.offset(), 7);
         assert!(c.rooms.is_empty());
+    }
+
+    #[test]
+    fn a_position_drops_what_its_epoch_handed_over_and_admits_every_other_epoch() {
+        let mut p = Position::at(7, 100);
+        assert!(
+            !p.admits(7, 99) && !p.admits(7, 100),
+            "duplicates in its epoch"
+        );
+        assert!(p.admits(7, 101));
+        assert!(
+            p.admits(9, 1) && p.admits(9, 91),
+            "another epoch: always new"
+        );
+        // A snapshot in the same epoch only moves it up; in another it replaces it.
+        p.raise(7, 50);
+        assert_eq!(p, Position::at(7, 100));
+        p.raise(7, 120);
+        assert_eq!(p, Position::at(7, 120));
+        p.raise(9, 91);
+        assert_eq!(p, Position::at(9, 91));
+        assert!(!p.admits(9, 91) && p.admits(9, 92) && p.admits(7, 50));
+        // Offsets past 48 bits saturate: nothing above is ever taken for a duplicate.
+        let top = Position::at(9, u64::MAX);
+        assert_eq!(top.offset(), (1 << 48) - 1);
+        assert!(top.admits(9, 1 << 48) && top.admits(9, u64::MAX));
+        // Epochs that differ in one half only never share a tag.
+        for half in [0, 16] {
+            let tags: std::collections::HashSet<u64> =
+                (0..65_536u32).map(|e| Position::tag(e << half)).collect();
+            assert_eq!(tags.len(), 65_536);
+        }
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub(crate) struct Delivery {
     /// The stream it was numbered on; says who receives it (a room's members, a user's
     /// connections, or everyone for the broadcast stream `room:*`).
     pub stream: StreamName,
+    /// The epoch it was numbered in (another node's, for a stream that node owns).
+    pub epoch: u32,
     pub offset: u64,
     /// The encoded PUSH frame, shared by every recipient.
     pub frame: Bytes,
@@ -347,6 +349,7 @@ impl Shared {
         };
         let d = Arc::new(Delivery {
             stream: stream.clone(),
+            epoch,
             offset,
             frame,
             class,

@@ -118,6 +118,15 @@ impl Replay {
         }
     }
 
+    /// The epoch of [`Replay::tail`]: the one delivery continues in (`asked_epoch`, the
+    /// resume entry's, when the stream resumed in it).
+    pub fn epoch(&self, asked_epoch: u32) -> u32 {
+        match self {
+            Replay::Resumed { .. } => asked_epoch,
+            Replay::NotRecovered { epoch, .. } => *epoch,
+        }
+    }
+
     /// Keeps only the newest frames that fit in `budget` bytes (and takes them out of it).
     /// If any had to go, the outcome becomes (or stays) NOT_RECOVERED with the skipped
     /// offsets added to the missing range: for the client the skipped messages are a GAP,

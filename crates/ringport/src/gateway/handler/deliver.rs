@@ -30,7 +30,7 @@ use ringport_io::{ConnId, Ctx};
 use ringport_proto::{PushClass, PushOutcome, StreamName};
 
 use super::{send_frames, transmit, GatewayHandler};
-use crate::gateway::conn::Conn;
+use crate::gateway::conn::{Conn, Position};
 use crate::gateway::publish::Delivery;
 use crate::gateway::replay::{record_offer, Pending};
 use crate::gateway::BROADCAST_ROOM;
@@ -40,7 +40,7 @@ use crate::metrics::ConnState as Gauge;
 const MAX_RUN_BYTES: usize = 64 * 1024;
 
 /// How many messages from the start of `ds` form one run (at least 1): consecutive
-/// messages of the first one's stream, up to [`MAX_RUN_BYTES`] of frames.
+/// messages of the first one's stream and epoch, up to [`MAX_RUN_BYTES`] of frames.
 fn run_len(ds: &[Arc<Delivery>]) -> usize {
     let Some(first) = ds.first() else {
         return 0;
@@ -49,7 +49,7 @@ fn run_len(ds: &[Arc<Delivery>]) -> usize {
     ds.iter()
         .take_while(|d| {
             bytes += d.frame.len();
-            d.stream == first.stream && bytes <= MAX_RUN_BYTES
+            d.stream == first.stream && d.epoch == first.epoch && bytes <= MAX_RUN_BYTES
         })
         .count()
         .max(1)
@@ -122,9 +122,9 @@ enum RunOffer {
     None,
 }
 
-/// The per-connection "last delivered offset" of `stream`, or `None` if `c` does not
-/// receive it (not joined).
-fn last_offset<'a>(c: &'a mut Conn, stream: &StreamName) -> Option<&'a mut u64> {
+/// Where `c` stands in `stream` (its last offset handed over, [`Position`]), or `None` if
+/// `c` does not receive it (not joined).
+fn last_offset<'a>(c: &'a mut Conn, stream: &StreamName) -> Option<&'a mut Position> {
     match stream {
         StreamName::User(_) => Some(&mut c.user_last),
         StreamName::Room(room) if room != BROADCAST_ROOM => {
@@ -244,10 +244,11 @@ impl GatewayHandler {
         let Some(last) = last_offset(c, &run[0].stream) else {
             return RunOffer::None;
         };
-        if !passes || *last >= run[0].offset {
+        if !passes || !last.admits(run[0].epoch, run[0].offset) {
             return RunOffer::Each;
         }
-        *last = run[run.len() - 1].offset;
+        let end = &run[run.len() - 1];
+        *last = Position::at(end.epoch, end.offset);
         let bytes = joined.bytes(ws == Some(true));
         send_frames(ctx, &mut self.rec, c, bytes, run.len() as u64);
         RunOffer::Whole
@@ -310,10 +311,10 @@ impl GatewayHandler {
         let Some(last) = last_offset(c, &d.stream) else {
             return false;
         };
-        if d.offset <= *last {
+        if !last.admits(d.epoch, d.offset) {
             return false; // already delivered (replay overlapping live traffic)
         }
-        *last = d.offset;
+        *last = Position::at(d.epoch, d.offset);
         if !c.replay.is_empty() {
             // Behind the replay still going out (gateway/replay.rs): keeps the wire order.
             c.replay.push_back(Pending::Live(Arc::clone(d)));

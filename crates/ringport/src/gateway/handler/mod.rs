@@ -23,7 +23,7 @@ use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
-use super::conn::{Conn, Flags, Joined};
+use super::conn::{Conn, Flags, Joined, Position};
 use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
 use super::rooms::{RoomIndex, UserIndex};
@@ -202,13 +202,13 @@ impl GatewayHandler {
                         }
                         None => (self.shared.sink.epoch(), 0),
                     };
-                    c.user_last = c.user_last.max(inbox_tail);
+                    c.user_last.raise(epoch, inbox_tail);
                     // Likewise the broadcast stream: the connection receives it once it is
                     // active (this turn), so offsets above this tail reach it live.
                     let broadcast = StreamName::Room(BROADCAST_ROOM.to_owned());
                     let (broadcast_epoch, broadcast_tail) =
                         self.shared.sink.position(&broadcast, wall);
-                    c.broadcast_last = c.broadcast_last.max(broadcast_tail);
+                    c.broadcast_last.raise(broadcast_epoch, broadcast_tail);
                     let params = WelcomeParams {
                         session_id,
                         epoch,
@@ -444,8 +444,11 @@ impl GatewayHandler {
             return Err(Status::INVALID);
         }
         if let Some(i) = c.joined(room) {
-            // Already a member: everything after what it was handed follows.
-            return Ok((self.shared.sink.epoch(), c.rooms[i].last));
+            // Already a member: everything after what it was handed follows, in the epoch
+            // the stream is in now.
+            let stream = StreamName::Room(room.to_owned());
+            let (epoch, _) = self.shared.sink.position(&stream, wall);
+            return Ok((epoch, c.rooms[i].last.offset()));
         }
         let allowed = c.is(Flags::ANONYMOUS) || c.grants.may_join(room);
         if !allowed {
@@ -464,7 +467,7 @@ impl GatewayHandler {
         c.rooms.push(Joined {
             room,
             pos,
-            last: tail,
+            last: Position::at(epoch, tail),
         });
         Ok((epoch, tail))
     }
@@ -616,7 +619,7 @@ impl GatewayHandler {
         }
         c.replay
             .push_back(Pending::Result(replay.resume_result(&stream, point.epoch)));
-        let tail = replay.tail();
+        let (epoch, tail) = (replay.epoch(point.epoch), replay.tail());
         let frames = replay.into_frames();
         let (class, kind) = if stream.is_user() {
             (PushClass::Direct, DeliveryKind::User)
@@ -633,21 +636,19 @@ impl GatewayHandler {
             });
         }
         match stream {
-            StreamName::Room(r) if r == BROADCAST_ROOM => {
-                c.broadcast_last = c.broadcast_last.max(tail)
-            }
+            StreamName::Room(r) if r == BROADCAST_ROOM => c.broadcast_last.raise(epoch, tail),
             StreamName::Room(r) => match c.joined(&r) {
-                Some(i) => c.rooms[i].last = c.rooms[i].last.max(tail),
+                Some(i) => c.rooms[i].last.raise(epoch, tail),
                 None => {
                     let (room, pos) = self.rooms.join(&r, c.id);
                     c.rooms.push(Joined {
                         room,
                         pos,
-                        last: tail,
+                        last: Position::at(epoch, tail),
                     });
                 }
             },
-            StreamName::User(_) => c.user_last = c.user_last.max(tail),
+            StreamName::User(_) => c.user_last.raise(epoch, tail),
         }
     }
 
