@@ -117,9 +117,16 @@ pub struct EngineConfig {
     pub recv_buffer_size: u32,
     /// Provided receive buffers per shard (power of two, at most 32,768). The kernel cycles
     /// through all of them (FIFO), so every buffer becomes resident once traffic has passed:
-    /// this is the shard's fixed receive memory (`recv_buffers * recv_buffer_size`).
+    /// this is the shard's receive memory (`recv_buffers * recv_buffer_size`) until a quiet
+    /// spell trims it ([`EngineConfig::recv_buffer_trim`]).
     /// Default 1024 (4 MiB per shard).
     pub recv_buffers: u16,
+    /// Give the receive buffers' memory back to the kernel (`madvise(MADV_DONTNEED)`) once a
+    /// shard has had no receive for this long: an idle shard then holds none of it, and the
+    /// next receives fault in fresh pages. Only rings set up with DEFER_TASKRUN are trimmed
+    /// (the first descriptor table's on Linux 6.1+), never a buffer that is lent. Counted in
+    /// `ShardStats::recv_buffer_trimmed_bytes`. `None`: never. Default 1 s.
+    pub recv_buffer_trim: Option<Duration>,
     /// Queued bytes per connection before the slow-consumer policy applies; at most
     /// `u32::MAX` (a queue counts its bytes in a `u32`). Default 4 MiB.
     pub send_high_water: usize,
@@ -170,6 +177,7 @@ impl Default for EngineConfig {
             ring_entries: 4096,
             recv_buffer_size: 4096,
             recv_buffers: 1024,
+            recv_buffer_trim: Some(Duration::from_secs(1)),
             send_high_water: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
             max_sends_per_turn: 128,

@@ -83,6 +83,10 @@ pub(crate) struct Core<H: crate::Handler> {
     tick_ns: u64,
     idle_ticks: Option<u64>,
     linger_ticks: u64,
+    /// When the receive buffers are trimmed unless a receive comes first
+    /// (`EngineConfig::recv_buffer_trim` after the last receive that used a buffer); `None`
+    /// while nothing was received since the last trim.
+    pub trim_at: Option<Instant>,
     /// Connections open on this shard (counted from accept or connect to the start of
     /// their close).
     pub open: usize,
@@ -113,6 +117,7 @@ impl<H: crate::Handler> Core<H> {
             shard,
             idle_ticks: cfg.idle_timeout.map(ticks),
             linger_ticks: ticks(cfg.close_linger),
+            trim_at: None,
             driver,
             slots: Vec::new(),
             free: Vec::new(),

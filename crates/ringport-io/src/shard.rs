@@ -189,7 +189,15 @@ impl<H: Handler> Shard<H> {
             || !self.core.rearm.is_empty()
             || self.shutting_down.is_some()
             || matches!(self.core.accept, Accept::Backoff(_));
-        timed.then_some(self.core.cfg.timer_tick)
+        let tick = timed.then_some(self.core.cfg.timer_tick);
+        // A quiet shard wakes up to trim its receive buffers.
+        match self.core.trim_at {
+            Some(at) => {
+                let left = at.saturating_duration_since(self.core.now);
+                Some(tick.map_or(left, |t| t.min(left)))
+            }
+            None => tick,
+        }
     }
 
     /// The second half of a loop turn, after the wait returned at `now`: completions, inbox,
@@ -204,12 +212,15 @@ impl<H: Handler> Shard<H> {
         let mut batch = std::mem::take(&mut self.completions);
         self.core.driver.drain(&mut batch);
         self.core.sh.stats.completions.add(batch.len() as u64);
+        let mut received = false;
         for c in &batch {
+            received |= c.buf.is_some();
             self.dispatch(*c);
         }
         batch.clear();
         self.completions = batch;
         self.core.driver.publish_buffers();
+        self.trim_when_quiet(received, now);
 
         if self.core.sh.has_mail() {
             self.drain_inbox();
@@ -226,6 +237,31 @@ impl<H: Handler> Shard<H> {
         }
         self.deliver_closes();
         self.shutdown_progress()
+    }
+
+    /// Trims the receive buffers once no receive has used one for
+    /// `EngineConfig::recv_buffer_trim`: right after the turn's completions were drained and
+    /// handled and its buffers returned, before anything else may enter the ring (the driver
+    /// checks that it can prove the trim safe, and declines otherwise: tried again after
+    /// another quiet interval). One comparison per turn otherwise.
+    fn trim_when_quiet(&mut self, received: bool, now: Instant) {
+        let Some(quiet) = self.core.cfg.recv_buffer_trim else {
+            return;
+        };
+        if received {
+            self.core.trim_at = Some(now + quiet);
+            return;
+        }
+        if self.core.trim_at.is_none_or(|at| now < at) {
+            return;
+        }
+        match self.core.driver.trim_recv_buffers() {
+            Some(bytes) => {
+                self.core.trim_at = None;
+                self.core.sh.stats.recv_buffer_trimmed_bytes.add(bytes);
+            }
+            None => self.core.trim_at = Some(now + quiet),
+        }
     }
 
     fn dispatch(&mut self, c: Completion) {

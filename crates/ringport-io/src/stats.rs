@@ -91,6 +91,9 @@ pub struct ShardStats {
     pub send_batch_msgs: Counter,
     /// Times the receive buffer ring ran dry (ENOBUFS) and a connection waited for buffers.
     pub bufring_exhausted: Counter,
+    /// Resident bytes of receive buffers given back to the kernel after the shard had been
+    /// quiet for `EngineConfig::recv_buffer_trim`.
+    pub recv_buffer_trimmed_bytes: Counter,
     /// Receive operations armed. A multishot receive stays armed across completions, so this
     /// grows by one per connection; anything beyond that is a re-arm (the kernel ended the
     /// receive: ENOBUFS, a full completion queue, an error). On epoll also one per connection.
@@ -157,6 +160,7 @@ impl ShardStats {
             send_batch: std::array::from_fn(|i| self.send_batch[i].get()),
             send_batch_msgs: self.send_batch_msgs.get(),
             bufring_exhausted: self.bufring_exhausted.get(),
+            recv_buffer_trimmed_bytes: self.recv_buffer_trimmed_bytes.get(),
             recv_arms: self.recv_arms.get(),
             kernel_enters: self.kernel_enters.get(),
             cq_overflows: self.cq_overflows.get(),
@@ -193,6 +197,7 @@ pub struct StatsSnapshot {
     pub send_batch: [u64; SEND_BATCH_BUCKETS],
     pub send_batch_msgs: u64,
     pub bufring_exhausted: u64,
+    pub recv_buffer_trimmed_bytes: u64,
     pub recv_arms: u64,
     pub kernel_enters: u64,
     pub cq_overflows: u64,
@@ -232,6 +237,7 @@ impl StatsSnapshot {
             }
             t.send_batch_msgs += s.send_batch_msgs;
             t.bufring_exhausted += s.bufring_exhausted;
+            t.recv_buffer_trimmed_bytes += s.recv_buffer_trimmed_bytes;
             t.recv_arms += s.recv_arms;
             t.kernel_enters += s.kernel_enters;
             t.cq_overflows += s.cq_overflows;

@@ -61,6 +61,12 @@ impl Heartbeat {
         self.interval_ms
     }
 
+    /// When the last inbound frame arrived (or the heartbeat started, or its interval
+    /// changed).
+    pub(crate) fn last_rx(&self) -> u64 {
+        self.last_rx
+    }
+
     fn after(&self, intervals: u32) -> u64 {
         self.last_rx
             .saturating_add(u64::from(intervals).saturating_mul(u64::from(self.interval_ms)))

@@ -159,6 +159,9 @@ pub struct EngineSettings {
     pub ring_entries: u32,
     pub recv_buffer_size: u32,
     pub recv_buffers: u32,
+    /// Give the receive buffers' memory back to the kernel after a shard had no receive for
+    /// this long; 0 = never.
+    pub recv_buffer_trim_ms: u64,
     pub send_high_water: u64,
     /// Most connections a shard starts a send for in one loop turn (the rest wait for the
     /// next turns, so a big fan-out never holds the shard for long).
@@ -185,6 +188,7 @@ impl Default for EngineSettings {
             ring_entries: 4096,
             recv_buffer_size: 4096,
             recv_buffers: 1024,
+            recv_buffer_trim_ms: 1_000,
             send_high_water: 4 * 1024 * 1024,
             max_sends_per_turn: 128,
             close_linger_ms: 2_000,
@@ -205,6 +209,9 @@ impl EngineSettings {
     }
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
+    }
+    pub fn recv_buffer_trim(&self) -> Option<Duration> {
+        (self.recv_buffer_trim_ms > 0).then(|| Duration::from_millis(self.recv_buffer_trim_ms))
     }
     pub fn timer_tick(&self) -> Duration {
         Duration::from_millis(self.timer_tick_ms)
@@ -660,6 +667,12 @@ impl Config {
         )?;
         in_range("engine.close_linger_ms", e.close_linger_ms, 0, 600_000)?;
         in_range("engine.idle_timeout_ms", e.idle_timeout_ms, 0, 86_400_000)?;
+        in_range(
+            "engine.recv_buffer_trim_ms",
+            e.recv_buffer_trim_ms,
+            0,
+            86_400_000,
+        )?;
         in_range("engine.timer_tick_ms", e.timer_tick_ms, 1, 1_000)?;
         in_range("engine.accept_backoff_ms", e.accept_backoff_ms, 1, 60_000)?;
         in_range(

@@ -109,6 +109,7 @@ impl Gateway for EchoGateway {
                     kernel_enters: e.kernel_enters,
                     recv_arms: e.recv_arms,
                     cq_overflows: e.cq_overflows,
+                    recv_buffer_trimmed_bytes: e.recv_buffer_trimmed_bytes,
                 })
                 .collect(),
             io_backend: self.handle.backend().name(),

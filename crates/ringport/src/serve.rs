@@ -103,6 +103,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         ring_entries: e.ring_entries,
         recv_buffer_size: e.recv_buffer_size,
         recv_buffers: u16::try_from(e.recv_buffers).unwrap_or(32_768),
+        recv_buffer_trim: e.recv_buffer_trim(),
         send_high_water: usize::try_from(e.send_high_water).unwrap_or(usize::MAX),
         slow_consumer: ringport_io::SlowConsumerPolicy::Close,
         max_sends_per_turn: e.max_sends_per_turn,
@@ -242,7 +243,14 @@ mod tests {
         assert_eq!(e.recv_buffers, 1024);
         assert_eq!(e.listen, Some(c.server.listen));
         assert_eq!(e.idle_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            e.recv_buffer_trim,
+            Some(Duration::from_secs(1)),
+            "the default"
+        );
         e.validate().unwrap();
+        c.engine.recv_buffer_trim_ms = 0;
+        assert_eq!(engine_config(&c).recv_buffer_trim, None, "0 = never");
     }
 
     #[test]

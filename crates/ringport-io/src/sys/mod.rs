@@ -36,6 +36,8 @@
 //!   caller borrows ([`Driver::buffer`]) and returns ([`Driver::recycle`]) before the next
 //!   wait. No buffer is held for a connection between receives. When the backend has no free
 //!   buffer a receive ends with `-ENOBUFS`, and the caller re-arms it once buffers returned.
+//!   A backend may give the memory of buffers that hold nothing to read back to the kernel
+//!   ([`Driver::trim_recv_buffers`]); a lent buffer is never touched.
 //! - **Sends.** At most one send per socket is in flight (the caller's rule). The memory a
 //!   send, connect or doorbell read points at stays valid until its last completion, also
 //!   when cancelled; a backend may read it at any time until then.
@@ -214,6 +216,18 @@ pub(crate) trait Driver: Send {
     /// has nothing to count (the fake).
     fn kernel_counters(&self) -> KernelCounters {
         KernelCounters::default()
+    }
+
+    /// Gives the memory of receive buffers that hold nothing anyone will read back to the
+    /// kernel. The shard calls it after [`Driver::drain`] and [`Driver::publish_buffers`] of
+    /// a turn, before its next wait, once no receive has delivered a buffer for
+    /// `EngineConfig::recv_buffer_trim`. Returns the resident bytes released, or `None` when
+    /// it cannot prove that safe now (a buffer lent, completions not harvested yet): the shard
+    /// then tries again after another quiet interval. Backends whose buffers do not become
+    /// resident by cycling (epoll's pool reuses the last returned buffer first; the fake)
+    /// release nothing.
+    fn trim_recv_buffers(&mut self) -> Option<u64> {
+        Some(0)
     }
 }
 

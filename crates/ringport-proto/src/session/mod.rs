@@ -203,6 +203,12 @@ impl Session {
         self.heartbeat.interval_ms()
     }
 
+    /// The `now` of the last frame [`Session::handle_frame`] took before draining (or of the
+    /// session's start, before any): every heartbeat deadline counts from it.
+    pub fn last_rx_ms(&self) -> u64 {
+        self.heartbeat.last_rx()
+    }
+
     /// Decodes and handles every complete frame at the front of `buf`.
     ///
     /// Leaves an incomplete trailing frame in `buf` for the next call. A

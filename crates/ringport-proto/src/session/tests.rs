@@ -237,6 +237,27 @@ fn heartbeat_numbers_are_configurable_and_any_frame_is_liveness() {
 }
 
 #[test]
+fn last_rx_ms_is_the_time_of_the_last_frame_taken() {
+    // The gateway counts missed heartbeats from it (`ringport_heartbeats_missed_total`).
+    let mut s = Session::new(config(), 7);
+    assert_eq!(s.last_rx_ms(), 7, "the start, before any frame");
+    s.handle_frame(hello(), 50);
+    assert_eq!(s.last_rx_ms(), 50);
+    s.accept(params(), 60).unwrap();
+    s.handle_frame(Frame::Ping { nonce: 1 }, 95_000);
+    assert_eq!(s.last_rx_ms(), 95_000);
+    s.handle_frame(
+        Frame::Sleep {
+            interval_ms: 120_000,
+        },
+        96_000,
+    );
+    assert_eq!(s.last_rx_ms(), 96_000);
+    s.handle_frame(Frame::Wake, 400_000);
+    assert_eq!(s.last_rx_ms(), 400_000);
+}
+
+#[test]
 fn ping_is_answered_with_pong() {
     let mut s = established(config(), 0);
     s.handle_frame(Frame::Ping { nonce: 99 }, 5);

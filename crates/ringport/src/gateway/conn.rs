@@ -72,9 +72,10 @@ impl Position {
 
 /// What the gateway knows about one open connection.
 ///
-/// One boxed `Conn` per connection (issue 16: a million of them): at most 248 bytes (240
-/// now), so that glibc's malloc serves it from a 256-byte chunk (256 bytes took a 272-byte
-/// one; docs/benchmarks.md, "The gateway's `Conn`, field by field"). The
+/// One boxed `Conn` per connection (issue 16: a million of them): at most 232 bytes (232
+/// now), so that glibc's malloc serves it from a 240-byte chunk (240 bytes took a 256-byte
+/// one, 256 bytes a 272-byte one; docs/benchmarks.md, "The gateway's `Conn`, field by
+/// field"). The
 /// small facts are packed: yes/no facts in [`Flags`], the peer address as 16 bytes
 /// ([`PeerIp`]), the close code and the counted buffer size in the fewest bytes their ranges
 /// need, the joined rooms as an exact-size box.
@@ -128,10 +129,9 @@ pub(crate) struct Conn {
     pub broadcast_last: Position,
     /// Where this connection is counted in `ringport_connections_open` (`None`: closing).
     pub gauge: Option<Gauge>,
-    /// Frames received (for the connections API).
+    /// Frames received (for the connections API). The time of the last one, for the
+    /// missed-heartbeat count, is the session's ([`Session::last_rx_ms`]).
     pub frames_in: u64,
-    /// Session clock (ms) of the last inbound frame, for the missed-heartbeat count.
-    pub last_rx_ms: u64,
     /// The protocol close reason the session chose, if it closed the connection itself
     /// (valid while [`Flags::CLOSE_CODE`] is set: every `u16` is a code a peer may send, so
     /// none is free to mean "none"). Read and written through [`Conn::close_code`] and
@@ -222,7 +222,7 @@ impl std::ops::DerefMut for JoinedRooms {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, session: Session, buckets: [TokenBucket; 3], now_ms: u64) -> Conn {
+    pub fn new(id: ConnId, session: Session, buckets: [TokenBucket; 3]) -> Conn {
         let [bucket, room_ops, controls] = buckets;
         Conn {
             id,
@@ -243,7 +243,6 @@ impl Conn {
             broadcast_last: Position::default(),
             gauge: Some(Gauge::Handshaking),
             frames_in: 0,
-            last_rx_ms: now_ms,
             close_code: 0,
             timer_at: u64::MAX,
             replay: super::replay::ReplayQueue::default(),
@@ -424,21 +423,17 @@ mod tests {
 
     fn conn() -> Conn {
         let session = Session::new(Arc::new(ringport_proto::SessionConfig::default()), 0);
-        Conn::new(
-            ConnId::from_u64(1),
-            session,
-            [TokenBucket::full(1, 0); 3],
-            0,
-        )
+        Conn::new(ConnId::from_u64(1), session, [TokenBucket::full(1, 0); 3])
     }
 
     #[test]
-    fn conn_fits_a_256_byte_malloc_chunk() {
+    fn conn_fits_a_240_byte_malloc_chunk() {
         // One boxed `Conn` per connection (issue 16). glibc's malloc adds 8 bytes and rounds
-        // to 16: 248 bytes take a 256-byte chunk, 256 bytes took 272. A million connections
-        // save 16 MB; anything added here past 248 costs them back.
+        // to 16: 232 bytes take a 240-byte chunk, 240 bytes took 256 and 256 took 272. A
+        // million connections save 16 MB per step; anything added here past 232 costs them
+        // back.
         let size = std::mem::size_of::<Conn>();
-        assert!(size <= 248, "Conn grew to {size} bytes");
+        assert!(size <= 232, "Conn grew to {size} bytes");
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct ShardLoop {
     pub recv_arms: u64,
     /// Loop turns that found a completion queue overflowed (per ring; 0 on epoll).
     pub cq_overflows: u64,
+    /// Resident receive-buffer bytes given back to the kernel (`engine.recv_buffer_trim_ms`).
+    pub recv_buffer_trimmed_bytes: u64,
 }
 
 /// Everything `/metrics` shows, summed over shards.
@@ -429,7 +431,7 @@ impl MetricsSnapshot {
                 l.descriptor_tables,
             );
         }
-        let per_shard: [(&str, &str, ShardValue); 3] = [
+        let per_shard: [(&str, &str, ShardValue); 4] = [
             (
                 "ringport_shard_kernel_enters_total",
                 "Calls into the kernel to submit or wait per shard: io_uring_enter on every ring, or epoll_wait on epoll (whose sends and receives are system calls of their own).",
@@ -444,6 +446,11 @@ impl MetricsSnapshot {
                 "ringport_shard_cq_overflows_total",
                 "Loop turns that found an io_uring completion queue overflowed, per ring; 0 on epoll. Growing means engine.ring_entries is too small.",
                 |l| l.cq_overflows,
+            ),
+            (
+                "ringport_shard_recv_buffer_trimmed_bytes_total",
+                "Resident bytes of io_uring receive buffers a shard gave back to the kernel (madvise) after engine.recv_buffer_trim_ms without a receive; 0 on epoll.",
+                |l| l.recv_buffer_trimmed_bytes,
             ),
         ];
         for (name, help, value) in per_shard {

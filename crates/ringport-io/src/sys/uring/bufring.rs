@@ -4,6 +4,11 @@
 //! so an idle connection holds no receive memory — the io_uring form of IOCP's zero-byte
 //! receive. The shard hands the filled buffer to its handler and puts it back right after
 //! (`recycle`), publishing the new tail once per batch of completions.
+//!
+//! The kernel takes buffers in ring order (FIFO), so every buffer becomes resident once
+//! `count` receives have passed, however few are in use at a time. [`BufRing::trim`] gives
+//! their pages back (`MADV_DONTNEED`) when the shard has been quiet; the driver decides when
+//! that is safe (see `UringDriver::trim_recv_buffers`).
 
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -54,6 +59,17 @@ impl Mapping {
     }
 }
 
+/// The system's page size.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: ptr/len are exactly what mmap returned; nothing uses the region after drop:
@@ -81,6 +97,12 @@ pub(crate) struct BufRing {
     lent: u16,
     /// Free buffers set aside for re-armed receives since the last publish.
     reserved: u16,
+    /// A completion handed us a buffer since the last [`BufRing::trim`]: pages may be
+    /// resident again.
+    touched: bool,
+    /// `mincore` output for the buffer mapping (one byte per page), allocated at the first
+    /// trim.
+    residency: Vec<u8>,
 }
 
 impl BufRing {
@@ -100,6 +122,8 @@ impl BufRing {
             published: 0,
             lent: 0,
             reserved: 0,
+            touched: false,
+            residency: Vec::new(),
         };
         // SAFETY: the ring mapping is page aligned, holds `count` entries and stays mapped
         // until after the ring (and with it this registration) is gone — see Driver's field
@@ -149,6 +173,67 @@ impl BufRing {
     /// A completion handed us one of the ring's buffers.
     pub fn lent_one(&mut self) {
         self.lent = self.lent.saturating_add(1);
+        self.touched = true;
+    }
+
+    /// Buffers handed to us by completions and not recycled yet.
+    pub fn lent(&self) -> u16 {
+        self.lent
+    }
+
+    /// A completion handed us a buffer since the last trim.
+    pub fn touched(&self) -> bool {
+        self.touched
+    }
+
+    /// Bytes of the buffer mapping resident in memory (`mincore`).
+    pub fn resident_bytes(&mut self) -> io::Result<u64> {
+        let page = page_size();
+        let pages = self.bufs.len.div_ceil(page);
+        self.residency.resize(pages, 0);
+        // SAFETY: `bufs.ptr` is page aligned (from mmap) and `bufs.len` bytes of it are
+        // mapped while `self` lives; `residency` has one byte for each of those pages, which
+        // is what the kernel writes.
+        let r = unsafe {
+            libc::mincore(
+                self.bufs.ptr.cast(),
+                self.bufs.len,
+                self.residency.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let resident = self.residency.iter().filter(|&&b| b & 1 != 0).count();
+        Ok((resident * page) as u64)
+    }
+
+    /// Gives the pages of every buffer back to the kernel (`MADV_DONTNEED`: the next write
+    /// into one, by the kernel's receive copy, finds a fresh zero-filled page). Returns the
+    /// resident bytes released.
+    ///
+    /// # Safety
+    /// No buffer may hold bytes anyone will still read, and the kernel must not write into
+    /// any of them until this returns: no buffer lent (`lent() == 0`), every completion that
+    /// carried one of them harvested and handled, and no kernel copy into them possible
+    /// before the caller's next `io_uring_enter` on this ring (the ring set up with
+    /// DEFER_TASKRUN, no enter since the completions were harvested). The caller's driver
+    /// checks this (`UringDriver::trim_recv_buffers`).
+    pub unsafe fn trim(&mut self) -> io::Result<u64> {
+        debug_assert_eq!(self.lent, 0);
+        let resident = self.resident_bytes()?;
+        // SAFETY: the range is exactly the buffer mapping (page aligned, mapped while `self`
+        // lives). No Rust reference into it exists: a slice from `get` lives only until its
+        // buffer is recycled, and none is lent (the caller's contract). The kernel does not
+        // write into it during the call (the caller's contract), and any later write just
+        // faults in a zero page. MADV_DONTNEED on a private anonymous mapping keeps the
+        // mapping valid and makes its pages read as zeros: the bytes were all consumed.
+        let r = unsafe { libc::madvise(self.bufs.ptr.cast(), self.bufs.len, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.touched = false;
+        Ok(resident)
     }
 
     /// Sets a buffer aside for a receive re-armed now, if one is free: neither lent to us

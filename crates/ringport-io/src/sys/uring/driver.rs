@@ -70,6 +70,12 @@ struct Table {
     /// Entries holding a socket (from the accept or socket completion that filled one to
     /// the close that empties it).
     used: u32,
+    /// The ring runs its task work only inside its own `io_uring_enter` (DEFER_TASKRUN, with
+    /// SINGLE_ISSUER): the condition for trimming its buffers (`trim_recv_buffers`).
+    defer_taskrun: bool,
+    /// An `io_uring_enter` on this ring since its completion queue was last drained: the
+    /// kernel may have written buffers whose completions are not harvested yet.
+    entered: bool,
 }
 
 impl Table {
@@ -341,6 +347,7 @@ impl UringDriver {
             }
             // Not enough room: hand what we have to the kernel and retry.
             self.enters += 1;
+            self.tables[t].entered = true;
             match self.tables[t].ring.submit() {
                 Ok(_) => {}
                 // Kernels before 5.19 refuse submissions while completions that overflowed
@@ -383,6 +390,7 @@ impl UringDriver {
             };
             if queued || pending {
                 self.enters += 1;
+                t.entered = true;
                 match t.ring.submit() {
                     Ok(_) => {}
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
@@ -466,6 +474,8 @@ impl Table {
             bufs: ManuallyDrop::new(bufs),
             size,
             used: 0,
+            defer_taskrun: features.defer_taskrun,
+            entered: false,
         })
     }
 }
@@ -663,6 +673,7 @@ impl Driver for UringDriver {
             || self.tables[1..]
                 .iter_mut()
                 .any(|t| !t.ring.completion().is_empty());
+        self.tables[0].entered = true;
         let ring = &self.tables[0].ring;
         self.enters += 1;
         let r = match timeout {
@@ -705,11 +716,17 @@ impl Driver for UringDriver {
             out.extend(completion_of(t, c, &mut tables[t].used, wake));
         }
         for (t, table) in tables.iter_mut().enumerate() {
-            let Table { ring, used, .. } = table;
+            let Table {
+                ring,
+                used,
+                entered,
+                ..
+            } = table;
             self.cq_overflows += u64::from(ring.submission().cq_overflow());
             for c in ring.completion() {
                 out.extend(completion_of(t, c, used, wake));
             }
+            *entered = false;
         }
         let mut finished = 0;
         for c in &out[start..] {
@@ -733,6 +750,7 @@ impl Driver for UringDriver {
                 .user_data(0);
             self.push(t, e);
             self.enters += 1;
+            self.tables[t].entered = true;
             let _ = self.tables[t].ring.submit();
         }
     }
@@ -768,6 +786,51 @@ impl Driver for UringDriver {
             enters: self.enters,
             cq_overflows: self.cq_overflows,
         }
+    }
+
+    /// Trims the buffer ring of every table whose ring is DEFER_TASKRUN and that handed out
+    /// a buffer since its last trim, when nothing of it can be in use:
+    ///
+    /// - With DEFER_TASKRUN the kernel copies received bytes into a provided buffer only in
+    ///   the ring's task work, and that runs only inside an `io_uring_enter` on this very
+    ///   ring (the inline issue of a submitted receive, or the deferred work a wait runs).
+    ///   SINGLE_ISSUER (set with it) makes the shard thread the only one that may enter it.
+    ///   A multishot receive on a socket never copies on an io-wq worker: the kernel's io-wq
+    ///   path re-arms its poll instead (sockets are pollable and non-blocking), and we never
+    ///   set IOSQE_ASYNC. So no copy can happen between this ring's last `drain` and the
+    ///   shard's next wait, and `madvise` runs on the shard thread in between.
+    /// - Every copy before that drain posted its completion with it: the completion queue is
+    ///   empty (checked), none waits in the kernel's overflow backlog (the CQ_OVERFLOW flag,
+    ///   checked), none is stashed, and no enter happened since the drain (`entered`). Each
+    ///   of those completions was handled and its buffer recycled: none is lent (checked).
+    ///   So no buffer holds a byte anyone will read.
+    ///
+    /// A ring without DEFER_TASKRUN (tables after the first, kernels before 6.1) runs its
+    /// task work on any return of the shard thread to user space, interrupts included: a
+    /// copy (and its completion) can land between these checks and the `madvise`, and the
+    /// zeroing would lose its bytes. Such rings are never trimmed.
+    fn trim_recv_buffers(&mut self) -> Option<u64> {
+        let mut released = 0;
+        let mut blocked = !self.stashed.is_empty();
+        for t in &mut self.tables {
+            if !t.defer_taskrun || !t.bufs.touched() {
+                continue;
+            }
+            let unharvested = !t.ring.completion().is_empty() || t.ring.submission().cq_overflow();
+            if blocked || t.entered || unharvested || t.bufs.lent() > 0 {
+                blocked = true;
+                continue;
+            }
+            // SAFETY: the checks above and the argument in this method's docs: no buffer of
+            // this ring is lent or holds unharvested bytes, and the kernel cannot write into
+            // one before the shard's next `io_uring_enter` on this ring, which follows this
+            // call on the same thread.
+            match unsafe { t.bufs.trim() } {
+                Ok(n) => released += n,
+                Err(e) => tracing::warn!(error = %e, "trimming the receive buffers failed"),
+            }
+        }
+        (!blocked).then_some(released)
     }
 }
 /// Builds a ring of `entries` (completion queue 4x), probing SINGLE_ISSUER and
@@ -931,6 +994,127 @@ mod tests {
         let r = d.submit_and_wait(Some(Duration::from_millis(1)));
         assert!(r.is_err(), "submitting to a non-ring fails");
         assert!(f.record(r, Instant::now()).is_err(), "and stops the shard");
+    }
+
+    /// Waits (bounded) for the next receive completion on `d` and returns it.
+    fn next_recv(d: &mut UringDriver, out: &mut Vec<Completion>) -> Completion {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "receive completion");
+            d.submit_and_wait(Some(Duration::from_millis(200))).unwrap();
+            out.clear();
+            d.drain(out);
+            if let Some(c) = out.iter().find(|c| c.result != 0).copied() {
+                assert_eq!(out.len(), 1, "one completion at a time: {out:?}");
+                return c;
+            }
+        }
+    }
+
+    /// A ring the kernel has cycled through is resident in full; trimming it (when nothing is
+    /// lent and every completion is harvested) leaves none of it resident, and receives go on
+    /// into the zero-filled pages with their bytes intact. A lent buffer or an enter since the
+    /// last drain makes the trim decline.
+    #[test]
+    fn trimming_an_idle_ring_gives_its_pages_back() {
+        use crate::id::pack;
+        use std::io::Write;
+        const BUFS: u16 = 16;
+        let cfg = EngineConfig {
+            ring_entries: 16,
+            recv_buffers: BUFS,
+            recv_buffer_size: 4096,
+            ..Default::default()
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut d = UringDriver::new(&cfg, 4).expect("driver");
+        assert!(
+            d.tables[0].defer_taskrun,
+            "this test needs DEFER_TASKRUN (Linux 6.1+)"
+        );
+        let ring_bytes = u64::from(BUFS) * 4096;
+        assert_eq!(d.tables[0].bufs.resident_bytes().unwrap(), 0, "fresh ring");
+        d.accept(listener.as_raw_fd(), false, pack(Op::Accept, 0, 0));
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let sock = loop {
+            assert!(Instant::now() < deadline, "accept completion");
+            d.submit_and_wait(Some(Duration::from_millis(200))).unwrap();
+            out.clear();
+            d.drain(&mut out);
+            if let Some(c) = out.first() {
+                assert!(c.result >= 0, "accept failed: {}", c.result);
+                break c.sock();
+            }
+        };
+        d.recv(sock, pack(Op::Recv, 1, 0));
+        // One message per receive, each waited for: the kernel takes the buffers in ring
+        // order, so two rounds touch every one of them.
+        let receive = |d: &mut UringDriver, client: &mut std::net::TcpStream, i: usize| {
+            let msg = format!("message {i}");
+            client.write_all(msg.as_bytes()).unwrap();
+            let c = next_recv(d, &mut Vec::new());
+            assert!(c.more, "the multishot receive goes on: {c:?}");
+            let buf = c.buffer().expect("a provided buffer");
+            // SAFETY: `buf` comes from this receive completion with result `c.result`; the
+            // slice is copied and dropped before the buffer is recycled.
+            let got = unsafe { d.buffer(buf, c.result as usize) }.to_vec();
+            assert_eq!(got, msg.as_bytes());
+            buf
+        };
+        for i in 0..2 * usize::from(BUFS) {
+            let buf = receive(&mut d, &mut client, i);
+            d.recycle(buf);
+            d.publish_buffers();
+        }
+        assert_eq!(
+            d.tables[0].bufs.resident_bytes().unwrap(),
+            ring_bytes,
+            "every buffer was written once"
+        );
+
+        // A lent buffer: no trim.
+        let lent = receive(&mut d, &mut client, 100);
+        assert_eq!(d.trim_recv_buffers(), None, "a buffer is lent");
+        d.recycle(lent);
+        d.publish_buffers();
+        // An enter since the last drain: no trim.
+        d.submit_and_wait(Some(Duration::ZERO)).unwrap();
+        assert_eq!(d.trim_recv_buffers(), None, "entered since the drain");
+        out.clear();
+        d.drain(&mut out);
+        assert!(out.is_empty(), "nothing was sent: {out:?}");
+        assert_eq!(d.tables[0].bufs.resident_bytes().unwrap(), ring_bytes);
+
+        // Quiet: the trim releases the whole ring.
+        assert_eq!(d.trim_recv_buffers(), Some(ring_bytes));
+        assert_eq!(
+            d.tables[0].bufs.resident_bytes().unwrap(),
+            0,
+            "the trim gave every page back"
+        );
+        assert_eq!(
+            d.trim_recv_buffers(),
+            Some(0),
+            "nothing touched since: nothing to do"
+        );
+
+        // Receives go on into fresh pages, bytes intact.
+        for i in 200..200 + usize::from(BUFS) {
+            let buf = receive(&mut d, &mut client, i);
+            d.recycle(buf);
+            d.publish_buffers();
+        }
+        assert_eq!(d.tables[0].bufs.resident_bytes().unwrap(), ring_bytes);
+
+        d.cancel_any();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.inflight() > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(50))).unwrap();
+            out.clear();
+            d.drain(&mut out);
+        }
     }
 
     /// Sockets spread over several tables when one is full, and a receive on a table other

@@ -322,11 +322,11 @@ impl GatewayHandler {
                     self.rec.frame(Direction::In);
                     if matches!(c.session.state(), State::Active | State::Sleeping) {
                         let interval = u64::from(c.session.heartbeat_interval_ms()).max(1);
-                        for _ in 0..(now.saturating_sub(c.last_rx_ms) / interval).min(1_000) {
+                        let silent = now.saturating_sub(c.session.last_rx_ms());
+                        for _ in 0..(silent / interval).min(1_000) {
                             self.rec.heartbeat_missed();
                         }
                     }
-                    c.last_rx_ms = now;
                     if !self.control_allowed(c, &frame, now) {
                         break;
                     }
@@ -858,7 +858,7 @@ impl Handler for GatewayHandler {
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
         let now = self.now_ms(ctx);
         let session = Session::new(Arc::clone(&self.shared.session), now);
-        let mut c = Box::new(Conn::new(conn, session, self.fresh_buckets(now), now));
+        let mut c = Box::new(Conn::new(conn, session, self.fresh_buckets(now)));
         self.rec.accepted();
         self.rec.state_change(None, c.gauge);
         self.admit_peer(ctx, &mut c, now);

@@ -1,0 +1,88 @@
+//! A shard whose receives have gone quiet gives its receive buffers' memory back to the
+//! kernel (`EngineConfig::recv_buffer_trim`), and echoes on afterwards.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{totals, wait_until, DEADLINE};
+use ringport_io::{EngineConfig, IoBackend};
+
+const BUFS: u16 = 16;
+const BUF_SIZE: u32 = 4096;
+
+/// Sends `n` small messages one at a time, each echoed before the next, so each takes a
+/// receive buffer of its own.
+fn echo_messages(client: &mut TcpStream, from: usize, n: usize) {
+    for i in from..from + n {
+        let msg = format!("message {i:04}");
+        client.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0; msg.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+}
+
+#[test]
+fn a_quiet_shard_trims_its_receive_buffers() {
+    let cfg = EngineConfig {
+        workers: 1,
+        io_backend: IoBackend::Uring,
+        recv_buffers: BUFS,
+        recv_buffer_size: BUF_SIZE,
+        recv_buffer_trim: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let (engine, _log, addr) = common::start_echo(cfg);
+    let h = engine.handle();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    // Twice round the ring: every buffer has been written.
+    echo_messages(&mut client, 0, 2 * usize::from(BUFS));
+    let ring = u64::from(BUFS) * u64::from(BUF_SIZE);
+    // Quiet from here: the shard trims within its 100 ms (a generous deadline for a loaded
+    // machine) and gives back every page the receives made resident. Each page was written,
+    // so each is counted at least once, also if a stall of the client let a trim run
+    // between two messages (then some are counted twice).
+    wait_until("the receive buffers trimmed", DEADLINE, || {
+        totals(&h).recv_buffer_trimmed_bytes >= ring
+    });
+    let first = totals(&h).recv_buffer_trimmed_bytes;
+    // Receives go on (into fresh zero-filled pages) with their bytes intact, and the next
+    // quiet spell gives back every page they wrote.
+    echo_messages(&mut client, 1000, 2 * usize::from(BUFS));
+    wait_until("the receive buffers trimmed again", DEADLINE, || {
+        totals(&h).recv_buffer_trimmed_bytes >= first + ring
+    });
+    drop(client);
+    common::wait_at_rest(&h);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}
+
+#[test]
+fn no_trim_when_switched_off() {
+    let cfg = EngineConfig {
+        workers: 1,
+        io_backend: IoBackend::Uring,
+        recv_buffers: BUFS,
+        recv_buffer_size: BUF_SIZE,
+        recv_buffer_trim: None,
+        ..Default::default()
+    };
+    let (engine, _log, addr) = common::start_echo(cfg);
+    let h = engine.handle();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    echo_messages(&mut client, 0, 2 * usize::from(BUFS));
+    // Long past the default trim interval (1 s): nothing trimmed.
+    std::thread::sleep(Duration::from_millis(1500));
+    echo_messages(&mut client, 100, 1);
+    assert_eq!(totals(&h).recv_buffer_trimmed_bytes, 0);
+    drop(client);
+    common::wait_at_rest(&h);
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}
