@@ -514,7 +514,9 @@ mod tests {
 
     /// The bench's own user-space cost of one PUSH (issue 12: the fan-out measurement is
     /// limited by the bench's core): a joined client fed 200,000 PUSHes of one room (64-byte
-    /// payloads, as the fan-out load) in 64 KiB receives, every one checked as in order.
+    /// payloads, as the fan-out load) in receives of `RINGPORT_BENCH_COST_RECV` bytes (default
+    /// 65,536; the engine's receive buffers are 4,096, so most of its receives end inside a
+    /// frame), every one checked as in order.
     /// For instructions per PUSH run it under callgrind and divide `ClientConn::on_bytes`'s
     /// inclusive count by the PUSHes:
     /// `valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/deps/ringport_bench-HASH
@@ -549,7 +551,11 @@ mod tests {
         }
         let started = Instant::now();
         let mut in_order = 0u64;
-        for chunk in wire.chunks(64 * 1024) {
+        let recv = std::env::var("RINGPORT_BENCH_COST_RECV")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64 * 1024);
+        for chunk in wire.chunks(recv) {
             ev.clear();
             c.on_bytes(chunk, &mut out, &mut ev, t0, 0);
             in_order += ev
