@@ -18,8 +18,48 @@
 use bytes::{Buf, BytesMut};
 
 use crate::error::Error;
-use crate::frame::{Header, DEFAULT_MAX_PAYLOAD, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN};
-use crate::ops::Frame;
+use crate::frame::{
+    Header, Op, DEFAULT_MAX_PAYLOAD, FLAG_URGENT, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN,
+};
+use crate::ops::{Frame, PushRef};
+use crate::wire::SliceReader;
+
+/// One whole frame at the front of a buffer, not decoded yet: its validated header and its
+/// payload, borrowed ([`Decoder::view`]). A PUSH decodes from it in place
+/// ([`FrameView::push`]); any frame decodes to the owning [`Frame`] ([`FrameView::to_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameView<'a> {
+    /// The frame's header (version, op, flags and length checked).
+    pub header: Header,
+    /// Exactly the frame's payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> FrameView<'a> {
+    /// Bytes the frame occupies, header included: how far to advance past it.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+
+    /// Never true: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The PUSH this frame carries, decoded in place (`None`: another op). `Some(Err)` is the
+    /// error [`Frame::decode`] gives for the same bytes.
+    pub fn push(&self) -> Option<Result<PushRef<'a>, Error>> {
+        (self.header.op == Op::Push).then(|| {
+            let mut r = SliceReader::new(Op::Push, self.payload);
+            PushRef::read(&mut r, self.header.flags & FLAG_URGENT != 0)
+        })
+    }
+
+    /// Decodes the owning [`Frame`] (copies the payload), as [`Decoder::decode`] would.
+    pub fn to_frame(&self) -> Result<Frame, Error> {
+        Frame::decode(self.header, bytes::Bytes::copy_from_slice(self.payload))
+    }
+}
 
 /// Stateless frame decoder configured with a maximum payload length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +118,19 @@ impl Decoder {
         buf.advance(HEADER_LEN);
         let payload = buf.split_to(header.len as usize).freeze();
         Frame::decode(header, payload).map(Some)
+    }
+
+    /// The whole frame at the front of `buf`, without decoding or copying it: `Ok(None)`
+    /// while it is incomplete, `Err` for a bad header (as [`decode`](Self::decode)). The
+    /// caller advances past [`FrameView::len`] bytes once it has used the view.
+    pub fn view<'a>(&self, buf: &'a [u8]) -> Result<Option<FrameView<'a>>, Error> {
+        let Some(header) = self.peek_header(buf)? else {
+            return Ok(None);
+        };
+        let total = HEADER_LEN + header.len as usize;
+        Ok(buf
+            .get(HEADER_LEN..total)
+            .map(|payload| FrameView { header, payload }))
     }
 
     /// Decodes one frame from the front of a byte slice, returning it and the

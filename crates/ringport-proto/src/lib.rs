@@ -9,6 +9,9 @@
 //!   incomplete frame is `Ok(None)`, never an error; an oversized length is
 //!   rejected from the 8-byte header before any body byte is read; nothing is
 //!   allocated from a length read off the wire; no input panics.
+//! - [`Decoder::view`] finds a whole frame without decoding or copying it; a PUSH decodes
+//!   from that view in place ([`FrameView::push`] → [`PushRef`], name and payload
+//!   borrowed), for clients that receive millions of messages a second.
 //! - [`Frame::encode`] appends to a `BytesMut` or `Vec<u8>`;
 //!   [`Frame::to_bytes`] returns shareable `Bytes` (encode a PUSH once, send
 //!   it to every recipient).
@@ -58,16 +61,16 @@ pub mod fuzzing;
 #[doc(hidden)]
 pub mod spec;
 
-pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState};
-pub use codec::Decoder;
+pub use client::{ClientConfig, ClientEvent, ClientEventRef, ClientSession, ClientState};
+pub use codec::{Decoder, FrameView};
 pub use codes::{CloseReason, Status};
 pub use error::Error;
 pub use frame::{
     Header, Op, DEFAULT_MAX_PAYLOAD, FLAG_URGENT, HANDSHAKE_MAX_PAYLOAD, HEADER_LEN, VERSION,
 };
 pub use ops::{
-    Ack, Frame, Hello, Publish, PublishAck, Push, PushEncoder, Resume, ResumeOutcome, ResumePoint,
-    ResumeResult, RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
+    Ack, Frame, Hello, Publish, PublishAck, Push, PushEncoder, PushRef, Resume, ResumeOutcome,
+    ResumePoint, ResumeResult, RoomRequest, RoomResult, Skipped, WakeAck, Welcome,
 };
 pub use session::{Event, PushClass, PushOutcome, Session, SessionConfig, State, WelcomeParams};
-pub use stream::{is_valid_name, StreamName, KIND_ROOM, KIND_USER, MAX_NAME_LEN};
+pub use stream::{is_valid_name, StreamName, StreamRef, KIND_ROOM, KIND_USER, MAX_NAME_LEN};

@@ -9,7 +9,7 @@ use core::fmt;
 use bytes::BufMut;
 
 use crate::error::Error;
-use crate::wire::{self, Reader};
+use crate::wire::{self, Reader, SliceReader};
 
 /// Wire value of the room kind byte.
 pub const KIND_ROOM: u8 = 1;
@@ -27,7 +27,98 @@ pub enum StreamName {
     User(String),
 }
 
+/// A stream name borrowed from a receive buffer: what [`PushRef`](crate::PushRef) carries, so
+/// a client decodes a PUSH without allocating its name. [`StreamRef::to_owned`] gives the
+/// owning [`StreamName`]; the two compare equal when kind and name are.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamRef<'a> {
+    /// A room's broadcast stream (`room:<name>`).
+    Room(&'a str),
+    /// A user's personal inbox (`user:<id>`).
+    User(&'a str),
+}
+
+impl<'a> StreamRef<'a> {
+    /// The room or user name without its kind.
+    pub fn name(&self) -> &'a str {
+        match *self {
+            StreamRef::Room(n) | StreamRef::User(n) => n,
+        }
+    }
+
+    /// Whether this is a user inbox.
+    pub fn is_user(&self) -> bool {
+        matches!(self, StreamRef::User(_))
+    }
+
+    /// The owning form (allocates the name).
+    pub fn to_owned(&self) -> StreamName {
+        match *self {
+            StreamRef::Room(n) => StreamName::Room(n.to_owned()),
+            StreamRef::User(n) => StreamName::User(n.to_owned()),
+        }
+    }
+
+    /// Reads a stream field in place: the same checks, in the same order, with the same
+    /// errors as [`StreamName::read`].
+    pub(crate) fn read(r: &mut SliceReader<'a>) -> Result<StreamRef<'a>, Error> {
+        let kind = r.u8("stream kind")?;
+        let name = r.str8("stream name")?;
+        if name.is_empty() {
+            return Err(Error::EmptyName {
+                field: "stream name",
+            });
+        }
+        match kind {
+            KIND_ROOM => Ok(StreamRef::Room(name)),
+            KIND_USER => Ok(StreamRef::User(name)),
+            kind => Err(Error::UnknownStreamKind { kind }),
+        }
+    }
+}
+
+impl<'a> From<&'a StreamName> for StreamRef<'a> {
+    fn from(s: &'a StreamName) -> StreamRef<'a> {
+        s.as_ref()
+    }
+}
+
+impl PartialEq<StreamRef<'_>> for StreamName {
+    fn eq(&self, other: &StreamRef<'_>) -> bool {
+        self.as_ref() == *other
+    }
+}
+
+impl PartialEq<StreamName> for StreamRef<'_> {
+    fn eq(&self, other: &StreamName) -> bool {
+        *self == other.as_ref()
+    }
+}
+
+impl fmt::Display for StreamRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamRef::Room(n) => write!(f, "room:{n}"),
+            StreamRef::User(n) => write!(f, "user:{n}"),
+        }
+    }
+}
+
+impl fmt::Debug for StreamRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl StreamName {
+    /// The borrowed form (no allocation).
+    pub fn as_ref(&self) -> StreamRef<'_> {
+        match self {
+            StreamName::Room(n) => StreamRef::Room(n),
+            StreamName::User(n) => StreamRef::User(n),
+        }
+    }
+
     /// The room or user name without its kind.
     pub fn name(&self) -> &str {
         match self {

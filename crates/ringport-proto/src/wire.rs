@@ -92,6 +92,59 @@ impl Reader {
     }
 }
 
+/// [`Reader`]'s borrowing twin over a byte slice: the same reads, the same bounds checks and
+/// the same errors, but blobs and text are slices of the input (nothing is allocated or
+/// copied). Used to decode a PUSH in place ([`crate::PushRef`]).
+pub(crate) struct SliceReader<'a> {
+    /// Unread part of the payload.
+    buf: &'a [u8],
+    /// Op being decoded, for error context.
+    op: Op,
+}
+
+impl<'a> SliceReader<'a> {
+    pub(crate) fn new(op: Op, buf: &'a [u8]) -> Self {
+        SliceReader { buf, op }
+    }
+
+    /// The next `n` bytes.
+    pub(crate) fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Error> {
+        if self.buf.len() < n {
+            return Err(Error::Truncated { op: self.op, field });
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Error> {
+        Ok(self.bytes(1, field)?[0])
+    }
+
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, Error> {
+        let b = self.bytes(4, field)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, Error> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.bytes(8, field)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    /// UTF-8 text with a u8 length prefix.
+    pub(crate) fn str8(&mut self, field: &'static str) -> Result<&'a str, Error> {
+        let n = self.u8(field)?;
+        let b = self.bytes(usize::from(n), field)?;
+        core::str::from_utf8(b).map_err(|_| Error::InvalidUtf8 { field })
+    }
+
+    /// Everything left: message bodies run to the frame's end.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.buf)
+    }
+}
+
 fn utf8(b: Bytes, field: &'static str) -> Result<String, Error> {
     match core::str::from_utf8(&b) {
         Ok(s) => Ok(s.to_owned()),

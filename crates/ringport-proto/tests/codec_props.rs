@@ -239,6 +239,131 @@ proptest! {
     }
 }
 
+/// What [`Decoder::view`] and [`FrameView::push`] / [`FrameView::to_frame`] make of `data`,
+/// frame by frame, in the owning decoder's terms: the frames (a PUSH through its borrowed
+/// form and back) and the error that stopped it.
+fn view_all(d: Decoder, data: &[u8]) -> (Vec<Frame>, Option<Error>) {
+    let (mut frames, mut at) = (Vec::new(), 0);
+    loop {
+        let view = match d.view(&data[at..]) {
+            Ok(Some(v)) => v,
+            Ok(None) => return (frames, None),
+            Err(e) => return (frames, Some(e)),
+        };
+        at += view.len();
+        let frame = match view.push() {
+            Some(p) => p.map(|p| Frame::Push(p.to_owned())),
+            None => view.to_frame(),
+        };
+        // The owning decode of the same view agrees, for every op.
+        assert_eq!(frame, view.to_frame());
+        match frame {
+            Ok(f) => frames.push(f),
+            Err(e) => return (frames, Some(e)),
+        }
+    }
+}
+
+/// Bytes that are mostly valid PUSH frames, some with a corrupted byte or cut short.
+fn push_heavy_wire() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec(
+            (stream(), any::<u32>(), any::<u64>(), any::<bool>(), blob()),
+            0..6,
+        ),
+        proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(pushes, corrupt, cut)| {
+            let mut wire = Vec::new();
+            for (stream, epoch, offset, urgent, payload) in pushes {
+                Frame::Push(Push {
+                    stream,
+                    epoch,
+                    offset,
+                    urgent,
+                    payload,
+                })
+                .encode(&mut wire)
+                .unwrap();
+            }
+            if let Some((at, b)) = corrupt {
+                if !wire.is_empty() {
+                    let i = at.index(wire.len());
+                    wire[i] = b;
+                }
+            }
+            let keep = wire.len() - cut.index(wire.len() / 8 + 1);
+            wire.truncate(keep);
+            wire
+        })
+}
+
+proptest! {
+    /// The borrowed decode (view, PUSH in place) and the owning decoder agree on every input:
+    /// the same frames, the same error, the same point where more bytes are needed.
+    #[test]
+    fn view_decodes_like_the_owning_decoder(
+        data in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            push_heavy_wire(),
+            proptest::collection::vec(frame(), 0..6).prop_map(|fs| {
+                let mut w = Vec::new();
+                fs.iter().for_each(|f| f.encode(&mut w).unwrap());
+                w
+            }),
+        ],
+        max in prop_oneof![Just(64u32), Just(u32::MAX)],
+    ) {
+        let d = Decoder::new(max);
+        prop_assert_eq!(view_all(d, &data), decode_all(d, &[&data]));
+    }
+
+    /// A PUSH's borrowed form round-trips through the owning one.
+    #[test]
+    fn push_ref_and_push_convert_both_ways(
+        (stream, epoch, offset, urgent, payload)
+            in (stream(), any::<u32>(), any::<u64>(), any::<bool>(), blob()),
+    ) {
+        let p = Push { stream, epoch, offset, urgent, payload };
+        prop_assert_eq!(p.as_ref().to_owned(), p.clone());
+        prop_assert_eq!(p.as_ref().stream, p.stream.as_ref());
+        prop_assert!(p.stream == p.as_ref().stream);
+        prop_assert_eq!(p.as_ref().stream.to_string(), p.stream.to_string());
+    }
+}
+
+#[test]
+fn view_waits_for_the_whole_frame_and_borrows_it() {
+    let push = Frame::Push(Push {
+        stream: StreamName::User("u1".into()),
+        epoch: 3,
+        offset: 42,
+        urgent: true,
+        payload: Bytes::from_static(b"hello"),
+    });
+    let wire = push.to_bytes().unwrap();
+    let d = Decoder::default();
+    for cut in 0..wire.len() {
+        assert_eq!(d.view(&wire[..cut]), Ok(None), "{cut} bytes");
+    }
+    let v = d.view(&wire).unwrap().unwrap();
+    assert_eq!(v.len(), wire.len());
+    let p = v.push().unwrap().unwrap();
+    assert_eq!(p.stream, StreamRef::User("u1"));
+    assert_eq!((p.epoch, p.offset, p.urgent), (3, 42, true));
+    // Name and payload are slices of the input, not copies.
+    assert!(wire.as_ptr_range().contains(&p.payload.as_ptr()));
+    assert!(wire.as_ptr_range().contains(&p.stream.name().as_ptr()));
+    assert_eq!(Frame::Push(p.to_owned()), push);
+    assert!(Decoder::default()
+        .view(&Frame::Ping { nonce: 1 }.to_bytes().unwrap())
+        .unwrap()
+        .unwrap()
+        .push()
+        .is_none());
+}
+
 #[test]
 fn oversized_length_is_rejected_from_the_header_alone() {
     let d = Decoder::new(1_000);

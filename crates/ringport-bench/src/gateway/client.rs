@@ -11,10 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ringport_proto::{
-    ClientConfig, ClientEvent, ClientSession, ClientState, Push, ResumeOutcome, ResumeResult,
-    StreamName,
+    ClientConfig, ClientEvent, ClientEventRef, ClientSession, ClientState, ResumeOutcome,
+    ResumeResult, StreamName, StreamRef,
 };
 
 use super::ledger::{Arrival, StreamLedger};
@@ -58,7 +58,8 @@ pub struct Tracked {
 }
 
 thread_local! {
-    /// [`ClientConn::on_bytes`]'s event buffer (kept between calls on a client shard).
+    /// [`ClientConn::on_bytes`]'s buffer for the session's other events (kept between calls
+    /// on a client shard).
     static SCRATCH: std::cell::RefCell<Vec<ClientEvent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -74,15 +75,42 @@ pub struct ClientConn {
     joins_failed: usize,
     /// CLOSE received or sent: the transport should close.
     done: bool,
-    /// The clock (payload::now_ns) when the bytes being parsed arrived.
-    now_ns: u64,
     /// When the current transport's HELLO went out (handshake latency).
     pub hello_at: Instant,
-    buf: BytesMut,
+    /// An incomplete frame carried to the next receive (empty almost always: whole frames
+    /// are decoded straight from the receive buffer).
+    buf: Vec<u8>,
     /// Per stream epoch received; kept across reconnects.
     pub streams: Vec<Tracked>,
     /// Index in `streams` of the ledger found last.
     last_ledger: usize,
+}
+
+/// The ledger of (`stream`, `epoch`), made on first use. Pushes come in runs of one stream:
+/// the one found last (`last`) is tried first, and a hit compares one name's bytes.
+fn ledger<'a>(
+    streams: &'a mut Vec<Tracked>,
+    last: &mut usize,
+    stream: StreamRef<'_>,
+    epoch: u32,
+) -> &'a mut StreamLedger {
+    let is = |t: &Tracked| t.epoch == epoch && t.stream == stream;
+    let i = match streams.get(*last) {
+        Some(t) if is(t) => *last,
+        _ => match streams.iter().position(is) {
+            Some(i) => i,
+            None => {
+                streams.push(Tracked {
+                    stream: stream.to_owned(),
+                    epoch,
+                    ledger: StreamLedger::default(),
+                });
+                streams.len() - 1
+            }
+        },
+    };
+    *last = i;
+    &mut streams[i].ledger
 }
 
 fn new_session(token: &[u8]) -> ClientSession {
@@ -106,9 +134,8 @@ impl ClientConn {
             joins_left: None,
             joins_failed: 0,
             done: false,
-            now_ns: 0,
             hello_at: now,
-            buf: BytesMut::new(),
+            buf: Vec::new(),
             streams: Vec::new(),
             last_ledger: 0,
         }
@@ -183,30 +210,13 @@ impl ClientConn {
         }
     }
 
-    fn ledger(&mut self, stream: &StreamName, epoch: u32) -> &mut StreamLedger {
-        // Pushes come in runs of one stream: the last one found is tried first.
-        let is = |t: &Tracked| t.epoch == epoch && &t.stream == stream;
-        if let Some(t) = self.streams.get(self.last_ledger) {
-            if is(t) {
-                return &mut self.streams[self.last_ledger].ledger;
-            }
-        }
-        let i = match self.streams.iter().position(is) {
-            Some(i) => i,
-            None => {
-                self.streams.push(Tracked {
-                    stream: stream.clone(),
-                    epoch,
-                    ledger: StreamLedger::default(),
-                });
-                self.streams.len() - 1
-            }
-        };
-        self.last_ledger = i;
-        &mut self.streams[i].ledger
-    }
-
-    /// Feeds received bytes; replies go to `out`, observations to `events`.
+    /// Feeds received bytes, read at `now_ns` (`payload::now_ns`, the receive's one clock
+    /// read); replies go to `out`, observations to `events`.
+    ///
+    /// Whole frames are decoded in place from `data` ([`ClientSession::handle_input_with`]):
+    /// a PUSH costs no allocation and no copy, and is recorded on its ledger as it is
+    /// decoded. The session's other events (handshake, room results, resume answers, pings,
+    /// close) follow the receive's pushes in `events`.
     pub fn on_bytes(
         &mut self,
         data: &[u8],
@@ -218,14 +228,34 @@ impl ClientConn {
         if self.done {
             return;
         }
-        self.now_ns = now_ns;
-        self.buf.extend_from_slice(data);
         let ms = self.ms(now);
-        self.session.handle_input(&mut self.buf, ms);
-        self.flush(out);
         // One scratch vector per thread, not one allocation per receive.
         let mut evs = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        evs.extend(std::iter::from_fn(|| self.session.poll_event()));
+        let ClientConn {
+            session,
+            buf,
+            streams,
+            last_ledger,
+            ..
+        } = self;
+        let mut on_event = |e: ClientEventRef<'_>| match e {
+            ClientEventRef::Message(p) | ClientEventRef::Duplicate(p) => {
+                let latency = payload::decode_ts(p.payload)
+                    .map(|ts| Duration::from_nanos(now_ns.saturating_sub(ts)));
+                let arrival = ledger(streams, last_ledger, p.stream, p.epoch).record(p.offset);
+                events.push(Event::Push { arrival, latency });
+            }
+            ClientEventRef::Event(e) => evs.push(e),
+        };
+        if buf.is_empty() {
+            let used = session.handle_input_with(data, ms, &mut on_event);
+            buf.extend_from_slice(&data[used..]);
+        } else {
+            buf.extend_from_slice(data);
+            let used = session.handle_input_with(buf, ms, &mut on_event);
+            buf.drain(..used);
+        }
+        self.flush(out);
         for (i, ev) in evs.iter().enumerate() {
             if let ClientEvent::Welcome { .. } = ev {
                 // Answers to this transport's JOINs in this batch, plus those still pending.
@@ -251,11 +281,13 @@ impl ClientConn {
         }
     }
 
-    fn on_push(&mut self, p: Push, events: &mut Vec<Event>) {
-        let latency = payload::decode_ts(&p.payload)
-            .map(|ts| Duration::from_nanos(self.now_ns.saturating_sub(ts)));
-        let arrival = self.ledger(&p.stream, p.epoch).record(p.offset);
-        events.push(Event::Push { arrival, latency });
+    fn ledger(&mut self, stream: &StreamName, epoch: u32) -> &mut StreamLedger {
+        ledger(
+            &mut self.streams,
+            &mut self.last_ledger,
+            stream.as_ref(),
+            epoch,
+        )
     }
 
     fn on_resume(&mut self, r: ResumeResult, events: &mut Vec<Event>) {
@@ -292,7 +324,8 @@ impl ClientConn {
                 }
                 self.ready_if_joined(events);
             }
-            ClientEvent::Message(p) | ClientEvent::Duplicate(p) => self.on_push(p, events),
+            // Handled as they are decoded (`on_bytes`).
+            ClientEvent::Message(_) | ClientEvent::Duplicate(_) => {}
             ClientEvent::Ping { .. } => events.push(Event::ServerPing),
             ClientEvent::Pong { nonce } => events.push(Event::Pong {
                 rtt: Duration::from_nanos(payload::now_ns().saturating_sub(nonce)),
@@ -324,7 +357,8 @@ impl ClientConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringport_proto::{Decoder, Frame, RoomResult, Status, Welcome};
+    use bytes::BytesMut;
+    use ringport_proto::{Decoder, Frame, Push, RoomResult, Status, Welcome};
 
     fn server_bytes(frames: &[Frame]) -> Vec<u8> {
         let mut v = BytesMut::new();
@@ -480,7 +514,9 @@ mod tests {
 
     /// The bench's own user-space cost of one PUSH (issue 12: the fan-out measurement is
     /// limited by the bench's core): a joined client fed 200,000 PUSHes of one room (64-byte
-    /// payloads, as the fan-out load) in 64 KiB receives, every one checked as in order.
+    /// payloads, as the fan-out load) in receives of `RINGPORT_BENCH_COST_RECV` bytes (default
+    /// 65,536; the engine's receive buffers are 4,096, so most of its receives end inside a
+    /// frame), every one checked as in order.
     /// For instructions per PUSH run it under callgrind and divide `ClientConn::on_bytes`'s
     /// inclusive count by the PUSHes:
     /// `valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/deps/ringport_bench-HASH
@@ -515,7 +551,11 @@ mod tests {
         }
         let started = Instant::now();
         let mut in_order = 0u64;
-        for chunk in wire.chunks(64 * 1024) {
+        let recv = std::env::var("RINGPORT_BENCH_COST_RECV")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64 * 1024);
+        for chunk in wire.chunks(recv) {
             ev.clear();
             c.on_bytes(chunk, &mut out, &mut ev, t0, 0);
             in_order += ev

@@ -191,6 +191,7 @@ impl GwLoad {
                 wire: Vec::new(),
                 plain: Vec::new(),
                 events: Vec::new(),
+                turn: TurnCounts::default(),
             })
             .map_err(|e| anyhow!("starting the ringport-io client engine: {e:?}"))?
         };
@@ -444,6 +445,18 @@ pub struct GwShard {
     /// `--tls`: received records opened.
     plain: Vec<u8>,
     events: Vec<Event>,
+    /// This loop turn's pushes, duplicates and late arrivals, published to `counters` (shared
+    /// atomics) and stamped into `last_push_unix_us` (one wall-clock read) by `on_loop`, once
+    /// per turn instead of once per receive.
+    turn: TurnCounts,
+}
+
+/// See [`GwShard::turn`].
+#[derive(Debug, Default, Clone, Copy)]
+struct TurnCounts {
+    pushes: u64,
+    duplicates: u64,
+    late: u64,
 }
 
 impl GwShard {
@@ -617,8 +630,33 @@ impl GwShard {
         v
     }
 
+    /// Publishes this turn's push counts and, if there were pushes, the wall clock as the
+    /// last push's time (at most a loop turn after the receive).
+    fn publish_turn(&mut self) {
+        let t = std::mem::take(&mut self.turn);
+        if t.pushes == 0 {
+            return;
+        }
+        self.counters.pushes.fetch_add(t.pushes, Ordering::Relaxed);
+        if t.duplicates > 0 {
+            self.counters
+                .duplicates
+                .fetch_add(t.duplicates, Ordering::Relaxed);
+        }
+        if t.late > 0 {
+            self.counters.late.fetch_add(t.late, Ordering::Relaxed);
+        }
+        let unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.counters
+            .last_push_unix_us
+            .fetch_max(unix_us, Ordering::Relaxed);
+    }
+
     fn stop(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.stopping = true;
+        self.publish_turn();
         self.recorder.flush();
         let ids: Vec<ConnId> = self.slots.values().map(|s| s.id).collect();
         for id in ids {
@@ -648,9 +686,8 @@ impl GwShard {
         let mut close = false;
         // A handshake finished: its place in the connect window goes to the next connect.
         let mut freed = false;
-        // This receive's pushes, counted here and published once (the wall clock too): the
-        // shared counters are atomics, and a receive carries many pushes.
-        let (mut pushes, mut duplicates, mut late) = (0u64, 0u64, 0u64);
+        // Pushes are counted in `self.turn` and published once per loop turn (`on_loop`): the
+        // shared counters are atomics, and a turn carries many receives.
         for ev in events.drain(..) {
             match ev {
                 Event::Welcomed => inc(&self.counters.welcomed),
@@ -680,10 +717,10 @@ impl GwShard {
                     }
                 }
                 Event::Push { arrival, latency } => {
-                    pushes += 1;
+                    self.turn.pushes += 1;
                     match arrival {
-                        Arrival::Duplicate => duplicates += 1,
-                        Arrival::Late => late += 1,
+                        Arrival::Duplicate => self.turn.duplicates += 1,
+                        Arrival::Late => self.turn.late += 1,
                         Arrival::InOrder => {}
                     }
                     if arrival != Arrival::Duplicate {
@@ -713,23 +750,6 @@ impl GwShard {
             }
         }
         self.events = events;
-        if pushes > 0 {
-            self.counters.pushes.fetch_add(pushes, Ordering::Relaxed);
-            if duplicates > 0 {
-                self.counters
-                    .duplicates
-                    .fetch_add(duplicates, Ordering::Relaxed);
-            }
-            if late > 0 {
-                self.counters.late.fetch_add(late, Ordering::Relaxed);
-            }
-            let unix_us = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            self.counters
-                .last_push_unix_us
-                .fetch_max(unix_us, Ordering::Relaxed);
-        }
         if close {
             ctx.close(id, CloseReason::Local);
         }
@@ -849,11 +869,13 @@ impl Handler for GwShard {
     }
 
     fn on_loop(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.publish_turn();
         self.recorder.maybe_flush(ctx.now());
     }
 
     fn on_shutdown(&mut self, _ctx: &mut Ctx<'_, Self>) {
         self.stopping = true;
+        self.publish_turn();
         self.recorder.flush();
     }
 }

@@ -61,6 +61,18 @@ impl RangeSet {
         self.ranges.insert(s, e);
     }
 
+    /// Adds `v` if it is the value right after the last range (the next offset of an
+    /// in-order stream: one map lookup); returns whether it did.
+    pub fn extend_last(&mut self, v: u64) -> bool {
+        match self.ranges.last_entry() {
+            Some(mut last) if *last.get() == v && v != u64::MAX => {
+                *last.get_mut() = v + 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn insert(&mut self, v: u64) {
         self.insert_range(v, v.saturating_add(1));
     }
@@ -122,6 +134,10 @@ pub struct StreamLedger {
 
 impl StreamLedger {
     pub fn record(&mut self, offset: u64) -> Arrival {
+        // The common case: the offset after the highest received.
+        if self.received.extend_last(offset) {
+            return Arrival::InOrder;
+        }
         if self.received.contains(offset) {
             self.duplicates += 1;
             return Arrival::Duplicate;
@@ -214,6 +230,21 @@ mod tests {
         assert_eq!(r.iter().collect::<Vec<_>>(), vec![(1, 13)]);
         assert_eq!(r.count_in(0, 5), 4);
         assert_eq!((r.min(), r.max()), (Some(1), Some(12)));
+    }
+
+    #[test]
+    fn extend_last_takes_only_the_next_value() {
+        let mut r = RangeSet::default();
+        assert!(!r.extend_last(0), "nothing to extend");
+        r.insert(5);
+        assert!(r.extend_last(6));
+        assert!(!r.extend_last(6), "already in");
+        assert!(!r.extend_last(9), "past a gap");
+        assert!(!r.extend_last(4), "below");
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![(5, 7)]);
+        let mut top = RangeSet::default();
+        top.insert(u64::MAX - 1);
+        assert!(!top.extend_last(u64::MAX), "no range end past u64::MAX");
     }
 
     #[test]

@@ -67,9 +67,10 @@ use crate::codec::Decoder;
 use crate::codes::{CloseReason, Status};
 use crate::error::Error;
 use crate::ops::{
-    Ack, Frame, Hello, Publish, Push, Resume, ResumeOutcome, ResumeResult, RoomRequest, Skipped,
+    Ack, Frame, Hello, Publish, Push, PushRef, Resume, ResumeOutcome, ResumeResult, RoomRequest,
+    Skipped,
 };
-use crate::stream::StreamName;
+use crate::stream::{StreamName, StreamRef};
 pub use positions::{Loss, LossReason, Positions, Verdict};
 
 /// Room name of the broadcast stream `room:*`, which every connection
@@ -207,6 +208,29 @@ pub enum ClientEvent {
         /// True if the server sent CLOSE.
         by_peer: bool,
     },
+}
+
+/// An event of [`ClientSession::handle_input_with`]: a PUSH borrowed from the input, or any
+/// other event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEventRef<'a> {
+    /// [`ClientEvent::Message`], borrowed.
+    Message(PushRef<'a>),
+    /// [`ClientEvent::Duplicate`], borrowed (observe only).
+    Duplicate(PushRef<'a>),
+    /// Any other event, as [`ClientSession::poll_event`] returns it.
+    Event(ClientEvent),
+}
+
+impl ClientEventRef<'_> {
+    /// The [`ClientEvent`] `poll_event` would have returned (copies a PUSH).
+    pub fn into_owned(self) -> ClientEvent {
+        match self {
+            ClientEventRef::Message(p) => ClientEvent::Message(p.to_owned()),
+            ClientEventRef::Duplicate(p) => ClientEvent::Duplicate(p.to_owned()),
+            ClientEventRef::Event(e) => e,
+        }
+    }
 }
 
 /// A JOIN or LEAVE not yet answered.
@@ -373,6 +397,81 @@ impl ClientSession {
         self.ack_inbox(now);
     }
 
+    /// [`handle_input`](Self::handle_input) and [`poll_event`](Self::poll_event) in one, over
+    /// a byte slice and without allocating per PUSH: decodes every complete frame at the
+    /// front of `input` in place ([`Decoder::view`]) and hands `f` every event, in the order
+    /// `poll_event` would have returned them (events queued before the call come first).
+    /// A PUSH on an established connection arrives as [`ClientEventRef::Message`] or
+    /// [`ClientEventRef::Duplicate`] borrowing its name and payload from `input`; every
+    /// other frame is decoded to an owned [`Frame`] and handled as `handle_input` does.
+    ///
+    /// Returns how many bytes of `input` were used: whole frames; the caller keeps the rest
+    /// (an incomplete frame) and passes it again, followed by more bytes. After a decode
+    /// error, which ends the connection, it is all of `input`. The state, the bytes to
+    /// transmit and the events are exactly those of `handle_input` on the same bytes.
+    pub fn handle_input_with(
+        &mut self,
+        input: &[u8],
+        now: u64,
+        mut f: impl FnMut(ClientEventRef<'_>),
+    ) -> usize {
+        let decoder = Decoder::new(self.max_payload.max(crate::DEFAULT_MAX_PAYLOAD));
+        let mut used = 0;
+        self.drain_events(&mut f);
+        while self.state != ClientState::Disconnected {
+            let view = match decoder.view(&input[used..]) {
+                Ok(Some(view)) => view,
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(e.close_reason(), &e.to_string(), now);
+                    self.drain_events(&mut f);
+                    return input.len();
+                }
+            };
+            used += view.len();
+            let push = match view.push() {
+                Some(Ok(p)) if self.established() => p,
+                Some(Err(e)) => {
+                    self.fail(e.close_reason(), &e.to_string(), now);
+                    self.drain_events(&mut f);
+                    return input.len();
+                }
+                // Any other frame (and a PUSH in the wrong state, which is refused there).
+                _ => {
+                    match view.to_frame() {
+                        Ok(frame) => self.handle_frame(frame, now),
+                        Err(e) => {
+                            self.fail(e.close_reason(), &e.to_string(), now);
+                            self.drain_events(&mut f);
+                            return input.len();
+                        }
+                    }
+                    self.drain_events(&mut f);
+                    continue;
+                }
+            };
+            self.last_rx = now;
+            let deliver = self.admit_push(push.stream, push.epoch, push.offset);
+            // A loss it reported comes first.
+            self.drain_events(&mut f);
+            if deliver {
+                f(ClientEventRef::Message(push));
+            } else if self.config.observe {
+                f(ClientEventRef::Duplicate(push));
+            }
+        }
+        self.ack_inbox(now);
+        self.drain_events(&mut f);
+        used
+    }
+
+    /// Hands every queued event to `f`.
+    fn drain_events(&mut self, f: &mut impl FnMut(ClientEventRef<'_>)) {
+        while let Some(ev) = self.events.pop_front() {
+            f(ClientEventRef::Event(ev));
+        }
+    }
+
     /// Handles one decoded server frame received at `now`.
     pub fn handle_frame(&mut self, frame: Frame, now: u64) {
         if self.state == ClientState::Disconnected {
@@ -395,13 +494,11 @@ impl ClientSession {
         }
         match frame {
             Frame::Push(p) => {
-                if !self.resume_pending.is_empty() && !self.resume_answered.contains(&p.stream) {
-                    // Its own entry, or live traffic: what is pending up to it
-                    // will not be answered any more.
-                    let upto = self.resume_pending.iter().position(|s| s == &p.stream);
-                    self.resume_unanswered(upto.map_or(usize::MAX, |i| i + 1));
+                if self.admit_push(p.stream.as_ref(), p.epoch, p.offset) {
+                    self.events.push_back(ClientEvent::Message(p));
+                } else {
+                    self.observed(ClientEvent::Duplicate(p));
                 }
-                self.push(p)
             }
             Frame::ResumeResult(r) => {
                 if let Some(i) = self.resume_pending.iter().position(|s| s == &r.stream) {
@@ -533,13 +630,23 @@ impl ClientSession {
         self.send_room_reqs(now);
     }
 
-    fn push(&mut self, p: Push) {
-        if p.stream.is_user() && self.inbox.is_none() {
-            self.inbox = Some(p.stream.clone());
+    /// The client rules for a PUSH of `stream` at (`epoch`, `offset`) on an established
+    /// connection: resume entries it passes are declared unanswered, the inbox is learnt,
+    /// the position advances and a loss is queued as `Lost`. Returns whether the message is
+    /// delivered (`false`: a duplicate, dropped). Both input paths share it.
+    fn admit_push(&mut self, stream: StreamRef<'_>, epoch: u32, offset: u64) -> bool {
+        if !self.resume_pending.is_empty() && !self.resume_answered.iter().any(|s| *s == stream) {
+            // Its own entry, or live traffic: what is pending up to it
+            // will not be answered any more.
+            let upto = self.resume_pending.iter().position(|s| *s == stream);
+            self.resume_unanswered(upto.map_or(usize::MAX, |i| i + 1));
         }
-        match self.positions.on_push(&p.stream, p.epoch, p.offset) {
-            Verdict::Duplicate => self.observed(ClientEvent::Duplicate(p)),
-            Verdict::Deliver => self.events.push_back(ClientEvent::Message(p)),
+        if stream.is_user() && self.inbox.is_none() {
+            self.inbox = Some(stream.to_owned());
+        }
+        match self.positions.on_push(stream, epoch, offset) {
+            Verdict::Duplicate => false,
+            Verdict::Deliver => true,
             Verdict::DeliverAfterLoss(mut loss) => {
                 // Asleep, a room stream jumps only past a run the server skipped
                 // (an urgent message ended it, docs/protocol.md 8).
@@ -547,7 +654,7 @@ impl ClientSession {
                     loss.reason = LossReason::SkippedWhileAsleep;
                 }
                 self.events.push_back(ClientEvent::Lost(loss));
-                self.events.push_back(ClientEvent::Message(p));
+                true
             }
         }
     }
@@ -558,19 +665,18 @@ impl ClientSession {
         if !self.established() {
             return;
         }
-        let Some(inbox) = self.inbox.clone() else {
+        // Runs after every receive: the name is cloned only when an ACK is due.
+        let Some(inbox) = &self.inbox else {
             return;
         };
-        let pos = self.positions.get(&inbox);
+        let pos = self.positions.get(inbox);
         if pos.is_some() && pos != self.acked && pos != self.inbox_start {
             if let Some((_, offset)) = pos {
-                self.queue(
-                    &Frame::Ack(Ack {
-                        stream: inbox,
-                        offset,
-                    }),
-                    now,
-                );
+                let ack = Frame::Ack(Ack {
+                    stream: inbox.clone(),
+                    offset,
+                });
+                self.queue(&ack, now);
             }
             self.acked = pos;
         }

@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use crate::{ResumeOutcome, ResumePoint, ResumeResult, StreamName};
+use crate::{ResumeOutcome, ResumePoint, ResumeResult, StreamName, StreamRef};
 
 /// Why messages of a stream will never arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,29 +78,29 @@ struct StreamTable {
 }
 
 impl StreamTable {
-    fn index_of(&self, stream: &StreamName) -> Option<usize> {
+    fn index_of(&self, stream: StreamRef<'_>) -> Option<usize> {
         if self
             .entries
             .get(self.last)
-            .is_some_and(|(s, _)| s == stream)
+            .is_some_and(|(s, _)| *s == stream)
         {
             return Some(self.last);
         }
-        self.entries.iter().position(|(s, _)| s == stream)
+        self.entries.iter().position(|(s, _)| *s == stream)
     }
 
-    fn get_mut(&mut self, stream: &StreamName) -> Option<&mut Position> {
+    fn get_mut(&mut self, stream: StreamRef<'_>) -> Option<&mut Position> {
         let i = self.index_of(stream)?;
         self.last = i;
         Some(&mut self.entries[i].1)
     }
 
     fn get(&self, stream: &StreamName) -> Option<&Position> {
-        self.index_of(stream).map(|i| &self.entries[i].1)
+        self.index_of(stream.as_ref()).map(|i| &self.entries[i].1)
     }
 
     fn contains_key(&self, stream: &StreamName) -> bool {
-        self.index_of(stream).is_some()
+        self.index_of(stream.as_ref()).is_some()
     }
 
     /// Inserts a stream not in the table.
@@ -112,7 +112,7 @@ impl StreamTable {
     }
 
     fn get_or_insert(&mut self, stream: &StreamName, p: Position) -> &mut Position {
-        match self.index_of(stream) {
+        match self.index_of(stream.as_ref()) {
             Some(i) => {
                 self.last = i;
                 &mut self.entries[i].1
@@ -122,7 +122,7 @@ impl StreamTable {
     }
 
     fn remove(&mut self, stream: &StreamName) {
-        if let Some(i) = self.index_of(stream) {
+        if let Some(i) = self.index_of(stream.as_ref()) {
             self.entries.swap_remove(i);
         }
     }
@@ -133,12 +133,19 @@ impl StreamTable {
 }
 
 impl Positions {
-    /// Decides about a PUSH of `stream` at (`epoch`, `offset`) and advances
-    /// the position if it is delivered.
-    pub fn on_push(&mut self, stream: &StreamName, epoch: u32, offset: u64) -> Verdict {
+    /// Decides about a PUSH of `stream` (a [`StreamName`] or a borrowed [`StreamRef`]) at
+    /// (`epoch`, `offset`) and advances the position if it is delivered. Allocates only for
+    /// a stream seen the first time and for a loss report.
+    pub fn on_push<'s>(
+        &mut self,
+        stream: impl Into<StreamRef<'s>>,
+        epoch: u32,
+        offset: u64,
+    ) -> Verdict {
+        let stream = stream.into();
         let Some(p) = self.streams.get_mut(stream) else {
             self.streams.insert_new(
-                stream.clone(),
+                stream.to_owned(),
                 Position {
                     epoch,
                     last: offset,
@@ -149,7 +156,7 @@ impl Positions {
         };
         if p.epoch != epoch {
             let loss = Loss {
-                stream: stream.clone(),
+                stream: stream.to_owned(),
                 reason: LossReason::EpochChanged,
                 missing: 1..offset.max(1),
                 epoch,
@@ -175,7 +182,7 @@ impl Positions {
             }
         }
         Verdict::DeliverAfterLoss(Loss {
-            stream: stream.clone(),
+            stream: stream.to_owned(),
             reason: LossReason::Gap,
             missing,
             epoch,
@@ -240,7 +247,7 @@ impl Positions {
         count: u32,
     ) -> Option<Loss> {
         let mut missing = resume_from..resume_from.saturating_add(count.into());
-        let epoch = match self.streams.get_mut(stream) {
+        let epoch = match self.streams.get_mut(stream.as_ref()) {
             Some(p) => {
                 missing.start = missing.start.max(p.last.saturating_add(1));
                 if missing.is_empty() {

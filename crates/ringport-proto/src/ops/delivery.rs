@@ -5,8 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::Body;
 use crate::error::Error;
 use crate::frame::{Header, Op, FLAG_URGENT, HEADER_LEN};
-use crate::stream::StreamName;
-use crate::wire::{self, Reader};
+use crate::stream::{StreamName, StreamRef};
+use crate::wire::{self, Reader, SliceReader};
 
 /// PUSH (server → client): one message on a stream.
 ///
@@ -47,6 +47,64 @@ impl Body for Push {
             urgent: false, // set from the header by the caller
             payload: r.rest(),
         })
+    }
+}
+
+/// A PUSH decoded in place ([`FrameView::push`](crate::FrameView::push)): the same fields as
+/// [`Push`], with the stream name and the payload borrowed from the receive buffer, so a
+/// client that only looks at a message allocates and copies nothing for it (issue 12: the
+/// fan-out bench's receive path). [`PushRef::to_owned`] gives the [`Push`] that
+/// [`Frame::decode`](crate::Frame::decode) would have returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushRef<'a> {
+    /// Stream the message belongs to.
+    pub stream: StreamRef<'a>,
+    /// Epoch of the stream.
+    pub epoch: u32,
+    /// Position of this message in the stream.
+    pub offset: u64,
+    /// Header flag `URGENT`.
+    pub urgent: bool,
+    /// Message body.
+    pub payload: &'a [u8],
+}
+
+impl<'a> PushRef<'a> {
+    /// Decodes a PUSH payload in place: the same checks, in the same order, with the same
+    /// errors as the owning decoder (a PUSH's body runs to the frame's end, so it has no
+    /// trailing bytes to refuse).
+    pub(crate) fn read(r: &mut SliceReader<'a>, urgent: bool) -> Result<PushRef<'a>, Error> {
+        Ok(PushRef {
+            stream: StreamRef::read(r)?,
+            epoch: r.u32("epoch")?,
+            offset: r.u64("offset")?,
+            urgent,
+            payload: r.rest(),
+        })
+    }
+
+    /// The owning [`Push`] (allocates the name, copies the payload).
+    pub fn to_owned(&self) -> Push {
+        Push {
+            stream: self.stream.to_owned(),
+            epoch: self.epoch,
+            offset: self.offset,
+            urgent: self.urgent,
+            payload: Bytes::copy_from_slice(self.payload),
+        }
+    }
+}
+
+impl Push {
+    /// The borrowed form ([`PushRef`]).
+    pub fn as_ref(&self) -> PushRef<'_> {
+        PushRef {
+            stream: self.stream.as_ref(),
+            epoch: self.epoch,
+            offset: self.offset,
+            urgent: self.urgent,
+            payload: &self.payload,
+        }
     }
 }
 

@@ -9,7 +9,7 @@ mod rooms;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use delivery::{Ack, Push, PushEncoder, Skipped, WakeAck};
+pub use delivery::{Ack, Push, PushEncoder, PushRef, Skipped, WakeAck};
 pub use handshake::{Hello, Resume, ResumeOutcome, ResumePoint, ResumeResult, Welcome};
 pub use rooms::{Publish, PublishAck, RoomRequest, RoomResult};
 
