@@ -3,7 +3,7 @@
 # loopback and every command is bounded by `timeout`.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RELEASE="$ROOT/target/release"
+RELEASE="${RELEASE:-$ROOT/target/release}"
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 # The server under test: `ringport` (ringport serve --app echo on the default backend),

@@ -57,6 +57,9 @@ pub(crate) struct Slot {
     /// by [`crate::core::SHED_ALLOWANCE`].
     pub shed: bool,
     pub origin: Origin,
+    /// While closing gracefully: receives the peer may still fill (read and discarded)
+    /// before the close is cut short (`EngineConfig::close_discard_max_recvs`).
+    pub discard_left: u16,
     pub q: SendQueue,
     /// Handler timer, or linger deadline while closing (tick), or `NEVER`.
     pub timer: u64,
@@ -69,7 +72,8 @@ pub(crate) struct Slot {
     pub opened_at: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    pub recvs: u64,
+    /// Receives (saturating at `u32::MAX`: 4 bytes where a `u64` would grow the slot).
+    pub recvs: u32,
     pub msgs_out: u64,
     /// The peer's address: IPv4 inline, IPv6 in the core's side table (`Core::peer`).
     pub peer: PeerAddr,
@@ -91,6 +95,7 @@ impl Slot {
             announced: false,
             shed: false,
             origin: Origin::Accepted,
+            discard_left: 0,
             q: SendQueue::default(),
             timer: NEVER,
             wheel: NEVER,

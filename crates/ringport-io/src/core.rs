@@ -532,11 +532,13 @@ impl<H: crate::Handler> Core<H> {
         }
         let reply = self.cfg.over_cap_reply.clone().unwrap_or_default();
         let linger = self.now_tick + self.linger_ticks;
+        let budget = self.discard_budget();
         let s = &mut self.slots[slot as usize];
         s.fd = fd;
         s.origin = crate::Origin::Accepted;
         s.state = State::Draining;
         s.timer = linger;
+        s.discard_left = budget;
         if !reply.is_empty() {
             self.pool.push_shared(&mut s.q, reply, 1);
             self.mark_dirty(slot);
@@ -593,9 +595,11 @@ impl<H: crate::Handler> Core<H> {
                     .open
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if graceful {
+                    let budget = self.discard_budget();
                     let s = &mut self.slots[slot as usize];
                     s.state = State::Draining;
                     s.timer = self.now_tick + self.linger_ticks;
+                    s.discard_left = budget;
                     self.schedule(slot);
                     // A connection closed before it was announced (its peer-address lookup
                     // still in flight) has no receive armed: arm one, or the peer's FIN
@@ -617,6 +621,26 @@ impl<H: crate::Handler> Core<H> {
             State::Draining | State::FinSent if !graceful => self.finish(slot),
             _ => {}
         }
+    }
+
+    /// What a closing connection's peer may still send, in KiB (`close_discard_max_bytes`,
+    /// at most 64 MiB: it fits the slot's `u16`).
+    fn discard_budget(&self) -> u16 {
+        u16::try_from(self.cfg.close_discard_max_bytes.div_ceil(1024)).unwrap_or(u16::MAX)
+    }
+
+    /// Data that arrived on a gracefully closing connection (`len` bytes, discarded): charged
+    /// to its budget; past it, the close is cut short (closed now). Returns whether it was.
+    pub fn discard(&mut self, slot: u32, len: usize) -> bool {
+        let cost = u16::try_from(len.div_ceil(1024)).unwrap_or(u16::MAX);
+        let s = &mut self.slots[slot as usize];
+        if cost <= s.discard_left {
+            s.discard_left -= cost;
+            return false;
+        }
+        self.sh.stats.close_discard_cut.inc();
+        self.finish(slot);
+        true
     }
 
     /// The queue drained while closing gracefully: send our FIN.

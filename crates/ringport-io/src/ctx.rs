@@ -139,7 +139,7 @@ impl<H: Handler> Ctx<'_, H> {
             last_recv: self.core.instant_of(s.last_recv),
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,
-            recvs: s.recvs,
+            recvs: u64::from(s.recvs),
             msgs_out: s.msgs_out,
             queued_bytes: s.q.bytes as usize,
         })

@@ -476,6 +476,61 @@ fn idle_timeout_counts_from_the_last_receive() {
 }
 
 #[test]
+fn a_closing_peer_that_keeps_sending_is_cut_short_past_the_discard_budget() {
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            close_discard_max_bytes: 8 << 10,
+            ..cfg(8)
+        },
+        |_| Rec::default(),
+    );
+    s.settle();
+    let (a, sa) = accept_one(&mut s);
+    let (b, sb) = accept_one(&mut s);
+    s.with_ctx(|_, ctx| {
+        ctx.close(a, CloseReason::Local);
+        ctx.close(b, CloseReason::Local);
+    });
+    s.settle();
+    assert!(s.kernel().fin_sent(sa) && s.kernel().fin_sent(sb));
+    // Up to the budget (8 KiB; a receive counts in whole KiB): read, discarded, and the
+    // close still waits for the peer's FIN.
+    for _ in 0..7 {
+        s.kernel().peer_sends(sa, &[0; 1024]);
+        s.kernel().peer_sends(sb, &[0; 1024]);
+        s.settle();
+    }
+    s.kernel().peer_sends(sa, &[0; 1000]);
+    s.settle();
+    assert!(s.kernel().is_open(sa), "8 KiB is within the budget");
+    assert_eq!(s.stats().close_discard_cut, 0);
+    // One byte more: closed now, not at the linger; the other one is untouched.
+    s.kernel().peer_sends(sa, b"x");
+    s.settle();
+    assert!(!s.kernel().is_open(sa), "cut short");
+    assert!(s.kernel().is_open(sb));
+    assert_eq!(s.stats().close_discard_cut, 1);
+    let ops = on_sock(&s.kernel().take_ops(), sa);
+    let cancel = ops.iter().position(|op| *op == FakeOp::CancelSock(sa));
+    let close = ops.iter().position(|op| *op == FakeOp::Close(sa));
+    assert!(
+        cancel.is_some() && close > cancel,
+        "the receive cancelled, then the close: {ops:?}"
+    );
+    // The handler heard of each close once, with its reason.
+    assert_eq!(
+        closes(&mut s),
+        vec![(a, CloseReason::Local), (b, CloseReason::Local)]
+    );
+    // A peer that stops sending gets its FIN wait as before.
+    s.kernel().peer_fin(sb);
+    s.settle();
+    assert!(!s.kernel().is_open(sb));
+    assert_eq!(s.stats().close_discard_cut, 1);
+    assert_eq!(s.slots_used(), 0);
+}
+
+#[test]
 fn close_linger_bounds_the_wait_for_the_peers_fin() {
     let mut s = shard(8);
     let (a, sa) = accept_one(&mut s);

@@ -462,7 +462,7 @@ impl<H: Handler> Shard<H> {
             st.recvs.inc();
             let s = &mut self.core.slots[slot as usize];
             s.bytes_in += len as u64;
-            s.recvs += 1;
+            s.recvs = s.recvs.saturating_add(1);
             if s.state == State::Open {
                 s.last_recv = self.core.now_tick;
                 // SAFETY: `bid` comes from this receive completion and is recycled only
@@ -472,6 +472,10 @@ impl<H: Handler> Shard<H> {
                 let id = self.core.id(slot);
                 let (h, mut ctx) = self.ctx();
                 h.on_data(&mut ctx, id, data);
+            } else if matches!(s.state, State::Draining | State::FinSent) {
+                // Read and discarded; a peer that keeps sending is not read for the whole
+                // linger (`finish` cancels the receive, so nothing re-arms it).
+                self.core.discard(slot, len);
             }
             self.core.driver.recycle(bid);
             if !c.more() {

@@ -120,6 +120,9 @@ pub struct ShardStats {
     pub busy_ns: Counter,
     /// Sends refused or connections closed at the high-water mark.
     pub slow_consumers: Counter,
+    /// Graceful closes cut short because the peer sent more than
+    /// `EngineConfig::close_discard_max_bytes` after the close began.
+    pub close_discard_cut: Counter,
     /// Connections whose send waited for a later loop turn because the turn had started
     /// `EngineConfig::max_sends_per_turn` sends already (once per connection per turn).
     pub sends_deferred: Counter,
@@ -171,6 +174,7 @@ impl ShardStats {
             completions: self.completions.get(),
             busy_ns: self.busy_ns.get(),
             slow_consumers: self.slow_consumers.get(),
+            close_discard_cut: self.close_discard_cut.get(),
             sends_deferred: self.sends_deferred.get(),
             inflight_ops: self.inflight_ops.get(),
             slots_used: self.slots_used.get(),
@@ -208,6 +212,8 @@ pub struct StatsSnapshot {
     pub completions: u64,
     pub busy_ns: u64,
     pub slow_consumers: u64,
+    /// See [`ShardStats::close_discard_cut`].
+    pub close_discard_cut: u64,
     pub sends_deferred: u64,
     pub inflight_ops: u64,
     pub slots_used: u64,
@@ -250,6 +256,7 @@ impl StatsSnapshot {
             t.completions += s.completions;
             t.busy_ns += s.busy_ns;
             t.slow_consumers += s.slow_consumers;
+            t.close_discard_cut += s.close_discard_cut;
             t.sends_deferred += s.sends_deferred;
             t.inflight_ops += s.inflight_ops;
             t.slots_used += s.slots_used;

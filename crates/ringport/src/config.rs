@@ -167,6 +167,9 @@ pub struct EngineSettings {
     /// next turns, so a big fan-out never holds the shard for long).
     pub max_sends_per_turn: u32,
     pub close_linger_ms: u64,
+    /// What a gracefully closing connection's peer may still send (discarded) before the
+    /// close is cut short.
+    pub close_discard_max_bytes: u32,
     /// 0 disables the engine's idle timeout (heartbeats still apply).
     pub idle_timeout_ms: u64,
     pub timer_tick_ms: u64,
@@ -192,6 +195,7 @@ impl Default for EngineSettings {
             send_high_water: 4 * 1024 * 1024,
             max_sends_per_turn: 128,
             close_linger_ms: 2_000,
+            close_discard_max_bytes: 64 * 1024,
             idle_timeout_ms: 0,
             timer_tick_ms: 10,
             accept_backoff_ms: 100,
@@ -666,6 +670,12 @@ impl Config {
             1_000_000,
         )?;
         in_range("engine.close_linger_ms", e.close_linger_ms, 0, 600_000)?;
+        in_range(
+            "engine.close_discard_max_bytes",
+            u64::from(e.close_discard_max_bytes),
+            1 << 10,
+            64 << 20,
+        )?;
         in_range("engine.idle_timeout_ms", e.idle_timeout_ms, 0, 86_400_000)?;
         in_range(
             "engine.recv_buffer_trim_ms",

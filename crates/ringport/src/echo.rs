@@ -100,6 +100,7 @@ impl Gateway for EchoGateway {
             bytes: [total.bytes_in, total.bytes_out],
             bufring_exhausted: total.bufring_exhausted,
             sends_deferred: total.sends_deferred,
+            closes_cut_short: total.close_discard_cut,
             shards: shards
                 .iter()
                 .map(|e| ShardLoop {

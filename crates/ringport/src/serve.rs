@@ -108,6 +108,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         slow_consumer: ringport_io::SlowConsumerPolicy::Close,
         max_sends_per_turn: e.max_sends_per_turn,
         close_linger: e.close_linger(),
+        close_discard_max_bytes: e.close_discard_max_bytes,
         idle_timeout: e.idle_timeout(),
         timer_tick: e.timer_tick(),
         accept_backoff: e.accept_backoff(),

@@ -280,6 +280,7 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
     s.bytes = [total.bytes_in, total.bytes_out];
     s.bufring_exhausted = total.bufring_exhausted;
     s.sends_deferred = total.sends_deferred;
+    s.closes_cut_short = total.close_discard_cut;
     s.refused_over_cap = total.refused_over_cap;
     // The engine counts messages per send in power-of-two ranges (1, 2-3, 4-7, ... 1024+):
     // each range lands in the histogram bucket of its upper bound (1, 4, 8, ... 1024, +Inf),

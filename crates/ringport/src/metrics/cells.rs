@@ -330,6 +330,7 @@ mod tests {
             "ringport_heartbeats_missed_total",
             "ringport_bufring_exhausted_total",
             "ringport_sends_deferred_total",
+            "ringport_closes_cut_short_total",
             "ringport_send_batch_messages",
             "ringport_push_to_send_seconds",
             "ringport_history_bytes",

@@ -127,6 +127,8 @@ pub struct MetricsSnapshot {
     pub bufring_exhausted: u64,
     /// Connections whose send waited for a later loop turn (`engine.max_sends_per_turn`).
     pub sends_deferred: u64,
+    /// Graceful closes cut short: the peer sent more than `engine.close_discard_max_bytes`.
+    pub closes_cut_short: u64,
     pub send_batch: HistogramSnapshot,
     pub push_to_send_us: HistogramSnapshot,
     pub history_bytes: u64,
@@ -163,6 +165,7 @@ impl Default for MetricsSnapshot {
             heartbeats_missed: 0,
             bufring_exhausted: 0,
             sends_deferred: 0,
+            closes_cut_short: 0,
             send_batch: HistogramSnapshot::empty(&SEND_BATCH_BOUNDS),
             push_to_send_us: HistogramSnapshot::empty(&PUSH_LATENCY_BOUNDS_US),
             history_bytes: 0,
@@ -326,6 +329,17 @@ impl MetricsSnapshot {
             MetricType::Counter,
         );
         w.sample("ringport_sends_deferred_total", &[], self.sends_deferred);
+
+        w.family(
+            "ringport_closes_cut_short_total",
+            "Graceful closes cut short (closed at once; the kernel resets the connection) because the peer sent more than engine.close_discard_max_bytes after the close began, instead of reading it for the whole linger.",
+            MetricType::Counter,
+        );
+        w.sample(
+            "ringport_closes_cut_short_total",
+            &[],
+            self.closes_cut_short,
+        );
 
         w.family(
             "ringport_send_batch_messages",
