@@ -143,12 +143,13 @@ pub struct EngineConfig {
     /// How long a graceful close waits for the send queue to drain and the peer's FIN.
     /// Default 2 s.
     pub close_linger: Duration,
-    /// What a gracefully closing connection's peer may still send (read and discarded,
-    /// counted in whole KiB per receive) before the close is cut short: the connection is
-    /// closed at once (the kernel resets it, as it does for unread data) instead of waiting
-    /// for the peer's FIN or the linger. A peer that floods a closing connection would
-    /// otherwise be read at line rate for the whole linger. 1 KiB to 64 MiB; counted in
-    /// `ShardStats::close_discard_cut`. Default 64 KiB.
+    /// What a gracefully closing connection's peer may still send once the queue has drained
+    /// and our FIN is out (read and discarded, counted in whole KiB per receive) before the
+    /// close is cut short: the connection is closed at once (the kernel resets it, as it does
+    /// for unread data) instead of waiting for the peer's FIN or the linger. A peer that
+    /// floods a closing connection would otherwise be read at line rate for the whole
+    /// linger. 1 KiB to 64 MiB; counted in `ShardStats::close_discard_cut`. Default 1 MiB: more
+    /// than a fast publisher has in flight when it reads our CLOSE, a millisecond of a flood.
     pub close_discard_max_bytes: u32,
     /// Close connections that received nothing for this long. Default: none.
     pub idle_timeout: Option<Duration>,
@@ -189,7 +190,7 @@ impl Default for EngineConfig {
             slow_consumer: SlowConsumerPolicy::Close,
             max_sends_per_turn: 128,
             close_linger: Duration::from_secs(2),
-            close_discard_max_bytes: 64 << 10,
+            close_discard_max_bytes: 1 << 20,
             idle_timeout: None,
             timer_tick: Duration::from_millis(10),
             accept_backoff: Duration::from_millis(100),

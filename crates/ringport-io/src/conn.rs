@@ -57,8 +57,8 @@ pub(crate) struct Slot {
     /// by [`crate::core::SHED_ALLOWANCE`].
     pub shed: bool,
     pub origin: Origin,
-    /// While closing gracefully: receives the peer may still fill (read and discarded)
-    /// before the close is cut short (`EngineConfig::close_discard_max_recvs`).
+    /// After our FIN (`FinSent`): KiB the peer may still send (read and discarded) before
+    /// the close is cut short (`EngineConfig::close_discard_max_bytes`).
     pub discard_left: u16,
     pub q: SendQueue,
     /// Handler timer, or linger deadline while closing (tick), or `NEVER`.

@@ -532,13 +532,11 @@ impl<H: crate::Handler> Core<H> {
         }
         let reply = self.cfg.over_cap_reply.clone().unwrap_or_default();
         let linger = self.now_tick + self.linger_ticks;
-        let budget = self.discard_budget();
         let s = &mut self.slots[slot as usize];
         s.fd = fd;
         s.origin = crate::Origin::Accepted;
         s.state = State::Draining;
         s.timer = linger;
-        s.discard_left = budget;
         if !reply.is_empty() {
             self.pool.push_shared(&mut s.q, reply, 1);
             self.mark_dirty(slot);
@@ -595,11 +593,9 @@ impl<H: crate::Handler> Core<H> {
                     .open
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if graceful {
-                    let budget = self.discard_budget();
                     let s = &mut self.slots[slot as usize];
                     s.state = State::Draining;
                     s.timer = self.now_tick + self.linger_ticks;
-                    s.discard_left = budget;
                     self.schedule(slot);
                     // A connection closed before it was announced (its peer-address lookup
                     // still in flight) has no receive armed: arm one, or the peer's FIN
@@ -629,8 +625,8 @@ impl<H: crate::Handler> Core<H> {
         u16::try_from(self.cfg.close_discard_max_bytes.div_ceil(1024)).unwrap_or(u16::MAX)
     }
 
-    /// Data that arrived on a gracefully closing connection (`len` bytes, discarded): charged
-    /// to its budget; past it, the close is cut short (closed now). Returns whether it was.
+    /// Data that arrived after our FIN (`len` bytes, discarded): charged to the connection's
+    /// budget; past it, the close is cut short (closed now). Returns whether it was.
     pub fn discard(&mut self, slot: u32, len: usize) -> bool {
         let cost = u16::try_from(len.div_ceil(1024)).unwrap_or(u16::MAX);
         let s = &mut self.slots[slot as usize];
@@ -645,12 +641,15 @@ impl<H: crate::Handler> Core<H> {
 
     /// The queue drained while closing gracefully: send our FIN.
     pub fn start_fin(&mut self, slot: u32) {
+        let budget = self.discard_budget();
         let s = &mut self.slots[slot as usize];
         if s.peer_eof || s.fd == NO_FD {
             self.finish(slot);
             return;
         }
         s.state = State::FinSent;
+        // From here everything the peer sends is discarded: at most this much of it.
+        s.discard_left = budget;
         let fd = s.fd;
         let ud = self.op_started(slot, Op::Shutdown);
         self.driver.shutdown_write(fd, ud);

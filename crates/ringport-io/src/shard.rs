@@ -472,9 +472,11 @@ impl<H: Handler> Shard<H> {
                 let id = self.core.id(slot);
                 let (h, mut ctx) = self.ctx();
                 h.on_data(&mut ctx, id, data);
-            } else if matches!(s.state, State::Draining | State::FinSent) {
-                // Read and discarded; a peer that keeps sending is not read for the whole
-                // linger (`finish` cancels the receive, so nothing re-arms it).
+            } else if s.state == State::FinSent {
+                // Read and discarded (everything we had to send is out): a peer that keeps
+                // sending is not read for the whole linger (`finish` cancels the receive, so
+                // nothing re-arms it). While our queue still drains (`Draining`), what the
+                // peer sent before it read our CLOSE is not held against it.
                 self.core.discard(slot, len);
             }
             self.core.driver.recycle(bid);

@@ -121,7 +121,7 @@ pub struct ShardStats {
     /// Sends refused or connections closed at the high-water mark.
     pub slow_consumers: Counter,
     /// Graceful closes cut short because the peer sent more than
-    /// `EngineConfig::close_discard_max_bytes` after the close began.
+    /// `EngineConfig::close_discard_max_bytes` after our FIN.
     pub close_discard_cut: Counter,
     /// Connections whose send waited for a later loop turn because the turn had started
     /// `EngineConfig::max_sends_per_turn` sends already (once per connection per turn).

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{totals, wait_until, DEADLINE};
-use ringport_io::{EngineConfig, IoBackend};
+use common::{totals, wait_until, Recorder, DEADLINE};
+use ringport_io::{Engine, EngineConfig, IoBackend};
 
 const BUFS: u16 = 16;
 const BUF_SIZE: u32 = 4096;
@@ -25,20 +25,35 @@ fn echo_messages(client: &mut TcpStream, from: usize, n: usize) {
     }
 }
 
-#[test]
-fn a_quiet_shard_trims_its_receive_buffers() {
+/// An echo engine with one io_uring shard of `BUFS` receive buffers trimmed after `trim`,
+/// and a client of it.
+fn echo_engine(trim: Option<Duration>) -> (Engine<Recorder>, TcpStream) {
     let cfg = EngineConfig {
         workers: 1,
         io_backend: IoBackend::Uring,
         recv_buffers: BUFS,
         recv_buffer_size: BUF_SIZE,
-        recv_buffer_trim: Some(Duration::from_millis(100)),
+        recv_buffer_trim: trim,
         ..Default::default()
     };
     let (engine, _log, addr) = common::start_echo(cfg);
-    let h = engine.handle();
-    let mut client = TcpStream::connect(addr).unwrap();
+    let client = TcpStream::connect(addr).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
+    (engine, client)
+}
+
+/// Closes `client` and stops `engine` once every connection is gone.
+fn stop(engine: Engine<Recorder>, client: TcpStream) {
+    drop(client);
+    common::wait_at_rest(&engine.handle());
+    engine.shutdown();
+    common::join_within(engine, DEADLINE);
+}
+
+#[test]
+fn a_quiet_shard_trims_its_receive_buffers() {
+    let (engine, mut client) = echo_engine(Some(Duration::from_millis(100)));
+    let h = engine.handle();
     // Twice round the ring: every buffer has been written.
     echo_messages(&mut client, 0, 2 * usize::from(BUFS));
     let ring = u64::from(BUFS) * u64::from(BUF_SIZE);
@@ -56,33 +71,17 @@ fn a_quiet_shard_trims_its_receive_buffers() {
     wait_until("the receive buffers trimmed again", DEADLINE, || {
         totals(&h).recv_buffer_trimmed_bytes >= first + ring
     });
-    drop(client);
-    common::wait_at_rest(&h);
-    engine.shutdown();
-    common::join_within(engine, DEADLINE);
+    stop(engine, client);
 }
 
 #[test]
 fn no_trim_when_switched_off() {
-    let cfg = EngineConfig {
-        workers: 1,
-        io_backend: IoBackend::Uring,
-        recv_buffers: BUFS,
-        recv_buffer_size: BUF_SIZE,
-        recv_buffer_trim: None,
-        ..Default::default()
-    };
-    let (engine, _log, addr) = common::start_echo(cfg);
+    let (engine, mut client) = echo_engine(None);
     let h = engine.handle();
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(DEADLINE)).unwrap();
     echo_messages(&mut client, 0, 2 * usize::from(BUFS));
     // Long past the default trim interval (1 s): nothing trimmed.
     std::thread::sleep(Duration::from_millis(1500));
     echo_messages(&mut client, 100, 1);
     assert_eq!(totals(&h).recv_buffer_trimmed_bytes, 0);
-    drop(client);
-    common::wait_at_rest(&h);
-    engine.shutdown();
-    common::join_within(engine, DEADLINE);
+    stop(engine, client);
 }

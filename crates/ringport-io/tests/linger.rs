@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use common::{start, totals, wait_until, Behaviour, DEADLINE};
 use ringport_io::{CloseReason, EngineConfig};
 
+/// Room for everything the stuck client wrote before the close, which the engine reads
+/// (and discards) after its FIN: these tests are about the linger and the shutdown deadline,
+/// not about `close_discard_max_bytes` (`fake_tests` covers that).
+const STUCK_PEER_SENT: u32 = 64 << 20;
+
 /// A client that sends a lot and never reads: its echo backs up in the engine's queue.
 fn stuck_client(addr: std::net::SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -34,6 +39,7 @@ fn graceful_close_of_a_stuck_peer_is_forced_after_close_linger() {
     let cfg = EngineConfig {
         workers: 1,
         close_linger: Duration::from_millis(300),
+        close_discard_max_bytes: STUCK_PEER_SENT,
         ..Default::default()
     };
     let (engine, log, addr) = start(
@@ -72,6 +78,7 @@ fn shutdown_with_a_stuck_peer_ends_after_shutdown_timeout() {
         workers: 1,
         close_linger: Duration::from_secs(600),
         shutdown_timeout: Duration::from_millis(400),
+        close_discard_max_bytes: STUCK_PEER_SENT,
         ..Default::default()
     };
     let (engine, log, addr) = start(

@@ -195,7 +195,7 @@ impl Default for EngineSettings {
             send_high_water: 4 * 1024 * 1024,
             max_sends_per_turn: 128,
             close_linger_ms: 2_000,
-            close_discard_max_bytes: 64 * 1024,
+            close_discard_max_bytes: 1024 * 1024,
             idle_timeout_ms: 0,
             timer_tick_ms: 10,
             accept_backoff_ms: 100,

@@ -997,18 +997,37 @@ mod tests {
     }
 
     /// Waits (bounded) for the next receive completion on `d` and returns it.
-    fn next_recv(d: &mut UringDriver, out: &mut Vec<Completion>) -> Completion {
+    /// Enters the ring until a harvest holds a completion `wanted` takes (bounded: 20 s,
+    /// `what` names it then); the harvest stays in `out`.
+    fn next_completion(
+        d: &mut UringDriver,
+        out: &mut Vec<Completion>,
+        what: &str,
+        wanted: impl Fn(&Completion) -> bool,
+    ) -> Completion {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            assert!(Instant::now() < deadline, "receive completion");
+            assert!(Instant::now() < deadline, "{what}");
             d.submit_and_wait(Some(Duration::from_millis(200))).unwrap();
             out.clear();
             d.drain(out);
-            if let Some(c) = out.iter().find(|c| c.result != 0).copied() {
-                assert_eq!(out.len(), 1, "one completion at a time: {out:?}");
+            if let Some(c) = out.iter().find(|c| wanted(c)).copied() {
                 return c;
             }
         }
+    }
+
+    fn next_recv(d: &mut UringDriver, out: &mut Vec<Completion>) -> Completion {
+        let c = next_completion(d, out, "receive completion", |c| c.result != 0);
+        assert_eq!(out.len(), 1, "one completion at a time: {out:?}");
+        c
+    }
+
+    /// The socket of the next accept completion.
+    fn accepted(d: &mut UringDriver, out: &mut Vec<Completion>) -> Sock {
+        let c = next_completion(d, out, "accept completion", |_| true);
+        assert!(c.result >= 0, "accept failed: {}", c.result);
+        c.sock()
     }
 
     /// A ring the kernel has cycled through is resident in full; trimming it (when nothing is
@@ -1037,17 +1056,7 @@ mod tests {
         d.accept(listener.as_raw_fd(), false, pack(Op::Accept, 0, 0));
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let sock = loop {
-            assert!(Instant::now() < deadline, "accept completion");
-            d.submit_and_wait(Some(Duration::from_millis(200))).unwrap();
-            out.clear();
-            d.drain(&mut out);
-            if let Some(c) = out.first() {
-                assert!(c.result >= 0, "accept failed: {}", c.result);
-                break c.sock();
-            }
-        };
+        let sock = accepted(&mut d, &mut out);
         d.recv(sock, pack(Op::Recv, 1, 0));
         // One message per receive, each waited for: the kernel takes the buffers in ring
         // order, so two rounds touch every one of them.
@@ -1139,18 +1148,7 @@ mod tests {
             assert!(d.accept_room(true) > 0, "a table with room");
             d.accept(listener.as_raw_fd(), false, pack(Op::Accept, 0, 0));
             clients.push(std::net::TcpStream::connect(addr).unwrap());
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                assert!(Instant::now() < deadline, "accept completion");
-                d.submit_and_wait(Some(Duration::from_millis(200))).unwrap();
-                out.clear();
-                d.drain(&mut out);
-                if let Some(c) = out.first() {
-                    assert!(c.result >= 0, "accept failed: {}", c.result);
-                    socks.push(c.sock());
-                    break;
-                }
-            }
+            socks.push(accepted(&mut d, &mut out));
         }
         let tables: std::collections::BTreeSet<usize> =
             socks.iter().map(|&s| UringDriver::split(s).0).collect();
