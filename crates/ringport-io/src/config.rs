@@ -148,8 +148,10 @@ pub struct EngineConfig {
     /// close is cut short: the connection is closed at once (the kernel resets it, as it does
     /// for unread data) instead of waiting for the peer's FIN or the linger. A peer that
     /// floods a closing connection would otherwise be read at line rate for the whole
-    /// linger. 1 KiB to 64 MiB; counted in `ShardStats::close_discard_cut`. Default 1 MiB: more
-    /// than a fast publisher has in flight when it reads our CLOSE, a millisecond of a flood.
+    /// linger. Not at shutdown: every peer may then finish (its FIN, or the shutdown deadline).
+    /// 1 KiB to 64 MiB, the largest meaning no cap; counted in `ShardStats::close_discard_cut`.
+    /// Default 1 MiB: more than a fast publisher has in flight when it reads our CLOSE, a
+    /// millisecond of a flood.
     pub close_discard_max_bytes: u32,
     /// Close connections that received nothing for this long. Default: none.
     pub idle_timeout: Option<Duration>,

@@ -46,6 +46,10 @@ pub(crate) enum Accept {
 /// room for a goodbye (a CLOSE frame and its transport framing) behind the send in flight.
 pub(crate) const SHED_ALLOWANCE: usize = 64 * 1024;
 
+/// `Slot::discard_left` of a close that is never cut short (at shutdown, or with
+/// `close_discard_max_bytes` at its largest, 64 MiB).
+pub(crate) const NO_DISCARD_CAP: u16 = u16::MAX;
+
 pub(crate) struct Core<H: crate::Handler> {
     pub shard: usize,
     pub cfg: EngineConfig,
@@ -532,11 +536,13 @@ impl<H: crate::Handler> Core<H> {
         }
         let reply = self.cfg.over_cap_reply.clone().unwrap_or_default();
         let linger = self.now_tick + self.linger_ticks;
+        let budget = self.discard_budget(CloseReason::Local);
         let s = &mut self.slots[slot as usize];
         s.fd = fd;
         s.origin = crate::Origin::Accepted;
         s.state = State::Draining;
         s.timer = linger;
+        s.discard_left = budget;
         if !reply.is_empty() {
             self.pool.push_shared(&mut s.q, reply, 1);
             self.mark_dirty(slot);
@@ -593,9 +599,11 @@ impl<H: crate::Handler> Core<H> {
                     .open
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 if graceful {
+                    let budget = self.discard_budget(reason);
                     let s = &mut self.slots[slot as usize];
                     s.state = State::Draining;
                     s.timer = self.now_tick + self.linger_ticks;
+                    s.discard_left = budget;
                     self.schedule(slot);
                     // A connection closed before it was announced (its peer-address lookup
                     // still in flight) has no receive armed: arm one, or the peer's FIN
@@ -619,10 +627,14 @@ impl<H: crate::Handler> Core<H> {
         }
     }
 
-    /// What a closing connection's peer may still send, in KiB (`close_discard_max_bytes`,
-    /// at most 64 MiB: it fits the slot's `u16`).
-    fn discard_budget(&self) -> u16 {
-        u16::try_from(self.cfg.close_discard_max_bytes.div_ceil(1024)).unwrap_or(u16::MAX)
+    /// What a connection closed for `reason` may still send after our FIN, in KiB
+    /// (`close_discard_max_bytes`), or [`NO_DISCARD_CAP`]: a shutdown lets every peer finish
+    /// (its FIN, or the deadline), as does the largest setting, 64 MiB.
+    fn discard_budget(&self, reason: CloseReason) -> u16 {
+        if reason == CloseReason::Shutdown {
+            return NO_DISCARD_CAP;
+        }
+        u16::try_from(self.cfg.close_discard_max_bytes.div_ceil(1024)).unwrap_or(NO_DISCARD_CAP)
     }
 
     /// Data that arrived after our FIN (`len` bytes, discarded): charged to the connection's
@@ -630,6 +642,9 @@ impl<H: crate::Handler> Core<H> {
     pub fn discard(&mut self, slot: u32, len: usize) -> bool {
         let cost = u16::try_from(len.div_ceil(1024)).unwrap_or(u16::MAX);
         let s = &mut self.slots[slot as usize];
+        if s.discard_left == NO_DISCARD_CAP {
+            return false;
+        }
         if cost <= s.discard_left {
             s.discard_left -= cost;
             return false;
@@ -641,15 +656,14 @@ impl<H: crate::Handler> Core<H> {
 
     /// The queue drained while closing gracefully: send our FIN.
     pub fn start_fin(&mut self, slot: u32) {
-        let budget = self.discard_budget();
         let s = &mut self.slots[slot as usize];
         if s.peer_eof || s.fd == NO_FD {
             self.finish(slot);
             return;
         }
+        // From here everything the peer sends is discarded, at most `discard_left` KiB of it
+        // (set when the close began).
         s.state = State::FinSent;
-        // From here everything the peer sends is discarded: at most this much of it.
-        s.discard_left = budget;
         let fd = s.fd;
         let ud = self.op_started(slot, Op::Shutdown);
         self.driver.shutdown_write(fd, ud);
