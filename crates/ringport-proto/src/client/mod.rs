@@ -422,29 +422,17 @@ impl ClientSession {
             let view = match decoder.view(&input[used..]) {
                 Ok(Some(view)) => view,
                 Ok(None) => break,
-                Err(e) => {
-                    self.fail(e.close_reason(), &e.to_string(), now);
-                    self.drain_events(&mut f);
-                    return input.len();
-                }
+                Err(e) => return self.fail_input(&e, now, &mut f, input.len()),
             };
             used += view.len();
             let push = match view.push() {
                 Some(Ok(p)) if self.established() => p,
-                Some(Err(e)) => {
-                    self.fail(e.close_reason(), &e.to_string(), now);
-                    self.drain_events(&mut f);
-                    return input.len();
-                }
+                Some(Err(e)) => return self.fail_input(&e, now, &mut f, input.len()),
                 // Any other frame (and a PUSH in the wrong state, which is refused there).
                 _ => {
                     match view.to_frame() {
                         Ok(frame) => self.handle_frame(frame, now),
-                        Err(e) => {
-                            self.fail(e.close_reason(), &e.to_string(), now);
-                            self.drain_events(&mut f);
-                            return input.len();
-                        }
+                        Err(e) => return self.fail_input(&e, now, &mut f, input.len()),
                     }
                     self.drain_events(&mut f);
                     continue;
@@ -462,6 +450,20 @@ impl ClientSession {
         }
         self.ack_inbox(now);
         self.drain_events(&mut f);
+        used
+    }
+
+    /// A decode error ended the connection: closes it, hands `f` what that queued and
+    /// returns `used` (all of the input is consumed).
+    fn fail_input(
+        &mut self,
+        e: &Error,
+        now: u64,
+        f: &mut impl FnMut(ClientEventRef<'_>),
+        used: usize,
+    ) -> usize {
+        self.fail(e.close_reason(), &e.to_string(), now);
+        self.drain_events(f);
         used
     }
 

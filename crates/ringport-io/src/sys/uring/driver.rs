@@ -1023,6 +1023,17 @@ mod tests {
         c
     }
 
+    /// Cancels everything in flight and harvests until nothing is (bounded: 20 s).
+    fn cancel_and_settle(d: &mut UringDriver, out: &mut Vec<Completion>) {
+        d.cancel_any();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.inflight() > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(50))).unwrap();
+            out.clear();
+            d.drain(out);
+        }
+    }
+
     /// The socket of the next accept completion.
     fn accepted(d: &mut UringDriver, out: &mut Vec<Completion>) -> Sock {
         let c = next_completion(d, out, "accept completion", |_| true);
@@ -1117,13 +1128,7 @@ mod tests {
         }
         assert_eq!(d.tables[0].bufs.resident_bytes().unwrap(), ring_bytes);
 
-        d.cancel_any();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.inflight() > 0 && Instant::now() < deadline {
-            d.submit_and_wait(Some(Duration::from_millis(50))).unwrap();
-            out.clear();
-            d.drain(&mut out);
-        }
+        cancel_and_settle(&mut d, &mut out);
     }
 
     /// Sockets spread over several tables when one is full, and a receive on a table other
@@ -1187,12 +1192,6 @@ mod tests {
         // Closing frees the entry: the table has room again.
         d.close(last, 0);
         assert_eq!(d.accept_room(true), 1);
-        d.cancel_any();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.inflight() > 0 && Instant::now() < deadline {
-            d.submit_and_wait(Some(Duration::from_millis(50))).unwrap();
-            out.clear();
-            d.drain(&mut out);
-        }
+        cancel_and_settle(&mut d, &mut out);
     }
 }
