@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use common::gateway::{metric, test_config, token, Client, TestServer, SECRET};
 use ringport_proto::{Frame, Status, StreamName};
@@ -245,6 +246,59 @@ fn batch_window_delays_room_messages_but_keeps_order() {
         }
         assert_eq!(room, (1..=20).collect::<Vec<u64>>());
     }
+}
+
+/// `rooms.batch_window_ms` holds room messages only after a room send: the first message on
+/// a quiet shard leaves at once and alone, the ones right behind it wait for the window and
+/// leave together, and a message a whole window later leaves at once again. Counted by the
+/// send-batch histogram (sends and the messages they carried), so no timing is assumed
+/// beyond "held at least a window".
+#[test]
+fn a_batch_window_sends_a_lone_message_at_once_and_holds_the_ones_behind_it() {
+    let window = Duration::from_millis(1_000);
+    let mut config = test_config();
+    config.rooms.batch_window_ms = window.as_millis() as u64;
+    let server = TestServer::start(config);
+    let mut member = server.welcomed("");
+    assert_eq!(member.join(1, "lead"), Status::OK);
+    let sends = |server: &TestServer| {
+        let body = server.http("GET", "/metrics", "").body;
+        (
+            metric(&body, "ringport_send_batch_messages_count"),
+            metric(&body, "ringport_send_batch_messages_sum"),
+        )
+    };
+    let (count0, sum0) = sends(&server);
+    let t0 = Instant::now();
+    for i in 1..=3 {
+        let r = server.http(
+            "POST",
+            "/v1/push/room/lead",
+            &format!(r#"{{"payload":"{i}"}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(member.push().offset, 1);
+    let offsets = [member.push().offset, member.push().offset];
+    assert_eq!(offsets, [2, 3]);
+    // 2 and 3 waited for the window that 1 opened (it opened at or after t0).
+    assert!(t0.elapsed() >= window, "held only {:?}", t0.elapsed());
+    let (count1, sum1) = sends(&server);
+    assert_eq!(
+        (count1 - count0, sum1 - sum0),
+        (2, 3),
+        "message 1 alone, then 2 and 3 in one send"
+    );
+
+    // A whole window after the last room send, the next message leaves at once, alone.
+    std::thread::sleep(window + Duration::from_millis(100));
+    let t1 = Instant::now();
+    let r = server.http("POST", "/v1/push/room/lead", r#"{"payload":"4"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(member.push().offset, 4);
+    let (count2, sum2) = sends(&server);
+    assert_eq!((count2 - count1, sum2 - sum1), (1, 1));
+    eprintln!("message 4 arrived {:?} after its push", t1.elapsed());
 }
 
 #[test]

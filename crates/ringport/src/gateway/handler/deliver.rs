@@ -3,7 +3,8 @@
 //! [`GatewayHandler::drain_deliveries`] takes the shard's whole queue in one loop turn and
 //! [`GatewayHandler::deliver`] hands each shared frame to each local recipient's session
 //! (sent, held while asleep, or skipped past the holdback), or batches room messages for
-//! `rooms.batch_window_ms`; an urgent message first sends its stream's batched ones.
+//! `rooms.batch_window_ms` (a room message on a shard that sent none for a whole window goes
+//! at once, the ones after it wait); an urgent message first sends its stream's batched ones.
 //!
 //! Consecutive messages of one stream drained (or flushed from the batch) together form a
 //! *run*: their frames are joined once into one shared buffer, and every recipient whose
@@ -259,11 +260,23 @@ impl GatewayHandler {
     /// Delivers `d` to its recipients on this shard (or batches it); returns how many
     /// connections it was queued or held for.
     pub(crate) fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, d: &Arc<Delivery>) -> u64 {
-        let window = self.shared.rooms.batch_window_ms;
-        if window > 0 && d.class == PushClass::Room {
+        let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
+        if !window.is_zero() && d.class == PushClass::Room {
             if let Some(room) = d.room() {
+                // Leading edge: a room message on a shard that sent none for a whole window
+                // goes out at once; the ones after it wait for the window to pass.
+                let now = ctx.now();
+                let quiet = self.batch.is_empty()
+                    && self
+                        .last_room_flush
+                        .is_none_or(|t| now.saturating_duration_since(t) >= window);
+                if quiet {
+                    self.last_room_flush = Some(now);
+                    return self.deliver_now(ctx, d);
+                }
                 let n = self.rooms.members(room).len() as u64;
-                self.batch_since.get_or_insert(ctx.now());
+                self.batch_since
+                    .get_or_insert(self.last_room_flush.unwrap_or(now));
                 self.batch.push(Arc::clone(d));
                 return n;
             }
@@ -343,7 +356,8 @@ impl GatewayHandler {
         queued
     }
 
-    /// Sends batched room messages once the window has passed (or now, with `force`).
+    /// Sends batched room messages once the window since the last room send has passed (or
+    /// now, with `force`).
     pub(super) fn flush_batch(&mut self, ctx: &mut Ctx<'_, Self>, force: bool) {
         let Some(since) = self.batch_since else {
             return;
@@ -353,6 +367,7 @@ impl GatewayHandler {
             return;
         }
         self.batch_since = None;
+        self.last_room_flush = Some(ctx.now());
         let batch = std::mem::take(&mut self.batch);
         self.deliver_runs(ctx, &batch, false);
     }

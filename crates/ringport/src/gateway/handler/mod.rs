@@ -50,8 +50,12 @@ pub struct GatewayHandler {
     pub(super) rec: ShardRecorder,
     /// Room messages waiting for `rooms.batch_window_ms` (empty when the window is 0).
     pub(super) batch: Vec<Arc<Delivery>>,
-    /// When the oldest batched message arrived.
+    /// When the batched messages' window started: the last time this shard sent room
+    /// messages under the window. They go out once it has passed.
     pub(super) batch_since: Option<Instant>,
+    /// The last time this shard sent room messages under `rooms.batch_window_ms` (at once or
+    /// from the batch): a room message arriving a whole window later goes out at once.
+    pub(super) last_room_flush: Option<Instant>,
     /// The vector swapped with this shard's hand-off queue on each drain
     /// (`gateway/handoff.rs`): no allocation per drain in steady state.
     pub(super) drained: Vec<Arc<Delivery>>,
@@ -97,6 +101,7 @@ impl GatewayHandler {
             rec,
             batch: Vec::new(),
             batch_since: None,
+            last_room_flush: None,
             drained: Vec::new(),
             replaying: Vec::new(),
             drain_posted: false,
