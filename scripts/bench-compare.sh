@@ -15,7 +15,8 @@
 #   BATCH_WINDOW=20 SYSTEMS="ringport redis" scripts/bench-compare.sh
 #
 # BATCH_WINDOW (default 0) is every ringport server's rooms.batch_window_ms, given with --set
-# (which outranks RINGPORT_ROOMS__BATCH_WINDOW_MS in the environment).
+# (which outranks RINGPORT_ROOMS__BATCH_WINDOW_MS in the environment), except
+# ringport-window's, which is WINDOW (default 30).
 #
 # SWAP=1 reverses the order of SYSTEMS in every even round, so neither always runs first
 # (on a shared machine the first and the last system of a round see different neighbours).
@@ -25,6 +26,8 @@
 #   ringport-epoll   the same on the epoll backend (--io-backend epoll); also reported as the
 #                    ratio ringport-epoll/ringport
 #   ringport-http    the same with the HTTP publisher
+#   ringport-window  the same with rooms.batch_window_ms=WINDOW (default 30); also reported
+#                    as the ratio ringport-window/ringport
 #   ringport-batch   the same with the HTTP batch API (the messages due each ms in one request)
 #   ringport-client  the same with a protocol client's PUBLISH
 #   ringport-ws      ringport with PUBLISHER, subscribers over WebSocket (`--protocol
@@ -86,8 +89,9 @@ install_servers() {
 start_system() {
     local name=$1 bin=$RINGPORT_BIN publisher=$PUBLISHER
     case $name in
-    ringport | ringport-epoll | ringport-http | ringport-batch | ringport-client | ringport-ws | ringport-tls | ringport-wss | base)
-        local protocol=ringport backend=auto tls_set=() tls_args=()
+    ringport | ringport-epoll | ringport-http | ringport-window | ringport-batch | ringport-client | ringport-ws | ringport-tls | ringport-wss | base)
+        local protocol=ringport backend=auto tls_set=() tls_args=() window=${BATCH_WINDOW:-0}
+        [[ $name == ringport-window ]] && window=${WINDOW:-30}
         [[ $name == ringport-epoll ]] && backend=epoll
         [[ $name == ringport-ws || $name == ringport-wss ]] && protocol=ringport-ws
         if [[ $name == ringport-tls || $name == ringport-wss ]]; then
@@ -105,7 +109,7 @@ start_system() {
         # A client publisher needs the per-connection publish rate (and burst: a publisher
         # that fell behind catches up in a burst) to allow the load.
         taskset -c "$SERVER_CPU" "$bin" serve --listen "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-            --workers 1 --io-backend "$backend" --log-level warn --set "rooms.batch_window_ms=${BATCH_WINDOW:-0}" \
+            --workers 1 --io-backend "$backend" --log-level warn --set "rooms.batch_window_ms=$window" \
             --set "rooms.publish_rate_per_sec=$((RATE * 4))" --set "rooms.publish_burst=$((RATE * 20))" \
             "${tls_set[@]}" >"$OUT/$name-server.log" 2>&1 &
         SERVER_PID=$!
@@ -127,7 +131,7 @@ start_system() {
         wait_port "$NATS_PORT" || die "nats-server did not listen (see $OUT/nats-server.log)"
         TARGET_ARGS=(--protocol nats --target "127.0.0.1:$NATS_PORT")
         ;;
-    *) die "unknown system $name (ringport, ringport-epoll, ringport-http, ringport-batch, ringport-client, ringport-ws, ringport-tls, ringport-wss, base, redis, nats)" ;;
+    *) die "unknown system $name (ringport, ringport-epoll, ringport-http, ringport-window, ringport-batch, ringport-client, ringport-ws, ringport-tls, ringport-wss, base, redis, nats)" ;;
     esac
 }
 
@@ -212,6 +216,10 @@ EOF
         fi
         if [[ $ours == ringport-wss && " $SYSTEMS " == *" ringport-ws "* ]]; then
             ratios "$RATE" ringport-wss ringport-ws
+        fi
+        # What holding room messages for the window saves, and costs in latency.
+        if [[ $ours == ringport-window && " $SYSTEMS " == *" ringport "* ]]; then
+            ratios "$RATE" ringport-window ringport
         fi
         # The epoll backend's cost over the io_uring one on the same load (issue 13's target).
         if [[ $ours == ringport-epoll && " $SYSTEMS " == *" ringport "* ]]; then
