@@ -10,12 +10,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::conn::{ConnectCtx, PeerAddr, Slot, State, NEVER, NO_CTX, NO_FD};
 use crate::id::{pack, Op};
 use crate::inbox::ShardShared;
-use crate::sendq::SendPool;
+use crate::sendq::{Payload, SendPool};
 use crate::sys::{Driver, Sock};
 use crate::timer::TimerWheel;
 use crate::{CloseReason, ConnId, EngineConfig, EngineHandle, SendError, SlowConsumerPolicy};
@@ -299,7 +297,7 @@ impl<H: crate::Handler> Core<H> {
     pub fn send(
         &mut self,
         conn: ConnId,
-        payload: Bytes,
+        payload: Payload<'_>,
         messages: u32,
         starts_record: bool,
     ) -> Result<(), SendError> {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::conn::{ConnInfo, ConnState, State, NEVER};
 use crate::core::Core;
+use crate::sendq::Payload;
 use crate::stats::ShardStats;
 use crate::{CloseReason, ConnId, EngineHandle, Handler, SendError};
 
@@ -38,14 +39,14 @@ impl<H: Handler> Ctx<'_, H> {
     /// this turn, in one send when the loop turns (a gathered `sendmsg` for more than one
     /// chunk).
     pub fn send(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
-        self.core.send(conn, payload, 1, true)
+        self.core.send(conn, Payload::Owned(payload), 1, true)
     }
 
     /// [`Ctx::send`] of a payload that continues the one queued before it (e.g. a message
     /// body behind its separately queued header): the two are one record for
     /// [`Ctx::drop_unsent`], which never separates them.
     pub fn send_continued(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
-        self.core.send(conn, payload, 1, false)
+        self.core.send(conn, Payload::Owned(payload), 1, false)
     }
 
     /// [`Ctx::send`] of a payload that holds `messages` application messages (e.g. several
@@ -57,7 +58,23 @@ impl<H: Handler> Ctx<'_, H> {
         payload: Bytes,
         messages: u32,
     ) -> Result<(), SendError> {
-        self.core.send(conn, payload, messages, true)
+        self.core
+            .send(conn, Payload::Owned(payload), messages, true)
+    }
+
+    /// [`Ctx::send_messages`] of a payload borrowed from the caller, which shares it with
+    /// many connections: the engine takes a reference (one reference-count increment) only
+    /// if it queues the payload by reference, and copies it without touching the count when
+    /// it goes behind a small unsent tail (the common case when messages arrive faster than
+    /// a connection's sends leave).
+    pub fn send_shared(
+        &mut self,
+        conn: ConnId,
+        payload: &Bytes,
+        messages: u32,
+    ) -> Result<(), SendError> {
+        self.core
+            .send(conn, Payload::Borrowed(payload), messages, true)
     }
 
     /// Queues a copy of `data` to `conn` (pooled blocks: no allocation in steady state).

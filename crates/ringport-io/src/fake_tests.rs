@@ -754,3 +754,60 @@ fn a_fan_out_is_spread_over_turns_in_order_and_a_first_send_goes_ahead() {
         "members 4-9 waited and got both their messages in one send: {st:?}"
     );
 }
+
+/// One round of a fan-out: the same shared frame queued to every connection, by reference
+/// ([`Ctx::send_shared`]) or by value ([`Ctx::send_messages`], a clone each). Not inlined, so
+/// that callgrind can count it alone (`--toggle-collect`).
+#[inline(never)]
+fn fan_out_round(s: &mut FakeShard<Rec>, conns: &[ConnId], frame: &Bytes, borrowed: bool) {
+    s.with_ctx(|_, ctx| {
+        for &c in conns {
+            if borrowed {
+                ctx.send_shared(c, frame, 1).unwrap();
+            } else {
+                ctx.send_messages(c, frame.clone(), 1).unwrap();
+            }
+        }
+    });
+}
+
+/// The engine's cost per delivery when a shared frame reaches connections faster than their
+/// sends leave (a fan-out at 1,000 messages/s to 2,000 connections: each send carries tens
+/// of messages): 2,000 connections, a 90-byte frame queued to each 40 times while their
+/// sends are held in flight, then the sends complete; 20 such cycles. Count it with
+/// `valgrind --tool=callgrind --toggle-collect='*fan_out_round*'
+/// target/release/deps/ringport_io-HASH fan_out_push_cost --ignored` and divide by the
+/// 1,600,000 deliveries; `RINGPORT_COST_OWNED=1` queues a clone per connection instead.
+#[test]
+#[ignore = "a cost measurement; run under callgrind"]
+fn fan_out_push_cost() {
+    const CONNS: usize = 2_000;
+    let borrowed = std::env::var_os("RINGPORT_COST_OWNED").is_none();
+    let mut s = shard(4_096);
+    let before = s.handler().events.len();
+    for _ in 0..CONNS {
+        s.kernel().incoming();
+    }
+    s.settle();
+    let conns: Vec<ConnId> = s.handler().events[before..]
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Open(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(conns.len(), CONNS);
+    let frame = Bytes::from(vec![7u8; 90]);
+    for _ in 0..20 {
+        s.kernel().hold_sends(true);
+        for _ in 0..40 {
+            fan_out_round(&mut s, &conns, &frame, borrowed);
+            s.turn();
+        }
+        s.kernel().hold_sends(false);
+        s.settle();
+        s.kernel().take_ops();
+    }
+    let sock = s.sock_of(conns[0]).expect("open");
+    assert_eq!(s.kernel().delivered(sock).len(), 20 * 40 * 90);
+}

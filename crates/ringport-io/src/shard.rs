@@ -18,6 +18,7 @@ use crate::core::{Accept, Core};
 use crate::id::{pack, unpack, Op};
 use crate::inbox::Envelope;
 use crate::listener::nofile_limit;
+use crate::sendq::Payload;
 use crate::sys::{Completion, SubmitFailures};
 use crate::timer::Entry;
 use crate::{CloseReason, Ctx, EngineConfig, EngineError, EngineHandle, Handler, Origin};
@@ -576,11 +577,11 @@ impl<H: Handler> Shard<H> {
         for env in mail.drain(..) {
             match env {
                 Envelope::Send(conn, payload) => {
-                    let _ = self.core.send(conn, payload, 1, true);
+                    let _ = self.core.send(conn, Payload::Owned(payload), 1, true);
                 }
                 Envelope::SendMany(conns, payload) => {
                     for conn in conns {
-                        let _ = self.core.send(conn, payload.clone(), 1, true);
+                        let _ = self.core.send(conn, Payload::Borrowed(&payload), 1, true);
                     }
                 }
                 Envelope::Close(conn, reason) => {

@@ -89,26 +89,23 @@ impl<'a> RunBytes<'a> {
     }
 
     /// The bytes for a connection whose `ws_sending()` is `ws`.
-    fn bytes(&mut self, ws: bool) -> Bytes {
+    fn bytes(&mut self, ws: bool) -> &Bytes {
         let frames = self.frames;
         if ws {
             self.ws
                 .get_or_insert_with(|| ws_messages(frames.iter().map(|d| &d.frame)))
-                .clone()
         } else {
-            self.native
-                .get_or_insert_with(|| match frames {
-                    [d] => d.frame.clone(),
-                    _ => {
-                        let len = frames.iter().map(|d| d.frame.len()).sum();
-                        let mut joined = BytesMut::with_capacity(len);
-                        for d in frames {
-                            joined.extend_from_slice(&d.frame);
-                        }
-                        joined.freeze()
+            self.native.get_or_insert_with(|| match frames {
+                [d] => d.frame.clone(),
+                _ => {
+                    let len = frames.iter().map(|d| d.frame.len()).sum();
+                    let mut joined = BytesMut::with_capacity(len);
+                    for d in frames {
+                        joined.extend_from_slice(&d.frame);
                     }
-                })
-                .clone()
+                    joined.freeze()
+                }
+            })
         }
     }
 }

@@ -752,7 +752,7 @@ pub(super) fn send_frame(
     frame: Bytes,
 ) -> bool {
     match c.transport.ws_sending() {
-        None => send_frames(ctx, rec, c, frame, 1),
+        None => send_frames(ctx, rec, c, &frame, 1),
         Some(true) => {
             let header =
                 ringport_ws::encode_header(ringport_ws::OpCode::Binary, true, frame.len(), None);
@@ -771,7 +771,7 @@ pub(super) fn send_frames(
     ctx: &mut Ctx<'_, GatewayHandler>,
     rec: &mut ShardRecorder,
     c: &mut Conn,
-    bytes: Bytes,
+    bytes: &Bytes,
     frames: u64,
 ) -> bool {
     let sent = emit(ctx, c, bytes, u32::try_from(frames).unwrap_or(u32::MAX));

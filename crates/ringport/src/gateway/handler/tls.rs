@@ -35,13 +35,13 @@ thread_local! {
 pub(in crate::gateway) fn emit<H: Handler>(
     ctx: &mut Ctx<'_, H>,
     c: &mut Conn,
-    data: Bytes,
+    data: &Bytes,
     messages: u32,
 ) -> Result<(), SendError> {
     let id = c.id;
     match c.transport.tls_mut() {
-        None => ctx.send_messages(id, data, messages),
-        Some(t) => encrypt(ctx, id, t, &data),
+        None => ctx.send_shared(id, data, messages),
+        Some(t) => encrypt(ctx, id, t, data),
     }
 }
 
