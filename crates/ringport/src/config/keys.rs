@@ -119,6 +119,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("limits", "max_connections_per_ip", Int, "Connections open at once from one IP address; one more is sent CLOSE POLICY. 0 = no limit."),
     k("limits", "handshakes_per_ip_per_sec", Int, "Sustained new connections per second from one IP address (token bucket); beyond it a new connection is sent CLOSE POLICY. 0 = no limit."),
     k("limits", "handshake_burst_per_ip", Int, "New connections one IP address may open in a burst."),
+    k("limits", "handshakes_per_abusive_close", Int, "New-connection tokens of handshakes_per_ip_per_sec that a connection closed for abuse (control frames or JOIN/LEAVE over their rates, CLOSE POLICY) costs its address, so a flooder cannot reconnect for a fresh burst; at most handshake_burst_per_ip is owed. 0 = no cost."),
     k("limits", "auth_failures_per_ip_per_sec", Int, "Sustained failed handshakes (AUTH_FAILED) per second from one IP address once its burst is spent; beyond it the address's new connections are sent CLOSE POLICY. 0 = no limit."),
     k("limits", "auth_failure_burst_per_ip", Int, "Failed handshakes one IP address may have in a burst."),
     k("limits", "max_connections_per_user", Int, "Connections open at once for one user (the token's sub), on every shard and address together (in a cluster, on every node together); one more HELLO is answered CLOSE POLICY. 0 = no limit."),

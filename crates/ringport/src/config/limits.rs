@@ -17,6 +17,10 @@ pub struct LimitsConfig {
     pub handshakes_per_ip_per_sec: u32,
     /// New connections one IP address may open in a burst.
     pub handshake_burst_per_ip: u32,
+    /// New-connection tokens (of `handshakes_per_ip_per_sec`) that a connection closed for
+    /// abuse (control frames or JOIN/LEAVE over their rates) costs its address, at most one
+    /// `handshake_burst_per_ip` owed; 0 = none.
+    pub handshakes_per_abusive_close: u32,
     /// Sustained failed handshakes (AUTH_FAILED) per second from one IP address, once its
     /// burst is spent; beyond it the address's new connections are refused; 0 = no limit.
     pub auth_failures_per_ip_per_sec: u32,
@@ -47,6 +51,7 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 1024,
             handshakes_per_ip_per_sec: 100,
             handshake_burst_per_ip: 1000,
+            handshakes_per_abusive_close: 100,
             auth_failures_per_ip_per_sec: 1,
             auth_failure_burst_per_ip: 20,
             max_connections_per_user: 100,
@@ -91,6 +96,11 @@ impl LimitsConfig {
                 "limits.handshake_burst_per_ip",
                 self.handshake_burst_per_ip,
                 1,
+            ),
+            (
+                "limits.handshakes_per_abusive_close",
+                self.handshakes_per_abusive_close,
+                0,
             ),
             (
                 "limits.auth_failures_per_ip_per_sec",

@@ -198,6 +198,28 @@ impl PeerTable {
         }
     }
 
+    /// A connection from `ip` was closed for abuse (a rate-limit CLOSE POLICY): spends
+    /// `limits.handshakes_per_abusive_close` of the address's new-connection tokens, going
+    /// into debt (at most one burst) if it has fewer, so a flooder cannot just reconnect for
+    /// a fresh burst. Whether anything was spent.
+    pub fn abusive_close(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let l = &self.limits;
+        if l.handshakes_per_abusive_close == 0 || l.handshakes_per_ip_per_sec == 0 {
+            return false;
+        }
+        let mut part = self.peers.part(&ip);
+        let Some(p) = part.get_mut(&ip) else {
+            return false;
+        };
+        p.handshakes.spend(
+            l.handshakes_per_abusive_close,
+            l.handshakes_per_ip_per_sec,
+            l.handshake_burst_per_ip,
+            now_ms,
+        );
+        true
+    }
+
     /// Addresses remembered now.
     #[cfg(test)]
     pub fn tracked(&self) -> usize {
@@ -364,6 +386,43 @@ mod tests {
         t.release(ip(1));
         assert_eq!(t.admit(ip(1), 0), Err(Refusal::AuthFailures));
         assert_eq!(t.admit(ip(1), 1000), Ok(()), "a failure token refilled");
+    }
+
+    #[test]
+    fn an_abusive_close_costs_its_address_new_connections() {
+        // Rate 1/s, burst 3; an abusive close costs 2 tokens.
+        let limits = LimitsConfig {
+            handshakes_per_abusive_close: 2,
+            max_connections_per_ip: 0,
+            ..limits()
+        };
+        let t = PeerTable::new(&limits);
+        assert_eq!(t.admit(ip(1), 0), Ok(()));
+        assert!(t.abusive_close(ip(1), 0));
+        t.release(ip(1));
+        // 3 - 1 - 2: nothing left for a reconnect.
+        assert_eq!(t.admit(ip(1), 0), Err(Refusal::HandshakeRate(1)));
+        assert_eq!(t.admit(ip(2), 0), Ok(()), "another address is unaffected");
+        // A flooder's reconnects each cost it 1 + 2: one per 3 s instead of one per second.
+        assert_eq!(t.admit(ip(1), 1000), Ok(()));
+        assert!(t.abusive_close(ip(1), 1000));
+        assert_eq!(t.admit(ip(1), 3000), Err(Refusal::HandshakeRate(1)));
+        assert_eq!(t.admit(ip(1), 4000), Ok(()));
+        // At most one burst is owed, however many connections of the address abuse.
+        for _ in 0..100 {
+            t.abusive_close(ip(1), 4000);
+        }
+        // Owing 3 tokens at 4000 ms (a burst), the next one comes 4 s later.
+        assert_eq!(t.admit(ip(1), 7999), Err(Refusal::HandshakeRate(1)));
+        assert_eq!(t.admit(ip(1), 8000), Ok(()));
+        // Off with 0, and for an address never admitted.
+        let off = PeerTable::new(&LimitsConfig {
+            handshakes_per_abusive_close: 0,
+            ..limits
+        });
+        off.admit(ip(1), 0).unwrap();
+        assert!(!off.abusive_close(ip(1), 0));
+        assert!(!t.abusive_close(ip(9), 0));
     }
 
     #[test]

@@ -404,6 +404,18 @@ impl TokenBucket {
         self.level(rate, burst, now_ms) >= u64::from(burst) * 1000
     }
 
+    /// Takes `n` tokens whether or not they are there: what is missing becomes a debt that
+    /// refills first (no token until it is paid), at most one `burst` of it.
+    pub fn spend(&mut self, n: u32, rate: u32, burst: u32, now_ms: u64) {
+        let now = Self::now_us(now_ms);
+        let token_us = 1_000_000u64.div_ceil(u64::from(rate.max(1)));
+        let fill_us = (u64::from(burst) * 1_000_000).div_ceil(u64::from(rate.max(1)));
+        let empty = self
+            .clamped(rate, burst, now)
+            .saturating_add(u64::from(n).saturating_mul(token_us));
+        self.empty_us = empty.min(now.saturating_add(fill_us));
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
         if !self.has(rate, burst, now_ms) {
@@ -565,6 +577,25 @@ mod tests {
         assert!(!b.take(10, 3, 100));
         assert!((0..3).all(|_| b.take(10, 3, 10_000)), "capped at burst");
         assert!(!b.take(10, 3, 10_000));
+    }
+
+    #[test]
+    fn spending_beyond_the_level_is_a_debt_of_at_most_one_burst() {
+        // 10/s, burst 30: spending 20 of a full bucket leaves 10.
+        let mut b = TokenBucket::full(30, 0);
+        b.spend(20, 10, 30, 0);
+        assert!((0..10).all(|_| b.take(10, 30, 0)));
+        assert!(!b.take(10, 30, 0));
+        // 10 more spent from empty: a second of debt before the next token.
+        b.spend(10, 10, 30, 0);
+        assert!(!b.take(10, 30, 1000), "the debt refills first");
+        assert!(b.take(10, 30, 1100));
+        // However much is spent, at most one burst (3 s here) is owed.
+        let mut b = TokenBucket::full(30, 0);
+        b.spend(1_000_000, 10, 30, 0);
+        assert!(!b.has(10, 30, 3000));
+        assert!(b.take(10, 30, 3100));
+        assert!(b.is_full(10, 30, 6100));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum Limit {
     /// A connection closed with POLICY for control frames over `limits.control_frames_per_sec`
     /// or for a whole burst of JOIN/LEAVE sent while rate limited.
     ControlRate,
+    /// A connection closed for abuse (`control_rate`) that cost its address
+    /// `limits.handshakes_per_abusive_close` new-connection tokens.
+    AbusiveClose,
     /// An address's rates forgotten to stay within `limits.max_tracked_ips`.
     TrackedIps,
     /// A connection accepted over the process-wide connection cap (CLOSE POLICY "server
@@ -70,7 +73,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 23] = [
+    pub const ALL: [Limit; 24] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -89,6 +92,7 @@ impl Limit {
         Limit::ConnectionsPerUser,
         Limit::RoomOpRate,
         Limit::ControlRate,
+        Limit::AbusiveClose,
         Limit::TrackedIps,
         Limit::ServerFull,
         Limit::MemoryBudget,
@@ -117,6 +121,7 @@ impl Limit {
             Limit::ConnectionsPerUser => "connections_per_user",
             Limit::RoomOpRate => "room_op_rate",
             Limit::ControlRate => "control_rate",
+            Limit::AbusiveClose => "abusive_close",
             Limit::TrackedIps => "tracked_ips",
             Limit::ServerFull => "server_full",
             Limit::MemoryBudget => "memory_budget",

@@ -251,6 +251,45 @@ fn control_frame_floods_are_closed_with_policy() {
     bystander_is_served(&server, ip(51), "bystander");
 }
 
+/// Measured (docs/benchmarks.md, issue 10): PING flooders closed for `control_rate`
+/// reconnected at once and got a fresh burst of 2,000 answered PINGs each time, ~10,000
+/// connections in 15 s, well within their addresses' handshake rate. A close for abuse now
+/// costs the address `limits.handshakes_per_abusive_close` new-connection tokens.
+#[test]
+fn a_control_flood_close_costs_the_address_its_reconnects() {
+    let server = TestServer::start(limited(|l| {
+        l.control_frames_per_sec = 10;
+        l.control_frames_burst = 20;
+        // A burst of 1,000 handshakes at 1/s; a close for abuse costs more than the whole
+        // burst, so the address owes a full burst (1,000 s) whatever the test's timing.
+        l.handshakes_per_ip_per_sec = 1;
+        l.handshake_burst_per_ip = 1000;
+        l.handshakes_per_abusive_close = 5000;
+    }));
+    let mut c = Client::connect_from(server.addr, ip(52));
+    c.welcome("");
+    let mut flood = Vec::new();
+    for nonce in 0..200u64 {
+        flood.extend_from_slice(&Frame::Ping { nonce }.to_bytes().unwrap());
+    }
+    use std::io::Write;
+    let _ = c.stream.write_all(&flood);
+    expect_policy(&mut c, "control frames");
+    wait_limit_hits(&server, "abusive_close", 1);
+    // The flooder's address cannot come back for a fresh burst; 999 handshake tokens were
+    // left before the close, so without the cost this would be WELCOME.
+    let mut again = Client::connect_from(server.addr, ip(52));
+    match again.hello("") {
+        Frame::Close { reason, text } => {
+            assert_eq!(reason, CloseReason::POLICY, "{text}");
+            assert!(text.contains("new connections"), "{text}");
+        }
+        other => panic!("a flooder's address got {other:?} right after its close"),
+    }
+    // Other addresses are not affected.
+    bystander_is_served(&server, ip(53), "bystander");
+}
+
 /// The per-IP limits do not apply to loopback peers by default (a local proxy makes every
 /// client loopback).
 #[test]

@@ -117,8 +117,7 @@ impl GatewayHandler {
                 "{} JOIN/LEAVE sent while rate limited (at most {} per second)",
                 c.room_ops_refused, l.room_ops_per_sec
             );
-            hit(Limit::ControlRate, 1, &text);
-            c.session.close(CloseReason::POLICY, &text, now);
+            self.close_abusive(c, &text, now);
         }
         false
     }
@@ -152,8 +151,27 @@ impl GatewayHandler {
             "control frames (PING, PONG, SLEEP, WAKE, ACK, WebSocket ping/pong) over {} per second",
             l.control_frames_per_sec
         );
-        hit(Limit::ControlRate, 1, &text);
-        c.session.close(CloseReason::POLICY, &text, now);
+        self.close_abusive(c, &text, now);
         false
+    }
+
+    /// Closes `c` with POLICY for a rate it flooded past (`control_rate`), and charges its
+    /// address `limits.handshakes_per_abusive_close` new-connection tokens: a flooder that
+    /// reconnects at once would otherwise get a fresh burst every time.
+    fn close_abusive(&self, c: &mut Conn, text: &str, now: u64) {
+        hit(Limit::ControlRate, 1, &text);
+        if let Some(ip) = c.peer_ip() {
+            if self.shared.peers.abusive_close(ip, now) {
+                hit(
+                    Limit::AbusiveClose,
+                    1,
+                    &format_args!(
+                        "{ip} closed for abuse: it spent limits.handshakes_per_abusive_close ({}) new-connection tokens",
+                        self.shared.limits.handshakes_per_abusive_close
+                    ),
+                );
+            }
+        }
+        c.session.close(CloseReason::POLICY, text, now);
     }
 }
