@@ -74,18 +74,23 @@ fn shard(cap: u32) -> FakeShard<Rec> {
     s
 }
 
-/// Accepts one connection from the fake backlog: its id and socket.
-fn accept_one(s: &mut FakeShard<Rec>) -> (ConnId, FakeSock) {
-    let before = s.handler().events.len();
-    s.kernel().incoming();
-    s.settle();
-    let opened: Vec<ConnId> = s.handler().events[before..]
+/// The connections opened since the handler had recorded `before` events.
+fn opened_since(s: &mut FakeShard<Rec>, before: usize) -> Vec<ConnId> {
+    s.handler().events[before..]
         .iter()
         .filter_map(|e| match e {
             Ev::Open(c) => Some(*c),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Accepts one connection from the fake backlog: its id and socket.
+fn accept_one(s: &mut FakeShard<Rec>) -> (ConnId, FakeSock) {
+    let before = s.handler().events.len();
+    s.kernel().incoming();
+    s.settle();
+    let opened = opened_since(s, before);
     assert_eq!(opened.len(), 1, "one connection accepted");
     let sock = s
         .sock_of(opened[0])
@@ -789,13 +794,7 @@ fn fan_out_push_cost() {
         s.kernel().incoming();
     }
     s.settle();
-    let conns: Vec<ConnId> = s.handler().events[before..]
-        .iter()
-        .filter_map(|e| match e {
-            Ev::Open(c) => Some(*c),
-            _ => None,
-        })
-        .collect();
+    let conns = opened_since(&mut s, before);
     assert_eq!(conns.len(), CONNS);
     let frame = Bytes::from(vec![7u8; 90]);
     for _ in 0..20 {

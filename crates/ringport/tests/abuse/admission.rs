@@ -220,6 +220,17 @@ fn join_leave_floods_get_rate_limited_then_closed() {
     bystander_is_served(&server, ip(41), "bystander");
 }
 
+/// Writes `n` PINGs in one go. The server may close before it has read them all: a failed
+/// write is fine.
+fn send_pings(c: &mut Client, n: u64) {
+    use std::io::Write;
+    let mut flood = Vec::new();
+    for nonce in 0..n {
+        flood.extend_from_slice(&Frame::Ping { nonce }.to_bytes().unwrap());
+    }
+    let _ = c.stream.write_all(&flood);
+}
+
 /// Observed: two reading PING flooders drove the server to 156% CPU.
 #[test]
 fn control_frame_floods_are_closed_with_policy() {
@@ -229,13 +240,7 @@ fn control_frame_floods_are_closed_with_policy() {
     }));
     let mut c = Client::connect_from(server.addr, ip(50));
     c.welcome("");
-    let mut flood = Vec::new();
-    for nonce in 0..200u64 {
-        flood.extend_from_slice(&Frame::Ping { nonce }.to_bytes().unwrap());
-    }
-    use std::io::Write;
-    // The server may close before it has read everything: a failed write is fine.
-    let _ = c.stream.write_all(&flood);
+    send_pings(&mut c, 200);
     let mut pongs = 0;
     let close = loop {
         match c.next() {
@@ -268,12 +273,7 @@ fn a_control_flood_close_costs_the_address_its_reconnects() {
     }));
     let mut c = Client::connect_from(server.addr, ip(52));
     c.welcome("");
-    let mut flood = Vec::new();
-    for nonce in 0..200u64 {
-        flood.extend_from_slice(&Frame::Ping { nonce }.to_bytes().unwrap());
-    }
-    use std::io::Write;
-    let _ = c.stream.write_all(&flood);
+    send_pings(&mut c, 200);
     expect_policy(&mut c, "control frames");
     wait_limit_hits(&server, "abusive_close", 1);
     // The flooder's address cannot come back for a fresh burst; 999 handshake tokens were
