@@ -66,6 +66,11 @@ pub(crate) struct Core<H: crate::Handler> {
     /// Slots whose send waits for a later turn (`EngineConfig::max_sends_per_turn`), oldest
     /// first; each is also marked `dirty`.
     backlog: std::collections::VecDeque<u32>,
+    /// Operations other than sends started since the last flush for connections that have
+    /// sent nothing yet (a new connection's peer-address lookup and receive arms, a refused
+    /// one's close): a handshake's steps, queued by the last turn's completions (see
+    /// `Shard::before_wait`).
+    pub handshake_ops: u32,
     /// Slots waiting for receive buffers.
     pub rearm: Vec<u32>,
     /// `on_close` notifications to deliver after the current callback.
@@ -129,6 +134,7 @@ impl<H: crate::Handler> Core<H> {
             wheel: TimerWheel::new(1024),
             dirty: Vec::new(),
             backlog: std::collections::VecDeque::new(),
+            handshake_ops: 0,
             rearm: Vec::new(),
             notify: Vec::new(),
             connects: Vec::new(),
@@ -247,6 +253,9 @@ impl<H: crate::Handler> Core<H> {
     pub fn op_started(&mut self, slot: u32, op: Op) -> u64 {
         let s = &mut self.slots[slot as usize];
         s.ops += 1;
+        if op != Op::Send && s.bytes_out == 0 {
+            self.handshake_ops += 1;
+        }
         pack(op, slot, s.gen)
     }
 
@@ -360,7 +369,9 @@ impl<H: crate::Handler> Core<H> {
     }
 
     /// Issues this turn's sends and receive re-arms (called right before the ring wait).
-    pub fn flush(&mut self) {
+    /// `control`: a control turn (`Shard::before_wait`), which starts only first sends and
+    /// leaves every waiting send for the next full turn.
+    pub fn flush(&mut self, control: bool) {
         // At most `max_sends_per_turn` sends start this turn, in the order connections
         // became ready to send (those still waiting from earlier turns first); the rest wait
         // for the next turns. A connection's first send (a WELCOME, a refusal) does not
@@ -386,13 +397,15 @@ impl<H: crate::Handler> Core<H> {
         }
         dirty.clear();
         self.dirty = dirty;
-        while started < budget {
+        while started < budget && !control {
             let Some(slot) = self.backlog.pop_front() else {
                 break;
             };
             started += usize::from(self.start_send(slot));
         }
-        self.sh.stats.sends_deferred.add(self.backlog.len() as u64);
+        if !control {
+            self.sh.stats.sends_deferred.add(self.backlog.len() as u64);
+        }
         if !self.rearm.is_empty() {
             // Receives stopped on ENOBUFS, oldest first, each only when its ring has a free
             // buffer for it: re-arming every waiting one each turn would have the kernel fail

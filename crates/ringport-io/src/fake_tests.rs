@@ -25,12 +25,18 @@ struct Rec {
     conns: ConnMap<Vec<u8>>,
     /// Re-arm a timer this far ahead on open and on every firing (a heartbeat).
     heartbeat: Option<Duration>,
+    /// Refuse every connection in `on_open` with `Ctx::abort` (an admission limit would).
+    abort_on_open: bool,
 }
 
 impl Handler for Rec {
     fn on_open(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, _origin: Origin) {
         self.events.push(Ev::Open(conn));
         self.conns.insert(conn, Vec::new());
+        if self.abort_on_open {
+            ctx.abort(conn, CloseReason::Local);
+            return;
+        }
         if let Some(every) = self.heartbeat {
             ctx.set_timer(conn, ctx.now() + every);
         }
@@ -758,6 +764,103 @@ fn a_fan_out_is_spread_over_turns_in_order_and_a_first_send_goes_ahead() {
         st.sends, 15,
         "members 4-9 waited and got both their messages in one send: {st:?}"
     );
+}
+
+#[test]
+fn a_connection_refused_in_on_open_is_closed_with_nothing_to_cancel() {
+    // An admission limit refuses a reconnect flood's connections in `on_open`: each costs
+    // the accept and a close, with no receive armed and then cancelled in between.
+    let mut s = FakeShard::listening(cfg(8), |_| Rec {
+        abort_on_open: true,
+        ..Rec::default()
+    });
+    s.settle();
+    s.kernel().take_ops();
+    s.kernel().incoming();
+    s.settle();
+    let ops = s.kernel().take_ops();
+    assert!(
+        ops.iter().any(|op| matches!(op, FakeOp::Close(_))),
+        "closed: {ops:?}"
+    );
+    assert!(
+        !ops.iter()
+            .any(|op| matches!(op, FakeOp::Recv(_) | FakeOp::CancelSock(_))),
+        "no receive armed, nothing cancelled: {ops:?}"
+    );
+    let closed = closes(&mut s);
+    assert_eq!(closed.len(), 1, "on_close once: {closed:?}");
+    assert_eq!(s.slots_used(), 0, "the slot is free again");
+}
+
+#[test]
+fn a_handshake_during_a_fan_out_does_not_wait_for_its_chunks() {
+    // A fan-out to 12 connections with a budget of 4 sends per turn. A connection accepted
+    // while it is under way, whose peer has already sent its first bytes (a HELLO), has
+    // them handled before the fan-out's next chunk: its peer-address lookup and then its
+    // receive go to the kernel in control turns of their own. Only the chunk submitted in
+    // the turn that found the accept leaves before (without control turns, one chunk per
+    // step: three). Then an answer queued to it (a WELCOME) goes ahead.
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            max_sends_per_turn: 4,
+            resolve_peer_addr: true,
+            ..cfg(16)
+        },
+        |_| Rec::default(),
+    );
+    s.settle();
+    let fan: Vec<ConnId> = (0..12).map(|_| accept_one(&mut s).0).collect();
+    s.kernel().take_ops();
+    s.with_ctx(|_, ctx| {
+        for &c in &fan {
+            ctx.send_copy(c, b"m").unwrap();
+        }
+    });
+    s.turn();
+    assert_eq!(
+        send_socks(&s.kernel().take_ops()).len(),
+        4,
+        "the first chunk"
+    );
+
+    s.kernel().incoming();
+    let sock = s.kernel().accept_now().expect("an armed accept");
+    s.kernel().peer_sends(sock, b"hello");
+    let before = s.handler().events.len();
+    let mut fan_sends = 0;
+    let mut turns = 0;
+    let new = loop {
+        turns += 1;
+        assert!(
+            turns < 10,
+            "the new connection's bytes never reached the handler"
+        );
+        s.turn();
+        fan_sends += send_socks(&s.kernel().take_ops()).len();
+        let got = s.handler().events[before..].iter().find_map(|e| match e {
+            Ev::Data(c, d) if d == b"hello" => Some(*c),
+            _ => None,
+        });
+        if let Some(c) = got {
+            break c;
+        }
+    };
+    assert_eq!(
+        fan_sends, 4,
+        "one chunk of the fan-out between the accept and the handshake's bytes"
+    );
+    s.with_ctx(|_, ctx| ctx.send_copy(new, b"welcome").unwrap());
+    s.turn();
+    let next = send_socks(&s.kernel().take_ops());
+    assert_eq!(
+        (next.first(), next.len()),
+        (Some(&sock), 4),
+        "the answer goes ahead of the fan-out's sends still waiting"
+    );
+    s.settle();
+    assert_eq!(s.stats().msgs_out, 13, "the fan-out finished");
+    assert_eq!(s.kernel().delivered(sock), b"welcome");
 }
 
 /// One round of a fan-out: the same shared frame queued to every connection, by reference

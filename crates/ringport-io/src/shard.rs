@@ -31,7 +31,14 @@ pub(crate) struct Shard<H: Handler> {
     mail: Vec<Envelope<H>>,
     notified: Vec<(crate::ConnId, CloseReason)>,
     shutting_down: Option<Instant>,
+    /// Control turns taken since the last full one (see `before_wait`).
+    control_turns: u32,
 }
+
+/// Most control turns between two full turns while sends wait (see `Shard::before_wait`):
+/// enough for a handshake's chain (accept, peer-address lookup, receive of the HELLO, its
+/// answer), few enough that a connect storm cannot hold a fan-out back for long.
+const MAX_CONTROL_TURNS: u32 = 4;
 
 impl<H: Handler> Shard<H> {
     pub fn new(
@@ -85,6 +92,7 @@ impl<H: Handler> Shard<H> {
             mail: Vec::new(),
             notified: Vec::new(),
             shutting_down: None,
+            control_turns: 0,
         }
     }
 
@@ -178,7 +186,22 @@ impl<H: Handler> Shard<H> {
     /// The first half of a loop turn, before the wait: queues this turn's sends and receive
     /// re-arms. Returns the wait's timeout (a timer tick while anything is timed).
     pub fn before_wait(&mut self) -> Option<Duration> {
-        self.core.flush();
+        // While a fan-out's sends wait for later turns, each turn starts a chunk of them
+        // (`max_sends_per_turn`, ~1 ms of the core). What the last turn's completions queued
+        // for connections that have sent nothing yet — a new connection's peer-address
+        // lookup, its receive arm, a refused one's close — then goes to the kernel alone
+        // first, in a control turn that starts only first sends (a WELCOME): its completions,
+        // mostly inline (a lookup, a receive of bytes already there), are handled before the
+        // next chunk. A handshake's steps would otherwise each wait for a chunk (three of
+        // them from accept to WELCOME). The established connections' receive re-arms do not
+        // start control turns (they would only delay the chunks); at most
+        // `MAX_CONTROL_TURNS` in a row, so a connect storm cannot stall the fan-out.
+        let control = self.core.sends_waiting()
+            && self.core.handshake_ops > 0
+            && self.control_turns < MAX_CONTROL_TURNS;
+        self.control_turns = if control { self.control_turns + 1 } else { 0 };
+        self.core.flush(control);
+        self.core.handshake_ops = 0;
         // Receives still waiting for buffers are retried next turn even if nothing else
         // happens before it.
         if self.core.sends_waiting() {
@@ -443,10 +466,13 @@ impl<H: Handler> Shard<H> {
             return;
         }
         s.announced = true;
-        self.core.arm_recv(slot);
         let id = self.core.id(slot);
         let (h, mut ctx) = self.ctx();
         h.on_open(&mut ctx, id, Origin::Accepted);
+        // Armed after `on_open`: a connection the handler refused there with `Ctx::abort`
+        // has no operation left, so its close goes to the kernel at once, with nothing to
+        // cancel first (a refused reconnect flood costs an accept and a close each).
+        self.core.arm_recv(slot);
         self.deliver_closes();
     }
 
