@@ -10,8 +10,10 @@
 # SERVER_CPU, and on CLIENT_CPU the well-behaved population:
 #   - `ringport-bench fanout`: SUBS subscribers in one room, FANOUT_RATE msg/s through the
 #     admin API -> delivery p99, lost deliveries, the server's peak RSS (1 s samples);
-#   - `ringport-bench churn --rooms-per-conn 0`: CHURN_RATE connect/HELLO/WELCOME/close per
-#     second -> WELCOME p99 (connect -> WELCOME);
+#   - `ringport-bench churn --poisson --rooms-per-conn 0`: CHURN_RATE connect/HELLO/WELCOME/
+#     close per second at random times (evenly spaced ones keep one phase against the
+#     fan-out's pushes, so their tail would depend on a phase that differs per run)
+#     -> WELCOME p99 (connect -> WELCOME);
 # both from 127.0.0.2-127.0.0.250, and, a second later, `ringport-bench attack --kind K` from
 # 127.0.1.1-127.0.1.64 (the one-address floods from 127.0.1.1), also on CLIENT_CPU but at
 # `nice -n ATTACK_NICE` (default 19), for the whole run: on a 2-core machine the attacker's own
@@ -60,7 +62,7 @@ one_run() { # one_run ATTACK ROUND
         --rooms 1 --rate "$FANOUT_RATE" --server-pid "$SERVER_PID" --softirq-cpu "$SERVER_CPU" >"$OUT/$tag-fanout.json" &
     local fan=$!
     timeout 300 taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" churn "${common[@]}" --rate "$CHURN_RATE" \
-        --rooms-per-conn 0 >"$OUT/$tag-churn.json" &
+        --poisson --rooms-per-conn 0 >"$OUT/$tag-churn.json" &
     local churn=$!
     local att=
     if [[ $attack != none ]]; then

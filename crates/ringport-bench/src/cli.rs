@@ -179,6 +179,13 @@ pub struct GatewayArgs {
     /// idle: a publisher is started only if given.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// churn: connects arrive at random times (exponential gaps: a Poisson process at
+    /// `--rate`) instead of evenly spaced. Evenly spaced connects keep one phase against a
+    /// periodic load on the same server (a fan-out publisher at 10 msg/s and churn at 50/s:
+    /// every fifth connect meets the same moment of every push), so their latency tail
+    /// depends on that phase, which differs from run to run.
+    #[arg(long)]
+    pub poisson: bool,
     /// Payload bytes (at least 32: timestamp and sequence as hex).
     #[arg(long, default_value_t = 64)]
     pub size: usize,

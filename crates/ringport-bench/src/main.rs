@@ -249,7 +249,10 @@ fn run_gateway(kind: GwKind, a: GatewayArgs) -> anyhow::Result<()> {
             let rate = a
                 .rate
                 .context("churn needs --rate (connections per second)")?;
-            Scenario::Churn { rate }
+            Scenario::Churn {
+                rate,
+                poisson: a.poisson,
+            }
         }
         GwKind::Resume => Scenario::Resume {
             rate: a.disconnect_rate,

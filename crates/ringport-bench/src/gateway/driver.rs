@@ -45,6 +45,8 @@ pub enum Scenario {
     /// Connect, handshake, join, close: `rate` cycles per second in total.
     Churn {
         rate: f64,
+        /// Random (exponential) gaps between connects instead of even ones (`--poisson`).
+        poisson: bool,
     },
     /// Abort `rate` random connections per second and reconnect them with resume.
     Resume {
@@ -185,6 +187,7 @@ impl GwLoad {
                 ),
                 loading: None,
                 issued: 0,
+                next_due: 0.0,
                 pings_paused: false,
                 stopping: false,
                 out: Vec::new(),
@@ -434,6 +437,8 @@ pub struct GwShard {
     loading: Option<Instant>,
     /// Churn connects issued since the load began.
     issued: u64,
+    /// `--poisson` churn: when the next connect is due, in seconds since the load began.
+    next_due: f64,
     /// Set when the run ends: no new PINGs, so the ones in flight can be answered before
     /// the connections close (`GwLoad::await_pongs`).
     pings_paused: bool,
@@ -534,9 +539,23 @@ impl GwShard {
         }
         let elapsed = ctx.now().saturating_duration_since(start).as_secs_f64();
         match self.cfg.scenario {
-            Scenario::Churn { rate } => {
-                let due = (elapsed * rate / self.stride as f64) as u64;
-                while self.issued < due && self.connecting < CONNECT_WINDOW * 8 {
+            Scenario::Churn { rate, poisson } => {
+                let per_shard = rate / self.stride as f64;
+                let mut rng = rand::rng();
+                loop {
+                    let due = if poisson {
+                        elapsed >= self.next_due
+                    } else {
+                        self.issued < (elapsed * per_shard) as u64
+                    };
+                    if !due || self.connecting >= CONNECT_WINDOW * 8 {
+                        break;
+                    }
+                    if poisson {
+                        // Exponential gap: -ln(U) / rate, U in (0, 1].
+                        let u: f64 = 1.0 - rng.random::<f64>();
+                        self.next_due += -u.ln() / per_shard;
+                    }
                     self.issued += 1;
                     let number = self.next_number;
                     self.next_number += self.stride;
