@@ -21,6 +21,11 @@ pub struct LimitsConfig {
     /// abuse (control frames or JOIN/LEAVE over their rates) costs its address, at most one
     /// `handshake_burst_per_ip` owed; 0 = none.
     pub handshakes_per_abusive_close: u32,
+    /// Refusals per second (and in a burst) that one IP address is told the reason of (CLOSE
+    /// POLICY, then a graceful close); its other refused connections in that time are closed
+    /// at once, unanswered, so a reconnect flood costs an accept and a close each rather than
+    /// a CLOSE frame, a FIN handshake and the linger; 0 = answer every refusal.
+    pub refusals_answered_per_ip_per_sec: u32,
     /// Sustained failed handshakes (AUTH_FAILED) per second from one IP address, once its
     /// burst is spent; beyond it the address's new connections are refused; 0 = no limit.
     pub auth_failures_per_ip_per_sec: u32,
@@ -52,6 +57,7 @@ impl Default for LimitsConfig {
             handshakes_per_ip_per_sec: 100,
             handshake_burst_per_ip: 1000,
             handshakes_per_abusive_close: 100,
+            refusals_answered_per_ip_per_sec: 10,
             auth_failures_per_ip_per_sec: 1,
             auth_failure_burst_per_ip: 20,
             max_connections_per_user: 100,
@@ -100,6 +106,11 @@ impl LimitsConfig {
             (
                 "limits.handshakes_per_abusive_close",
                 self.handshakes_per_abusive_close,
+                0,
+            ),
+            (
+                "limits.refusals_answered_per_ip_per_sec",
+                self.refusals_answered_per_ip_per_sec,
                 0,
             ),
             (

@@ -73,6 +73,8 @@ struct Peer {
     conns: u32,
     handshakes: TokenBucket,
     failures: TokenBucket,
+    /// Refusals it may still be told the reason of (`limits.refusals_answered_per_ip_per_sec`).
+    answers: TokenBucket,
     /// Session clock (ms) this address was last seen.
     seen_ms: u64,
 }
@@ -148,6 +150,7 @@ impl PeerTable {
             conns: 0,
             handshakes: TokenBucket::full(l.handshake_burst_per_ip, now_ms),
             failures: TokenBucket::full(l.auth_failure_burst_per_ip, now_ms),
+            answers: TokenBucket::full(l.refusals_answered_per_ip_per_sec, now_ms),
             seen_ms: now_ms,
         });
         p.seen_ms = now_ms;
@@ -220,6 +223,21 @@ impl PeerTable {
         true
     }
 
+    /// A connection from `ip` was refused: whether it is told why (CLOSE POLICY) or closed
+    /// at once, its address's answers for this second (`limits.refusals_answered_per_ip_per_sec`)
+    /// spent.
+    pub fn answer_refusal(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let rate = self.limits.refusals_answered_per_ip_per_sec;
+        if rate == 0 {
+            return true;
+        }
+        let mut part = self.peers.part(&ip);
+        // A refused address was just remembered by `admit` (or forgotten to make room, and
+        // then it is answered).
+        part.get_mut(&ip)
+            .is_none_or(|p| p.answers.take(rate, rate, now_ms))
+    }
+
     /// Addresses remembered now.
     #[cfg(test)]
     pub fn tracked(&self) -> usize {
@@ -240,6 +258,11 @@ impl PeerTable {
                 || !p.failures.is_full(
                     l.auth_failures_per_ip_per_sec,
                     l.auth_failure_burst_per_ip,
+                    now_ms,
+                )
+                || !p.answers.is_full(
+                    l.refusals_answered_per_ip_per_sec,
+                    l.refusals_answered_per_ip_per_sec,
                     now_ms,
                 )
         });
@@ -423,6 +446,37 @@ mod tests {
         off.admit(ip(1), 0).unwrap();
         assert!(!off.abusive_close(ip(1), 0));
         assert!(!t.abusive_close(ip(9), 0));
+    }
+
+    #[test]
+    fn an_address_is_told_a_few_refusals_a_second() {
+        let limits = LimitsConfig {
+            refusals_answered_per_ip_per_sec: 2,
+            ..limits()
+        };
+        let t = PeerTable::new(&limits);
+        // Refused (its burst of 3 spent), and told so twice in a second.
+        for _ in 0..3 {
+            t.admit(ip(1), 0).unwrap();
+            t.release(ip(1));
+        }
+        assert_eq!(t.admit(ip(1), 0), Err(Refusal::HandshakeRate(1)));
+        assert!(t.answer_refusal(ip(1), 0));
+        assert!(t.answer_refusal(ip(1), 0));
+        assert!(!t.answer_refusal(ip(1), 0), "a third refusal in the second");
+        assert!(!t.answer_refusal(ip(1), 499));
+        assert!(
+            t.answer_refusal(ip(1), 500),
+            "one answer back after half a second"
+        );
+        assert!(t.answer_refusal(ip(2), 500), "another address has its own");
+        // 0: every refusal is answered.
+        let all = PeerTable::new(&LimitsConfig {
+            refusals_answered_per_ip_per_sec: 0,
+            ..limits
+        });
+        all.admit(ip(1), 0).unwrap();
+        assert!((0..100).all(|_| all.answer_refusal(ip(1), 0)));
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub enum Limit {
     /// A connection closed for abuse (`control_rate`) that cost its address
     /// `limits.handshakes_per_abusive_close` new-connection tokens.
     AbusiveClose,
+    /// A connection refused by a per-IP limit and closed at once without CLOSE POLICY, its
+    /// address's answers (`limits.refusals_answered_per_ip_per_sec`) spent.
+    RefusalUnanswered,
     /// An address's rates forgotten to stay within `limits.max_tracked_ips`.
     TrackedIps,
     /// A connection accepted over the process-wide connection cap (CLOSE POLICY "server
@@ -73,7 +76,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 24] = [
+    pub const ALL: [Limit; 25] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -93,6 +96,7 @@ impl Limit {
         Limit::RoomOpRate,
         Limit::ControlRate,
         Limit::AbusiveClose,
+        Limit::RefusalUnanswered,
         Limit::TrackedIps,
         Limit::ServerFull,
         Limit::MemoryBudget,
@@ -122,6 +126,7 @@ impl Limit {
             Limit::RoomOpRate => "room_op_rate",
             Limit::ControlRate => "control_rate",
             Limit::AbusiveClose => "abusive_close",
+            Limit::RefusalUnanswered => "refusal_unanswered",
             Limit::TrackedIps => "tracked_ips",
             Limit::ServerFull => "server_full",
             Limit::MemoryBudget => "memory_budget",

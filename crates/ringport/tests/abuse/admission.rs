@@ -15,11 +15,14 @@ fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 10, last])
 }
 
-/// Limits as configured, the per-IP ones applying to loopback peers.
+/// Limits as configured, the per-IP ones applying to loopback peers. Every refusal is
+/// answered (these tests read its reason) unless `f` sets
+/// `refusals_answered_per_ip_per_sec`.
 fn limited(f: impl FnOnce(&mut ringport::config::LimitsConfig)) -> ringport::config::Config {
     let mut c = secured();
     c.auth.allow_anonymous = Some(true);
     c.limits.exempt_loopback = false;
+    c.limits.refusals_answered_per_ip_per_sec = 0;
     f(&mut c.limits);
     c
 }
@@ -50,6 +53,19 @@ pub(crate) fn welcome_eventually(
         assert!(Instant::now() < deadline, "still refused: {refusal}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Says an anonymous HELLO and reads the answer: `None` when the server closed the
+/// connection without one (end of stream or a reset, also when the HELLO's write failed).
+fn hello_or_eof(c: &mut Client) -> Option<Frame> {
+    use std::io::Write;
+    let hello = Frame::Hello(ringport_proto::Hello {
+        token: Default::default(),
+        client_info: "test/1".into(),
+        resume: None,
+    });
+    c.stream.write_all(&hello.to_bytes().unwrap()).ok()?;
+    c.next()
 }
 
 /// Reads until CLOSE and checks it is POLICY with `text` in its text.
@@ -109,6 +125,48 @@ fn handshakes_per_ip_are_rate_limited() {
     assert!(refused >= 10, "only {refused} of 20 refused");
     wait_limit_hits(&server, "handshake_rate", 10);
     bystander_is_served(&server, ip(4), "bystander");
+}
+
+/// Measured (docs/benchmarks.md, issue 10): under a PING flood ~11,000 reconnects a second
+/// were refused for `handshake_rate`, each with a CLOSE POLICY, a FIN exchange (our
+/// shutdown runs in a kernel worker thread) and the linger. Only the first
+/// `limits.refusals_answered_per_ip_per_sec` refusals of an address per second are
+/// answered; the rest are closed at once, without a frame.
+#[test]
+fn refusals_past_the_answered_ones_are_closed_at_once() {
+    let server = TestServer::start(limited(|l| {
+        l.handshakes_per_ip_per_sec = 1;
+        l.handshake_burst_per_ip = 1;
+        l.refusals_answered_per_ip_per_sec = 1;
+    }));
+    let mut first = Client::connect_from(server.addr, ip(7));
+    first.welcome("");
+    // The address's one answer for this second, then (well within that second: a refusal
+    // takes a loopback round trip) closes without a CLOSE frame.
+    let mut answered = Client::connect_from(server.addr, ip(7));
+    match answered.hello("") {
+        Frame::Close { reason, text } => {
+            assert_eq!(reason, CloseReason::POLICY, "{text}");
+            assert!(text.contains("new connections"), "{text}");
+        }
+        other => panic!("expected CLOSE POLICY, got {other:?}"),
+    }
+    let mut silent = 0u64;
+    for _ in 0..5 {
+        let mut c = Client::connect_from(server.addr, ip(7));
+        match hello_or_eof(&mut c) {
+            None => silent += 1,
+            // A second passed on a slow machine: the address earned one more answer.
+            Some(Frame::Close { reason, text }) => {
+                assert_eq!(reason, CloseReason::POLICY, "{text}")
+            }
+            Some(other) => panic!("a refused address got {other:?}"),
+        }
+    }
+    assert!(silent >= 3, "only {silent} of 5 refusals closed unanswered");
+    wait_limit_hits(&server, "refusal_unanswered", silent);
+    wait_limit_hits(&server, "handshake_rate", silent + 1);
+    bystander_is_served(&server, ip(8), "bystander");
 }
 
 /// Observed: 10,000 failed HELLOs at 2,000/s were all served.

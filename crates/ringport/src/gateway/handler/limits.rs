@@ -21,10 +21,12 @@ impl GatewayHandler {
     }
 
     /// A new connection: refused with POLICY while the process is over its memory budget,
-    /// else counted against its address's limits or closed with POLICY.
-    pub(super) fn admit_peer(&mut self, ctx: &Ctx<'_, Self>, c: &mut Conn, now: u64) {
+    /// else counted against its address's limits or refused: with POLICY while the address
+    /// has answers left (`limits.refusals_answered_per_ip_per_sec`), else closed at once
+    /// without one (`true`: the caller leaves it alone).
+    pub(super) fn admit_peer(&mut self, ctx: &mut Ctx<'_, Self>, c: &mut Conn, now: u64) -> bool {
         if self.refuse_overloaded(c, now) {
-            return;
+            return false;
         }
         let peers = &self.shared.peers;
         let Some(ip) = ctx
@@ -33,15 +35,35 @@ impl GatewayHandler {
             .map(|a| a.ip())
             .filter(|ip| peers.applies(*ip))
         else {
-            return;
+            return false;
         };
         match peers.admit(ip, now) {
             Ok(()) => c.set_peer_ip(Some(ip)),
             Err(refusal) => {
                 refusal.count();
-                c.session.close(CloseReason::POLICY, &refusal.text(), now);
+                if peers.answer_refusal(ip, now) {
+                    c.session.close(CloseReason::POLICY, &refusal.text(), now);
+                } else {
+                    // Its address was told the reason within the last second: no CLOSE
+                    // frame, FIN exchange or linger for a connection that is likely one of a
+                    // reconnect flood (nothing was read from it; the kernel answers what it
+                    // sent, if anything, with a reset).
+                    hit(
+                        Limit::RefusalUnanswered,
+                        1,
+                        &format_args!(
+                            "{ip} refused again within a second: closed without CLOSE POLICY \
+                             (limits.refusals_answered_per_ip_per_sec = {})",
+                            self.shared.limits.refusals_answered_per_ip_per_sec
+                        ),
+                    );
+                    c.mark(Flags::CLOSING);
+                    ctx.abort(c.id, ringport_io::CloseReason::Local);
+                    return true;
+                }
             }
         }
+        false
     }
 
     /// An authenticated HELLO of `user`: counted against the per-user cap (`true`), or

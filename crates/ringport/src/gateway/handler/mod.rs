@@ -866,8 +866,9 @@ impl Handler for GatewayHandler {
         let mut c = Box::new(Conn::new(conn, session, self.fresh_buckets(now)));
         self.rec.accepted();
         self.rec.state_change(None, c.gauge);
-        self.admit_peer(ctx, &mut c, now);
-        self.pump(ctx, &mut c, now);
+        if !self.admit_peer(ctx, &mut c, now) {
+            self.pump(ctx, &mut c, now);
+        }
         self.put(c);
     }
 
