@@ -55,6 +55,18 @@ pub(crate) fn welcome_eventually(
     }
 }
 
+/// Says an anonymous HELLO and checks that the answer is CLOSE POLICY with `text` in its
+/// text.
+fn hello_refused(c: &mut Client, text: &str) {
+    match c.hello("") {
+        Frame::Close { reason, text: got } => {
+            assert_eq!(reason, CloseReason::POLICY, "{got}");
+            assert!(got.contains(text), "{got:?} should mention {text:?}");
+        }
+        other => panic!("expected CLOSE POLICY ({text}), got {other:?}"),
+    }
+}
+
 /// Says an anonymous HELLO and reads the answer: `None` when the server closed the
 /// connection without one (end of stream or a reset, also when the HELLO's write failed).
 fn hello_or_eof(c: &mut Client) -> Option<Frame> {
@@ -143,14 +155,10 @@ fn refusals_past_the_answered_ones_are_closed_at_once() {
     first.welcome("");
     // The address's one answer for this second, then (well within that second: a refusal
     // takes a loopback round trip) closes without a CLOSE frame.
-    let mut answered = Client::connect_from(server.addr, ip(7));
-    match answered.hello("") {
-        Frame::Close { reason, text } => {
-            assert_eq!(reason, CloseReason::POLICY, "{text}");
-            assert!(text.contains("new connections"), "{text}");
-        }
-        other => panic!("expected CLOSE POLICY, got {other:?}"),
-    }
+    hello_refused(
+        &mut Client::connect_from(server.addr, ip(7)),
+        "new connections",
+    );
     let mut silent = 0u64;
     for _ in 0..5 {
         let mut c = Client::connect_from(server.addr, ip(7));
@@ -336,14 +344,10 @@ fn a_control_flood_close_costs_the_address_its_reconnects() {
     wait_limit_hits(&server, "abusive_close", 1);
     // The flooder's address cannot come back for a fresh burst; 999 handshake tokens were
     // left before the close, so without the cost this would be WELCOME.
-    let mut again = Client::connect_from(server.addr, ip(52));
-    match again.hello("") {
-        Frame::Close { reason, text } => {
-            assert_eq!(reason, CloseReason::POLICY, "{text}");
-            assert!(text.contains("new connections"), "{text}");
-        }
-        other => panic!("a flooder's address got {other:?} right after its close"),
-    }
+    hello_refused(
+        &mut Client::connect_from(server.addr, ip(52)),
+        "new connections",
+    );
     // Other addresses are not affected.
     bystander_is_served(&server, ip(53), "bystander");
 }
