@@ -142,10 +142,67 @@ impl Header {
         Ok(Header { op, flags, len })
     }
 
+    /// Whether `b`, whose version byte is not [`VERSION`], is a HELLO header of another
+    /// version: the first step of a version negotiation (docs/protocol.md §10; the header's
+    /// layout is frozen for every version), as opposed to bytes that only happen to fail at
+    /// the version byte. A HELLO in any version keeps its op code, defines no flag and fits
+    /// the handshake maximum; random bytes meet all three about once in 2^24.
+    pub fn is_version_offer(b: &[u8; HEADER_LEN]) -> bool {
+        let len = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        b[0] != VERSION
+            && b[1] == Op::Hello as u8
+            && b[2..4] == [0, 0]
+            && len <= HANDSHAKE_MAX_PAYLOAD
+    }
+
     /// The header's 8 wire bytes.
     pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let f = self.flags.to_be_bytes();
         let l = self.len.to_be_bytes();
         [VERSION, self.op as u8, f[0], f[1], l[0], l[1], l[2], l[3]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_versions_hello_is_an_offer_and_garbage_is_not() {
+        let hello = |version: u8, flags: [u8; 2], len: u32| {
+            let l = len.to_be_bytes();
+            [
+                version,
+                Op::Hello as u8,
+                flags[0],
+                flags[1],
+                l[0],
+                l[1],
+                l[2],
+                l[3],
+            ]
+        };
+        assert!(Header::is_version_offer(&hello(2, [0, 0], 120)));
+        assert!(Header::is_version_offer(&hello(
+            9,
+            [0, 0],
+            HANDSHAKE_MAX_PAYLOAD
+        )));
+        // This version's own HELLO is no offer: it parses.
+        assert!(!Header::is_version_offer(&hello(VERSION, [0, 0], 120)));
+        assert!(!Header::is_version_offer(&hello(2, [0, 1], 120)));
+        assert!(!Header::is_version_offer(&hello(
+            2,
+            [0, 0],
+            HANDSHAKE_MAX_PAYLOAD + 1
+        )));
+        let mut other_op = hello(2, [0, 0], 120);
+        other_op[1] = Op::Ping as u8;
+        assert!(!Header::is_version_offer(&other_op));
+        // "GET " and a TLS ClientHello are no offers either.
+        assert!(!Header::is_version_offer(b"GET / HT"));
+        assert!(!Header::is_version_offer(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01
+        ]));
     }
 }

@@ -54,8 +54,8 @@ pub enum Limit {
     /// A connection closed with POLICY for control frames over `limits.control_frames_per_sec`
     /// or for a whole burst of JOIN/LEAVE sent while rate limited.
     ControlRate,
-    /// A connection closed for abuse (`control_rate`) that cost its address
-    /// `limits.handshakes_per_abusive_close` new-connection tokens.
+    /// A connection closed for abuse (`control_rate`, or bytes that break the protocol) that
+    /// cost its address `limits.handshakes_per_abusive_close` new-connection tokens.
     AbusiveClose,
     /// A connection refused by a per-IP limit and closed at once without CLOSE POLICY, its
     /// address's answers (`limits.refusals_answered_per_ip_per_sec`) spent.

@@ -352,6 +352,56 @@ fn a_control_flood_close_costs_the_address_its_reconnects() {
     bystander_is_served(&server, ip(53), "bystander");
 }
 
+/// Measured (docs/benchmarks.md, "Unanswered refusals and control turns"): floods of
+/// oversized headers and random bytes took 92–96% of the server's core. Each connection
+/// stayed within its address's handshake rate and was answered FRAME_TOO_LARGE or
+/// UNSUPPORTED_VERSION. Bytes that break the protocol now cost the address
+/// `limits.handshakes_per_abusive_close` new-connection tokens, as a rate flood does; a later
+/// version's HELLO (a negotiation, protocol.md §10) costs nothing.
+#[test]
+fn bytes_that_break_the_protocol_cost_the_address_its_reconnects() {
+    use std::io::Write;
+    let server = TestServer::start(limited(|l| {
+        // As above: one close for abuse leaves the address owing a whole burst.
+        l.handshakes_per_ip_per_sec = 1;
+        l.handshake_burst_per_ip = 1000;
+        l.handshakes_per_abusive_close = 5000;
+    }));
+    let header = |version: u8, op: u8, len: u32| {
+        let l = len.to_be_bytes();
+        [version, op, 0, 0, l[0], l[1], l[2], l[3]]
+    };
+    let hello = ringport_proto::Op::Hello as u8;
+    let cases: [(u8, [u8; 8], CloseReason); 2] = [
+        (54, header(1, hello, u32::MAX), CloseReason::FRAME_TOO_LARGE),
+        (
+            55,
+            header(0xc7, 0x5e, 0x0a0b_0c0d),
+            CloseReason::UNSUPPORTED_VERSION,
+        ),
+    ];
+    for (n, (last, bytes, expected)) in cases.into_iter().enumerate() {
+        let mut c = Client::connect_from(server.addr, ip(last));
+        c.stream.write_all(&bytes).unwrap();
+        let (reason, text) = c.expect_close();
+        assert_eq!(reason, expected, "{text}");
+        wait_limit_hits(&server, "abusive_close", n as u64 + 1);
+        hello_refused(
+            &mut Client::connect_from(server.addr, ip(last)),
+            "new connections",
+        );
+    }
+    // A version 2 HELLO is told the supported versions, and its address may go on at once
+    // (charged, it would owe a whole burst, as above).
+    let mut c = Client::connect_from(server.addr, ip(56));
+    c.stream.write_all(&header(2, hello, 0)).unwrap();
+    let (reason, text) = c.expect_close();
+    assert_eq!(reason, CloseReason::UNSUPPORTED_VERSION, "{text}");
+    assert_eq!(text, "supported versions: 1");
+    Client::connect_from(server.addr, ip(56)).welcome("");
+    bystander_is_served(&server, ip(57), "bystander");
+}
+
 /// The per-IP limits do not apply to loopback peers by default (a local proxy makes every
 /// client loopback).
 #[test]

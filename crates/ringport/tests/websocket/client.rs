@@ -50,7 +50,18 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
 impl WsClient {
     /// Connects and completes the upgrade.
     pub fn connect(addr: SocketAddr) -> WsClient {
-        let stream = TcpStream::connect(addr).expect("connect");
+        WsClient::over(TcpStream::connect(addr).expect("connect"), addr)
+    }
+
+    /// Connects from source address `ip` (a distinct peer) and completes the upgrade.
+    pub fn connect_from(addr: SocketAddr, ip: std::net::IpAddr) -> WsClient {
+        WsClient::over(
+            crate::common::gateway::Client::connect_from(addr, ip).stream,
+            addr,
+        )
+    }
+
+    fn over(stream: TcpStream, addr: SocketAddr) -> WsClient {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_nodelay(true).unwrap();
         let mut c = WsClient {

@@ -312,6 +312,39 @@ fn every_violation_closes_with_its_code() {
     );
 }
 
+/// A WebSocket protocol violation costs its address `limits.handshakes_per_abusive_close`
+/// new-connection tokens, as broken native bytes do (tests/abuse/admission.rs).
+#[test]
+fn a_violation_costs_the_address_its_reconnects() {
+    let mut config = test_config();
+    config.auth.allow_anonymous = Some(true);
+    config.limits.exempt_loopback = false;
+    config.limits.refusals_answered_per_ip_per_sec = 0;
+    // One close for abuse leaves the address owing a whole burst.
+    config.limits.handshakes_per_ip_per_sec = 1;
+    config.limits.handshake_burst_per_ip = 1000;
+    config.limits.handshakes_per_abusive_close = 5000;
+    let server = TestServer::start(config);
+    let flooder: std::net::IpAddr = [127, 0, 11, 1].into();
+    let mut ws = WsClient::connect_from(server.addr, flooder);
+    let mut unmasked = BytesMut::new();
+    encode_frame(OpCode::Binary, true, b"x", None, &mut unmasked);
+    ws.send_raw(&unmasked);
+    assert_eq!(ws.expect_close().0, 1002);
+    let mut again = common::gateway::Client::connect_from(server.addr, flooder);
+    match again.hello("") {
+        Frame::Close { reason, text } => {
+            assert_eq!(reason, CloseReason::POLICY, "{text}");
+            assert!(text.contains("new connections"), "{text}");
+        }
+        other => panic!("expected CLOSE POLICY, got {other:?}"),
+    }
+    // Another address is not affected.
+    let mut other = WsClient::connect_from(server.addr, [127, 0, 11, 2].into());
+    other.hello("");
+    assert!(matches!(other.recv(), Frame::Welcome(_)));
+}
+
 #[test]
 fn closing_handshake_both_ways() {
     let mut config = test_config();

@@ -178,22 +178,30 @@ impl GatewayHandler {
     }
 
     /// Closes `c` with POLICY for a rate it flooded past (`control_rate`), and charges its
-    /// address `limits.handshakes_per_abusive_close` new-connection tokens: a flooder that
-    /// reconnects at once would otherwise get a fresh burst every time.
+    /// address for the abuse.
     fn close_abusive(&self, c: &mut Conn, text: &str, now: u64) {
         hit(Limit::ControlRate, 1, &text);
-        if let Some(ip) = c.peer_ip() {
-            if self.shared.peers.abusive_close(ip, now) {
-                hit(
-                    Limit::AbusiveClose,
-                    1,
-                    &format_args!(
-                        "{ip} closed for abuse: it spent limits.handshakes_per_abusive_close ({}) new-connection tokens",
-                        self.shared.limits.handshakes_per_abusive_close
-                    ),
-                );
-            }
-        }
+        self.charge_abuse(c, "a rate it flooded past", now);
         c.session.close(CloseReason::POLICY, text, now);
+    }
+
+    /// `c` is closed for abuse (`what`: a rate flooded past, or bytes that break the
+    /// protocol): its address pays `limits.handshakes_per_abusive_close` new-connection
+    /// tokens, so a flooder that reconnects at once does not get a fresh connection (and a
+    /// fresh answer) every time.
+    pub(super) fn charge_abuse(&self, c: &Conn, what: &str, now: u64) {
+        let Some(ip) = c.peer_ip() else {
+            return;
+        };
+        if self.shared.peers.abusive_close(ip, now) {
+            hit(
+                Limit::AbusiveClose,
+                1,
+                &format_args!(
+                    "{ip} closed for abuse ({what}): it spent limits.handshakes_per_abusive_close ({}) new-connection tokens",
+                    self.shared.limits.handshakes_per_abusive_close
+                ),
+            );
+        }
     }
 }

@@ -359,7 +359,16 @@ impl GatewayHandler {
                             ),
                         );
                     }
+                    // A later version's HELLO is a negotiation (protocol.md §10): answered,
+                    // not charged. Anything else that does not decode is abuse or a bug.
+                    let offer = matches!(e, ringport_proto::Error::BadVersion { .. })
+                        && rx
+                            .first_chunk()
+                            .is_some_and(ringport_proto::Header::is_version_offer);
                     c.session.refuse_input(&mut rx, &e, now);
+                    if !offer {
+                        self.charge_abuse(c, "bytes that break the protocol", now);
+                    }
                     break;
                 }
             }

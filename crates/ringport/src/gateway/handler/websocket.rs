@@ -148,6 +148,7 @@ impl GatewayHandler {
         now: u64,
     ) {
         ws_metrics::protocol_error(label);
+        self.charge_abuse(c, "a WebSocket protocol error", now);
         let Some(ws) = c.transport.ws_mut() else {
             return;
         };
