@@ -165,7 +165,7 @@ impl Actor {
                         let _ = r.send(Err(e));
                         return self.stop("first connect failed");
                     }
-                    if matches!(e, Error::AuthFailed { .. } | Error::ClosedByServer { .. }) {
+                    if gives_up(&e) {
                         return self.stop(&e.to_string());
                     }
                     tracing::debug!(error = %e, attempt, "reconnect failed");
@@ -501,6 +501,22 @@ impl Actor {
             }
         }
         None
+    }
+}
+
+/// Whether a reconnect that failed with `e` ends the client, as docs/protocol.md §5.1 says:
+/// AUTH_FAILED (a new token is needed), UNSUPPORTED_VERSION (this client speaks only
+/// version 1) and REPLACED. Every other CLOSE during a reconnect — POLICY (a limit; the
+/// server may not even answer, which is a failed connect), GOING_AWAY, INTERNAL,
+/// PROTOCOL_ERROR — is retried after the backoff.
+fn gives_up(e: &Error) -> bool {
+    match e {
+        Error::AuthFailed { .. } => true,
+        Error::ClosedByServer { reason, .. } => matches!(
+            *reason,
+            CloseReason::UNSUPPORTED_VERSION | CloseReason::REPLACED
+        ),
+        _ => false,
     }
 }
 

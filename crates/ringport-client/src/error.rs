@@ -25,8 +25,10 @@ pub enum Error {
         /// The server's explanation.
         text: String,
     },
-    /// The server closed the session for good (e.g. `REPLACED` by another
-    /// connection resuming it); the client stops.
+    /// The server closed the connection with a CLOSE during a handshake (the first
+    /// connect's error), or for good (`REPLACED` by another connection resuming the
+    /// session, or `UNSUPPORTED_VERSION`; the client stops). A reconnect refused for any
+    /// other reason (POLICY, GOING_AWAY, INTERNAL...) is retried after the backoff.
     #[error("closed by server: {reason:?} {text}")]
     ClosedByServer {
         /// Close reason from the server's CLOSE.

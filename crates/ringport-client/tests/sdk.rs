@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::Fake;
 use ringport_client::{
-    Backoff, Client, Error, Event, Fault, LossReason, Message, Options, StreamName,
+    Backoff, Client, CloseReason, Error, Event, Fault, LossReason, Message, Options, StreamName,
 };
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
@@ -122,6 +122,60 @@ async fn auth_failure_is_a_typed_error() {
     match Client::connect(fake.addr(), "bad", opts()).await {
         Err(Error::AuthFailed { text }) => assert_eq!(text, "bad token"),
         other => panic!("{other:?}"),
+    }
+}
+
+/// protocol.md §5.1: on CLOSE POLICY (a limit bit: the per-IP handshake rate after a server
+/// restart, "server full") and on GOING_AWAY or INTERNAL a client backs off and reconnects.
+/// Observed: a reconnect answered with any CLOSE but HANDSHAKE_TIMEOUT ended the client for
+/// good ("closed by server"), so a refusal at a restart cut it off until the application
+/// noticed.
+#[tokio::test]
+async fn a_reconnect_refused_with_a_limit_backs_off_and_tries_again() {
+    for reason in [
+        CloseReason::POLICY,
+        CloseReason::GOING_AWAY,
+        CloseReason::INTERNAL,
+    ] {
+        let fake = Fake::start(1, 100).await;
+        let (c, mut rx) = Client::connect(fake.addr(), "t", opts()).await.unwrap();
+        c.join("r").await.unwrap();
+        fake.with(|s| s.refuse_hello = Some((reason, "too many new connections".into())));
+        fake.kick_all();
+        wait_for(|| fake.with(|s| s.accepts.len() >= 4)).await;
+        fake.with(|s| s.refuse_hello = None);
+        fake.push(&room("r"), "after");
+        let (msgs, events) = collect_until(&mut rx, |m, e| {
+            !m.is_empty() || e.iter().any(|e| matches!(e, Event::Closed { .. }))
+        })
+        .await;
+        assert_eq!(msgs.len(), 1, "{reason:?}: {events:?}");
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Connected { .. })),
+            "{reason:?}: {events:?}"
+        );
+    }
+}
+
+/// AUTH_FAILED and UNSUPPORTED_VERSION during a reconnect end the client (a new token, or
+/// another client version, is needed).
+#[tokio::test]
+async fn a_reconnect_refused_for_good_ends_the_client() {
+    for reason in [CloseReason::AUTH_FAILED, CloseReason::UNSUPPORTED_VERSION] {
+        let fake = Fake::start(1, 100).await;
+        let (_c, mut rx) = Client::connect(fake.addr(), "t", opts()).await.unwrap();
+        fake.with(|s| s.refuse_hello = Some((reason, "no".into())));
+        fake.kick_all();
+        let (_, events) = collect_until(&mut rx, |_, e| {
+            e.iter().any(|e| matches!(e, Event::Closed { .. }))
+        })
+        .await;
+        assert!(
+            matches!(events.last(), Some(Event::Closed { .. })),
+            "{reason:?}: {events:?}"
+        );
+        let accepts = fake.with(|s| s.accepts.len());
+        assert_eq!(accepts, 2, "{reason:?}: one reconnect, no more");
     }
 }
 

@@ -57,6 +57,8 @@ pub struct State {
     pub replay_extra: u64,
     /// Resume entries of these streams are refused (ERROR FORBIDDEN).
     pub refuse: HashSet<StreamName>,
+    /// Every HELLO is answered with this CLOSE while set (a limit, a shutdown...).
+    pub refuse_hello: Option<(CloseReason, String)>,
 }
 
 /// What other connections (and the test) hand a connection's task.
@@ -106,6 +108,7 @@ impl Fake {
             lose_acks: false,
             replay_extra: 0,
             refuse: HashSet::new(),
+            refuse_hello: None,
         }));
         let st = state.clone();
         let accept = tokio::spawn(async move {
@@ -282,6 +285,10 @@ fn decide(
         Event::Hello { token, resume, .. } => {
             if &token[..] == b"bad" {
                 let _ = session.reject(CloseReason::AUTH_FAILED, "bad token", now_ms());
+                return;
+            }
+            if let Some((reason, text)) = &s.refuse_hello {
+                let _ = session.reject(*reason, text, now_ms());
                 return;
             }
             *session_id = match &resume {
