@@ -167,6 +167,15 @@ pub struct EngineConfig {
     /// Past it the shard exits anyway and leaks the memory those operations may still use
     /// (never frees it under the kernel). Default 2 s.
     pub shutdown_drain: Duration,
+    /// The time slice each shard thread asks the kernel's scheduler for (EEVDF, Linux 6.12+:
+    /// `sched_setattr`'s `sched_runtime` for a normal thread, clamped by the kernel to
+    /// 0.1–100 ms; older kernels ignore it). A waking thread with a shorter slice than the
+    /// running one preempts it, and a short slice ends the running thread's protection from
+    /// preemption sooner: where shards share a core with each other or with other busy
+    /// threads, a shard woken by a completion (a handshake's next step) waits for the
+    /// running thread's slice, which the kernel otherwise notices only at its tick (4 ms at
+    /// `HZ=250`). `None`: the kernel's default slice. Default: `None`.
+    pub sched_slice: Option<Duration>,
     /// The I/O backend. Default: [`IoBackend::ENV`] (`RINGPORT_IO_BACKEND`) when set, else
     /// `Auto`; an unparseable value there is reported by [`EngineConfig::validate`].
     pub io_backend: IoBackend,
@@ -198,6 +207,7 @@ impl Default for EngineConfig {
             accept_backoff: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(5),
             resolve_peer_addr: true,
+            sched_slice: None,
             shutdown_drain: Duration::from_secs(2),
             io_backend: IoBackend::from_env().unwrap_or(IoBackend::Auto),
         }

@@ -193,6 +193,9 @@ impl<H: Handler> Engine<H> {
                     if cfg.pin_cpus {
                         crate::listener::pin_to_cpu(index % cpus);
                     }
+                    if let Some(slice) = cfg.sched_slice {
+                        crate::listener::set_sched_slice(slice);
+                    }
                     let mut shard =
                         match Shard::new(index, cfg, kind, listener, handle.clone(), |h| {
                             factory(index, h)

@@ -55,6 +55,52 @@ pub(crate) fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Asks the scheduler for time slice `slice` for the calling thread (best effort; logged on
+/// failure): `sched_setattr(2)` with the normal policy, the thread's nice value and
+/// `sched_runtime` = the slice, which EEVDF (Linux 6.12+) takes as the thread's requested
+/// slice and older kernels ignore for a normal thread.
+pub(crate) fn set_sched_slice(slice: std::time::Duration) {
+    /// `struct sched_attr` as of its first published size (`SCHED_ATTR_SIZE_VER0`, 48 bytes).
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    // SAFETY: getpriority only reads the calling thread's nice value; errno is cleared first
+    // so that -1 (a valid nice value) can be told from an error.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if n == -1 && *libc::__errno_location() != 0 {
+            0
+        } else {
+            n
+        }
+    };
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: the kernel reads `size` bytes of `attr`, a live, initialised local laid out as
+    // the kernel's struct of that size; pid 0 is the calling thread; nothing is retained.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
+    if rc != 0 {
+        tracing::warn!(slice_us = slice.as_micros() as u64, error = %std::io::Error::last_os_error(), "could not set the shard thread's scheduler slice");
+    }
+}
+
 /// The process's soft open-file limit (the kernel caps a direct descriptor table at it).
 pub(crate) fn nofile_limit() -> u64 {
     // SAFETY: getrlimit writes into the local struct we pass.

@@ -181,6 +181,9 @@ pub struct EngineSettings {
     pub shutdown_drain_ms: u64,
     /// The I/O backend: auto, uring or epoll.
     pub io_backend: IoBackendMode,
+    /// The scheduler time slice each shard thread asks for (EEVDF, Linux 6.12+), in
+    /// microseconds; 0 = the kernel's default.
+    pub sched_slice_us: u32,
 }
 
 impl Default for EngineSettings {
@@ -203,6 +206,7 @@ impl Default for EngineSettings {
             resolve_peer_addr: true,
             shutdown_drain_ms: 2_000,
             io_backend: IoBackendMode::Auto,
+            sched_slice_us: 0,
         }
     }
 }
@@ -692,6 +696,14 @@ impl Config {
             600_000,
         )?;
         in_range("engine.shutdown_drain_ms", e.shutdown_drain_ms, 0, 60_000)?;
+        if e.sched_slice_us != 0 {
+            in_range(
+                "engine.sched_slice_us",
+                e.sched_slice_us.into(),
+                100,
+                100_000,
+            )?;
+        }
 
         let p = &self.protocol;
         in_range("protocol.max_payload", p.max_payload.into(), 64, 16 << 20)?;
@@ -1035,6 +1047,11 @@ mod tests {
         let mut c = Config::default();
         c.log.level = "info,,=[".into();
         assert!(err(&c).starts_with("log.level"));
+        let mut c = Config::default();
+        c.engine.sched_slice_us = 50;
+        assert!(err(&c).starts_with("engine.sched_slice_us must be between 100 and 100000"));
+        c.engine.sched_slice_us = 100;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         resolve_peer_addr: e.resolve_peer_addr,
         shutdown_drain: e.shutdown_drain(),
         io_backend: e.io_backend.engine(),
+        sched_slice: (e.sched_slice_us > 0)
+            .then(|| Duration::from_micros(u64::from(e.sched_slice_us))),
     }
 }
 
