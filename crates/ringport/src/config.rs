@@ -182,7 +182,8 @@ pub struct EngineSettings {
     /// The I/O backend: auto, uring or epoll.
     pub io_backend: IoBackendMode,
     /// The scheduler time slice each shard thread asks for (EEVDF, Linux 6.12+), in
-    /// microseconds; 0 = the kernel's default.
+    /// microseconds; 0 = the kernel's default. Default 100 (docs/benchmarks.md, "A shorter
+    /// scheduler slice").
     pub sched_slice_us: u32,
 }
 
@@ -206,7 +207,7 @@ impl Default for EngineSettings {
             resolve_peer_addr: true,
             shutdown_drain_ms: 2_000,
             io_backend: IoBackendMode::Auto,
-            sched_slice_us: 0,
+            sched_slice_us: 100,
         }
     }
 }
