@@ -138,7 +138,7 @@ pub struct EngineConfig {
     /// and every handshake, receive and timer on it — for tens of milliseconds. Past the
     /// budget the rest wait (in order, their messages still coalescing) for the next turns,
     /// which run without blocking. A connection's first send (a WELCOME) goes ahead of the
-    /// waiting ones, within half the budget so a connect storm cannot starve them. Counted in `ShardStats::sends_deferred`. Default 128 (about 1 ms).
+    /// waiting ones, within half the budget so a connect storm cannot starve them. Counted in `ShardStats::sends_deferred`. Default 64 (about 0.5 ms here; docs/benchmarks.md, "Half the sends per turn").
     pub max_sends_per_turn: u32,
     /// How long a graceful close waits for the send queue to drain and the peer's FIN.
     /// Default 2 s.
@@ -199,7 +199,7 @@ impl Default for EngineConfig {
             recv_buffer_trim: Some(Duration::from_secs(1)),
             send_high_water: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
-            max_sends_per_turn: 128,
+            max_sends_per_turn: 64,
             close_linger: Duration::from_secs(2),
             close_discard_max_bytes: 1 << 20,
             idle_timeout: None,

@@ -197,7 +197,7 @@ impl Default for EngineSettings {
             recv_buffers: 1024,
             recv_buffer_trim_ms: 1_000,
             send_high_water: 4 * 1024 * 1024,
-            max_sends_per_turn: 128,
+            max_sends_per_turn: 64,
             close_linger_ms: 2_000,
             close_discard_max_bytes: 1024 * 1024,
             idle_timeout_ms: 0,
