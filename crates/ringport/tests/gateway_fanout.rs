@@ -175,6 +175,15 @@ fn client_publish_is_limited_by_size_rate_and_membership() {
     assert_eq!(b.join(1, "r"), Status::OK);
     assert_eq!(a.join(2, "s"), Status::OK);
     assert_eq!(a.join(3, "t"), Status::LIMIT_EXCEEDED, "room limit");
+    // Counted before the answer left (process-wide, so at least this one).
+    let body = server.http("GET", "/metrics", "").body;
+    assert!(
+        metric(
+            &body,
+            "ringport_limit_hits_total{limit=\"rooms_per_connection\"}"
+        ) >= 1,
+        "the refused JOIN is counted"
+    );
 
     a.publish("nowhere", 1, b"x");
     a.publish("r", 2, &[b'x'; 101]);

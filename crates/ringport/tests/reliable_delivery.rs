@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::gateway::{test_config, token, TestServer, SECRET};
+use common::gateway::{metric, test_config, token, TestServer, SECRET};
 use common::{request, runtime, sdk_options};
 use rand::Rng;
 use ringport_client::{Client, Event, Fault, LossReason, StreamName};
@@ -810,6 +810,14 @@ fn tails_on_the_wire_and_refused_resume_entries() {
         ),
         other => panic!("{other:?}"),
     }
+    // The refused entry is counted under the same limit as a refused JOIN.
+    let body = server.http("GET", "/metrics", "").body;
+    assert!(
+        metric(
+            &body,
+            "ringport_limit_hits_total{limit=\"rooms_per_connection\"}"
+        ) >= 1
+    );
     // Nothing of the refused streams follows.
     post(admin, "/v1/push/room/secret", "no");
     post(admin, "/v1/push/room/more", "no");

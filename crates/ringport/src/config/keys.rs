@@ -103,7 +103,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("protocol", "sleep_holdback", Int, "Room messages held back for a sleeping client; beyond this newer ones are skipped (each stream from its first skipped offset on until an urgent message of it, so the held ones stay in order) and reported in WAKE_ACK."),
     opt("auth", "secret", Str, "\"a-random-string-of-at-least-32-bytes\"", "HS256 secret for client tokens (at least 32 bytes). Prefer RINGPORT_AUTH_SECRET over writing it here."),
     opt("auth", "allow_anonymous", Bool, "false", "Accept clients without a token. Unset = true exactly when no secret is set."),
-    k("rooms", "max_rooms_per_connection", Int, "Rooms one connection may join."),
+    k("rooms", "max_rooms_per_connection", Int, "Rooms one connection may join; a JOIN or resume entry past it is refused LIMIT_EXCEEDED (ringport_limit_hits_total{limit=\"rooms_per_connection\"})."),
     k("rooms", "publish_rate_per_sec", Int, "Sustained client publishes per second per connection; 0 = clients may not publish."),
     k("rooms", "publish_burst", Int, "Client publishes allowed in a burst (token bucket size)."),
     k("rooms", "max_publish_size", Int, "Largest client publish payload in bytes; at most protocol.max_payload."),

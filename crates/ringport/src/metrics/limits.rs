@@ -72,11 +72,14 @@ pub enum Limit {
     WebSocketRequest,
     /// A WebSocket message over `websocket.max_message_bytes` (close code 1009).
     WebSocketMessage,
+    /// A JOIN or a resume entry refused with LIMIT_EXCEEDED at
+    /// `rooms.max_rooms_per_connection`.
+    RoomsPerConnection,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 25] = [
+    pub const ALL: [Limit; 26] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -102,6 +105,7 @@ impl Limit {
         Limit::MemoryBudget,
         Limit::WebSocketRequest,
         Limit::WebSocketMessage,
+        Limit::RoomsPerConnection,
     ];
 
     /// The `limit` label.
@@ -132,6 +136,7 @@ impl Limit {
             Limit::MemoryBudget => "memory_budget",
             Limit::WebSocketRequest => "websocket_request",
             Limit::WebSocketMessage => "websocket_message",
+            Limit::RoomsPerConnection => "rooms_per_connection",
         }
     }
 

@@ -469,6 +469,7 @@ impl GatewayHandler {
             return Err(Status::FORBIDDEN);
         }
         if c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
+            rooms_limit_hit(room, self.shared.rooms.max_rooms_per_connection);
             return Err(Status::LIMIT_EXCEEDED);
         }
         let (epoch, tail) = self
@@ -600,6 +601,7 @@ impl GatewayHandler {
         } else if !allowed {
             Some(Status::FORBIDDEN)
         } else if new_room && c.rooms.len() >= self.shared.rooms.max_rooms_per_connection as usize {
+            rooms_limit_hit(stream.name(), self.shared.rooms.max_rooms_per_connection);
             Some(Status::LIMIT_EXCEEDED)
         } else {
             None
@@ -975,4 +977,13 @@ pub(crate) fn not_forwarded_text(
          the other nodes of the cluster ({})",
         reason.as_str()
     )
+}
+
+/// Counts a JOIN or resume entry refused at `rooms.max_rooms_per_connection` (logged once).
+fn rooms_limit_hit(room: &str, max: u32) {
+    crate::metrics::limits::hit(
+        crate::metrics::Limit::RoomsPerConnection,
+        1,
+        &format_args!("room {room:?} refused: the connection is in rooms.max_rooms_per_connection ({max}) rooms"),
+    );
 }
