@@ -617,6 +617,60 @@ impl<S: Read + Write> Native<S> {
     }
 }
 
+/// Bytes that break TLS (a handshake record whose body is no ClientHello) cost the address
+/// `limits.handshakes_per_abusive_close` new-connection tokens, as broken native bytes do
+/// (issue 10): a garbage flood over TLS cannot reconnect for a fresh session each time.
+#[test]
+fn bytes_that_break_tls_cost_the_address_its_reconnects() {
+    let ca = Ca::new("ca");
+    let files = Files::new("broken");
+    files.write(&ca.server(&["localhost"], false));
+    let mut config = files.config();
+    config.limits.exempt_loopback = false;
+    config.limits.refusals_answered_per_ip_per_sec = 0;
+    // One close for abuse leaves the address owing a whole burst.
+    config.limits.handshakes_per_ip_per_sec = 1;
+    config.limits.handshake_burst_per_ip = 1000;
+    config.limits.handshakes_per_abusive_close = 5000;
+    let server = TestServer::start(config);
+    let count = |limit: &str| {
+        metric(
+            &metrics(&server),
+            &format!("ringport_limit_hits_total{{limit=\"{limit}\"}}"),
+        )
+    };
+    let from = std::net::IpAddr::from([127, 0, 30, 1]);
+    let read_to_end = |c: &mut common::gateway::Client| {
+        c.stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut rest = Vec::new();
+        // The server closes; a reset after its alert is an end too.
+        let _ = c.stream.read_to_end(&mut rest);
+    };
+    let (abusive, refused) = (count("abusive_close"), count("handshake_rate"));
+    let mut broken = common::gateway::Client::connect_from(server.addr, from);
+    broken
+        .stream
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x00, 0x08, 0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3,
+        ])
+        .unwrap();
+    read_to_end(&mut broken);
+    eventually("the broken TLS connection charged", || {
+        count("abusive_close") > abusive
+    });
+    // The address's next connection is refused: its new-connection tokens are spent.
+    read_to_end(&mut common::gateway::Client::connect_from(
+        server.addr,
+        from,
+    ));
+    eventually("the next connection refused", || {
+        count("handshake_rate") > refused
+    });
+    // Another address is served.
+    let tls = tls_connect(server.addr, client_config(&ca, None), "localhost").unwrap();
+    assert!(matches!(Native::new(tls).hello(), Frame::Welcome(_)));
+}
+
 #[test]
 fn tls_only_port_closes_plaintext_connections() {
     let ca = Ca::new("ca");

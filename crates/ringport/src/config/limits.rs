@@ -18,8 +18,8 @@ pub struct LimitsConfig {
     /// New connections one IP address may open in a burst.
     pub handshake_burst_per_ip: u32,
     /// New-connection tokens (of `handshakes_per_ip_per_sec`) that a connection closed for
-    /// abuse (control frames or JOIN/LEAVE over their rates, or bytes that break the protocol
-    /// other than a later version's HELLO) costs its address, at most one
+    /// abuse (control frames or JOIN/LEAVE over their rates, or bytes that break the protocol,
+    /// native, WebSocket or TLS, other than a later version's HELLO) costs its address, at most one
     /// `handshake_burst_per_ip` owed; 0 = none.
     pub handshakes_per_abusive_close: u32,
     /// Refusals per second (and in a burst) that one IP address is told the reason of (CLOSE

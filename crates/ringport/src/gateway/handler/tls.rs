@@ -174,8 +174,14 @@ impl GatewayHandler {
             tls_metrics::handshake_done();
         }
         if let Some(e) = got.error {
-            tls_metrics::error(tls_metrics::error_label(&e));
+            let label = tls_metrics::error_label(&e);
+            tls_metrics::error(label);
             tracing::debug!(conn = %id, error = %e, "TLS connection failed");
+            // Bytes that break TLS cost the address as broken native bytes do; a client
+            // with no version or suite in common, or a refused certificate, is not abuse.
+            if label == "protocol" {
+                self.charge_abuse(c, "bytes that break TLS", now);
+            }
             if c.mark(Flags::CLOSING) {
                 c.set_close_code(CloseReason::PROTOCOL_ERROR.0);
                 ctx.close(id, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
