@@ -140,6 +140,16 @@ pub struct EngineConfig {
     /// which run without blocking. A connection's first send (a WELCOME) goes ahead of the
     /// waiting ones, within half the budget so a connect storm cannot starve them. Counted in `ShardStats::sends_deferred`. Default 64 (about 0.5 ms here; docs/benchmarks.md, "Half the sends per turn").
     pub max_sends_per_turn: u32,
+    /// Most bytes a shard offers the kernel in the sends it starts in one loop turn. A send
+    /// copies what it carries into the socket (a gathered send up to 64 queued chunks, several
+    /// MiB when large messages wait for a peer that stopped reading, and loopback's send
+    /// buffer takes MiBs before it fills), at roughly a few GB/s here, so a turn of big sends
+    /// could hold the shard for tens of milliseconds however few they are. A send gathers
+    /// chunks only up to what is left of the budget (at least one chunk, so a turn always
+    /// progresses), and once it is spent the other ready connections wait, in order, as for
+    /// `max_sends_per_turn` (counted in `ShardStats::sends_deferred`). Small-message
+    /// fan-outs never reach it. 4 KiB to 1 GiB. Default 1 MiB.
+    pub max_send_bytes_per_turn: usize,
     /// How long a graceful close waits for the send queue to drain and the peer's FIN.
     /// Default 2 s.
     pub close_linger: Duration,
@@ -200,6 +210,7 @@ impl Default for EngineConfig {
             send_high_water: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Close,
             max_sends_per_turn: 64,
+            max_send_bytes_per_turn: 1 << 20,
             close_linger: Duration::from_secs(2),
             close_discard_max_bytes: 1 << 20,
             idle_timeout: None,
@@ -264,6 +275,12 @@ impl EngineConfig {
                 "max_sends_per_turn must be at least 2 (half a turn's budget goes to new \
                  sends, half to waiting ones), got {}",
                 self.max_sends_per_turn
+            ));
+        }
+        if !(4 << 10..=1 << 30).contains(&self.max_send_bytes_per_turn) {
+            return Err(format!(
+                "max_send_bytes_per_turn must be 4 KiB to 1 GiB, got {}",
+                self.max_send_bytes_per_turn
             ));
         }
         if self.send_high_water == 0 {

@@ -337,17 +337,18 @@ impl<H: crate::Handler> Core<H> {
         Ok(())
     }
 
-    /// Starts `slot`'s send if it is open with bytes queued and none in flight; true if it
-    /// did. Takes the slot off the dirty list / backlog either way.
-    fn start_send(&mut self, slot: u32) -> bool {
+    /// Starts `slot`'s send if it is open with bytes queued and none in flight, gathering
+    /// chunks up to `max_bytes` (at least one); the bytes it offers the kernel, 0 if it
+    /// started none. Takes the slot off the dirty list / backlog either way.
+    fn start_send(&mut self, slot: u32, max_bytes: usize) -> usize {
         let s = &mut self.slots[slot as usize];
         s.dirty = false;
         if !matches!(s.state, State::Open | State::Draining) || s.fd == NO_FD {
-            return false;
+            return 0;
         }
         let fd = s.fd;
-        let Some(prepared) = self.pool.prepare(&mut s.q) else {
-            return false;
+        let Some((prepared, bytes)) = self.pool.prepare_at_most(&mut s.q, max_bytes) else {
+            return 0;
         };
         let messages = s.q.take_fresh();
         let ud = self.op_started(slot, Op::Send);
@@ -359,7 +360,7 @@ impl<H: crate::Handler> Core<H> {
         unsafe { self.driver.send(fd, prepared, ud) };
         self.sh.stats.sends.inc();
         self.sh.stats.record_batch(messages);
-        true
+        bytes
     }
 
     /// Sends waiting for a later turn (`max_sends_per_turn` reached); the loop must not
@@ -379,29 +380,36 @@ impl<H: crate::Handler> Core<H> {
         // handshake is not held behind a fan-out, and a connect storm cannot starve one.
         // (Priority for every newly ready connection would let the members a turn just
         // served, re-readied by the next push, overtake the waiting ones again and again.)
+        // The same holds for the bytes the started sends offer the kernel
+        // (`max_send_bytes_per_turn`): each send gathers only what is left of them.
         let budget = self.cfg.max_sends_per_turn.max(2) as usize;
-        let first_quota = if self.backlog.is_empty() {
-            budget
+        let byte_budget = self.cfg.max_send_bytes_per_turn.max(1);
+        let (first_quota, first_bytes) = if self.backlog.is_empty() {
+            (budget, byte_budget)
         } else {
-            budget / 2
+            (budget / 2, byte_budget / 2)
         };
         let mut dirty = std::mem::take(&mut self.dirty);
-        let mut started = 0;
+        let (mut started, mut bytes) = (0, 0);
         for &slot in &dirty {
             let first = self.slots[slot as usize].bytes_out == 0;
-            if first && started < first_quota {
-                started += usize::from(self.start_send(slot));
+            if first && started < first_quota && bytes < first_bytes {
+                let n = self.start_send(slot, first_bytes - bytes);
+                started += usize::from(n > 0);
+                bytes += n;
             } else {
                 self.backlog.push_back(slot);
             }
         }
         dirty.clear();
         self.dirty = dirty;
-        while started < budget && !control {
+        while started < budget && bytes < byte_budget && !control {
             let Some(slot) = self.backlog.pop_front() else {
                 break;
             };
-            started += usize::from(self.start_send(slot));
+            let n = self.start_send(slot, byte_budget - bytes);
+            started += usize::from(n > 0);
+            bytes += n;
         }
         if !control {
             self.sh.stats.sends_deferred.add(self.backlog.len() as u64);

@@ -767,6 +767,63 @@ fn a_fan_out_is_spread_over_turns_in_order_and_a_first_send_goes_ahead() {
 }
 
 #[test]
+fn a_turn_offers_the_kernel_at_most_its_send_bytes() {
+    // Six connections with five 8 KiB messages queued each (peers that stopped reading while
+    // large publishes went on), a budget of 64 sends but 20 KiB per turn: a turn's sends
+    // carry at most the budget (a send gathers up to what is left of it, at least one
+    // message), the rest wait in order, and everything arrives, in order, once.
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            max_sends_per_turn: 64,
+            max_send_bytes_per_turn: 20 << 10,
+            ..cfg(16)
+        },
+        |_| Rec::default(),
+    );
+    s.settle();
+    let conns: Vec<(ConnId, FakeSock)> = (0..6).map(|_| accept_one(&mut s)).collect();
+    s.kernel().take_ops();
+    let message = |c: usize, m: usize| Bytes::from(vec![b'a' + (c * 5 + m) as u8; 8 << 10]);
+    s.with_ctx(|_, ctx| {
+        for (i, &(c, _)) in conns.iter().enumerate() {
+            for m in 0..5 {
+                ctx.send(c, message(i, m)).unwrap();
+            }
+        }
+    });
+    s.turn();
+    let sends: Vec<(FakeSock, usize)> = s
+        .kernel()
+        .take_ops()
+        .into_iter()
+        .filter_map(|op| match op {
+            FakeOp::Send { sock, data, .. } => Some((sock, data.len())),
+            _ => None,
+        })
+        .collect();
+    // 8 + 8 + 8 KiB reach 20 KiB: the first connection's send stops at three messages.
+    assert_eq!(
+        sends,
+        [(conns[0].1, 24 << 10)],
+        "one send of three messages"
+    );
+    assert_eq!(s.stats().sends_deferred, 5, "the other five wait");
+    s.turn();
+    let next = send_socks(&s.kernel().take_ops());
+    assert_eq!(next, [conns[1].1], "the oldest waiting one next");
+
+    s.settle();
+    for (i, &(_, k)) in conns.iter().enumerate() {
+        let want: Vec<u8> = (0..5).flat_map(|m| message(i, m).to_vec()).collect();
+        assert_eq!(
+            s.kernel().delivered(k),
+            want,
+            "connection {i}: all, in order, once"
+        );
+    }
+}
+
+#[test]
 fn a_connection_refused_in_on_open_is_closed_with_nothing_to_cancel() {
     // An admission limit refuses a reconnect flood's connections in `on_open`: each costs
     // the accept and a close, with no receive armed and then cancelled in between.

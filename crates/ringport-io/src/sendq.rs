@@ -376,21 +376,33 @@ impl SendPool {
         }
     }
 
+    /// [`SendPool::prepare_at_most`] with no byte cap.
+    #[cfg(test)]
+    pub fn prepare(&mut self, q: &mut SendQueue) -> Option<Prepared> {
+        self.prepare_at_most(q, usize::MAX).map(|(p, _)| p)
+    }
+
     /// Seals the queue's first chunks for one send and says where they are, or `None` when a
     /// send is already in flight or nothing is queued. A lone chunk is sent as it is; more go
-    /// through a pooled `SendOp`. What the result points at stays valid and unchanged until
-    /// [`SendPool::complete`] for this queue.
-    pub fn prepare(&mut self, q: &mut SendQueue) -> Option<Prepared> {
+    /// through a pooled `SendOp`, gathered until they reach `max_bytes` (at least one chunk,
+    /// at most [`MAX_IOV`]), with the bytes they hold (kept out of [`Prepared`], which an
+    /// epoll socket stores while its send waits). What the result points at stays valid and
+    /// unchanged until [`SendPool::complete`] for this queue.
+    pub fn prepare_at_most(
+        &mut self,
+        q: &mut SendQueue,
+        max_bytes: usize,
+    ) -> Option<(Prepared, usize)> {
         if q.in_flight() || q.is_empty() {
             return None;
         }
-        if self.nodes[q.head as usize].next == NONE {
-            let (ptr, len) = self.chunk_bytes(q.head);
+        let (ptr, len) = self.chunk_bytes(q.head);
+        if self.nodes[q.head as usize].next == NONE || len >= max_bytes {
             self.nodes[q.head as usize].sealed = true;
             q.op = SINGLE;
             // A chunk is at most `SendQueue::bytes` (u32) long; a short send resumes anyway.
             let len = u32::try_from(len).unwrap_or(u32::MAX);
-            return Some(Prepared::Single { ptr, len });
+            return Some((Prepared::Single { ptr, len }, len as usize));
         }
         let op_idx = match self.free_ops.pop() {
             Some(i) => i,
@@ -403,9 +415,11 @@ impl SendPool {
             }
         };
         let mut n = 0;
+        let mut bytes = 0;
         let mut cur = q.head;
-        while cur != NONE && n < MAX_IOV {
+        while cur != NONE && n < MAX_IOV && (n == 0 || bytes < max_bytes) {
             let (ptr, len) = self.chunk_bytes(cur);
+            bytes += len;
             self.ops[op_idx as usize].iov[n] = libc::iovec {
                 iov_base: ptr as *mut libc::c_void,
                 iov_len: len,
@@ -419,10 +433,13 @@ impl SendPool {
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = n as _;
         q.op = op_idx;
-        Some(Prepared::Gathered {
-            msg: &op.msg as *const libc::msghdr,
-            chunks: n as u32,
-        })
+        Some((
+            Prepared::Gathered {
+                msg: &op.msg as *const libc::msghdr,
+                chunks: n as u32,
+            },
+            bytes,
+        ))
     }
 
     /// Applies a send completion of `sent` bytes: frees what went, advances a partly sent

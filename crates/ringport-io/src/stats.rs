@@ -124,7 +124,8 @@ pub struct ShardStats {
     /// `EngineConfig::close_discard_max_bytes` after our FIN.
     pub close_discard_cut: Counter,
     /// Connections whose send waited for a later loop turn because the turn had started
-    /// `EngineConfig::max_sends_per_turn` sends already (once per connection per turn).
+    /// `EngineConfig::max_sends_per_turn` sends or `max_send_bytes_per_turn` bytes already
+    /// (once per connection per turn).
     pub sends_deferred: Counter,
     /// Ring operations in flight for connections, i.e. apart from the shard's doorbell read
     /// and armed accept (gauge, updated once per loop turn; 0 at rest proves nothing leaked).

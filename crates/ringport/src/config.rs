@@ -166,6 +166,9 @@ pub struct EngineSettings {
     /// Most connections a shard starts a send for in one loop turn (the rest wait for the
     /// next turns, so a big fan-out never holds the shard for long).
     pub max_sends_per_turn: u32,
+    /// Most bytes a shard offers the kernel in the sends it starts in one loop turn (big
+    /// messages to many connections leave over several turns, for the same reason).
+    pub max_send_bytes_per_turn: u64,
     pub close_linger_ms: u64,
     /// What a gracefully closing connection's peer may still send (discarded) before the
     /// close is cut short.
@@ -198,6 +201,7 @@ impl Default for EngineSettings {
             recv_buffer_trim_ms: 1_000,
             send_high_water: 4 * 1024 * 1024,
             max_sends_per_turn: 64,
+            max_send_bytes_per_turn: 1024 * 1024,
             close_linger_ms: 2_000,
             close_discard_max_bytes: 1024 * 1024,
             idle_timeout_ms: 0,
@@ -673,6 +677,12 @@ impl Config {
             u64::from(e.max_sends_per_turn),
             2,
             1_000_000,
+        )?;
+        in_range(
+            "engine.max_send_bytes_per_turn",
+            e.max_send_bytes_per_turn,
+            4 << 10,
+            1 << 30,
         )?;
         in_range("engine.close_linger_ms", e.close_linger_ms, 0, 600_000)?;
         in_range(

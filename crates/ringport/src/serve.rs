@@ -107,6 +107,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         send_high_water: usize::try_from(e.send_high_water).unwrap_or(usize::MAX),
         slow_consumer: ringport_io::SlowConsumerPolicy::Close,
         max_sends_per_turn: e.max_sends_per_turn,
+        max_send_bytes_per_turn: usize::try_from(e.max_send_bytes_per_turn).unwrap_or(1 << 30),
         close_linger: e.close_linger(),
         close_discard_max_bytes: e.close_discard_max_bytes,
         idle_timeout: e.idle_timeout(),

@@ -571,7 +571,7 @@ impl Driver for FakeDriver {
                 unsafe { std::slice::from_raw_parts(ptr, len as usize) }.to_vec(),
                 1,
             ),
-            Prepared::Gathered { msg, chunks } => {
+            Prepared::Gathered { msg, chunks, .. } => {
                 let mut out = Vec::new();
                 // SAFETY: the caller guarantees the `msghdr`, its iovec array and every chunk
                 // it points at stay valid until this operation completes; they are only read,

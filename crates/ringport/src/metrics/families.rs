@@ -325,7 +325,7 @@ impl MetricsSnapshot {
 
         w.family(
             "ringport_sends_deferred_total",
-            "Connections whose send waited for a later loop turn because the turn had started engine.max_sends_per_turn sends (once per connection per turn): a fan-out spread over turns so handshakes and receives on the shard are not held behind it.",
+            "Connections whose send waited for a later loop turn because the turn had started engine.max_sends_per_turn sends or offered engine.max_send_bytes_per_turn bytes (once per connection per turn): a fan-out spread over turns so handshakes and receives on the shard are not held behind it.",
             MetricType::Counter,
         );
         w.sample("ringport_sends_deferred_total", &[], self.sends_deferred);
