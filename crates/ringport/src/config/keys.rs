@@ -130,6 +130,8 @@ pub const KEYS: &[KeyDoc] = &[
     k("limits", "room_ops_burst", Int, "JOIN and LEAVE requests one connection may send in a burst."),
     k("limits", "control_frames_per_sec", Int, "Sustained control frames (PING, PONG, SLEEP, WAKE, ACK, and WebSocket pings and pongs) per second on one connection; beyond it the connection is closed with POLICY. 0 = no limit."),
     k("limits", "control_frames_burst", Int, "Control frames one connection may send in a burst."),
+    k("limits", "publish_bytes_per_ip_per_sec", Int, "Sustained bytes of client PUBLISH payloads per second from one IP address, over all its connections (each publish counts its payload rounded up to 64 bytes, at least 64); beyond it a publish is answered RATE_LIMITED (ringport_limit_hits_total{limit=\"publish_bytes\"}). A fresh connection's own publish burst does not refill it. 0 = no limit; at most 64000000."),
+    k("limits", "publish_burst_bytes_per_ip", Int, "Bytes of PUBLISH payloads one IP address may send in a burst; at least 65536 (one publish of the largest payload)."),
     k("limits", "max_tracked_ips", Int, "IP addresses whose connection counts and rates are remembered at once; beyond it the least recently seen address without open connections is forgotten."),
     k("limits", "exempt_loopback", Bool, "Exempt loopback peers (127.0.0.0/8, ::1) from the per-IP limits: behind a local proxy every client looks like loopback."),
     k("websocket", "enabled", Bool, "Accept WebSocket (RFC 6455) upgrades on server.listen: a connection whose first bytes are \"GET \" is an HTTP upgrade request, any other speaks the native protocol."),

@@ -44,6 +44,14 @@ pub struct LimitsConfig {
     pub control_frames_per_sec: u32,
     /// Control frames one connection may send in a burst.
     pub control_frames_burst: u32,
+    /// Sustained bytes of client PUBLISH payloads per second from one IP address, over all
+    /// its connections (each publish counts its payload rounded up to 64 bytes, at least
+    /// 64); beyond it a publish is answered RATE_LIMITED. A fresh connection's own publish
+    /// burst (`rooms.publish_burst`) does not refill it. 0 = no limit; at most 64,000,000.
+    pub publish_bytes_per_ip_per_sec: u32,
+    /// Bytes of PUBLISH payloads one IP address may send in a burst; at least
+    /// 65,536 (one publish of the largest payload).
+    pub publish_burst_bytes_per_ip: u32,
     /// IP addresses whose counts and rates are remembered at once (bounds the per-IP state).
     pub max_tracked_ips: u32,
     /// Loopback peers (127.0.0.0/8, ::1) are exempt from the per-IP limits: behind a local
@@ -66,6 +74,8 @@ impl Default for LimitsConfig {
             room_ops_burst: 200,
             control_frames_per_sec: 1000,
             control_frames_burst: 2000,
+            publish_bytes_per_ip_per_sec: 1 << 20,
+            publish_burst_bytes_per_ip: 4 << 20,
             max_tracked_ips: 65_536,
             exempt_loopback: true,
         }
@@ -82,6 +92,7 @@ impl LimitsConfig {
             max_connections_per_user: 0,
             room_ops_per_sec: 0,
             control_frames_per_sec: 0,
+            publish_bytes_per_ip_per_sec: 0,
             ..LimitsConfig::default()
         }
     }
@@ -141,6 +152,18 @@ impl LimitsConfig {
         ] {
             in_range(key, v.into(), lo, MAX)?;
         }
+        in_range(
+            "limits.publish_bytes_per_ip_per_sec",
+            self.publish_bytes_per_ip_per_sec.into(),
+            0,
+            64_000_000,
+        )?;
+        in_range(
+            "limits.publish_burst_bytes_per_ip",
+            self.publish_burst_bytes_per_ip.into(),
+            65_536,
+            u64::from(u32::MAX),
+        )?;
         Ok(())
     }
 }

@@ -5,7 +5,8 @@
 //! a handshake token bucket and a failed-auth token bucket) and [`UserCounts`] (open
 //! connections per user). Both are split into [`LOCK_SHARDS`] independently locked maps by a
 //! hash of the key, so shards rarely meet on one lock, and both are touched only when a
-//! connection opens, authenticates or closes — never per frame.
+//! connection opens, authenticates or closes, and (the per-IP publish budget) per client
+//! PUBLISH that its own connection's publish rate let through — never per other frame.
 //!
 //! The per-IP state is bounded: at most `limits.max_tracked_ips` addresses are remembered.
 //! An address with open connections is always kept (there are at most as many as
@@ -21,6 +22,12 @@ use super::conn::TokenBucket;
 use crate::config::LimitsConfig;
 use crate::dense_map::DenseMap;
 use crate::metrics::{limits::hit, Limit};
+
+/// Bytes per token of the per-IP publish bucket: a token bucket refills in whole
+/// microseconds per token, so byte tokens would cap the rate at 1 MB/s; 64-byte tokens allow
+/// up to 64 MB/s (`limits.publish_bytes_per_ip_per_sec`) and charge a small publish what its
+/// frame costs at least.
+const PUBLISH_UNIT: u32 = 64;
 
 /// Independently locked parts of each table.
 pub(crate) const LOCK_SHARDS: usize = 64;
@@ -75,6 +82,8 @@ struct Peer {
     failures: TokenBucket,
     /// Refusals it may still be told the reason of (`limits.refusals_answered_per_ip_per_sec`).
     answers: TokenBucket,
+    /// PUBLISH payload bytes, in [`PUBLISH_UNIT`]s (`limits.publish_bytes_per_ip_per_sec`).
+    publishes: TokenBucket,
     /// Session clock (ms) this address was last seen.
     seen_ms: u64,
 }
@@ -134,7 +143,8 @@ impl PeerTable {
         let l = &self.limits;
         let any = l.max_connections_per_ip > 0
             || l.handshakes_per_ip_per_sec > 0
-            || l.auth_failures_per_ip_per_sec > 0;
+            || l.auth_failures_per_ip_per_sec > 0
+            || l.publish_bytes_per_ip_per_sec > 0;
         any && !(l.exempt_loopback && ip.is_loopback())
     }
 
@@ -151,6 +161,7 @@ impl PeerTable {
             handshakes: TokenBucket::full(l.handshake_burst_per_ip, now_ms),
             failures: TokenBucket::full(l.auth_failure_burst_per_ip, now_ms),
             answers: TokenBucket::full(l.refusals_answered_per_ip_per_sec, now_ms),
+            publishes: TokenBucket::full(0, now_ms),
             seen_ms: now_ms,
         });
         p.seen_ms = now_ms;
@@ -223,6 +234,38 @@ impl PeerTable {
         true
     }
 
+    /// (rate, burst) of the per-IP publish bucket in [`PUBLISH_UNIT`]s; `None` when off.
+    fn publish_bucket(&self) -> Option<(u32, u32)> {
+        let l = &self.limits;
+        (l.publish_bytes_per_ip_per_sec > 0).then(|| {
+            (
+                l.publish_bytes_per_ip_per_sec.div_ceil(PUBLISH_UNIT),
+                l.publish_burst_bytes_per_ip / PUBLISH_UNIT,
+            )
+        })
+    }
+
+    /// A connection from `ip` publishes `bytes` of payload: whether its address's publish
+    /// budget (`limits.publish_bytes_per_ip_per_sec`) has them; they are spent if so.
+    pub fn publish(&self, ip: IpAddr, bytes: usize, now_ms: u64) -> bool {
+        let Some((rate, burst)) = self.publish_bucket() else {
+            return true;
+        };
+        let units = u32::try_from(bytes.div_ceil(PUBLISH_UNIT as usize))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut part = self.peers.part(&ip);
+        // An address with an open connection is always remembered.
+        let Some(p) = part.get_mut(&ip) else {
+            return true;
+        };
+        if !p.publishes.has_n(units, rate, burst, now_ms) {
+            return false;
+        }
+        p.publishes.spend(units, rate, burst, now_ms);
+        true
+    }
+
     /// A connection from `ip` was refused: whether it is told why (CLOSE POLICY) or closed
     /// at once, its address's answers for this second (`limits.refusals_answered_per_ip_per_sec`)
     /// spent.
@@ -265,6 +308,9 @@ impl PeerTable {
                     l.refusals_answered_per_ip_per_sec,
                     now_ms,
                 )
+                || self
+                    .publish_bucket()
+                    .is_some_and(|(rate, burst)| !p.publishes.is_full(rate, burst, now_ms))
         });
         if part.len() < self.per_part {
             return;

@@ -399,6 +399,11 @@ impl TokenBucket {
         self.level(rate, burst, now_ms) >= 1000
     }
 
+    /// Whether `n` tokens are there (none is taken).
+    pub fn has_n(&self, n: u32, rate: u32, burst: u32, now_ms: u64) -> bool {
+        self.level(rate, burst, now_ms) >= u64::from(n) * 1000
+    }
+
     /// Whether the bucket is full again (it remembers nothing a fresh one would not).
     pub fn is_full(&self, rate: u32, burst: u32, now_ms: u64) -> bool {
         self.level(rate, burst, now_ms) >= u64::from(burst) * 1000

@@ -75,11 +75,14 @@ pub enum Limit {
     /// A JOIN or a resume entry refused with LIMIT_EXCEEDED at
     /// `rooms.max_rooms_per_connection`.
     RoomsPerConnection,
+    /// A client PUBLISH answered RATE_LIMITED because its address passed
+    /// `limits.publish_bytes_per_ip_per_sec`.
+    PublishBytes,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 26] = [
+    pub const ALL: [Limit; 27] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -106,6 +109,7 @@ impl Limit {
         Limit::WebSocketRequest,
         Limit::WebSocketMessage,
         Limit::RoomsPerConnection,
+        Limit::PublishBytes,
     ];
 
     /// The `limit` label.
@@ -137,6 +141,7 @@ impl Limit {
             Limit::WebSocketRequest => "websocket_request",
             Limit::WebSocketMessage => "websocket_message",
             Limit::RoomsPerConnection => "rooms_per_connection",
+            Limit::PublishBytes => "publish_bytes",
         }
     }
 

@@ -402,6 +402,56 @@ fn bytes_that_break_the_protocol_cost_the_address_its_reconnects() {
     bystander_is_served(&server, ip(57), "bystander");
 }
 
+/// Measured (docs/benchmarks.md, "Every attack with the defaults of 2026-12-04"): a publish
+/// flood of short-lived connections from 64 addresses took 97% of the server's core, every
+/// connection spending a fresh per-connection burst (`rooms.publish_burst`) of 60 KB
+/// publishes. An address's publish budget (`limits.publish_bytes_per_ip_per_sec`) now spans
+/// all its connections.
+#[test]
+fn an_address_publish_budget_spans_its_connections() {
+    let mut config = limited(|l| {
+        l.publish_bytes_per_ip_per_sec = 1000;
+        l.publish_burst_bytes_per_ip = 65_536;
+    });
+    config.rooms.publish_rate_per_sec = 1000;
+    config.rooms.publish_burst = 1000;
+    let server = TestServer::start(config);
+    let ack = |c: &mut Client, seq: u64, len: usize| {
+        c.publish("r", seq, &vec![b'p'; len]);
+        loop {
+            match c.recv() {
+                Frame::PublishAck(a) => {
+                    assert_eq!(a.seq, seq);
+                    return a.status;
+                }
+                Frame::Push(_) => {} // its own accepted publish comes back too
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    let joined = |last: u8| {
+        let mut c = Client::connect_from(server.addr, ip(last));
+        c.welcome("");
+        assert_eq!(c.join(1, "r"), Status::OK);
+        c
+    };
+    // The burst (64 KiB) takes four 16,000-byte publishes on one connection...
+    let mut a = joined(60);
+    for seq in 1..=4 {
+        assert_eq!(ack(&mut a, seq, 16_000), Status::OK, "publish {seq}");
+    }
+    // ...and a fresh connection from the same address gets none of it back (1,000 bytes
+    // a second refill; 16,000 take 16 s).
+    let mut b = joined(60);
+    assert_eq!(ack(&mut b, 1, 16_000), Status::RATE_LIMITED);
+    assert_eq!(ack(&mut a, 5, 16_000), Status::RATE_LIMITED);
+    wait_limit_hits(&server, "publish_bytes", 2);
+    // Another address has its own budget.
+    let mut c = joined(61);
+    assert_eq!(ack(&mut c, 1, 16_000), Status::OK);
+    bystander_is_served(&server, ip(62), "bystander");
+}
+
 /// The per-IP limits do not apply to loopback peers by default (a local proxy makes every
 /// client loopback).
 #[test]

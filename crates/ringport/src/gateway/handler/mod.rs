@@ -522,6 +522,20 @@ impl GatewayHandler {
             self.rec.dropped(DropReason::RateLimited, 1);
             return (Status::RATE_LIMITED, None);
         }
+        if let Some(ip) = c.peer_ip() {
+            if !self.shared.peers.publish(ip, payload.len(), now) {
+                self.rec.dropped(DropReason::RateLimited, 1);
+                crate::metrics::limits::hit(
+                    crate::metrics::Limit::PublishBytes,
+                    1,
+                    &format_args!(
+                        "a publish from {ip} refused: the address passed limits.publish_bytes_per_ip_per_sec ({})",
+                        self.shared.limits.publish_bytes_per_ip_per_sec
+                    ),
+                );
+                return (Status::RATE_LIMITED, None);
+            }
+        }
         let message = Message {
             target: Target::Room(room.to_owned()),
             kind: DeliveryKind::Publish,
