@@ -626,12 +626,7 @@ fn bytes_that_break_tls_cost_the_address_its_reconnects() {
     let files = Files::new("broken");
     files.write(&ca.server(&["localhost"], false));
     let mut config = files.config();
-    config.limits.exempt_loopback = false;
-    config.limits.refusals_answered_per_ip_per_sec = 0;
-    // One close for abuse leaves the address owing a whole burst.
-    config.limits.handshakes_per_ip_per_sec = 1;
-    config.limits.handshake_burst_per_ip = 1000;
-    config.limits.handshakes_per_abusive_close = 5000;
+    common::gateway::abuse_costs_a_burst(&mut config.limits);
     let server = TestServer::start(config);
     let count = |limit: &str| {
         metric(

@@ -331,11 +331,7 @@ fn a_control_flood_close_costs_the_address_its_reconnects() {
     let server = TestServer::start(limited(|l| {
         l.control_frames_per_sec = 10;
         l.control_frames_burst = 20;
-        // A burst of 1,000 handshakes at 1/s; a close for abuse costs more than the whole
-        // burst, so the address owes a full burst (1,000 s) whatever the test's timing.
-        l.handshakes_per_ip_per_sec = 1;
-        l.handshake_burst_per_ip = 1000;
-        l.handshakes_per_abusive_close = 5000;
+        crate::common::gateway::abuse_costs_a_burst(l);
     }));
     let mut c = Client::connect_from(server.addr, ip(52));
     c.welcome("");
@@ -362,10 +358,7 @@ fn a_control_flood_close_costs_the_address_its_reconnects() {
 fn bytes_that_break_the_protocol_cost_the_address_its_reconnects() {
     use std::io::Write;
     let server = TestServer::start(limited(|l| {
-        // As above: one close for abuse leaves the address owing a whole burst.
-        l.handshakes_per_ip_per_sec = 1;
-        l.handshake_burst_per_ip = 1000;
-        l.handshakes_per_abusive_close = 5000;
+        crate::common::gateway::abuse_costs_a_burst(l);
     }));
     let header = |version: u8, op: u8, len: u32| {
         let l = len.to_be_bytes();

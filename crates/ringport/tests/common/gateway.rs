@@ -131,6 +131,17 @@ impl TestServer {
     }
 }
 
+/// Per-IP limits for loopback peers, every refusal answered, and one close for abuse costing
+/// its address more than a whole burst of new connections (1,000 at 1 a second): after one,
+/// the address owes a full burst (1,000 s) whatever a test's timing.
+pub fn abuse_costs_a_burst(l: &mut ringport::config::LimitsConfig) {
+    l.exempt_loopback = false;
+    l.refusals_answered_per_ip_per_sec = 0;
+    l.handshakes_per_ip_per_sec = 1;
+    l.handshake_burst_per_ip = 1000;
+    l.handshakes_per_abusive_close = 5000;
+}
+
 /// Polls `/metrics` of the admin API at `admin` until `line` (a full sample line) is
 /// present, or panics.
 pub fn wait_metric_at(admin: SocketAddr, line: &str) -> String {

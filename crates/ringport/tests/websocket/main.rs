@@ -318,12 +318,7 @@ fn every_violation_closes_with_its_code() {
 fn a_violation_costs_the_address_its_reconnects() {
     let mut config = test_config();
     config.auth.allow_anonymous = Some(true);
-    config.limits.exempt_loopback = false;
-    config.limits.refusals_answered_per_ip_per_sec = 0;
-    // One close for abuse leaves the address owing a whole burst.
-    config.limits.handshakes_per_ip_per_sec = 1;
-    config.limits.handshake_burst_per_ip = 1000;
-    config.limits.handshakes_per_abusive_close = 5000;
+    common::gateway::abuse_costs_a_burst(&mut config.limits);
     let server = TestServer::start(config);
     let flooder: std::net::IpAddr = [127, 0, 11, 1].into();
     let mut ws = WsClient::connect_from(server.addr, flooder);
