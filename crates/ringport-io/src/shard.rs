@@ -187,9 +187,10 @@ impl<H: Handler> Shard<H> {
     /// re-arms. Returns the wait's timeout (a timer tick while anything is timed).
     pub fn before_wait(&mut self) -> Option<Duration> {
         // While a fan-out's sends wait for later turns, each turn starts a chunk of them
-        // (`max_sends_per_turn`, ~1 ms of the core). What the last turn's completions queued
-        // for connections that have sent nothing yet — a new connection's peer-address
-        // lookup, its receive arm, a refused one's close — then goes to the kernel alone
+        // (`max_sends_per_turn` and `max_send_bytes_per_turn`, ~0.5 ms of the core). What the
+        // last turn's completions queued for connections that have sent nothing yet — a new
+        // connection's peer-address lookup, its receive arm, a refused one's close — then
+        // goes to the kernel alone
         // first, in a control turn that starts only first sends (a WELCOME): its completions,
         // mostly inline (a lookup, a receive of bytes already there), are handled before the
         // next chunk. A handshake's steps would otherwise each wait for a chunk (three of
