@@ -175,9 +175,46 @@ pub fn hits(limit: Limit) -> u64 {
     HITS[limit.index()].load(Ordering::Relaxed)
 }
 
+/// Why history messages were dropped by their stream's own bounds (not by
+/// `history.max_bytes`, which counts as the limit `history_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryTrim {
+    /// `history.max_messages_per_stream`.
+    Count,
+    /// `history.max_age_ms`.
+    Age,
+}
+
+static HISTORY_TRIMMED: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Counts `n` history messages dropped for `why`. Normal operation, not abuse: nothing is
+/// logged.
+pub fn history_trimmed(why: HistoryTrim, n: u64) {
+    if n > 0 {
+        HISTORY_TRIMMED[why as usize].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// History messages dropped for `why` so far in this process.
+pub fn history_trims(why: HistoryTrim) -> u64 {
+    HISTORY_TRIMMED[why as usize].load(Ordering::Relaxed)
+}
+
 /// Renders `ringport_limit_hits_total`; `counted_elsewhere` adds hits counted outside this
 /// module (the engine's refusals over the connection cap).
 pub(super) fn render(w: &mut TextWriter<'_>, counted_elsewhere: &[(Limit, u64)]) {
+    w.family(
+        "ringport_history_trimmed_total",
+        "History messages dropped by their stream's bounds, by reason (count: history.max_messages_per_stream, age: history.max_age_ms).",
+        MetricType::Counter,
+    );
+    for (why, label) in [(HistoryTrim::Count, "count"), (HistoryTrim::Age, "age")] {
+        w.sample(
+            "ringport_history_trimmed_total",
+            &[("reason", label)],
+            history_trims(why),
+        );
+    }
     w.family(
         "ringport_limit_hits_total",
         "Times an abuse limit bit, by limit (docs/operations.md, Limits and abuse).",

@@ -383,15 +383,24 @@ impl StreamLog {
             0 => 0,
             age => now.saturating_sub(age),
         };
+        let (mut by_count, mut by_age) = (0, 0);
         while let Some(front) = self.history.front() {
             let too_many = self.history.len() > limits.max_messages;
             let too_old = front.at_ms < oldest_kept;
             if !(too_many || too_old) {
                 break;
             }
+            if too_old {
+                by_age += 1;
+            } else {
+                by_count += 1;
+            }
             self.bytes -= front.frame.len() + ENTRY_OVERHEAD;
             self.history.pop_front();
         }
+        use crate::metrics::limits::{history_trimmed, HistoryTrim};
+        history_trimmed(HistoryTrim::Count, by_count);
+        history_trimmed(HistoryTrim::Age, by_age);
         if self.history.is_empty() && self.history.capacity() > 16 {
             self.history = VecDeque::new();
         }

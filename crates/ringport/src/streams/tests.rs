@@ -318,3 +318,32 @@ fn a_replica_keeps_the_owners_numbering_and_never_hides_a_hole() {
     assert_eq!(s.position(&r, 0), (1, 4));
     assert!(s.history_bytes() > 0);
 }
+
+#[test]
+fn trims_by_count_and_by_age_are_counted() {
+    use crate::metrics::limits::{history_trims, HistoryTrim};
+    // docs/operations.md, "Limits and abuse": history per stream, counted in
+    // ringport_history_trimmed_total{reason}. The counters are process-wide (other tests
+    // trim too), so only increases are checked.
+    let lim = HistoryLimits {
+        max_messages: 2,
+        max_age_ms: 1_000,
+        ..LIM
+    };
+    let s = Streams::with_epoch(lim, 4, 1);
+    let r = room("trimmed");
+    let count = history_trims(HistoryTrim::Count);
+    for i in 0..3 {
+        publish(&s, &r, i, "x");
+    }
+    assert!(
+        history_trims(HistoryTrim::Count) > count,
+        "the third publish drops the first"
+    );
+    let age = history_trims(HistoryTrim::Age);
+    publish(&s, &r, 5_000, "late"); // the two kept ones are 5 s old
+    assert!(
+        history_trims(HistoryTrim::Age) >= age + 2,
+        "both older ones dropped for age"
+    );
+}
