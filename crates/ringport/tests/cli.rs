@@ -514,6 +514,19 @@ fn healthz_answers_when_the_process_is_out_of_descriptors() {
         let answer = ask(&mut t);
         assert!(answer.starts_with("http/1.1 200"), "{answer:?}");
     }
+    // /metrics answers too, and counts the reserve's use (limit `descriptors`).
+    let mut t = std::net::TcpStream::connect(&admin).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    // Served on the reserve: one request, then the server closes.
+    let _ = t.read_to_string(&mut metrics);
+    let hits = metrics.lines().find_map(|l| {
+        l.strip_prefix("ringport_limit_hits_total{limit=\"descriptors\"} ")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    assert!(hits.is_some_and(|n| n >= 1), "{hits:?}: {metrics}");
     drop(held);
     stop(guard.0.take().expect("still running"));
 }

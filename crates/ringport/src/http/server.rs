@@ -237,8 +237,10 @@ async fn accept_loop(
                 if reserve.take().is_some() {
                     on_reserve = true;
                     // The freed descriptor goes to the next accept.
-                    tracing::warn!(
-                        "admin: out of file descriptors; serving one connection from the reserve"
+                    hit(
+                        Limit::Descriptors,
+                        1,
+                        &"admin: out of file descriptors; serving one connection at a time from the reserved descriptor",
                     );
                     continue;
                 }

@@ -78,11 +78,14 @@ pub enum Limit {
     /// A client PUBLISH answered RATE_LIMITED because its address passed
     /// `limits.publish_bytes_per_ip_per_sec`.
     PublishBytes,
+    /// An admin connection accepted on the reserved descriptor because the process was out
+    /// of descriptors (served one request, then closed).
+    Descriptors,
 }
 
 impl Limit {
     /// Every limit, in rendering order.
-    pub const ALL: [Limit; 27] = [
+    pub const ALL: [Limit; 28] = [
         Limit::HandshakePayload,
         Limit::ResumeEntries,
         Limit::ResumeDuplicate,
@@ -110,6 +113,7 @@ impl Limit {
         Limit::WebSocketMessage,
         Limit::RoomsPerConnection,
         Limit::PublishBytes,
+        Limit::Descriptors,
     ];
 
     /// The `limit` label.
@@ -142,6 +146,7 @@ impl Limit {
             Limit::WebSocketMessage => "websocket_message",
             Limit::RoomsPerConnection => "rooms_per_connection",
             Limit::PublishBytes => "publish_bytes",
+            Limit::Descriptors => "descriptors",
         }
     }
 
