@@ -256,14 +256,8 @@ impl PeerTable {
             .max(1);
         let mut part = self.peers.part(&ip);
         // An address with an open connection is always remembered.
-        let Some(p) = part.get_mut(&ip) else {
-            return true;
-        };
-        if !p.publishes.has_n(units, rate, burst, now_ms) {
-            return false;
-        }
-        p.publishes.spend(units, rate, burst, now_ms);
-        true
+        part.get_mut(&ip)
+            .is_none_or(|p| p.publishes.take_n(units, rate, burst, now_ms))
     }
 
     /// A connection from `ip` was refused: whether it is told why (CLOSE POLICY) or closed

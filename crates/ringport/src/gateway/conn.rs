@@ -399,11 +399,6 @@ impl TokenBucket {
         self.level(rate, burst, now_ms) >= 1000
     }
 
-    /// Whether `n` tokens are there (none is taken).
-    pub fn has_n(&self, n: u32, rate: u32, burst: u32, now_ms: u64) -> bool {
-        self.level(rate, burst, now_ms) >= u64::from(n) * 1000
-    }
-
     /// Whether the bucket is full again (it remembers nothing a fresh one would not).
     pub fn is_full(&self, rate: u32, burst: u32, now_ms: u64) -> bool {
         self.level(rate, burst, now_ms) >= u64::from(burst) * 1000
@@ -423,13 +418,18 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
-        if !self.has(rate, burst, now_ms) {
+        self.take_n(1, rate, burst, now_ms)
+    }
+
+    /// Takes `n` tokens if they are all there (none otherwise).
+    pub fn take_n(&mut self, n: u32, rate: u32, burst: u32, now_ms: u64) -> bool {
+        if self.level(rate, burst, now_ms) < u64::from(n) * 1000 {
             return false;
         }
         let now = Self::now_us(now_ms);
         // One token is 10^6 / rate microseconds of refill (rounded up: never generous).
         let token_us = 1_000_000u64.div_ceil(u64::from(rate.max(1)));
-        self.empty_us = self.clamped(rate, burst, now) + token_us;
+        self.empty_us = self.clamped(rate, burst, now) + u64::from(n) * token_us;
         true
     }
 }

@@ -13,6 +13,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+use crate::metrics::limits::{history_trimmed, HistoryTrim};
+
 /// Retention bounds of every stream's history (`[history]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimits {
@@ -398,7 +400,6 @@ impl StreamLog {
             self.bytes -= front.frame.len() + ENTRY_OVERHEAD;
             self.history.pop_front();
         }
-        use crate::metrics::limits::{history_trimmed, HistoryTrim};
         history_trimmed(HistoryTrim::Count, by_count);
         history_trimmed(HistoryTrim::Age, by_age);
         if self.history.is_empty() && self.history.capacity() > 16 {
