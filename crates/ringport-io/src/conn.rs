@@ -48,6 +48,9 @@ pub(crate) struct Slot {
     pub waiting_buffers: bool,
     /// The peer's FIN arrived.
     pub peer_eof: bool,
+    /// Receiving is paused (`Ctx::pause_receiving`): nothing re-arms a receive until the
+    /// deadline kept in the core's side table (`Core::pauses`).
+    pub paused: bool,
     /// The handler was told of this connection (`on_open`, or an outbound connect it
     /// started), so it is owed exactly one `on_close`. An accepted connection is announced
     /// once its peer address is known (when `resolve_peer_addr`); one refused over the cap
@@ -92,6 +95,7 @@ impl Slot {
             dirty: false,
             waiting_buffers: false,
             peer_eof: false,
+            paused: false,
             announced: false,
             shed: false,
             origin: Origin::Accepted,
@@ -121,9 +125,9 @@ impl Slot {
         self.dirty = dirty;
     }
 
-    /// The connection can still receive (open or closing gracefully).
+    /// The connection can still receive (open or closing gracefully) and is not paused.
     pub fn receiving(&self) -> bool {
-        matches!(self.state, State::Open | State::Draining | State::FinSent)
+        !self.paused && matches!(self.state, State::Open | State::Draining | State::FinSent)
     }
 }
 

@@ -57,6 +57,10 @@ pub(crate) struct Core<H: crate::Handler> {
     /// Peer addresses that do not fit a slot's inline `PeerAddr` (IPv6), by slot; removed
     /// when the slot is freed.
     peers_v6: std::collections::HashMap<u32, SocketAddr>,
+    /// The tick each paused slot (`Slot::paused`) receives again; removed when the pause
+    /// ends or the slot closes. A side table: pauses are rare (a client over a rate limit),
+    /// and a deadline in every slot would cost a million connections 8 MB.
+    pauses: std::collections::HashMap<u32, u64>,
     /// Slot cap (= the entries of the shard's direct descriptor tables together on io_uring).
     pub cap: u32,
     pub pool: SendPool,
@@ -129,6 +133,7 @@ impl<H: crate::Handler> Core<H> {
             slots: Vec::new(),
             free: Vec::new(),
             peers_v6: std::collections::HashMap::new(),
+            pauses: std::collections::HashMap::new(),
             cap,
             pool: SendPool::new(),
             wheel: TimerWheel::new(1024),
@@ -491,6 +496,49 @@ impl<H: crate::Handler> Core<H> {
         self.sh.stats.recv_arms.inc();
     }
 
+    /// Stops receiving on an open `slot` until `until` (a tick): its armed receive is
+    /// cancelled (what the kernel delivered before the cancel still reaches the handler) and
+    /// nothing re-arms one before then. A later pause replaces the deadline.
+    pub fn pause_recv(&mut self, slot: u32, until: u64) {
+        let s = &mut self.slots[slot as usize];
+        if s.state != State::Open || until <= self.now_tick {
+            return;
+        }
+        let was_paused = std::mem::replace(&mut s.paused, true);
+        self.pauses.insert(slot, until);
+        if !was_paused {
+            self.sh.stats.recv_pauses.inc();
+            if s.recv_armed {
+                // The receive ends with a final `-ECANCELED` completion (or, had it ended
+                // already, the cancel finds nothing): `recv_armed` clears then, and
+                // `Slot::receiving` keeps anything from re-arming it while paused.
+                let (fd, gen) = (s.fd, s.gen);
+                let target = crate::id::pack(Op::Recv, slot, gen);
+                let ud = self.op_started(slot, Op::Cancel);
+                self.driver.cancel_recv(fd, target, ud);
+            }
+        }
+        self.schedule(slot);
+    }
+
+    /// Ends `slot`'s pause (its deadline passed, or it began closing) and re-arms its
+    /// receive. The pause is not held against the peer's idle time: it counts from now.
+    pub fn resume_recv(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !std::mem::replace(&mut s.paused, false) {
+            return;
+        }
+        self.pauses.remove(&slot);
+        s.last_recv = s.last_recv.max(self.now_tick);
+        self.arm_recv(slot);
+    }
+
+    /// Whether `slot` is paused with its deadline at or before now.
+    pub fn pause_over(&self, slot: u32) -> bool {
+        self.slots[slot as usize].paused
+            && self.pauses.get(&slot).is_none_or(|&t| t <= self.now_tick)
+    }
+
     /// Arms accepting: multishot while at least the driver's accept headroom is free, one
     /// connection at a time closer to the cap, not at all at the cap (`PausedFull`: a freed
     /// slot re-arms). The kernel accepts a connection before it looks for a table entry and
@@ -583,6 +631,9 @@ impl<H: crate::Handler> Core<H> {
         if let (State::Open, Some(idle)) = (s.state, self.idle_ticks) {
             next = next.min(s.last_recv + idle + 1);
         }
+        if s.paused {
+            next = next.min(self.pauses.get(&slot).copied().unwrap_or(0));
+        }
         if next == NEVER || next >= s.wheel {
             return;
         }
@@ -595,7 +646,10 @@ impl<H: crate::Handler> Core<H> {
     /// `last_recv + idle`: a connection is never closed before its full idle time.
     pub fn idle_expired(&self, slot: u32) -> bool {
         let s = &self.slots[slot as usize];
-        matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick > s.last_recv + idle)
+        // A paused connection is not idle: the engine is not reading it (its idle time
+        // counts again from the end of the pause).
+        !s.paused
+            && matches!((s.state, self.idle_ticks), (State::Open, Some(idle)) if self.now_tick > s.last_recv + idle)
     }
 
     // ---- closing -------------------------------------------------------------------------
@@ -607,6 +661,12 @@ impl<H: crate::Handler> Core<H> {
         let state = self.slots[slot as usize].state;
         match state {
             State::Open => {
+                // A paused connection that closes gracefully reads again (the peer's FIN
+                // ends the close); one closed now has its receive cancelled anyway.
+                if self.slots[slot as usize].paused {
+                    self.slots[slot as usize].paused = false;
+                    self.pauses.remove(&slot);
+                }
                 if self.slots[slot as usize].announced {
                     self.notify.push((id, reason));
                 }
@@ -737,6 +797,9 @@ impl<H: crate::Handler> Core<H> {
         if s.peer.is_elsewhere() {
             s.peer = PeerAddr::NONE;
             self.peers_v6.remove(&slot);
+        }
+        if std::mem::replace(&mut s.paused, false) {
+            self.pauses.remove(&slot);
         }
         self.free.push(slot);
         self.used -= 1;

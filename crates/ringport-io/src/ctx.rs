@@ -111,6 +111,21 @@ impl<H: Handler> Ctx<'_, H> {
         }
     }
 
+    /// Stops reading `conn` until `at` (timer-tick precision): its armed receive is cancelled
+    /// and none is armed before then, so what the peer sends waits in the kernel's socket
+    /// buffer and, once that is full, TCP's window stops the peer — backpressure instead of
+    /// reading (and refusing) what a client sends over its rate. Bytes the kernel had
+    /// already received may still reach `on_data` after the call. A later call replaces the
+    /// deadline; a close ends the pause (a graceful one reads again, for the peer's FIN). The
+    /// pause does not count as idle time (`EngineConfig::idle_timeout` counts from its end).
+    /// A no-op for an id that is not open, or for `at` not after the current tick.
+    pub fn pause_receiving(&mut self, conn: ConnId, at: Instant) {
+        if let Some(slot) = self.core.lookup_open(conn) {
+            let tick = self.core.tick_of(at);
+            self.core.pause_recv(slot, tick);
+        }
+    }
+
     /// Sets `conn`'s one timer to fire at `at` (timer-tick precision), replacing any earlier
     /// setting; `on_timer` is called then.
     pub fn set_timer(&mut self, conn: ConnId, at: Instant) {

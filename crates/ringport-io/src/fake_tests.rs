@@ -27,6 +27,8 @@ struct Rec {
     heartbeat: Option<Duration>,
     /// Refuse every connection in `on_open` with `Ctx::abort` (an admission limit would).
     abort_on_open: bool,
+    /// Pause receiving this long after each receive (a rate limit would).
+    pause_on_data: Option<Duration>,
 }
 
 impl Handler for Rec {
@@ -42,8 +44,11 @@ impl Handler for Rec {
         }
     }
 
-    fn on_data(&mut self, _ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
+    fn on_data(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, data: &[u8]) {
         self.events.push(Ev::Data(conn, data.to_vec()));
+        if let Some(pause) = self.pause_on_data {
+            ctx.pause_receiving(conn, ctx.now() + pause);
+        }
         self.conns
             .get_mut(conn)
             .expect("data for a connection never opened or already closed")
@@ -132,6 +137,7 @@ fn on_sock(ops: &[FakeOp], sock: FakeSock) -> Vec<FakeOp> {
             FakeOp::Recv(s)
             | FakeOp::ShutdownWrite(s)
             | FakeOp::CancelSock(s)
+            | FakeOp::CancelRecv(s)
             | FakeOp::Close(s)
             | FakeOp::Connect(s)
             | FakeOp::LookupPeer(s) => *s == sock,
@@ -484,6 +490,82 @@ fn idle_timeout_counts_from_the_last_receive() {
     assert!(closes(&mut s).is_empty(), "4.9 s after the last receive");
     s.advance(Duration::from_millis(200));
     assert_eq!(closes(&mut s), vec![(a, CloseReason::IdleTimeout)]);
+}
+
+/// A shard whose handler pauses a connection for 500 ms after each receive, with one
+/// connection accepted (idle timeout 1 s).
+fn pausing_shard() -> (FakeShard<Rec>, ConnId, FakeSock) {
+    let mut s = FakeShard::listening(
+        EngineConfig {
+            idle_timeout: Some(Duration::from_secs(1)),
+            ..cfg(8)
+        },
+        |_| Rec {
+            pause_on_data: Some(Duration::from_millis(500)),
+            ..Rec::default()
+        },
+    );
+    s.settle();
+    let (a, sa) = accept_one(&mut s);
+    (s, a, sa)
+}
+
+#[test]
+fn a_paused_connection_is_not_read_until_its_deadline() {
+    let (mut s, a, sa) = pausing_shard();
+    s.kernel().take_ops();
+    s.kernel().peer_sends(sa, b"first");
+    s.settle();
+    assert_eq!(s.handler().conns.get(a).unwrap(), b"first");
+    assert_eq!(
+        on_sock(&s.kernel().take_ops(), sa),
+        vec![FakeOp::CancelRecv(sa)],
+        "the pause cancels the armed receive and arms none"
+    );
+    assert_eq!(s.stats().recv_pauses, 1);
+    s.kernel().peer_sends(sa, b"second");
+    s.settle();
+    s.advance(Duration::from_millis(400));
+    assert_eq!(
+        s.handler().conns.get(a).unwrap(),
+        b"first",
+        "nothing is read while paused"
+    );
+    assert!(s.kernel().ops().is_empty(), "{:?}", s.kernel().ops());
+    // Past the deadline (and past the idle timeout counted from the first receive: the
+    // pause is not idleness).
+    s.advance(Duration::from_millis(700));
+    assert_eq!(s.handler().conns.get(a).unwrap(), b"firstsecond");
+    assert_eq!(on_sock(s.kernel().ops(), sa)[0], FakeOp::Recv(sa));
+    assert!(closes(&mut s).is_empty(), "{:?}", closes(&mut s));
+    assert_eq!(s.stats().recv_pauses, 2, "the second receive paused again");
+}
+
+#[test]
+fn a_paused_connection_closed_gracefully_reads_for_the_peers_fin() {
+    let (mut s, a, sa) = pausing_shard();
+    s.kernel().peer_sends(sa, b"x");
+    s.settle();
+    s.kernel().take_ops();
+    s.with_ctx(|_, ctx| ctx.close(a, CloseReason::Local));
+    s.settle();
+    assert!(
+        on_sock(s.kernel().ops(), sa).contains(&FakeOp::Recv(sa)),
+        "the close re-arms the receive: {:?}",
+        s.kernel().ops()
+    );
+    s.kernel().peer_fin(sa);
+    s.settle();
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
+    assert!(
+        !s.kernel().is_open(sa),
+        "closed on the peer's FIN, not the linger"
+    );
+    assert!(
+        s.kernel().violations().is_empty(),
+        "{:?}",
+        s.kernel().violations()
+    );
 }
 
 #[test]

@@ -524,7 +524,14 @@ impl<H: Handler> Shard<H> {
             if !c.more() {
                 self.core.wait_for_buffers(slot);
             }
-        } else if res != -libc::ECANCELED {
+        } else if res == -libc::ECANCELED {
+            // Cancelled by a pause (`Core::pause_recv`) or a close. A pause that ended before
+            // the cancel reached the receive (it re-armed nothing: one was still armed) leaves
+            // an open connection unread: arm it again (a no-op while paused or closing).
+            if !c.more() && self.core.slots[slot as usize].state == State::Open {
+                self.core.arm_recv(slot);
+            }
+        } else {
             let reason = crate::conn::reason_from_errno(-res);
             self.core.begin_close(slot, reason, false);
         }
@@ -643,6 +650,10 @@ impl<H: Handler> Shard<H> {
                 continue; // stale entry
             }
             s.wheel = crate::conn::NEVER;
+            if self.core.pause_over(slot) {
+                self.core.resume_recv(slot);
+            }
+            let s = &self.core.slots[slot as usize];
             let (state, timer) = (s.state, s.timer);
             match state {
                 State::Draining | State::FinSent if timer <= now_tick => self.core.finish(slot),

@@ -98,6 +98,9 @@ pub struct ShardStats {
     /// grows by one per connection; anything beyond that is a re-arm (the kernel ended the
     /// receive: ENOBUFS, a full completion queue, an error). On epoll also one per connection.
     pub recv_arms: Counter,
+    /// Times a connection's receiving was paused (`Ctx::pause_receiving`: the handler stops
+    /// reading a client over a rate limit, and TCP's window pushes back on it).
+    pub recv_pauses: Counter,
     /// Calls into the kernel to submit or wait (gauge, updated once per loop turn):
     /// `io_uring_enter` on every ring of the shard, `epoll_wait` on epoll (whose sends and
     /// receives are system calls of their own, not counted here).
@@ -166,6 +169,7 @@ impl ShardStats {
             bufring_exhausted: self.bufring_exhausted.get(),
             recv_buffer_trimmed_bytes: self.recv_buffer_trimmed_bytes.get(),
             recv_arms: self.recv_arms.get(),
+            recv_pauses: self.recv_pauses.get(),
             kernel_enters: self.kernel_enters.get(),
             cq_overflows: self.cq_overflows.get(),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
@@ -204,6 +208,7 @@ pub struct StatsSnapshot {
     pub bufring_exhausted: u64,
     pub recv_buffer_trimmed_bytes: u64,
     pub recv_arms: u64,
+    pub recv_pauses: u64,
     pub kernel_enters: u64,
     pub cq_overflows: u64,
     pub accept_errors: [u64; 4],
@@ -246,6 +251,7 @@ impl StatsSnapshot {
             t.bufring_exhausted += s.bufring_exhausted;
             t.recv_buffer_trimmed_bytes += s.recv_buffer_trimmed_bytes;
             t.recv_arms += s.recv_arms;
+            t.recv_pauses += s.recv_pauses;
             t.kernel_enters += s.kernel_enters;
             t.cq_overflows += s.cq_overflows;
             for i in 0..4 {

@@ -65,6 +65,8 @@ pub enum FakeOp {
     CancelAccept,
     /// Cancel of some other operation by its `user_data`.
     Cancel,
+    /// Cancel of a socket's receive (a pause).
+    CancelRecv(FakeSock),
     /// Close a socket (its number may be reused from the close's completion on).
     Close(FakeSock),
     /// Create an outbound socket.
@@ -612,6 +614,10 @@ impl Driver for FakeDriver {
         };
         self.k()
             .queue(user_data, Kind::Cancel(target), u32::MAX, logged);
+    }
+
+    fn cancel_recv(&mut self, sock: Sock, target: u64, user_data: u64) {
+        self.queue_on(sock, user_data, Kind::Cancel(target), FakeOp::CancelRecv);
     }
 
     fn close(&mut self, sock: Sock, user_data: u64) {

@@ -155,6 +155,11 @@ pub(crate) trait Driver: Send {
     /// Cancels the operation(s) queued with `target`.
     fn cancel(&mut self, target: u64, user_data: u64);
 
+    /// Cancels `sock`'s receive, queued with `target`: it ends with a final `-ECANCELED`
+    /// completion (the completions it produced before still arrive first); this operation
+    /// completes with the number cancelled, or `-ENOENT` if the receive had ended already.
+    fn cancel_recv(&mut self, sock: Sock, target: u64, user_data: u64);
+
     /// Closes `sock`; from its completion on, `sock` may name another socket.
     fn close(&mut self, sock: Sock, user_data: u64);
 

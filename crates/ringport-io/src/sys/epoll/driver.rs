@@ -99,6 +99,7 @@ enum Queued {
     ShutdownWrite(Sock, u64),
     CancelSock(Sock, u64),
     Cancel(u64, u64),
+    CancelRecv(Sock, u64, u64),
     CancelAny,
     Close(Sock, u64),
     Socket(i32, u64),
@@ -509,6 +510,7 @@ impl EpollDriver {
                 Queued::ShutdownWrite(s, ud) => self.perform_shutdown_write(s, ud),
                 Queued::CancelSock(s, ud) => self.perform_cancel_sock(s, ud),
                 Queued::Cancel(target, ud) => self.perform_cancel(target, ud),
+                Queued::CancelRecv(s, target, ud) => self.perform_cancel_recv(s, target, ud),
                 Queued::CancelAny => self.perform_cancel_any(),
                 Queued::Close(s, ud) => self.perform_close(s, ud),
                 Queued::Socket(domain, ud) => self.perform_socket(domain, ud),
@@ -581,6 +583,21 @@ impl EpollDriver {
     fn perform_cancel_sock(&mut self, sock: Sock, user_data: u64) {
         let n = self.cancel_all_of(sock.0 as RawFd);
         self.complete_now(user_data, if n > 0 { n } else { -libc::ENOENT });
+    }
+
+    /// The receive is found through its socket (no search of every socket's state).
+    fn perform_cancel_recv(&mut self, sock: Sock, target: u64, user_data: u64) {
+        let hit = match self.socks.get_mut(sock.0 as usize) {
+            Some(st) if st.recv.map(Ud::get) == Some(target) => {
+                st.recv = None;
+                true
+            }
+            _ => false,
+        };
+        if hit {
+            self.complete(target, -libc::ECANCELED, false, None);
+        }
+        self.complete_now(user_data, if hit { 1 } else { -libc::ENOENT });
     }
 
     fn perform_cancel(&mut self, target: u64, user_data: u64) {
@@ -792,6 +809,10 @@ impl Driver for EpollDriver {
 
     fn cancel(&mut self, target: u64, user_data: u64) {
         self.queue(Queued::Cancel(target, user_data), 1);
+    }
+
+    fn cancel_recv(&mut self, sock: Sock, target: u64, user_data: u64) {
+        self.queue(Queued::CancelRecv(sock, target, user_data), 1);
     }
 
     fn close(&mut self, sock: Sock, user_data: u64) {

@@ -572,6 +572,16 @@ impl Driver for UringDriver {
         self.push(self.accept_table, e);
     }
 
+    /// On the ring of `sock`'s table, where its receive was queued (a cancel by `user_data`
+    /// only searches its own ring).
+    fn cancel_recv(&mut self, sock: Sock, target: u64, user_data: u64) {
+        let (t, _) = Self::split(sock);
+        let e = opcode::AsyncCancel2::new(CancelBuilder::user_data(target))
+            .build()
+            .user_data(user_data);
+        self.push(t, e);
+    }
+
     /// Closes the direct descriptor; its table entry counts as free from here (the close of
     /// a direct descriptor is done at submit, before any accept of the same enter runs).
     fn close(&mut self, sock: Sock, user_data: u64) {
