@@ -109,6 +109,7 @@ impl Gateway for EchoGateway {
                     descriptor_tables: e.descriptor_tables,
                     kernel_enters: e.kernel_enters,
                     recv_arms: e.recv_arms,
+                    recv_pauses: e.recv_pauses,
                     cq_overflows: e.cq_overflows,
                     recv_buffer_trimmed_bytes: e.recv_buffer_trimmed_bytes,
                 })

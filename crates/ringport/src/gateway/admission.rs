@@ -245,19 +245,25 @@ impl PeerTable {
         })
     }
 
-    /// A connection from `ip` publishes `bytes` of payload: whether its address's publish
-    /// budget (`limits.publish_bytes_per_ip_per_sec`) has them; they are spent if so.
-    pub fn publish(&self, ip: IpAddr, bytes: usize, now_ms: u64) -> bool {
+    /// A connection from `ip` publishes `bytes` of payload: `Ok` if its address's publish
+    /// budget (`limits.publish_bytes_per_ip_per_sec`) has them (they are spent), else the
+    /// milliseconds until it will.
+    pub fn publish(&self, ip: IpAddr, bytes: usize, now_ms: u64) -> Result<(), u64> {
         let Some((rate, burst)) = self.publish_bucket() else {
-            return true;
+            return Ok(());
         };
         let units = u32::try_from(bytes.div_ceil(PUBLISH_UNIT as usize))
             .unwrap_or(u32::MAX)
             .max(1);
         let mut part = self.peers.part(&ip);
         // An address with an open connection is always remembered.
-        part.get_mut(&ip)
-            .is_none_or(|p| p.publishes.take_n(units, rate, burst, now_ms))
+        let Some(p) = part.get_mut(&ip) else {
+            return Ok(());
+        };
+        if p.publishes.take_n(units, rate, burst, now_ms) {
+            return Ok(());
+        }
+        Err(p.publishes.wait_ms(units, rate, burst, now_ms).max(1))
     }
 
     /// A connection from `ip` was refused: whether it is told why (CLOSE POLICY) or closed

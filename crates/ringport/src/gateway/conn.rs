@@ -416,6 +416,15 @@ impl TokenBucket {
         self.empty_us = empty.min(now.saturating_add(fill_us));
     }
 
+    /// Milliseconds (rounded up) until `n` tokens are there, at most one `burst`'s worth
+    /// (0 if they are there now).
+    pub fn wait_ms(&self, n: u32, rate: u32, burst: u32, now_ms: u64) -> u64 {
+        let now = Self::now_us(now_ms);
+        let need_us = (u64::from(n.min(burst)) * 1_000_000).div_ceil(u64::from(rate.max(1)));
+        let ready = self.clamped(rate, burst, now).saturating_add(need_us);
+        ready.saturating_sub(now).div_ceil(1000)
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, rate: u32, burst: u32, now_ms: u64) -> bool {
         self.take_n(1, rate, burst, now_ms)
@@ -582,6 +591,23 @@ mod tests {
         assert!(!b.take(10, 3, 100));
         assert!((0..3).all(|_| b.take(10, 3, 10_000)), "capped at burst");
         assert!(!b.take(10, 3, 10_000));
+    }
+
+    #[test]
+    fn wait_is_the_time_until_the_tokens_are_there() {
+        // 10/s, burst 3: one token per 100 ms.
+        let mut b = TokenBucket::full(3, 0);
+        assert_eq!(b.wait_ms(3, 10, 3, 0), 0, "full");
+        assert!(b.take_n(3, 10, 3, 0));
+        assert_eq!(b.wait_ms(1, 10, 3, 0), 100);
+        assert_eq!(b.wait_ms(2, 10, 3, 30), 170);
+        assert_eq!(b.wait_ms(99, 10, 3, 0), 300, "at most one burst");
+        let w = b.wait_ms(2, 10, 3, 30);
+        assert!(!b.take_n(2, 10, 3, 30 + w - 1));
+        assert!(
+            b.take_n(2, 10, 3, 30 + w),
+            "the tokens are there after the wait"
+        );
     }
 
     #[test]

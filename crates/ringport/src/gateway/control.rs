@@ -300,6 +300,7 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
         shard.descriptor_tables = e.descriptor_tables;
         shard.kernel_enters = e.kernel_enters;
         shard.recv_arms = e.recv_arms;
+        shard.recv_pauses = e.recv_pauses;
         shard.cq_overflows = e.cq_overflows;
         shard.recv_buffer_trimmed_bytes = e.recv_buffer_trimmed_bytes;
     }

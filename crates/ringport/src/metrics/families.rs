@@ -105,6 +105,8 @@ pub struct ShardLoop {
     pub kernel_enters: u64,
     /// Receive operations armed (one per connection while multishot receives stay armed).
     pub recv_arms: u64,
+    /// Times a connection's receiving was paused (a client over its publish rate).
+    pub recv_pauses: u64,
     /// Loop turns that found a completion queue overflowed (per ring; 0 on epoll).
     pub cq_overflows: u64,
     /// Resident receive-buffer bytes given back to the kernel (`engine.recv_buffer_trim_ms`).
@@ -445,7 +447,7 @@ impl MetricsSnapshot {
                 l.descriptor_tables,
             );
         }
-        let per_shard: [(&str, &str, ShardValue); 4] = [
+        let per_shard: [(&str, &str, ShardValue); 5] = [
             (
                 "ringport_shard_kernel_enters_total",
                 "Calls into the kernel to submit or wait per shard: io_uring_enter on every ring, or epoll_wait on epoll (whose sends and receives are system calls of their own).",
@@ -455,6 +457,11 @@ impl MetricsSnapshot {
                 "ringport_shard_recv_arms_total",
                 "Receive operations armed per shard: one per connection while multishot receives stay armed; the excess counts re-arms (ENOBUFS, completion queue overflow, errors).",
                 |l| l.recv_arms,
+            ),
+            (
+                "ringport_shard_recv_pauses_total",
+                "Times a connection's receiving was paused per shard: a client over its publish rate (limits.publish_bytes_per_ip_per_sec, rooms.publish_rate_per_sec) is not read until it has the tokens again, and TCP's window pushes back on it.",
+                |l| l.recv_pauses,
             ),
             (
                 "ringport_shard_cq_overflows_total",

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use ringport::config::IoBackendMode;
 use ringport_proto::{CloseReason, Frame, RoomRequest, Status};
 
 use super::bystander::bystander_is_served;
@@ -442,6 +443,95 @@ fn an_address_publish_budget_spans_its_connections() {
     // Another address has its own budget.
     let mut c = joined(61);
     assert_eq!(ack(&mut c, 1, 16_000), Status::OK);
+    bystander_is_served(&server, ip(62), "bystander");
+}
+
+/// Observed (docs/benchmarks.md, the publish flood): a publisher over its address's budget
+/// was still read as fast as it sent, its publishes refused one by one, ~97% of the
+/// server's core spent on it. Now a refused publisher is not read again until its tokens are
+/// back: TCP's window stops it, and what it can hand the kernel in 3 s is bounded by the
+/// budget and the socket buffers, not by how fast the server reads.
+#[test]
+fn a_publisher_over_its_budget_is_not_read_until_it_has_the_tokens() {
+    publisher_is_held_back(IoBackendMode::Uring, 63);
+}
+
+/// The same on epoll, whose receive is cancelled in the driver.
+#[test]
+fn a_publisher_over_its_budget_is_held_back_on_epoll_too() {
+    publisher_is_held_back(IoBackendMode::Epoll, 64);
+}
+
+fn publisher_is_held_back(backend: IoBackendMode, from: u8) {
+    use std::io::Write;
+    let mut config = limited(|l| {
+        l.publish_bytes_per_ip_per_sec = 65_536;
+        l.publish_burst_bytes_per_ip = 65_536;
+    });
+    config.engine.io_backend = backend;
+    config.rooms.publish_rate_per_sec = 1000;
+    config.rooms.publish_burst = 1000;
+    let server = TestServer::start(config);
+    let mut c = Client::connect_from(server.addr, ip(from));
+    c.welcome("");
+    assert_eq!(c.join(1, "r"), Status::OK);
+    // Each publish a new `seq` (a repeated one is answered from the idempotency record).
+    let publish = |seq: u64| {
+        Frame::Publish(ringport_proto::Publish {
+            room: "r".into(),
+            seq,
+            payload: bytes::Bytes::from(vec![b'f'; 60_000]),
+        })
+        .to_bytes()
+        .unwrap()
+    };
+    let mut w = c.stream.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let (mut written, mut seq, mut frame, mut at) = (0usize, 1, publish(1), 0);
+    while Instant::now() < until {
+        match w.write(&frame[at..]) {
+            Ok(n) => {
+                written += n;
+                at += n;
+                if at == frame.len() {
+                    seq += 1;
+                    (frame, at) = (publish(seq), 0);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("the publisher was cut off: {e}"),
+        }
+    }
+    eprintln!("{backend:?}: the publisher handed the kernel {written} bytes in 3 s");
+    // Budget: 64 KiB of burst and 64 KiB/s. The rest is what the socket buffers hold (a
+    // few MiB each way on loopback) and what a receive takes before its pause lands.
+    assert!(
+        written < 48 << 20,
+        "{backend:?}: the server read {written} bytes of publishes in 3 s from an address allowed 64 KiB/s"
+    );
+    let body = server.http("GET", "/metrics", "").body;
+    let pauses: u64 = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("ringport_shard_recv_pauses_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(pauses > 0, "no pause counted:\n{body}");
+    wait_limit_hits(&server, "publish_bytes", 1);
+    // The publisher is held back, not cut off: its refusals are answered, and no CLOSE.
+    match c.recv() {
+        Frame::PublishAck(a) => assert!(
+            a.status == Status::OK || a.status == Status::RATE_LIMITED,
+            "{a:?}"
+        ),
+        Frame::Push(_) => {}
+        other => panic!("unexpected {other:?}"),
+    }
     bystander_is_served(&server, ip(62), "bystander");
 }
 

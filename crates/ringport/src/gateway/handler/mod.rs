@@ -15,7 +15,7 @@ mod websocket;
 pub(super) use tls::{emit, emit_continued, emit_copy};
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use ringport_io::{CloseReason as EngineReason, ConnId, ConnMap, Ctx, Handler, Origin, SendError};
@@ -36,6 +36,10 @@ use crate::metrics::{CloseCause, DeliveryKind, Direction, DropReason, ShardRecor
 /// Spare receive-buffer capacity tolerated beyond twice the bytes held; above it the bytes of
 /// a partial frame are copied into a buffer of their own size.
 const RX_SLACK: usize = 4096;
+
+/// The longest a publisher over its rate goes unread at a time (`pause_publisher`): well
+/// inside any heartbeat, so a paused client's PINGs are answered late, never missed.
+const MAX_PUBLISH_PAUSE_MS: u64 = 1000;
 
 /// One shard's gateway: its connections and membership indexes.
 pub struct GatewayHandler {
@@ -520,11 +524,16 @@ impl GatewayHandler {
         }
         if !c.bucket.take(r.publish_rate_per_sec, r.publish_burst, now) {
             self.rec.dropped(DropReason::RateLimited, 1);
+            let wait = c
+                .bucket
+                .wait_ms(1, r.publish_rate_per_sec, r.publish_burst, now);
+            Self::pause_publisher(ctx, c, wait);
             return (Status::RATE_LIMITED, None);
         }
         if let Some(ip) = c.peer_ip() {
-            if !self.shared.peers.publish(ip, payload.len(), now) {
+            if let Err(wait) = self.shared.peers.publish(ip, payload.len(), now) {
                 self.rec.dropped(DropReason::RateLimited, 1);
+                Self::pause_publisher(ctx, c, wait);
                 crate::metrics::limits::hit(
                     crate::metrics::Limit::PublishBytes,
                     1,
@@ -550,6 +559,16 @@ impl GatewayHandler {
             Err(PublishError::Busy(_)) => (Status::RATE_LIMITED, None),
             Err(PublishError::Rejected(_)) => (Status::INVALID, None),
         }
+    }
+
+    /// A publish over a rate was refused: the connection is not read again for `wait_ms`
+    /// (at most [`MAX_PUBLISH_PAUSE_MS`]), until the tokens it lacked are there, so a client
+    /// that keeps publishing is held back by TCP's window instead of costing the shard the
+    /// reading (and refusing) of everything it sends. What it already sent in the same
+    /// receive is still answered, RATE_LIMITED.
+    fn pause_publisher(ctx: &mut Ctx<'_, Self>, c: &Conn, wait_ms: u64) {
+        let wait = Duration::from_millis(wait_ms.clamp(1, MAX_PUBLISH_PAUSE_MS));
+        ctx.pause_receiving(c.id, ctx.now() + wait);
     }
 
     fn close_cause(c: &Conn, reason: EngineReason) -> CloseCause {
