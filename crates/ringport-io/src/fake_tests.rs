@@ -569,6 +569,34 @@ fn a_paused_connection_closed_gracefully_reads_for_the_peers_fin() {
 }
 
 #[test]
+fn a_close_right_behind_a_pause_still_reads_for_the_peers_fin() {
+    let (mut s, a, sa) = pausing_shard();
+    s.handler().pause_on_data = None;
+    s.settle();
+    s.kernel().take_ops();
+    // The pause's cancel is still on its way when the close begins.
+    s.with_ctx(|_, ctx| {
+        let at = ctx.now() + Duration::from_secs(10);
+        ctx.pause_receiving(a, at);
+        ctx.close(a, CloseReason::Local);
+    });
+    s.settle();
+    let ops = on_sock(s.kernel().ops(), sa);
+    assert_eq!(
+        ops.iter().filter(|op| **op == FakeOp::Recv(sa)).count(),
+        1,
+        "re-armed once the cancelled receive ended: {ops:?}"
+    );
+    s.kernel().peer_fin(sa);
+    s.settle();
+    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
+    assert!(
+        !s.kernel().is_open(sa),
+        "closed on the peer's FIN, not the linger"
+    );
+}
+
+#[test]
 fn a_closing_peer_that_keeps_sending_is_cut_short_past_the_discard_budget() {
     let mut s = FakeShard::listening(
         EngineConfig {

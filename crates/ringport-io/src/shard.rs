@@ -525,10 +525,11 @@ impl<H: Handler> Shard<H> {
                 self.core.wait_for_buffers(slot);
             }
         } else if res == -libc::ECANCELED {
-            // Cancelled by a pause (`Core::pause_recv`) or a close. A pause that ended before
-            // the cancel reached the receive (it re-armed nothing: one was still armed) leaves
-            // an open connection unread: arm it again (a no-op while paused or closing).
-            if !c.more() && self.core.slots[slot as usize].state == State::Open {
+            // Cancelled by a pause (`Core::pause_recv`) or a close (`Core::finish`). A pause
+            // that ended before the cancel reached the receive — at its deadline, or by a
+            // graceful close that must see the peer's FIN — re-armed nothing (one was still
+            // armed): arm it again now (a no-op while paused, and after `finish`).
+            if !c.more() {
                 self.core.arm_recv(slot);
             }
         } else {
