@@ -524,13 +524,21 @@ impl<H: crate::Handler> Core<H> {
     /// Ends `slot`'s pause (its deadline passed, or it began closing) and re-arms its
     /// receive. The pause is not held against the peer's idle time: it counts from now.
     pub fn resume_recv(&mut self, slot: u32) {
-        let s = &mut self.slots[slot as usize];
-        if !std::mem::replace(&mut s.paused, false) {
+        if !self.end_pause(slot) {
             return;
         }
-        self.pauses.remove(&slot);
+        let s = &mut self.slots[slot as usize];
         s.last_recv = s.last_recv.max(self.now_tick);
         self.arm_recv(slot);
+    }
+
+    /// Clears `slot`'s pause, if any (re-arms nothing); whether it was paused.
+    fn end_pause(&mut self, slot: u32) -> bool {
+        let paused = std::mem::replace(&mut self.slots[slot as usize].paused, false);
+        if paused {
+            self.pauses.remove(&slot);
+        }
+        paused
     }
 
     /// Whether `slot` is paused with its deadline at or before now.
@@ -663,10 +671,7 @@ impl<H: crate::Handler> Core<H> {
             State::Open => {
                 // A paused connection that closes gracefully reads again (the peer's FIN
                 // ends the close); one closed now has its receive cancelled anyway.
-                if self.slots[slot as usize].paused {
-                    self.slots[slot as usize].paused = false;
-                    self.pauses.remove(&slot);
-                }
+                self.end_pause(slot);
                 if self.slots[slot as usize].announced {
                     self.notify.push((id, reason));
                 }
@@ -798,9 +803,7 @@ impl<H: crate::Handler> Core<H> {
             s.peer = PeerAddr::NONE;
             self.peers_v6.remove(&slot);
         }
-        if std::mem::replace(&mut s.paused, false) {
-            self.pauses.remove(&slot);
-        }
+        self.end_pause(slot);
         self.free.push(slot);
         self.used -= 1;
         self.sh.stats.slots_used.set(self.used as u64);

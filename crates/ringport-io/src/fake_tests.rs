@@ -541,6 +541,17 @@ fn a_paused_connection_is_not_read_until_its_deadline() {
     assert_eq!(s.stats().recv_pauses, 2, "the second receive paused again");
 }
 
+/// The peer's FIN ends `a`'s graceful close (`Local`) at once, not the linger.
+fn closed_on_the_peers_fin(s: &mut FakeShard<Rec>, a: ConnId, sa: FakeSock) {
+    s.kernel().peer_fin(sa);
+    s.settle();
+    assert_eq!(closes(s), vec![(a, CloseReason::Local)]);
+    assert!(
+        !s.kernel().is_open(sa),
+        "closed on the peer's FIN, not the linger"
+    );
+}
+
 #[test]
 fn a_paused_connection_closed_gracefully_reads_for_the_peers_fin() {
     let (mut s, a, sa) = pausing_shard();
@@ -554,13 +565,7 @@ fn a_paused_connection_closed_gracefully_reads_for_the_peers_fin() {
         "the close re-arms the receive: {:?}",
         s.kernel().ops()
     );
-    s.kernel().peer_fin(sa);
-    s.settle();
-    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
-    assert!(
-        !s.kernel().is_open(sa),
-        "closed on the peer's FIN, not the linger"
-    );
+    closed_on_the_peers_fin(&mut s, a, sa);
     assert!(
         s.kernel().violations().is_empty(),
         "{:?}",
@@ -587,13 +592,7 @@ fn a_close_right_behind_a_pause_still_reads_for_the_peers_fin() {
         1,
         "re-armed once the cancelled receive ended: {ops:?}"
     );
-    s.kernel().peer_fin(sa);
-    s.settle();
-    assert_eq!(closes(&mut s), vec![(a, CloseReason::Local)]);
-    assert!(
-        !s.kernel().is_open(sa),
-        "closed on the peer's FIN, not the linger"
-    );
+    closed_on_the_peers_fin(&mut s, a, sa);
 }
 
 #[test]
