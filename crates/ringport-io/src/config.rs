@@ -186,6 +186,17 @@ pub struct EngineConfig {
     /// running thread's slice, which the kernel otherwise notices only at its tick (4 ms at
     /// `HZ=250`). `None`: the kernel's default slice. Default: `None`.
     pub sched_slice: Option<Duration>,
+    /// While a fan-out's sends wait for later turns (`max_sends_per_turn`,
+    /// `max_send_bytes_per_turn`), the shard yields the core (`sched_yield`) after each
+    /// turn's chunk, counted in `ShardStats::yields`. A shard in such a run of turns never
+    /// sleeps, so a thread it shares a core with — another shard with a handshake to answer,
+    /// say — would otherwise get the core only when the scheduler's tick (4 ms at `HZ=250`)
+    /// ends the running thread's slice, however short the slice (`sched_slice`): two shards
+    /// each in a fan-out took turns in 4 ms blocks, and a connection accepted by the one
+    /// waiting was not answered for up to 4 ms (docs/benchmarks.md). With nothing else
+    /// runnable on the core, a yield returns at once (one system call per chunk of up to
+    /// `max_sends_per_turn` sends). Default: true.
+    pub yield_between_chunks: bool,
     /// The I/O backend. Default: [`IoBackend::ENV`] (`RINGPORT_IO_BACKEND`) when set, else
     /// `Auto`; an unparseable value there is reported by [`EngineConfig::validate`].
     pub io_backend: IoBackend,
@@ -219,6 +230,7 @@ impl Default for EngineConfig {
             shutdown_timeout: Duration::from_secs(5),
             resolve_peer_addr: true,
             sched_slice: None,
+            yield_between_chunks: true,
             shutdown_drain: Duration::from_secs(2),
             io_backend: IoBackend::from_env().unwrap_or(IoBackend::Auto),
         }

@@ -876,6 +876,49 @@ fn a_fan_out_is_spread_over_turns_in_order_and_a_first_send_goes_ahead() {
 }
 
 #[test]
+fn a_shard_yields_the_core_between_the_chunks_of_a_fan_out() {
+    // A fan-out to 10 connections at 4 sends per turn leaves sends waiting after its first
+    // two turns: the shard yields after each of them (another shard on the same core gets
+    // in between chunks instead of at the scheduler's tick), not after the last one, nor in
+    // turns with nothing waiting; and not at all when `yield_between_chunks` is off.
+    for on in [true, false] {
+        let mut s = FakeShard::listening(
+            EngineConfig {
+                max_sends_per_turn: 4,
+                yield_between_chunks: on,
+                ..cfg(16)
+            },
+            |_| Rec::default(),
+        );
+        s.settle();
+        let conns: Vec<(ConnId, FakeSock)> = (0..10).map(|_| accept_one(&mut s)).collect();
+        s.settle();
+        assert_eq!(s.stats().yields, 0, "nothing waited to be sent");
+        s.kernel().take_ops();
+        s.with_ctx(|_, ctx| {
+            for &(c, _) in &conns {
+                ctx.send_copy(c, b"m").unwrap();
+            }
+        });
+        let mut chunks = Vec::new();
+        for _ in 0..3 {
+            s.turn();
+            chunks.push(send_socks(&s.kernel().take_ops()).len());
+        }
+        assert_eq!(chunks, [4, 4, 2], "the fan-out in three chunks");
+        s.settle();
+        assert_eq!(
+            s.stats().yields,
+            if on { 2 } else { 0 },
+            "yield_between_chunks {on}: a yield after each chunk that left sends waiting"
+        );
+        for &(_, k) in &conns {
+            assert_eq!(s.kernel().delivered(k), b"m");
+        }
+    }
+}
+
+#[test]
 fn a_turn_offers_the_kernel_at_most_its_send_bytes() {
     // Six connections with five 8 KiB messages queued each (peers that stopped reading while
     // large publishes went on), a budget of 64 sends but 20 KiB per turn: a turn's sends

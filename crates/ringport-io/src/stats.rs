@@ -101,6 +101,9 @@ pub struct ShardStats {
     /// Times a connection's receiving was paused (`Ctx::pause_receiving`: the handler stops
     /// reading a client over a rate limit, and TCP's window pushes back on it).
     pub recv_pauses: Counter,
+    /// Times the shard yielded the core between two chunks of a fan-out
+    /// (`EngineConfig::yield_between_chunks`).
+    pub yields: Counter,
     /// Calls into the kernel to submit or wait (gauge, updated once per loop turn):
     /// `io_uring_enter` on every ring of the shard, `epoll_wait` on epoll (whose sends and
     /// receives are system calls of their own, not counted here).
@@ -170,6 +173,7 @@ impl ShardStats {
             recv_buffer_trimmed_bytes: self.recv_buffer_trimmed_bytes.get(),
             recv_arms: self.recv_arms.get(),
             recv_pauses: self.recv_pauses.get(),
+            yields: self.yields.get(),
             kernel_enters: self.kernel_enters.get(),
             cq_overflows: self.cq_overflows.get(),
             accept_errors: std::array::from_fn(|i| self.accept_errors[i].get()),
@@ -209,6 +213,7 @@ pub struct StatsSnapshot {
     pub recv_buffer_trimmed_bytes: u64,
     pub recv_arms: u64,
     pub recv_pauses: u64,
+    pub yields: u64,
     pub kernel_enters: u64,
     pub cq_overflows: u64,
     pub accept_errors: [u64; 4],
@@ -252,6 +257,7 @@ impl StatsSnapshot {
             t.recv_buffer_trimmed_bytes += s.recv_buffer_trimmed_bytes;
             t.recv_arms += s.recv_arms;
             t.recv_pauses += s.recv_pauses;
+            t.yields += s.yields;
             t.kernel_enters += s.kernel_enters;
             t.cq_overflows += s.cq_overflows;
             for i in 0..4 {

@@ -134,6 +134,7 @@ impl<H: Handler> FakeShard<H> {
             .driver
             .submit_and_wait(None)
             .expect("the fake backend's wait never fails");
+        self.shard.between_chunks();
         if self.shard.after_wait(self.now) {
             self.exited = true;
         }

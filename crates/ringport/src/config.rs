@@ -188,6 +188,9 @@ pub struct EngineSettings {
     /// microseconds; 0 = the kernel's default. Default 100 (docs/benchmarks.md, "A shorter
     /// scheduler slice").
     pub sched_slice_us: u32,
+    /// Whether a shard yields the core between the chunks of a fan-out. Default true
+    /// (docs/benchmarks.md, "Shards that share a core take turns between chunks").
+    pub yield_between_chunks: bool,
 }
 
 impl Default for EngineSettings {
@@ -212,6 +215,7 @@ impl Default for EngineSettings {
             shutdown_drain_ms: 2_000,
             io_backend: IoBackendMode::Auto,
             sched_slice_us: 100,
+            yield_between_chunks: true,
         }
     }
 }

@@ -110,6 +110,7 @@ impl Gateway for EchoGateway {
                     kernel_enters: e.kernel_enters,
                     recv_arms: e.recv_arms,
                     recv_pauses: e.recv_pauses,
+                    yields: e.yields,
                     cq_overflows: e.cq_overflows,
                     recv_buffer_trimmed_bytes: e.recv_buffer_trimmed_bytes,
                 })

@@ -119,6 +119,7 @@ pub fn engine_config(config: &Config) -> ringport_io::EngineConfig {
         io_backend: e.io_backend.engine(),
         sched_slice: (e.sched_slice_us > 0)
             .then(|| Duration::from_micros(u64::from(e.sched_slice_us))),
+        yield_between_chunks: e.yield_between_chunks,
     }
 }
 

@@ -301,6 +301,7 @@ fn fill_engine_numbers(s: &mut MetricsSnapshot, engine: &[StatsSnapshot]) {
         shard.kernel_enters = e.kernel_enters;
         shard.recv_arms = e.recv_arms;
         shard.recv_pauses = e.recv_pauses;
+        shard.yields = e.yields;
         shard.cq_overflows = e.cq_overflows;
         shard.recv_buffer_trimmed_bytes = e.recv_buffer_trimmed_bytes;
     }

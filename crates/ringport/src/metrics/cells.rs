@@ -342,6 +342,7 @@ mod tests {
             "ringport_shard_kernel_enters_total",
             "ringport_shard_recv_arms_total",
             "ringport_shard_recv_pauses_total",
+            "ringport_shard_yields_total",
             "ringport_shard_cq_overflows_total",
             "ringport_shard_recv_buffer_trimmed_bytes_total",
         ] {

@@ -107,6 +107,8 @@ pub struct ShardLoop {
     pub recv_arms: u64,
     /// Times a connection's receiving was paused (a client over its publish rate).
     pub recv_pauses: u64,
+    /// Times the shard yielded the core between the chunks of a fan-out.
+    pub yields: u64,
     /// Loop turns that found a completion queue overflowed (per ring; 0 on epoll).
     pub cq_overflows: u64,
     /// Resident receive-buffer bytes given back to the kernel (`engine.recv_buffer_trim_ms`).
@@ -447,7 +449,7 @@ impl MetricsSnapshot {
                 l.descriptor_tables,
             );
         }
-        let per_shard: [(&str, &str, ShardValue); 5] = [
+        let per_shard: [(&str, &str, ShardValue); 6] = [
             (
                 "ringport_shard_kernel_enters_total",
                 "Calls into the kernel to submit or wait per shard: io_uring_enter on every ring, or epoll_wait on epoll (whose sends and receives are system calls of their own).",
@@ -462,6 +464,11 @@ impl MetricsSnapshot {
                 "ringport_shard_recv_pauses_total",
                 "Times a connection's receiving was paused per shard: a client over its publish rate (limits.publish_bytes_per_ip_per_sec, rooms.publish_rate_per_sec) is not read until it has the tokens again, and TCP's window pushes back on it.",
                 |l| l.recv_pauses,
+            ),
+            (
+                "ringport_shard_yields_total",
+                "Times a shard yielded its core between two chunks of a fan-out (engine.yield_between_chunks), so a thread sharing the core (another shard with a handshake to answer) gets in without waiting for the scheduler's tick.",
+                |l| l.yields,
             ),
             (
                 "ringport_shard_cq_overflows_total",
