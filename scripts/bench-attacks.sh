@@ -15,9 +15,12 @@
 #     fan-out's pushes, so their tail would depend on a phase that differs per run)
 #     -> WELCOME p99 (connect -> WELCOME);
 # both from 127.0.0.2-127.0.0.250, and, a second later, `ringport-bench attack --kind K` from
-# 127.0.1.1-127.0.1.64 (the one-address floods from 127.0.1.1), also on CLIENT_CPU but at
-# `nice -n ATTACK_NICE` (default 19), for the whole run: on a 2-core machine the attacker's own
-# CPU would otherwise slow the population's client and show up as the server's latency. After the run the server's limit counters (ringport_limit_hits_total and the
+# 127.0.1.1-127.0.1.64 (the one-address floods from 127.0.1.1), also on CLIENT_CPU but under
+# SCHED_IDLE (`chrt --idle 0`; ATTACK_SCHED=nice runs it at `nice -n ATTACK_NICE`, default 19,
+# as before 2026-12-04), for the whole run: on a 2-core machine the attacker stands in for
+# other machines, and its own CPU would otherwise slow the population's client and show up as
+# the server's latency. A niced task still keeps the core for a slice once the client wakes;
+# an idle-class one gives it up at once. After the run the server's limit counters (ringport_limit_hits_total and the
 # closes by reason) are kept. Every run's JSON is in OUT; the table goes to stdout.
 set -euo pipefail
 source "$(dirname "$0")/bench-common.sh"
@@ -27,6 +30,7 @@ FANOUT_RATE=${FANOUT_RATE:-10}
 CHURN_RATE=${CHURN_RATE:-50}
 WORKERS=${WORKERS:-2}
 ATTACK_NICE=${ATTACK_NICE:-19}
+ATTACK_SCHED=${ATTACK_SCHED:-idle}
 PORT=${PORT:-17180}
 ADMIN_PORT=${ADMIN_PORT:-17181}
 ALL_ATTACKS="resume-flood join-churn publish-flood partial-frame conn-flood handshake-flood auth-fail
@@ -67,7 +71,9 @@ one_run() { # one_run ATTACK ROUND
     local att=
     if [[ $attack != none ]]; then
         sleep 1
-        timeout 300 nice -n "$ATTACK_NICE" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" attack --kind "$attack" \
+        local sched=(nice -n "$ATTACK_NICE")
+        [[ $ATTACK_SCHED == idle ]] && sched=(chrt --idle 0)
+        timeout 300 "${sched[@]}" taskset -c "$CLIENT_CPU" "$RELEASE/ringport-bench" attack --kind "$attack" \
             --target "127.0.0.1:$PORT" --admin "127.0.0.1:$ADMIN_PORT" --duration "$((WARMUP + DURATION + 3))" \
             --connections "$(attack_connections "$attack")" --json >"$OUT/$tag-attack.json" &
         att=$!

@@ -236,11 +236,15 @@ fn welcomed(
 
 fn resume_flood(o: &AttackOptions, t: &Tally, c: &mut Conn, n: usize, answer: Instant) -> String {
     let session = rand::rng().random::<u64>() | 1;
-    let hello = resume_flood_hello(token(o, n), session, n, &o.room);
-    send(t, c, &encode(&hello));
     if n % 2 == 0 {
+        send(t, c, big_resume_hello(o, session));
         return c.r.until_end(&mut c.s, answer).key();
     }
+    send(
+        t,
+        c,
+        &encode(&resume_flood_hello(token(o, n), session, n, &o.room)),
+    );
     let mut results = 0;
     loop {
         match c.r.next(&mut c.s, answer) {
@@ -270,6 +274,18 @@ fn join_churn(t: &Tally, c: &mut Conn, n: usize) -> String {
         }
     }
     "open_after_20000_pairs".into()
+}
+
+/// The 65,535-entry HELLO of a resume flood's even rounds, encoded once per process (the
+/// first caller's token and session id) and sent as is by every round after: the server
+/// refuses it from its header (over the 64 KiB a frame before WELCOME may have), so its
+/// content never changes the answer, and encoding 1.6 MB of room names per round cost the
+/// attacker most of the client core it shares with the population (`perf record -C 1`:
+/// `format!` and `BytesMut::put_slice` at the top), which showed up as the population's
+/// latency instead of the server's.
+fn big_resume_hello(o: &AttackOptions, session: u64) -> &'static [u8] {
+    static BIG: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| encode(&resume_flood_hello(token(o, 0), session, 0, &o.room)))
 }
 
 /// Round `n`'s HELLO of a resume flood: even rounds resume 65,535 streams (the most a
