@@ -721,6 +721,17 @@ impl<H: crate::Handler> Core<H> {
         u16::try_from(self.cfg.close_discard_max_bytes.div_ceil(1024)).unwrap_or(NO_DISCARD_CAP)
     }
 
+    /// Lowers a closing connection's discard budget to `max_bytes` (whole KiB, rounded up) if
+    /// that is less than what it has left; nothing for one that is not closing gracefully.
+    pub fn cap_discard(&mut self, slot: u32, max_bytes: u32) {
+        let s = &mut self.slots[slot as usize];
+        if matches!(s.state, State::Draining | State::FinSent) {
+            // Below `NO_DISCARD_CAP`, so the cap always holds.
+            let cap = u16::try_from(max_bytes.div_ceil(1024)).unwrap_or(NO_DISCARD_CAP - 1);
+            s.discard_left = s.discard_left.min(cap.min(NO_DISCARD_CAP - 1));
+        }
+    }
+
     /// Data that arrived after our FIN (`len` bytes, discarded): charged to the connection's
     /// budget; past it, the close is cut short (closed now). Returns whether it was.
     pub fn discard(&mut self, slot: u32, len: usize) -> bool {

@@ -90,6 +90,20 @@ impl<H: Handler> Ctx<'_, H> {
         }
     }
 
+    /// Closes `conn` gracefully, as [`Ctx::close`] does, but reads and discards at most
+    /// `max_bytes` (counted in whole KiB per receive, and never more than
+    /// `close_discard_max_bytes`) of what the peer sends after our FIN; past it the close is
+    /// cut short (`ringport_closes_cut_short_total`). For a peer with no business sending
+    /// much after our answer: one refused before its handshake finished, whose client waits
+    /// for that answer with at most its first request sent, while each KiB a flooder makes
+    /// us read and discard costs as much as a KiB of real traffic.
+    pub fn close_discarding(&mut self, conn: ConnId, reason: CloseReason, max_bytes: u32) {
+        if let Some(slot) = self.core.lookup(conn) {
+            self.core.begin_close(slot, reason, true);
+            self.core.cap_discard(slot, max_bytes);
+        }
+    }
+
     /// Closes `conn` now, dropping what is queued.
     pub fn abort(&mut self, conn: ConnId, reason: CloseReason) {
         if let Some(slot) = self.core.lookup(conn) {

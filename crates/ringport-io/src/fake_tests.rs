@@ -651,6 +651,37 @@ fn a_closing_peer_that_keeps_sending_is_cut_short_past_the_discard_budget() {
 }
 
 #[test]
+fn a_close_with_a_smaller_discard_budget_is_cut_short_past_it() {
+    let mut s = shard(8);
+    let (a, sa) = accept_one(&mut s);
+    let (b, sb) = accept_one(&mut s);
+    s.with_ctx(|_, ctx| {
+        ctx.close_discarding(a, CloseReason::Local, 2 << 10);
+        ctx.close(b, CloseReason::Local);
+    });
+    s.settle();
+    assert!(s.kernel().fin_sent(sa) && s.kernel().fin_sent(sb));
+    // 2 KiB: read and discarded, the close still waits for the peer's FIN.
+    for _ in 0..2 {
+        s.kernel().peer_sends(sa, &[0; 1024]);
+        s.kernel().peer_sends(sb, &[0; 1024]);
+        s.settle();
+    }
+    assert!(s.kernel().is_open(sa), "2 KiB is within its budget");
+    // One KiB more: `a` is cut short; `b` keeps the configured budget (1 MiB).
+    s.kernel().peer_sends(sa, &[0; 1024]);
+    s.kernel().peer_sends(sb, &[0; 1024]);
+    s.settle();
+    assert!(!s.kernel().is_open(sa), "cut short past 2 KiB");
+    assert!(s.kernel().is_open(sb));
+    assert_eq!(s.stats().close_discard_cut, 1);
+    s.kernel().peer_fin(sb);
+    s.settle();
+    assert!(!s.kernel().is_open(sb));
+    assert_eq!(s.slots_used(), 0);
+}
+
+#[test]
 fn close_linger_bounds_the_wait_for_the_peers_fin() {
     let mut s = shard(8);
     let (a, sa) = accept_one(&mut s);

@@ -178,6 +178,33 @@ fn refusals_past_the_answered_ones_are_closed_at_once() {
     bystander_is_served(&server, ip(8), "bystander");
 }
 
+/// Measured (docs/benchmarks.md, issue 10): a resume flood whose 1.6 MB HELLOs were refused
+/// with CLOSE POLICY made the server read and discard a whole `engine.close_discard_max_bytes`
+/// (1 MiB) per refusal, 5,774 of them in 15 s. A connection refused before its WELCOME may
+/// send a handshake's worth (128 KiB) after our answer; past it the close is cut short.
+#[test]
+fn a_peer_refused_before_welcome_is_cut_short_after_a_handshakes_worth() {
+    use std::io::Write;
+    let server = TestServer::start(limited(|l| {
+        l.handshakes_per_ip_per_sec = 1;
+        l.handshake_burst_per_ip = 1;
+    }));
+    let mut first = Client::connect_from(server.addr, ip(9));
+    first.welcome("");
+    let mut refused = Client::connect_from(server.addr, ip(9));
+    hello_refused(&mut refused, "new connections");
+    // 512 KiB more, well within the configured budget, far over a handshake's worth. The
+    // server's reset may fail a write: that is the cut.
+    let chunk = vec![0u8; 16 << 10];
+    for _ in 0..32 {
+        if refused.stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    server.wait_metric("ringport_closes_cut_short_total 1");
+    bystander_is_served(&server, ip(10), "bystander");
+}
+
 /// Observed: 10,000 failed HELLOs at 2,000/s were all served.
 #[test]
 fn failed_handshakes_throttle_the_address() {

@@ -117,7 +117,7 @@ impl GatewayHandler {
             c.session.close(CloseReason::POLICY, text, now);
             self.pump(ctx, &mut c, now);
             if c.mark(Flags::CLOSING) {
-                ctx.close(id, EngineReason::App(CloseReason::POLICY.0));
+                Self::close_conn(ctx, &c, EngineReason::App(CloseReason::POLICY.0));
             }
         }
         self.put(c);

@@ -41,6 +41,14 @@ const RX_SLACK: usize = 4096;
 /// inside any heartbeat, so a paused client's PINGs are answered late, never missed.
 const MAX_PUBLISH_PAUSE_MS: u64 = 1000;
 
+/// What a connection closed before its WELCOME may still send after our FIN, read and
+/// discarded, before the close is cut short (`GatewayHandler::close_conn`): two of the
+/// largest frames a client may send before WELCOME (protocol.md section 1), room for its
+/// HELLO, what it pipelined behind it, and WebSocket or TLS framing. A flood of refused
+/// connections that each sent a megabyte made the server read a whole
+/// `engine.close_discard_max_bytes` (1 MiB) per refusal (docs/benchmarks.md, issue 10).
+const BEFORE_WELCOME_DISCARD_BYTES: u32 = 2 * ringport_proto::HANDSHAKE_MAX_PAYLOAD;
+
 /// One shard's gateway: its connections and membership indexes.
 pub struct GatewayHandler {
     pub(super) shard: usize,
@@ -144,7 +152,7 @@ impl GatewayHandler {
         if c.session.state() == State::Closed && !c.is(Flags::CLOSING) {
             // Closed without an `Event::Closed` of ours pending (drain deadline passed).
             c.mark(Flags::CLOSING);
-            ctx.close(c.id, EngineReason::Local);
+            Self::close_conn(ctx, c, EngineReason::Local);
         }
         match c.session.poll_timeout() {
             Some(t) if t != c.timer_at => {
@@ -314,9 +322,22 @@ impl GatewayHandler {
                         c.set_close_code(reason.0);
                         EngineReason::App(reason.0)
                     };
-                    ctx.close(c.id, engine_reason);
+                    Self::close_conn(ctx, c, engine_reason);
                 }
             }
+        }
+    }
+
+    /// Hands `c`'s close to the engine: what is queued drains, then our FIN. A connection
+    /// never welcomed (a refused HELLO, a handshake that broke or timed out) may then send
+    /// at most [`BEFORE_WELCOME_DISCARD_BYTES`] before the close is cut short, instead of
+    /// `engine.close_discard_max_bytes`: its client, waiting for our answer, has sent at
+    /// most its HELLO and what it pipelined behind it.
+    pub(super) fn close_conn(ctx: &mut Ctx<'_, Self>, c: &Conn, reason: EngineReason) {
+        if c.session_id == 0 {
+            ctx.close_discarding(c.id, reason, BEFORE_WELCOME_DISCARD_BYTES);
+        } else {
+            ctx.close(c.id, reason);
         }
     }
 

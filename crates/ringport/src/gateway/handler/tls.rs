@@ -129,7 +129,7 @@ impl GatewayHandler {
         }
         c.mark(Flags::CLOSING);
         c.set_close_code(CloseReason::POLICY.0);
-        ctx.close(c.id, EngineReason::App(CloseReason::POLICY.0));
+        Self::close_conn(ctx, c, EngineReason::App(CloseReason::POLICY.0));
         false
     }
 
@@ -184,7 +184,7 @@ impl GatewayHandler {
             }
             if c.mark(Flags::CLOSING) {
                 c.set_close_code(CloseReason::PROTOCOL_ERROR.0);
-                ctx.close(id, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
+                Self::close_conn(ctx, c, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
             }
         } else if !plain.is_empty() {
             self.plain_input(ctx, c, &plain, now);

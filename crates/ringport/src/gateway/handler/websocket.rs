@@ -157,7 +157,7 @@ impl GatewayHandler {
         if ws.close_sent {
             // Waiting for the peer's Close after ours, and it broke the protocol instead.
             if c.mark(Flags::CLOSING) {
-                ctx.close(c.id, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
+                Self::close_conn(ctx, c, EngineReason::App(CloseReason::PROTOCOL_ERROR.0));
             }
             return;
         }
