@@ -172,6 +172,9 @@ bitflags::bitflags! {
         const PEER_V4 = 1 << 7;
         /// `close_code` holds the session's close reason.
         const CLOSE_CODE = 1 << 8;
+        /// Closed for abuse (`GatewayHandler::charge_abuse`): its close reads at most a
+        /// handshake's worth of what it still sends (`GatewayHandler::close_conn`).
+        const ABUSIVE = 1 << 9;
     }
 }
 

@@ -336,7 +336,7 @@ impl MetricsSnapshot {
 
         w.family(
             "ringport_closes_cut_short_total",
-            "Graceful closes cut short (closed at once; the kernel resets the connection) because the peer sent more than engine.close_discard_max_bytes (131072 for a connection closed before its WELCOME) after the server's FIN, instead of reading it for the whole linger.",
+            "Graceful closes cut short (closed at once; the kernel resets the connection) because the peer sent more than engine.close_discard_max_bytes (131072 for a connection closed before its WELCOME or for abuse) after the server's FIN, instead of reading it for the whole linger.",
             MetricType::Counter,
         );
         w.sample(

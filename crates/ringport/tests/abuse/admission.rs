@@ -376,6 +376,26 @@ fn a_control_flood_close_costs_the_address_its_reconnects() {
     bystander_is_served(&server, ip(53), "bystander");
 }
 
+/// Measured (docs/benchmarks.md, issue 10): PING flooders closed for `control_rate` kept
+/// sending, and ~1,400 of the 1,600 closes of a 15 s flood read and discarded a whole
+/// `engine.close_discard_max_bytes` (1 MiB) first. A connection closed for abuse may send a
+/// handshake's worth (128 KiB) after our answer, as one refused before WELCOME may.
+#[test]
+fn a_flooder_closed_for_abuse_is_cut_short_after_a_handshakes_worth() {
+    let server = TestServer::start(limited(|l| {
+        l.control_frames_per_sec = 10;
+        l.control_frames_burst = 20;
+    }));
+    let mut c = Client::connect_from(server.addr, ip(70));
+    c.welcome("");
+    send_pings(&mut c, 200);
+    expect_policy(&mut c, "control frames");
+    // 512 KiB of PINGs more (65,536 of them), well within the configured budget.
+    send_pings(&mut c, 65_536);
+    server.wait_metric("ringport_closes_cut_short_total 1");
+    bystander_is_served(&server, ip(71), "bystander");
+}
+
 /// Measured (docs/benchmarks.md, "Unanswered refusals and control turns"): floods of
 /// oversized headers and random bytes took 92–96% of the server's core. Each connection
 /// stayed within its address's handshake rate and was answered FRAME_TOO_LARGE or

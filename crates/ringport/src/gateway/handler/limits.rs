@@ -189,7 +189,8 @@ impl GatewayHandler {
     /// protocol): its address pays `limits.handshakes_per_abusive_close` new-connection
     /// tokens, so a flooder that reconnects at once does not get a fresh connection (and a
     /// fresh answer) every time.
-    pub(super) fn charge_abuse(&self, c: &Conn, what: &str, now: u64) {
+    pub(super) fn charge_abuse(&self, c: &mut Conn, what: &str, now: u64) {
+        c.mark(Flags::ABUSIVE);
         let Some(ip) = c.peer_ip() else {
             return;
         };

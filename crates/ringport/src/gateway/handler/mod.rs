@@ -41,7 +41,7 @@ const RX_SLACK: usize = 4096;
 /// inside any heartbeat, so a paused client's PINGs are answered late, never missed.
 const MAX_PUBLISH_PAUSE_MS: u64 = 1000;
 
-/// What a connection closed before its WELCOME may still send after our FIN, read and
+/// What a connection closed before its WELCOME, or for abuse, may still send after our FIN, read and
 /// discarded, before the close is cut short (`GatewayHandler::close_conn`): two of the
 /// largest frames a client may send before WELCOME (protocol.md section 1), room for its
 /// HELLO, what it pipelined behind it, and WebSocket or TLS framing. A flood of refused
@@ -329,12 +329,13 @@ impl GatewayHandler {
     }
 
     /// Hands `c`'s close to the engine: what is queued drains, then our FIN. A connection
-    /// never welcomed (a refused HELLO, a handshake that broke or timed out) may then send
-    /// at most [`BEFORE_WELCOME_DISCARD_BYTES`] before the close is cut short, instead of
-    /// `engine.close_discard_max_bytes`: its client, waiting for our answer, has sent at
-    /// most its HELLO and what it pipelined behind it.
+    /// never welcomed (a refused HELLO, a handshake that broke or timed out) or closed for
+    /// abuse (a flood, bytes that break the protocol) may then send at most
+    /// [`BEFORE_WELCOME_DISCARD_BYTES`] before the close is cut short, instead of
+    /// `engine.close_discard_max_bytes`: a client waiting for our answer has sent at most
+    /// its HELLO and what it pipelined behind it, and a flooder's tail is worth nothing.
     pub(super) fn close_conn(ctx: &mut Ctx<'_, Self>, c: &Conn, reason: EngineReason) {
-        if c.session_id == 0 {
+        if c.session_id == 0 || c.is(Flags::ABUSIVE) {
             ctx.close_discarding(c.id, reason, BEFORE_WELCOME_DISCARD_BYTES);
         } else {
             ctx.close(c.id, reason);
