@@ -145,6 +145,10 @@ pub struct Session {
     config: Arc<SessionConfig>,
     /// Current state; decides which frames and calls are legal.
     state: State,
+    /// A HELLO was taken and the gateway has not answered it yet. The session may close
+    /// meanwhile (bytes behind the HELLO broke the protocol): the late answer is then
+    /// dropped, while a second answer stays an error. Fits in `state`'s padding.
+    hello_unanswered: bool,
     /// Liveness tracking for Active and Sleeping.
     heartbeat: Heartbeat,
     /// Handshake deadline (Handshaking/Authenticating) or drain deadline
@@ -181,6 +185,7 @@ impl Session {
         Session {
             config,
             state: State::Handshaking,
+            hello_unanswered: false,
             heartbeat,
             deadline,
             out: None,
@@ -280,6 +285,7 @@ impl Session {
             State::Handshaking => match frame {
                 Frame::Hello(h) => {
                     self.state = State::Authenticating;
+                    self.hello_unanswered = true;
                     outbox(&mut self.out).events.push_back(Event::Hello {
                         token: h.token,
                         client_info: h.client_info,
@@ -476,15 +482,19 @@ impl Session {
         e
     }
 
-    fn require_auth(&self, action: &'static str) -> Result<(), Error> {
-        if self.state == State::Authenticating {
-            Ok(())
-        } else {
-            Err(Error::InvalidState {
-                action,
-                state: self.state,
-            })
-        }
+    /// Checks that the HELLO may be answered: `Ok(true)` answer, `Ok(false)` the session
+    /// closed after the HELLO was taken (bytes behind it in the same input broke the
+    /// protocol, or the transport closed): the gateway raced a close, so the answer is
+    /// dropped silently, as replies are. Before any HELLO (Handshaking) or after the answer
+    /// (Active, Sleeping, or Draining after `reject`) it is the caller's error.
+    fn may_answer_hello(&mut self, action: &'static str) -> Result<bool, Error> {
+        let answer = match self.state {
+            State::Authenticating => Ok(true),
+            State::Draining | State::Closed if self.hello_unanswered => Ok(false),
+            state => Err(Error::InvalidState { action, state }),
+        };
+        self.hello_unanswered = false;
+        answer
     }
 
     /// Accepts the HELLO: sends WELCOME and starts the heartbeat at `now`.
@@ -492,8 +502,14 @@ impl Session {
     /// If the HELLO carried resume data, follow with one
     /// [`send_resume_result`](Self::send_resume_result) per entry before
     /// offering pushes of those streams.
+    ///
+    /// If the session closed after the HELLO was taken (bytes behind the HELLO in the same
+    /// input broke the protocol), nothing is sent and the answer is `Ok`: the gateway raced
+    /// a close, as with replies.
     pub fn accept(&mut self, params: WelcomeParams, now: u64) -> Result<(), Error> {
-        self.require_auth("accept")?;
+        if !self.may_answer_hello("accept")? {
+            return Ok(());
+        }
         if params.session_id == 0 {
             return Err(Error::InvalidValue {
                 field: "session id",
@@ -520,10 +536,12 @@ impl Session {
         Ok(())
     }
 
-    /// Rejects the HELLO: sends CLOSE with `reason` (usually `AUTH_FAILED`).
+    /// Rejects the HELLO: sends CLOSE with `reason` (usually `AUTH_FAILED`); nothing if the
+    /// session closed meanwhile, as with [`accept`](Self::accept).
     pub fn reject(&mut self, reason: CloseReason, text: &str, now: u64) -> Result<(), Error> {
-        self.require_auth("reject")?;
-        self.close_with(reason, text, now);
+        if self.may_answer_hello("reject")? {
+            self.close_with(reason, text, now);
+        }
         Ok(())
     }
 

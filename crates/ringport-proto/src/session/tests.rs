@@ -644,6 +644,53 @@ fn decode_errors_close_with_matching_reason() {
     }
 }
 
+/// A HELLO and bytes that break the protocol in one input: the HELLO is an event, the
+/// session is already closing when the gateway answers it, and the answer is dropped like a
+/// late reply (found by the `session_sequence` fuzz target: `accept` returned
+/// `InvalidState { state: Draining }`).
+#[test]
+fn a_hello_answered_after_bytes_behind_it_closed_the_session_is_dropped() {
+    for accept in [true, false] {
+        let mut s = Session::new(config(), 0);
+        let mut buf = BytesMut::from(&hello().to_bytes().unwrap()[..]);
+        buf.extend_from_slice(&[1, 0x7F, 0, 0, 0, 0, 0, 0]);
+        s.handle_input(&mut buf, 0);
+        let evs = events(&mut s);
+        assert!(
+            matches!(
+                evs[..],
+                [
+                    Event::Hello { .. },
+                    Event::Closed {
+                        reason: CloseReason::PROTOCOL_ERROR,
+                        by_peer: false
+                    }
+                ]
+            ),
+            "{evs:?}"
+        );
+        assert_eq!(s.state(), State::Draining);
+        if accept {
+            assert_eq!(s.accept(params(), 0), Ok(()));
+        } else {
+            assert_eq!(s.reject(CloseReason::AUTH_FAILED, "no", 0), Ok(()));
+        }
+        assert_eq!(s.state(), State::Draining);
+        let frames = sent(&mut s);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(close_reason(&frames), Some(CloseReason::PROTOCOL_ERROR));
+    }
+    // Answering before any HELLO is still the caller's error.
+    let mut s = Session::new(config(), 0);
+    assert_eq!(
+        s.accept(params(), 0),
+        Err(Error::InvalidState {
+            action: "accept",
+            state: State::Handshaking
+        })
+    );
+}
+
 #[test]
 fn partial_input_waits_for_more_bytes() {
     let mut s = Session::new(config(), 0);
