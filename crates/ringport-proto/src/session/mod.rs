@@ -507,14 +507,14 @@ impl Session {
     /// input broke the protocol), nothing is sent and the answer is `Ok`: the gateway raced
     /// a close, as with replies.
     pub fn accept(&mut self, params: WelcomeParams, now: u64) -> Result<(), Error> {
-        if !self.may_answer_hello("accept")? {
-            return Ok(());
-        }
         if params.session_id == 0 {
             return Err(Error::InvalidValue {
                 field: "session id",
                 value: 0,
             });
+        }
+        if !self.may_answer_hello("accept")? {
+            return Ok(());
         }
         let cfg = &self.config;
         let welcome = Welcome {

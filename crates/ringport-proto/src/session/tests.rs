@@ -680,6 +680,19 @@ fn a_hello_answered_after_bytes_behind_it_closed_the_session_is_dropped() {
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!(close_reason(&frames), Some(CloseReason::PROTOCOL_ERROR));
     }
+    // A refused answer (session id 0) leaves the HELLO unanswered: a late answer after a
+    // close is still dropped, not an error.
+    let mut s = Session::new(config(), 0);
+    s.handle_frame(hello(), 0);
+    events(&mut s);
+    let zero = WelcomeParams {
+        session_id: 0,
+        ..params()
+    };
+    assert!(matches!(s.accept(zero, 0), Err(Error::InvalidValue { .. })));
+    s.transport_closed();
+    assert_eq!(s.accept(params(), 0), Ok(()));
+    assert!(sent(&mut s).is_empty());
     // Answering before any HELLO is still the caller's error.
     let mut s = Session::new(config(), 0);
     assert_eq!(
