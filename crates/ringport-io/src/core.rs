@@ -727,8 +727,9 @@ impl<H: crate::Handler> Core<H> {
         let s = &mut self.slots[slot as usize];
         if matches!(s.state, State::Draining | State::FinSent) {
             // Below `NO_DISCARD_CAP`, so the cap always holds.
-            let cap = u16::try_from(max_bytes.div_ceil(1024)).unwrap_or(NO_DISCARD_CAP - 1);
-            s.discard_left = s.discard_left.min(cap.min(NO_DISCARD_CAP - 1));
+            let cap = u16::try_from(max_bytes.div_ceil(1024))
+                .map_or(NO_DISCARD_CAP - 1, |k| k.min(NO_DISCARD_CAP - 1));
+            s.discard_left = s.discard_left.min(cap);
         }
     }
 

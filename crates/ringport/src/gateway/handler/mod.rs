@@ -41,13 +41,13 @@ const RX_SLACK: usize = 4096;
 /// inside any heartbeat, so a paused client's PINGs are answered late, never missed.
 const MAX_PUBLISH_PAUSE_MS: u64 = 1000;
 
-/// What a connection closed before its WELCOME, or for abuse, may still send after our FIN, read and
-/// discarded, before the close is cut short (`GatewayHandler::close_conn`): two of the
-/// largest frames a client may send before WELCOME (protocol.md section 1), room for its
+/// What a connection closed before its WELCOME, or for abuse, may still send after our FIN,
+/// read and discarded, before the close is cut short (`GatewayHandler::close_conn`): two of
+/// the largest frames a client may send before WELCOME (protocol.md section 1), room for its
 /// HELLO, what it pipelined behind it, and WebSocket or TLS framing. A flood of refused
 /// connections that each sent a megabyte made the server read a whole
 /// `engine.close_discard_max_bytes` (1 MiB) per refusal (docs/benchmarks.md, issue 10).
-const BEFORE_WELCOME_DISCARD_BYTES: u32 = 2 * ringport_proto::HANDSHAKE_MAX_PAYLOAD;
+const SHORT_CLOSE_DISCARD_BYTES: u32 = 2 * ringport_proto::HANDSHAKE_MAX_PAYLOAD;
 
 /// One shard's gateway: its connections and membership indexes.
 pub struct GatewayHandler {
@@ -331,12 +331,12 @@ impl GatewayHandler {
     /// Hands `c`'s close to the engine: what is queued drains, then our FIN. A connection
     /// never welcomed (a refused HELLO, a handshake that broke or timed out) or closed for
     /// abuse (a flood, bytes that break the protocol) may then send at most
-    /// [`BEFORE_WELCOME_DISCARD_BYTES`] before the close is cut short, instead of
+    /// [`SHORT_CLOSE_DISCARD_BYTES`] before the close is cut short, instead of
     /// `engine.close_discard_max_bytes`: a client waiting for our answer has sent at most
     /// its HELLO and what it pipelined behind it, and a flooder's tail is worth nothing.
     pub(super) fn close_conn(ctx: &mut Ctx<'_, Self>, c: &Conn, reason: EngineReason) {
         if c.session_id == 0 || c.is(Flags::ABUSIVE) {
-            ctx.close_discarding(c.id, reason, BEFORE_WELCOME_DISCARD_BYTES);
+            ctx.close_discarding(c.id, reason, SHORT_CLOSE_DISCARD_BYTES);
         } else {
             ctx.close(c.id, reason);
         }
@@ -1041,4 +1041,26 @@ fn rooms_limit_hit(room: &str, max: u32) {
         1,
         &format_args!("room {room:?} refused: the connection is in rooms.max_rooms_per_connection ({max}) rooms"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// The budget stated in the key's description (and so operations.md's keys row, which
+    /// `operations_doc` compares with it) and in the metric's help is the one the gateway uses.
+    #[test]
+    fn the_documented_short_close_budget_is_the_one_used() {
+        let n = super::SHORT_CLOSE_DISCARD_BYTES.to_string();
+        let key = crate::config::KEYS
+            .iter()
+            .find(|k| k.section == "engine" && k.key == "close_discard_max_bytes")
+            .expect("key documented");
+        assert!(key.doc.contains(&format!("at most {n} ")), "{}", key.doc);
+        let mut metrics = String::new();
+        crate::metrics::MetricsSnapshot::default().render(&mut metrics);
+        let help = metrics
+            .lines()
+            .find(|l| l.starts_with("# HELP ringport_closes_cut_short_total "))
+            .expect("metric rendered");
+        assert!(help.contains(&format!("({n} for")), "{help}");
+    }
 }
