@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use keys::{default_toml, KeyDoc, KeyKind, KEYS};
+pub use keys::{default_toml, find as find_key, KeyDoc, KeyKind, KEYS};
 pub use layers::{Layers, Override};
 pub use limits::LimitsConfig;
 pub use tls::{ClientAuth, TlsConfig};

@@ -1050,10 +1050,8 @@ mod tests {
     #[test]
     fn the_documented_short_close_budget_is_the_one_used() {
         let n = super::SHORT_CLOSE_DISCARD_BYTES.to_string();
-        let key = crate::config::KEYS
-            .iter()
-            .find(|k| k.section == "engine" && k.key == "close_discard_max_bytes")
-            .expect("key documented");
+        let key =
+            crate::config::find_key("engine", "close_discard_max_bytes").expect("key documented");
         assert!(key.doc.contains(&format!("at most {n} ")), "{}", key.doc);
         let mut metrics = String::new();
         crate::metrics::MetricsSnapshot::default().render(&mut metrics);
