@@ -257,8 +257,8 @@ fn batch_window_delays_room_messages_but_keeps_order() {
     }
 }
 
-/// `rooms.batch_window_ms` holds room messages only after a room send: the first message on
-/// a quiet shard leaves at once and alone, the ones right behind it wait for the window and
+/// `rooms.batch_window_ms` holds room messages only after a send of their room: the first
+/// message of a quiet room leaves at once and alone, the ones right behind it wait for the window and
 /// leave together, and a message a whole window later leaves at once again. Counted by the
 /// send-batch histogram (sends and the messages they carried), so no timing is assumed
 /// beyond "held at least a window".
@@ -308,6 +308,40 @@ fn a_batch_window_sends_a_lone_message_at_once_and_holds_the_ones_behind_it() {
     let (count2, sum2) = sends(&server);
     assert_eq!((count2 - count1, sum2 - sum1), (1, 1));
     eprintln!("message 4 arrived {:?} after its push", t1.elapsed());
+}
+
+/// The window is kept per room: a busy room whose messages are being held does not hold a
+/// quiet room's lone message on the same shard. One member of both rooms sees the wire order:
+/// busy 1 (at once), quiet 1 (at once: its room sent nothing for a window), then busy 2 (held
+/// for the window busy 1 opened). With one window per shard, quiet 1 waited behind busy 2.
+#[test]
+fn a_batch_window_holds_a_busy_room_without_holding_a_quiet_one() {
+    let window = Duration::from_millis(1_000);
+    let mut config = test_config();
+    config.rooms.batch_window_ms = window.as_millis() as u64;
+    let server = TestServer::start(config);
+    let mut member = server.welcomed("");
+    assert_eq!(member.join(1, "busy"), Status::OK);
+    assert_eq!(member.join(2, "quiet"), Status::OK);
+    let t0 = Instant::now();
+    for (room, payload) in [("busy", "b1"), ("busy", "b2"), ("quiet", "q1")] {
+        let r = server.http(
+            "POST",
+            &format!("/v1/push/room/{room}"),
+            &format!(r#"{{"payload":"{payload}"}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let order: Vec<String> = (0..3)
+        .map(|_| String::from_utf8_lossy(&member.push().payload).into_owned())
+        .collect();
+    assert_eq!(
+        order,
+        ["b1", "q1", "b2"],
+        "the quiet room's message waited for the busy room's window"
+    );
+    // b2 still waited for the window that b1 opened (at or after t0).
+    assert!(t0.elapsed() >= window, "b2 held only {:?}", t0.elapsed());
 }
 
 #[test]

@@ -109,7 +109,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("rooms", "publish_rate_per_sec", Int, "Sustained client publishes per second per connection; 0 = clients may not publish."),
     k("rooms", "publish_burst", Int, "Client publishes allowed in a burst (token bucket size)."),
     k("rooms", "max_publish_size", Int, "Largest client publish payload in bytes; at most protocol.max_payload."),
-    k("rooms", "batch_window_ms", Int, "Send room messages at most once per this many ms per shard, 0 to 1000: one arriving a whole window after the shard's last room send goes at once, later ones wait for the window and leave together (coalesced per connection); 0 = every message at once."),
+    k("rooms", "batch_window_ms", Int, "Send each room's messages at most once per this many ms per shard, 0 to 1000: one arriving a whole window after the shard last sent its room goes at once, later ones wait for the window and leave together (coalesced per connection); other rooms are not held; 0 = every message at once."),
     k("rooms", "max_pending_deliveries", Int, "Messages queued for one shard and not yet handed to its connections (pushes arrive faster than the shard delivers); a push beyond it is refused before it is published: HTTP 503 unavailable, PUBLISH_ACK RATE_LIMITED (ringport_limit_hits_total{limit=\"delivery_backlog\"})."),
     k("history", "max_messages_per_stream", Int, "Messages kept per stream for resume; 0 = no history."),
     k("history", "max_age_ms", Int, "Drop history older than this; 0 = no age limit."),

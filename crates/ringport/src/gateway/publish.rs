@@ -17,9 +17,10 @@
 //!    drops it as a duplicate: replayed history and live traffic can overlap without gaps or
 //!    doubles.
 //!
-//! With `rooms.batch_window_ms > 0`, a shard sends room messages at most once per window: a
-//! room message on a shard that sent none for a whole window goes out at once (no delay when
-//! traffic is light), and the ones after it wait until the window since that send has passed
+//! With `rooms.batch_window_ms > 0`, a shard sends each room's messages at most once per
+//! window: a room message goes out at once if the shard sent nothing of that room for a
+//! whole window (no delay when traffic is light; a busy room does not hold a quiet one), and
+//! the ones after it wait until the window since that send has passed
 //! (checked every loop turn, so at timer-tick precision) and then go out together. An
 //! urgent message does not wait, but first sends its stream's batched messages: every stream
 //! reaches a connection in offset order (docs/protocol.md 4.8).

@@ -73,6 +73,13 @@ impl RoomIndex {
         moved
     }
 
+    /// The interned name of `room`, if it has members on this shard.
+    pub fn name(&self, room: &str) -> Option<Arc<str>> {
+        self.rooms
+            .get_key_value(room)
+            .map(|(name, _)| Arc::clone(name))
+    }
+
     /// Members of `room` on this shard.
     pub fn members(&self, room: &str) -> &[ConnId] {
         self.rooms.get(room).map_or(&[], Vec::as_slice)

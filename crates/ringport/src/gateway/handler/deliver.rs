@@ -3,8 +3,10 @@
 //! [`GatewayHandler::drain_deliveries`] takes the shard's whole queue in one loop turn and
 //! [`GatewayHandler::deliver`] hands each shared frame to each local recipient's session
 //! (sent, held while asleep, or skipped past the holdback), or batches room messages for
-//! `rooms.batch_window_ms` (a room message on a shard that sent none for a whole window goes
-//! at once, the ones after it wait); an urgent message first sends its stream's batched ones.
+//! `rooms.batch_window_ms`, kept per room: a room message whose room this shard sent nothing
+//! for a whole window goes at once, the ones after it wait until the window since that send
+//! has passed, so a busy room coalesces without holding a quiet room's messages on the same
+//! shard; an urgent message first sends its stream's batched ones.
 //!
 //! Consecutive messages of one stream drained (or flushed from the batch) together form a
 //! *run*: their frames are joined once into one shared buffer, and every recipient whose
@@ -24,7 +26,7 @@
 //! connection.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringport_io::{ConnId, Ctx};
@@ -39,6 +41,15 @@ use crate::metrics::ConnState as Gauge;
 
 /// Frame bytes at most in one run's joined buffer.
 const MAX_RUN_BYTES: usize = 64 * 1024;
+
+/// A room's state under `rooms.batch_window_ms` on one shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomWindow {
+    /// When this shard last sent the room's messages (at once or from the batch).
+    sent: Instant,
+    /// When its held messages go out (`sent` + the window); `None` while none are held.
+    due: Option<Instant>,
+}
 
 /// How many messages from the start of `ds` form one run (at least 1): consecutive
 /// messages of the first one's stream and epoch, up to [`MAX_RUN_BYTES`] of frames.
@@ -260,22 +271,33 @@ impl GatewayHandler {
         let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
         if !window.is_zero() && d.class == PushClass::Room {
             if let Some(room) = d.room() {
-                // Leading edge: a room message on a shard that sent none for a whole window
-                // goes out at once; the ones after it wait for the window to pass.
+                // Leading edge, per room: a message of a room this shard sent nothing of for
+                // a whole window goes out at once; the ones after it wait for the window.
                 let now = ctx.now();
-                let quiet = self.batch.is_empty()
-                    && self
-                        .last_room_flush
-                        .is_none_or(|t| now.saturating_duration_since(t) >= window);
-                if quiet {
-                    self.last_room_flush = Some(now);
-                    return self.deliver_now(ctx, d);
+                match self.room_windows.get_mut(room) {
+                    Some(w)
+                        if w.due.is_some() || now.saturating_duration_since(w.sent) < window =>
+                    {
+                        let due = *w.due.get_or_insert(w.sent + window);
+                        self.batch_due = Some(self.batch_due.map_or(due, |t| t.min(due)));
+                        self.batch.push(Arc::clone(d));
+                        return self.rooms.members(room).len() as u64;
+                    }
+                    Some(w) => w.sent = now,
+                    None => {
+                        // No members here, no entry: the message reaches nobody on this shard.
+                        if let Some(name) = self.rooms.name(room) {
+                            self.room_windows.insert(
+                                name,
+                                RoomWindow {
+                                    sent: now,
+                                    due: None,
+                                },
+                            );
+                        }
+                    }
                 }
-                let n = self.rooms.members(room).len() as u64;
-                self.batch_since
-                    .get_or_insert(self.last_room_flush.unwrap_or(now));
-                self.batch.push(Arc::clone(d));
-                return n;
+                return self.deliver_now(ctx, d);
             }
         }
         if d.class == PushClass::Urgent && !self.batch.is_empty() {
@@ -284,8 +306,14 @@ impl GatewayHandler {
                 .into_iter()
                 .partition(|b| b.stream == d.stream);
             self.batch = rest;
-            if self.batch.is_empty() {
-                self.batch_since = None;
+            if !mine.is_empty() {
+                let now = ctx.now();
+                if let Some(w) = d.room().and_then(|r| self.room_windows.get_mut(r)) {
+                    *w = RoomWindow {
+                        sent: now,
+                        due: None,
+                    };
+                }
             }
             for b in &mine {
                 self.deliver_now(ctx, b);
@@ -353,19 +381,50 @@ impl GatewayHandler {
         queued
     }
 
-    /// Sends batched room messages once the window since the last room send has passed (or
-    /// now, with `force`).
+    /// Sends the batched messages of every room whose window has passed (all of them, with
+    /// `force`), in arrival order; the others stay batched.
     pub(super) fn flush_batch(&mut self, ctx: &mut Ctx<'_, Self>, force: bool) {
-        let Some(since) = self.batch_since else {
-            return;
-        };
         let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
-        if !force && ctx.now().saturating_duration_since(since) < window {
+        if window.is_zero() {
             return;
         }
-        self.batch_since = None;
-        self.last_room_flush = Some(ctx.now());
-        let batch = std::mem::take(&mut self.batch);
-        self.deliver_runs(ctx, &batch, false);
+        let now = ctx.now();
+        self.prune_windows(now, window);
+        match self.batch_due {
+            Some(due) if force || now >= due => {}
+            _ => return,
+        }
+        let mut ready = Vec::new();
+        let mut next: Option<Instant> = None;
+        for d in std::mem::take(&mut self.batch) {
+            match d.room().and_then(|r| self.room_windows.get_mut(r)) {
+                Some(&mut RoomWindow { due: Some(due), .. }) if !force && due > now => {
+                    next = Some(next.map_or(due, |t| t.min(due)));
+                    self.batch.push(d);
+                }
+                // Due: the room's first message clears its window, the rest follow it.
+                Some(w) => {
+                    *w = RoomWindow {
+                        sent: now,
+                        due: None,
+                    };
+                    ready.push(d);
+                }
+                None => ready.push(d),
+            }
+        }
+        self.batch_due = next;
+        self.deliver_runs(ctx, &ready, false);
+    }
+
+    /// Forgets rooms that are quiet again (nothing held, last sent a whole window ago), at
+    /// most once a second: the table holds only rooms sent to within the last window or so.
+    fn prune_windows(&mut self, now: Instant, window: Duration) {
+        if self.windows_pruned_at.is_some_and(|t| now < t) {
+            return;
+        }
+        self.windows_pruned_at = Some(now + window.max(Duration::from_secs(1)));
+        self.room_windows
+            .retain(|_, w| w.due.is_some() || now.saturating_duration_since(w.sent) < window);
     }
 }

@@ -14,6 +14,7 @@ mod websocket;
 
 pub(super) use tls::{emit, emit_continued, emit_copy};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +24,7 @@ use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
+use self::deliver::RoomWindow;
 use super::conn::{Conn, Flags, Joined, Position};
 use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
@@ -60,14 +62,18 @@ pub struct GatewayHandler {
     pub(super) users: UserIndex,
     /// This shard's metric cells (the only writer).
     pub(super) rec: ShardRecorder,
-    /// Room messages waiting for `rooms.batch_window_ms` (empty when the window is 0).
+    /// Room messages waiting for `rooms.batch_window_ms` (empty when the window is 0), in
+    /// arrival order.
     pub(super) batch: Vec<Arc<Delivery>>,
-    /// When the batched messages' window started: the last time this shard sent room
-    /// messages under the window. They go out once it has passed.
-    pub(super) batch_since: Option<Instant>,
-    /// The last time this shard sent room messages under `rooms.batch_window_ms` (at once or
-    /// from the batch): a room message arriving a whole window later goes out at once.
-    pub(super) last_room_flush: Option<Instant>,
+    /// Per room under `rooms.batch_window_ms`: when this shard last sent it, and when its
+    /// held messages are due (`handler/deliver.rs`). A room absent here, or last sent a whole
+    /// window ago, is quiet: its next message goes at once.
+    pub(super) room_windows: HashMap<Arc<str>, RoomWindow>,
+    /// The earliest `due` in `room_windows` (or earlier: a flush that finds nothing due
+    /// recomputes it).
+    pub(super) batch_due: Option<Instant>,
+    /// When `room_windows` is next pruned of quiet rooms.
+    pub(super) windows_pruned_at: Option<Instant>,
     /// The vector swapped with this shard's hand-off queue on each drain
     /// (`gateway/handoff.rs`): no allocation per drain in steady state.
     pub(super) drained: Vec<Arc<Delivery>>,
@@ -112,8 +118,9 @@ impl GatewayHandler {
             users: UserIndex::new(cluster),
             rec,
             batch: Vec::new(),
-            batch_since: None,
-            last_room_flush: None,
+            room_windows: HashMap::new(),
+            batch_due: None,
+            windows_pruned_at: None,
             drained: Vec::new(),
             replaying: Vec::new(),
             drain_posted: false,
