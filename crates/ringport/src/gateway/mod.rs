@@ -35,6 +35,7 @@ mod handoff;
 mod overload;
 mod publish;
 mod replay;
+mod room_batch;
 mod rooms;
 #[doc(hidden)]
 pub mod scale;

@@ -2,11 +2,9 @@
 //! encodes a message once and queues it for every shard through `gateway/handoff.rs`).
 //! [`GatewayHandler::drain_deliveries`] takes the shard's whole queue in one loop turn and
 //! [`GatewayHandler::deliver`] hands each shared frame to each local recipient's session
-//! (sent, held while asleep, or skipped past the holdback), or batches room messages for
-//! `rooms.batch_window_ms`, kept per room: a room message whose room this shard sent nothing
-//! for a whole window goes at once, the ones after it wait until the window since that send
-//! has passed, so a busy room coalesces without holding a quiet room's messages on the same
-//! shard; an urgent message first sends its stream's batched ones.
+//! (sent, held while asleep, or skipped past the holdback), or holds room messages for
+//! `rooms.batch_window_ms`, per room (`gateway/room_batch.rs` says which wait and when they
+//! are due); an urgent message first sends its stream's held ones.
 //!
 //! Consecutive messages of one stream drained (or flushed from the batch) together form a
 //! *run*: their frames are joined once into one shared buffer, and every recipient whose
@@ -26,7 +24,7 @@
 //! connection.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ringport_io::{ConnId, Ctx};
@@ -41,15 +39,6 @@ use crate::metrics::ConnState as Gauge;
 
 /// Frame bytes at most in one run's joined buffer.
 const MAX_RUN_BYTES: usize = 64 * 1024;
-
-/// A room's state under `rooms.batch_window_ms` on one shard.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RoomWindow {
-    /// When this shard last sent the room's messages (at once or from the batch).
-    sent: Instant,
-    /// When its held messages go out (`sent` + the window); `None` while none are held.
-    due: Option<Instant>,
-}
 
 /// How many messages from the start of `ds` form one run (at least 1): consecutive
 /// messages of the first one's stream and epoch, up to [`MAX_RUN_BYTES`] of frames.
@@ -271,51 +260,19 @@ impl GatewayHandler {
         let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
         if !window.is_zero() && d.class == PushClass::Room {
             if let Some(room) = d.room() {
-                // Leading edge, per room: a message of a room this shard sent nothing of for
-                // a whole window goes out at once; the ones after it wait for the window.
-                let now = ctx.now();
-                match self.room_windows.get_mut(room) {
-                    Some(w)
-                        if w.due.is_some() || now.saturating_duration_since(w.sent) < window =>
-                    {
-                        let due = *w.due.get_or_insert(w.sent + window);
-                        self.batch_due = Some(self.batch_due.map_or(due, |t| t.min(due)));
-                        self.batch.push(Arc::clone(d));
-                        return self.rooms.members(room).len() as u64;
-                    }
-                    Some(w) => w.sent = now,
-                    None => {
-                        // No members here, no entry: the message reaches nobody on this shard.
-                        if let Some(name) = self.rooms.name(room) {
-                            self.room_windows.insert(
-                                name,
-                                RoomWindow {
-                                    sent: now,
-                                    due: None,
-                                },
-                            );
-                        }
-                    }
+                let rooms = &self.rooms;
+                if self
+                    .batch
+                    .hold(d, room, || rooms.name(room), ctx.now(), window)
+                {
+                    return self.rooms.members(room).len() as u64;
                 }
                 return self.deliver_now(ctx, d);
             }
         }
-        if d.class == PushClass::Urgent && !self.batch.is_empty() {
-            // A stream is delivered in offset order: its batched messages go first.
-            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.batch)
-                .into_iter()
-                .partition(|b| b.stream == d.stream);
-            self.batch = rest;
-            if !mine.is_empty() {
-                let now = ctx.now();
-                if let Some(w) = d.room().and_then(|r| self.room_windows.get_mut(r)) {
-                    *w = RoomWindow {
-                        sent: now,
-                        due: None,
-                    };
-                }
-            }
-            for b in &mine {
+        if d.class == PushClass::Urgent {
+            // A stream is delivered in offset order: its held messages go first.
+            for b in &self.batch.take_stream(d, ctx.now()) {
                 self.deliver_now(ctx, b);
             }
         }
@@ -381,50 +338,17 @@ impl GatewayHandler {
         queued
     }
 
-    /// Sends the batched messages of every room whose window has passed (all of them, with
-    /// `force`), in arrival order; the others stay batched.
+    /// Sends the held messages of every room whose window has passed (all of them, with
+    /// `force`), in arrival order.
     pub(super) fn flush_batch(&mut self, ctx: &mut Ctx<'_, Self>, force: bool) {
         let window = Duration::from_millis(self.shared.rooms.batch_window_ms);
         if window.is_zero() {
             return;
         }
-        let now = ctx.now();
-        self.prune_windows(now, window);
-        match self.batch_due {
-            Some(due) if force || now >= due => {}
-            _ => return,
-        }
         let mut ready = Vec::new();
-        let mut next: Option<Instant> = None;
-        for d in std::mem::take(&mut self.batch) {
-            match d.room().and_then(|r| self.room_windows.get_mut(r)) {
-                Some(&mut RoomWindow { due: Some(due), .. }) if !force && due > now => {
-                    next = Some(next.map_or(due, |t| t.min(due)));
-                    self.batch.push(d);
-                }
-                // Due: the room's first message clears its window, the rest follow it.
-                Some(w) => {
-                    *w = RoomWindow {
-                        sent: now,
-                        due: None,
-                    };
-                    ready.push(d);
-                }
-                None => ready.push(d),
-            }
+        self.batch.take_due(ctx.now(), window, force, &mut ready);
+        if !ready.is_empty() {
+            self.deliver_runs(ctx, &ready, false);
         }
-        self.batch_due = next;
-        self.deliver_runs(ctx, &ready, false);
-    }
-
-    /// Forgets rooms that are quiet again (nothing held, last sent a whole window ago), at
-    /// most once a second: the table holds only rooms sent to within the last window or so.
-    fn prune_windows(&mut self, now: Instant, window: Duration) {
-        if self.windows_pruned_at.is_some_and(|t| now < t) {
-            return;
-        }
-        self.windows_pruned_at = Some(now + window.max(Duration::from_secs(1)));
-        self.room_windows
-            .retain(|_, w| w.due.is_some() || now.saturating_duration_since(w.sent) < window);
     }
 }

@@ -14,7 +14,6 @@ mod websocket;
 
 pub(super) use tls::{emit, emit_continued, emit_copy};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,10 +23,10 @@ use ringport_proto::{
     CloseReason, Event, Op, PushClass, Session, State, Status, StreamName, WelcomeParams,
 };
 
-use self::deliver::RoomWindow;
 use super::conn::{Conn, Flags, Joined, Position};
 use super::publish::{Delivery, Message, PublishError, Target};
 use super::replay::Pending;
+use super::room_batch::RoomBatch;
 use super::rooms::{RoomIndex, UserIndex};
 use super::transport::Transport;
 use super::{Shared, BROADCAST_ROOM};
@@ -62,18 +61,9 @@ pub struct GatewayHandler {
     pub(super) users: UserIndex,
     /// This shard's metric cells (the only writer).
     pub(super) rec: ShardRecorder,
-    /// Room messages waiting for `rooms.batch_window_ms` (empty when the window is 0), in
-    /// arrival order.
-    pub(super) batch: Vec<Arc<Delivery>>,
-    /// Per room under `rooms.batch_window_ms`: when this shard last sent it, and when its
-    /// held messages are due (`handler/deliver.rs`). A room absent here, or last sent a whole
-    /// window ago, is quiet: its next message goes at once.
-    pub(super) room_windows: HashMap<Arc<str>, RoomWindow>,
-    /// The earliest `due` in `room_windows` (or earlier: a flush that finds nothing due
-    /// recomputes it).
-    pub(super) batch_due: Option<Instant>,
-    /// When `room_windows` is next pruned of quiet rooms.
-    pub(super) windows_pruned_at: Option<Instant>,
+    /// Room messages held for `rooms.batch_window_ms`, and each room's window
+    /// (`gateway/room_batch.rs`; empty when the window is 0).
+    pub(super) batch: RoomBatch,
     /// The vector swapped with this shard's hand-off queue on each drain
     /// (`gateway/handoff.rs`): no allocation per drain in steady state.
     pub(super) drained: Vec<Arc<Delivery>>,
@@ -117,10 +107,7 @@ impl GatewayHandler {
             rooms: RoomIndex::new(cluster.clone()),
             users: UserIndex::new(cluster),
             rec,
-            batch: Vec::new(),
-            room_windows: HashMap::new(),
-            batch_due: None,
-            windows_pruned_at: None,
+            batch: RoomBatch::default(),
             drained: Vec::new(),
             replaying: Vec::new(),
             drain_posted: false,
