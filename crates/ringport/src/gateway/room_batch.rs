@@ -24,6 +24,16 @@ struct RoomWindow {
     due: Option<Instant>,
 }
 
+impl RoomWindow {
+    /// A window that restarts at `now`, with nothing held.
+    fn restart(now: Instant) -> RoomWindow {
+        RoomWindow {
+            sent: now,
+            due: None,
+        }
+    }
+}
+
 /// The held room messages of one shard and every recently sent room's window.
 #[derive(Debug, Default)]
 pub(crate) struct RoomBatch {
@@ -57,18 +67,12 @@ impl RoomBatch {
                 true
             }
             Some(w) => {
-                w.sent = now;
+                *w = RoomWindow::restart(now);
                 false
             }
             None => {
                 if let Some(name) = name() {
-                    self.windows.insert(
-                        name,
-                        RoomWindow {
-                            sent: now,
-                            due: None,
-                        },
-                    );
+                    self.windows.insert(name, RoomWindow::restart(now));
                 }
                 false
             }
@@ -98,10 +102,7 @@ impl RoomBatch {
                 }
                 // Due: the room's first message restarts its window, the rest follow it.
                 Some(w) => {
-                    *w = RoomWindow {
-                        sent: now,
-                        due: None,
-                    };
+                    *w = RoomWindow::restart(now);
                     out.push(d);
                 }
                 None => out.push(d),
@@ -122,10 +123,7 @@ impl RoomBatch {
         self.held = rest;
         if !mine.is_empty() {
             if let Some(w) = d.room().and_then(|r| self.windows.get_mut(r)) {
-                *w = RoomWindow {
-                    sent: now,
-                    due: None,
-                };
+                *w = RoomWindow::restart(now);
             }
         }
         mine
