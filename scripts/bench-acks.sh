@@ -17,6 +17,12 @@
 #
 #   scripts/bench-acks.sh                      # 10,000 subscribers, 1,000 rooms, 10,000 msg/s
 #   RATE=5000 scripts/bench-acks.sh            # half the rate: the quick-ACK phase lasts twice as long
+#   STOP_AT=6 STOP_S=0.9 scripts/bench-acks.sh # the bench stopped (SIGSTOP) for 0.9 s at sample 6
+#
+# A receiver also re-enters quick-ACK mode when a segment comes more than its RTO (200 ms on
+# loopback) after the previous one (tcp_event_data_recv in net/ipv4/tcp_input.c): STOP_AT
+# makes such a gap on every connection at once (publisher and subscribers both pause) and
+# shows how long the ACKs stay on the server's core afterwards.
 #
 # NO_BUILD=1 runs RINGPORT_BIN and BENCH_BIN as they are. Needs nstat (iproute2) and taskset.
 set -euo pipefail
@@ -33,6 +39,8 @@ PORT=${PORT:-17290}
 ADMIN_PORT=${ADMIN_PORT:-17291}
 RINGPORT_BIN=${RINGPORT_BIN:-$RELEASE/ringport}
 BENCH_BIN=${BENCH_BIN:-$RELEASE/ringport-bench}
+STOP_AT=${STOP_AT:-0}
+STOP_S=${STOP_S:-0.3}
 OUT=${OUT:-$(mktemp -d /tmp/ringport-acks.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -56,17 +64,27 @@ BENCH_PID=$!
 
 # One line per second: NET_RX of both CPUs (cumulative) and nstat's increments since the last.
 nstat -n >/dev/null
-for _ in $(seq $((DURATION + WARMUP + 300))); do
+for i in $(seq $((DURATION + WARMUP + 300))); do
     kill -0 "$BENCH_PID" 2>/dev/null || break
     read -r rx_s rx_c < <(awk -v s=$((SERVER_CPU + 2)) -v c=$((CLIENT_CPU + 2)) \
         '$1 == "NET_RX:" { print $s, $c }' /proc/softirqs)
     echo "$(date +%s.%N) $rx_s $rx_c $(nstat -z TcpOutSegs TcpExtDelayedACKs | awk 'NR > 1 { printf "%s ", $2 }')"
-    sleep 1
+    if ((i == STOP_AT)); then
+        # BENCH_PID is `timeout`; its child is the bench (taskset execs it).
+        bench_pid=$(pgrep -P "$BENCH_PID") || die "the bench process was not found"
+        kill -STOP "$bench_pid"
+        sleep "$STOP_S"
+        kill -CONT "$bench_pid"
+        sleep "$(python3 -c "print(max(0.0, 1 - $STOP_S))")"
+    else
+        sleep 1
+    fi
 done >"$OUT/samples.txt"
 wait "$BENCH_PID" || die "the bench failed (see $OUT/run.err)"
 stop_server
 
 echo "# $SUBS subscribers in $ROOMS rooms, $RATE msg/s via $PUBLISHER, ${WARMUP}s warm-up + ${DURATION}s; server core $SERVER_CPU, bench core $CLIENT_CPU; files in $OUT"
+((STOP_AT == 0)) || echo "# the bench was stopped for ${STOP_S}s right after sample $STOP_AT"
 python3 - "$OUT" "$SERVER_CPU" "$CLIENT_CPU" <<'EOF'
 import json, sys
 out, scpu, ccpu = sys.argv[1], sys.argv[2], sys.argv[3]
