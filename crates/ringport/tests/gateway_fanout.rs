@@ -257,19 +257,27 @@ fn batch_window_delays_room_messages_but_keeps_order() {
     }
 }
 
+/// A server with `rooms.batch_window_ms` of `window` and one member of `rooms`.
+fn windowed_member(window: Duration, rooms: &[&str]) -> (TestServer, Client) {
+    let mut config = test_config();
+    config.rooms.batch_window_ms = window.as_millis() as u64;
+    let server = TestServer::start(config);
+    let mut member = server.welcomed("");
+    for (i, room) in rooms.iter().enumerate() {
+        assert_eq!(member.join(i as u32 + 1, room), Status::OK);
+    }
+    (server, member)
+}
+
 /// `rooms.batch_window_ms` holds room messages only after a send of their room: the first
-/// message of a quiet room leaves at once and alone, the ones right behind it wait for the window and
-/// leave together, and a message a whole window later leaves at once again. Counted by the
+/// message of a quiet room leaves at once and alone, the ones right behind it wait for the
+/// window and leave together, and a message a whole window later leaves at once again. Counted by the
 /// send-batch histogram (sends and the messages they carried), so no timing is assumed
 /// beyond "held at least a window".
 #[test]
 fn a_batch_window_sends_a_lone_message_at_once_and_holds_the_ones_behind_it() {
     let window = Duration::from_millis(1_000);
-    let mut config = test_config();
-    config.rooms.batch_window_ms = window.as_millis() as u64;
-    let server = TestServer::start(config);
-    let mut member = server.welcomed("");
-    assert_eq!(member.join(1, "lead"), Status::OK);
+    let (server, mut member) = windowed_member(window, &["lead"]);
     let sends = |server: &TestServer| {
         let body = server.http("GET", "/metrics", "").body;
         (
@@ -317,12 +325,7 @@ fn a_batch_window_sends_a_lone_message_at_once_and_holds_the_ones_behind_it() {
 #[test]
 fn a_batch_window_holds_a_busy_room_without_holding_a_quiet_one() {
     let window = Duration::from_millis(1_000);
-    let mut config = test_config();
-    config.rooms.batch_window_ms = window.as_millis() as u64;
-    let server = TestServer::start(config);
-    let mut member = server.welcomed("");
-    assert_eq!(member.join(1, "busy"), Status::OK);
-    assert_eq!(member.join(2, "quiet"), Status::OK);
+    let (server, mut member) = windowed_member(window, &["busy", "quiet"]);
     let t0 = Instant::now();
     for (room, payload) in [("busy", "b1"), ("busy", "b2"), ("quiet", "q1")] {
         let r = server.http(
