@@ -271,9 +271,9 @@ fn windowed_member(window: Duration, rooms: &[&str]) -> (TestServer, Client) {
 
 /// `rooms.batch_window_ms` holds room messages only after a send of their room: the first
 /// message of a quiet room leaves at once and alone, the ones right behind it wait for the
-/// window and leave together, and a message a whole window later leaves at once again. Counted by the
-/// send-batch histogram (sends and the messages they carried), so no timing is assumed
-/// beyond "held at least a window".
+/// window and leave together, and a message a whole window later leaves at once again.
+/// Counted by the send-batch histogram (sends and the messages they carried), so no timing is
+/// assumed beyond "held at least a window".
 #[test]
 fn a_batch_window_sends_a_lone_message_at_once_and_holds_the_ones_behind_it() {
     let window = Duration::from_millis(1_000);
