@@ -48,17 +48,20 @@ pub(crate) struct RoomBatch {
 }
 
 impl RoomBatch {
-    /// Whether room message `d` of `room` must wait (it is then held) or goes now (the room's
-    /// window restarts now). `name` interns the room for a new entry; `None` (no member here)
-    /// keeps no entry, the message then reaches nobody on this shard.
+    /// Whether room message `d` must wait (it is then held) or goes now (its room's window
+    /// restarts now; a message of no room goes now too). `name` interns the room for a new
+    /// entry; `None` (no member here) keeps no entry, the message then reaches nobody on this
+    /// shard.
     pub fn hold(
         &mut self,
         d: &Arc<Delivery>,
-        room: &str,
-        name: impl FnOnce() -> Option<Arc<str>>,
+        name: impl FnOnce(&str) -> Option<Arc<str>>,
         now: Instant,
         window: Duration,
     ) -> bool {
+        let Some(room) = d.room() else {
+            return false;
+        };
         match self.windows.get_mut(room) {
             Some(w) if w.due.is_some() || now.saturating_duration_since(w.sent) < window => {
                 let due = *w.due.get_or_insert(w.sent + window);
@@ -71,7 +74,7 @@ impl RoomBatch {
                 false
             }
             None => {
-                if let Some(name) = name() {
+                if let Some(name) = name(room) {
                     self.windows.insert(name, RoomWindow::restart(now));
                 }
                 false
@@ -170,8 +173,7 @@ mod tests {
     }
 
     fn hold(b: &mut RoomBatch, d: &Arc<Delivery>, now: Instant) -> bool {
-        let room = d.room().unwrap().to_owned();
-        b.hold(d, &room, || Some(Arc::from(room.as_str())), now, W)
+        b.hold(d, |room| Some(Arc::from(room)), now, W)
     }
 
     fn due(b: &mut RoomBatch, now: Instant) -> Vec<(String, u64)> {
@@ -254,7 +256,7 @@ mod tests {
         b.take_due(t0 + W * 2 + Duration::from_secs(1), W, false, &mut out);
         assert_eq!(b.rooms(), 0);
         // No member here (no name): nothing tracked, the message goes at once.
-        assert!(!b.hold(&msg("x", 1, PushClass::Room), "x", || None, t0, W));
+        assert!(!b.hold(&msg("x", 1, PushClass::Room), |_| None, t0, W));
         assert_eq!(b.rooms(), 0);
     }
 }

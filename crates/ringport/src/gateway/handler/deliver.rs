@@ -261,10 +261,7 @@ impl GatewayHandler {
         if !window.is_zero() && d.class == PushClass::Room {
             if let Some(room) = d.room() {
                 let rooms = &self.rooms;
-                if self
-                    .batch
-                    .hold(d, room, || rooms.name(room), ctx.now(), window)
-                {
+                if self.batch.hold(d, |r| rooms.name(r), ctx.now(), window) {
                     return self.rooms.members(room).len() as u64;
                 }
                 return self.deliver_now(ctx, d);
