@@ -6,9 +6,11 @@
 //! checks are counts, not timings: every published message reaches every subscriber of its
 //! room exactly once, in order, and the publisher's and the server's counts agree.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ringport_bench::gateway::{
@@ -42,12 +44,22 @@ fn find(bin: &str) -> PathBuf {
         })
 }
 
+/// A loopback port free now and not handed to another test of this binary. The tests run in
+/// parallel, and the kernel may offer a port again once it is released, before the first
+/// server binds it. Two servers given one port would let one test drive the other's server.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Starts `bin args` with `{port}` replaced by a free port; waits (bounded) until it listens.
@@ -65,9 +77,13 @@ fn start(bin: &str, args: &[&str]) -> ServerProc {
         .spawn()
         .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = ServerProc { child, addr };
+    let mut server = ServerProc { child, addr };
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
+        // A server that could not bind exits: say so rather than wait out the deadline.
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("{bin} exited before listening on {addr}: {status}");
+        }
         assert!(
             Instant::now() < deadline,
             "{bin} did not listen on {addr} in 20 s"
